@@ -1,0 +1,234 @@
+/*
+ * hkx: tasks on a thread pool in a separate host process, so that they can
+ * be cancelled, stopped, paused or killed while the application keeps
+ * running.
+ *
+ * Conventions (see README.md for more):
+ *  - functions that can fail return 0 (or a non-negative value where said)
+ *    and a negative errno value on failure; strerror(-err) describes it;
+ *  - timeouts are milliseconds on CLOCK_MONOTONIC: -1 waits forever, 0 polls;
+ *  - every public struct ends with reserved space that must be zero;
+ *  - futures and groups are reference-counted and may outlive their
+ *    executor; calls that need the executor then return -ESHUTDOWN;
+ *  - the library never installs a signal handler in the application, never
+ *    changes its signal mask, never leaves it a child to reap and opens
+ *    every fd with O_CLOEXEC.
+ *
+ * Create executors early, before the application starts other threads:
+ * hkx_executor_new() forks a small "zygote" process that is a snapshot of
+ * the application at that moment, and every host is forked from it.
+ */
+#ifndef HKX_H
+#define HKX_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with hidden visibility; what is declared here is
+ * its whole exported surface. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+#define HKX_VERSION_MAJOR 0
+#define HKX_VERSION_MINOR 1
+#define HKX_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define HKX_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define HKX_PRINTF(fmt, args)
+#endif
+
+/* The version of the library that is running, as "MAJOR.MINOR.PATCH". */
+const char *hkx_version(void);
+
+/* ---------------------------------------------------------------------- */
+/* Tasks: run inside the host process.                                     */
+
+typedef struct hkx_task hkx_task;
+typedef int (*hkx_task_fn)(hkx_task *t, const void *arg, size_t len);
+
+struct hkx_task_def {
+	const char *name;
+	hkx_task_fn fn;
+};
+
+/* Result bytes, copied; the last call wins. -E2BIG past max_payload. */
+int hkx_task_reply(hkx_task *t, const void *data, size_t len);
+/* Failure text, printf-style; the last call wins; cut at 4095 bytes. */
+void hkx_task_message(hkx_task *t, const char *fmt, ...) HKX_PRINTF(2, 3);
+void hkx_task_vmessage(hkx_task *t, const char *fmt, va_list ap)
+    HKX_PRINTF(2, 0);
+/* True once a stop was asked: for this task, its group, or all. */
+bool hkx_task_should_stop(const hkx_task *t);
+/* Blocks while the executor is paused at checkpoints; returns -ECANCELED if
+ * a stop was asked, else 0. */
+int hkx_task_checkpoint(hkx_task *t);
+/* Coalesced: the latest values win. */
+int hkx_task_progress(hkx_task *t, uint64_t done, uint64_t total);
+/* Equals hkx_future_id() of its future. */
+uint64_t hkx_task_id(const hkx_task *t);
+/* Which run this is: 1 for the first, 2 for the first retry, ... */
+unsigned hkx_task_attempt(const hkx_task *t);
+
+/* A plugin (a shared library loaded by the hkx command) exports a function
+ * of this type under the name HKX_PLUGIN_SYMBOL. */
+typedef const struct hkx_task_def *(*hkx_plugin_tasks_fn)(size_t *ntasks);
+#define HKX_PLUGIN_SYMBOL "hkx_plugin_tasks"
+
+/* ---------------------------------------------------------------------- */
+/* Executor: the supervisor side, in the application process.              */
+
+struct hkx_config {
+	const struct hkx_task_def *tasks; /* the task table, copied; required */
+	size_t ntasks;
+	unsigned threads;          /* worker threads in the host; default: online CPUs */
+	unsigned prefetch;         /* tasks held in the host beyond idle workers; default 256 */
+	size_t max_payload;        /* bytes per argument or result; default 64 MiB */
+	size_t max_queued;         /* 0 = unbounded; else at most this many QUEUED futures;
+	                              hkx_submit gives -EAGAIN past it */
+	unsigned max_restarts;     /* unexpected host deaths allowed ... */
+	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
+	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
+	                                many tasks, gracefully, not counted as a restart */
+	int (*host_init)(void *arg); /* run once in each new host before any task; nonzero = fail */
+	void *host_init_arg;
+	/* sandbox of the host process; 0 = inherit */
+	uint64_t limit_memory_bytes; /* RLIMIT_AS: counts thread stacks and malloc arenas too */
+	uint64_t limit_open_files;   /* RLIMIT_NOFILE */
+	bool allow_core_dumps;       /* default false: RLIMIT_CORE 0 in the host */
+	bool no_new_privs;           /* PR_SET_NO_NEW_PRIVS in the host */
+	uint64_t reserved[8];
+};
+void hkx_config_init(struct hkx_config *c);
+
+typedef struct hkx_executor hkx_executor;
+
+/* Starts the zygote and the first host; fails here if they cannot start:
+ * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
+ * function, threads 0, reserved space not zero), -ENOSYS without pidfd,
+ * -EPERM inside a host, -ECHILD if the first host died before it was ready
+ * (host_init failed: a negative errno that host_init returned is passed on). */
+int hkx_executor_new(const struct hkx_config *c, hkx_executor **out);
+
+enum hkx_pause { HKX_PAUSE_CHECKPOINT, HKX_PAUSE_FREEZE };
+int hkx_executor_pause(hkx_executor *ex, enum hkx_pause how);
+int hkx_executor_resume(hkx_executor *ex);
+/* Cancel every queued task, ask every running one to stop. */
+int hkx_executor_stop(hkx_executor *ex);
+/* Hard-kill the host now; running tasks end KILLED, tasks not yet started
+ * go back to the queue, a fresh host takes over. */
+int hkx_executor_kill(hkx_executor *ex);
+
+enum hkx_shutdown {
+	HKX_SHUTDOWN_DRAIN,  /* finish everything queued */
+	HKX_SHUTDOWN_CANCEL, /* cancel queued, let running finish */
+	HKX_SHUTDOWN_STOP,   /* cancel queued, ask running to stop */
+	HKX_SHUTDOWN_KILL,   /* kill now; unstarted tasks end CANCELLED */
+};
+/* Returns when every future has ended and the host is gone; past timeout_ms
+ * it escalates to KILL, finishes that and returns -ETIMEDOUT. */
+int hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
+/* Shuts down with HKX_SHUTDOWN_KILL if not yet shut down. Must not race
+ * other calls on the same executor. */
+void hkx_executor_free(hkx_executor *ex);
+
+struct hkx_stats {
+	uint64_t submitted, done, failed, cancelled, stopped, timed_out, killed, crashed;
+	uint64_t host_starts; /* hosts started, the first included */
+	uint32_t queued, running;
+	pid_t host_pid;       /* 0 while no host is up */
+	bool paused, frozen, broken, shut_down;
+	uint64_t reserved[8];
+};
+int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);
+
+/* ---------------------------------------------------------------------- */
+/* Submitting and futures.                                                 */
+
+typedef struct hkx_future hkx_future;
+typedef struct hkx_group hkx_group;
+
+struct hkx_opts {          /* zero-initialise; 0 means "none" */
+	int stop_after_ms;     /* run time after which a stop is asked */
+	int kill_after_ms;     /* run time after which the host is killed: HKX_TIMED_OUT */
+	int cpu_limit_ms;      /* the task's own CPU time after which the host is killed */
+	hkx_group *group;
+	unsigned retries;      /* re-runs allowed when it dies as collateral of another task */
+	uint64_t reserved[8];
+};
+
+int hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
+               const struct hkx_opts *opts, hkx_future **out);
+/* All or none: on failure no task was submitted and outs is untouched. */
+int hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
+            const struct hkx_opts *opts, hkx_future **outs);
+
+enum hkx_state {
+	HKX_QUEUED,
+	HKX_RUNNING, /* not yet ended */
+	HKX_DONE,
+	HKX_FAILED,
+	HKX_CANCELLED,
+	HKX_STOPPED,
+	HKX_TIMED_OUT,
+	HKX_KILLED,
+	HKX_CRASHED,
+};
+const char *hkx_state_name(enum hkx_state s); /* "done", "timed_out", ... */
+enum hkx_state hkx_future_state(const hkx_future *f);
+bool hkx_future_done(const hkx_future *f);    /* an end state is reached */
+uint64_t hkx_future_id(const hkx_future *f);
+unsigned hkx_future_attempts(const hkx_future *f); /* times it started in a host */
+int hkx_future_wait(hkx_future *f, int timeout_ms); /* 0, or -ETIMEDOUT */
+int hkx_future_result(const hkx_future *f, const void **data, size_t *len);
+int hkx_future_code(const hkx_future *f);
+const char *hkx_future_message(const hkx_future *f); /* NULL if none */
+int hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total);
+bool hkx_future_cancel(hkx_future *f); /* true iff the task will never run */
+int hkx_future_stop(hkx_future *f);    /* not started: cancel; running: ask it to stop */
+int hkx_future_kill(hkx_future *f);    /* not started: cancel; running: kill its host */
+typedef void (*hkx_done_fn)(hkx_future *f, void *arg);
+/* Called once when it ends, on the library's thread (must not block), or at
+ * once in the caller if it has already ended. */
+int hkx_future_on_done(hkx_future *f, hkx_done_fn fn, void *arg);
+hkx_future *hkx_future_retain(hkx_future *f);
+void hkx_future_release(hkx_future *f);
+
+enum hkx_wait_for { HKX_WAIT_ALL, HKX_WAIT_ANY, HKX_WAIT_FIRST_FAILURE };
+/* ALL: 0. ANY: index of a future that has ended. FIRST_FAILURE: index of a
+ * future that ended other than DONE (the first the library saw end), or n
+ * if all ended DONE. -ETIMEDOUT. */
+int hkx_wait(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, int timeout_ms);
+
+/* ---------------------------------------------------------------------- */
+/* Groups: fail fast.                                                      */
+
+#define HKX_GROUP_FAIL_FAST 1u
+int hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out);
+/* Cancel its queued tasks, ask its running ones to stop. */
+int hkx_group_stop(hkx_group *g);
+/* 0 if every member ended DONE; -ECANCELED if one failed or the group was
+ * stopped; -ETIMEDOUT. *first_failure gets a new reference, or NULL. */
+int hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure);
+hkx_group *hkx_group_retain(hkx_group *g);
+void hkx_group_release(hkx_group *g);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HKX_H */

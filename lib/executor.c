@@ -1,0 +1,1943 @@
+/*
+ * executor: the supervisor. It owns the queue, the slot table's owners,
+ * every host's pipes, the zygote's socket and the run-time limit timer, and
+ * decides how each future ends.
+ *
+ * Threads: application threads submit, cancel, stop and kill under the
+ * lock; one supervisor thread per executor (every signal blocked) reads
+ * and writes the pipes and runs on_done callbacks. Only the supervisor
+ * thread writes to a host's pipe or reads from one. Nothing the hosts send,
+ * in frames or in the slot table, is trusted: anything malformed kills the
+ * host and ends its running tasks CRASHED with -EPROTO.
+ */
+#include "executor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define INBUF_LEN (256 * 1024)
+#define MAX_PAYLOAD_LIMIT ((size_t)1 << 30)
+#define MAX_HOST_CAPACITY 32768u
+#define FREEZE_WAIT_NS 1000000000u
+
+/* epoll tags: a host pointer with the kind of fd in its low bits, or one of
+ * these alone. */
+enum {
+	TAG_WAKE = 1,
+	TAG_TIMER,
+	TAG_ZYGOTE,
+};
+enum {
+	HOST_UP = 1,
+	HOST_CRASH,
+	HOST_DOWN,
+};
+
+struct out_frame {
+	hkx_future *future; /* its slot keeps it alive; NULL for QUIT */
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
+	uint8_t head_len;
+};
+
+struct hkx__host {
+	TAILQ_ENTRY(hkx__host) link;
+	pid_t pid;
+	int pidfd, down_fd, up_fd, crash_fd;
+	bool ready;
+	bool retiring;       /* QUIT sent: takes no more tasks */
+	bool killing;        /* the supervisor ordered SIGKILL */
+	bool kill_all;       /* ... and nothing running in it may be retried */
+	bool protocol_error;
+	bool crash_noted;
+	bool init_failed;
+	bool up_open, crash_open, down_polled;
+	uint64_t crash_id;
+	int crash_signal;
+	int init_rc;
+	unsigned inflight;   /* slots it holds */
+	uint64_t sent;       /* tasks sent over its life */
+	struct hkx__decoder decoder;
+	struct out_frame *out;
+	size_t out_head, out_len, out_cap, out_partial;
+};
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static _Atomic unsigned fork_generation;
+static _Atomic uint64_t end_counter;
+
+static void
+on_fork_child(void)
+{
+	atomic_fetch_add(&fork_generation, 1);
+}
+
+static void
+register_fork_hook(void)
+{
+	/* Only our own counter: a fork() child of the application must not
+	 * drive executors whose supervisor thread did not survive the fork. */
+	pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+const char *
+hkx_version(void)
+{
+	return "0.1.0";
+}
+
+void
+hkx__lock(hkx_executor *ex)
+{
+	pthread_mutex_lock(&ex->lock);
+}
+
+void
+hkx__unlock(hkx_executor *ex)
+{
+	pthread_mutex_unlock(&ex->lock);
+}
+
+static void
+executor_retain(hkx_executor *ex)
+{
+	atomic_fetch_add_explicit(&ex->refs, 1, memory_order_relaxed);
+}
+
+void
+hkx__executor_release(hkx_executor *ex)
+{
+	if (atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_cond_destroy(&ex->cond);
+	pthread_mutex_destroy(&ex->lock);
+	free(ex);
+}
+
+int
+hkx__executor_usable(hkx_executor *ex)
+{
+	if (ex == NULL)
+		return -EINVAL;
+	if (hkx__in_host || ex->fork_generation != atomic_load(&fork_generation))
+		return -EPERM;
+	if (ex->freed)
+		return -ESHUTDOWN;
+	return 0;
+}
+
+static bool
+is_end(const hkx_future *f)
+{
+	return atomic_load_explicit(&f->state, memory_order_relaxed) >= HKX_DONE;
+}
+
+static enum hkx_state
+state_of(const hkx_future *f)
+{
+	return (enum hkx_state)atomic_load_explicit(&f->state, memory_order_relaxed);
+}
+
+static void
+wake(hkx_executor *ex)
+{
+	uint64_t one = 1;
+
+	if (ex->wake_pending)
+		return;
+	ex->wake_pending = true;
+	(void)!write(ex->wakefd, &one, sizeof(one));
+}
+
+/* --- how futures end ---------------------------------------------------- */
+
+static void
+count_end(hkx_executor *ex, enum hkx_state s)
+{
+	uint64_t *counter[] = {
+		[HKX_DONE] = &ex->stats.done,           [HKX_FAILED] = &ex->stats.failed,
+		[HKX_CANCELLED] = &ex->stats.cancelled, [HKX_STOPPED] = &ex->stats.stopped,
+		[HKX_TIMED_OUT] = &ex->stats.timed_out, [HKX_KILLED] = &ex->stats.killed,
+		[HKX_CRASHED] = &ex->stats.crashed,
+	};
+
+	(*counter[s])++;
+}
+
+static void
+leave_state(hkx_executor *ex, hkx_future *f)
+{
+	if (state_of(f) == HKX_QUEUED)
+		ex->queued--;
+	else if (state_of(f) == HKX_RUNNING)
+		ex->running--;
+}
+
+static void
+set_message(hkx_future *f, const char *fmt, ...) HKX_PRINTF(2, 3);
+
+static void
+set_message(hkx_future *f, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) >= 0) {
+		free(f->message);
+		f->message = msg;
+	}
+	va_end(ap);
+}
+
+/*
+ * The one place a future ends. The executor's own reference goes with it
+ * (or, with callbacks to run, after them): the caller must not touch f
+ * afterwards.
+ */
+static void
+end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
+{
+	leave_state(ex, f);
+	f->code = code;
+	f->end_order = atomic_fetch_add(&end_counter, 1);
+	atomic_store_explicit(&f->state, s, memory_order_release);
+	ex->pending--;
+	count_end(ex, s);
+	if (f->group != NULL)
+		hkx__group_member_ended(ex, f->group, f);
+	hkx__future_wake(f);
+	if (f->callbacks != NULL) {
+		TAILQ_INSERT_TAIL(&ex->notify, f, link);
+		wake(ex);
+	} else
+		hkx_future_release(f);
+	if (ex->pending == 0)
+		pthread_cond_broadcast(&ex->cond);
+}
+
+static void
+mark_running(hkx_executor *ex, hkx_future *f)
+{
+	ex->queued--;
+	ex->running++;
+	f->attempts++;
+	atomic_store_explicit(&f->state, HKX_RUNNING, memory_order_release);
+}
+
+void
+hkx__observe(hkx_executor *ex, hkx_future *f)
+{
+	uint64_t word;
+
+	if (state_of(f) != HKX_QUEUED || f->slot < 0)
+		return;
+	word = atomic_load(&ex->host_config.slots.slot[f->slot].word);
+	if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+		mark_running(ex, f);
+}
+
+static void
+observe_all(hkx_executor *ex)
+{
+	for (uint32_t i = 0; i < ex->host_config.slots.count; i++)
+		if (ex->owners[i].future != NULL)
+			hkx__observe(ex, ex->owners[i].future);
+}
+
+/* --- slots ----------------------------------------------------------------- */
+
+static void
+slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h)
+{
+	uint32_t i = ex->free_slots[--ex->nfree_slots];
+
+	ex->owners[i].future = hkx_future_retain(f);
+	ex->owners[i].host = h;
+	f->slot = (int32_t)i;
+	h->inflight++;
+}
+
+/* Frees f's slot and drops the slot's reference: f may be gone after. */
+static void
+slot_put(hkx_executor *ex, hkx_future *f)
+{
+	uint32_t i = (uint32_t)f->slot;
+
+	ex->owners[i].host->inflight--;
+	ex->owners[i].future = NULL;
+	ex->owners[i].host = NULL;
+	ex->free_slots[ex->nfree_slots++] = i;
+	f->slot = -1;
+	hkx_future_release(f);
+}
+
+static void
+copy_progress(hkx_executor *ex, hkx_future *f)
+{
+	hkx__slot_get_progress(&ex->host_config.slots.slot[f->slot], &f->progress_done,
+	    &f->progress_total);
+}
+
+/* --- cancel, stop, requeue ---------------------------------------------- */
+
+bool
+hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
+{
+	if (f->slot < 0) {
+		TAILQ_REMOVE(&ex->queue, f, link);
+		end_future(ex, f, HKX_CANCELLED, 0);
+		return true;
+	}
+	/* Exact even while the host is frozen: the worker's claim and this
+	 * compare-and-swap cannot both win. The slot stays taken until the
+	 * host says it skipped the task, or dies. */
+	if (state_of(f) == HKX_QUEUED &&
+	    hkx__slot_move(&ex->host_config.slots.slot[f->slot], f->seq, HKX__SLOT_CANCELLED)) {
+		end_future(ex, f, HKX_CANCELLED, 0);
+		return true;
+	}
+	hkx__observe(ex, f);
+	return false;
+}
+
+void
+hkx__future_stop_locked(hkx_executor *ex, hkx_future *f)
+{
+	if (hkx__future_cancel_locked(ex, f))
+		return;
+	f->stop_asked = true;
+	atomic_store(&ex->host_config.slots.slot[f->slot].stop, 1);
+	/* A task blocked in a checkpoint of a paused executor gives up. */
+	hkx__slots_wake(&ex->host_config.slots);
+}
+
+void
+hkx__stop_all(hkx_executor *ex, hkx_group *g)
+{
+	hkx_future *f, *next;
+	uint32_t i;
+
+	for (f = TAILQ_FIRST(&ex->queue); f != NULL; f = next) {
+		next = TAILQ_NEXT(f, link);
+		if (g == NULL || f->group == g)
+			hkx__future_cancel_locked(ex, f);
+	}
+	for (i = 0; i < ex->host_config.slots.count; i++) {
+		f = ex->owners[i].future;
+		if (f != NULL && !is_end(f) && (g == NULL || f->group == g))
+			hkx__future_stop_locked(ex, f);
+	}
+}
+
+static void
+cancel_queue(hkx_executor *ex)
+{
+	hkx_future *f;
+
+	while ((f = TAILQ_FIRST(&ex->queue)) != NULL) {
+		TAILQ_REMOVE(&ex->queue, f, link);
+		end_future(ex, f, HKX_CANCELLED, 0);
+	}
+}
+
+/* The queue, and what the hosts hold but have not started. */
+static void
+cancel_unstarted(hkx_executor *ex)
+{
+	hkx_future *f;
+
+	cancel_queue(ex);
+	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
+		f = ex->owners[i].future;
+		if (f != NULL && !is_end(f))
+			(void)hkx__future_cancel_locked(ex, f);
+	}
+}
+
+/* Back to the queue, in id order, unless nothing more may start. */
+static void
+requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
+{
+	hkx_future *at;
+
+	if (ex->broken || (ex->shutting_down && ex->shutdown_mode >= HKX_SHUTDOWN_CANCEL) ||
+	    (f->group != NULL && (f->group->failed || f->group->stopped))) {
+		end_future(ex, f, HKX_CANCELLED, 0);
+		return;
+	}
+	if (state_of(f) == HKX_RUNNING) {
+		ex->running--;
+		ex->queued++;
+		atomic_store_explicit(&f->state, HKX_QUEUED, memory_order_release);
+	}
+	f->started_ns = 0;
+	f->stop_asked = false;
+	TAILQ_FOREACH_REVERSE(at, back, hkx__future_list, link)
+		if (at->id < f->id)
+			break;
+	if (at == NULL)
+		TAILQ_INSERT_HEAD(back, f, link);
+	else
+		TAILQ_INSERT_AFTER(back, at, f, link);
+}
+
+static void
+break_executor(hkx_executor *ex)
+{
+	if (ex->broken)
+		return;
+	ex->broken = true;
+	ex->stats.broken = true;
+	cancel_queue(ex);
+	pthread_cond_broadcast(&ex->cond);
+}
+
+static void
+count_restart(hkx_executor *ex)
+{
+	unsigned size = ex->config.max_restarts + 1;
+	uint64_t now = hkx__now_ns();
+	uint64_t window = (uint64_t)ex->config.restart_window_ms * 1000000u;
+
+	ex->restarts[ex->restart_head] = now;
+	ex->restart_head = (ex->restart_head + 1) % size;
+	if (ex->nrestarts < size)
+		ex->nrestarts++;
+	/* The oldest of the last max_restarts + 1 deaths is next in line. */
+	if (ex->nrestarts == size && now - ex->restarts[ex->restart_head % size] <= window)
+		break_executor(ex);
+}
+
+/* --- hosts ------------------------------------------------------------------ */
+
+static void
+request_spawn(hkx_executor *ex)
+{
+	if (ex->spawning || ex->broken)
+		return;
+	if (hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SPAWN, 0, 0) == 0)
+		ex->spawning = true;
+}
+
+static void
+respawn_if_needed(hkx_executor *ex)
+{
+	if (ex->current != NULL || !ex->started || ex->broken)
+		return;
+	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
+		return;
+	request_spawn(ex);
+}
+
+static void
+signal_host(hkx_executor *ex, struct hkx__host *h, int sig)
+{
+	hkx__pidfd_send_signal(h->pidfd, sig);
+	/* ... and the processes its tasks started, through the zygote, which
+	 * can name the group without a race. */
+	hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, h->pid, sig);
+}
+
+/* True once every thread of pid is stopped (or gone). */
+static bool
+all_stopped(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	struct dirent *d;
+	bool stopped = true;
+	DIR *dir;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (dir == NULL)
+		return true;
+	while (stopped && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/stat", (int)pid, d->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		p = strrchr(buf, ')');
+		if (p != NULL && p[1] == ' ' && p[2] != 'T' && p[2] != 't' && p[2] != 'Z' &&
+		    p[2] != 'X')
+			stopped = false;
+	}
+	closedir(dir);
+	return stopped;
+}
+
+/* SIGSTOP is asynchronous; a pause that returns while a task still runs
+ * would be a lie. */
+static void
+freeze_host(hkx_executor *ex, struct hkx__host *h)
+{
+	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
+
+	signal_host(ex, h, SIGSTOP);
+	while (!all_stopped(h->pid) && hkx__now_ns() < deadline)
+		sched_yield();
+}
+
+static void
+out_push(struct hkx__host *h, hkx_future *f, const uint8_t *head, size_t head_len)
+{
+	struct out_frame *grown;
+	size_t cap;
+
+	if (h->out_len == h->out_cap) {
+		cap = h->out_cap ? h->out_cap * 2 : 64;
+		grown = reallocarray(h->out, cap, sizeof(*grown));
+		if (grown == NULL)
+			abort(); /* bounded by the host's capacity; tiny */
+		h->out = grown;
+		h->out_cap = cap;
+	}
+	h->out[h->out_len].future = f;
+	memcpy(h->out[h->out_len].head, head, head_len);
+	h->out[h->out_len].head_len = (uint8_t)head_len;
+	h->out_len++;
+}
+
+static void
+retire(hkx_executor *ex, struct hkx__host *h)
+{
+	uint8_t head[HKX__HEADER_LEN];
+
+	if (h->retiring || h->killing)
+		return;
+	h->retiring = true;
+	out_push(h, NULL, head, hkx__encode_quit(head));
+	if (ex->current == h)
+		ex->current = NULL;
+}
+
+static void
+kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
+{
+	if (all)
+		h->kill_all = true;
+	if (h->killing)
+		return;
+	h->killing = true;
+	hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+	if (ex->current == h) {
+		ex->current = NULL;
+		respawn_if_needed(ex);
+	}
+}
+
+static void
+kill_all_hosts(hkx_executor *ex)
+{
+	struct hkx__host *h, *next;
+
+	for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+		next = TAILQ_NEXT(h, link);
+		kill_host(ex, h, true);
+	}
+}
+
+static void
+protocol_error(hkx_executor *ex, struct hkx__host *h)
+{
+	h->protocol_error = true;
+	if (h->up_open) {
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+		h->up_open = false;
+	}
+	kill_host(ex, h, false);
+}
+
+static void
+send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+{
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
+	struct hkx__slot *slot;
+	uint32_t flags = 0;
+
+	slot_take(ex, f, h);
+	f->seq = ++ex->next_seq;
+	if (f->stop_after_ms || f->kill_after_ms)
+		flags |= HKX__SLOT_NOTIFY_START;
+	slot = &ex->host_config.slots.slot[f->slot];
+	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
+	h->sent++;
+	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
+	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
+}
+
+static bool
+host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
+{
+	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
+	    h->inflight < ex->host_capacity && ex->nfree_slots > 0;
+}
+
+/* With the lock held: hand queued work to the host; wind hosts down once
+ * a shutdown has nothing left to wait for. */
+static void
+pump(hkx_executor *ex)
+{
+	struct hkx__host *h = ex->current, *next;
+	unsigned max = ex->config.max_tasks_per_host;
+	hkx_future *f;
+
+	while (host_takes_tasks(ex, h) && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+		if (max && h->sent >= max)
+			break;
+		TAILQ_REMOVE(&ex->queue, f, link);
+		send_task(ex, h, f);
+	}
+	if (h != NULL && max && h->sent >= max) {
+		retire(ex, h); /* gracefully: not a restart */
+		respawn_if_needed(ex);
+	}
+	if (ex->shutting_down && ex->pending == 0) {
+		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+			next = TAILQ_NEXT(h, link);
+			if (ex->shutdown_mode == HKX_SHUTDOWN_KILL)
+				kill_host(ex, h, true);
+			else
+				retire(ex, h);
+		}
+	}
+}
+
+/* --- run-time limits -------------------------------------------------------- */
+
+static uint64_t
+paused_time(hkx_executor *ex, uint64_t now)
+{
+	return ex->paused_total + (ex->paused ? now - ex->pause_began : 0);
+}
+
+static void
+check_limits(hkx_executor *ex)
+{
+	struct itimerspec its = { 0 };
+	uint64_t now = hkx__now_ns(), next = UINT64_MAX, ran, limit, paused;
+	hkx_future *f;
+	uint32_t i;
+
+	paused = paused_time(ex, now);
+	for (i = 0; i < ex->host_config.slots.count && !ex->paused; i++) {
+		f = ex->owners[i].future;
+		if (f == NULL || is_end(f) || f->started_ns == 0 || ex->owners[i].host->killing)
+			continue;
+		ran = now - f->started_ns;
+		ran = ran > paused - f->paused_at_start ? ran - (paused - f->paused_at_start) : 0;
+		if (f->stop_after_ms && !f->stop_asked) {
+			limit = (uint64_t)f->stop_after_ms * 1000000u;
+			if (ran >= limit)
+				hkx__future_stop_locked(ex, f);
+			else if (now + (limit - ran) < next)
+				next = now + (limit - ran);
+		}
+		if (f->kill_after_ms) {
+			limit = (uint64_t)f->kill_after_ms * 1000000u;
+			if (ran >= limit) {
+				f->doom = HKX_TIMED_OUT;
+				kill_host(ex, ex->owners[i].host, false);
+			} else if (now + (limit - ran) < next)
+				next = now + (limit - ran);
+		}
+	}
+	if (next != UINT64_MAX)
+		its.it_value = hkx__timespec(next);
+	timerfd_settime(ex->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* --- frames from a host ----------------------------------------------------- */
+
+static hkx_future *
+owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uint64_t want)
+{
+	hkx_future *f;
+
+	if (fr->slot >= ex->host_config.slots.count || ex->owners[fr->slot].host != h)
+		return NULL;
+	f = ex->owners[fr->slot].future;
+	if (f == NULL || f->id != fr->id ||
+	    atomic_load(&ex->host_config.slots.slot[fr->slot].word) !=
+	        HKX__SLOT_WORD(f->seq, want))
+		return NULL;
+	return f;
+}
+
+static int
+take_result(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
+{
+	hkx_future *f = owner_of(ex, h, fr, HKX__SLOT_CLAIMED);
+	enum hkx_state s;
+
+	if (f == NULL)
+		return -EPROTO;
+	hkx__observe(ex, f);
+	copy_progress(ex, f);
+	if (fr->u.result.reply_len > 0) {
+		f->result = malloc(fr->u.result.reply_len);
+		if (f->result == NULL)
+			return -ENOMEM;
+		memcpy(f->result, fr->u.result.reply, fr->u.result.reply_len);
+		f->result_len = fr->u.result.reply_len;
+	}
+	if (fr->u.result.message_len > 0)
+		f->message = strndup(fr->u.result.message, fr->u.result.message_len);
+	if (fr->u.result.rc == 0)
+		s = HKX_DONE;
+	else if (fr->u.result.rc == -ECANCELED && f->stop_asked)
+		s = HKX_STOPPED;
+	else
+		s = HKX_FAILED;
+	/* The future is still alive: the executor's reference goes in
+	 * end_future, after the slot's. */
+	slot_put(ex, f);
+	end_future(ex, f, s, s == HKX_FAILED ? fr->u.result.rc : 0);
+	return 0;
+}
+
+static int
+handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
+{
+	hkx_future *f;
+
+	switch (fr->type) {
+	case HKX__FRAME_READY:
+		if (h->ready)
+			return -EPROTO;
+		h->ready = true;
+		ex->stats.host_starts++;
+		if (!ex->started) {
+			ex->started = true;
+			pthread_cond_broadcast(&ex->cond);
+		}
+		if (ex->frozen)
+			freeze_host(ex, h);
+		return 0;
+	case HKX__FRAME_STARTED:
+		f = owner_of(ex, h, fr, HKX__SLOT_CLAIMED);
+		if (f == NULL)
+			return -EPROTO;
+		hkx__observe(ex, f);
+		f->started_ns = fr->u.started.start_ns;
+		if (f->started_ns == 0 || f->started_ns > hkx__now_ns())
+			f->started_ns = hkx__now_ns();
+		f->paused_at_start = paused_time(ex, f->started_ns);
+		return 1; /* limits to look at */
+	case HKX__FRAME_SKIPPED:
+		f = owner_of(ex, h, fr, HKX__SLOT_CANCELLED);
+		if (f == NULL)
+			return -EPROTO;
+		slot_put(ex, f);
+		return 0;
+	case HKX__FRAME_RESULT:
+		return take_result(ex, h, fr);
+	default:
+		return -EPROTO;
+	}
+}
+
+/* Reads what the host sent; false once there is nothing more to read. */
+static bool
+read_host(hkx_executor *ex, struct hkx__host *h)
+{
+	struct hkx__frame fr;
+	bool ready, limits = false;
+	ssize_t n, used;
+	size_t off;
+	int rc;
+
+	if (!h->up_open)
+		return false;
+	n = read(h->up_fd, ex->inbuf, INBUF_LEN);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return errno == EINTR;
+	if (n <= 0) {
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+		h->up_open = false;
+		return false;
+	}
+	hkx__lock(ex);
+	for (off = 0; off < (size_t)n && h->up_open; off += (size_t)used) {
+		used = hkx__decoder_feed(&h->decoder, ex->inbuf + off, (size_t)n - off, &fr, &ready);
+		rc = used < 0 ? (int)used : ready ? handle_frame(ex, h, &fr) : 0;
+		if (rc < 0) {
+			protocol_error(ex, h);
+			break;
+		}
+		limits |= rc > 0;
+	}
+	if (limits)
+		check_limits(ex);
+	hkx__unlock(ex);
+	return n == INBUF_LEN;
+}
+
+static hkx_future *
+running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
+{
+	hkx_future *f;
+
+	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
+		f = ex->owners[i].future;
+		if (f != NULL && ex->owners[i].host == h && f->id == id && !is_end(f) &&
+		    atomic_load(&ex->host_config.slots.slot[i].word) ==
+		        HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+			return f;
+	}
+	return NULL;
+}
+
+static void
+take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
+{
+	hkx_future *f;
+
+	switch (note->kind) {
+	case HKX__NOTE_CRASH:
+		if (!h->crash_noted) {
+			h->crash_noted = true;
+			h->crash_id = note->id;
+			h->crash_signal = note->value;
+		}
+		break;
+	case HKX__NOTE_CPU_LIMIT:
+		f = running_by_id(ex, h, note->id);
+		if (f != NULL && f->cpu_limit_ms) {
+			f->doom = HKX_TIMED_OUT;
+			kill_host(ex, h, false);
+		}
+		break;
+	case HKX__NOTE_INIT_FAILED:
+		h->init_failed = true;
+		h->init_rc = note->value;
+		break;
+	default:
+		protocol_error(ex, h);
+	}
+}
+
+static void
+read_notes(hkx_executor *ex, struct hkx__host *h)
+{
+	struct hkx__note notes[64];
+	ssize_t n;
+
+	while (h->crash_open) {
+		n = read(h->crash_fd, notes, sizeof(notes));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+			h->crash_open = false;
+			return;
+		}
+		hkx__lock(ex);
+		for (size_t i = 0; i < (size_t)n / sizeof(notes[0]); i++)
+			take_note(ex, h, &notes[i]);
+		hkx__unlock(ex);
+	}
+}
+
+/* --- writing to a host --------------------------------------------------- */
+
+static void
+poll_down(hkx_executor *ex, struct hkx__host *h, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLOUT,
+	                          .data.u64 = (uint64_t)(uintptr_t)h | HOST_DOWN };
+
+	if (on == h->down_polled)
+		return;
+	epoll_ctl(ex->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, h->down_fd, &ev);
+	h->down_polled = on;
+}
+
+static void
+drop_output(hkx_executor *ex, struct hkx__host *h)
+{
+	h->out_head = h->out_len = h->out_partial = 0;
+	poll_down(ex, h, false);
+}
+
+static void
+consume_sigpipe(void)
+{
+	struct timespec zero = { 0 };
+	sigset_t set;
+
+	/* This thread blocks every signal, so the EPIPE's SIGPIPE is pending
+	 * on it; take it, so that it never reaches the application. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
+		;
+}
+
+/* Supervisor thread, without the lock: the frames are this thread's. */
+static void
+flush_host(hkx_executor *ex, struct hkx__host *h)
+{
+	struct iovec iov[IOV_MAX];
+	struct out_frame *o;
+	size_t i, k, skip, len;
+	ssize_t n;
+	int cnt;
+
+	while (h->out_head < h->out_len) {
+		cnt = 0;
+		skip = h->out_partial;
+		for (i = h->out_head; i < h->out_len && cnt + 2 <= IOV_MAX; i++) {
+			o = &h->out[i];
+			if (skip < o->head_len)
+				iov[cnt++] = (struct iovec){ o->head + skip, o->head_len - skip };
+			if (o->future != NULL && o->future->arg_len > 0) {
+				k = skip > o->head_len ? skip - o->head_len : 0;
+				iov[cnt++] = (struct iovec){ (char *)o->future->arg + k,
+				                             o->future->arg_len - k };
+			}
+			skip = 0;
+		}
+		n = writev(h->down_fd, iov, cnt);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				poll_down(ex, h, true);
+				return;
+			}
+			/* The host is gone; its death will requeue what it held. */
+			if (errno == EPIPE)
+				consume_sigpipe();
+			drop_output(ex, h);
+			return;
+		}
+		for (len = (size_t)n; h->out_head < h->out_len;) {
+			o = &h->out[h->out_head];
+			k = o->head_len + (o->future != NULL ? o->future->arg_len : 0) - h->out_partial;
+			if (len < k) {
+				h->out_partial += len;
+				break;
+			}
+			len -= k;
+			h->out_partial = 0;
+			h->out_head++;
+		}
+	}
+	drop_output(ex, h);
+}
+
+/* --- a host's life ------------------------------------------------------- */
+
+static void
+host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct hkx__host *h;
+
+	h = calloc(1, sizeof(*h));
+	if (h == NULL || m->nfds != 4) {
+		for (int i = 0; i < m->nfds; i++)
+			close(m->fds[i]);
+		if (m->pid > 0)
+			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
+		free(h);
+		return;
+	}
+	h->pid = m->pid;
+	h->pidfd = m->fds[0];
+	h->down_fd = m->fds[1];
+	h->up_fd = m->fds[2];
+	h->crash_fd = m->fds[3];
+	fcntl(h->down_fd, F_SETFL, O_NONBLOCK);
+	fcntl(h->up_fd, F_SETFL, O_NONBLOCK);
+	fcntl(h->crash_fd, F_SETFL, O_NONBLOCK);
+	/* A bigger pipe carries more frames per write; best effort. */
+	fcntl(h->down_fd, F_SETPIPE_SZ, 1 << 20);
+	fcntl(h->up_fd, F_SETPIPE_SZ, 1 << 20);
+	hkx__decoder_init(&h->decoder, ex->config.max_payload, NULL, NULL);
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HOST_UP;
+	h->up_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->up_fd, &ev) == 0;
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HOST_CRASH;
+	h->crash_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->crash_fd, &ev) == 0;
+
+	hkx__lock(ex);
+	ex->spawning = false;
+	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
+	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
+		ex->current = h;
+	else
+		retire(ex, h);
+	hkx__unlock(ex);
+}
+
+static void
+end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_known,
+            int status, struct hkx__future_list *back)
+{
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+
+	if (h->protocol_error) {
+		f->cause = HKX__CAUSE_PROTOCOL;
+		set_message(f, "the host broke the protocol and was killed");
+		end_future(ex, f, HKX_CRASHED, SIGKILL);
+	} else if (f->doom) {
+		set_message(f, "%s", f->doom == HKX_TIMED_OUT ? "run-time limit reached; host killed"
+		                                              : "killed");
+		end_future(ex, f, f->doom, SIGKILL);
+	} else if (h->crash_noted && h->crash_id == f->id) {
+		set_message(f, "crashed: signal %d (%s)", h->crash_signal, strsignal(h->crash_signal));
+		end_future(ex, f, HKX_CRASHED, h->crash_signal);
+	} else if (culprit_known) {
+		if (f->retries_left > 0 && !h->kill_all &&
+		    !(ex->shutting_down && ex->shutdown_mode == HKX_SHUTDOWN_KILL)) {
+			f->retries_left--;
+			requeue(ex, f, back);
+			return;
+		}
+		set_message(f, "killed with its host");
+		end_future(ex, f, HKX_KILLED, SIGKILL);
+	} else if (sig) {
+		set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
+		end_future(ex, f, HKX_CRASHED, sig);
+	} else {
+		set_message(f, "host exited with status %d", WEXITSTATUS(status));
+		end_future(ex, f, HKX_CRASHED, 0);
+	}
+}
+
+/* With the lock held: how each task the dead host held ends. */
+static void
+classify(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	struct hkx__future_list back = TAILQ_HEAD_INITIALIZER(back);
+	bool culprit_known = h->killing && !h->protocol_error;
+	struct hkx__slot *slot;
+	hkx_future *f;
+	uint64_t word;
+	uint32_t i;
+
+	if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL)
+		culprit_known = true;
+	for (i = 0; i < ex->host_config.slots.count; i++) {
+		if (ex->owners[i].host != h)
+			continue;
+		f = hkx_future_retain(ex->owners[i].future);
+		slot = &ex->host_config.slots.slot[i];
+		word = atomic_load(&slot->word);
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
+			hkx__observe(ex, f);
+			copy_progress(ex, f);
+		}
+		slot_put(ex, f);
+		if (is_end(f))
+			; /* cancelled before it started */
+		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
+			requeue(ex, hkx_future_retain(f), &back), hkx_future_release(f);
+		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+			end_running(ex, h, hkx_future_retain(f), culprit_known, status, &back),
+			    hkx_future_release(f);
+		else {
+			f->cause = HKX__CAUSE_PROTOCOL;
+			set_message(f, "the host left a malformed slot");
+			end_future(ex, hkx_future_retain(f), HKX_CRASHED, 0);
+			hkx_future_release(f);
+		}
+		hkx_future_release(f);
+	}
+	TAILQ_CONCAT(&back, &ex->queue, link);
+	TAILQ_SWAP(&back, &ex->queue, hkx_future, link);
+}
+
+static struct hkx__host *
+host_by_pid(hkx_executor *ex, pid_t pid)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->pid == pid)
+			return h;
+	return NULL;
+}
+
+static void
+host_exited(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	bool ordered;
+
+	/* Everything the host said before it died counts: a result that
+	 * arrived wins over the death. */
+	while (read_host(ex, h))
+		;
+	read_notes(ex, h);
+
+	hkx__lock(ex);
+	drop_output(ex, h);
+	classify(ex, h, status);
+	TAILQ_REMOVE(&ex->hosts, h, link);
+	if (ex->current == h)
+		ex->current = NULL;
+	ordered = (h->killing && !h->protocol_error) ||
+	    (h->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	if (!ex->started && !h->ready) {
+		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
+		pthread_cond_broadcast(&ex->cond);
+	} else if (!ordered)
+		count_restart(ex);
+	respawn_if_needed(ex);
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+
+	if (h->up_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+	if (h->crash_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	close(h->pidfd);
+	close(h->down_fd);
+	close(h->up_fd);
+	close(h->crash_fd);
+	hkx__decoder_free(&h->decoder);
+	free(h->out);
+	free(h);
+}
+
+/* The zygote is gone: no host can be started or reaped by it any more. */
+static void
+zygote_died(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, ex->zygote.sock, NULL);
+	hkx__lock(ex);
+	ex->spawning = false;
+	if (!ex->started && ex->start_error == 0)
+		ex->start_error = -ECHILD;
+	break_executor(ex);
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		kill_host(ex, h, true);
+	hkx__unlock(ex);
+	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
+	 * killed anyway; wait for each, then settle it as killed. */
+	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
+		hkx__wait_readable(h->pidfd, UINT64_MAX);
+		host_exited(ex, h, SIGKILL);
+	}
+}
+
+static void
+zygote_readable(hkx_executor *ex)
+{
+	struct hkx__zygote_msg m;
+	struct hkx__host *h;
+	int rc;
+
+	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0) {
+		switch (m.type) {
+		case HKX__ZYGOTE_SPAWNED:
+			host_spawned(ex, &m);
+			break;
+		case HKX__ZYGOTE_SPAWN_FAILED:
+			hkx__lock(ex);
+			ex->spawning = false;
+			if (!ex->started) {
+				ex->start_error = m.value < 0 ? m.value : -ECHILD;
+				pthread_cond_broadcast(&ex->cond);
+			} else {
+				count_restart(ex);
+				respawn_if_needed(ex);
+			}
+			hkx__unlock(ex);
+			break;
+		case HKX__ZYGOTE_EXITED:
+			h = host_by_pid(ex, m.pid);
+			if (h != NULL)
+				host_exited(ex, h, m.value);
+			break;
+		default:
+			break;
+		}
+		for (int i = 0; i < m.nfds && m.type != HKX__ZYGOTE_SPAWNED; i++)
+			close(m.fds[i]);
+	}
+	if (rc < 0)
+		zygote_died(ex);
+}
+
+/* --- the supervisor thread ------------------------------------------------ */
+
+static void
+run_callbacks(struct hkx__future_list *done)
+{
+	struct hkx__callback *cb, *next;
+	hkx_future *f;
+
+	/* A future's callbacks are fixed once it has ended: no lock. */
+	while ((f = TAILQ_FIRST(done)) != NULL) {
+		TAILQ_REMOVE(done, f, link);
+		for (cb = f->callbacks; cb != NULL; cb = next) {
+			next = cb->next;
+			cb->fn(f, cb->arg);
+			free(cb);
+		}
+		f->callbacks = NULL;
+		hkx_future_release(f);
+	}
+}
+
+static void
+dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
+{
+	struct hkx__host *h = (struct hkx__host *)(uintptr_t)(tag & ~(uint64_t)7);
+	uint64_t value;
+
+	if (h == NULL) {
+		switch (tag) {
+		case TAG_WAKE:
+			(void)!read(ex->wakefd, &value, sizeof(value));
+			hkx__lock(ex);
+			ex->wake_pending = false;
+			hkx__unlock(ex);
+			break;
+		case TAG_TIMER:
+			(void)!read(ex->timerfd, &value, sizeof(value));
+			hkx__lock(ex);
+			check_limits(ex);
+			hkx__unlock(ex);
+			break;
+		case TAG_ZYGOTE:
+			zygote_readable(ex);
+			break;
+		}
+		return;
+	}
+	switch (tag & 7) {
+	case HOST_UP:
+		read_host(ex, h);
+		break;
+	case HOST_CRASH:
+		read_notes(ex, h);
+		break;
+	case HOST_DOWN:
+		if (events & (EPOLLERR | EPOLLHUP))
+			drop_output(ex, h);
+		else
+			flush_host(ex, h);
+		break;
+	}
+}
+
+static void *
+supervisor_main(void *arg)
+{
+	hkx_executor *ex = arg;
+	struct hkx__future_list done;
+	struct epoll_event evs[32];
+	struct hkx__host *h, *next;
+	bool exiting = false;
+	int n, i;
+
+	while (!exiting) {
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), -1);
+		for (i = 0; i < n; i++) {
+			/* A host may be gone by now: its events in this batch
+			 * are stale. Zygote messages come last for that reason. */
+			if (evs[i].data.u64 == TAG_ZYGOTE)
+				continue;
+			dispatch(ex, evs[i].data.u64, evs[i].events);
+		}
+		for (i = 0; i < n; i++)
+			if (evs[i].data.u64 == TAG_ZYGOTE)
+				dispatch(ex, TAG_ZYGOTE, evs[i].events);
+
+		hkx__lock(ex);
+		pump(ex);
+		if (ex->limits_dirty) {
+			ex->limits_dirty = false;
+			check_limits(ex);
+		}
+		TAILQ_INIT(&done);
+		TAILQ_CONCAT(&done, &ex->notify, link);
+		exiting = ex->thread_exit;
+		hkx__unlock(ex);
+
+		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+			next = TAILQ_NEXT(h, link);
+			flush_host(ex, h);
+		}
+		run_callbacks(&done);
+	}
+	return NULL;
+}
+
+/* --- configuration --------------------------------------------------------- */
+
+static bool
+all_zero(const uint64_t *words, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (words[i] != 0)
+			return false;
+	return true;
+}
+
+void
+hkx_config_init(struct hkx_config *c)
+{
+	long cpus;
+
+	if (c == NULL)
+		return;
+	memset(c, 0, sizeof(*c));
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	c->threads = cpus > 0 ? (unsigned)cpus : 1;
+	c->prefetch = 256;
+	c->max_payload = (size_t)64 << 20;
+	c->max_restarts = 5;
+	c->restart_window_ms = 10000;
+}
+
+static int
+compare_names(const void *a, const void *b, void *arg)
+{
+	const struct hkx_task_def *tasks = arg;
+
+	return strcmp(tasks[*(const uint32_t *)a].name, tasks[*(const uint32_t *)b].name);
+}
+
+/* Copies the task table, sorted for lookup by name; -EINVAL for a NULL or
+ * duplicate name or a NULL function. */
+static int
+copy_tasks(hkx_executor *ex, const struct hkx_config *c)
+{
+	size_t i;
+
+	if (c->tasks == NULL || c->ntasks == 0 || c->ntasks > UINT32_MAX)
+		return -EINVAL;
+	ex->tasks = calloc(c->ntasks, sizeof(*ex->tasks));
+	ex->by_name = calloc(c->ntasks, sizeof(*ex->by_name));
+	if (ex->tasks == NULL || ex->by_name == NULL)
+		return -ENOMEM;
+	for (i = 0; i < c->ntasks; i++) {
+		if (c->tasks[i].name == NULL || c->tasks[i].name[0] == '\0' || c->tasks[i].fn == NULL)
+			return -EINVAL;
+		ex->tasks[i].fn = c->tasks[i].fn;
+		ex->tasks[i].name = strdup(c->tasks[i].name);
+		if (ex->tasks[i].name == NULL)
+			return -ENOMEM;
+		ex->by_name[i] = (uint32_t)i;
+	}
+	qsort_r(ex->by_name, c->ntasks, sizeof(*ex->by_name), compare_names, ex->tasks);
+	for (i = 1; i < c->ntasks; i++)
+		if (strcmp(ex->tasks[ex->by_name[i - 1]].name, ex->tasks[ex->by_name[i]].name) == 0)
+			return -EINVAL;
+	return 0;
+}
+
+static int
+find_task(const hkx_executor *ex, const char *name)
+{
+	size_t lo = 0, hi = ex->config.ntasks, mid;
+	int cmp;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		cmp = strcmp(name, ex->tasks[ex->by_name[mid]].name);
+		if (cmp == 0)
+			return (int)ex->by_name[mid];
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -ENOENT;
+}
+
+static int
+check_config(const struct hkx_config *c)
+{
+	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->threads == 0 ||
+	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
+	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY)
+		return -EINVAL;
+	return 0;
+}
+
+/* --- creation and teardown -------------------------------------------------- */
+
+static void
+destroy(hkx_executor *ex)
+{
+	if (ex->thread_started) {
+		hkx__lock(ex);
+		ex->thread_exit = true;
+		ex->wake_pending = false;
+		wake(ex);
+		hkx__unlock(ex);
+		pthread_join(ex->thread, NULL);
+	}
+	hkx__zygote_stop(&ex->zygote);
+	if (ex->epfd >= 0)
+		close(ex->epfd);
+	if (ex->wakefd >= 0)
+		close(ex->wakefd);
+	if (ex->timerfd >= 0)
+		close(ex->timerfd);
+	hkx__slots_free(&ex->host_config.slots);
+	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
+		free((char *)ex->tasks[i].name);
+	free(ex->tasks);
+	free(ex->by_name);
+	free(ex->owners);
+	free(ex->free_slots);
+	free(ex->restarts);
+	free(ex->inbuf);
+	hkx__lock(ex);
+	ex->freed = true;
+	hkx__unlock(ex);
+	hkx__executor_release(ex);
+}
+
+static int
+watch(hkx_executor *ex, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	return epoll_ctl(ex->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static int
+start_thread(hkx_executor *ex)
+{
+	sigset_t all, old;
+	int err;
+
+	/* The thread inherits a full mask: no signal of the application's is
+	 * ever delivered to it, and SIGPIPE stays pending for it to take. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&ex->thread, NULL, supervisor_main, ex);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		return -err;
+	ex->thread_started = true;
+	return 0;
+}
+
+static int
+set_up(hkx_executor *ex, const struct hkx_config *c)
+{
+	struct hkx__host_config *hc = &ex->host_config;
+	uint32_t nslots;
+	int err;
+
+	ex->config = *c;
+	err = copy_tasks(ex, c);
+	if (err < 0)
+		return err;
+	ex->config.tasks = ex->tasks;
+	ex->host_capacity = c->threads + c->prefetch;
+	/* Twice the capacity: a replacement host fills its slots while the
+	 * one it replaces still holds its own. */
+	nslots = 2 * ex->host_capacity;
+	ex->owners = calloc(nslots, sizeof(*ex->owners));
+	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
+	ex->restarts = calloc((size_t)c->max_restarts + 1, sizeof(*ex->restarts));
+	ex->inbuf = malloc(INBUF_LEN);
+	if (ex->owners == NULL || ex->free_slots == NULL || ex->restarts == NULL ||
+	    ex->inbuf == NULL)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nslots; i++)
+		ex->free_slots[i] = nslots - 1 - i;
+	ex->nfree_slots = nslots;
+	err = hkx__slots_new(&hc->slots, nslots);
+	if (err < 0)
+		return err;
+	hc->tasks = ex->tasks;
+	hc->ntasks = c->ntasks;
+	hc->threads = c->threads;
+	hc->max_payload = c->max_payload;
+	hc->host_init = c->host_init;
+	hc->host_init_arg = c->host_init_arg;
+	hc->limit_memory_bytes = c->limit_memory_bytes;
+	hc->limit_open_files = c->limit_open_files;
+	hc->allow_core_dumps = c->allow_core_dumps;
+	hc->no_new_privs = c->no_new_privs;
+
+	ex->epfd = epoll_create1(EPOLL_CLOEXEC);
+	ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ex->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0)
+		return -errno;
+	err = hkx__zygote_start(&ex->zygote, hc);
+	if (err < 0)
+		return err;
+	if ((err = watch(ex, ex->wakefd, TAG_WAKE)) < 0 ||
+	    (err = watch(ex, ex->timerfd, TAG_TIMER)) < 0 ||
+	    (err = watch(ex, ex->zygote.sock, TAG_ZYGOTE)) < 0)
+		return err;
+	hkx__lock(ex);
+	request_spawn(ex);
+	hkx__unlock(ex);
+	return start_thread(ex);
+}
+
+int
+hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
+{
+	hkx_executor *ex;
+	int err;
+
+	if (c == NULL || out == NULL)
+		return -EINVAL;
+	/* A fork() child of an application that uses hkx is refused like a
+	 * host: the counter moves only in children forked after our hook was
+	 * registered by the first executor. */
+	if (hkx__in_host || atomic_load(&fork_generation) != 0)
+		return -EPERM;
+	err = check_config(c);
+	if (err < 0)
+		return err;
+	pthread_once(&fork_once, register_fork_hook);
+	ex = calloc(1, sizeof(*ex));
+	if (ex == NULL)
+		return -ENOMEM;
+	ex->refs = 1;
+	ex->fork_generation = atomic_load(&fork_generation);
+	ex->epfd = ex->wakefd = ex->timerfd = -1;
+	ex->zygote.sock = ex->zygote.pidfd = -1;
+	TAILQ_INIT(&ex->queue);
+	TAILQ_INIT(&ex->notify);
+	TAILQ_INIT(&ex->hosts);
+	if (pthread_mutex_init(&ex->lock, NULL) != 0) {
+		free(ex);
+		return -ENOMEM;
+	}
+	err = hkx__cond_init(&ex->cond);
+	if (err < 0) {
+		pthread_mutex_destroy(&ex->lock);
+		free(ex);
+		return err;
+	}
+	err = set_up(ex, c);
+	if (err == 0) {
+		hkx__lock(ex);
+		while (!ex->started && ex->start_error == 0)
+			pthread_cond_wait(&ex->cond, &ex->lock);
+		err = ex->start_error;
+		hkx__unlock(ex);
+	}
+	if (err < 0) {
+		hkx__lock(ex);
+		ex->shutting_down = true;
+		ex->shutdown_mode = HKX_SHUTDOWN_KILL;
+		kill_all_hosts(ex);
+		hkx__unlock(ex);
+		destroy(ex);
+		return err;
+	}
+	*out = ex;
+	return 0;
+}
+
+/* --- submitting ------------------------------------------------------------- */
+
+static int
+check_opts(hkx_executor *ex, const struct hkx_opts *o)
+{
+	if (o == NULL)
+		return 0;
+	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->stop_after_ms < 0 ||
+	    o->kill_after_ms < 0 || o->cpu_limit_ms < 0 ||
+	    (o->group != NULL && o->group->ex != ex))
+		return -EINVAL;
+	return 0;
+}
+
+static int
+new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
+           const struct hkx_opts *o, hkx_future **out)
+{
+	hkx_future *f;
+
+	if (len > ex->config.max_payload)
+		return -E2BIG;
+	f = malloc(sizeof(*f) + len);
+	if (f == NULL)
+		return -ENOMEM;
+	memset(f, 0, sizeof(*f));
+	f->refs = 1; /* the executor's, until the future ends */
+	f->slot = -1;
+	f->task_index = (uint32_t)task_index;
+	if (o != NULL) {
+		f->retries_left = o->retries > UINT16_MAX ? UINT16_MAX : (uint16_t)o->retries;
+		f->stop_after_ms = o->stop_after_ms;
+		f->kill_after_ms = o->kill_after_ms;
+		f->cpu_limit_ms = o->cpu_limit_ms;
+		f->group = o->group;
+	}
+	f->arg_len = len;
+	if (len > 0)
+		memcpy(f->arg, arg, len);
+	*out = f;
+	return 0;
+}
+
+/* With the lock held: whether n more futures may be queued now. */
+static int
+admit(hkx_executor *ex, hkx_group *g, size_t n)
+{
+	if (ex->shutting_down)
+		return -ESHUTDOWN;
+	if (ex->broken)
+		return -ENOTRECOVERABLE;
+	if (g != NULL && (g->failed || g->stopped))
+		return -ECANCELED;
+	if (ex->config.max_queued && ex->queued + n > ex->config.max_queued) {
+		observe_all(ex); /* starts the host has not reported yet */
+		if (ex->queued + n > ex->config.max_queued)
+			return -EAGAIN;
+	}
+	return 0;
+}
+
+static void
+enqueue(hkx_executor *ex, hkx_future *f)
+{
+	f->ex = ex;
+	executor_retain(ex);
+	if (f->group != NULL) {
+		hkx_group_retain(f->group);
+		f->group->pending++;
+	}
+	f->id = ++ex->next_id;
+	TAILQ_INSERT_TAIL(&ex->queue, f, link);
+	ex->pending++;
+	ex->queued++;
+	ex->stats.submitted++;
+}
+
+/* Whether the supervisor must be woken to send what was just queued; when
+ * the host is full it will send more as results come back anyway. */
+static void
+wake_for_work(hkx_executor *ex)
+{
+	if (host_takes_tasks(ex, ex->current))
+		wake(ex);
+}
+
+int
+hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
+        const struct hkx_opts *opts, hkx_future **outs)
+{
+	hkx_future **made;
+	size_t i;
+	int err, index;
+
+	if (ex == NULL || task == NULL || (args == NULL && n > 0))
+		return -EINVAL;
+	err = hkx__executor_usable(ex);
+	if (err < 0)
+		return err;
+	err = check_opts(ex, opts);
+	if (err < 0)
+		return err;
+	index = find_task(ex, task);
+	if (index < 0)
+		return index;
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (args[i].iov_base == NULL && args[i].iov_len > 0)
+			return -EINVAL;
+	made = calloc(n, sizeof(*made));
+	if (made == NULL)
+		return -ENOMEM;
+	for (i = 0, err = 0; i < n && err == 0; i++)
+		err = new_future(ex, index, args[i].iov_base, args[i].iov_len, opts, &made[i]);
+	if (err == 0) {
+		hkx__lock(ex);
+		err = admit(ex, opts != NULL ? opts->group : NULL, n);
+		for (i = 0; i < n && err == 0; i++) {
+			if (outs != NULL)
+				made[i]->refs++;
+			enqueue(ex, made[i]);
+			if (outs != NULL)
+				outs[i] = made[i];
+		}
+		if (err == 0)
+			wake_for_work(ex);
+		hkx__unlock(ex);
+	}
+	if (err < 0)
+		for (i = 0; i < n; i++)
+			free(made[i]);
+	free(made);
+	return err;
+}
+
+int
+hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
+           const struct hkx_opts *opts, hkx_future **out)
+{
+	struct iovec iov = { .iov_base = (void *)arg, .iov_len = len };
+	hkx_future *f;
+	int err;
+
+	err = hkx_map(ex, task, &iov, 1, opts, out != NULL ? &f : NULL);
+	if (err == 0 && out != NULL)
+		*out = f;
+	return err;
+}
+
+/* --- control ------------------------------------------------------------- */
+
+/* Runs op with the lock held on a usable, unbroken executor. */
+static int
+with_executor(hkx_executor *ex, bool refuse_shut_down, int (*op)(hkx_executor *, int),
+              int arg)
+{
+	int err = hkx__executor_usable(ex);
+
+	if (err < 0)
+		return err;
+	hkx__lock(ex);
+	if (ex->broken)
+		err = -ENOTRECOVERABLE;
+	else if (refuse_shut_down && ex->shutting_down)
+		err = -ESHUTDOWN;
+	else
+		err = op(ex, arg);
+	hkx__unlock(ex);
+	return err;
+}
+
+static void
+signal_live_hosts(hkx_executor *ex, bool freeze)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (!h->ready || h->killing)
+			continue;
+		if (freeze)
+			freeze_host(ex, h);
+		else
+			signal_host(ex, h, SIGCONT);
+	}
+}
+
+static int
+pause_locked(hkx_executor *ex, int how)
+{
+	if (how != HKX_PAUSE_CHECKPOINT && how != HKX_PAUSE_FREEZE)
+		return -EINVAL;
+	if (!ex->paused) {
+		ex->paused = true;
+		ex->pause_began = hkx__now_ns();
+		hkx__slots_set_paused(&ex->host_config.slots, true);
+	}
+	if (how == HKX_PAUSE_FREEZE && !ex->frozen) {
+		ex->frozen = true;
+		signal_live_hosts(ex, true);
+	} else if (how == HKX_PAUSE_CHECKPOINT && ex->frozen) {
+		ex->frozen = false;
+		signal_live_hosts(ex, false);
+	}
+	ex->limits_dirty = true;
+	wake(ex);
+	return 0;
+}
+
+static int
+resume_locked(hkx_executor *ex, int unused)
+{
+	(void)unused;
+	if (!ex->paused)
+		return 0;
+	ex->paused_total += hkx__now_ns() - ex->pause_began;
+	ex->paused = false;
+	hkx__slots_set_paused(&ex->host_config.slots, false);
+	if (ex->frozen) {
+		ex->frozen = false;
+		signal_live_hosts(ex, false);
+	}
+	ex->limits_dirty = true;
+	wake(ex);
+	return 0;
+}
+
+static int
+stop_locked(hkx_executor *ex, int unused)
+{
+	(void)unused;
+	hkx__stop_all(ex, NULL);
+	return 0;
+}
+
+static int
+kill_locked(hkx_executor *ex, int unused)
+{
+	(void)unused;
+	kill_all_hosts(ex);
+	respawn_if_needed(ex);
+	return 0;
+}
+
+int
+hkx_executor_pause(hkx_executor *ex, enum hkx_pause how)
+{
+	return with_executor(ex, true, pause_locked, (int)how);
+}
+
+int
+hkx_executor_resume(hkx_executor *ex)
+{
+	return with_executor(ex, false, resume_locked, 0);
+}
+
+int
+hkx_executor_stop(hkx_executor *ex)
+{
+	return with_executor(ex, false, stop_locked, 0);
+}
+
+int
+hkx_executor_kill(hkx_executor *ex)
+{
+	return with_executor(ex, false, kill_locked, 0);
+}
+
+int
+hkx_future_kill(hkx_future *f)
+{
+	hkx_executor *ex;
+	int err = 0;
+
+	if (f == NULL)
+		return -EINVAL;
+	ex = f->ex;
+	hkx__lock(ex);
+	if (is_end(f))
+		err = -EALREADY;
+	else if (!hkx__future_cancel_locked(ex, f)) {
+		f->doom = HKX_KILLED;
+		kill_host(ex, ex->owners[f->slot].host, false);
+	}
+	hkx__unlock(ex);
+	return err;
+}
+
+/* --- shutdown ---------------------------------------------------------------- */
+
+static void
+escalate(hkx_executor *ex, enum hkx_shutdown how)
+{
+	if (ex->shutting_down && how <= ex->shutdown_mode)
+		return;
+	ex->shutting_down = true;
+	ex->shutdown_mode = how;
+	ex->stats.shut_down = true;
+	if (how >= HKX_SHUTDOWN_CANCEL)
+		cancel_unstarted(ex);
+	if (how == HKX_SHUTDOWN_STOP)
+		hkx__stop_all(ex, NULL);
+	if (how == HKX_SHUTDOWN_KILL)
+		kill_all_hosts(ex);
+	else
+		resume_locked(ex, 0);
+	wake(ex);
+}
+
+static bool
+shut_down(const hkx_executor *ex)
+{
+	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) && !ex->spawning;
+}
+
+int
+hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
+{
+	struct timespec ts;
+	uint64_t deadline;
+	int err;
+
+	err = hkx__executor_usable(ex);
+	if (err < 0)
+		return err;
+	if (how > HKX_SHUTDOWN_KILL || timeout_ms < -1)
+		return -EINVAL;
+	if (ex->thread_started && pthread_equal(pthread_self(), ex->thread))
+		return -EDEADLK; /* from an on_done callback: it would wait on itself */
+	deadline = hkx__deadline(timeout_ms);
+	ts = hkx__timespec(deadline);
+	hkx__lock(ex);
+	escalate(ex, how);
+	while (!shut_down(ex)) {
+		if (deadline == UINT64_MAX)
+			pthread_cond_wait(&ex->cond, &ex->lock);
+		else if (pthread_cond_timedwait(&ex->cond, &ex->lock, &ts) == ETIMEDOUT &&
+		    !shut_down(ex)) {
+			escalate(ex, HKX_SHUTDOWN_KILL);
+			deadline = UINT64_MAX;
+			err = -ETIMEDOUT;
+		}
+	}
+	hkx__unlock(ex);
+	return err;
+}
+
+void
+hkx_executor_free(hkx_executor *ex)
+{
+	if (hkx__executor_usable(ex) < 0)
+		return; /* NULL, or a copy in a fork() child: nothing of ours runs here */
+	hkx_executor_shutdown(ex, HKX_SHUTDOWN_KILL, -1);
+	destroy(ex);
+}
+
+int
+hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
+{
+	int err = hkx__executor_usable(ex);
+
+	if (err < 0)
+		return err;
+	if (out == NULL)
+		return -EINVAL;
+	hkx__lock(ex);
+	observe_all(ex);
+	*out = ex->stats;
+	out->queued = (uint32_t)ex->queued;
+	out->running = (uint32_t)ex->running;
+	out->host_pid = ex->current != NULL && ex->current->ready ? ex->current->pid : 0;
+	out->paused = ex->paused;
+	out->frozen = ex->frozen;
+	out->broken = ex->broken;
+	out->shut_down = ex->shutting_down;
+	hkx__unlock(ex);
+	return 0;
+}

@@ -1,0 +1,183 @@
+/*
+ * executor: the supervisor side. One thread per executor watches the hosts
+ * (pipes, crash notes), the zygote and a timer over epoll, keeps the queue,
+ * and is the only thread that writes to a host's pipe.
+ *
+ * Every field below is guarded by the executor's lock unless it says
+ * otherwise. future.c and group.c share these definitions; nothing outside
+ * lib/ sees them.
+ */
+#ifndef HKX_EXECUTOR_H
+#define HKX_EXECUTOR_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "hkx.h"
+#include "host.h"
+#include "slots.h"
+#include "wire.h"
+#include "zygote.h"
+
+struct hkx__wait_node;
+struct hkx__host;
+
+struct hkx__callback {
+	struct hkx__callback *next;
+	hkx_done_fn fn;
+	void *arg;
+};
+
+/* Why a future ended, beyond its state: picks hkx_future_result's value. */
+enum hkx__cause {
+	HKX__CAUSE_NONE,
+	HKX__CAUSE_PROTOCOL, /* CRASHED by a protocol error: -EPROTO */
+};
+
+struct hkx_future {
+	TAILQ_ENTRY(hkx_future) link;  /* in the queue, or the list of ended futures to notify */
+	hkx_executor *ex;              /* a reference */
+	hkx_group *group;              /* a reference, or NULL */
+	struct hkx__wait_node *waiters;
+	struct hkx__callback *callbacks;
+	void *result;
+	char *message;
+	size_t result_len;
+	uint64_t id;
+	uint64_t seq;                  /* slot word sequence while in a host */
+	uint64_t end_order;            /* global order of ending, for FIRST_FAILURE */
+	uint64_t progress_done, progress_total;
+	uint64_t started_ns;           /* with run-time limits: when it started */
+	uint64_t paused_at_start;      /* the executor's paused time then */
+	_Atomic uint32_t refs;
+	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
+	int32_t slot;                  /* -1 unless in a host */
+	uint32_t task_index;
+	int code;
+	uint16_t attempts;
+	uint16_t retries_left;
+	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
+	uint8_t cause;                 /* enum hkx__cause */
+	bool stop_asked;
+	bool stop_sent_by_limit;
+	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	size_t arg_len;
+	max_align_t arg[];
+};
+
+TAILQ_HEAD(hkx__future_list, hkx_future);
+
+struct hkx_group {
+	_Atomic uint32_t refs;
+	hkx_executor *ex;              /* a reference */
+	unsigned flags;
+	bool stopped, failed;
+	hkx_future *first_failure;     /* a reference, or NULL */
+	size_t pending;                /* members not yet ended */
+	struct hkx__wait_node *waiters;
+};
+
+struct hkx__slot_owner {
+	hkx_future *future;            /* NULL when the slot is free */
+	struct hkx__host *host;
+};
+
+struct hkx_executor {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;           /* the first host, shutdown, teardown */
+	_Atomic uint32_t refs;         /* the application's, plus one per future and group */
+	unsigned fork_generation;      /* calls from a fork() child are refused */
+
+	struct hkx_config config;      /* tasks point at the copies below */
+	struct hkx_task_def *tasks;
+	uint32_t *by_name;             /* task indexes sorted by name */
+	struct hkx__host_config host_config;
+	struct hkx__zygote zygote;
+	struct hkx__slot_owner *owners;
+	uint32_t *free_slots;
+	uint32_t nfree_slots;
+	unsigned host_capacity;        /* threads + prefetch */
+
+	int epfd, wakefd, timerfd;
+	pthread_t thread;
+	bool thread_started;
+	bool wake_pending;
+	bool thread_exit;
+	uint8_t *inbuf;                /* supervisor thread only */
+
+	struct hkx__future_list queue;
+	struct hkx__future_list notify; /* ended, with callbacks to run */
+	TAILQ_HEAD(, hkx__host) hosts;
+	struct hkx__host *current;     /* the host that takes new tasks, or NULL */
+	bool spawning;
+	int start_error;               /* of the first host, for hkx_executor_new */
+	bool started;
+
+	uint64_t next_id, next_seq;
+	size_t pending;                /* futures not ended */
+	size_t queued;                 /* futures in state QUEUED */
+	size_t running;
+	size_t limited;                /* running futures with run-time limits */
+	struct hkx_stats stats;
+	uint64_t *restarts;            /* ring of unexpected deaths' times */
+	unsigned nrestarts, restart_head;
+
+	bool limits_dirty;             /* the supervisor should look at run-time limits */
+	bool paused, frozen;
+	uint64_t pause_began, paused_total;
+
+	bool shutting_down;
+	enum hkx_shutdown shutdown_mode;
+	bool broken;
+	bool freed;
+};
+
+/* Locks the executor a future or group belongs to. */
+void hkx__lock(hkx_executor *ex);
+void hkx__unlock(hkx_executor *ex);
+/* Drops one reference; the last frees the executor's memory. */
+void hkx__executor_release(hkx_executor *ex);
+/* Checks that the caller may use ex: 0, -EPERM or -ESHUTDOWN. */
+int hkx__executor_usable(hkx_executor *ex);
+
+/* With the lock held: what the supervisor last knows, after a look at the
+ * slot table for a start it has not heard of yet. */
+void hkx__observe(hkx_executor *ex, hkx_future *f);
+/* With the lock held: cancel if not started (true), else ask it to stop. */
+bool hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f);
+void hkx__future_stop_locked(hkx_executor *ex, hkx_future *f);
+/* With the lock held: stop every future of group g (NULL: all) present now. */
+void hkx__stop_all(hkx_executor *ex, hkx_group *g);
+
+/* future.c, with the lock held: wake whoever waits on f or g. */
+void hkx__future_wake(hkx_future *f);
+void hkx__group_wake(hkx_group *g);
+void hkx__future_free(hkx_future *f);
+/* group.c, with the lock held: a member ended. */
+void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
+
+/* A waiter is a mutex, a condition and a flag: waits on several futures
+ * at once register one node per future. */
+struct hkx__waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool fired;
+};
+struct hkx__wait_node {
+	struct hkx__wait_node *next, **pprev;
+	struct hkx__waiter *waiter;
+};
+int hkx__waiter_init(struct hkx__waiter *w);
+void hkx__waiter_destroy(struct hkx__waiter *w);
+/* Waits until fired or the deadline; true if fired. */
+bool hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline);
+void hkx__wait_link(struct hkx__wait_node **head, struct hkx__wait_node *n,
+                    struct hkx__waiter *w);
+void hkx__wait_unlink(struct hkx__wait_node *n);
+void hkx__wait_fire(struct hkx__wait_node *head);
+
+#endif

@@ -1,0 +1,648 @@
+/*
+ * host: runs tasks in the process the zygote forked.
+ *
+ * Threads: the main thread reads frames from the down pipe and queues tasks;
+ * N workers claim a task's slot, run it and append its result to one output
+ * buffer; a writer thread flushes that buffer when a worker has more work to
+ * do, while a worker about to go idle flushes it itself (one wake-up less on
+ * the round trip). Either way many frames leave in one write.
+ *
+ * Nothing here may trust that the supervisor is alive: EOF or EPIPE on a
+ * pipe ends the host. Nothing here may return into the application's code
+ * that the fork copied: every exit is _exit().
+ */
+#include "host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/queue.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+#include "wire.h"
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+#define READ_BUF_LEN (256 * 1024)
+#define ALTSTACK_LEN (64 * 1024)
+
+/* Exit statuses of a host that gives up on its own. */
+enum {
+	HOST_EXIT_SETUP = 120, /* could not set itself up */
+	HOST_EXIT_INIT,        /* host_init failed */
+	HOST_EXIT_PROTOCOL,    /* the supervisor sent a malformed frame */
+};
+
+bool hkx__in_host;
+
+struct hkx_task {
+	STAILQ_ENTRY(hkx_task) link;
+	uint64_t id, seq;
+	uint32_t slot, task_index, attempt;
+	void *reply;
+	size_t reply_len;
+	char *message;
+	size_t message_len;
+	size_t arg_len;
+	max_align_t arg[];
+};
+STAILQ_HEAD(task_queue, hkx_task);
+
+struct worker {
+	pthread_t thread;
+	_Atomic uint64_t task_id; /* of the running task, for signal handlers */
+	timer_t cpu_timer;
+	void *altstack;
+};
+
+static struct {
+	const struct hkx__host_config *hc;
+	struct hkx__slots *slots;
+	int down_fd, up_fd, crash_fd;
+
+	pthread_mutex_t queue_lock;
+	pthread_cond_t queue_cond; /* work arrived */
+	pthread_cond_t idle_cond;  /* the last busy worker went idle */
+	struct task_queue queue;
+	unsigned busy;
+
+	pthread_mutex_t out_lock;
+	pthread_cond_t out_cond; /* bytes wait for the writer thread */
+	uint8_t *out, *spare;
+	size_t out_len, out_cap, spare_cap;
+	bool flushing;
+
+	struct worker *workers;
+} host;
+
+static __thread struct worker *current_worker;
+
+static _Noreturn void
+die(int status)
+{
+	_exit(status);
+}
+
+/* --- output --------------------------------------------------------------- */
+
+static void
+out_reserve(size_t more)
+{
+	size_t cap = host.out_cap ? host.out_cap : 64 * 1024;
+	uint8_t *p;
+
+	if (host.out_len + more <= host.out_cap)
+		return;
+	while (cap < host.out_len + more)
+		cap *= 2;
+	p = realloc(host.out, cap);
+	if (p == NULL)
+		die(HOST_EXIT_SETUP);
+	host.out = p;
+	host.out_cap = cap;
+}
+
+/* Called with out_lock held and nobody flushing; returns with it held. */
+static void
+out_flush_locked(void)
+{
+	uint8_t *buf;
+	size_t len, cap;
+
+	host.flushing = true;
+	while (host.out_len > 0) {
+		buf = host.out;
+		len = host.out_len;
+		cap = host.out_cap;
+		host.out = host.spare;
+		host.out_cap = host.spare_cap;
+		host.out_len = 0;
+		host.spare = buf;
+		host.spare_cap = cap;
+		pthread_mutex_unlock(&host.out_lock);
+		if (hkx__write_all(host.up_fd, buf, len) < 0)
+			die(0); /* the supervisor is gone */
+		pthread_mutex_lock(&host.out_lock);
+	}
+	host.flushing = false;
+}
+
+/*
+ * Queues one frame: a header part and up to two variable parts. With
+ * urgent, the caller flushes unless a flush is already under way (which
+ * will carry this frame too); otherwise the writer thread is told.
+ */
+static void
+emit(const void *head, size_t head_len, const void *a, size_t a_len,
+     const void *b, size_t b_len, bool urgent)
+{
+	pthread_mutex_lock(&host.out_lock);
+	out_reserve(head_len + a_len + b_len);
+	memcpy(host.out + host.out_len, head, head_len);
+	if (a_len)
+		memcpy(host.out + host.out_len + head_len, a, a_len);
+	if (b_len)
+		memcpy(host.out + host.out_len + head_len + a_len, b, b_len);
+	host.out_len += head_len + a_len + b_len;
+	if (!host.flushing) {
+		if (urgent)
+			out_flush_locked();
+		else
+			pthread_cond_signal(&host.out_cond);
+	}
+	pthread_mutex_unlock(&host.out_lock);
+}
+
+static void *
+writer_main(void *arg)
+{
+	(void)arg;
+	current_worker = NULL;
+	pthread_mutex_lock(&host.out_lock);
+	for (;;) {
+		while (host.out_len == 0 || host.flushing)
+			pthread_cond_wait(&host.out_cond, &host.out_lock);
+		out_flush_locked();
+	}
+	return NULL;
+}
+
+void
+hkx__host_inject(const void *bytes, size_t len)
+{
+	pthread_mutex_lock(&host.out_lock);
+	while (host.flushing) {
+		pthread_mutex_unlock(&host.out_lock);
+		sched_yield();
+		pthread_mutex_lock(&host.out_lock);
+	}
+	out_flush_locked();
+	(void)hkx__write_all(host.up_fd, bytes, len);
+	pthread_mutex_unlock(&host.out_lock);
+}
+
+/* --- the task API ------------------------------------------------------ */
+
+int
+hkx_task_reply(hkx_task *t, const void *data, size_t len)
+{
+	void *copy = NULL;
+
+	if (t == NULL || (data == NULL && len > 0))
+		return -EINVAL;
+	if (len > host.hc->max_payload)
+		return -E2BIG;
+	if (len > 0) {
+		copy = malloc(len);
+		if (copy == NULL)
+			return -ENOMEM;
+		memcpy(copy, data, len);
+	}
+	free(t->reply);
+	t->reply = copy;
+	t->reply_len = len;
+	return 0;
+}
+
+void
+hkx_task_vmessage(hkx_task *t, const char *fmt, va_list ap)
+{
+	char *msg;
+	int n;
+
+	if (t == NULL || fmt == NULL)
+		return;
+	msg = malloc(HKX__MESSAGE_MAX + 1);
+	if (msg == NULL)
+		return;
+	n = vsnprintf(msg, HKX__MESSAGE_MAX + 1, fmt, ap);
+	if (n < 0) {
+		free(msg);
+		return;
+	}
+	free(t->message);
+	t->message = msg;
+	t->message_len = strlen(msg);
+}
+
+void
+hkx_task_message(hkx_task *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	hkx_task_vmessage(t, fmt, ap);
+	va_end(ap);
+}
+
+bool
+hkx_task_should_stop(const hkx_task *t)
+{
+	if (t == NULL)
+		return false;
+	return atomic_load_explicit(&host.slots->slot[t->slot].stop, memory_order_relaxed) != 0;
+}
+
+int
+hkx_task_checkpoint(hkx_task *t)
+{
+	if (t == NULL)
+		return -EINVAL;
+	hkx__slots_wait_unpaused(host.slots, &host.slots->slot[t->slot].stop);
+	return hkx_task_should_stop(t) ? -ECANCELED : 0;
+}
+
+int
+hkx_task_progress(hkx_task *t, uint64_t done, uint64_t total)
+{
+	if (t == NULL)
+		return -EINVAL;
+	hkx__slot_set_progress(&host.slots->slot[t->slot], done, total);
+	return 0;
+}
+
+uint64_t
+hkx_task_id(const hkx_task *t)
+{
+	return t == NULL ? 0 : t->id;
+}
+
+unsigned
+hkx_task_attempt(const hkx_task *t)
+{
+	return t == NULL ? 0 : t->attempt;
+}
+
+/* --- workers ------------------------------------------------------------- */
+
+static void
+note(uint64_t id, enum hkx__note_kind kind, int32_t value)
+{
+	struct hkx__note n = { .id = id, .kind = kind, .value = value };
+
+	/* One write of 16 bytes to a pipe is atomic: a note arrives whole. */
+	(void)!write(host.crash_fd, &n, sizeof(n));
+}
+
+static void
+on_fatal_signal(int sig, siginfo_t *info, void *context)
+{
+	struct worker *w = current_worker;
+
+	(void)info;
+	(void)context;
+	note(w != NULL ? atomic_load(&w->task_id) : 0, HKX__NOTE_CRASH, sig);
+	/* SA_RESETHAND restored the default: the signal, pending until we
+	 * return, ends the host with the status the supervisor expects. */
+	raise(sig);
+}
+
+static void
+on_cpu_limit(int sig, siginfo_t *info, void *context)
+{
+	struct worker *w = info->si_value.sival_ptr;
+
+	(void)sig;
+	(void)context;
+	note(atomic_load(&w->task_id), HKX__NOTE_CPU_LIMIT, 0);
+}
+
+static void
+arm_cpu_timer(struct worker *w, uint32_t ms)
+{
+	struct itimerspec its = { 0 };
+
+	its.it_value.tv_sec = ms / 1000;
+	its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	timer_settime(w->cpu_timer, 0, &its, NULL);
+}
+
+static bool
+queue_is_empty(void)
+{
+	bool empty;
+
+	pthread_mutex_lock(&host.queue_lock);
+	empty = STAILQ_EMPTY(&host.queue);
+	pthread_mutex_unlock(&host.queue_lock);
+	return empty;
+}
+
+static void
+run_task(struct worker *w, struct hkx_task *t)
+{
+	struct hkx__slot *slot = &host.slots->slot[t->slot];
+	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
+	size_t head_len;
+	uint32_t cpu_limit_ms;
+	int rc;
+
+	hkx__slots_wait_unpaused(host.slots, NULL);
+	if (!hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED)) {
+		head_len = hkx__encode_skipped(head, t->id, t->slot);
+		emit(head, head_len, NULL, 0, NULL, 0, false);
+		return;
+	}
+	if (slot->flags & HKX__SLOT_NOTIFY_START) {
+		head_len = hkx__encode_started(head, t->id, t->slot, hkx__now_ns());
+		emit(head, head_len, NULL, 0, NULL, 0, true);
+	}
+	/* A pause that came between the check and the claim holds the task
+	 * before it runs a single instruction of its own. */
+	hkx__slots_wait_unpaused(host.slots, &slot->stop);
+
+	cpu_limit_ms = slot->cpu_limit_ms;
+	atomic_store(&w->task_id, t->id);
+	if (cpu_limit_ms)
+		arm_cpu_timer(w, cpu_limit_ms);
+	rc = host.hc->tasks[t->task_index].fn(t, t->arg, t->arg_len);
+	if (cpu_limit_ms)
+		arm_cpu_timer(w, 0);
+	atomic_store(&w->task_id, 0);
+
+	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
+	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len,
+	    queue_is_empty());
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct sigevent sev = { 0 };
+	stack_t ss = { 0 };
+	struct hkx_task *t;
+
+	current_worker = w;
+	ss.ss_sp = w->altstack;
+	ss.ss_size = ALTSTACK_LEN;
+	if (sigaltstack(&ss, NULL) < 0)
+		die(HOST_EXIT_SETUP);
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIGRTMIN;
+	sev.sigev_value.sival_ptr = w;
+	sev.sigev_notify_thread_id = gettid();
+	if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->cpu_timer) < 0)
+		die(HOST_EXIT_SETUP);
+
+	pthread_mutex_lock(&host.queue_lock);
+	for (;;) {
+		while (STAILQ_EMPTY(&host.queue))
+			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+		t = STAILQ_FIRST(&host.queue);
+		STAILQ_REMOVE_HEAD(&host.queue, link);
+		host.busy++;
+		pthread_mutex_unlock(&host.queue_lock);
+
+		run_task(w, t);
+		free(t->reply);
+		free(t->message);
+		free(t);
+
+		pthread_mutex_lock(&host.queue_lock);
+		if (--host.busy == 0 && STAILQ_EMPTY(&host.queue))
+			pthread_cond_broadcast(&host.idle_cond);
+	}
+	return NULL;
+}
+
+/* --- set-up ---------------------------------------------------------------- */
+
+static void
+exit_hook(int status, void *arg)
+{
+	(void)arg;
+	/* Registered last, so run first: the application's atexit handlers
+	 * belong to the application, not to a copy of it. */
+	_exit(status);
+}
+
+static void
+set_limit(int resource, uint64_t value)
+{
+	struct rlimit rl = { .rlim_cur = value, .rlim_max = value };
+
+	if (setrlimit(resource, &rl) < 0)
+		die(HOST_EXIT_SETUP);
+}
+
+static void
+raise_oom_score(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	/* Under memory pressure the kernel should take the host, which is
+	 * replaceable, rather than the application. Best effort. */
+	if (fd >= 0) {
+		(void)!write(fd, "1000", 4);
+		close(fd);
+	}
+}
+
+static void
+set_up_process(const struct hkx__host_config *hc)
+{
+	static const int fatal[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS };
+	struct sigaction sa = { 0 };
+	int fd;
+	size_t i;
+
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || dup2(fd, 0) < 0)
+		die(HOST_EXIT_SETUP);
+	close(fd);
+	if (on_exit(exit_hook, NULL) != 0)
+		die(HOST_EXIT_SETUP);
+	prctl(PR_SET_NAME, "hkx-host");
+	raise_oom_score();
+
+	if (hc->limit_memory_bytes)
+		set_limit(RLIMIT_AS, hc->limit_memory_bytes);
+	if (hc->limit_open_files)
+		set_limit(RLIMIT_NOFILE, hc->limit_open_files);
+	if (!hc->allow_core_dumps)
+		set_limit(RLIMIT_CORE, 0);
+	if (hc->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		die(HOST_EXIT_SETUP);
+
+	sa.sa_sigaction = on_fatal_signal;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < HKX__ARRAY_LEN(fatal); i++)
+		sigaction(fatal[i], &sa, NULL);
+	sa.sa_sigaction = on_cpu_limit;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	sigaction(SIGRTMIN, &sa, NULL);
+}
+
+static void
+start_threads(const struct hkx__host_config *hc)
+{
+	pthread_t writer;
+	unsigned i;
+
+	host.workers = calloc(hc->threads, sizeof(*host.workers));
+	if (host.workers == NULL)
+		die(HOST_EXIT_SETUP);
+	if (pthread_create(&writer, NULL, writer_main, NULL) != 0)
+		die(HOST_EXIT_SETUP);
+	for (i = 0; i < hc->threads; i++) {
+		host.workers[i].altstack = mmap(NULL, ALTSTACK_LEN, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (host.workers[i].altstack == MAP_FAILED)
+			die(HOST_EXIT_SETUP);
+		if (pthread_create(&host.workers[i].thread, NULL, worker_main, &host.workers[i]) != 0)
+			die(HOST_EXIT_SETUP);
+	}
+}
+
+/* --- the reader ------------------------------------------------------------ */
+
+static struct hkx_task *
+task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
+{
+	struct hkx_task *t;
+
+	if (f->u.task.task_index >= hc->ntasks || f->slot >= hc->slots.count)
+		die(HOST_EXIT_PROTOCOL);
+	t = malloc(sizeof(*t) + f->u.task.arg_len);
+	if (t == NULL)
+		die(HOST_EXIT_SETUP);
+	t->id = f->id;
+	t->seq = f->u.task.seq;
+	t->slot = f->slot;
+	t->task_index = f->u.task.task_index;
+	t->attempt = f->u.task.attempt;
+	t->reply = NULL;
+	t->reply_len = 0;
+	t->message = NULL;
+	t->message_len = 0;
+	t->arg_len = f->u.task.arg_len;
+	if (t->arg_len)
+		memcpy(t->arg, f->u.task.arg, t->arg_len);
+	return t;
+}
+
+/* QUIT: finish what is held, say everything, leave. */
+static _Noreturn void
+quit(void)
+{
+	pthread_mutex_lock(&host.queue_lock);
+	while (host.busy > 0 || !STAILQ_EMPTY(&host.queue))
+		pthread_cond_wait(&host.idle_cond, &host.queue_lock);
+	pthread_mutex_unlock(&host.queue_lock);
+	pthread_mutex_lock(&host.out_lock);
+	while (host.flushing || host.out_len > 0) {
+		if (!host.flushing)
+			out_flush_locked();
+		else {
+			pthread_mutex_unlock(&host.out_lock);
+			sched_yield();
+			pthread_mutex_lock(&host.out_lock);
+		}
+	}
+	_exit(0);
+}
+
+static _Noreturn void
+read_loop(const struct hkx__host_config *hc)
+{
+	struct hkx__decoder dec = { 0 };
+	struct task_queue batch;
+	struct hkx__frame frame;
+	struct hkx_task *t;
+	uint8_t *buf;
+	ssize_t n, used;
+	size_t off;
+	bool ready, quitting = false;
+
+	buf = malloc(READ_BUF_LEN);
+	if (buf == NULL)
+		die(HOST_EXIT_SETUP);
+	hkx__decoder_init(&dec, hc->max_payload, NULL, NULL);
+	for (;;) {
+		n = read(host.down_fd, buf, READ_BUF_LEN);
+		if (n == 0)
+			die(0); /* the supervisor closed the pipe or died */
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die(0);
+		}
+		STAILQ_INIT(&batch);
+		for (off = 0; off < (size_t)n; off += (size_t)used) {
+			used = hkx__decoder_feed(&dec, buf + off, (size_t)n - off, &frame, &ready);
+			if (used < 0)
+				die(HOST_EXIT_PROTOCOL);
+			if (!ready)
+				continue;
+			if (frame.type == HKX__FRAME_TASK) {
+				t = task_from_frame(hc, &frame);
+				STAILQ_INSERT_TAIL(&batch, t, link);
+			} else if (frame.type == HKX__FRAME_QUIT)
+				quitting = true;
+			else
+				die(HOST_EXIT_PROTOCOL);
+		}
+		if (!STAILQ_EMPTY(&batch)) {
+			pthread_mutex_lock(&host.queue_lock);
+			STAILQ_CONCAT(&host.queue, &batch);
+			pthread_cond_broadcast(&host.queue_cond);
+			pthread_mutex_unlock(&host.queue_lock);
+		}
+		if (quitting)
+			quit();
+	}
+}
+
+_Noreturn void
+hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
+               pid_t zygote_pid)
+{
+	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
+	int fds[3] = { down_fd, up_fd, crash_fd };
+	int rc;
+
+	/* Die with the zygote; if it is already gone, the signal was armed
+	 * too late to ever fire, so look. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != zygote_pid)
+		die(HOST_EXIT_SETUP);
+	setpgid(0, 0);
+	if (hkx__keep_fds(fds, 3) < 0)
+		die(HOST_EXIT_SETUP);
+	host.hc = hc;
+	host.slots = (struct hkx__slots *)&hc->slots;
+	host.down_fd = fds[0];
+	host.up_fd = fds[1];
+	host.crash_fd = fds[2];
+	current_worker = NULL;
+	STAILQ_INIT(&host.queue);
+	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
+	    pthread_cond_init(&host.idle_cond, NULL) || pthread_mutex_init(&host.out_lock, NULL) ||
+	    pthread_cond_init(&host.out_cond, NULL))
+		die(HOST_EXIT_SETUP);
+
+	set_up_process(hc);
+	if (hc->host_init != NULL) {
+		rc = hc->host_init(hc->host_init_arg);
+		if (rc != 0) {
+			note(0, HKX__NOTE_INIT_FAILED, rc);
+			die(HOST_EXIT_INIT);
+		}
+	}
+	start_threads(hc);
+	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, true);
+	read_loop(hc);
+}

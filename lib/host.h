@@ -1,0 +1,62 @@
+/*
+ * host: the process that runs tasks. Forked by the zygote; reads TASK frames
+ * from the down pipe, runs them on its worker threads and sends results up,
+ * many frames per write.
+ *
+ * It owns the task-side API (hkx_task_*) and the fatal-signal handlers that
+ * write crash notes. It must never touch the application's state that the
+ * fork copied (atexit handlers, the executor) and never return to the
+ * caller: it leaves only through _exit().
+ */
+#ifndef HKX_HOST_H
+#define HKX_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hkx.h"
+#include "slots.h"
+
+/* Everything a host needs, in memory that the zygote inherited. */
+struct hkx__host_config {
+	const struct hkx_task_def *tasks;
+	size_t ntasks;
+	unsigned threads;
+	size_t max_payload;
+	int (*host_init)(void *arg);
+	void *host_init_arg;
+	uint64_t limit_memory_bytes;
+	uint64_t limit_open_files;
+	bool allow_core_dumps;
+	bool no_new_privs;
+	struct hkx__slots slots;
+};
+
+/* A note on the crash pipe: 16 bytes, written with one write() so that it
+ * arrives whole. */
+enum hkx__note_kind {
+	HKX__NOTE_CRASH = 1,   /* value: the fatal signal */
+	HKX__NOTE_CPU_LIMIT,   /* value: 0; the task used up its CPU time */
+	HKX__NOTE_INIT_FAILED, /* value: what host_init returned */
+};
+struct hkx__note {
+	uint64_t id;
+	uint32_t kind;
+	int32_t value;
+};
+
+/* Set in the zygote and every host: the library refuses to start an
+ * executor there. */
+extern bool hkx__in_host;
+
+/* Runs a host on the given pipe ends; never returns. */
+_Noreturn void hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd,
+                              int crash_fd, pid_t zygote_pid);
+
+/* Test hook: writes raw bytes on the up pipe from inside a task, after
+ * whatever is already queued, so that tests can play a broken host. */
+void hkx__host_inject(const void *bytes, size_t len);
+
+#endif

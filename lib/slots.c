@@ -1,0 +1,131 @@
+/*
+ * slots: the shared slot table and the futex gate for pausing.
+ *
+ * The mapping is MAP_SHARED so that compare-and-swap and futex waits work
+ * across the supervisor, the zygote and every host forked from it. This
+ * module never interprets which future a slot belongs to; that is the
+ * supervisor's business.
+ */
+#include "slots.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int
+hkx__slots_new(struct hkx__slots *s, uint32_t count)
+{
+	size_t len = sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot);
+	void *p;
+
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	s->header = p;
+	s->slot = (struct hkx__slot *)(s->header + 1);
+	s->count = count;
+	s->map_len = len;
+	return 0;
+}
+
+void
+hkx__slots_free(struct hkx__slots *s)
+{
+	if (s->header != NULL)
+		munmap(s->header, s->map_len);
+	memset(s, 0, sizeof(*s));
+}
+
+uint64_t
+hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms)
+{
+	uint64_t word = HKX__SLOT_WORD(seq, HKX__SLOT_SENT);
+
+	atomic_store_explicit(&slot->stop, 0, memory_order_relaxed);
+	slot->flags = flags;
+	slot->cpu_limit_ms = cpu_limit_ms;
+	atomic_store_explicit(&slot->progress_done, 0, memory_order_relaxed);
+	atomic_store_explicit(&slot->progress_total, 0, memory_order_relaxed);
+	/* Release: the fields above are visible to whoever sees SENT. */
+	atomic_store_explicit(&slot->word, word, memory_order_release);
+	return word;
+}
+
+bool
+hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to)
+{
+	uint64_t expected = HKX__SLOT_WORD(seq, HKX__SLOT_SENT);
+
+	return atomic_compare_exchange_strong_explicit(&slot->word, &expected,
+	    HKX__SLOT_WORD(seq, to), memory_order_acq_rel, memory_order_acquire);
+}
+
+void
+hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total)
+{
+	uint32_t seq = atomic_load_explicit(&slot->progress_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&slot->progress_seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&slot->progress_done, done, memory_order_relaxed);
+	atomic_store_explicit(&slot->progress_total, total, memory_order_relaxed);
+	atomic_store_explicit(&slot->progress_seq, seq + 2, memory_order_release);
+}
+
+void
+hkx__slot_get_progress(struct hkx__slot *slot, uint64_t *done, uint64_t *total)
+{
+	uint32_t before, after;
+	int tries = 0;
+
+	/* A host that never finishes a write must not hang the supervisor:
+	 * after a few tries take whatever is there. */
+	do {
+		before = atomic_load_explicit(&slot->progress_seq, memory_order_acquire);
+		*done = atomic_load_explicit(&slot->progress_done, memory_order_relaxed);
+		*total = atomic_load_explicit(&slot->progress_total, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		after = atomic_load_explicit(&slot->progress_seq, memory_order_relaxed);
+	} while ((before != after || (before & 1u)) && ++tries < 64);
+}
+
+static void
+open_gate(struct hkx__slots *s)
+{
+	/* Bumping the word makes any waiter that has not yet gone to sleep
+	 * fail its FUTEX_WAIT and look again: no wake-up is lost. */
+	atomic_fetch_add(&s->header->gate, 1);
+	syscall(SYS_futex, &s->header->gate, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void
+hkx__slots_set_paused(struct hkx__slots *s, bool paused)
+{
+	atomic_store(&s->header->paused, paused ? 1u : 0u);
+	open_gate(s);
+}
+
+void
+hkx__slots_wake(struct hkx__slots *s)
+{
+	open_gate(s);
+}
+
+void
+hkx__slots_wait_unpaused(struct hkx__slots *s, _Atomic uint32_t *stop)
+{
+	uint32_t gate;
+
+	for (;;) {
+		gate = atomic_load(&s->header->gate);
+		if (atomic_load(&s->header->paused) == 0 ||
+		    (stop != NULL && atomic_load(stop) != 0))
+			return;
+		/* Not FUTEX_PRIVATE: the word is shared between processes. */
+		syscall(SYS_futex, &s->header->gate, FUTEX_WAIT, gate, NULL, NULL, 0);
+	}
+}

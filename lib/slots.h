@@ -1,0 +1,83 @@
+/*
+ * slots: the table shared between the supervisor and every host, one
+ * MAP_SHARED mapping created with the executor and inherited through the
+ * zygote.
+ *
+ * A task sent to a host occupies one slot. Its word moves SENT -> CLAIMED
+ * by compare-and-swap in the host's worker before the task function is
+ * called, and SENT -> CANCELLED by compare-and-swap in the supervisor, so a
+ * cancel is exact without a round trip, even while the host is frozen. The
+ * word carries a sequence number so that a stale entry can never claim a
+ * reused slot. The supervisor also writes the per-task stop flag and limits
+ * here, and the host writes progress.
+ *
+ * The host can write anything into this memory: the supervisor treats every
+ * value it reads back as untrusted.
+ */
+#ifndef HKX_SLOTS_H
+#define HKX_SLOTS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum hkx__slot_state {
+	HKX__SLOT_FREE,
+	HKX__SLOT_SENT,
+	HKX__SLOT_CLAIMED,
+	HKX__SLOT_CANCELLED,
+};
+
+#define HKX__SLOT_WORD(seq, state) (((uint64_t)(seq) << 2) | (uint64_t)(state))
+#define HKX__SLOT_SEQ(word) ((word) >> 2)
+#define HKX__SLOT_STATE(word) ((enum hkx__slot_state)((word) & 3u))
+
+/* Flags the supervisor sets before a task is sent. */
+#define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time limit is armed */
+
+struct hkx__slot {
+	_Atomic uint64_t word;
+	_Atomic uint32_t stop;         /* a stop was asked for this task */
+	uint32_t flags;                /* HKX__SLOT_*, written before SENT */
+	uint32_t cpu_limit_ms;         /* 0 = none, written before SENT */
+	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
+	_Atomic uint64_t progress_done;
+	_Atomic uint64_t progress_total;
+	uint8_t pad[24];
+};
+
+struct hkx__slots_header {
+	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
+	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
+	uint8_t pad[56];
+};
+
+struct hkx__slots {
+	struct hkx__slots_header *header;
+	struct hkx__slot *slot;
+	uint32_t count;
+	size_t map_len;
+};
+
+int hkx__slots_new(struct hkx__slots *s, uint32_t count);
+void hkx__slots_free(struct hkx__slots *s);
+
+/* Supervisor: arm a free slot for a new send; returns the word to expect. */
+uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
+                       uint32_t cpu_limit_ms);
+/* Either side: SENT -> to; true if this call won. */
+bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
+
+/* Host: publish progress; supervisor: read it consistently. */
+void hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total);
+void hkx__slot_get_progress(struct hkx__slot *slot, uint64_t *done, uint64_t *total);
+
+/* Pause gate at checkpoints: the supervisor sets and clears it; the host
+ * waits on it. A stop wakes the waiters too, so they can give up. */
+void hkx__slots_set_paused(struct hkx__slots *s, bool paused);
+void hkx__slots_wake(struct hkx__slots *s);
+/* Host: blocks while paused, unless *stop turns true. */
+void hkx__slots_wait_unpaused(struct hkx__slots *s, _Atomic uint32_t *stop);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * util: the few system helpers every module needs: the monotonic clock,
+ * deadlines, pidfd system calls (not all libcs wrap them), and a blocking
+ * write that survives signals.
+ *
+ * Nothing here keeps state or allocates.
+ */
+#ifndef HKX_UTIL_H
+#define HKX_UTIL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define HKX__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+uint64_t hkx__now_ns(void);
+
+/* A deadline on CLOCK_MONOTONIC from a timeout in ms: -1 means none
+ * (UINT64_MAX). */
+uint64_t hkx__deadline(int timeout_ms);
+/* Milliseconds left until deadline, rounded up, for poll(); -1 if none. */
+int hkx__ms_left(uint64_t deadline);
+/* The deadline as an absolute timespec for pthread_cond_timedwait on a
+ * CLOCK_MONOTONIC condition variable. */
+struct timespec hkx__timespec(uint64_t ns);
+
+int hkx__pidfd_open(pid_t pid);
+int hkx__pidfd_send_signal(int pidfd, int sig);
+
+/* Writes all of buf to a blocking fd: 0 or a negative errno. */
+int hkx__write_all(int fd, const void *buf, size_t len);
+/* Waits until fd is readable or the deadline passes: 1, 0 or -errno. */
+int hkx__wait_readable(int fd, uint64_t deadline);
+
+/* Moves fds[0..n) to 3..3+n (updating fds) and closes every other fd from
+ * 3 up, so that a forked process holds nothing of the application's. */
+int hkx__keep_fds(int *fds, int n);
+
+/* A condition variable on CLOCK_MONOTONIC. */
+int hkx__cond_init(pthread_cond_t *cond);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+ * zygote: forks hosts from a small single-threaded snapshot of the
+ * application, reaps them, and takes them down with it.
+ *
+ * The zygote side runs only in the forked process and must never return
+ * into the application's code; the supervisor side must never block on the
+ * zygote except at start and stop, and never raises SIGPIPE (MSG_NOSIGNAL).
+ */
+#include "zygote.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+#define START_TIMEOUT_MS 30000
+#define STOP_TIMEOUT_MS 10000
+
+/* --- messages, both sides ------------------------------------------------ */
+
+static int
+send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds)
+{
+	struct hkx__zygote_msg m = { .type = type, .pid = pid, .value = value, .nfds = nfds };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * HKX__ZYGOTE_MAX_FDS)];
+	} control;
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cmsg;
+
+	if (nfds > 0) {
+		memset(&control, 0, sizeof(control));
+		msg.msg_control = control.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
+	}
+	for (;;) {
+		if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static void
+close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* 1 and a message, 0 if none (with MSG_DONTWAIT), -EPIPE at EOF. The
+ * message is checked for shape; its meaning is the caller's to check. */
+static int
+recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * HKX__ZYGOTE_MAX_FDS)];
+	} control;
+	struct iovec iov = { .iov_base = m, .iov_len = sizeof(*m) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+	                      .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+	struct cmsghdr *cmsg;
+	int nfds = 0;
+	ssize_t n;
+
+	do
+		n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	if (n == 0)
+		return -EPIPE;
+	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+			nfds = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(m->fds, CMSG_DATA(cmsg), sizeof(int) * (size_t)nfds);
+		}
+	}
+	if ((size_t)n != sizeof(*m) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    m->nfds != nfds) {
+		close_fds(m->fds, nfds);
+		return -EPROTO;
+	}
+	return 1;
+}
+
+/* --- the zygote process ------------------------------------------------- */
+
+struct child {
+	pid_t pid;
+	int pidfd;
+};
+
+static struct {
+	const struct hkx__host_config *hc;
+	int sock, app_pidfd;
+	struct child *children;
+	size_t nchildren, cap;
+} zy;
+
+static void
+reap(size_t i)
+{
+	struct child c = zy.children[i];
+	int status = 0;
+
+	/* Kill the group before reaping: the leader's pid cannot be reused
+	 * while it is a zombie, so this can only hit the host's own group,
+	 * and with it every process a task started. */
+	killpg(c.pid, SIGKILL);
+	while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR)
+		;
+	close(c.pidfd);
+	zy.children[i] = zy.children[--zy.nchildren];
+	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
+}
+
+static _Noreturn void
+zygote_exit(void)
+{
+	while (zy.nchildren > 0)
+		reap(zy.nchildren - 1);
+	_exit(0);
+}
+
+static void
+spawn(void)
+{
+	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
+	struct child *grown;
+	pid_t pid;
+	int pidfd = -1, err;
+
+	if (zy.nchildren == zy.cap) {
+		grown = reallocarray(zy.children, zy.cap ? zy.cap * 2 : 4, sizeof(*grown));
+		if (grown == NULL) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		zy.children = grown;
+		zy.cap = zy.cap ? zy.cap * 2 : 4;
+	}
+	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	pid = fork();
+	if (pid < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if (pid == 0)
+		hkx__host_main(zy.hc, down[0], up[1], crash[1], getppid());
+	/* Also here, so that a kill of the group cannot come before the child
+	 * has made it. */
+	setpgid(pid, pid);
+	pidfd = hkx__pidfd_open(pid);
+	if (pidfd < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		err = pidfd;
+		goto fail;
+	}
+	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd };
+	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, pid, 0,
+	    (int[]){ pidfd, down[1], up[0], crash[0] }, 4);
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
+	if (err < 0)
+		zygote_exit();
+	return;
+fail:
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
+	if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, 0, err, NULL, 0) < 0)
+		zygote_exit();
+}
+
+static void
+serve_request(void)
+{
+	struct hkx__zygote_msg m;
+	size_t i;
+	int rc;
+
+	rc = recv_msg(zy.sock, &m, 0);
+	if (rc < 0)
+		zygote_exit();
+	close_fds(m.fds, m.nfds);
+	switch (m.type) {
+	case HKX__ZYGOTE_SPAWN:
+		spawn();
+		break;
+	case HKX__ZYGOTE_SIGNAL:
+		for (i = 0; i < zy.nchildren; i++)
+			if (zy.children[i].pid == m.pid)
+				killpg(m.pid, m.value);
+		break;
+	default:
+		zygote_exit();
+	}
+}
+
+static void
+reset_signals(void)
+{
+	static const int ignored[] = { SIGINT, SIGQUIT, SIGHUP, SIGTERM, SIGTSTP, SIGTTIN,
+	                               SIGTTOU, SIGPIPE };
+	struct sigaction sa = { 0 };
+	sigset_t none;
+	size_t i;
+	int sig;
+
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &sa, NULL); /* fails harmlessly for libc's own */
+	sa.sa_handler = SIG_IGN;
+	for (i = 0; i < HKX__ARRAY_LEN(ignored); i++)
+		sigaction(ignored[i], &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static _Noreturn void
+zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
+{
+	int fds[2] = { sock, app_pidfd };
+	struct pollfd *pfds = NULL, *grown;
+	size_t pfd_cap = 0, n, i;
+	int self;
+
+	hkx__in_host = true;
+	reset_signals();
+	setsid();
+	if (hkx__keep_fds(fds, 2) < 0)
+		_exit(1);
+	zy.hc = hc;
+	zy.sock = fds[0];
+	zy.app_pidfd = fds[1];
+	prctl(PR_SET_NAME, "hkx-zygote");
+	self = hkx__pidfd_open(getpid());
+	if (self < 0 || send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), 0, &self, 1) < 0)
+		_exit(1);
+	close(self);
+
+	for (;;) {
+		n = 2 + zy.nchildren;
+		if (n > pfd_cap) {
+			grown = reallocarray(pfds, n * 2, sizeof(*pfds));
+			if (grown == NULL)
+				zygote_exit();
+			pfds = grown;
+			pfd_cap = n * 2;
+		}
+		pfds[0] = (struct pollfd){ .fd = zy.sock, .events = POLLIN };
+		pfds[1] = (struct pollfd){ .fd = zy.app_pidfd, .events = POLLIN };
+		for (i = 0; i < zy.nchildren; i++)
+			pfds[2 + i] = (struct pollfd){ .fd = zy.children[i].pidfd, .events = POLLIN };
+		if (poll(pfds, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			zygote_exit();
+		}
+		if (pfds[1].revents)
+			zygote_exit(); /* the application is gone */
+		/* Hosts first, from the end, so that removal keeps indexes. */
+		for (i = n; i-- > 2;)
+			if (pfds[i].revents)
+				reap(i - 2);
+		if (pfds[0].revents & POLLIN)
+			serve_request();
+		else if (pfds[0].revents)
+			zygote_exit();
+	}
+}
+
+/* --- the supervisor side ----------------------------------------------- */
+
+int
+hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
+{
+	struct hkx__zygote_msg m;
+	sigset_t all, old;
+	int sv[2], app_pidfd, status, err;
+	pid_t pid, pid2;
+
+	z->pid = 0;
+	z->pidfd = z->sock = -1;
+	app_pidfd = hkx__pidfd_open(getpid());
+	if (app_pidfd < 0)
+		return app_pidfd;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		err = -errno;
+		close(app_pidfd);
+		return err;
+	}
+	/* No handler of the application's may run in the child before it has
+	 * reset every disposition. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		pid2 = fork();
+		if (pid2 != 0)
+			_exit(pid2 < 0 ? 1 : 0);
+		zygote_main(sv[1], app_pidfd, hc);
+	}
+	err = pid < 0 ? -errno : 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	close(app_pidfd);
+	if (err < 0)
+		goto fail;
+	/* Reap the middle process at once; ECHILD means the application
+	 * ignores SIGCHLD and the kernel reaped it. */
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno == ECHILD) {
+			status = 0;
+			break;
+		}
+		if (errno != EINTR) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		err = -ECHILD;
+		goto fail;
+	}
+	z->sock = sv[0];
+	err = hkx__wait_readable(z->sock, hkx__deadline(START_TIMEOUT_MS));
+	if (err <= 0) {
+		err = err < 0 ? err : -ETIMEDOUT;
+		goto fail;
+	}
+	err = recv_msg(z->sock, &m, 0);
+	if (err < 0)
+		goto fail;
+	if (m.type != HKX__ZYGOTE_HELLO || m.nfds != 1) {
+		close_fds(m.fds, m.nfds);
+		err = -EPROTO;
+		goto fail;
+	}
+	z->pid = m.pid;
+	z->pidfd = m.fds[0];
+	return 0;
+fail:
+	close(sv[0]);
+	z->sock = -1;
+	return err;
+}
+
+int
+hkx__zygote_send(struct hkx__zygote *z, enum hkx__zygote_msg_type type, pid_t pid, int value)
+{
+	return send_msg(z->sock, type, pid, value, NULL, 0);
+}
+
+int
+hkx__zygote_recv(struct hkx__zygote *z, struct hkx__zygote_msg *m)
+{
+	return recv_msg(z->sock, m, MSG_DONTWAIT);
+}
+
+void
+hkx__zygote_stop(struct hkx__zygote *z)
+{
+	siginfo_t info;
+
+	if (z->sock >= 0)
+		close(z->sock);
+	z->sock = -1;
+	if (z->pidfd < 0)
+		return;
+	if (hkx__wait_readable(z->pidfd, hkx__deadline(STOP_TIMEOUT_MS)) == 0) {
+		/* It should never take this long; do not leave it behind. */
+		hkx__pidfd_send_signal(z->pidfd, SIGKILL);
+		hkx__wait_readable(z->pidfd, UINT64_MAX);
+	}
+	/* If the application is a child subreaper, the zygote was reparented
+	 * to it: reap it. Otherwise this fails with ECHILD, as it should. */
+	waitid((idtype_t)P_PIDFD, (id_t)z->pidfd, &info, WEXITED | WNOHANG);
+	close(z->pidfd);
+	z->pidfd = -1;
+}

@@ -1,0 +1,299 @@
+/*
+ * options: getopt_long over one table of every option, filtered by what the
+ * subcommand accepts, and the conversions from option values to library
+ * structures.
+ *
+ * Numbers go through strtonum() so that a typo is an error rather than a
+ * silent zero. Nothing here exits: the caller picks the status.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "options.h"
+
+enum {
+	OPT_HELP = 'h',
+	OPT_THREADS = 'j',
+	OPT_PLUGIN = 256,
+	OPT_MEMORY_LIMIT,
+	OPT_NO_NEW_PRIVS,
+	OPT_STOP_AFTER,
+	OPT_KILL_AFTER,
+	OPT_CPU_LIMIT,
+	OPT_RETRIES,
+	OPT_INPUT,
+	OPT_JSON,
+	OPT_FAIL_FAST,
+};
+
+static const struct {
+	struct option long_opt;
+	unsigned group;
+} all_options[] = {
+	{ { "help", no_argument, NULL, OPT_HELP }, 0 },
+	{ { "plugin", required_argument, NULL, OPT_PLUGIN }, OPTS_PLUGIN },
+	{ { "threads", required_argument, NULL, OPT_THREADS }, OPTS_HOST },
+	{ { "memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT }, OPTS_HOST },
+	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
+	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
+	{ { "kill-after", required_argument, NULL, OPT_KILL_AFTER }, OPTS_LIMITS },
+	{ { "cpu-limit", required_argument, NULL, OPT_CPU_LIMIT }, OPTS_LIMITS },
+	{ { "retries", required_argument, NULL, OPT_RETRIES }, OPTS_LIMITS },
+	{ { "input", required_argument, NULL, OPT_INPUT }, OPTS_RUN },
+	{ { "json", no_argument, NULL, OPT_JSON }, OPTS_RUN },
+	{ { "fail-fast", no_argument, NULL, OPT_FAIL_FAST }, OPTS_RUN },
+};
+#define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
+
+void
+options_usage_error(const struct cmd_options *o, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "hkx %s: ", o->command);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'hkx %s --help')\n", o->command);
+}
+
+static int
+parse_count(struct cmd_options *o, const char *name, const char *s, long long max,
+    long long *out)
+{
+	const char *why;
+
+	*out = strtonum(s, 0, max, &why);
+	if (why != NULL) {
+		options_usage_error(o, "%s \"%s\" is %s", name, s, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* Bytes, or with a K, M, G or T suffix in powers of 1024. */
+static int
+parse_size(struct cmd_options *o, const char *s, uint64_t *out)
+{
+	static const char suffixes[] = "KMGT";
+	const char *why, *unit;
+	char digits[32];
+	size_t ndigits = strspn(s, "0123456789");
+	long long n;
+	int shift = 0;
+
+	unit = s + ndigits;
+	if (*unit != '\0') {
+		const char *p = unit[1] == '\0' ? strchr(suffixes, *unit) : NULL;
+
+		if (p == NULL || ndigits == 0) {
+			options_usage_error(o, "size \"%s\": use bytes or a K, M, G, T suffix", s);
+			return -1;
+		}
+		shift = 10 * (int)(p - suffixes + 1);
+	}
+	if (ndigits == 0 || ndigits >= sizeof(digits)) {
+		options_usage_error(o, "size \"%s\" is invalid", s);
+		return -1;
+	}
+	memcpy(digits, s, ndigits);
+	digits[ndigits] = '\0';
+	n = strtonum(digits, 1, LLONG_MAX >> shift, &why);
+	if (why != NULL) {
+		options_usage_error(o, "size \"%s\" is %s", s, why);
+		return -1;
+	}
+	*out = (uint64_t)n << shift;
+	return 0;
+}
+
+/* Seconds, fractions allowed, down to the millisecond. */
+static int
+parse_seconds(struct cmd_options *o, const char *s, int *ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < 0.001 ||
+	    v > INT_MAX / 1000) {
+		options_usage_error(o, "seconds \"%s\" is invalid", s);
+		return -1;
+	}
+	*ms = (int)lround(v * 1000);
+	return 0;
+}
+
+static int
+add_plugin(struct cmd_options *o, const char *path)
+{
+	const char **p;
+
+	if ((p = reallocarray(o->plugins, o->nplugins + 1, sizeof(*p))) == NULL) {
+		options_usage_error(o, "out of memory");
+		return -1;
+	}
+	o->plugins = p;
+	o->plugins[o->nplugins++] = path;
+	return 0;
+}
+
+static int
+apply(struct cmd_options *o, int opt, const char *arg)
+{
+	long long n;
+
+	switch (opt) {
+	case OPT_THREADS:
+		if (parse_count(o, "threads", arg, 1024, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "threads must be at least 1");
+			return -1;
+		}
+		o->threads = n;
+		return 0;
+	case OPT_PLUGIN:
+		return add_plugin(o, arg);
+	case OPT_MEMORY_LIMIT:
+		return parse_size(o, arg, &o->memory_limit);
+	case OPT_NO_NEW_PRIVS:
+		o->no_new_privs = true;
+		return 0;
+	case OPT_STOP_AFTER:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->stop_after_ms = n;
+		return 0;
+	case OPT_KILL_AFTER:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->kill_after_ms = n;
+		return 0;
+	case OPT_CPU_LIMIT:
+		return parse_seconds(o, arg, &o->cpu_limit_ms);
+	case OPT_RETRIES:
+		if (parse_count(o, "retries", arg, 1000, &n) == -1)
+			return -1;
+		o->retries = n;
+		return 0;
+	case OPT_INPUT:
+		o->input = arg;
+		return 0;
+	case OPT_JSON:
+		o->json = true;
+		return 0;
+	case OPT_FAIL_FAST:
+		o->fail_fast = true;
+		return 0;
+	}
+	return -1;
+}
+
+int
+options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
+    const char *usage)
+{
+	struct option longopts[NOPTIONS + 1];
+	char shortopts[8] = "+:h";
+	size_t i, n = 0;
+	int opt;
+
+	memset(o, 0, sizeof(*o));
+	o->command = argv[0];
+	for (i = 0; i < NOPTIONS; i++)
+		if (all_options[i].group == 0 || (all_options[i].group & accepted))
+			longopts[n++] = all_options[i].long_opt;
+	memset(&longopts[n], 0, sizeof(longopts[n]));
+	if (accepted & OPTS_HOST)
+		strlcat(shortopts, "j:", sizeof(shortopts));
+
+	/* Each subcommand parses its own argv: start getopt afresh. */
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		if (opt == OPT_HELP) {
+			fputs(usage, stdout);
+			return OPTIONS_HELP;
+		}
+		if (opt == '?') {
+			if (optopt != 0)
+				options_usage_error(o, "unknown option -%c", optopt);
+			else
+				options_usage_error(o, "unknown option %s", argv[optind - 1]);
+			return -1;
+		}
+		if (opt == ':') {
+			options_usage_error(o, "option %s needs a value", argv[optind - 1]);
+			return -1;
+		}
+		if (apply(o, opt, optarg) == -1)
+			return -1;
+	}
+	return optind;
+}
+
+void
+options_free(struct cmd_options *o)
+{
+	free(o->plugins);
+	o->plugins = NULL;
+	o->nplugins = 0;
+}
+
+int
+options_load_tasks(const struct cmd_options *o, struct task_table *tt)
+{
+	char err[1024];
+	size_t i;
+
+	if (task_table_init(tt, err, sizeof(err)) == -1)
+		goto fail;
+	for (i = 0; i < o->nplugins; i++)
+		if (task_table_load(tt, o->plugins[i], err, sizeof(err)) == -1)
+			goto fail;
+	return 0;
+fail:
+	fprintf(stderr, "hkx %s: %s\n", o->command, err);
+	task_table_free(tt);
+	return -1;
+}
+
+int
+options_start_executor(const struct cmd_options *o, const struct task_table *tt,
+    hkx_executor **ex)
+{
+	struct hkx_config c;
+	int err;
+
+	hkx_config_init(&c);
+	c.tasks = tt->defs;
+	c.ntasks = tt->n;
+	if (o->threads != 0)
+		c.threads = o->threads;
+	c.limit_memory_bytes = o->memory_limit;
+	c.no_new_privs = o->no_new_privs;
+	if ((err = hkx_executor_new(&c, ex)) < 0) {
+		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
+		    strerror(-err));
+		return -1;
+	}
+	return 0;
+}
+
+void
+options_task_opts(const struct cmd_options *o, struct hkx_opts *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->stop_after_ms = o->stop_after_ms;
+	opts->kill_after_ms = o->kill_after_ms;
+	opts->cpu_limit_ms = o->cpu_limit_ms;
+	opts->retries = o->retries;
+}

@@ -1,0 +1,63 @@
+/*
+ * options: the command-line options that run, serve and tasks share, and
+ * what they turn into (the task table, the executor's config, per-task
+ * limits).
+ *
+ * One parser for every subcommand, each naming the groups of options it
+ * accepts, so that an option means the same everywhere. Errors are printed
+ * here as one line on stderr; deciding the exit status is the caller's.
+ */
+#ifndef HKX_CMD_OPTIONS_H
+#define HKX_CMD_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hkx.h"
+#include "plugin.h"
+
+/* Groups of options a subcommand accepts. */
+#define OPTS_PLUGIN  0x01u  /* --plugin */
+#define OPTS_HOST    0x02u  /* -j, --memory-limit, --no-new-privs */
+#define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --cpu-limit, --retries */
+#define OPTS_RUN     0x08u  /* --input, --json, --fail-fast */
+
+struct cmd_options {
+	const char *command;      /* "run", for messages */
+	unsigned threads;         /* 0: the library's default */
+	const char **plugins;
+	size_t nplugins;
+	uint64_t memory_limit;    /* bytes, 0: none */
+	bool no_new_privs;
+	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	unsigned retries;
+	const char *input;        /* --input FILE, "-" for stdin */
+	bool json, fail_fast;
+};
+
+#define OPTIONS_HELP (-2)     /* --help was given and the usage printed */
+
+/*
+ * Parses argv (argv[0] is the subcommand's name). Options come before the
+ * first operand. Returns the index of the first operand, OPTIONS_HELP, or -1
+ * after printing a usage error.
+ */
+int options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
+    const char *usage);
+void options_free(struct cmd_options *o);
+
+/* Prints "hkx CMD: MESSAGE" and a hint to stderr, for usage errors found
+ * after parsing. */
+void options_usage_error(const struct cmd_options *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Built-ins plus every --plugin, in order; prints the error and returns -1. */
+int options_load_tasks(const struct cmd_options *o, struct task_table *tt);
+/* Creates the executor from the options; prints the error and returns -1. */
+int options_start_executor(const struct cmd_options *o, const struct task_table *tt,
+    hkx_executor **ex);
+/* The per-task limits of the options. */
+void options_task_opts(const struct cmd_options *o, struct hkx_opts *opts);
+
+#endif

@@ -1,0 +1,762 @@
+/*
+ * serve: `hkx serve`, a worker host for programs in any language. Requests
+ * arrive as JSON lines on stdin; one response per request, as it ends, goes
+ * out as a JSON line on stdout.
+ *
+ * Owns the protocol and its loop: one poll() over stdin, the completion
+ * eventfd (watch) and the interrupt signalfd. Responses come from
+ * hkx_future_on_done through watch, never from a blocking wait, so a slow
+ * task holds up nothing. The client is not trusted: a malformed line gets
+ * an {"error":...} line and the server carries on; it never exits because
+ * of what a client sent. Only the command's private copy of stdout carries
+ * JSON (see output_claim_stdout).
+ */
+#include <sys/tree.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base64.h"
+#include "commands.h"
+#include "interrupt.h"
+#include "options.h"
+#include "outcome.h"
+#include "watch.h"
+
+/* Past this many unanswered requests stdin is left unread, so a client
+ * that writes faster than tasks run cannot grow the server without bound. */
+#define MAX_IN_FLIGHT 65536
+/* A longer line is refused whole; 64 MiB of payload in base64 fits. */
+#define MAX_LINE (96u << 20)
+#define READ_CHUNK 65536
+#define PROGRESS_MS 200
+
+static const char usage[] =
+"usage: hkx serve [OPTIONS]\n"
+"\n"
+"Reads JSON requests, one per line, on stdin and writes one JSON response\n"
+"per request, as it ends, on stdout. EOF on stdin finishes the requests in\n"
+"flight and exits 0.\n"
+"\n"
+"  {\"id\":1,\"task\":\"echo\",\"arg\":\"hi\"}   -> {\"id\":1,\"state\":\"done\",\"result\":\"hi\",...}\n"
+"  request fields: id (string or integer, unique while in flight), task,\n"
+"    arg or arg_b64, stop_after_ms, kill_after_ms, cpu_limit_ms, retries,\n"
+"    group (fail-fast group by name), progress (true: progress events)\n"
+"  control: {\"cancel\":ID} {\"stop\":ID} {\"kill\":ID} {\"pause\":\"checkpoint\"}\n"
+"    {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
+"\n"
+"  -j, --threads N        worker threads in the host (default: CPUs)\n"
+"      --stop-after MS    default stop_after_ms of requests\n"
+"      --kill-after MS    default kill_after_ms of requests\n"
+"      --cpu-limit SEC    default CPU time limit of requests\n"
+"      --retries N        default retries of requests\n"
+"      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
+"      --no-new-privs     set no_new_privs in the host\n"
+"      --plugin PATH      load tasks from a shared library (repeatable)\n";
+
+struct request {
+	struct watch_item watch;     /* first: ended items are requests */
+	RB_ENTRY(request) by_key;
+	LIST_ENTRY(request) progress_link;
+	char *key;                   /* the id as compact JSON: 1 and "1" differ */
+	json_t *id;                  /* as the client sent it */
+	bool progress;
+	uint64_t shown_done, shown_total;
+};
+
+struct named_group {
+	RB_ENTRY(named_group) by_name;
+	char *name;
+	hkx_group *group;
+};
+
+static int
+request_cmp(const struct request *a, const struct request *b)
+{
+	return strcmp(a->key, b->key);
+}
+
+static int
+group_cmp(const struct named_group *a, const struct named_group *b)
+{
+	return strcmp(a->name, b->name);
+}
+
+/* Not the _STATIC variants: they need a BSD __unused that glibc lacks. */
+RB_HEAD(request_tree, request);
+RB_PROTOTYPE(request_tree, request, by_key, request_cmp)
+RB_GENERATE(request_tree, request, by_key, request_cmp)
+RB_HEAD(group_tree, named_group);
+RB_PROTOTYPE(group_tree, named_group, by_name, group_cmp)
+RB_GENERATE(group_tree, named_group, by_name, group_cmp)
+
+struct server {
+	struct cmd_options o;
+	struct task_table tasks;
+	hkx_executor *ex;
+	struct watch watch;
+	FILE *out;
+	bool out_failed;
+	struct request_tree requests;
+	size_t in_flight;
+	LIST_HEAD(, request) progress_watched;
+	struct timespec next_progress;
+	struct group_tree groups;
+
+	char *buf;                   /* bytes read from stdin, not yet handled */
+	size_t start, len, cap;      /* unhandled bytes are buf[start, len) */
+	bool eof;
+	bool skipping;               /* inside a line longer than MAX_LINE */
+	unsigned long line_no;
+	unsigned interrupts;
+};
+
+static void
+write_json(struct server *s, json_t *obj)
+{
+	if (obj == NULL || json_write_line(s->out, obj) == -1) {
+		if (!s->out_failed)
+			fprintf(stderr, "hkx serve: cannot write a response\n");
+		s->out_failed = true;
+	}
+	json_decref(obj);
+}
+
+/* {"error":TEXT,"line":N} and the id when the line had a usable one. */
+static void
+send_error(struct server *s, json_t *id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+send_error(struct server *s, json_t *id, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+	json_t *obj;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	obj = json_pack("{s:s, s:I}", "error", text, "line", (json_int_t)s->line_no);
+	if (obj != NULL && id != NULL && json_object_set(obj, "id", id) == -1) {
+		json_decref(obj);
+		obj = NULL;
+	}
+	write_json(s, obj);
+}
+
+static void
+send_outcome(struct server *s, json_t *id, const struct outcome *oc)
+{
+	json_t *obj = json_object();
+
+	if (obj != NULL && (json_object_set(obj, "id", id) == -1 ||
+	    outcome_to_json(obj, oc) == -1)) {
+		json_decref(obj);
+		obj = NULL;
+	}
+	write_json(s, obj);
+}
+
+static void
+request_free(struct server *s, struct request *rq)
+{
+	RB_REMOVE(request_tree, &s->requests, rq);
+	if (rq->progress)
+		LIST_REMOVE(rq, progress_link);
+	hkx_future_release(rq->watch.future);
+	json_decref(rq->id);
+	free(rq->key);
+	free(rq);
+	s->in_flight--;
+}
+
+static void
+take_ended(struct server *s)
+{
+	struct watch_list ended;
+	struct watch_item *it;
+	struct request *rq;
+	struct outcome oc;
+
+	watch_take(&s->watch, &ended);
+	while ((it = STAILQ_FIRST(&ended)) != NULL) {
+		STAILQ_REMOVE_HEAD(&ended, link);
+		rq = (struct request *)it;
+		outcome_of_future(&oc, it->future, watch_elapsed_ms(it));
+		send_outcome(s, rq->id, &oc);
+		request_free(s, rq);
+	}
+}
+
+static double
+ms_until(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (t->tv_sec - now.tv_sec) * 1e3 + (t->tv_nsec - now.tv_nsec) / 1e6;
+}
+
+/* {"id":ID,"progress":{"done":D,"total":T}} for each watched request whose
+ * progress moved since the last event. */
+static void
+send_progress(struct server *s)
+{
+	struct request *rq;
+	uint64_t done, total;
+
+	if (LIST_EMPTY(&s->progress_watched) || ms_until(&s->next_progress) > 0)
+		return;
+	LIST_FOREACH(rq, &s->progress_watched, progress_link) {
+		if (hkx_future_progress(rq->watch.future, &done, &total) < 0 ||
+		    (done == rq->shown_done && total == rq->shown_total))
+			continue;
+		rq->shown_done = done;
+		rq->shown_total = total;
+		write_json(s, json_pack("{s:O, s:{s:I, s:I}}", "id", rq->id, "progress",
+		    "done", (json_int_t)done, "total", (json_int_t)total));
+	}
+	clock_gettime(CLOCK_MONOTONIC, &s->next_progress);
+	s->next_progress.tv_nsec += PROGRESS_MS * 1000000L;
+	if (s->next_progress.tv_nsec >= 1000000000L) {
+		s->next_progress.tv_sec++;
+		s->next_progress.tv_nsec -= 1000000000L;
+	}
+}
+
+static int
+get_ms(struct server *s, json_t *req, json_t *id, const char *field, int *out)
+{
+	json_t *v = json_object_get(req, field);
+
+	if (v == NULL)
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > INT_MAX) {
+		send_error(s, id, "%s must be an integer from 0 to %d", field, INT_MAX);
+		return -1;
+	}
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static hkx_group *
+find_group(struct server *s, const char *name, json_t *id)
+{
+	struct named_group key = { .name = (char *)name }, *g;
+	int err;
+
+	if ((g = RB_FIND(group_tree, &s->groups, &key)) != NULL)
+		return g->group;
+	if ((g = calloc(1, sizeof(*g))) == NULL || (g->name = strdup(name)) == NULL) {
+		free(g);
+		send_error(s, id, "out of memory");
+		return NULL;
+	}
+	if ((err = hkx_group_new(s->ex, HKX_GROUP_FAIL_FAST, &g->group)) < 0) {
+		send_error(s, id, "group: %s", strerror(-err));
+		free(g->name);
+		free(g);
+		return NULL;
+	}
+	RB_INSERT(group_tree, &s->groups, g);
+	return g->group;
+}
+
+static const char *const request_fields[] = {
+	"id", "task", "arg", "arg_b64", "stop_after_ms", "kill_after_ms",
+	"cpu_limit_ms", "retries", "group", "progress",
+};
+
+static bool
+known_field(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(request_fields) / sizeof(request_fields[0]); i++)
+		if (strcmp(name, request_fields[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The argument bytes; *owned is set when they were decoded into a new
+ * buffer the caller frees. */
+static int
+get_arg(struct server *s, json_t *req, json_t *id, const char **arg, size_t *len,
+    char **owned)
+{
+	json_t *text = json_object_get(req, "arg");
+	json_t *b64 = json_object_get(req, "arg_b64");
+	long n;
+
+	*arg = "";
+	*len = 0;
+	*owned = NULL;
+	if (text != NULL && b64 != NULL) {
+		send_error(s, id, "give arg or arg_b64, not both");
+		return -1;
+	}
+	if (text != NULL) {
+		if (!json_is_string(text)) {
+			send_error(s, id, "arg must be a string");
+			return -1;
+		}
+		*arg = json_string_value(text);
+		*len = json_string_length(text);
+	} else if (b64 != NULL) {
+		if (!json_is_string(b64)) {
+			send_error(s, id, "arg_b64 must be a string");
+			return -1;
+		}
+		if ((*owned = malloc(json_string_length(b64) / 4 * 3 + 1)) == NULL) {
+			send_error(s, id, "out of memory");
+			return -1;
+		}
+		n = base64_decode(json_string_value(b64), json_string_length(b64), *owned);
+		if (n < 0) {
+			free(*owned);
+			*owned = NULL;
+			send_error(s, id, "arg_b64 is not valid base64");
+			return -1;
+		}
+		*arg = *owned;
+		*len = n;
+	}
+	return 0;
+}
+
+static void
+handle_request(struct server *s, json_t *req)
+{
+	json_t *id = json_object_get(req, "id"), *v;
+	const char *field, *task, *arg;
+	struct request *rq = NULL, probe;
+	struct hkx_opts opts;
+	char *owned_arg = NULL;
+	hkx_future *f;
+	size_t arglen;
+	int retries, err;
+
+	if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
+		send_error(s, NULL, "a request needs an id, a string or an integer");
+		return;
+	}
+	json_object_foreach(req, field, v) {
+		if (!known_field(field)) {
+			send_error(s, id, "unknown field \"%s\"", field);
+			return;
+		}
+	}
+	if ((probe.key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL) {
+		send_error(s, id, "out of memory");
+		return;
+	}
+	if (RB_FIND(request_tree, &s->requests, &probe) != NULL) {
+		send_error(s, id, "duplicate id: a request with this id is in flight");
+		goto fail;
+	}
+	v = json_object_get(req, "task");
+	if (v == NULL || !json_is_string(v)) {
+		send_error(s, id, "task must be a string");
+		goto fail;
+	}
+	task = json_string_value(v);
+	if (task_table_find(&s->tasks, task) == NULL) {
+		send_error(s, id, "unknown task \"%s\"", task);
+		goto fail;
+	}
+
+	options_task_opts(&s->o, &opts);
+	retries = opts.retries;
+	if (get_ms(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
+	    get_ms(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
+	    get_ms(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
+	    get_ms(s, req, id, "retries", &retries) == -1)
+		goto fail;
+	opts.retries = retries;
+	if ((v = json_object_get(req, "group")) != NULL) {
+		if (!json_is_string(v)) {
+			send_error(s, id, "group must be a string");
+			goto fail;
+		}
+		if ((opts.group = find_group(s, json_string_value(v), id)) == NULL)
+			goto fail;
+	}
+	if ((v = json_object_get(req, "progress")) != NULL && !json_is_boolean(v)) {
+		send_error(s, id, "progress must be true or false");
+		goto fail;
+	}
+	if (get_arg(s, req, id, &arg, &arglen, &owned_arg) == -1)
+		goto fail;
+
+	if ((rq = calloc(1, sizeof(*rq))) == NULL) {
+		send_error(s, id, "out of memory");
+		goto fail;
+	}
+	watch_submitted(&rq->watch);
+	err = hkx_submit(s->ex, task, arg, arglen, &opts, &f);
+	if (err == -ECANCELED) {
+		struct outcome oc = { .state = HKX_CANCELLED,
+		    .message = "its group has already failed" };
+
+		send_outcome(s, id, &oc);
+		goto fail;
+	}
+	if (err < 0) {
+		send_error(s, id, "cannot submit: %s", strerror(-err));
+		goto fail;
+	}
+	rq->key = probe.key;
+	rq->id = json_incref(id);
+	rq->progress = v != NULL && json_is_true(v);
+	if (rq->progress)
+		LIST_INSERT_HEAD(&s->progress_watched, rq, progress_link);
+	RB_INSERT(request_tree, &s->requests, rq);
+	s->in_flight++;
+	watch_add(&s->watch, &rq->watch, f);
+	free(owned_arg);
+	return;
+fail:
+	free(owned_arg);
+	free(rq);
+	free(probe.key);
+}
+
+static struct request *
+find_request(struct server *s, json_t *id)
+{
+	struct request probe, *rq;
+
+	if ((probe.key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL)
+		return NULL;
+	rq = RB_FIND(request_tree, &s->requests, &probe);
+	free(probe.key);
+	return rq;
+}
+
+/* {"cancel":ID}, {"stop":ID}, {"kill":ID}: the request's own response
+ * tells how it ended; only a mistake gets an answer of its own. */
+static void
+handle_future_control(struct server *s, const char *verb, json_t *id)
+{
+	struct request *rq;
+	int err = 0;
+
+	if ((rq = find_request(s, id)) == NULL) {
+		send_error(s, id, "%s: no request with this id is in flight", verb);
+		return;
+	}
+	if (strcmp(verb, "cancel") == 0)
+		hkx_future_cancel(rq->watch.future);
+	else if (strcmp(verb, "stop") == 0)
+		err = hkx_future_stop(rq->watch.future);
+	else
+		err = hkx_future_kill(rq->watch.future);
+	/* -EALREADY: it ended meanwhile, and its response is on its way. */
+	if (err < 0 && err != -EALREADY)
+		send_error(s, id, "%s: %s", verb, strerror(-err));
+}
+
+static void
+send_stats(struct server *s)
+{
+	struct hkx_stats st;
+	int err;
+
+	if ((err = hkx_executor_stats(s->ex, &st)) < 0) {
+		send_error(s, NULL, "stats: %s", strerror(-err));
+		return;
+	}
+	write_json(s, json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+	    " s:I, s:I, s:b, s:b, s:b, s:b, s:I}}", "stats",
+	    "submitted", (json_int_t)st.submitted, "done", (json_int_t)st.done,
+	    "failed", (json_int_t)st.failed, "cancelled", (json_int_t)st.cancelled,
+	    "stopped", (json_int_t)st.stopped, "timed_out", (json_int_t)st.timed_out,
+	    "killed", (json_int_t)st.killed, "crashed", (json_int_t)st.crashed,
+	    "host_starts", (json_int_t)st.host_starts, "queued", (json_int_t)st.queued,
+	    "running", (json_int_t)st.running, "host_pid", (json_int_t)st.host_pid,
+	    "paused", st.paused, "frozen", st.frozen, "broken", st.broken,
+	    "shut_down", st.shut_down, "in_flight", (json_int_t)s->in_flight));
+}
+
+static void
+handle_control(struct server *s, json_t *msg)
+{
+	const char *verb;
+	void *iter;
+	json_t *v;
+	int err;
+
+	if (json_object_size(msg) != 1) {
+		send_error(s, NULL, "a line needs a task, or exactly one control key");
+		return;
+	}
+	iter = json_object_iter(msg);
+	verb = json_object_iter_key(iter);
+	v = json_object_iter_value(iter);
+	if (strcmp(verb, "cancel") == 0 || strcmp(verb, "stop") == 0 ||
+	    strcmp(verb, "kill") == 0) {
+		handle_future_control(s, verb, v);
+	} else if (strcmp(verb, "pause") == 0) {
+		if (json_is_string(v) && strcmp(json_string_value(v), "checkpoint") == 0)
+			err = hkx_executor_pause(s->ex, HKX_PAUSE_CHECKPOINT);
+		else if (json_is_string(v) && strcmp(json_string_value(v), "freeze") == 0)
+			err = hkx_executor_pause(s->ex, HKX_PAUSE_FREEZE);
+		else {
+			send_error(s, NULL, "pause must be \"checkpoint\" or \"freeze\"");
+			return;
+		}
+		if (err < 0)
+			send_error(s, NULL, "pause: %s", strerror(-err));
+	} else if (strcmp(verb, "resume") == 0 && json_is_true(v)) {
+		if ((err = hkx_executor_resume(s->ex)) < 0)
+			send_error(s, NULL, "resume: %s", strerror(-err));
+	} else if (strcmp(verb, "stats") == 0 && json_is_true(v)) {
+		send_stats(s);
+	} else {
+		send_error(s, NULL, "unknown control message \"%s\"", verb);
+	}
+}
+
+static bool
+is_blank(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+			return false;
+	return true;
+}
+
+static void
+handle_line(struct server *s, const char *line, size_t len)
+{
+	json_error_t jerr;
+	json_t *msg;
+
+	s->line_no++;
+	if (is_blank(line, len))
+		return;
+	if ((msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+		send_error(s, NULL, "invalid JSON: %s", jerr.text);
+		return;
+	}
+	if (!json_is_object(msg))
+		send_error(s, NULL, "a line must hold one JSON object");
+	else if (json_object_get(msg, "task") != NULL || json_object_get(msg, "id") != NULL)
+		handle_request(s, msg);
+	else
+		handle_control(s, msg);
+	json_decref(msg);
+}
+
+/* Handles every complete line in the buffer, until too many requests are
+ * in flight; at EOF, a last line without a newline too. */
+static void
+handle_input(struct server *s)
+{
+	char *nl;
+	size_t n;
+
+	while (s->start < s->len && s->in_flight < MAX_IN_FLIGHT) {
+		n = s->len - s->start;
+		nl = memchr(s->buf + s->start, '\n', n);
+		if (nl == NULL && !s->eof)
+			break;
+		if (nl != NULL)
+			n = nl - (s->buf + s->start);
+		if (s->skipping) {
+			s->skipping = false;
+			s->line_no++;
+			send_error(s, NULL, "line longer than %u bytes", MAX_LINE);
+		} else {
+			handle_line(s, s->buf + s->start, n);
+		}
+		s->start += n + (nl != NULL);
+	}
+}
+
+static int
+read_input(struct server *s)
+{
+	ssize_t n;
+
+	if (s->start > 0) {
+		memmove(s->buf, s->buf + s->start, s->len - s->start);
+		s->len -= s->start;
+		s->start = 0;
+	}
+	if (s->len >= MAX_LINE) {
+		/* No newline in MAX_LINE bytes: drop them, remember to refuse
+		 * the line when its end comes. */
+		s->skipping = true;
+		s->len = 0;
+	}
+	if (s->cap - s->len < READ_CHUNK) {
+		size_t cap = s->cap == 0 ? 4 * READ_CHUNK : 2 * s->cap;
+		char *p;
+
+		if ((p = realloc(s->buf, cap)) == NULL) {
+			fprintf(stderr, "hkx serve: out of memory\n");
+			return -1;
+		}
+		s->buf = p;
+		s->cap = cap;
+	}
+	if ((n = read(STDIN_FILENO, s->buf + s->len, s->cap - s->len)) == -1) {
+		if (errno == EINTR || errno == EAGAIN)
+			return 0;
+		fprintf(stderr, "hkx serve: stdin: %s\n", strerror(errno));
+		return -1;
+	}
+	if (n == 0)
+		s->eof = true;
+	s->len += n;
+	return 0;
+}
+
+static bool
+has_complete_line(const struct server *s)
+{
+	return s->start < s->len &&
+	    memchr(s->buf + s->start, '\n', s->len - s->start) != NULL;
+}
+
+static int
+loop(struct server *s, int sigfd)
+{
+	struct pollfd fds[3] = {
+		{ .fd = s->watch.fd, .events = POLLIN },
+		{ .fd = sigfd, .events = POLLIN },
+		{ .fd = STDIN_FILENO, .events = POLLIN },
+	};
+	double wait_ms;
+	int timeout;
+
+	while (!(s->eof && s->in_flight == 0 && s->start == s->len)) {
+		handle_input(s);
+		send_progress(s);
+		if (fflush(s->out) == EOF || s->out_failed) {
+			fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
+			return -1;
+		}
+		if (s->eof && s->in_flight == 0 && s->start == s->len)
+			break;
+
+		/* Read more only when every buffered line has been handled. */
+		fds[2].fd = !s->eof && s->in_flight < MAX_IN_FLIGHT &&
+		    !has_complete_line(s) ? STDIN_FILENO : -1;
+		timeout = -1;
+		if (!LIST_EMPTY(&s->progress_watched)) {
+			wait_ms = ms_until(&s->next_progress);
+			timeout = wait_ms < 0 ? 0 : (int)wait_ms + 1;
+		}
+		if (poll(fds, 3, timeout) == -1 && errno != EINTR) {
+			fprintf(stderr, "hkx serve: poll: %s\n", strerror(errno));
+			return -1;
+		}
+		if (fds[1].revents & POLLIN) {
+			s->interrupts = interrupt_handle(sigfd, s->ex, "serve");
+			/* Interrupted: what the client has not sent yet is refused. */
+			s->eof = true;
+			s->start = s->len;
+		}
+		if (fds[0].revents & POLLIN)
+			take_ended(s);
+		if (fds[2].fd != -1 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    read_input(s) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+server_free(struct server *s)
+{
+	struct named_group *g;
+
+	while ((g = RB_MIN(group_tree, &s->groups)) != NULL) {
+		RB_REMOVE(group_tree, &s->groups, g);
+		hkx_group_release(g->group);
+		free(g->name);
+		free(g);
+	}
+	free(s->buf);
+	task_table_free(&s->tasks);
+	options_free(&s->o);
+}
+
+int
+cmd_serve(int argc, char **argv)
+{
+	struct server s;
+	int first, sigfd, err, status = 1;
+
+	memset(&s, 0, sizeof(s));
+	RB_INIT(&s.requests);
+	RB_INIT(&s.groups);
+	LIST_INIT(&s.progress_watched);
+	first = options_parse(&s.o, argc, argv, OPTS_PLUGIN | OPTS_HOST | OPTS_LIMITS, usage);
+	if (first < 0) {
+		options_free(&s.o);
+		return first == OPTIONS_HELP ? 0 : EXIT_USAGE;
+	}
+	if (first < argc) {
+		options_usage_error(&s.o, "unexpected argument \"%s\"", argv[first]);
+		options_free(&s.o);
+		return EXIT_USAGE;
+	}
+	if (options_load_tasks(&s.o, &s.tasks) == -1) {
+		options_free(&s.o);
+		return EXIT_USAGE;
+	}
+	/* A client that goes away is an EPIPE to handle, not a death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    (s.out = output_claim_stdout()) == NULL) {
+		fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
+		goto out;
+	}
+	if (setvbuf(s.out, NULL, _IOFBF, READ_CHUNK) != 0) {
+		fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
+		goto out_stdout;
+	}
+	if ((sigfd = interrupt_open("serve")) == -1)
+		goto out_stdout;
+	if ((err = watch_init(&s.watch)) < 0) {
+		fprintf(stderr, "hkx serve: %s\n", strerror(-err));
+		goto out_sigfd;
+	}
+	if (options_start_executor(&s.o, &s.tasks, &s.ex) == -1)
+		goto out_watch;
+
+	if (loop(&s, sigfd) == 0)
+		status = s.interrupts > 0 ? 1 : 0;
+	/* A failed loop leaves requests in flight: kill them, then drop them. */
+	if ((err = hkx_executor_shutdown(s.ex, status == 0 ? HKX_SHUTDOWN_DRAIN :
+	    HKX_SHUTDOWN_KILL, -1)) < 0 && err != -ESHUTDOWN) {
+		fprintf(stderr, "hkx serve: shutdown: %s\n", strerror(-err));
+		status = 1;
+	}
+	hkx_executor_free(s.ex);
+	s.out_failed = true;
+	take_ended(&s);
+out_watch:
+	watch_destroy(&s.watch);
+out_sigfd:
+	close(sigfd);
+out_stdout:
+	fclose(s.out);
+out:
+	server_free(&s);
+	return status;
+}

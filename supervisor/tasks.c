@@ -1,0 +1,361 @@
+/*
+ * tasks: echo, sleep, spin, crash, fail, sha256, sh.
+ *
+ * Every function here runs on a worker thread of the host. Arguments are
+ * bytes from the client, not C strings: each task checks and copies what it
+ * needs. Cooperative tasks honour stop and pause through
+ * hkx_task_checkpoint; `spin` and `crash` exist to misbehave on purpose.
+ * Nothing here may write to stdout: in `hkx serve` fd 1 of the host is the
+ * command's stderr, and output belongs in the reply.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sha256.h"
+#include "tasks.h"
+
+extern char **environ;
+
+#define SHA256_BLOCK (256 * 1024)
+#define SH_POLL_MS 10
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The argument as a C string; NULL (with a message set) if it holds a NUL
+ * byte. The caller frees it. */
+static char *
+arg_string(hkx_task *t, const void *arg, size_t len)
+{
+	char *s;
+
+	if (memchr(arg, '\0', len) != NULL) {
+		hkx_task_message(t, "argument contains a NUL byte");
+		return NULL;
+	}
+	if ((s = malloc(len + 1)) == NULL) {
+		hkx_task_message(t, "out of memory");
+		return NULL;
+	}
+	memcpy(s, arg, len);
+	s[len] = '\0';
+	return s;
+}
+
+/* Milliseconds from the argument, 0 .. one day. Returns -EINVAL with a
+ * message set if it is not such a number. */
+static int
+arg_ms(hkx_task *t, const void *arg, size_t len, long long *ms)
+{
+	const char *why;
+	char *s;
+
+	if ((s = arg_string(t, arg, len)) == NULL)
+		return -EINVAL;
+	*ms = strtonum(s, 0, 24LL * 3600 * 1000, &why);
+	if (why != NULL)
+		hkx_task_message(t, "milliseconds \"%s\" %s", s, why);
+	free(s);
+	return why == NULL ? 0 : -EINVAL;
+}
+
+static int
+task_echo(hkx_task *t, const void *arg, size_t len)
+{
+	return hkx_task_reply(t, arg, len);
+}
+
+/*
+ * Counts only the time actually spent sleeping, one millisecond at a time,
+ * so a pause (at the checkpoint, or a freeze anywhere) does not eat into
+ * the requested duration.
+ */
+static int
+task_sleep(hkx_task *t, const void *arg, size_t len)
+{
+	const struct timespec slice = { 0, 1000000 };
+	int64_t slept = 0, total, before, took;
+	long long ms;
+	int err;
+
+	if ((err = arg_ms(t, arg, len, &ms)) < 0)
+		return err;
+	total = ms * 1000000;
+	while (slept < total) {
+		if ((err = hkx_task_checkpoint(t)) < 0)
+			return err;
+		before = now_ns();
+		nanosleep(&slice, NULL);
+		took = now_ns() - before;
+		slept += took < slice.tv_nsec ? took : slice.tv_nsec;
+		hkx_task_progress(t, slept / 1000000, ms);
+	}
+	return 0;
+}
+
+/* A runaway on purpose: burns CPU and never looks at stop or pause. */
+static int
+task_spin(hkx_task *t, const void *arg, size_t len)
+{
+	volatile uint64_t turns = 0;
+	int64_t deadline;
+	long long ms;
+	int err;
+
+	if ((err = arg_ms(t, arg, len, &ms)) < 0)
+		return err;
+	deadline = now_ns() + ms * 1000000;
+	while (ms == 0 || now_ns() < deadline)
+		turns++;
+	return 0;
+}
+
+/*
+ * A real invalid access rather than raise(), so the crash travels the same
+ * path as a bug in native code. The address comes through a volatile so the
+ * compiler cannot prove it null and turn the store into a trap instruction.
+ */
+static int
+task_crash(hkx_task *t, const void *arg, size_t len)
+{
+	static volatile uintptr_t nowhere = 0;
+
+	*(volatile int *)nowhere = 1;
+	return 0;
+}
+
+static int
+task_fail(hkx_task *t, const void *arg, size_t len)
+{
+	if (len == 0)
+		hkx_task_message(t, "failed on purpose");
+	else
+		hkx_task_message(t, "%.*s", len > INT_MAX ? INT_MAX : (int)len,
+		    (const char *)arg);
+	return 1;
+}
+
+static int
+task_sha256(hkx_task *t, const void *arg, size_t len)
+{
+	uint8_t digest[SHA256_DIGEST_LEN];
+	char hex[SHA256_HEX_LEN + 1];
+	struct sha256 h;
+	struct stat st;
+	uint64_t done = 0;
+	uint8_t *block = NULL;
+	char *path;
+	ssize_t n;
+	int fd = -1, err = 0;
+
+	if ((path = arg_string(t, arg, len)) == NULL)
+		return -EINVAL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
+		err = -errno;
+		hkx_task_message(t, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if ((block = malloc(SHA256_BLOCK)) == NULL) {
+		err = -ENOMEM;
+		hkx_task_message(t, "out of memory");
+		goto out;
+	}
+	sha256_init(&h);
+	for (;;) {
+		if ((err = hkx_task_checkpoint(t)) < 0)
+			goto out;
+		if ((n = read(fd, block, SHA256_BLOCK)) == -1) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			hkx_task_message(t, "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		sha256_update(&h, block, n);
+		done += n;
+		hkx_task_progress(t, done, S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
+	}
+	sha256_final(&h, digest);
+	sha256_hex(digest, hex);
+	err = hkx_task_reply(t, hex, SHA256_HEX_LEN);
+out:
+	free(block);
+	if (fd != -1)
+		close(fd);
+	free(path);
+	return err;
+}
+
+struct output {
+	char *data;
+	size_t len, cap;
+};
+
+static int
+output_read(struct output *o, int fd)
+{
+	ssize_t n;
+
+	if (o->cap - o->len < 4096) {
+		size_t cap = o->cap == 0 ? 65536 : o->cap * 2;
+		char *p;
+
+		if ((p = realloc(o->data, cap)) == NULL)
+			return -ENOMEM;
+		o->data = p;
+		o->cap = cap;
+	}
+	if ((n = read(fd, o->data + o->len, o->cap - o->len)) == -1)
+		return errno == EINTR ? 1 : -errno;
+	o->len += n;
+	return n > 0;
+}
+
+static int
+spawn_shell(const char *cmd, int out_fd, pid_t *pid)
+{
+	char *argv[] = { "sh", "-c", (char *)cmd, NULL };
+	posix_spawn_file_actions_t actions;
+	posix_spawnattr_t attr;
+	sigset_t all, none;
+	int err;
+
+	/*
+	 * The host ignores INT, QUIT, HUP, TERM, TSTP, TTIN, TTOU and PIPE, and
+	 * ignored dispositions survive exec: the shell gets them all back to
+	 * default, and an empty mask, so it behaves as it would from a terminal.
+	 */
+	sigfillset(&all);
+	sigemptyset(&none);
+	if ((err = posix_spawn_file_actions_init(&actions)) != 0)
+		return -err;
+	if ((err = posix_spawnattr_init(&attr)) != 0) {
+		posix_spawn_file_actions_destroy(&actions);
+		return -err;
+	}
+	if ((err = posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO)) == 0 &&
+	    (err = posix_spawnattr_setsigdefault(&attr, &all)) == 0 &&
+	    (err = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
+	    (err = posix_spawnattr_setflags(&attr,
+	        POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)) == 0)
+		err = posix_spawn(pid, "/bin/sh", &actions, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	posix_spawn_file_actions_destroy(&actions);
+	return -err;
+}
+
+/*
+ * The shell stays in the host's process group, so that killing the host
+ * kills the command and everything it started. A stop sends SIGTERM to the
+ * shell and ends the task STOPPED; what the shell left behind still dies
+ * with the host.
+ */
+static int
+task_sh(hkx_task *t, const void *arg, size_t len)
+{
+	struct output out = { NULL, 0, 0 };
+	struct pollfd pfd;
+	bool stopped = false;
+	int pipefd[2], status, err;
+	pid_t pid;
+	char *cmd;
+
+	if ((cmd = arg_string(t, arg, len)) == NULL)
+		return -EINVAL;
+	if (pipe2(pipefd, O_CLOEXEC) == -1) {
+		err = -errno;
+		hkx_task_message(t, "pipe: %s", strerror(errno));
+		free(cmd);
+		return err;
+	}
+	err = spawn_shell(cmd, pipefd[1], &pid);
+	close(pipefd[1]);
+	free(cmd);
+	if (err < 0) {
+		hkx_task_message(t, "/bin/sh: %s", strerror(-err));
+		close(pipefd[0]);
+		return err;
+	}
+
+	pfd.fd = pipefd[0];
+	pfd.events = POLLIN;
+	for (;;) {
+		if (!stopped && hkx_task_should_stop(t)) {
+			kill(pid, SIGTERM);
+			stopped = true;
+		}
+		if (poll(&pfd, 1, SH_POLL_MS) == -1 && errno != EINTR) {
+			err = -errno;
+			break;
+		}
+		if (pfd.revents == 0)
+			continue;
+		if ((err = output_read(&out, pipefd[0])) <= 0)
+			break;
+	}
+	close(pipefd[0]);
+	if (err < 0)
+		kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) == -1) {
+		if (errno != EINTR) {
+			hkx_task_message(t, "waitpid: %s", strerror(errno));
+			free(out.data);
+			return -errno;
+		}
+	}
+
+	if (err == 0)
+		err = hkx_task_reply(t, out.data, out.len);
+	free(out.data);
+	if (err < 0) {
+		hkx_task_message(t, "reading the output: %s", strerror(-err));
+		return err;
+	}
+	if (stopped)
+		return -ECANCELED;
+	if (WIFSIGNALED(status)) {
+		hkx_task_message(t, "killed by signal %d (%s)", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)));
+		return 128 + WTERMSIG(status);
+	}
+	if (WEXITSTATUS(status) != 0) {
+		hkx_task_message(t, "exit status %d", WEXITSTATUS(status));
+		return WEXITSTATUS(status);
+	}
+	return 0;
+}
+
+const struct task_info builtin_tasks[] = {
+	{ { "echo", task_echo }, "echo TEXT", "returns its argument" },
+	{ { "sleep", task_sleep }, "sleep MS",
+	    "sleeps MS milliseconds; checkpoints and reports progress every ms" },
+	{ { "spin", task_spin }, "spin MS",
+	    "burns CPU for MS ms (0: forever), ignoring stop and pause" },
+	{ { "crash", task_crash }, "crash", "dies of SIGSEGV" },
+	{ { "fail", task_fail }, "fail [MESSAGE]", "fails with code 1 and MESSAGE" },
+	{ { "sha256", task_sha256 }, "sha256 PATH",
+	    "hex SHA-256 of a file, block by block, with progress" },
+	{ { "sh", task_sh }, "sh COMMAND",
+	    "runs /bin/sh -c COMMAND; result: its stdout, code: its exit status" },
+};
+const size_t builtin_ntasks = sizeof(builtin_tasks) / sizeof(builtin_tasks[0]);

@@ -1,0 +1,635 @@
+/*
+ * support: the shared half of the behaviour suites (see support.h).
+ *
+ * The task functions here run in the host. They reach the test only through
+ * the FIFOs whose directory tst_fifos_setup() chose before the executor was
+ * created, so the path is in the memory every host inherits.
+ */
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support.h"
+
+#define TABLE_MAX 32
+
+static char fifo_dir[PATH_MAX];
+static const char *const fifo_names[] = { "started", "release", "ran" };
+enum { FIFO_STARTED, FIFO_RELEASE, FIFO_RAN, FIFO_COUNT };
+static int fifo_fds[FIFO_COUNT] = { -1, -1, -1 };
+static char ran_tags[256];
+static size_t ran_len;
+
+/* Set by tst_host_init in each host; read by "initval". */
+static int init_value;
+
+static struct hkx_task_def table[TABLE_MAX];
+
+/* ---------------------------------------------------------------------- */
+/* Rendezvous.                                                             */
+
+static void
+fifo_path(char *buf, size_t cap, int which)
+{
+	snprintf(buf, cap, "%s/%s", fifo_dir, fifo_names[which]);
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void
+tst_fifos_setup(void)
+{
+	char path[PATH_MAX];
+	const char *tmp;
+	int i;
+
+	if ((tmp = getenv("TMPDIR")) == NULL || *tmp == '\0')
+		tmp = "/tmp";
+	snprintf(fifo_dir, sizeof(fifo_dir), "%s/hkx-test-XXXXXX", tmp);
+	ck_assert_ptr_nonnull(mkdtemp(fifo_dir));
+	for (i = 0; i < FIFO_COUNT; i++) {
+		fifo_path(path, sizeof(path), i);
+		ck_assert_int_eq(mkfifo(path, 0600), 0);
+		/* Read-write: open() does not wait for a peer, and no side ever
+		 * sees EOF while the test runs. */
+		fifo_fds[i] = open(path, O_RDWR | O_CLOEXEC |
+		    (i == FIFO_RAN ? O_NONBLOCK : 0));
+		ck_assert_int_ge(fifo_fds[i], 0);
+	}
+	ran_len = 0;
+	ran_tags[0] = '\0';
+}
+
+void
+tst_fifos_teardown(void)
+{
+	char path[PATH_MAX];
+	int i;
+
+	for (i = 0; i < FIFO_COUNT; i++) {
+		if (fifo_fds[i] >= 0)
+			close(fifo_fds[i]);
+		fifo_fds[i] = -1;
+		fifo_path(path, sizeof(path), i);
+		unlink(path);
+	}
+	rmdir(fifo_dir);
+}
+
+int
+tst_await_start(void)
+{
+	struct pollfd pfd = { .fd = fifo_fds[FIFO_STARTED], .events = POLLIN };
+	int value, n;
+
+	n = poll(&pfd, 1, TST_DEADLINE_MS);
+	ck_assert_msg(n == 1, "no task signalled its start");
+	/* Writes of an int are atomic on a FIFO: a read gets a whole one. */
+	n = (int)read(fifo_fds[FIFO_STARTED], &value, sizeof(value));
+	ck_assert_int_eq(n, (int)sizeof(value));
+	return value;
+}
+
+void
+tst_release(unsigned n)
+{
+	char bytes[64];
+
+	ck_assert_uint_le(n, sizeof(bytes));
+	memset(bytes, 'r', n);
+	ck_assert_int_eq(write(fifo_fds[FIFO_RELEASE], bytes, n), (ssize_t)n);
+}
+
+const char *
+tst_ran(void)
+{
+	ssize_t n;
+
+	while ((n = read(fifo_fds[FIFO_RAN], ran_tags + ran_len,
+	    sizeof(ran_tags) - 1 - ran_len)) > 0)
+		ran_len += (size_t)n;
+	ran_tags[ran_len] = '\0';
+	return ran_tags;
+}
+
+static int
+fifo_open(int which, int flags)
+{
+	char path[PATH_MAX];
+
+	fifo_path(path, sizeof(path), which);
+	return open(path, flags | O_CLOEXEC);
+}
+
+void
+tst_task_started(int value)
+{
+	int fd;
+
+	if ((fd = fifo_open(FIFO_STARTED, O_WRONLY)) < 0)
+		return;
+	(void)write(fd, &value, sizeof(value));
+	close(fd);
+}
+
+int
+tst_task_block(void)
+{
+	ssize_t n;
+	char b;
+	int fd;
+
+	if ((fd = fifo_open(FIFO_RELEASE, O_RDONLY)) < 0)
+		return -errno;
+	while ((n = read(fd, &b, 1)) < 0 && errno == EINTR)
+		;
+	close(fd);
+	return n == 1 ? 0 : -EIO;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tasks (run in the host).                                                */
+
+void
+tst_fill_pattern(void *p, size_t len)
+{
+	uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		b[i] = (uint8_t)(i * 31 + 7);
+}
+
+bool
+tst_check_pattern(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (b[i] != (uint8_t)(i * 31 + 7))
+			return false;
+	return true;
+}
+
+static int
+task_echo(hkx_task *t, const void *arg, size_t len)
+{
+	if ((uintptr_t)arg % _Alignof(max_align_t) != 0)
+		return -EFAULT;
+	return hkx_task_reply(t, arg, len);
+}
+
+static int
+task_fail(hkx_task *t, const void *arg, size_t len)
+{
+	hkx_task_reply(t, "partial", 7);
+	hkx_task_message(t, "bad input %d", 42);
+	return 42;
+}
+
+static int
+task_block(hkx_task *t, const void *arg, size_t len)
+{
+	tst_task_started(0);
+	return tst_task_block();
+}
+
+static int
+task_spin(hkx_task *t, const void *arg, size_t len)
+{
+	const struct timespec tick = { 0, 1000000 };
+
+	tst_task_started(0);
+	/* Nothing signals a stop but the flag itself; the tick only keeps
+	 * this loop from taking a CPU the supervisor needs. */
+	while (!hkx_task_should_stop(t))
+		nanosleep(&tick, NULL);
+	return -ECANCELED;
+}
+
+int
+tst_task_mark(char tag)
+{
+	int fd;
+
+	if ((fd = fifo_open(FIFO_RAN, O_WRONLY | O_NONBLOCK)) < 0)
+		return -errno;
+	(void)write(fd, &tag, 1);
+	close(fd);
+	return 0;
+}
+
+static int
+task_mark(hkx_task *t, const void *arg, size_t len)
+{
+	if (len < 1)
+		return -EINVAL;
+	return tst_task_mark(*(const char *)arg);
+}
+
+static int
+task_big(hkx_task *t, const void *arg, size_t len)
+{
+	uint64_t size;
+	void *buf;
+	int rc;
+
+	if (len != sizeof(size))
+		return -EINVAL;
+	memcpy(&size, arg, sizeof(size));
+	if ((buf = malloc(size ? size : 1)) == NULL)
+		return -ENOMEM;
+	tst_fill_pattern(buf, size);
+	rc = hkx_task_reply(t, buf, size);
+	free(buf);
+	return rc;
+}
+
+static int
+task_segv(hkx_task *t, const void *arg, size_t len)
+{
+	volatile int *page;
+
+	/* A store to a page with no access: a real SIGSEGV that no sanitizer
+	 * turns into a report and exit() first, as it would a NULL store. */
+	page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED)
+		return -errno;
+	*page = 1;
+	return 0;
+}
+
+static int
+task_exit3(hkx_task *t, const void *arg, size_t len)
+{
+	exit(3);
+}
+
+static int
+task_pid(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t pid = getpid();
+
+	return hkx_task_reply(t, &pid, sizeof(pid));
+}
+
+static int
+task_id(hkx_task *t, const void *arg, size_t len)
+{
+	uint64_t id = hkx_task_id(t);
+
+	return hkx_task_reply(t, &id, sizeof(id));
+}
+
+static int
+task_progress(hkx_task *t, const void *arg, size_t len)
+{
+	int rc;
+
+	hkx_task_progress(t, 3, 10);
+	tst_task_started(0);
+	if ((rc = tst_task_block()) != 0)
+		return rc;
+	hkx_task_progress(t, 7, 10);
+	hkx_task_progress(t, 10, 10);
+	return 0;
+}
+
+static int
+task_spawn(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t child;
+
+	if ((child = fork()) < 0)
+		return -errno;
+	if (child == 0)
+		for (;;)
+			pause();
+	tst_task_started((int)child);
+	return tst_task_block();
+}
+
+static int
+task_nested(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+	int rc;
+
+	tst_config(&c, 1);
+	if ((rc = hkx_executor_new(&c, &ex)) == 0)
+		hkx_executor_free(ex);
+	return hkx_task_reply(t, &rc, sizeof(rc));
+}
+
+static int
+task_initval(hkx_task *t, const void *arg, size_t len)
+{
+	return hkx_task_reply(t, &init_value, sizeof(init_value));
+}
+
+int
+tst_host_init(void *arg)
+{
+	int v = *(const int *)arg;
+
+	if (v < 0)
+		return v;
+	init_value = v;
+	return 0;
+}
+
+static const struct hkx_task_def common_tasks[] = {
+	{ "echo", task_echo },
+	{ "fail", task_fail },
+	{ "block", task_block },
+	{ "spin", task_spin },
+	{ "mark", task_mark },
+	{ "big", task_big },
+	{ "segv", task_segv },
+	{ "exit3", task_exit3 },
+	{ "pid", task_pid },
+	{ "id", task_id },
+	{ "progress", task_progress },
+	{ "spawn", task_spawn },
+	{ "nested", task_nested },
+	{ "initval", task_initval },
+};
+
+/* ---------------------------------------------------------------------- */
+/* Executors and futures.                                                  */
+
+void
+tst_config(struct hkx_config *c, unsigned threads)
+{
+	size_t n = sizeof(common_tasks) / sizeof(common_tasks[0]);
+
+	memcpy(table, common_tasks, sizeof(common_tasks));
+	hkx_config_init(c);
+	c->tasks = table;
+	c->ntasks = n;
+	c->threads = threads;
+}
+
+void
+tst_add_task(struct hkx_config *c, const char *name, hkx_task_fn fn)
+{
+	ck_assert_ptr_eq(c->tasks, table);
+	ck_assert_uint_lt(c->ntasks, TABLE_MAX);
+	table[c->ntasks].name = name;
+	table[c->ntasks].fn = fn;
+	c->ntasks++;
+}
+
+hkx_executor *
+tst_new(const struct hkx_config *c)
+{
+	hkx_executor *ex = NULL;
+	int rc;
+
+	rc = hkx_executor_new(c, &ex);
+	ck_assert_msg(rc == 0, "hkx_executor_new: %s", strerror(-rc));
+	ck_assert_ptr_nonnull(ex);
+	return ex;
+}
+
+hkx_future *
+tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len)
+{
+	hkx_future *f = NULL;
+	int rc;
+
+	rc = hkx_submit(ex, task, arg, len, NULL, &f);
+	ck_assert_msg(rc == 0, "hkx_submit(%s): %s", task, strerror(-rc));
+	ck_assert_ptr_nonnull(f);
+	return f;
+}
+
+void
+tst_wait_end(hkx_future *f, enum hkx_state want)
+{
+	enum hkx_state got;
+
+	ck_assert_int_eq(hkx_future_wait(f, -1), 0);
+	ck_assert(hkx_future_done(f));
+	got = hkx_future_state(f);
+	ck_assert_msg(got == want, "future %llu ended %s, expected %s (code %d, message %s)",
+	    (unsigned long long)hkx_future_id(f), hkx_state_name(got),
+	    hkx_state_name(want), hkx_future_code(f),
+	    hkx_future_message(f) ? hkx_future_message(f) : "none");
+}
+
+struct state_want {
+	hkx_future *f;
+	enum hkx_state s;
+};
+
+static bool
+in_state(void *arg)
+{
+	struct state_want *w = arg;
+
+	return hkx_future_state(w->f) == w->s;
+}
+
+void
+tst_wait_state(hkx_future *f, enum hkx_state s)
+{
+	struct state_want w = { f, s };
+
+	tst_poll_until(in_state, &w, hkx_state_name(s));
+}
+
+void
+tst_assert_result(hkx_future *f, int rc, const void *data, size_t len)
+{
+	const void *got = NULL;
+	size_t got_len = 0;
+	int r;
+
+	r = hkx_future_result(f, &got, &got_len);
+	ck_assert_msg(r == rc, "hkx_future_result: %d (%s), expected %d (%s)",
+	    r, strerror(-r), rc, strerror(-rc));
+	if (data == NULL)
+		return;
+	ck_assert_uint_eq(got_len, len);
+	if (len > 0)
+		ck_assert_mem_eq(got, data, len);
+}
+
+int
+tst_reply_int(hkx_future *f)
+{
+	const void *data;
+	size_t len;
+	int v;
+
+	ck_assert_int_eq(hkx_future_result(f, &data, &len), 0);
+	ck_assert_uint_eq(len, sizeof(v));
+	memcpy(&v, data, sizeof(v));
+	return v;
+}
+
+void
+tst_stats(hkx_executor *ex, struct hkx_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	ck_assert_int_eq(hkx_executor_stats(ex, st), 0);
+}
+
+TCase *
+tst_tcase(const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, TST_TIMEOUT);
+	tcase_add_checked_fixture(tc, tst_fifos_setup, tst_fifos_teardown);
+	return tc;
+}
+
+int
+tst_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* /proc.                                                                  */
+
+int
+tst_count_dir(const char *path)
+{
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d = opendir(path));
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+bool
+tst_proc_read(pid_t pid, struct tst_proc *p)
+{
+	char path[64], buf[1024], *s;
+	ssize_t n;
+	int fd, ppid, pgid;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: skip to the last. */
+	if ((s = strrchr(buf, ')')) == NULL ||
+	    sscanf(s + 1, " %c %d %d", &p->state, &ppid, &pgid) != 3)
+		return false;
+	p->pid = pid;
+	p->ppid = ppid;
+	p->pgid = pgid;
+	return true;
+}
+
+int
+tst_count_procs(bool (*match)(const struct tst_proc *p, void *arg), void *arg)
+{
+	struct tst_proc p;
+	struct dirent *de;
+	const char *e;
+	long pid;
+	DIR *d;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d = opendir("/proc"));
+	while ((de = readdir(d)) != NULL) {
+		errno = 0;
+		pid = strtol(de->d_name, (char **)&e, 10);
+		if (errno != 0 || *e != '\0' || pid <= 0)
+			continue;
+		if (tst_proc_read((pid_t)pid, &p) && match(&p, arg))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static bool
+is_child(const struct tst_proc *p, void *arg)
+{
+	return p->ppid == *(const pid_t *)arg;
+}
+
+int
+tst_count_children(void)
+{
+	pid_t self = getpid();
+
+	return tst_count_procs(is_child, &self);
+}
+
+bool
+tst_pid_alive(pid_t pid)
+{
+	struct tst_proc p;
+
+	return tst_proc_read(pid, &p) && p.state != 'Z' && p.state != 'X';
+}
+
+static bool
+pid_gone(void *arg)
+{
+	return !tst_pid_alive(*(const pid_t *)arg);
+}
+
+void
+tst_wait_pid_gone(pid_t pid)
+{
+	char what[64];
+
+	snprintf(what, sizeof(what), "process %d to end", (int)pid);
+	tst_poll_until(pid_gone, &pid, what);
+}
+
+void
+tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what)
+{
+	const struct timespec tick = { 0, 1000000 };
+	uint64_t deadline = now_ms() + TST_DEADLINE_MS;
+
+	while (!pred(arg)) {
+		ck_assert_msg(now_ms() < deadline, "timed out waiting for %s", what);
+		nanosleep(&tick, NULL);
+	}
+}

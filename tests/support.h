@@ -1,0 +1,121 @@
+/*
+ * support: what the behaviour suites share: one small config, a table of
+ * test tasks, rendezvous with tasks through named FIFOs, and scans of
+ * /proc for fds, threads and processes.
+ *
+ * Tasks run in the host, a fork of the zygote, which is a fork of the test
+ * process taken by hkx_executor_new(); the zygote closes every inherited fd,
+ * so tasks and the test meet through FIFOs in a private temporary directory,
+ * opened by path. The test holds each FIFO open read-write for its whole
+ * life, so a task never blocks in open() and never sees a spurious EOF.
+ *
+ *   started   task -> test: one int per task that began (its value: 0 or a pid)
+ *   release   test -> task: one byte lets one blocked task return
+ *   ran       task -> test: the tag byte of each "mark" task that ran
+ *
+ * Every wait is on a future, a FIFO or a pipe; the few conditions nothing
+ * signals (a future turning RUNNING, a pid vanishing) are polled against a
+ * deadline, never slept on for a fixed time.
+ */
+#ifndef HKX_TEST_SUPPORT_H
+#define HKX_TEST_SUPPORT_H
+
+#include <sys/types.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <check.h>
+#include <hkx.h>
+
+/* Seconds a test may take (tcase_set_timeout), and the shorter bound on
+ * every rendezvous and poll inside it, so a hang fails with a message. */
+#define TST_TIMEOUT 30
+#define TST_DEADLINE_MS 20000
+
+/*
+ * Common tasks (names for hkx_submit):
+ *   "echo"      replies its argument (-EFAULT if it is not max_align_t aligned)
+ *   "fail"      replies "partial", sets message "bad input 42", returns 42
+ *   "block"     signals start, waits for one release byte, returns 0
+ *   "spin"      signals start, returns -ECANCELED once a stop is asked
+ *   "mark"      writes its first argument byte to the "ran" FIFO
+ *   "big"       replies a patterned buffer of the uint64_t size it is given;
+ *               returns what hkx_task_reply() returned
+ *   "segv"      dereferences NULL
+ *   "exit3"     calls exit(3)
+ *   "pid"       replies getpid() as a pid_t
+ *   "id"        replies hkx_task_id() as a uint64_t
+ *   "progress"  reports 3/10, signals start, waits for a release, reports
+ *               7/10 then 10/10
+ *   "spawn"     forks a child that blocks forever, signals start with the
+ *               child's pid, waits for a release
+ *   "nested"    replies, as an int, what hkx_executor_new() returned in a host
+ *   "initval"   replies, as an int, what the config's host_init stored
+ */
+
+/* hkx_config_init() with the common task table and `threads` workers. */
+void tst_config(struct hkx_config *c, unsigned threads);
+/* Adds a suite's own task to the table of a config from tst_config(). */
+void tst_add_task(struct hkx_config *c, const char *name, hkx_task_fn fn);
+/* A host_init for configs: stores *(int *)arg where "initval" reads it;
+ * returns the int itself when it is negative, so it can fail on demand. */
+int tst_host_init(void *arg);
+
+hkx_executor *tst_new(const struct hkx_config *c);
+hkx_future *tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len);
+/* Waits for f to end and asserts it ended in `want`. */
+void tst_wait_end(hkx_future *f, enum hkx_state want);
+/* Polls until f is in state s: the one future change nothing signals. */
+void tst_wait_state(hkx_future *f, enum hkx_state s);
+/* Asserts what hkx_future_result() returns; data NULL skips the bytes. */
+void tst_assert_result(hkx_future *f, int rc, const void *data, size_t len);
+/* The int a task replied ("pid", "nested", "initval"; pid_t is an int). */
+int tst_reply_int(hkx_future *f);
+void tst_stats(hkx_executor *ex, struct hkx_stats *st);
+
+/* A test case with the suites' timeout and the FIFO fixture. */
+TCase *tst_tcase(const char *name);
+/* Runs a suite the usual way; the process exit status. */
+int tst_run(Suite *s);
+
+/* Checked fixture: creates and removes the FIFO directory. */
+void tst_fifos_setup(void);
+void tst_fifos_teardown(void);
+/* Test side: waits (bounded) for one task to signal its start. */
+int tst_await_start(void);
+/* Test side: lets n blocked tasks return. */
+void tst_release(unsigned n);
+/* Test side: the tags of the "mark" tasks that ran so far, NUL-terminated. */
+const char *tst_ran(void);
+/* Task side, for suites' own tasks: the same rendezvous as the common ones. */
+void tst_task_started(int value);
+int tst_task_block(void);
+int tst_task_mark(char tag);
+
+/* The bytes "big" replies; tests fill arguments with the same pattern. */
+void tst_fill_pattern(void *p, size_t len);
+bool tst_check_pattern(const void *p, size_t len);
+
+/* Entries of a /proc directory such as /proc/self/fd or /proc/self/task. */
+int tst_count_dir(const char *path);
+
+struct tst_proc {
+	pid_t pid, ppid, pgid;
+	char state;
+};
+/* Reads /proc/PID/stat; false if there is no such process. */
+bool tst_proc_read(pid_t pid, struct tst_proc *p);
+/* Processes, zombies included, for which match() is true. */
+int tst_count_procs(bool (*match)(const struct tst_proc *p, void *arg), void *arg);
+/* Children of the test process, zombies included. */
+int tst_count_children(void);
+/* Neither absent nor a zombie. */
+bool tst_pid_alive(pid_t pid);
+/* Polls until pid is no longer alive; fails the test past the deadline. */
+void tst_wait_pid_gone(pid_t pid);
+/* Polls until pred(arg) holds; fails the test with `what` past the deadline. */
+void tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what);
+
+#endif

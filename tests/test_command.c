@@ -1,0 +1,1163 @@
+/*
+ * test_command: the hkx command, driven as a user drives it: the real
+ * binary (HKX_BIN) is started with pipes on stdin, stdout and stderr, its
+ * exit status checked, and its JSON output parsed with jansson, never
+ * grepped. Plugins come from HKX_TEST_PLUGIN and HKX_TEST_PLUGIN_MISNAMED.
+ *
+ * Tests never sleep to let something happen: they wait for a line that
+ * says it happened (a task that prints "started" to stderr, a progress
+ * event), each wait bounded by a deadline so a hang fails with a message.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <jansson.h>
+
+#define DEADLINE_MS 30000
+
+static const char *hkx_bin, *plugin_path, *misnamed_path;
+static char tmpdir[] = "/tmp/hkx-test-command-XXXXXX";
+
+/* ---------------------------------------------------------------------- */
+/* Driving the binary.                                                     */
+
+struct proc {
+	pid_t pid;
+	int in, out, err;         /* our ends; -1 once closed */
+	char *outbuf, *errbuf;    /* everything read so far, NUL-terminated */
+	size_t outlen, errlen;
+	size_t outused;           /* stdout bytes already returned as lines */
+	int status;               /* once exited */
+};
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static void
+proc_start(struct proc *p, const char *const *args)
+{
+	int in[2], out[2], err[2];
+	const char *argv[64];
+	size_t n = 0;
+
+	argv[n++] = hkx_bin;
+	while (*args != NULL && n < 63)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	ck_assert_int_eq(pipe2(in, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(err, O_CLOEXEC), 0);
+	memset(p, 0, sizeof(*p));
+	p->pid = fork();
+	ck_assert_int_ne(p->pid, -1);
+	if (p->pid == 0) {
+		if (dup2(in[0], 0) == -1 || dup2(out[1], 1) == -1 || dup2(err[1], 2) == -1)
+			_exit(127);
+		execv(hkx_bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	p->in = in[1];
+	p->out = out[0];
+	p->err = err[0];
+	p->outbuf = calloc(1, 1);
+	p->errbuf = calloc(1, 1);
+	ck_assert(p->outbuf != NULL && p->errbuf != NULL);
+}
+
+static void
+append(char **buf, size_t *len, int fd, int *fdp)
+{
+	char chunk[65536];
+	ssize_t n = read(fd, chunk, sizeof(chunk));
+
+	if (n <= 0) {
+		ck_assert_msg(n == 0 || errno == EINTR, "read: %s", strerror(errno));
+		if (n == 0) {
+			close(fd);
+			*fdp = -1;
+		}
+		return;
+	}
+	*buf = realloc(*buf, *len + n + 1);
+	ck_assert(*buf != NULL);
+	memcpy(*buf + *len, chunk, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+}
+
+/* Moves data both ways for at most ms: writes from *input while the child
+ * reads, reads whatever it writes. Returns when nothing is left to do. */
+static void
+proc_pump(struct proc *p, const char **input, size_t *inlen, int ms)
+{
+	struct pollfd fds[3];
+	ssize_t n;
+
+	fds[0].fd = input != NULL && *inlen > 0 ? p->in : -1;
+	fds[0].events = POLLOUT;
+	fds[1].fd = p->out;
+	fds[1].events = POLLIN;
+	fds[2].fd = p->err;
+	fds[2].events = POLLIN;
+	if (poll(fds, 3, ms) <= 0)
+		return;
+	if (fds[0].fd != -1 && fds[0].revents != 0) {
+		n = write(p->in, *input, *inlen);
+		ck_assert_msg(n > 0, "write to hkx: %s", strerror(errno));
+		*input += n;
+		*inlen -= n;
+	}
+	if (fds[1].revents != 0)
+		append(&p->outbuf, &p->outlen, p->out, &p->out);
+	if (fds[2].revents != 0)
+		append(&p->errbuf, &p->errlen, p->err, &p->err);
+}
+
+static void
+proc_write(struct proc *p, const char *text)
+{
+	size_t len = strlen(text);
+	long long deadline = now_ms() + DEADLINE_MS;
+
+	while (len > 0) {
+		ck_assert_msg(now_ms() < deadline, "hkx does not read its input");
+		proc_pump(p, &text, &len, 100);
+	}
+}
+
+static void
+proc_close_input(struct proc *p)
+{
+	if (p->in != -1)
+		close(p->in);
+	p->in = -1;
+}
+
+/* Reads until both outputs close and the process exits; returns the exit
+ * status, or 128 + signal. */
+static int
+proc_finish(struct proc *p, int ms)
+{
+	long long deadline = now_ms() + ms;
+	int status;
+
+	proc_close_input(p);
+	while (p->out != -1 || p->err != -1) {
+		if (now_ms() > deadline) {
+			kill(p->pid, SIGKILL);
+			ck_abort_msg("hkx did not finish in %d ms; stderr:\n%s", ms, p->errbuf);
+		}
+		proc_pump(p, NULL, NULL, 100);
+	}
+	ck_assert_int_eq(waitpid(p->pid, &status, 0), p->pid);
+	p->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return p->status;
+}
+
+static void
+proc_free(struct proc *p)
+{
+	free(p->outbuf);
+	free(p->errbuf);
+}
+
+/* Runs hkx to the end with input on stdin; args end with NULL. */
+static int
+hkx(struct proc *p, const char *input, ...)
+{
+	const char *args[64];
+	size_t n = 0, inlen = input != NULL ? strlen(input) : 0;
+	long long deadline = now_ms() + DEADLINE_MS;
+	va_list ap;
+
+	va_start(ap, input);
+	while ((args[n] = va_arg(ap, const char *)) != NULL && n < 63)
+		n++;
+	va_end(ap);
+	args[n] = NULL;
+	proc_start(p, args);
+	while (inlen > 0 && now_ms() < deadline)
+		proc_pump(p, &input, &inlen, 100);
+	return proc_finish(p, DEADLINE_MS);
+}
+
+/* The next complete line of stdout as JSON (the test fails on anything
+ * that is not an object), or NULL if none came within ms. */
+static json_t *
+proc_next_json(struct proc *p, int ms)
+{
+	long long deadline = now_ms() + ms;
+	json_error_t jerr;
+	json_t *obj;
+	char *nl;
+
+	for (;;) {
+		nl = strchr(p->outbuf + p->outused, '\n');
+		if (nl != NULL)
+			break;
+		if (p->out == -1 || now_ms() > deadline)
+			return NULL;
+		proc_pump(p, NULL, NULL, 50);
+	}
+	obj = json_loadb(p->outbuf + p->outused, nl - (p->outbuf + p->outused), 0, &jerr);
+	ck_assert_msg(obj != NULL, "stdout line is not JSON (%s): %.*s", jerr.text,
+	    (int)(nl - (p->outbuf + p->outused)), p->outbuf + p->outused);
+	ck_assert_msg(json_is_object(obj), "stdout line is not an object");
+	p->outused = nl + 1 - p->outbuf;
+	return obj;
+}
+
+/* Waits until stderr contains text. */
+static void
+proc_wait_stderr(struct proc *p, const char *text)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+
+	while (strstr(p->errbuf, text) == NULL) {
+		ck_assert_msg(now_ms() < deadline && p->err != -1,
+		    "no \"%s\" on stderr; got:\n%s", text, p->errbuf);
+		proc_pump(p, NULL, NULL, 50);
+	}
+}
+
+/* Every stdout line as a JSON array. */
+static json_t *
+all_json(struct proc *p)
+{
+	json_t *arr = json_array(), *obj;
+
+	while ((obj = proc_next_json(p, 0)) != NULL)
+		json_array_append_new(arr, obj);
+	ck_assert_msg(p->outused == p->outlen, "stdout ends without a newline");
+	return arr;
+}
+
+/* The object of `hkx run --json` output for input index i. */
+static json_t *
+by_index(json_t *arr, json_int_t i)
+{
+	size_t k;
+	json_t *obj;
+
+	json_array_foreach(arr, k, obj)
+		if (json_integer_value(json_object_get(obj, "index")) == i)
+			return obj;
+	ck_abort_msg("no result for index %lld", (long long)i);
+	return NULL;
+}
+
+/* The response of `hkx serve` for an id given as JSON text. */
+static json_t *
+by_id(json_t *arr, const char *id_json)
+{
+	json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL), *obj, *found = NULL;
+	size_t k, count = 0;
+
+	ck_assert(want != NULL);
+	json_array_foreach(arr, k, obj) {
+		if (json_object_get(obj, "error") != NULL ||
+		    json_object_get(obj, "progress") != NULL)
+			continue;
+		if (json_equal(json_object_get(obj, "id"), want)) {
+			found = obj;
+			count++;
+		}
+	}
+	json_decref(want);
+	ck_assert_msg(count == 1, "%zu responses for id %s", count, id_json);
+	return found;
+}
+
+static const char *
+str(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	ck_assert_msg(json_is_string(v), "no string \"%s\"", key);
+	return json_string_value(v);
+}
+
+static json_int_t
+num(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	ck_assert_msg(json_is_integer(v), "no integer \"%s\"", key);
+	return json_integer_value(v);
+}
+
+static size_t
+count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++)
+		n += *s == '\n';
+	return n;
+}
+
+static const char *
+tmpfile_with(const char *name, const void *data, size_t len)
+{
+	static char path[4][256];
+	static int next;
+	char *p = path[next++ % 4];
+	int fd;
+
+	snprintf(p, 256, "%s/%s", tmpdir, name);
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ne(fd, -1);
+	ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
+	close(fd);
+	return p;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Top level.                                                              */
+
+START_TEST(version_and_help)
+{
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "--version", NULL), 0);
+	ck_assert_msg(strncmp(p.outbuf, "hkx ", 4) == 0, "%s", p.outbuf);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "--help", NULL), 0);
+	ck_assert(strstr(p.outbuf, "usage: hkx") != NULL);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--help", NULL), 0);
+	ck_assert(strstr(p.outbuf, "usage: hkx run") != NULL);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "serve", "--help", NULL), 0);
+	ck_assert(strstr(p.outbuf, "usage: hkx serve") != NULL);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "demo", "--help", NULL), 0);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "tasks", "--help", NULL), 0);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, NULL), 2);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "frobnicate", NULL), 2);
+	ck_assert_int_eq(count_lines(p.errbuf), 1);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(tasks_lists_builtins_and_plugins)
+{
+	static const char *const names[] = { "echo", "sleep", "spin", "crash", "fail",
+		"sha256", "sh" };
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "tasks", NULL), 0);
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		ck_assert_msg(strstr(p.outbuf, names[i]) != NULL, "%s missing", names[i]);
+	ck_assert(strstr(p.outbuf, "upper") == NULL);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "tasks", "--plugin", plugin_path, NULL), 0);
+	ck_assert(strstr(p.outbuf, "upper") != NULL);
+	ck_assert(strstr(p.outbuf, "crash_or_sleep") != NULL);
+	proc_free(&p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* run                                                                     */
+
+START_TEST(run_text_lines_and_summary)
+{
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "echo", "a", "b", "c", NULL), 0);
+	ck_assert_int_eq(count_lines(p.outbuf), 3);
+	ck_assert_msg(strncmp(p.outbuf, "done", 4) == 0, "%s", p.outbuf);
+	ck_assert_msg(strstr(p.errbuf, "3 tasks") != NULL, "%s", p.errbuf);
+	ck_assert_msg(strstr(p.errbuf, "3 done") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_json)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "echo", "alpha", "beta", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 2);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "task"), "echo");
+	ck_assert_str_eq(str(o, "arg"), "alpha");
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "alpha");
+	ck_assert_int_eq(num(o, "attempts"), 1);
+	ck_assert(json_is_number(json_object_get(o, "time_ms")));
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "beta");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_no_arg_runs_once)
+{
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "echo", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 1);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_usage_errors_exit_2)
+{
+	static const char *const cases[][6] = {
+		{ "run", NULL },
+		{ "run", "nosuchtask", NULL },
+		{ "run", "-j", "0", "echo", NULL },
+		{ "run", "--bogus", "echo", NULL },
+		{ "run", "--kill-after", "soon", "echo", NULL },
+		{ "run", "--memory-limit", "12Q", "echo", NULL },
+		{ "run", "--input", "/nonexistent/input", "echo", NULL },
+		{ "serve", "extra", NULL },
+		{ "tasks", "--json", NULL },
+	};
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *const *c = cases[i];
+
+		ck_assert_int_eq(hkx(&p, NULL, c[0], c[1], c[2], c[3], c[4], c[5]), 2);
+		ck_assert_msg(count_lines(p.errbuf) == 1, "case %zu: %s", i, p.errbuf);
+		ck_assert_str_eq(p.outbuf, "");
+		proc_free(&p);
+	}
+}
+END_TEST
+
+START_TEST(run_exit_1_unless_all_done)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "fail", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), 1);
+	ck_assert_str_eq(str(o, "message"), "failed on purpose");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "fail", "out of cheese", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "message"), "out of cheese");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(task_sleep_and_spin)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sleep", "50", NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert(json_number_value(json_object_get(o, "time_ms")) >= 50);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "spin", "30", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "done");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sleep", "soon", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "failed");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(task_crash_is_survived)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "crash", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "crashed");
+	ck_assert_int_eq(num(o, "code"), SIGSEGV);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(task_sha256_known_vectors)
+{
+	static const char *const want[] = {
+		"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+		"248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+		"cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+	};
+	const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	char *million = malloc(1000000), missing[300];
+	const char *paths[4];
+	json_t *arr, *o;
+	struct proc p;
+	int i;
+
+	ck_assert(million != NULL);
+	memset(million, 'a', 1000000);
+	paths[0] = tmpfile_with("empty", "", 0);
+	paths[1] = tmpfile_with("abc", "abc", 3);
+	paths[2] = tmpfile_with("two-blocks", two, strlen(two));
+	paths[3] = tmpfile_with("million", million, 1000000);
+	free(million);
+	snprintf(missing, sizeof(missing), "%s/missing", tmpdir);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sha256", paths[0], paths[1],
+	    paths[2], paths[3], missing, NULL), 1);
+	arr = all_json(&p);
+	for (i = 0; i < 4; i++) {
+		o = by_index(arr, i);
+		ck_assert_str_eq(str(o, "state"), "done");
+		ck_assert_str_eq(str(o, "result"), want[i]);
+	}
+	o = by_index(arr, 4);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), -ENOENT);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(task_sh_output_and_status)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh", "printf ok", "echo hi; exit 3",
+	    "kill -INT $$; echo signals were not reset", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "ok");
+	o = by_index(arr, 1);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), 3);
+	ck_assert_str_eq(str(o, "result"), "hi\n");
+	ck_assert_str_eq(str(o, "message"), "exit status 3");
+	/* The host ignores SIGINT; a shell that inherited that could not be
+	 * interrupted. */
+	o = by_index(arr, 2);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), 128 + SIGINT);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+static bool
+process_gone(pid_t pid)
+{
+	char path[64], line[256], *paren;
+	FILE *f;
+	bool gone;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return true;
+	paren = fgets(line, sizeof(line), f) != NULL ? strrchr(line, ')') : NULL;
+	gone = paren != NULL && paren[2] == 'Z';
+	fclose(f);
+	return gone;
+}
+
+START_TEST(task_sh_kill_takes_its_processes)
+{
+	char cmd[512], pidfile[300], buf[32];
+	json_t *arr, *o;
+	struct proc p;
+	long long deadline;
+	FILE *f;
+	pid_t child;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/sleeper.pid", tmpdir);
+	snprintf(cmd, sizeof(cmd), "sleep 60 & echo $! > %s; wait", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--kill-after", "300", "sh", cmd,
+	    NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "timed_out");
+	ck_assert_int_eq(num(o, "code"), SIGKILL);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert((f = fopen(pidfile, "re")) != NULL);
+	ck_assert(fgets(buf, sizeof(buf), f) != NULL);
+	fclose(f);
+	child = atoi(buf);
+	ck_assert_int_gt(child, 1);
+	deadline = now_ms() + 5000;
+	while (!process_gone(child)) {
+		ck_assert_msg(now_ms() < deadline, "the shell's child %d survived", (int)child);
+		usleep(10000);
+	}
+}
+END_TEST
+
+START_TEST(run_stop_after_and_kill_after)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "2", "--stop-after", "100",
+	    "--kill-after", "400", "sleep", "10000", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	ck_assert(json_number_value(json_object_get(o, "time_ms")) < 5000);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--stop-after", "100",
+	    "--kill-after", "400", "spin", "0", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "timed_out");
+	ck_assert(json_number_value(json_object_get(o, "time_ms")) >= 400);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_retries_count_attempts)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "2", "--retries", "1",
+	    "--plugin", plugin_path, "crash_or_sleep", "400", "crash", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_int_eq(num(o, "attempts"), 2);
+	o = by_index(arr, 1);
+	ck_assert_str_eq(str(o, "state"), "crashed");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_fail_fast)
+{
+	json_t *arr;
+	struct proc p;
+	long long start = now_ms();
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "3", "--fail-fast", "sh",
+	    "exec sleep 20", "exec sleep 20", "sleep 0.2; exit 1", NULL), 1);
+	ck_assert_int_lt(now_ms() - start, 10000);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "stopped");
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "stopped");
+	ck_assert_str_eq(str(by_index(arr, 2), "state"), "failed");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_input_file_and_stdin)
+{
+	const char *path = tmpfile_with("input", "x\n\ny\n", 5);
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--input", path, "echo", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 2);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "x");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "y");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, "first\nsecond\nthird", "run", "--json", "--input", "-",
+	    "echo", "zeroth", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 4);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "zeroth");
+	ck_assert_str_eq(str(by_index(arr, 3), "result"), "third");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_plugin_task)
+{
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--plugin", plugin_path, "upper",
+	    "hello", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "HELLO");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(plugin_errors_are_one_line_exit_2)
+{
+	char missing[300];
+	struct proc p;
+
+	snprintf(missing, sizeof(missing), "%s/no-such-plugin.so", tmpdir);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--plugin", missing, "echo", NULL), 2);
+	ck_assert_msg(count_lines(p.errbuf) == 1 && strstr(p.errbuf, "plugin") != NULL,
+	    "%s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "tasks", "--plugin", misnamed_path, NULL), 2);
+	ck_assert_msg(count_lines(p.errbuf) == 1 && strstr(p.errbuf, "hkx_plugin_tasks"),
+	    "%s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "serve", "--plugin", plugin_path, "--plugin",
+	    plugin_path, NULL), 2);
+	ck_assert_msg(count_lines(p.errbuf) == 1 && strstr(p.errbuf, "upper"),
+	    "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* Ctrl-C                                                                  */
+
+START_TEST(interrupt_once_stops)
+{
+	json_t *arr;
+	struct proc p;
+	static const char *const args[] = { "run", "--json", "sh",
+		"echo started >&2; exec sleep 20", NULL };
+
+	proc_start(&p, args);
+	proc_wait_stderr(&p, "started");
+	ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+	ck_assert_int_eq(proc_finish(&p, 5000), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(interrupt_twice_kills)
+{
+	/* One thread: the second command is still queued at the interrupt. */
+	static const char *const args[] = { "run", "--json", "-j", "1", "sh",
+		"trap '' TERM; echo started >&2; sleep 20", "echo queued", NULL };
+	json_t *arr;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_wait_stderr(&p, "started");
+	ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+	proc_wait_stderr(&p, "interrupt again");
+	/* The shell ignores the polite stop: only a kill ends it. */
+	proc_pump(&p, NULL, NULL, 300);
+	ck_assert_int_eq(waitpid(p.pid, NULL, WNOHANG), 0);
+	ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+	ck_assert_int_eq(proc_finish(&p, 5000), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "killed");
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "cancelled");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* serve                                                                   */
+
+START_TEST(serve_requests_and_eof)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p,
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"one\"}\n"
+	    "{\"id\":\"two\",\"task\":\"echo\",\"arg_b64\":\"/wA=\"}\n"
+	    "{\"id\":3,\"task\":\"fail\",\"arg\":\"nope\"}\n"
+	    "\n"
+	    "{\"id\":4,\"task\":\"echo\"}",
+	    "serve", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 4);
+	o = by_id(arr, "1");
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "one");
+	o = by_id(arr, "\"two\"");
+	ck_assert_str_eq(str(o, "result_b64"), "/wA=");
+	ck_assert(json_object_get(o, "result") == NULL);
+	o = by_id(arr, "3");
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), 1);
+	ck_assert_str_eq(str(o, "message"), "nope");
+	ck_assert_str_eq(str(by_id(arr, "4"), "result"), "");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_malformed_input_gets_errors)
+{
+	static const char input[] =
+	    "this is not json\n"
+	    "[1,2]\n"
+	    "{\"id\":1}\n"
+	    "{\"id\":2,\"task\":\"nosuch\"}\n"
+	    "{\"id\":3,\"task\":\"echo\",\"arg\":5}\n"
+	    "{\"id\":4,\"task\":\"echo\",\"bogus\":1}\n"
+	    "{\"cancel\":999}\n"
+	    "{\"pause\":\"sideways\"}\n"
+	    "{\"id\":5,\"task\":\"echo\",\"arg_b64\":\"!!\"}\n"
+	    "{\"id\":[6],\"task\":\"echo\"}\n"
+	    "{\"id\":7,\"task\":\"echo\",\"stop_after_ms\":-1}\n"
+	    "{\"frobnicate\":true}\n"
+	    "{\"id\":8,\"task\":\"echo\",\"arg\":\"still serving\"}\n";
+	json_t *arr, *o;
+	struct proc p;
+	size_t i, errors = 0;
+
+	ck_assert_int_eq(hkx(&p, input, "serve", NULL), 0);
+	arr = all_json(&p);
+	json_array_foreach(arr, i, o) {
+		if (json_object_get(o, "error") == NULL)
+			continue;
+		errors++;
+		ck_assert_int_eq(num(o, "line"), (json_int_t)errors);
+	}
+	ck_assert_int_eq(errors, 12);
+	ck_assert_str_eq(str(by_id(arr, "8"), "result"), "still serving");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_duplicate_id)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i, errors = 0;
+
+	ck_assert_int_eq(hkx(&p,
+	    "{\"id\":1,\"task\":\"sleep\",\"arg\":\"200\"}\n"
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"again\"}\n",
+	    "serve", NULL), 0);
+	arr = all_json(&p);
+	json_array_foreach(arr, i, o)
+		errors += json_object_get(o, "error") != NULL;
+	ck_assert_int_eq(errors, 1);
+	ck_assert_str_eq(str(by_id(arr, "1"), "state"), "done");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* The next response that is not a progress event. */
+static json_t *
+next_response(struct proc *p)
+{
+	json_t *o;
+
+	for (;;) {
+		o = proc_next_json(p, DEADLINE_MS);
+		ck_assert_msg(o != NULL, "no response; stderr:\n%s", p->errbuf);
+		if (json_object_get(o, "progress") == NULL)
+			return o;
+		json_decref(o);
+	}
+}
+
+START_TEST(serve_control_messages)
+{
+	static const char *const args[] = { "serve", "-j", "2", NULL };
+	json_t *o, *st;
+	struct proc p;
+
+	proc_start(&p, args);
+
+	/* stop: wait for a progress event, so the sleep is surely running. */
+	proc_write(&p, "{\"id\":\"s\",\"task\":\"sleep\",\"arg\":\"20000\",\"progress\":true}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL && json_object_get(o, "progress") != NULL);
+	ck_assert_str_eq(str(o, "id"), "s");
+	json_decref(o);
+	proc_write(&p, "{\"stop\":\"s\"}\n");
+	o = next_response(&p);
+	ck_assert_str_eq(str(o, "id"), "s");
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+
+	/* cancel while paused: the echo is queued and never starts. */
+	proc_write(&p, "{\"pause\":\"checkpoint\"}\n{\"stats\":true}\n");
+	o = next_response(&p);
+	st = json_object_get(o, "stats");
+	ck_assert(json_is_true(json_object_get(st, "paused")));
+	json_decref(o);
+	proc_write(&p, "{\"id\":\"c\",\"task\":\"echo\"}\n{\"cancel\":\"c\"}\n");
+	o = next_response(&p);
+	ck_assert_str_eq(str(o, "id"), "c");
+	ck_assert_str_eq(str(o, "state"), "cancelled");
+	json_decref(o);
+	proc_write(&p, "{\"resume\":true}\n");
+
+	/* kill: a runaway spin, announced by a shell running beside it. */
+	proc_write(&p, "{\"id\":\"k\",\"task\":\"sh\",\"arg\":\"echo spinning >&2; exec sleep 20\"}\n");
+	proc_wait_stderr(&p, "spinning");
+	proc_write(&p, "{\"kill\":\"k\"}\n");
+	o = next_response(&p);
+	ck_assert_str_eq(str(o, "id"), "k");
+	ck_assert_str_eq(str(o, "state"), "killed");
+	json_decref(o);
+
+	/* freeze and resume, then a task still runs on the new host. */
+	proc_write(&p, "{\"pause\":\"freeze\"}\n{\"stats\":true}\n");
+	o = next_response(&p);
+	st = json_object_get(o, "stats");
+	ck_assert(json_is_true(json_object_get(st, "frozen")));
+	ck_assert_int_ge(num(st, "host_starts"), 2);
+	json_decref(o);
+	proc_write(&p, "{\"resume\":true}\n{\"id\":\"e\",\"task\":\"echo\",\"arg\":\"after\"}\n");
+	o = next_response(&p);
+	ck_assert_str_eq(str(o, "result"), "after");
+	json_decref(o);
+
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_fail_fast_group)
+{
+	static const char *const args[] = { "serve", "-j", "3", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p,
+	    "{\"id\":1,\"task\":\"sleep\",\"arg\":\"20000\",\"group\":\"g\"}\n"
+	    "{\"id\":2,\"task\":\"fail\",\"group\":\"g\"}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 2);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	json_decref(o);
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_msg(strcmp(str(o, "state"), "stopped") == 0 ||
+	    strcmp(str(o, "state"), "cancelled") == 0, "%s", str(o, "state"));
+	json_decref(o);
+	proc_write(&p, "{\"id\":3,\"task\":\"echo\",\"group\":\"g\"}\n"
+	    "{\"id\":4,\"task\":\"echo\",\"group\":\"other\"}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 3);
+	ck_assert_str_eq(str(o, "state"), "cancelled");
+	json_decref(o);
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 4);
+	ck_assert_str_eq(str(o, "state"), "done");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_many_requests_each_answered_once)
+{
+	enum { N = 5000 };
+	char *input, *w;
+	unsigned char *seen;
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+	json_int_t id;
+
+	ck_assert((input = malloc(N * 64)) != NULL);
+	ck_assert((seen = calloc(N, 1)) != NULL);
+	for (i = 0, w = input; i < N; i++)
+		w += sprintf(w, "{\"id\":%zu,\"task\":\"echo\",\"arg\":\"r%zu\"}\n", i, i);
+	ck_assert_int_eq(hkx(&p, input, "serve", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), N);
+	json_array_foreach(arr, i, o) {
+		char want[32];
+
+		id = num(o, "id");
+		ck_assert(id >= 0 && id < N && !seen[id]);
+		seen[id] = 1;
+		snprintf(want, sizeof(want), "r%lld", (long long)id);
+		ck_assert_str_eq(str(o, "result"), want);
+	}
+	json_decref(arr);
+	free(seen);
+	free(input);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_task_output_never_reaches_json)
+{
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, "{\"id\":1,\"task\":\"noisy\"}\n"
+	    "{\"id\":2,\"task\":\"sh\",\"arg\":\"echo shell >&2\"}\n",
+	    "serve", "--plugin", plugin_path, NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 2);
+	ck_assert_str_eq(str(by_id(arr, "1"), "result"), "quiet");
+	ck_assert(strstr(p.errbuf, "noise") != NULL);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* demo                                                                    */
+
+START_TEST(demo_runs_under_30_seconds)
+{
+	static const char *const shown[] = { "cancelled", "stopped", "timed_out",
+		"killed", "crashed", "failed", "freeze", "summary" };
+	long long start = now_ms();
+	struct proc p;
+	size_t i;
+
+	ck_assert_msg(hkx(&p, NULL, "demo", NULL) == 0, "stderr:\n%s", p.errbuf);
+	ck_assert_int_lt(now_ms() - start, 30000);
+	for (i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+		ck_assert_msg(strstr(p.outbuf, shown[i]) != NULL, "no %s in:\n%s",
+		    shown[i], p.outbuf);
+	proc_free(&p);
+}
+END_TEST
+
+static void
+add(Suite *s, const char *name, const TTest *test, int timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, timeout);
+	tcase_add_test(tc, test);
+	suite_add_tcase(s, tc);
+}
+
+static Suite *
+command_suite(void)
+{
+	Suite *s = suite_create("command");
+
+	add(s, "version_and_help", version_and_help, 60);
+	add(s, "tasks", tasks_lists_builtins_and_plugins, 60);
+	add(s, "run_text", run_text_lines_and_summary, 60);
+	add(s, "run_json", run_json, 60);
+	add(s, "run_no_arg", run_no_arg_runs_once, 60);
+	add(s, "run_usage", run_usage_errors_exit_2, 60);
+	add(s, "run_exit_1", run_exit_1_unless_all_done, 60);
+	add(s, "sleep_spin", task_sleep_and_spin, 60);
+	add(s, "crash", task_crash_is_survived, 60);
+	add(s, "sha256", task_sha256_known_vectors, 60);
+	add(s, "sh", task_sh_output_and_status, 60);
+	add(s, "sh_kill", task_sh_kill_takes_its_processes, 60);
+	add(s, "limits", run_stop_after_and_kill_after, 60);
+	add(s, "retries", run_retries_count_attempts, 60);
+	add(s, "fail_fast", run_fail_fast, 60);
+	add(s, "input", run_input_file_and_stdin, 60);
+	add(s, "plugin", run_plugin_task, 60);
+	add(s, "plugin_errors", plugin_errors_are_one_line_exit_2, 60);
+	add(s, "interrupt_once", interrupt_once_stops, 60);
+	add(s, "interrupt_twice", interrupt_twice_kills, 60);
+	add(s, "serve", serve_requests_and_eof, 60);
+	add(s, "serve_malformed", serve_malformed_input_gets_errors, 60);
+	add(s, "serve_duplicate", serve_duplicate_id, 60);
+	add(s, "serve_control", serve_control_messages, 60);
+	add(s, "serve_group", serve_fail_fast_group, 60);
+	add(s, "serve_many", serve_many_requests_each_answered_once, 120);
+	add(s, "serve_task_output", serve_task_output_never_reaches_json, 60);
+	add(s, "demo", demo_runs_under_30_seconds, 60);
+	return s;
+}
+
+static void
+remove_tmpdir(void)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "test_command: could not remove %s\n", tmpdir);
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	hkx_bin = getenv("HKX_BIN");
+	plugin_path = getenv("HKX_TEST_PLUGIN");
+	misnamed_path = getenv("HKX_TEST_PLUGIN_MISNAMED");
+	if (hkx_bin == NULL || plugin_path == NULL || misnamed_path == NULL) {
+		fprintf(stderr, "test_command: set HKX_BIN, HKX_TEST_PLUGIN and "
+		    "HKX_TEST_PLUGIN_MISNAMED (meson test does)\n");
+		return 1;
+	}
+	if (mkdtemp(tmpdir) == NULL) {
+		perror("mkdtemp");
+		return 1;
+	}
+	/* A test that dies writing to an hkx that already exited must fail,
+	 * not vanish. */
+	signal(SIGPIPE, SIG_IGN);
+	sr = srunner_create(command_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	remove_tmpdir();
+	return failed == 0 ? 0 : 1;
+}
