@@ -75,7 +75,9 @@ struct hkx_group {
 	_Atomic uint32_t refs;
 	hkx_executor *ex;              /* a reference */
 	unsigned flags;
-	bool stopped, failed;
+	bool stopped;                  /* by hkx_group_stop */
+	bool failed;                   /* stopped by its first failure (FAIL_FAST) */
+	bool not_done;                 /* a member ended other than DONE */
 	hkx_future *first_failure;     /* a reference, or NULL */
 	size_t pending;                /* members not yet ended */
 	struct hkx__wait_node *waiters;

@@ -58,10 +58,14 @@ hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 	enum hkx_state s = (enum hkx_state)atomic_load(&f->state);
 
 	g->pending--;
-	if ((g->flags & HKX_GROUP_FAIL_FAST) && is_failure(s) && !g->failed && !g->stopped) {
-		g->failed = true;
+	if (s != HKX_DONE)
+		g->not_done = true;
+	if (is_failure(s) && g->first_failure == NULL) {
 		g->first_failure = hkx_future_retain(f);
-		hkx__stop_all(ex, g);
+		if ((g->flags & HKX_GROUP_FAIL_FAST) && !g->stopped) {
+			g->failed = true;
+			hkx__stop_all(ex, g);
+		}
 	}
 	if (g->pending == 0)
 		hkx__group_wake(g);
@@ -117,7 +121,7 @@ hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 	hkx__lock(g->ex);
 	if (first_failure != NULL)
 		*first_failure = hkx_future_retain(g->first_failure);
-	err = g->failed || g->stopped ? -ECANCELED : 0;
+	err = g->not_done || g->stopped ? -ECANCELED : 0;
 	hkx__unlock(g->ex);
 	return err;
 }

@@ -25,7 +25,8 @@
 
 #define TABLE_MAX 32
 
-static char fifo_dir[PATH_MAX];
+/* Short enough that every FIFO path fits in PATH_MAX. */
+static char fifo_dir[PATH_MAX / 2];
 static const char *const fifo_names[] = { "started", "release", "ran" };
 enum { FIFO_STARTED, FIFO_RELEASE, FIFO_RAN, FIFO_COUNT };
 static int fifo_fds[FIFO_COUNT] = { -1, -1, -1 };
@@ -64,7 +65,8 @@ tst_fifos_setup(void)
 
 	if ((tmp = getenv("TMPDIR")) == NULL || *tmp == '\0')
 		tmp = "/tmp";
-	snprintf(fifo_dir, sizeof(fifo_dir), "%s/hkx-test-XXXXXX", tmp);
+	ck_assert_int_lt(snprintf(fifo_dir, sizeof(fifo_dir), "%s/hkx-test-XXXXXX", tmp),
+	    (int)sizeof(fifo_dir));
 	ck_assert_ptr_nonnull(mkdtemp(fifo_dir));
 	for (i = 0; i < FIFO_COUNT; i++) {
 		fifo_path(path, sizeof(path), i);

@@ -445,7 +445,6 @@ START_TEST(test_malformed_frames)
 	for (i = 0; i < N; i++) {
 		n = frame(buf, cases[i].len, cases[i].type, cases[i].id, cases[i].body);
 		f = tst_submit(ex, "inject", buf, n);
-		tst_await_start();
 		ck_assert_msg(hkx_future_wait(f, -1) == 0 &&
 		    hkx_future_state(f) == HKX_CRASHED,
 		    "%s: ended %s", cases[i].what, hkx_state_name(hkx_future_state(f)));

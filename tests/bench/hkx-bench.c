@@ -1205,11 +1205,11 @@ report_json(bool quick, unsigned threads, double load)
 }
 
 static void __attribute__((noreturn))
-usage(void)
+usage(int status)
 {
-	fprintf(stderr, "usage: hkx-bench [--json] [--quick] [--big | --no-big]"
-	    " [--hkx path]\n");
-	exit(2);
+	fprintf(status == 0 ? stdout : stderr, "usage: hkx-bench [--json] "
+	    "[--quick] [--big | --no-big] [--hkx path]\n");
+	exit(status);
 }
 
 int
@@ -1255,12 +1255,14 @@ main(int argc, char *argv[])
 			    sizeof(hkx))
 				errx(1, "%s: path too long", optarg);
 			break;
+		case 'h':
+			usage(0);
 		default:
-			usage();
+			usage(2);
 		}
 	}
 	if (optind != argc)
-		usage();
+		usage(2);
 	if (hkx[0] == '\0')
 		default_hkx_path(hkx, sizeof(hkx));
 	if (big == -1 && !(big = big_fits()))
