@@ -1649,11 +1649,11 @@ wake_for_work(hkx_executor *ex)
 		wake(ex);
 }
 
-int
-hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
-        const struct hkx_opts *opts, hkx_future **outs)
+/* Submits n tasks, all or none; made holds n pointers of scratch. */
+static int
+submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
+       const struct hkx_opts *opts, hkx_future **outs, hkx_future **made)
 {
-	hkx_future **made;
 	size_t i;
 	int err, index;
 
@@ -1668,14 +1668,12 @@ hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 	index = find_task(ex, task);
 	if (index < 0)
 		return index;
-	if (n == 0)
-		return 0;
 	for (i = 0; i < n; i++)
 		if (args[i].iov_base == NULL && args[i].iov_len > 0)
 			return -EINVAL;
-	made = calloc(n, sizeof(*made));
-	if (made == NULL)
-		return -ENOMEM;
+	if (n == 0)
+		return 0;
+	memset(made, 0, n * sizeof(*made));
 	for (i = 0, err = 0; i < n && err == 0; i++)
 		err = new_future(ex, index, args[i].iov_base, args[i].iov_len, opts, &made[i]);
 	if (err == 0) {
@@ -1695,6 +1693,22 @@ hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 	if (err < 0)
 		for (i = 0; i < n; i++)
 			free(made[i]);
+	return err;
+}
+
+int
+hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
+        const struct hkx_opts *opts, hkx_future **outs)
+{
+	hkx_future **made;
+	int err;
+
+	if (n == 0)
+		return submit(ex, task, args, 0, opts, outs, NULL);
+	made = calloc(n, sizeof(*made));
+	if (made == NULL)
+		return -ENOMEM;
+	err = submit(ex, task, args, n, opts, outs, made);
 	free(made);
 	return err;
 }
@@ -1704,13 +1718,9 @@ hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
            const struct hkx_opts *opts, hkx_future **out)
 {
 	struct iovec iov = { .iov_base = (void *)arg, .iov_len = len };
-	hkx_future *f;
-	int err;
+	hkx_future *made;
 
-	err = hkx_map(ex, task, &iov, 1, opts, out != NULL ? &f : NULL);
-	if (err == 0 && out != NULL)
-		*out = f;
-	return err;
+	return submit(ex, task, &iov, 1, opts, out, &made);
 }
 
 /* --- control ------------------------------------------------------------- */

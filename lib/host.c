@@ -148,7 +148,10 @@ static void
 emit(const void *head, size_t head_len, const void *a, size_t a_len,
      const void *b, size_t b_len, bool urgent)
 {
+	bool was_empty;
+
 	pthread_mutex_lock(&host.out_lock);
+	was_empty = host.out_len == 0;
 	out_reserve(head_len + a_len + b_len);
 	memcpy(host.out + host.out_len, head, head_len);
 	if (a_len)
@@ -156,10 +159,12 @@ emit(const void *head, size_t head_len, const void *a, size_t a_len,
 	if (b_len)
 		memcpy(host.out + host.out_len + head_len + a_len, b, b_len);
 	host.out_len += head_len + a_len + b_len;
+	/* The writer was told when the buffer stopped being empty; frames that
+	 * come while it wakes up ride along in the same write. */
 	if (!host.flushing) {
 		if (urgent)
 			out_flush_locked();
-		else
+		else if (was_empty)
 			pthread_cond_signal(&host.out_cond);
 	}
 	pthread_mutex_unlock(&host.out_lock);
