@@ -76,6 +76,7 @@ static struct {
 	pthread_cond_t queue_cond; /* work arrived */
 	pthread_cond_t idle_cond;  /* the last busy worker went idle */
 	struct task_queue queue;
+	_Atomic unsigned queued; /* tasks in queue, readable without the lock */
 	unsigned busy;
 
 	pthread_mutex_t out_lock;
@@ -334,16 +335,6 @@ arm_cpu_timer(struct worker *w, uint32_t ms)
 	timer_settime(w->cpu_timer, 0, &its, NULL);
 }
 
-static bool
-queue_is_empty(void)
-{
-	bool empty;
-
-	pthread_mutex_lock(&host.queue_lock);
-	empty = STAILQ_EMPTY(&host.queue);
-	pthread_mutex_unlock(&host.queue_lock);
-	return empty;
-}
 
 static void
 run_task(struct worker *w, struct hkx_task *t)
@@ -378,8 +369,9 @@ run_task(struct worker *w, struct hkx_task *t)
 	atomic_store(&w->task_id, 0);
 
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
+	/* A worker with nothing queued flushes at once: it would only wait. */
 	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len,
-	    queue_is_empty());
+	    atomic_load_explicit(&host.queued, memory_order_relaxed) == 0);
 }
 
 static void *
@@ -408,6 +400,7 @@ worker_main(void *arg)
 			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
 		t = STAILQ_FIRST(&host.queue);
 		STAILQ_REMOVE_HEAD(&host.queue, link);
+		atomic_fetch_sub_explicit(&host.queued, 1, memory_order_relaxed);
 		host.busy++;
 		pthread_mutex_unlock(&host.queue_lock);
 
@@ -571,6 +564,7 @@ read_loop(const struct hkx__host_config *hc)
 	uint8_t *buf;
 	ssize_t n, used;
 	size_t off;
+	unsigned count;
 	bool ready, quitting = false;
 
 	buf = malloc(READ_BUF_LEN);
@@ -587,6 +581,7 @@ read_loop(const struct hkx__host_config *hc)
 			die(0);
 		}
 		STAILQ_INIT(&batch);
+		count = 0;
 		for (off = 0; off < (size_t)n; off += (size_t)used) {
 			used = hkx__decoder_feed(&dec, buf + off, (size_t)n - off, &frame, &ready);
 			if (used < 0)
@@ -596,6 +591,7 @@ read_loop(const struct hkx__host_config *hc)
 			if (frame.type == HKX__FRAME_TASK) {
 				t = task_from_frame(hc, &frame);
 				STAILQ_INSERT_TAIL(&batch, t, link);
+				count++;
 			} else if (frame.type == HKX__FRAME_QUIT)
 				quitting = true;
 			else
@@ -604,6 +600,7 @@ read_loop(const struct hkx__host_config *hc)
 		if (!STAILQ_EMPTY(&batch)) {
 			pthread_mutex_lock(&host.queue_lock);
 			STAILQ_CONCAT(&host.queue, &batch);
+			atomic_fetch_add_explicit(&host.queued, count, memory_order_relaxed);
 			pthread_cond_broadcast(&host.queue_cond);
 			pthread_mutex_unlock(&host.queue_lock);
 		}
