@@ -217,8 +217,13 @@ end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	atomic_store_explicit(&f->state, s, memory_order_release);
 	ex->pending--;
 	count_end(ex, s);
-	if (f->group != NULL)
+	if (f->group != NULL) {
 		hkx__group_member_ended(ex, f->group, f);
+		/* The group may hold f as its first failure: an ended member
+		 * must not hold the group in turn, or neither is ever freed. */
+		hkx_group_release(f->group);
+		f->group = NULL;
+	}
 	hkx__future_wake(f);
 	if (f->callbacks != NULL) {
 		TAILQ_INSERT_TAIL(&ex->notify, f, link);
@@ -827,6 +832,7 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 		f = running_by_id(ex, h, note->id);
 		if (f != NULL && f->cpu_limit_ms) {
 			f->doom = HKX_TIMED_OUT;
+			f->cpu_exceeded = true;
 			kill_host(ex, h, false);
 		}
 		break;
@@ -1006,8 +1012,9 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 		set_message(f, "the host broke the protocol and was killed");
 		end_future(ex, f, HKX_CRASHED, SIGKILL);
 	} else if (f->doom) {
-		set_message(f, "%s", f->doom == HKX_TIMED_OUT ? "run-time limit reached; host killed"
-		                                              : "killed");
+		set_message(f, "%s", f->doom == HKX_KILLED ? "killed"
+		    : f->cpu_exceeded ? "CPU time limit reached; host killed"
+		                      : "run-time limit reached; host killed");
 		end_future(ex, f, f->doom, SIGKILL);
 	} else if (h->crash_noted && h->crash_id == f->id) {
 		set_message(f, "crashed: signal %d (%s)", h->crash_signal, strsignal(h->crash_signal));

@@ -63,7 +63,7 @@ struct hkx_future {
 	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
 	uint8_t cause;                 /* enum hkx__cause */
 	bool stop_asked;
-	bool stop_sent_by_limit;
+	bool cpu_exceeded;             /* doomed by cpu_limit_ms, not kill_after_ms */
 	int stop_after_ms, kill_after_ms, cpu_limit_ms;
 	size_t arg_len;
 	max_align_t arg[];

@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "outcome.h"
 #include "plugin.h"
+#include "watch.h"
 
 #define DEMO_THREADS 4
 
@@ -35,15 +36,6 @@ struct job {
 
 static hkx_executor *ex;
 static struct timespec demo_start;
-
-static double
-ms_since(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) * 1e3 + (now.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 static void
 pause_ms(int ms)

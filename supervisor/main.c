@@ -6,7 +6,6 @@
  * subcommand creates its executor once its task table is complete, while
  * the process is still single-threaded (the zygote is a snapshot of it).
  */
-#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -84,9 +83,6 @@ main(int argc, char **argv)
 	/* Hosts rename themselves through setproctitle() when the program has
 	 * initialised it, so `ps` tells the hosts from the command. */
 	setproctitle_init(argc, argv, environ);
-	/* Only the character type: escaped output keeps UTF-8 readable, while
-	 * numbers keep their C format. */
-	setlocale(LC_CTYPE, "");
 
 	if (argc < 2) {
 		fputs(usage, stderr);

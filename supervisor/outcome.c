@@ -2,25 +2,21 @@
  * outcome: formatting of ended tasks.
  *
  * Text output is for a terminal: bytes that could move the cursor or span
- * lines are escaped with strnvisx(3), and long values are cut. JSON output
+ * lines are escaped, and long values are cut. JSON output
  * is lossless: bytes that are not UTF-8 travel as base64.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Only strnvisx() is used, which both flavours of libbsd's vis.h agree on;
- * naming one silences the header's warning about strnvis(). */
-#define LIBBSD_NETBSD_VIS
-#include <vis.h>
-
 #include "base64.h"
 #include "outcome.h"
 
-#define SHOW_ARG_MAX 40
+#define SHOW_ARG_MAX 40        /* bytes of an argument shown in a text line */
 #define SHOW_RESULT_MAX 120
 
 void
@@ -39,17 +35,71 @@ outcome_of_future(struct outcome *o, const hkx_future *f, double ms)
 	}
 }
 
-/* Writes at most max bytes of data to out, escaped, with "..." if cut. */
+/* Length of the valid UTF-8 sequence of a printable character at p (at
+ * most n bytes), or 0: C1 controls, surrogates and overlong forms are 0. */
+static size_t
+utf8_printable_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp;
+	size_t len, i;
+
+	if (p[0] >= 0x20 && p[0] < 0x7f)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2;
+		cp = p[0] & 0x1f;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3;
+		cp = p[0] & 0x0f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4;
+		cp = p[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 2 && cp < 0xa0) || (len == 3 && cp < 0x800) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * Writes at most max bytes of data, with "..." and the full size if cut.
+ * Printable UTF-8 passes; anything that could move the cursor or span
+ * lines (controls, bytes that are not UTF-8) is escaped C-style.
+ */
 static void
 print_visible(FILE *out, const void *data, size_t len, size_t max)
 {
-	char buf[4 * SHOW_RESULT_MAX + 1];
-	size_t shown = len < max ? len : max;
+	const unsigned char *p = data;
+	size_t shown = len < max ? len : max, i = 0, n;
 
-	if (strnvisx(buf, sizeof(buf), data, shown, VIS_CSTYLE | VIS_NL | VIS_TAB | VIS_OCTAL) == -1)
-		fputs("?", out);
-	else
-		fputs(buf, out);
+	while (i < shown) {
+		if (p[i] == '\\') {
+			fputs("\\\\", out);
+			i++;
+		} else if ((n = utf8_printable_len(p + i, shown - i)) > 0) {
+			fwrite(p + i, 1, n, out);
+			i += n;
+		} else {
+			if (p[i] == '\n')
+				fputs("\\n", out);
+			else if (p[i] == '\t')
+				fputs("\\t", out);
+			else if (p[i] == '\r')
+				fputs("\\r", out);
+			else
+				fprintf(out, "\\x%02x", p[i]);
+			i++;
+		}
+	}
 	if (shown < len)
 		fprintf(out, "... (%zu bytes)", len);
 }
@@ -158,9 +208,28 @@ outcome_to_json(json_t *obj, const struct outcome *o)
 int
 json_write_line(FILE *out, const json_t *obj)
 {
-	if (json_dumpf(obj, out, JSON_COMPACT | JSON_REAL_PRECISION(6)) == -1)
+	const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(6);
+	char small[4096], *text = small;
+	size_t len;
+	int err = 0;
+
+	/* One write per line: json_dumpf() would call fwrite() per token,
+	 * which costs more than the rest of a small response. */
+	len = json_dumpb(obj, small, sizeof(small) - 1, flags);
+	if (len == 0)
 		return -1;
-	return fputc('\n', out) == EOF ? -1 : 0;
+	if (len > sizeof(small) - 1) {
+		if ((text = malloc(len + 1)) == NULL)
+			return -1;
+		if (json_dumpb(obj, text, len, flags) != len)
+			err = -1;
+	}
+	text[len] = '\n';
+	if (err == 0 && fwrite(text, 1, len + 1, out) != len + 1)
+		err = -1;
+	if (text != small)
+		free(text);
+	return err;
 }
 
 FILE *

@@ -69,18 +69,8 @@ struct run {
 	FILE *out;
 	bool bar;                  /* progress bar: only while stderr is a terminal */
 	bool bar_shown;
-	unsigned interrupts;
 	struct timespec start;
 };
-
-static double
-since_ms(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) * 1e3 + (now.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 static int
 add_job(struct run *r, const char *arg, size_t len)
@@ -156,7 +146,7 @@ bar_draw(struct run *r)
 	memset(cells + filled, ' ', BAR_WIDTH - filled);
 	cells[BAR_WIDTH] = '\0';
 	fprintf(stderr, "\r[%s] %zu/%zu  %.1f s  done %zu  other %zu\033[K", cells,
-	    r->ended, r->njobs, since_ms(&r->start) / 1e3, r->counts[HKX_DONE],
+	    r->ended, r->njobs, ms_since(&r->start) / 1e3, r->counts[HKX_DONE],
 	    r->ended - r->counts[HKX_DONE]);
 	fflush(stderr);
 	r->bar_shown = true;
@@ -256,7 +246,7 @@ print_summary(struct run *r)
 	const char *sep = ": ";
 
 	fprintf(stderr, "%zu task%s in %.2f s", r->njobs, r->njobs == 1 ? "" : "s",
-	    since_ms(&r->start) / 1e3);
+	    ms_since(&r->start) / 1e3);
 	for (s = HKX_DONE; s <= HKX_CRASHED; s++) {
 		if (r->counts[s] == 0)
 			continue;
@@ -287,7 +277,7 @@ loop(struct run *r, int sigfd)
 			return -1;
 		}
 		if (fds[1].revents & POLLIN) {
-			r->interrupts = interrupt_handle(sigfd, r->ex, "run");
+			interrupt_handle(sigfd, r->ex, "run");
 			bar_erase(r);
 			cancel_unsubmitted(r);
 		}

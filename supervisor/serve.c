@@ -197,15 +197,6 @@ take_ended(struct server *s)
 	}
 }
 
-static double
-ms_until(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (t->tv_sec - now.tv_sec) * 1e3 + (t->tv_nsec - now.tv_nsec) / 1e6;
-}
-
 /* {"id":ID,"progress":{"done":D,"total":T}} for each watched request whose
  * progress moved since the last event. */
 static void
@@ -214,7 +205,7 @@ send_progress(struct server *s)
 	struct request *rq;
 	uint64_t done, total;
 
-	if (LIST_EMPTY(&s->progress_watched) || ms_until(&s->next_progress) > 0)
+	if (LIST_EMPTY(&s->progress_watched) || ms_since(&s->next_progress) < 0)
 		return;
 	LIST_FOREACH(rq, &s->progress_watched, progress_link) {
 		if (hkx_future_progress(rq->watch.future, &done, &total) < 0 ||
@@ -233,8 +224,9 @@ send_progress(struct server *s)
 	}
 }
 
+/* A non-negative integer field; absent leaves *out as it was. */
 static int
-get_ms(struct server *s, json_t *req, json_t *id, const char *field, int *out)
+get_count(struct server *s, json_t *req, json_t *id, const char *field, int *out)
 {
 	json_t *v = json_object_get(req, field);
 
@@ -377,10 +369,10 @@ handle_request(struct server *s, json_t *req)
 
 	options_task_opts(&s->o, &opts);
 	retries = opts.retries;
-	if (get_ms(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
-	    get_ms(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
-	    get_ms(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
-	    get_ms(s, req, id, "retries", &retries) == -1)
+	if (get_count(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
+	    get_count(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
+	    get_count(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
+	    get_count(s, req, id, "retries", &retries) == -1)
 		goto fail;
 	opts.retries = retries;
 	if ((v = json_object_get(req, "group")) != NULL) {
@@ -590,6 +582,7 @@ static int
 read_input(struct server *s)
 {
 	ssize_t n;
+	int err;
 
 	if (s->start > 0) {
 		memmove(s->buf, s->buf + s->start, s->len - s->start);
@@ -619,8 +612,13 @@ read_input(struct server *s)
 		fprintf(stderr, "hkx serve: stdin: %s\n", strerror(errno));
 		return -1;
 	}
-	if (n == 0)
+	if (n == 0) {
 		s->eof = true;
+		/* Nobody can send {"resume":true} any more, and a paused executor
+		 * would never finish what is in flight. */
+		if ((err = hkx_executor_resume(s->ex)) < 0)
+			fprintf(stderr, "hkx serve: resume: %s\n", strerror(-err));
+	}
 	s->len += n;
 	return 0;
 }
@@ -658,7 +656,7 @@ loop(struct server *s, int sigfd)
 		    !has_complete_line(s) ? STDIN_FILENO : -1;
 		timeout = -1;
 		if (!LIST_EMPTY(&s->progress_watched)) {
-			wait_ms = ms_until(&s->next_progress);
+			wait_ms = -ms_since(&s->next_progress);
 			timeout = wait_ms < 0 ? 0 : (int)wait_ms + 1;
 		}
 		if (poll(fds, 3, timeout) == -1 && errno != EINTR) {
@@ -667,7 +665,7 @@ loop(struct server *s, int sigfd)
 		}
 		if (fds[1].revents & POLLIN) {
 			s->interrupts = interrupt_handle(sigfd, s->ex, "serve");
-			/* Interrupted: what the client has not sent yet is refused. */
+			/* Interrupted: input not yet handled is dropped. */
 			s->eof = true;
 			s->start = s->len;
 		}

@@ -130,13 +130,14 @@ task_spin(hkx_task *t, const void *arg, size_t len)
 
 /*
  * A real invalid access rather than raise(), so the crash travels the same
- * path as a bug in native code. The address comes through a volatile so the
- * compiler cannot prove it null and turn the store into a trap instruction.
+ * path as a bug in native code. The address is below mmap_min_addr, so never
+ * mapped, but not null: a sanitizer's null check would abort first. It comes
+ * through a volatile so the compiler cannot turn the store into a trap.
  */
 static int
 task_crash(hkx_task *t, const void *arg, size_t len)
 {
-	static volatile uintptr_t nowhere = 0;
+	static volatile uintptr_t nowhere = 16;
 
 	*(volatile int *)nowhere = 1;
 	return 0;

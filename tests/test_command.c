@@ -904,6 +904,20 @@ START_TEST(serve_duplicate_id)
 }
 END_TEST
 
+START_TEST(serve_eof_while_paused_still_drains)
+{
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, "{\"pause\":\"freeze\"}\n"
+	    "{\"id\":1,\"task\":\"sleep\",\"arg\":\"20\"}\n", "serve", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_id(arr, "1"), "state"), "done");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 /* The next response that is not a progress event. */
 static json_t *
 next_response(struct proc *p)
@@ -1125,6 +1139,7 @@ command_suite(void)
 	add(s, "serve", serve_requests_and_eof, 60);
 	add(s, "serve_malformed", serve_malformed_input_gets_errors, 60);
 	add(s, "serve_duplicate", serve_duplicate_id, 60);
+	add(s, "serve_eof_paused", serve_eof_while_paused_still_drains, 60);
 	add(s, "serve_control", serve_control_messages, 60);
 	add(s, "serve_group", serve_fail_fast_group, 60);
 	add(s, "serve_many", serve_many_requests_each_answered_once, 120);

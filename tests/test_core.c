@@ -385,9 +385,9 @@ END_TEST
 START_TEST(test_max_queued)
 {
 	struct hkx_config c;
-	struct iovec iov = { "x", 1 };
+	struct iovec iov[2] = { { "x", 1 }, { "y", 1 } };
 	hkx_executor *ex;
-	hkx_future *b, *q[4], *out = NULL;
+	hkx_future *b, *q[4], *out = NULL, *outs[2] = { NULL, NULL };
 	struct hkx_stats st;
 	size_t i;
 
@@ -404,14 +404,19 @@ START_TEST(test_max_queued)
 	q[1] = tst_submit(ex, "echo", "2", 1);
 	ck_assert_int_eq(hkx_submit(ex, "echo", "3", 1, NULL, &out), -EAGAIN);
 	ck_assert_ptr_null(out);
-	ck_assert_int_eq(hkx_map(ex, "echo", &iov, 1, NULL, &out), -EAGAIN);
+	ck_assert_int_eq(hkx_map(ex, "echo", iov, 1, NULL, &out), -EAGAIN);
 	ck_assert_ptr_null(out);
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.submitted, 3);
 	ck_assert_uint_eq(st.queued, 2);
 
-	/* A cancel frees a place at once. */
+	/* A cancel frees a place at once; a map that needs two gets none. */
 	ck_assert(hkx_future_cancel(q[0]));
+	ck_assert_int_eq(hkx_map(ex, "echo", iov, 2, NULL, outs), -EAGAIN);
+	ck_assert_ptr_null(outs[0]);
+	ck_assert_ptr_null(outs[1]);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.submitted, 3);
 	q[2] = tst_submit(ex, "echo", "3", 1);
 	tst_release(1);
 	tst_wait_end(b, HKX_DONE);
@@ -821,7 +826,7 @@ START_TEST(test_restart_intensity)
 	struct hkx_stats st;
 	struct iovec iov = { "x", 1 };
 	hkx_executor *ex;
-	hkx_future *s, *q, *e, *out = NULL;
+	hkx_future *b, *s, *q, *e, *out = NULL;
 
 	tst_config(&c, 1);
 	/* prefetch 0: q waits in the supervisor, strictly after s. */
@@ -838,9 +843,14 @@ START_TEST(test_restart_intensity)
 	tst_stats(ex, &st);
 	ck_assert(!st.broken);
 
-	/* The third crash spends it: q, queued behind, is cancelled. */
+	/* The third crash spends it: q, queued behind, is cancelled. Both
+	 * wait behind a blocked task, so q is queued before s can crash. */
+	b = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
 	s = tst_submit(ex, "segv", NULL, 0);
 	q = tst_submit(ex, "mark", "q", 1);
+	tst_release(1);
+	tst_wait_end(b, HKX_DONE);
 	tst_wait_end(s, HKX_CRASHED);
 	tst_wait_end(q, HKX_CANCELLED);
 	tst_stats(ex, &st);
@@ -850,6 +860,7 @@ START_TEST(test_restart_intensity)
 	ck_assert_int_eq(hkx_map(ex, "echo", &iov, 1, NULL, &out), -ENOTRECOVERABLE);
 	ck_assert_ptr_null(out);
 	ck_assert_str_eq(tst_ran(), "");
+	hkx_future_release(b);
 	hkx_future_release(s);
 	hkx_future_release(q);
 	hkx_executor_free(ex);

@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -981,6 +982,7 @@ serve_spawn(struct serve *s, const char *hkx)
 {
 	char *const argv[] = { (char *)hkx, "serve", NULL };
 	posix_spawn_file_actions_t fa;
+	sigset_t pipe_set;
 	int in[2], out[2], rc;
 
 	if (pipe2(in, O_CLOEXEC) == -1 || pipe2(out, O_CLOEXEC) == -1)
@@ -1005,6 +1007,12 @@ serve_spawn(struct serve *s, const char *hkx)
 	 * never blocks, so responses are always read in time. */
 	if (fcntl(s->in, F_SETFL, O_NONBLOCK) == -1)
 		err(1, "fcntl");
+	/* A server that dies must show as EPIPE and a message, not as a
+	 * silent SIGPIPE; blocked only now, so the server does not inherit
+	 * the mask. */
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	check(-pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), "pthread_sigmask");
 	s->sent = s->answered = s->linelen = 0;
 }
 
