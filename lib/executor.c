@@ -45,6 +45,7 @@ enum {
 	HOST_UP = 1,
 	HOST_CRASH,
 	HOST_DOWN,
+	HOST_PID,
 };
 
 struct out_frame {
@@ -64,6 +65,7 @@ struct hkx__host {
 	bool protocol_error;
 	bool crash_noted;
 	bool init_failed;
+	bool settled;        /* its tasks are accounted for; waiting to be reaped */
 	bool up_open, crash_open, down_polled;
 	uint64_t crash_id;
 	int crash_signal;
@@ -530,7 +532,7 @@ retire(hkx_executor *ex, struct hkx__host *h)
 {
 	uint8_t head[HKX__HEADER_LEN];
 
-	if (h->retiring || h->killing)
+	if (h->retiring || h->killing || h->settled)
 		return;
 	h->retiring = true;
 	out_push(h, NULL, head, hkx__encode_quit(head));
@@ -543,7 +545,7 @@ kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 {
 	if (all)
 		h->kill_all = true;
-	if (h->killing)
+	if (h->killing || h->settled)
 		return;
 	h->killing = true;
 	hkx__pidfd_send_signal(h->pidfd, SIGKILL);
@@ -990,6 +992,8 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	h->up_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->up_fd, &ev) == 0;
 	ev.data.u64 = (uint64_t)(uintptr_t)h | HOST_CRASH;
 	h->crash_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->crash_fd, &ev) == 0;
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HOST_PID;
+	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->pidfd, &ev);
 
 	hkx__lock(ex);
 	ex->spawning = false;
@@ -1091,21 +1095,23 @@ host_by_pid(hkx_executor *ex, pid_t pid)
 	return NULL;
 }
 
+/*
+ * The host is dead: settle every task it held. Everything it said before
+ * it died counts: a result that arrived wins over the death.
+ */
 static void
-host_exited(hkx_executor *ex, struct hkx__host *h, int status)
+settle(hkx_executor *ex, struct hkx__host *h, int status)
 {
 	bool ordered;
 
-	/* Everything the host said before it died counts: a result that
-	 * arrived wins over the death. */
 	while (read_host(ex, h))
 		;
 	read_notes(ex, h);
 
 	hkx__lock(ex);
+	h->settled = true;
 	drop_output(ex, h);
 	classify(ex, h, status);
-	TAILQ_REMOVE(&ex->hosts, h, link);
 	if (ex->current == h)
 		ex->current = NULL;
 	ordered = (h->killing && !h->protocol_error) ||
@@ -1116,9 +1122,43 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 	} else if (!ordered)
 		count_restart(ex);
 	respawn_if_needed(ex);
+	hkx__unlock(ex);
+}
+
+/* The host's pidfd turned readable. A death the supervisor can explain
+ * without the exit status (its own kill, or a crash note naming a running
+ * task) is settled now, without waiting for the zygote to reap and
+ * report: that is what makes a kill quick. */
+static void
+host_died(hkx_executor *ex, struct hkx__host *h)
+{
+	bool explained;
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	if (h->settled)
+		return;
+	read_notes(ex, h);
+	hkx__lock(ex);
+	explained = h->killing ||
+	    (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL);
+	hkx__unlock(ex);
+	if (explained)
+		settle(ex, h, h->killing ? SIGKILL : h->crash_signal);
+}
+
+/* The zygote reaped the host: settle it if that is still to do, then let
+ * it go. */
+static void
+host_exited(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	if (!h->settled)
+		settle(ex, h, status);
+	hkx__lock(ex);
+	TAILQ_REMOVE(&ex->hosts, h, link);
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
 
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
 	if (h->up_open)
 		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
 	if (h->crash_open)
@@ -1144,8 +1184,13 @@ zygote_died(hkx_executor *ex)
 	if (!ex->started && ex->start_error == 0)
 		ex->start_error = -ECHILD;
 	break_executor(ex);
-	TAILQ_FOREACH(h, &ex->hosts, link)
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		/* Nobody will kill the group when this host is reaped: do it
+		 * while the host, its leader, still holds the group id. */
+		if (hkx__wait_readable(h->pidfd, 0) == 0)
+			killpg(h->pid, SIGKILL);
 		kill_host(ex, h, true);
+	}
 	hkx__unlock(ex);
 	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
 	 * killed anyway; wait for each, then settle it as killed. */
@@ -1253,6 +1298,9 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 			drop_output(ex, h);
 		else
 			flush_host(ex, h);
+		break;
+	case HOST_PID:
+		host_died(ex, h);
 		break;
 	}
 }
