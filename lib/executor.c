@@ -1186,14 +1186,16 @@ zygote_died(hkx_executor *ex)
 	break_executor(ex);
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		/* Nobody will kill the group when this host is reaped: do it
-		 * while the host, its leader, still holds the group id. */
+		 * while the host, its leader, still holds the group id. Not a
+		 * kill of ours (killing stays false): its tasks end CRASHED. */
 		if (hkx__wait_readable(h->pidfd, 0) == 0)
 			killpg(h->pid, SIGKILL);
-		kill_host(ex, h, true);
+		hkx__pidfd_send_signal(h->pidfd, SIGKILL);
 	}
+	ex->current = NULL;
 	hkx__unlock(ex);
 	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
-	 * killed anyway; wait for each, then settle it as killed. */
+	 * killed anyway; wait for each, then settle it. */
 	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
 		hkx__wait_readable(h->pidfd, UINT64_MAX);
 		host_exited(ex, h, SIGKILL);
