@@ -116,8 +116,13 @@ typedef struct hkx_executor hkx_executor;
 /* Starts the zygote and the first host; fails here if they cannot start:
  * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
  * function, threads 0, reserved space not zero), -ENOSYS without pidfd,
- * -EPERM inside a host, -ECHILD if the first host died before it was ready
- * (host_init failed: a negative errno that host_init returned is passed on). */
+ * -EPERM inside a host or in a fork() child of an application that created
+ * an executor, -ECHILD if the first host died before it was ready
+ * (host_init failed: a negative errno that host_init returned is passed on).
+ * The zygote is started with a double fork: the middle process lives for a
+ * moment and is reaped here, so the application may see one SIGCHLD during
+ * this call (a handler that reaps every child may reap it first, which is
+ * harmless). Nothing of ours signals or waits on the application after. */
 int hkx_executor_new(const struct hkx_config *c, hkx_executor **out);
 
 enum hkx_pause { HKX_PAUSE_CHECKPOINT, HKX_PAUSE_FREEZE };
