@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #define TABLE_MAX 32
 
 /* Short enough that every FIFO path fits in PATH_MAX. */
+static char case_dir[PATH_MAX / 4];
 static char fifo_dir[PATH_MAX / 2];
 static const char *const fifo_names[] = { "started", "release", "ran" };
 enum { FIFO_STARTED, FIFO_RELEASE, FIFO_RAN, FIFO_COUNT };
@@ -56,16 +58,44 @@ now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/*
+ * A failed check ends the test's process at once, without its teardown, so
+ * each test makes its FIFO directory inside one that the test case's
+ * unchecked fixture, in the runner's process, makes before the first test
+ * and removes, whole, after the last.
+ */
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)(flag == FTW_DP ? rmdir(path) : unlink(path));
+	return 0;
+}
+
+static void
+case_dir_setup(void)
+{
+	const char *tmp;
+
+	if ((tmp = getenv("TMPDIR")) == NULL || *tmp == '\0')
+		tmp = "/tmp";
+	ck_assert_int_lt(snprintf(case_dir, sizeof(case_dir), "%s/hkx-test-XXXXXX", tmp),
+	    (int)sizeof(case_dir));
+	ck_assert_ptr_nonnull(mkdtemp(case_dir));
+}
+
+static void
+case_dir_teardown(void)
+{
+	nftw(case_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 void
 tst_fifos_setup(void)
 {
 	char path[PATH_MAX];
-	const char *tmp;
 	int i;
 
-	if ((tmp = getenv("TMPDIR")) == NULL || *tmp == '\0')
-		tmp = "/tmp";
-	ck_assert_int_lt(snprintf(fifo_dir, sizeof(fifo_dir), "%s/hkx-test-XXXXXX", tmp),
+	ck_assert_int_lt(snprintf(fifo_dir, sizeof(fifo_dir), "%s/XXXXXX", case_dir),
 	    (int)sizeof(fifo_dir));
 	ck_assert_ptr_nonnull(mkdtemp(fifo_dir));
 	for (i = 0; i < FIFO_COUNT; i++) {
@@ -219,13 +249,11 @@ task_block(hkx_task *t, const void *arg, size_t len)
 static int
 task_spin(hkx_task *t, const void *arg, size_t len)
 {
-	const struct timespec tick = { 0, 1000000 };
-
 	tst_task_started(0);
-	/* Nothing signals a stop but the flag itself; the tick only keeps
+	/* Nothing signals a stop but the flag itself; the pause only keeps
 	 * this loop from taking a CPU the supervisor needs. */
 	while (!hkx_task_should_stop(t))
-		nanosleep(&tick, NULL);
+		tst_sleep_us(1000);
 	return -ECANCELED;
 }
 
@@ -415,6 +443,16 @@ tst_new(const struct hkx_config *c)
 	return ex;
 }
 
+hkx_executor *
+tst_executor(unsigned threads, unsigned prefetch)
+{
+	struct hkx_config c;
+
+	tst_config(&c, threads);
+	c.prefetch = prefetch;
+	return tst_new(&c);
+}
+
 hkx_future *
 tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len)
 {
@@ -505,6 +543,7 @@ tst_tcase(const char *name)
 	TCase *tc = tcase_create(name);
 
 	tcase_set_timeout(tc, TST_TIMEOUT);
+	tcase_add_unchecked_fixture(tc, case_dir_setup, case_dir_teardown);
 	tcase_add_checked_fixture(tc, tst_fifos_setup, tst_fifos_teardown);
 	return tc;
 }
@@ -540,13 +579,12 @@ tst_count_dir(const char *path)
 }
 
 bool
-tst_proc_read(pid_t pid, struct tst_proc *p)
+tst_proc_read_path(const char *path, struct tst_proc *p)
 {
-	char path[64], buf[1024], *s;
+	char buf[1024], *s;
 	ssize_t n;
-	int fd, ppid, pgid;
+	int fd, pid, ppid, pgid;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return false;
 	n = read(fd, buf, sizeof(buf) - 1);
@@ -555,13 +593,22 @@ tst_proc_read(pid_t pid, struct tst_proc *p)
 		return false;
 	buf[n] = '\0';
 	/* The command name may hold spaces and parentheses: skip to the last. */
-	if ((s = strrchr(buf, ')')) == NULL ||
+	if (sscanf(buf, "%d", &pid) != 1 || (s = strrchr(buf, ')')) == NULL ||
 	    sscanf(s + 1, " %c %d %d", &p->state, &ppid, &pgid) != 3)
 		return false;
 	p->pid = pid;
 	p->ppid = ppid;
 	p->pgid = pgid;
 	return true;
+}
+
+bool
+tst_proc_read(pid_t pid, struct tst_proc *p)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	return tst_proc_read_path(path, p);
 }
 
 int
@@ -625,13 +672,21 @@ tst_wait_pid_gone(pid_t pid)
 }
 
 void
+tst_sleep_us(unsigned us)
+{
+	struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+void
 tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what)
 {
-	const struct timespec tick = { 0, 1000000 };
 	uint64_t deadline = now_ms() + TST_DEADLINE_MS;
 
 	while (!pred(arg)) {
 		ck_assert_msg(now_ms() < deadline, "timed out waiting for %s", what);
-		nanosleep(&tick, NULL);
+		tst_sleep_us(1000);
 	}
 }

@@ -64,6 +64,8 @@ void tst_add_task(struct hkx_config *c, const char *name, hkx_task_fn fn);
 int tst_host_init(void *arg);
 
 hkx_executor *tst_new(const struct hkx_config *c);
+/* tst_config() with `threads` and `prefetch`, then tst_new(). */
+hkx_executor *tst_executor(unsigned threads, unsigned prefetch);
 hkx_future *tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len);
 /* Waits for f to end and asserts it ended in `want`. */
 void tst_wait_end(hkx_future *f, enum hkx_state want);
@@ -80,7 +82,8 @@ TCase *tst_tcase(const char *name);
 /* Runs a suite the usual way; the process exit status. */
 int tst_run(Suite *s);
 
-/* Checked fixture: creates and removes the FIFO directory. */
+/* Checked fixture (tst_tcase adds it): creates and removes the FIFOs, in a
+ * directory of the test case's that tst_tcase also arranges for. */
 void tst_fifos_setup(void);
 void tst_fifos_teardown(void);
 /* Test side: waits (bounded) for one task to signal its start. */
@@ -107,6 +110,8 @@ struct tst_proc {
 };
 /* Reads /proc/PID/stat; false if there is no such process. */
 bool tst_proc_read(pid_t pid, struct tst_proc *p);
+/* The same from any stat file, such as /proc/PID/task/TID/stat. */
+bool tst_proc_read_path(const char *path, struct tst_proc *p);
 /* Processes, zombies included, for which match() is true. */
 int tst_count_procs(bool (*match)(const struct tst_proc *p, void *arg), void *arg);
 /* Children of the test process, zombies included. */
@@ -115,6 +120,9 @@ int tst_count_children(void);
 bool tst_pid_alive(pid_t pid);
 /* Polls until pid is no longer alive; fails the test past the deadline. */
 void tst_wait_pid_gone(pid_t pid);
+/* Lets time pass: for pacing a loop, or where time itself is what a test
+ * is about; never to wait for something to happen. */
+void tst_sleep_us(unsigned us);
 /* Polls until pred(arg) holds; fails the test with `what` past the deadline. */
 void tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what);
 

@@ -36,16 +36,6 @@ task_nop(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
-static hkx_executor *
-executor(unsigned threads, unsigned prefetch)
-{
-	struct hkx_config c;
-
-	tst_config(&c, threads);
-	c.prefetch = prefetch;
-	return tst_new(&c);
-}
-
 static void
 release_all(hkx_future **fs, size_t n)
 {
@@ -60,7 +50,7 @@ release_all(hkx_future **fs, size_t n)
 
 START_TEST(test_done)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f = tst_submit(ex, "echo", "hello", 5);
 
 	tst_wait_end(f, HKX_DONE);
@@ -77,7 +67,7 @@ END_TEST
 
 START_TEST(test_failed)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f = tst_submit(ex, "fail", NULL, 0);
 
 	tst_wait_end(f, HKX_FAILED);
@@ -188,7 +178,7 @@ END_TEST
 
 START_TEST(test_task_id)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *a = tst_submit(ex, "id", NULL, 0);
 	hkx_future *b = tst_submit(ex, "id", NULL, 0);
 	uint64_t id;
@@ -223,7 +213,7 @@ progress_is(void *arg)
 
 START_TEST(test_progress)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f = tst_submit(ex, "progress", NULL, 0);
 	struct progress_want w = { f, 3, 10 };
 	uint64_t done, total;
@@ -268,7 +258,7 @@ END_TEST
 
 START_TEST(test_unknown_task)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f = NULL;
 	struct hkx_stats st;
 
@@ -282,7 +272,7 @@ END_TEST
 
 START_TEST(test_einval_calls)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	struct hkx_opts opts;
 	struct hkx_stats st;
 	hkx_future *b, *f = NULL, *outs[2] = { NULL, NULL };
@@ -434,7 +424,7 @@ END_TEST
 
 START_TEST(test_result_unfinished)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *b = tst_submit(ex, "block", NULL, 0);
 	const void *data;
 	size_t len;
@@ -455,7 +445,7 @@ END_TEST
 
 START_TEST(test_wait_all_any)
 {
-	hkx_executor *ex = executor(2, 0);
+	hkx_executor *ex = tst_executor(2, 0);
 	hkx_future *fs[2];
 
 	/* One worker holds the blocked task, the other runs the echo. */
@@ -482,7 +472,7 @@ END_TEST
 
 START_TEST(test_wait_first_failure)
 {
-	hkx_executor *ex = executor(2, 0);
+	hkx_executor *ex = tst_executor(2, 0);
 	hkx_future *fs[4];
 
 	fs[0] = tst_submit(ex, "block", NULL, 0);
@@ -508,7 +498,7 @@ START_TEST(test_map)
 {
 	static const char *const words[] = { "", "a", "bb", "ccc" };
 	enum { N = sizeof(words) / sizeof(words[0]) };
-	hkx_executor *ex = executor(2, 4);
+	hkx_executor *ex = tst_executor(2, 4);
 	struct iovec iov[N];
 	hkx_future *fs[N];
 	size_t i;
@@ -568,7 +558,7 @@ END_TEST
 START_TEST(test_cancel_queued)
 {
 	/* prefetch 0: the queued task stays in the supervisor. */
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *b, *q, *z;
 	struct hkx_stats st;
 
@@ -601,7 +591,7 @@ END_TEST
 
 START_TEST(test_cancel_running)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *b = tst_submit(ex, "block", NULL, 0);
 
 	tst_await_start();
@@ -625,7 +615,7 @@ END_TEST
  */
 START_TEST(test_cancel_sent)
 {
-	hkx_executor *ex = executor(1, 4);
+	hkx_executor *ex = tst_executor(1, 4);
 	hkx_future *b, *q[3], *z;
 	struct hkx_stats st;
 	size_t i;
@@ -677,7 +667,7 @@ on_done(hkx_future *f, void *arg)
 
 START_TEST(test_on_done)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	struct done_record later, now;
 	struct pollfd pfd;
 	hkx_future *b;
@@ -720,7 +710,7 @@ END_TEST
 
 START_TEST(test_retain_release)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f, *g, *m;
 	struct hkx_stats st;
 
@@ -750,7 +740,7 @@ END_TEST
 
 START_TEST(test_crash_segv)
 {
-	hkx_executor *ex = executor(2, 0);
+	hkx_executor *ex = tst_executor(2, 0);
 	struct hkx_stats before, after;
 	hkx_future *b, *s, *e;
 
@@ -784,13 +774,26 @@ START_TEST(test_crash_segv)
 }
 END_TEST
 
+static pid_t test_pid;
+
+/* An atexit handler of the application: it must never run in a host. */
+static void
+atexit_mark(void)
+{
+	if (getpid() != test_pid)
+		tst_task_mark('A');
+}
+
 START_TEST(test_crash_exit)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex;
 	hkx_future *x, *e;
 	struct hkx_stats st;
 	const char *msg;
 
+	test_pid = getpid();
+	ck_assert_int_eq(atexit(atexit_mark), 0);
+	ex = tst_executor(1, 0);
 	x = tst_submit(ex, "exit3", NULL, 0);
 	tst_wait_end(x, HKX_CRASHED);
 	/* The host exited rather than died of a signal: code 0, and the
@@ -799,6 +802,7 @@ START_TEST(test_crash_exit)
 	tst_assert_result(x, -ECHILD, NULL, 0);
 	ck_assert_ptr_nonnull(msg = hkx_future_message(x));
 	ck_assert_msg(strchr(msg, '3') != NULL, "message \"%s\" lacks the status", msg);
+	ck_assert_str_eq(tst_ran(), "");
 
 	e = tst_submit(ex, "echo", "e", 1);
 	tst_wait_end(e, HKX_DONE);
@@ -872,7 +876,7 @@ END_TEST
 
 START_TEST(test_executor_stop)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *s, *q, *e;
 	struct hkx_stats st;
 
@@ -970,7 +974,7 @@ START_TEST(test_shutdown_drain)
 {
 	static const char tags[] = "abcdef";
 	enum { N = sizeof(tags) - 1 };
-	hkx_executor *ex = executor(2, 1);
+	hkx_executor *ex = tst_executor(2, 1);
 	hkx_future *fs[N];
 	size_t i;
 
@@ -1006,7 +1010,7 @@ shutdown_thread(void *arg)
 
 START_TEST(test_shutdown_cancel)
 {
-	hkx_executor *ex = executor(1, 1);
+	hkx_executor *ex = tst_executor(1, 1);
 	struct shutdown_call sc = { ex, HKX_SHUTDOWN_CANCEL, 1 };
 	hkx_future *b, *q[2];
 	pthread_t th;
@@ -1037,7 +1041,7 @@ END_TEST
 
 START_TEST(test_shutdown_stop)
 {
-	hkx_executor *ex = executor(1, 1);
+	hkx_executor *ex = tst_executor(1, 1);
 	hkx_future *s, *q;
 
 	s = tst_submit(ex, "spin", NULL, 0);
@@ -1056,7 +1060,7 @@ END_TEST
 
 START_TEST(test_shutdown_kill)
 {
-	hkx_executor *ex = executor(1, 1);
+	hkx_executor *ex = tst_executor(1, 1);
 	hkx_future *b, *q[2];
 
 	b = tst_submit(ex, "block", NULL, 0);
@@ -1081,7 +1085,7 @@ END_TEST
  * KILL and still returns with everything ended. */
 START_TEST(test_shutdown_timeout)
 {
-	hkx_executor *ex = executor(1, 1);
+	hkx_executor *ex = tst_executor(1, 1);
 	hkx_future *b, *q;
 
 	b = tst_submit(ex, "block", NULL, 0);
@@ -1103,7 +1107,7 @@ END_TEST
 
 START_TEST(test_stats)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *p, *f, *b, *q;
 	struct hkx_stats st;
 
@@ -1225,7 +1229,7 @@ END_TEST
 
 START_TEST(test_future_outlives_executor)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	struct done_record r;
 	hkx_future *e, *b, *q;
 	uint64_t done, total;
@@ -1304,7 +1308,7 @@ END_TEST
 
 START_TEST(test_eperm_in_host)
 {
-	hkx_executor *ex = executor(1, 0);
+	hkx_executor *ex = tst_executor(1, 0);
 	hkx_future *f = tst_submit(ex, "nested", NULL, 0);
 
 	tst_wait_end(f, HKX_DONE);

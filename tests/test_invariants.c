@@ -127,15 +127,6 @@ assert_new_fds_cloexec(const struct snapshot *before)
 	}
 }
 
-static hkx_executor *
-executor(unsigned threads)
-{
-	struct hkx_config c;
-
-	tst_config(&c, threads);
-	return tst_new(&c);
-}
-
 static void
 run_one(hkx_executor *ex, const char *task, enum hkx_state want)
 {
@@ -183,7 +174,7 @@ START_TEST(test_nothing_left)
 	hkx_future *keep[2];
 
 	snapshot_take(&before);
-	ex = executor(1);
+	ex = tst_executor(1, 2);
 	assert_new_fds_cloexec(&before);
 	workload(ex, keep);
 	assert_new_fds_cloexec(&before);
@@ -205,7 +196,7 @@ fd_count_is(void *arg)
  * host equals the count with the first one. */
 START_TEST(test_fds_stable_across_hosts)
 {
-	hkx_executor *ex = executor(1);
+	hkx_executor *ex = tst_executor(1, 2);
 	int fds, i;
 
 	run_one(ex, "echo", HKX_DONE);
@@ -239,7 +230,7 @@ START_TEST(test_no_process_left)
 {
 	struct hkx_stats st;
 	struct tst_proc host, zygote;
-	hkx_executor *ex = executor(2);
+	hkx_executor *ex = tst_executor(2, 2);
 	hkx_future *s;
 	pid_t grandchild;
 
@@ -272,7 +263,7 @@ END_TEST
  * dies with it, and the executor goes on. */
 START_TEST(test_task_child_dies_with_kill)
 {
-	hkx_executor *ex = executor(1);
+	hkx_executor *ex = tst_executor(1, 2);
 	struct hkx_stats st;
 	struct tst_proc p;
 	hkx_future *s;
@@ -332,7 +323,7 @@ START_TEST(test_signals_untouched)
 	ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &block, NULL), 0);
 	snapshot_take(&before);
 
-	ex = executor(2);
+	ex = tst_executor(2, 2);
 	chld_after_new = sigchld_count;
 	snapshot_take(&during);
 	assert_signals_same(&before, &during, "after hkx_executor_new");
@@ -361,8 +352,8 @@ START_TEST(test_two_executors)
 	hkx_future *b1, *b2;
 
 	snapshot_take(&before);
-	ex1 = executor(1);
-	ex2 = executor(1);
+	ex1 = tst_executor(1, 2);
+	ex2 = tst_executor(1, 2);
 	b1 = tst_submit(ex1, "block", NULL, 0);
 	tst_await_start();
 	b2 = tst_submit(ex2, "block", NULL, 0);
