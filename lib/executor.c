@@ -253,7 +253,8 @@ hkx__observe(hkx_executor *ex, hkx_future *f)
 	if (state_of(f) != HKX_QUEUED || f->slot < 0)
 		return;
 	word = atomic_load(&ex->host_config.slots.slot[f->slot].word);
-	if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+	if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED) ||
+	    word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED))
 		mark_running(ex, f);
 }
 
@@ -678,50 +679,73 @@ check_limits(hkx_executor *ex)
 
 /* --- frames from a host ----------------------------------------------------- */
 
+#define STATE_BIT(s) (1u << (s))
+
+/* The future a frame speaks of, if it is this host's and its slot is in one
+ * of the states of `want` (STATE_BIT()s); else the frame is a lie. */
 static hkx_future *
-owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uint64_t want)
+owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, unsigned want)
 {
 	hkx_future *f;
+	uint64_t word;
 
 	if (fr->slot >= ex->host_config.slots.count || ex->owners[fr->slot].host != h)
 		return NULL;
 	f = ex->owners[fr->slot].future;
-	if (f == NULL || f->id != fr->id ||
-	    atomic_load(&ex->host_config.slots.slot[fr->slot].word) !=
-	        HKX__SLOT_WORD(f->seq, want))
+	if (f == NULL || f->id != fr->id)
+		return NULL;
+	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
+	if (word >> 3 != f->seq || !(want & STATE_BIT(word & 7)))
 		return NULL;
 	return f;
+}
+
+/*
+ * The task returned rc with these bytes: the future ends DONE, STOPPED or
+ * FAILED. The slot's reference goes first, then the executor's with
+ * end_future: the caller must not touch f afterwards.
+ */
+static void
+finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
+       const char *message, size_t message_len)
+{
+	enum hkx_state s;
+
+	hkx__observe(ex, f);
+	copy_progress(ex, f);
+	if (message_len > 0)
+		f->message = strndup(message, message_len);
+	if (reply_len > 0) {
+		f->result = malloc(reply_len);
+		if (f->result != NULL) {
+			memcpy(f->result, reply, reply_len);
+			f->result_len = reply_len;
+		} else {
+			/* DONE without its bytes would be a lie. */
+			rc = -ENOMEM;
+			set_message(f, "no memory for the result");
+		}
+	}
+	if (rc == 0)
+		s = HKX_DONE;
+	else if (rc == -ECANCELED && f->stop_asked)
+		s = HKX_STOPPED;
+	else
+		s = HKX_FAILED;
+	slot_put(ex, f);
+	end_future(ex, f, s, s == HKX_FAILED ? rc : 0);
 }
 
 static int
 take_result(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 {
-	hkx_future *f = owner_of(ex, h, fr, HKX__SLOT_CLAIMED);
-	enum hkx_state s;
+	hkx_future *f = owner_of(ex, h, fr,
+	    STATE_BIT(HKX__SLOT_CLAIMED) | STATE_BIT(HKX__SLOT_FINISHED));
 
 	if (f == NULL)
 		return -EPROTO;
-	hkx__observe(ex, f);
-	copy_progress(ex, f);
-	if (fr->u.result.reply_len > 0) {
-		f->result = malloc(fr->u.result.reply_len);
-		if (f->result == NULL)
-			return -ENOMEM;
-		memcpy(f->result, fr->u.result.reply, fr->u.result.reply_len);
-		f->result_len = fr->u.result.reply_len;
-	}
-	if (fr->u.result.message_len > 0)
-		f->message = strndup(fr->u.result.message, fr->u.result.message_len);
-	if (fr->u.result.rc == 0)
-		s = HKX_DONE;
-	else if (fr->u.result.rc == -ECANCELED && f->stop_asked)
-		s = HKX_STOPPED;
-	else
-		s = HKX_FAILED;
-	/* The future is still alive: the executor's reference goes in
-	 * end_future, after the slot's. */
-	slot_put(ex, f);
-	end_future(ex, f, s, s == HKX_FAILED ? fr->u.result.rc : 0);
+	finish(ex, f, fr->u.result.rc, fr->u.result.reply, fr->u.result.reply_len,
+	    fr->u.result.message, fr->u.result.message_len);
 	return 0;
 }
 
@@ -744,7 +768,8 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 			freeze_host(ex, h);
 		return 0;
 	case HKX__FRAME_STARTED:
-		f = owner_of(ex, h, fr, HKX__SLOT_CLAIMED);
+		f = owner_of(ex, h, fr,
+		    STATE_BIT(HKX__SLOT_CLAIMED) | STATE_BIT(HKX__SLOT_FINISHED));
 		if (f == NULL)
 			return -EPROTO;
 		hkx__observe(ex, f);
@@ -754,7 +779,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		f->paused_at_start = paused_time(ex, f->started_ns);
 		return 1; /* limits to look at */
 	case HKX__FRAME_SKIPPED:
-		f = owner_of(ex, h, fr, HKX__SLOT_CANCELLED);
+		f = owner_of(ex, h, fr, STATE_BIT(HKX__SLOT_CANCELLED));
 		if (f == NULL)
 			return -EPROTO;
 		slot_put(ex, f);
@@ -1057,28 +1082,34 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	for (i = 0; i < ex->host_config.slots.count; i++) {
 		if (ex->owners[i].host != h)
 			continue;
-		f = hkx_future_retain(ex->owners[i].future);
+		f = ex->owners[i].future;
 		slot = &ex->host_config.slots.slot[i];
 		word = atomic_load(&slot->word);
+		if (is_end(f)) {
+			slot_put(ex, f); /* cancelled before it started */
+			continue;
+		}
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED) &&
+		    slot->reply_len <= HKX__SLOT_INLINE) {
+			/* It returned; its frame died with the host. */
+			finish(ex, f, slot->rc, slot->reply, slot->reply_len, NULL, 0);
+			continue;
+		}
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
 			hkx__observe(ex, f);
 			copy_progress(ex, f);
 		}
+		/* The executor's reference keeps f alive past the slot's. */
 		slot_put(ex, f);
-		if (is_end(f))
-			; /* cancelled before it started */
-		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
-			requeue(ex, hkx_future_retain(f), &back), hkx_future_release(f);
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
+			requeue(ex, f, &back);
 		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
-			end_running(ex, h, hkx_future_retain(f), culprit_known, status, &back),
-			    hkx_future_release(f);
+			end_running(ex, h, f, culprit_known, status, &back);
 		else {
 			f->cause = HKX__CAUSE_PROTOCOL;
 			set_message(f, "the host left a malformed slot");
-			end_future(ex, hkx_future_retain(f), HKX_CRASHED, 0);
-			hkx_future_release(f);
+			end_future(ex, f, HKX_CRASHED, 0);
 		}
-		hkx_future_release(f);
 	}
 	TAILQ_CONCAT(&back, &ex->queue, link);
 	TAILQ_SWAP(&back, &ex->queue, hkx_future, link);

@@ -3,9 +3,12 @@
  *
  * Threads: the main thread reads frames from the down pipe and queues tasks;
  * N workers claim a task's slot, run it and append its result to one output
- * buffer; a writer thread flushes that buffer when a worker has more work to
- * do, while a worker about to go idle flushes it itself (one wake-up less on
- * the round trip). Either way many frames leave in one write.
+ * buffer, which leaves in writes of many frames. A result must never die
+ * with the host once its task has returned: a small one is stored in the
+ * task's shared slot first, and its frame may then wait for the writer
+ * thread while the worker goes on (that is where batching comes from); a
+ * worker with a bigger result or a message moves on only once its frame is
+ * in the pipe.
  *
  * Nothing here may trust that the supervisor is alive: EOF or EPIPE on a
  * pipe ends the host. Nothing here may return into the application's code
@@ -80,9 +83,11 @@ static struct {
 	unsigned busy;
 
 	pthread_mutex_t out_lock;
-	pthread_cond_t out_cond; /* bytes wait for the writer thread */
+	pthread_cond_t out_cond;  /* more bytes reached the pipe */
+	pthread_cond_t writer_cond; /* bytes wait for the writer thread */
 	uint8_t *out, *spare;
 	size_t out_len, out_cap, spare_cap;
+	uint64_t appended, written; /* bytes over the host's life */
 	bool flushing;
 
 	struct worker *workers;
@@ -136,38 +141,49 @@ out_flush_locked(void)
 		if (hkx__write_all(host.up_fd, buf, len) < 0)
 			die(0); /* the supervisor is gone */
 		pthread_mutex_lock(&host.out_lock);
+		host.written += len;
+		pthread_cond_broadcast(&host.out_cond);
 	}
 	host.flushing = false;
 }
 
-/*
- * Queues one frame: a header part and up to two variable parts. With
- * urgent, the caller flushes unless a flush is already under way (which
- * will carry this frame too); otherwise the writer thread is told.
- */
+enum emit_mode {
+	EMIT_LATER, /* the writer thread will send it with what follows */
+	EMIT_NOW,   /* written before return unless a write is under way */
+	EMIT_WAIT,  /* in the pipe before return */
+};
+
+/* Sends one frame: a header part and up to two variable parts. */
 static void
 emit(const void *head, size_t head_len, const void *a, size_t a_len,
-     const void *b, size_t b_len, bool urgent)
+     const void *b, size_t b_len, enum emit_mode mode)
 {
+	size_t len = head_len + a_len + b_len;
 	bool was_empty;
+	uint64_t mine;
 
 	pthread_mutex_lock(&host.out_lock);
 	was_empty = host.out_len == 0;
-	out_reserve(head_len + a_len + b_len);
+	out_reserve(len);
 	memcpy(host.out + host.out_len, head, head_len);
 	if (a_len)
 		memcpy(host.out + host.out_len + head_len, a, a_len);
 	if (b_len)
 		memcpy(host.out + host.out_len + head_len + a_len, b, b_len);
-	host.out_len += head_len + a_len + b_len;
-	/* The writer was told when the buffer stopped being empty; frames that
-	 * come while it wakes up ride along in the same write. */
+	host.out_len += len;
+	host.appended += len;
+	mine = host.appended;
+	/* A write under way goes on until the buffer is empty: it takes this
+	 * frame too. The writer thread is told only when the buffer stops
+	 * being empty; frames that come while it wakes ride along. */
 	if (!host.flushing) {
-		if (urgent)
+		if (mode != EMIT_LATER)
 			out_flush_locked();
 		else if (was_empty)
-			pthread_cond_signal(&host.out_cond);
+			pthread_cond_signal(&host.writer_cond);
 	}
+	while (mode == EMIT_WAIT && host.written < mine)
+		pthread_cond_wait(&host.out_cond, &host.out_lock);
 	pthread_mutex_unlock(&host.out_lock);
 }
 
@@ -179,7 +195,7 @@ writer_main(void *arg)
 	pthread_mutex_lock(&host.out_lock);
 	for (;;) {
 		while (host.out_len == 0 || host.flushing)
-			pthread_cond_wait(&host.out_cond, &host.out_lock);
+			pthread_cond_wait(&host.writer_cond, &host.out_lock);
 		out_flush_locked();
 	}
 	return NULL;
@@ -188,15 +204,7 @@ writer_main(void *arg)
 void
 hkx__host_inject(const void *bytes, size_t len)
 {
-	pthread_mutex_lock(&host.out_lock);
-	while (host.flushing) {
-		pthread_mutex_unlock(&host.out_lock);
-		sched_yield();
-		pthread_mutex_lock(&host.out_lock);
-	}
-	out_flush_locked();
-	(void)hkx__write_all(host.up_fd, bytes, len);
-	pthread_mutex_unlock(&host.out_lock);
+	emit(bytes, len, NULL, 0, NULL, 0, EMIT_WAIT);
 }
 
 /* --- the task API ------------------------------------------------------ */
@@ -342,18 +350,19 @@ run_task(struct worker *w, struct hkx_task *t)
 	struct hkx__slot *slot = &host.slots->slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
 	size_t head_len;
+	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
 	hkx__slots_wait_unpaused(host.slots, NULL);
 	if (!hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
-		emit(head, head_len, NULL, 0, NULL, 0, false);
+		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
 	}
 	if (slot->flags & HKX__SLOT_NOTIFY_START) {
 		head_len = hkx__encode_started(head, t->id, t->slot, hkx__now_ns());
-		emit(head, head_len, NULL, 0, NULL, 0, true);
+		emit(head, head_len, NULL, 0, NULL, 0, EMIT_NOW);
 	}
 	/* A pause that came between the check and the claim holds the task
 	 * before it runs a single instruction of its own. */
@@ -369,9 +378,15 @@ run_task(struct worker *w, struct hkx_task *t)
 	atomic_store(&w->task_id, 0);
 
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
-	/* A worker with nothing queued flushes at once: it would only wait. */
-	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len,
-	    atomic_load_explicit(&host.queued, memory_order_relaxed) == 0);
+	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
+		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
+		/* Safe in the slot: only a worker with nothing queued writes
+		 * at once, since it would only wait otherwise. */
+		mode = atomic_load_explicit(&host.queued, memory_order_relaxed) == 0 ? EMIT_NOW
+		                                                                     : EMIT_LATER;
+	} else
+		mode = EMIT_WAIT;
+	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len, mode);
 }
 
 static void *
@@ -541,16 +556,12 @@ quit(void)
 	while (host.busy > 0 || !STAILQ_EMPTY(&host.queue))
 		pthread_cond_wait(&host.idle_cond, &host.queue_lock);
 	pthread_mutex_unlock(&host.queue_lock);
+	/* ... including the frames left to the writer thread. */
 	pthread_mutex_lock(&host.out_lock);
-	while (host.flushing || host.out_len > 0) {
-		if (!host.flushing)
-			out_flush_locked();
-		else {
-			pthread_mutex_unlock(&host.out_lock);
-			sched_yield();
-			pthread_mutex_lock(&host.out_lock);
-		}
-	}
+	if (!host.flushing && host.out_len > 0)
+		out_flush_locked();
+	while (host.written < host.appended)
+		pthread_cond_wait(&host.out_cond, &host.out_lock);
 	_exit(0);
 }
 
@@ -633,7 +644,7 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
 	    pthread_cond_init(&host.idle_cond, NULL) || pthread_mutex_init(&host.out_lock, NULL) ||
-	    pthread_cond_init(&host.out_cond, NULL))
+	    pthread_cond_init(&host.out_cond, NULL) || pthread_cond_init(&host.writer_cond, NULL))
 		die(HOST_EXIT_SETUP);
 
 	set_up_process(hc);
@@ -645,6 +656,6 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 		}
 	}
 	start_threads(hc);
-	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, true);
+	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, EMIT_NOW);
 	read_loop(hc);
 }

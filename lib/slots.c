@@ -65,6 +65,19 @@ hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to)
 }
 
 void
+hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const void *reply,
+                 size_t len)
+{
+	slot->rc = rc;
+	slot->reply_len = (uint32_t)len;
+	if (len > 0)
+		memcpy(slot->reply, reply, len);
+	/* Release: whoever sees FINISHED sees the result. */
+	atomic_store_explicit(&slot->word, HKX__SLOT_WORD(seq, HKX__SLOT_FINISHED),
+	    memory_order_release);
+}
+
+void
 hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total)
 {
 	uint32_t seq = atomic_load_explicit(&slot->progress_seq, memory_order_relaxed);

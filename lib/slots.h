@@ -8,8 +8,10 @@
  * called, and SENT -> CANCELLED by compare-and-swap in the supervisor, so a
  * cancel is exact without a round trip, even while the host is frozen. The
  * word carries a sequence number so that a stale entry can never claim a
- * reused slot. The supervisor also writes the per-task stop flag and limits
- * here, and the host writes progress.
+ * reused slot. A task with a small result stores it here and moves CLAIMED
+ * -> FINISHED before it says so on the pipe, so the result survives the
+ * host's death even if the frame never left. The supervisor also writes the
+ * per-task stop flag and limits here, and the host writes progress.
  *
  * The host can write anything into this memory: the supervisor treats every
  * value it reads back as untrusted.
@@ -27,11 +29,13 @@ enum hkx__slot_state {
 	HKX__SLOT_SENT,
 	HKX__SLOT_CLAIMED,
 	HKX__SLOT_CANCELLED,
+	HKX__SLOT_FINISHED,
 };
 
-#define HKX__SLOT_WORD(seq, state) (((uint64_t)(seq) << 2) | (uint64_t)(state))
-#define HKX__SLOT_SEQ(word) ((word) >> 2)
-#define HKX__SLOT_STATE(word) ((enum hkx__slot_state)((word) & 3u))
+#define HKX__SLOT_WORD(seq, state) (((uint64_t)(seq) << 3) | (uint64_t)(state))
+
+/* Reply bytes a slot can hold for a FINISHED task. */
+#define HKX__SLOT_INLINE 48
 
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time limit is armed */
@@ -44,7 +48,10 @@ struct hkx__slot {
 	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
 	_Atomic uint64_t progress_done;
 	_Atomic uint64_t progress_total;
-	uint8_t pad[24];
+	int32_t rc;                    /* FINISHED: what the task returned */
+	uint32_t reply_len;            /* FINISHED: bytes in reply */
+	uint8_t reply[HKX__SLOT_INLINE];
+	uint8_t pad[16];
 };
 
 struct hkx__slots_header {
@@ -68,6 +75,10 @@ uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
                        uint32_t cpu_limit_ms);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
+/* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE
+ * bytes; CLAIMED -> FINISHED once they are stored. */
+void hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const void *reply,
+                      size_t len);
 
 /* Host: publish progress; supervisor: read it consistently. */
 void hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total);
