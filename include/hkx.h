@@ -96,7 +96,8 @@ struct hkx_config {
 	size_t max_payload;        /* bytes per argument or result; default 64 MiB */
 	size_t max_queued;         /* 0 = unbounded; else at most this many QUEUED futures;
 	                              hkx_submit gives -EAGAIN past it */
-	unsigned max_restarts;     /* unexpected host deaths allowed ... */
+	unsigned max_restarts;     /* unexpected host deaths allowed ... (at most 65535;
+	                              UINT_MAX: never broken by restarts) */
 	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
 	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
 	                                many tasks, gracefully, not counted as a restart */
@@ -144,7 +145,9 @@ enum hkx_shutdown {
  * it escalates to KILL, finishes that and returns -ETIMEDOUT. */
 int hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
 /* Shuts down with HKX_SHUTDOWN_KILL if not yet shut down. Must not race
- * other calls on the same executor. */
+ * other calls on the same executor. Refused (it does nothing) from an
+ * on_done callback, which runs on the thread it would have to join; so is
+ * hkx_executor_shutdown (-EDEADLK). */
 void hkx_executor_free(hkx_executor *ex);
 
 struct hkx_stats {

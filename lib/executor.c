@@ -32,6 +32,7 @@
 #define INBUF_LEN (256 * 1024)
 #define MAX_PAYLOAD_LIMIT ((size_t)1 << 30)
 #define MAX_HOST_CAPACITY 32768u
+#define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
@@ -49,7 +50,7 @@ enum {
 };
 
 struct out_frame {
-	hkx_future *future; /* its slot keeps it alive; NULL for QUIT */
+	hkx_future *future; /* a reference, for its argument; NULL for QUIT */
 	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
 	uint8_t head_len;
 };
@@ -129,12 +130,18 @@ hkx__executor_release(hkx_executor *ex)
 	free(ex);
 }
 
+bool
+hkx__caller_ok(const hkx_executor *ex)
+{
+	return !hkx__in_host && ex->fork_generation == atomic_load(&fork_generation);
+}
+
 int
 hkx__executor_usable(hkx_executor *ex)
 {
 	if (ex == NULL)
 		return -EINVAL;
-	if (hkx__in_host || ex->fork_generation != atomic_load(&fork_generation))
+	if (!hkx__caller_ok(ex))
 		return -EPERM;
 	if (ex->freed)
 		return -ESHUTDOWN;
@@ -421,6 +428,9 @@ count_restart(hkx_executor *ex)
 	uint64_t now = hkx__now_ns();
 	uint64_t window = (uint64_t)ex->config.restart_window_ms * 1000000u;
 
+	if (ex->config.max_restarts == UINT_MAX)
+		return; /* never broken by restarts */
+
 	ex->restarts[ex->restart_head] = now;
 	ex->restart_head = (ex->restart_head + 1) % size;
 	if (ex->nrestarts < size)
@@ -504,7 +514,8 @@ freeze_host(hkx_executor *ex, struct hkx__host *h)
 	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
 
 	signal_host(ex, h, SIGSTOP);
-	while (!all_stopped(h->pid) && hkx__now_ns() < deadline)
+	while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
+	    hkx__now_ns() < deadline)
 		sched_yield();
 }
 
@@ -522,7 +533,7 @@ out_push(struct hkx__host *h, hkx_future *f, const uint8_t *head, size_t head_le
 		h->out = grown;
 		h->out_cap = cap;
 	}
-	h->out[h->out_len].future = f;
+	h->out[h->out_len].future = f != NULL ? hkx_future_retain(f) : NULL;
 	memcpy(h->out[h->out_len].head, head, head_len);
 	h->out[h->out_len].head_len = (uint8_t)head_len;
 	h->out_len++;
@@ -696,6 +707,10 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 		return NULL;
 	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
 	if (word >> 3 != f->seq || !(want & STATE_BIT(word & 7)))
+		return NULL;
+	/* Only a cancelled future has ended while its slot is taken: a host
+	 * that rewrites a slot cannot make one end twice, or never. */
+	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)))
 		return NULL;
 	return f;
 }
@@ -872,13 +887,15 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 	}
 }
 
+/* One read per event for a live host (epoll is level-triggered: a host
+ * that floods the pipe cannot hold this thread); all of it once dead. */
 static void
-read_notes(hkx_executor *ex, struct hkx__host *h)
+read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
 {
 	struct hkx__note notes[64];
 	ssize_t n;
 
-	while (h->crash_open) {
+	for (int reads = 0; h->crash_open && (dead || reads < 1); reads++) {
 		n = read(h->crash_fd, notes, sizeof(notes));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -913,6 +930,8 @@ poll_down(hkx_executor *ex, struct hkx__host *h, bool on)
 static void
 drop_output(hkx_executor *ex, struct hkx__host *h)
 {
+	for (size_t i = h->out_head; i < h->out_len; i++)
+		hkx_future_release(h->out[i].future);
 	h->out_head = h->out_len = h->out_partial = 0;
 	poll_down(ex, h, false);
 }
@@ -978,6 +997,7 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 			}
 			len -= k;
 			h->out_partial = 0;
+			hkx_future_release(o->future);
 			h->out_head++;
 		}
 	}
@@ -985,6 +1005,23 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 }
 
 /* --- a host's life ------------------------------------------------------- */
+
+/* No host came of a SPAWN: a restart like any other, and whoever waits
+ * for the spawn to end (a start, a shutdown) looks again. */
+static void
+spawn_failed(hkx_executor *ex, int err)
+{
+	hkx__lock(ex);
+	ex->spawning = false;
+	if (!ex->started)
+		ex->start_error = err;
+	else {
+		count_restart(ex);
+		respawn_if_needed(ex);
+	}
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+}
 
 static void
 host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
@@ -999,6 +1036,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 		if (m->pid > 0)
 			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
 		free(h);
+		spawn_failed(ex, -ENOMEM);
 		return;
 	}
 	h->pid = m->pid;
@@ -1049,7 +1087,7 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 		set_message(f, "crashed: signal %d (%s)", h->crash_signal, strsignal(h->crash_signal));
 		end_future(ex, f, HKX_CRASHED, h->crash_signal);
 	} else if (culprit_known) {
-		if (f->retries_left > 0 && !h->kill_all &&
+		if (f->retries_left > 0 && !h->kill_all && !f->stop_asked &&
 		    !(ex->shutting_down && ex->shutdown_mode == HKX_SHUTDOWN_KILL)) {
 			f->retries_left--;
 			requeue(ex, f, back);
@@ -1073,7 +1111,7 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	struct hkx__future_list back = TAILQ_HEAD_INITIALIZER(back);
 	bool culprit_known = h->killing && !h->protocol_error;
 	struct hkx__slot *slot;
-	hkx_future *f;
+	hkx_future *f, *next;
 	uint64_t word;
 	uint32_t i;
 
@@ -1111,6 +1149,15 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 			end_future(ex, f, HKX_CRASHED, 0);
 		}
 	}
+	/* A later slot's crash may have failed a group after one of its
+	 * members was put back: it must not run. */
+	for (f = TAILQ_FIRST(&back); f != NULL; f = next) {
+		next = TAILQ_NEXT(f, link);
+		if (f->group != NULL && (f->group->failed || f->group->stopped)) {
+			TAILQ_REMOVE(&back, f, link);
+			end_future(ex, f, HKX_CANCELLED, 0);
+		}
+	}
 	TAILQ_CONCAT(&back, &ex->queue, link);
 	TAILQ_SWAP(&back, &ex->queue, hkx_future, link);
 }
@@ -1135,9 +1182,10 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 {
 	bool ordered;
 
-	while (read_host(ex, h))
+	/* The pipe holds at most what the dead host wrote into it. */
+	for (int reads = 0; reads < 64 && read_host(ex, h); reads++)
 		;
-	read_notes(ex, h);
+	read_notes(ex, h, true);
 
 	hkx__lock(ex);
 	h->settled = true;
@@ -1168,7 +1216,7 @@ host_died(hkx_executor *ex, struct hkx__host *h)
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
 	if (h->settled)
 		return;
-	read_notes(ex, h);
+	read_notes(ex, h, true);
 	hkx__lock(ex);
 	explained = h->killing ||
 	    (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL);
@@ -1224,6 +1272,7 @@ zygote_died(hkx_executor *ex)
 		hkx__pidfd_send_signal(h->pidfd, SIGKILL);
 	}
 	ex->current = NULL;
+	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
 	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
 	 * killed anyway; wait for each, then settle it. */
@@ -1240,22 +1289,24 @@ zygote_readable(hkx_executor *ex)
 	struct hkx__host *h;
 	int rc;
 
-	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0) {
+	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO) {
+		if (rc == -EPROTO) {
+			/* Truncated (we were out of fds, say): its fds are closed;
+			 * a host that came with it is useless. */
+			if (m.type == HKX__ZYGOTE_SPAWNED) {
+				if (m.pid > 0)
+					hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m.pid,
+					    SIGKILL);
+				spawn_failed(ex, -EMFILE);
+			}
+			continue;
+		}
 		switch (m.type) {
 		case HKX__ZYGOTE_SPAWNED:
 			host_spawned(ex, &m);
 			break;
 		case HKX__ZYGOTE_SPAWN_FAILED:
-			hkx__lock(ex);
-			ex->spawning = false;
-			if (!ex->started) {
-				ex->start_error = m.value < 0 ? m.value : -ECHILD;
-				pthread_cond_broadcast(&ex->cond);
-			} else {
-				count_restart(ex);
-				respawn_if_needed(ex);
-			}
-			hkx__unlock(ex);
+			spawn_failed(ex, m.value < 0 ? m.value : -ECHILD);
 			break;
 		case HKX__ZYGOTE_EXITED:
 			h = host_by_pid(ex, m.pid);
@@ -1268,7 +1319,9 @@ zygote_readable(hkx_executor *ex)
 		for (int i = 0; i < m.nfds && m.type != HKX__ZYGOTE_SPAWNED; i++)
 			close(m.fds[i]);
 	}
-	if (rc < 0)
+	/* Only the end of the stream means the zygote is gone; another error
+	 * (ENOMEM, say) is tried again on the next event. */
+	if (rc == -EPIPE || rc == -ECONNRESET)
 		zygote_died(ex);
 }
 
@@ -1324,7 +1377,7 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		read_host(ex, h);
 		break;
 	case HOST_CRASH:
-		read_notes(ex, h);
+		read_notes(ex, h, false);
 		break;
 	case HOST_DOWN:
 		if (events & (EPOLLERR | EPOLLHUP))
@@ -1469,6 +1522,7 @@ check_config(const struct hkx_config *c)
 {
 	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->threads == 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
+	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY)
 		return -EINVAL;
 	return 0;
@@ -1553,7 +1607,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	nslots = 2 * ex->host_capacity;
 	ex->owners = calloc(nslots, sizeof(*ex->owners));
 	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
-	ex->restarts = calloc((size_t)c->max_restarts + 1, sizeof(*ex->restarts));
+	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
+	    sizeof(*ex->restarts));
 	ex->inbuf = malloc(INBUF_LEN);
 	if (ex->owners == NULL || ex->free_slots == NULL || ex->restarts == NULL ||
 	    ex->inbuf == NULL)
@@ -1575,9 +1630,9 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hc->allow_core_dumps = c->allow_core_dumps;
 	hc->no_new_privs = c->no_new_privs;
 
-	ex->epfd = epoll_create1(EPOLL_CLOEXEC);
-	ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	ex->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	ex->epfd = hkx__above_stdio(epoll_create1(EPOLL_CLOEXEC));
+	ex->wakefd = hkx__above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	ex->timerfd = hkx__above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
 	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0)
 		return -errno;
 	err = hkx__zygote_start(&ex->zygote, hc);
@@ -1839,7 +1894,7 @@ signal_live_hosts(hkx_executor *ex, bool freeze)
 	struct hkx__host *h;
 
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (!h->ready || h->killing)
+		if (!h->ready || h->killing || h->settled)
 			continue;
 		if (freeze)
 			freeze_host(ex, h);
@@ -1938,6 +1993,8 @@ hkx_future_kill(hkx_future *f)
 	if (f == NULL)
 		return -EINVAL;
 	ex = f->ex;
+	if (!hkx__caller_ok(ex))
+		return -EPERM;
 	hkx__lock(ex);
 	if (is_end(f))
 		err = -EALREADY;
@@ -2013,7 +2070,10 @@ hkx_executor_free(hkx_executor *ex)
 {
 	if (hkx__executor_usable(ex) < 0)
 		return; /* NULL, or a copy in a fork() child: nothing of ours runs here */
-	hkx_executor_shutdown(ex, HKX_SHUTDOWN_KILL, -1);
+	/* From an on_done callback it would wait for, and then free, the very
+	 * thread it runs on: refused, as hkx.h says. */
+	if (hkx_executor_shutdown(ex, HKX_SHUTDOWN_KILL, -1) == -EDEADLK)
+		return;
 	destroy(ex);
 }
 

@@ -145,6 +145,10 @@ void hkx__unlock(hkx_executor *ex);
 void hkx__executor_release(hkx_executor *ex);
 /* Checks that the caller may use ex: 0, -EPERM or -ESHUTDOWN. */
 int hkx__executor_usable(hkx_executor *ex);
+/* False inside a host or in a fork() child: there the executor's lock may
+ * be held forever by a thread the fork left behind, and its slot table and
+ * pidfds belong to the parent. */
+bool hkx__caller_ok(const hkx_executor *ex);
 
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */

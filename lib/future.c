@@ -135,7 +135,7 @@ hkx_future_state(const hkx_future *f)
 	if (f == NULL)
 		return HKX_QUEUED;
 	s = load_state(f);
-	if (s != HKX_QUEUED)
+	if (s != HKX_QUEUED || !hkx__caller_ok(f->ex))
 		return s;
 	/* A start the host has not reported yet is in the slot table. */
 	hkx__lock(mf->ex);
@@ -165,7 +165,7 @@ hkx_future_attempts(const hkx_future *f)
 
 	if (f == NULL)
 		return 0;
-	if (is_end(load_state(f)))
+	if (is_end(load_state(f)) || !hkx__caller_ok(f->ex))
 		return f->attempts;
 	hkx__lock(mf->ex);
 	hkx__observe(mf->ex, mf);
@@ -228,6 +228,8 @@ hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total)
 	if (f == NULL)
 		return -EINVAL;
 	ex = mf->ex;
+	if (!hkx__caller_ok(ex))
+		return -EPERM;
 	if (!is_end(load_state(f))) {
 		hkx__lock(ex);
 		hkx__observe(ex, mf);
@@ -255,7 +257,7 @@ hkx_future_cancel(hkx_future *f)
 {
 	bool cancelled = false;
 
-	if (f == NULL || is_end(load_state(f)))
+	if (f == NULL || is_end(load_state(f)) || !hkx__caller_ok(f->ex))
 		return false;
 	hkx__lock(f->ex);
 	if (!is_end(load_state(f)))
@@ -271,6 +273,8 @@ hkx_future_stop(hkx_future *f)
 
 	if (f == NULL)
 		return -EINVAL;
+	if (!hkx__caller_ok(f->ex))
+		return -EPERM;
 	hkx__lock(f->ex);
 	if (is_end(load_state(f)))
 		rc = -EALREADY;
@@ -287,6 +291,8 @@ hkx_future_on_done(hkx_future *f, hkx_done_fn fn, void *arg)
 
 	if (f == NULL || fn == NULL)
 		return -EINVAL;
+	if (!hkx__caller_ok(f->ex))
+		return -EPERM;
 	cb = malloc(sizeof(*cb));
 	if (cb == NULL)
 		return -ENOMEM;
@@ -445,6 +451,9 @@ hkx_wait(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, int timeout_ms
 	for (i = 0; i < n; i++)
 		if (fs[i] == NULL)
 			return -EINVAL;
+	for (i = 0; i < n; i++)
+		if (!hkx__caller_ok(fs[i]->ex))
+			return -EPERM;
 	deadline = hkx__deadline(timeout_ms);
 	if (mode != HKX_WAIT_ALL)
 		return wait_decided(fs, n, mode, deadline);

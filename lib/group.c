@@ -99,20 +99,30 @@ hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 
 	if (g == NULL || timeout_ms < -1)
 		return -EINVAL;
+	if (!hkx__caller_ok(g->ex))
+		return -EPERM;
 	deadline = hkx__deadline(timeout_ms);
 	err = hkx__waiter_init(&w);
 	if (err < 0)
 		return err;
-	hkx__lock(g->ex);
-	ended = g->pending == 0;
-	if (!ended)
-		hkx__wait_link(&g->waiters, &node, &w);
-	hkx__unlock(g->ex);
-	if (!ended) {
-		hkx__waiter_wait(&w, deadline);
+	/* Members may join while we wait: wait again until none is left or
+	 * the deadline passes. */
+	for (;;) {
+		w.fired = false;
+		hkx__lock(g->ex);
+		ended = g->pending == 0;
+		if (!ended)
+			hkx__wait_link(&g->waiters, &node, &w);
+		hkx__unlock(g->ex);
+		if (ended || !hkx__waiter_wait(&w, deadline)) {
+			hkx__lock(g->ex);
+			hkx__wait_unlink(&node);
+			ended = g->pending == 0;
+			hkx__unlock(g->ex);
+			break;
+		}
 		hkx__lock(g->ex);
 		hkx__wait_unlink(&node);
-		ended = g->pending == 0;
 		hkx__unlock(g->ex);
 	}
 	hkx__waiter_destroy(&w);

@@ -130,9 +130,23 @@ hkx__cond_init(pthread_cond_t *cond)
 }
 
 int
+hkx__above_stdio(int fd)
+{
+	int moved;
+
+	if (fd < 0 || fd > 2)
+		return fd;
+	moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (moved < 0)
+		moved = -errno;
+	close(fd);
+	return moved;
+}
+
+int
 hkx__keep_fds(int *fds, int n)
 {
-	int i, fd;
+	int i, fd, null;
 
 	/* Lift every fd above the target range first, so that moving one into
 	 * place can never overwrite another that is still to be moved. */
@@ -140,6 +154,12 @@ hkx__keep_fds(int *fds, int n)
 		fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3 + n);
 		if (fd < 0)
 			return -errno;
+		if (fds[i] <= 2) {
+			null = open("/dev/null", O_RDWR | O_CLOEXEC);
+			if (null < 0 || dup2(null, fds[i]) < 0)
+				return -errno;
+			close(null);
+		}
 		fds[i] = fd;
 	}
 	for (i = 0; i < n; i++) {

@@ -37,8 +37,14 @@ int hkx__write_all(int fd, const void *buf, size_t len);
 int hkx__wait_readable(int fd, uint64_t deadline);
 
 /* Moves fds[0..n) to 3..3+n (updating fds) and closes every other fd from
- * 3 up, so that a forked process holds nothing of the application's. */
+ * 3 up, so that a forked process holds nothing of the application's. One
+ * that was below 3 (the application had closed its stdio) is pointed at
+ * /dev/null, so that stdio never reaches a pipe of ours. */
 int hkx__keep_fds(int *fds, int n);
+/* fd itself if it is 3 or more, else a CLOEXEC copy above stdio (fd is
+ * closed): a library fd in a stdio slot would survive every closefrom(3).
+ * -errno on failure; a negative fd is passed through. */
+int hkx__above_stdio(int fd);
 
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);

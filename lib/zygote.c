@@ -149,7 +149,7 @@ spawn(void)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
 	struct child *grown;
-	pid_t pid;
+	pid_t self = getpid(), pid;
 	int pidfd = -1, err;
 
 	if (zy.nchildren == zy.cap) {
@@ -171,7 +171,7 @@ spawn(void)
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, down[0], up[1], crash[1], getppid());
+		hkx__host_main(zy.hc, down[0], up[1], crash[1], self);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
@@ -307,11 +307,22 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 
 	z->pid = 0;
 	z->pidfd = z->sock = -1;
-	app_pidfd = hkx__pidfd_open(getpid());
+	app_pidfd = hkx__above_stdio(hkx__pidfd_open(getpid()));
 	if (app_pidfd < 0)
 		return app_pidfd;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		err = -errno;
+		close(app_pidfd);
+		return err;
+	}
+	sv[0] = hkx__above_stdio(sv[0]);
+	sv[1] = hkx__above_stdio(sv[1]);
+	if (sv[0] < 0 || sv[1] < 0) {
+		err = sv[0] < 0 ? sv[0] : sv[1];
+		if (sv[0] >= 0)
+			close(sv[0]);
+		if (sv[1] >= 0)
+			close(sv[1]);
 		close(app_pidfd);
 		return err;
 	}

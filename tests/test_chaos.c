@@ -37,6 +37,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
@@ -954,7 +955,7 @@ START_TEST(test_stress)
 	pthread_mutex_init(&st.err_lock, NULL);
 	baseline_take(&base);
 	/* Crashes are part of the mix: the restart budget must not run out. */
-	st.ex = executor(2, 8, 100000, 0);
+	st.ex = executor(2, 8, UINT_MAX, 0);
 	ck_assert_int_eq(pids_note(st.ex, &st.pids), 0);
 
 	start_workers(subs, sw, SUBMITTERS, &st, "submitter", submitter);
@@ -1080,7 +1081,7 @@ START_TEST(test_crash_storm)
 
 	baseline_take(&base);
 	memset(&pids, 0, sizeof(pids));
-	ex = executor(1, 4, 100000, 0);
+	ex = executor(1, 4, UINT_MAX, 0);
 	ck_assert_int_eq(pids_note(ex, &pids), 0);
 	tst_stats(ex, &st);
 	first_host = st.host_pid;

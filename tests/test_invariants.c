@@ -42,22 +42,35 @@ struct snapshot {
 };
 
 static void *
-nothing(void *arg)
+report_tid(void *arg)
 {
-	return arg;
+	*(pid_t *)arg = gettid();
+	return NULL;
+}
+
+static bool
+task_gone(void *arg)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d", (int)*(pid_t *)arg);
+	return access(path, F_OK) != 0;
 }
 
 static void
 snapshot_take(struct snapshot *s)
 {
 	pthread_t th;
+	pid_t tid;
 	int sig, fd;
 
 	/* A sanitizer runtime starts a helper thread of its own the first
 	 * time the program creates one; have that happen now, so the counts
 	 * compare the library's threads only. */
-	ck_assert_int_eq(pthread_create(&th, NULL, nothing, NULL), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, report_tid, &tid), 0);
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	/* A joined thread can still be listed for a moment. */
+	tst_poll_until(task_gone, &tid, "the joined thread to leave /proc");
 	memset(s, 0, sizeof(*s));
 	s->fds = tst_count_dir("/proc/self/fd");
 	s->threads = tst_count_dir("/proc/self/task");

@@ -170,11 +170,11 @@ static struct metric metrics[NMETRICS] = {
 struct shared {
 	atomic_uint	started;	/* spin tasks that have begun */
 	unsigned	nslots;
-	int64_t		start_ns[];	/* CLOCK_MONOTONIC at the start, per slot */
+	int64_t		start_ns[];	/* per slot: when its task began */
 };
 
 static struct shared	*shm;
-static unsigned		 anomalies;	/* futures that ended wrongly */
+static unsigned		 anomalies;	/* tasks that ended wrongly */
 
 static int64_t
 now_ns(void)
@@ -513,7 +513,8 @@ pool_settle(struct pool_future **fs, size_t n)
 	}
 	t = now_ns();
 	for (i = 0; i < n; i++) {
-		check(-pthread_cond_destroy(&fs[i]->cv), "pthread_cond_destroy");
+		check(-pthread_cond_destroy(&fs[i]->cv),
+		    "pthread_cond_destroy");
 		check(-pthread_mutex_destroy(&fs[i]->mu),
 		    "pthread_mutex_destroy");
 		free(fs[i]);
@@ -556,7 +557,8 @@ bench_pool(const struct sizes *sz, size_t nworkers)
 	progress("in-process pool, %zu workers", nworkers);
 	pool_start(&p, nworkers);
 	rate(POOL_TPUT, sz->inflight, pool_batch, &p);
-	sample(POOL_RT_P50, POOL_RT_P99, sz->roundtrips, pool_roundtrip_one, &p);
+	sample(POOL_RT_P50, POOL_RT_P99, sz->roundtrips, pool_roundtrip_one,
+	    &p);
 	pool_stop(&p);
 }
 
@@ -732,8 +734,11 @@ bench_queue_memory(struct bench *b, size_t n)
 	m1 = mallinfo2();
 	if (getrusage(RUSAGE_SELF, &r1) == -1)
 		err(1, "getrusage");
-	metrics[QUEUED_BYTES].value = ((double)m1.uordblks + m1.hblkhd -
-	    m0.uordblks - m0.hblkhd) / n;
+	/* A heap that did not grow at all is not glibc's (a sanitizer's, a
+	 * preloaded one), and mallinfo2() knows nothing of it. */
+	if (m1.uordblks + m1.hblkhd != m0.uordblks + m0.hblkhd)
+		metrics[QUEUED_BYTES].value = ((double)m1.uordblks +
+		    m1.hblkhd - m0.uordblks - m0.hblkhd) / n;
 	metrics[QUEUED_RSS].value = (r1.ru_maxrss - r0.ru_maxrss) * 1024.0 / n;
 
 	check(hkx_executor_stop(b->ex), "hkx_executor_stop");
