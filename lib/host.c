@@ -201,6 +201,12 @@ writer_main(void *arg)
 	return NULL;
 }
 
+struct hkx__slots *
+hkx__host_slots(void)
+{
+	return host.slots;
+}
+
 void
 hkx__host_inject(const void *bytes, size_t len)
 {

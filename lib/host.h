@@ -58,5 +58,8 @@ _Noreturn void hkx__host_main(const struct hkx__host_config *hc, int down_fd, in
 /* Test hook: writes raw bytes on the up pipe from inside a task, after
  * whatever is already queued, so that tests can play a broken host. */
 void hkx__host_inject(const void *bytes, size_t len);
+/* Test hook: the slot table as the host sees it, so that tests can play a
+ * host that rewrites slots. */
+struct hkx__slots *hkx__host_slots(void);
 
 #endif
