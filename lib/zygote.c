@@ -112,12 +112,25 @@ struct child {
 	int pidfd;
 };
 
+/* A host forked ahead of need: pid 0 if none. fds: its pidfd (also in
+ * children) and the supervisor's ends of its down, up and crash pipes. */
+struct ready_host {
+	pid_t pid;
+	int fds[HKX__ZYGOTE_MAX_FDS];
+};
+
 static struct {
 	const struct hkx__host_config *hc;
 	int sock, app_pidfd;
 	struct child *children;
 	size_t nchildren, cap;
+	struct ready_host spare;
+	bool spare_owed;
 } zy;
+
+/* How long the zygote waits with nothing to do before it forks the next
+ * spare: right after a handover the new host needs the CPUs more. */
+#define SPARE_DELAY_MS 20
 
 static void
 reap(size_t i)
@@ -133,6 +146,10 @@ reap(size_t i)
 		;
 	close(c.pidfd);
 	zy.children[i] = zy.children[--zy.nchildren];
+	if (c.pid == zy.spare.pid) {
+		close_fds(zy.spare.fds + 1, 3);
+		zy.spare.pid = 0;
+	}
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
 }
 
@@ -144,20 +161,18 @@ zygote_exit(void)
 	_exit(0);
 }
 
-static void
-spawn(void)
+static int
+fork_host(struct ready_host *out)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
 	struct child *grown;
 	pid_t self = getpid(), pid;
-	int pidfd = -1, err;
+	int pidfd, err;
 
 	if (zy.nchildren == zy.cap) {
 		grown = reallocarray(zy.children, zy.cap ? zy.cap * 2 : 4, sizeof(*grown));
-		if (grown == NULL) {
-			err = -ENOMEM;
-			goto fail;
-		}
+		if (grown == NULL)
+			return -ENOMEM;
 		zy.children = grown;
 		zy.cap = zy.cap ? zy.cap * 2 : 4;
 	}
@@ -183,16 +198,40 @@ spawn(void)
 		goto fail;
 	}
 	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd };
-	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, pid, 0,
-	    (int[]){ pidfd, down[1], up[0], crash[0] }, 4);
-	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
-	if (err < 0)
-		zygote_exit();
-	return;
+	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
+	out->pid = pid;
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0] }, sizeof(out->fds));
+	return 0;
 fail:
 	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
-	if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, 0, err, NULL, 0) < 0)
+	return err;
+}
+
+/*
+ * Hands a host over: the spare if there is one, else a fresh fork. A next
+ * spare is owed, forked once the zygote has been idle a moment, so that the
+ * next respawn costs a message rather than a fork (slow from a big zygote)
+ * and a host's start-up.
+ */
+static void
+spawn(void)
+{
+	struct ready_host h;
+	int err;
+
+	if (zy.spare.pid != 0) {
+		h = zy.spare;
+		zy.spare.pid = 0;
+	} else if ((err = fork_host(&h)) < 0) {
+		if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, 0, err, NULL, 0) < 0)
+			zygote_exit();
+		return;
+	}
+	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, h.pid, 0, h.fds, HKX__ZYGOTE_MAX_FDS);
+	close_fds(h.fds + 1, 3); /* the pidfd stays: the zygote watches it */
+	if (err < 0)
 		zygote_exit();
+	zy.spare_owed = true;
 }
 
 static void
@@ -248,7 +287,7 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 	int fds[2] = { sock, app_pidfd };
 	struct pollfd *pfds = NULL, *grown;
 	size_t pfd_cap = 0, n, i;
-	int self;
+	int self, rc;
 
 	hkx__in_host = true;
 	reset_signals();
@@ -277,10 +316,17 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 		pfds[1] = (struct pollfd){ .fd = zy.app_pidfd, .events = POLLIN };
 		for (i = 0; i < zy.nchildren; i++)
 			pfds[2 + i] = (struct pollfd){ .fd = zy.children[i].pidfd, .events = POLLIN };
-		if (poll(pfds, n, -1) < 0) {
+		rc = poll(pfds, n, zy.spare_owed ? SPARE_DELAY_MS : -1);
+		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
 			zygote_exit();
+		}
+		if (rc == 0) {
+			zy.spare_owed = false;
+			if (zy.spare.pid == 0 && fork_host(&zy.spare) < 0)
+				zy.spare.pid = 0;
+			continue;
 		}
 		if (pfds[1].revents)
 			zygote_exit(); /* the application is gone */

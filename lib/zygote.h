@@ -3,8 +3,9 @@
  *
  * hkx__zygote_start() forks it from the application (twice, so that it is
  * never the application's child) as a snapshot taken at hkx_executor_new.
- * It then serves requests on a SOCK_SEQPACKET socket: SPAWN forks a host and
- * hands its pidfd and pipe ends over with SCM_RIGHTS; SIGNAL sends a signal
+ * It then serves requests on a SOCK_SEQPACKET socket: SPAWN hands a host's
+ * pidfd and pipe ends over with SCM_RIGHTS (a spare forked ahead of need,
+ * then forks the next spare); SIGNAL sends a signal
  * to a host's whole process group. It reaps its hosts, killing each one's
  * group first so that no process a task started outlives it, and reports
  * each exit status. When the application or the socket goes away it kills
