@@ -101,7 +101,8 @@ struct hkx_config {
 	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
 	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
 	                                many tasks, gracefully, not counted as a restart */
-	int (*host_init)(void *arg); /* run once in each new host before any task; nonzero = fail */
+	int (*host_init)(void *arg); /* run once in each new host before any task; nonzero = fail
+	                                (also in the spare host the zygote keeps ready) */
 	void *host_init_arg;
 	/* sandbox of the host process; 0 = inherit */
 	uint64_t limit_memory_bytes; /* RLIMIT_AS: counts thread stacks and malloc arenas too */
