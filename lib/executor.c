@@ -1903,6 +1903,19 @@ signal_live_hosts(hkx_executor *ex, bool freeze)
 	}
 }
 
+/* After a pause change: freeze or thaw the hosts, and have the supervisor
+ * send what it held back and look at run-time limits again. */
+static void
+set_frozen(hkx_executor *ex, bool frozen)
+{
+	if (ex->frozen != frozen) {
+		ex->frozen = frozen;
+		signal_live_hosts(ex, frozen);
+	}
+	ex->limits_dirty = true;
+	wake(ex);
+}
+
 static int
 pause_locked(hkx_executor *ex, int how)
 {
@@ -1913,15 +1926,7 @@ pause_locked(hkx_executor *ex, int how)
 		ex->pause_began = hkx__now_ns();
 		hkx__slots_set_paused(&ex->host_config.slots, true);
 	}
-	if (how == HKX_PAUSE_FREEZE && !ex->frozen) {
-		ex->frozen = true;
-		signal_live_hosts(ex, true);
-	} else if (how == HKX_PAUSE_CHECKPOINT && ex->frozen) {
-		ex->frozen = false;
-		signal_live_hosts(ex, false);
-	}
-	ex->limits_dirty = true;
-	wake(ex);
+	set_frozen(ex, how == HKX_PAUSE_FREEZE);
 	return 0;
 }
 
@@ -1934,12 +1939,7 @@ resume_locked(hkx_executor *ex, int unused)
 	ex->paused_total += hkx__now_ns() - ex->pause_began;
 	ex->paused = false;
 	hkx__slots_set_paused(&ex->host_config.slots, false);
-	if (ex->frozen) {
-		ex->frozen = false;
-		signal_live_hosts(ex, false);
-	}
-	ex->limits_dirty = true;
-	wake(ex);
+	set_frozen(ex, false);
 	return 0;
 }
 
