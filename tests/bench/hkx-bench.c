@@ -139,9 +139,11 @@ static struct metric metrics[NMETRICS] = {
 	    "<= 1 ms, no slower", 1000, 0, 1.25 },
 	[GROWN_P99] = { "respawn_grown_p99_us",
 	    "  1 GiB after executor p99", US, &metrics[RESPAWN_P99] },
+	/* No target: the zygote is a copy of the application, so memory held
+	 * before hkx_executor_new is in every fork (README: create executors
+	 * early). Shown to make the cost of that visible. */
 	[BIG_P50] = { "respawn_big_p50_us",
-	    "  1 GiB before executor p50", US, &metrics[RESPAWN_P50],
-	    "<= 1 ms, no slower", 1000, 0, 1.25 },
+	    "  1 GiB before executor p50", US, &metrics[RESPAWN_P50] },
 	[BIG_P99] = { "respawn_big_p99_us",
 	    "  1 GiB before executor p99", US, &metrics[RESPAWN_P99] },
 	[TIMEOUT_P50] = { "timeout_late_p50_us",
