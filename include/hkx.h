@@ -10,6 +10,8 @@
  *  - every public struct ends with reserved space that must be zero;
  *  - futures and groups are reference-counted and may outlive their
  *    executor; calls that need the executor then return -ESHUTDOWN;
+ *  - in a fork() child of the application, and inside a host, calls on an
+ *    executor or its futures are refused (-EPERM, or false);
  *  - the library never installs a signal handler in the application, never
  *    changes its signal mask, never leaves it a child to reap and opens
  *    every fd with O_CLOEXEC.
@@ -226,8 +228,11 @@ int hkx_wait(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, int timeou
 int hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out);
 /* Cancel its queued tasks, ask its running ones to stop. */
 int hkx_group_stop(hkx_group *g);
-/* 0 if every member ended DONE; -ECANCELED if one failed or the group was
- * stopped; -ETIMEDOUT. *first_failure gets a new reference, or NULL. */
+/* Waits until every member has ended (members that join meanwhile too).
+ * 0 if every member ended DONE; -ECANCELED if one ended otherwise or the
+ * group was stopped; -ETIMEDOUT. *first_failure gets a new reference to
+ * the first member that ended FAILED, TIMED_OUT or CRASHED (with or
+ * without FAIL_FAST), or NULL. */
 int hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure);
 hkx_group *hkx_group_retain(hkx_group *g);
 void hkx_group_release(hkx_group *g);
