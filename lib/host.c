@@ -1,9 +1,12 @@
 /*
  * host: runs tasks in the process the zygote forked.
  *
- * Threads: the main thread reads frames from the down pipe and queues tasks;
- * N workers claim a task's slot, run it and append its result to one output
- * buffer, which leaves in writes of many frames. A result must never die
+ * Threads: N workers (the main thread is the first) in leader/follower
+ * fashion: an idle worker takes the reader role, reads a batch of frames
+ * from the down pipe, queues them and runs the first task itself, so a
+ * lone task costs no hand-off between threads. A worker claims its task's
+ * slot, runs it and appends its result to one output buffer, which leaves
+ * in writes of many frames. A result must never die
  * with the host once its task has returned: a small one is stored in the
  * task's shared slot first, and its frame may then wait for the writer
  * thread while the worker goes on (that is where batching comes from); a
@@ -76,11 +79,14 @@ static struct {
 	int down_fd, up_fd, crash_fd;
 
 	pthread_mutex_t queue_lock;
-	pthread_cond_t queue_cond; /* work arrived */
-	pthread_cond_t idle_cond;  /* the last busy worker went idle */
+	pthread_cond_t queue_cond; /* work arrived, or the reader role is free */
 	struct task_queue queue;
 	_Atomic unsigned queued; /* tasks in queue, readable without the lock */
 	unsigned busy;
+	bool reading;            /* a worker holds the reader role */
+	bool quitting;           /* QUIT came: finish what is held, then exit */
+	uint8_t *inbuf;          /* the reader role's */
+	struct hkx__decoder decoder;
 
 	pthread_mutex_t out_lock;
 	pthread_cond_t out_cond;  /* more bytes reached the pipe */
@@ -395,13 +401,19 @@ run_task(struct worker *w, struct hkx_task *t)
 	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len, mode);
 }
 
+static _Noreturn void quit(void);
+static bool read_batch(struct task_queue *batch, unsigned *count);
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct sigevent sev = { 0 };
 	stack_t ss = { 0 };
+	struct task_queue batch;
 	struct hkx_task *t;
+	unsigned count;
+	bool quitting;
 
 	current_worker = w;
 	ss.ss_sp = w->altstack;
@@ -417,22 +429,40 @@ worker_main(void *arg)
 
 	pthread_mutex_lock(&host.queue_lock);
 	for (;;) {
-		while (STAILQ_EMPTY(&host.queue))
+		if ((t = STAILQ_FIRST(&host.queue)) != NULL) {
+			STAILQ_REMOVE_HEAD(&host.queue, link);
+			atomic_fetch_sub_explicit(&host.queued, 1, memory_order_relaxed);
+			host.busy++;
+			pthread_mutex_unlock(&host.queue_lock);
+			run_task(w, t);
+			free(t->reply);
+			free(t->message);
+			free(t);
+			pthread_mutex_lock(&host.queue_lock);
+			host.busy--;
+		} else if (host.quitting) {
+			if (host.busy == 0)
+				quit(); /* the last one out */
 			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
-		t = STAILQ_FIRST(&host.queue);
-		STAILQ_REMOVE_HEAD(&host.queue, link);
-		atomic_fetch_sub_explicit(&host.queued, 1, memory_order_relaxed);
-		host.busy++;
-		pthread_mutex_unlock(&host.queue_lock);
-
-		run_task(w, t);
-		free(t->reply);
-		free(t->message);
-		free(t);
-
-		pthread_mutex_lock(&host.queue_lock);
-		if (--host.busy == 0 && STAILQ_EMPTY(&host.queue))
-			pthread_cond_broadcast(&host.idle_cond);
+		} else if (!host.reading) {
+			host.reading = true;
+			pthread_mutex_unlock(&host.queue_lock);
+			STAILQ_INIT(&batch);
+			count = 0;
+			quitting = read_batch(&batch, &count);
+			pthread_mutex_lock(&host.queue_lock);
+			host.reading = false;
+			STAILQ_CONCAT(&host.queue, &batch);
+			atomic_fetch_add_explicit(&host.queued, count, memory_order_relaxed);
+			host.quitting |= quitting;
+			/* Tasks beyond the one this worker takes, and the reader
+			 * role, are for the idle ones. */
+			if (count > 1 || quitting)
+				pthread_cond_broadcast(&host.queue_cond);
+			else
+				pthread_cond_signal(&host.queue_cond);
+		} else
+			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
 	}
 	return NULL;
 }
@@ -522,12 +552,14 @@ start_threads(const struct hkx__host_config *hc)
 		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 		if (host.workers[i].altstack == MAP_FAILED)
 			die(HOST_EXIT_SETUP);
-		if (pthread_create(&host.workers[i].thread, NULL, worker_main, &host.workers[i]) != 0)
+		/* The first worker is the main thread itself. */
+		if (i > 0 &&
+		    pthread_create(&host.workers[i].thread, NULL, worker_main, &host.workers[i]) != 0)
 			die(HOST_EXIT_SETUP);
 	}
 }
 
-/* --- the reader ------------------------------------------------------------ */
+/* --- the reader role ------------------------------------------------------- */
 
 static struct hkx_task *
 task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
@@ -554,76 +586,54 @@ task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 	return t;
 }
 
-/* QUIT: finish what is held, say everything, leave. */
+/* QUIT, and nothing is queued or running: say everything, leave. Called
+ * with the queue lock held. */
 static _Noreturn void
 quit(void)
 {
-	pthread_mutex_lock(&host.queue_lock);
-	while (host.busy > 0 || !STAILQ_EMPTY(&host.queue))
-		pthread_cond_wait(&host.idle_cond, &host.queue_lock);
 	pthread_mutex_unlock(&host.queue_lock);
-	/* ... including the frames left to the writer thread. */
 	pthread_mutex_lock(&host.out_lock);
 	if (!host.flushing && host.out_len > 0)
 		out_flush_locked();
+	/* ... including the frames left to the writer thread. */
 	while (host.written < host.appended)
 		pthread_cond_wait(&host.out_cond, &host.out_lock);
 	_exit(0);
 }
 
-static _Noreturn void
-read_loop(const struct hkx__host_config *hc)
+/* The reader role: one read of the down pipe, its TASKs appended to batch;
+ * true if QUIT came. */
+static bool
+read_batch(struct task_queue *batch, unsigned *count)
 {
-	struct hkx__decoder dec = { 0 };
-	struct task_queue batch;
 	struct hkx__frame frame;
 	struct hkx_task *t;
-	uint8_t *buf;
 	ssize_t n, used;
 	size_t off;
-	unsigned count;
 	bool ready, quitting = false;
 
-	buf = malloc(READ_BUF_LEN);
-	if (buf == NULL)
-		die(HOST_EXIT_SETUP);
-	hkx__decoder_init(&dec, hc->max_payload, NULL, NULL);
-	for (;;) {
-		n = read(host.down_fd, buf, READ_BUF_LEN);
-		if (n == 0)
-			die(0); /* the supervisor closed the pipe or died */
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die(0);
-		}
-		STAILQ_INIT(&batch);
-		count = 0;
-		for (off = 0; off < (size_t)n; off += (size_t)used) {
-			used = hkx__decoder_feed(&dec, buf + off, (size_t)n - off, &frame, &ready);
-			if (used < 0)
-				die(HOST_EXIT_PROTOCOL);
-			if (!ready)
-				continue;
-			if (frame.type == HKX__FRAME_TASK) {
-				t = task_from_frame(hc, &frame);
-				STAILQ_INSERT_TAIL(&batch, t, link);
-				count++;
-			} else if (frame.type == HKX__FRAME_QUIT)
-				quitting = true;
-			else
-				die(HOST_EXIT_PROTOCOL);
-		}
-		if (!STAILQ_EMPTY(&batch)) {
-			pthread_mutex_lock(&host.queue_lock);
-			STAILQ_CONCAT(&host.queue, &batch);
-			atomic_fetch_add_explicit(&host.queued, count, memory_order_relaxed);
-			pthread_cond_broadcast(&host.queue_cond);
-			pthread_mutex_unlock(&host.queue_lock);
-		}
-		if (quitting)
-			quit();
+	do
+		n = read(host.down_fd, host.inbuf, READ_BUF_LEN);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		die(0); /* the supervisor closed the pipe or died */
+	for (off = 0; off < (size_t)n; off += (size_t)used) {
+		used = hkx__decoder_feed(&host.decoder, host.inbuf + off, (size_t)n - off, &frame,
+		    &ready);
+		if (used < 0)
+			die(HOST_EXIT_PROTOCOL);
+		if (!ready)
+			continue;
+		if (frame.type == HKX__FRAME_TASK) {
+			t = task_from_frame(host.hc, &frame);
+			STAILQ_INSERT_TAIL(batch, t, link);
+			(*count)++;
+		} else if (frame.type == HKX__FRAME_QUIT)
+			quitting = true;
+		else
+			die(HOST_EXIT_PROTOCOL);
 	}
+	return quitting;
 }
 
 _Noreturn void
@@ -649,7 +659,7 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 	current_worker = NULL;
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
-	    pthread_cond_init(&host.idle_cond, NULL) || pthread_mutex_init(&host.out_lock, NULL) ||
+	    pthread_mutex_init(&host.out_lock, NULL) ||
 	    pthread_cond_init(&host.out_cond, NULL) || pthread_cond_init(&host.writer_cond, NULL))
 		die(HOST_EXIT_SETUP);
 
@@ -661,7 +671,12 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 			die(HOST_EXIT_INIT);
 		}
 	}
+	host.inbuf = malloc(READ_BUF_LEN);
+	if (host.inbuf == NULL)
+		die(HOST_EXIT_SETUP);
+	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	start_threads(hc);
 	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, EMIT_NOW);
-	read_loop(hc);
+	worker_main(&host.workers[0]);
+	die(0); /* not reached: workers leave only through _exit() */
 }
