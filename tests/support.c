@@ -295,8 +295,8 @@ task_big(hkx_task *t, const void *arg, size_t len)
 	return rc;
 }
 
-static int
-task_segv(hkx_task *t, const void *arg, size_t len)
+int
+tst_task_segv(hkx_task *t, const void *arg, size_t len)
 {
 	volatile int *page;
 
@@ -396,7 +396,7 @@ static const struct hkx_task_def common_tasks[] = {
 	{ "spin", task_spin },
 	{ "mark", task_mark },
 	{ "big", task_big },
-	{ "segv", task_segv },
+	{ "segv", tst_task_segv },
 	{ "exit3", task_exit3 },
 	{ "pid", task_pid },
 	{ "id", task_id },

@@ -43,7 +43,7 @@
  *   "mark"      writes its first argument byte to the "ran" FIFO
  *   "big"       replies a patterned buffer of the uint64_t size it is given;
  *               returns what hkx_task_reply() returned
- *   "segv"      dereferences NULL
+ *   "segv"      dies of SIGSEGV (see tst_task_segv)
  *   "exit3"     calls exit(3)
  *   "pid"       replies getpid() as a pid_t
  *   "id"        replies hkx_task_id() as a uint64_t
@@ -94,6 +94,9 @@ void tst_release(unsigned n);
 const char *tst_ran(void);
 /* Task side, for suites' own tasks: the same rendezvous as the common ones. */
 void tst_task_started(int value);
+/* The "segv" task: a store to a page with no access, a real SIGSEGV that no
+ * sanitizer turns into a report and exit() first, as it would a NULL store. */
+int tst_task_segv(hkx_task *t, const void *arg, size_t len);
 int tst_task_block(void);
 int tst_task_mark(char tag);
 

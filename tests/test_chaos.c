@@ -403,20 +403,6 @@ task_coop(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
-/* A real SIGSEGV: a store to a page with no access. Not a NULL store,
- * which UBSan would report and turn into an exit() first. */
-static int
-task_crash(hkx_task *t, const void *arg, size_t len)
-{
-	volatile int *page;
-
-	page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (page == MAP_FAILED)
-		return -errno;
-	*page = 1;
-	return 0;
-}
-
 /* Never returns and never looks at a stop: only a kill ends it. With an
  * argument it first signals its start. */
 static int
@@ -462,7 +448,7 @@ executor(unsigned threads, unsigned prefetch, unsigned max_restarts, size_t max_
 	tst_add_task(&c, "nop", task_nop);
 	tst_add_task(&c, "coop", task_coop);
 	tst_add_task(&c, "runaway", task_runaway);
-	tst_add_task(&c, "crash", task_crash);
+	tst_add_task(&c, "crash", tst_task_segv);
 	tst_add_task(&c, "work", task_work);
 	c.prefetch = prefetch;
 	c.max_restarts = max_restarts;
