@@ -97,6 +97,12 @@ recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 			memcpy(m->fds, CMSG_DATA(cmsg), sizeof(int) * (size_t)nfds);
 		}
 	}
+	/* An application that closed its stdio must not find our fds there. */
+	for (int i = 0; i < nfds; i++) {
+		m->fds[i] = hkx__above_stdio(m->fds[i]);
+		if (m->fds[i] < 0)
+			msg.msg_flags |= MSG_CTRUNC; /* out of fds: as if cut short */
+	}
 	if ((size_t)n != sizeof(*m) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
 	    m->nfds != nfds) {
 		close_fds(m->fds, nfds);
@@ -281,6 +287,22 @@ reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* Stdio the application had closed is /dev/null here, so that no pipe of
+ * a host's ever lands in fds 0 to 2, where closefrom(3) would miss it. */
+static int
+fill_stdio(void)
+{
+	int fd;
+
+	for (fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		if (open("/dev/null", O_RDWR) != fd)
+			return -1;
+	}
+	return 0;
+}
+
 static _Noreturn void
 zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 {
@@ -292,7 +314,7 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 	hkx__in_host = true;
 	reset_signals();
 	setsid();
-	if (hkx__keep_fds(fds, 2) < 0)
+	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0)
 		_exit(1);
 	zy.hc = hc;
 	zy.sock = fds[0];
