@@ -123,7 +123,6 @@ struct hkx_executor {
 	size_t pending;                /* futures not ended */
 	size_t queued;                 /* futures in state QUEUED */
 	size_t running;
-	size_t limited;                /* running futures with run-time limits */
 	struct hkx_stats stats;
 	uint64_t *restarts;            /* ring of unexpected deaths' times */
 	unsigned nrestarts, restart_head;
@@ -159,9 +158,8 @@ void hkx__future_stop_locked(hkx_executor *ex, hkx_future *f);
 /* With the lock held: stop every future of group g (NULL: all) present now. */
 void hkx__stop_all(hkx_executor *ex, hkx_group *g);
 
-/* future.c, with the lock held: wake whoever waits on f or g. */
+/* future.c, with the lock held: wake whoever waits on f. */
 void hkx__future_wake(hkx_future *f);
-void hkx__group_wake(hkx_group *g);
 void hkx__future_free(hkx_future *f);
 /* group.c, with the lock held: a member ended. */
 void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);

@@ -47,12 +47,6 @@ hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 }
 
 void
-hkx__group_wake(hkx_group *g)
-{
-	hkx__wait_fire(g->waiters);
-}
-
-void
 hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 {
 	enum hkx_state s = (enum hkx_state)atomic_load(&f->state);
@@ -68,7 +62,7 @@ hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 		}
 	}
 	if (g->pending == 0)
-		hkx__group_wake(g);
+		hkx__wait_fire(g->waiters);
 }
 
 int
