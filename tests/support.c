@@ -454,15 +454,22 @@ tst_executor(unsigned threads, unsigned prefetch)
 }
 
 hkx_future *
-tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len)
+tst_submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
+                const struct hkx_opts *o)
 {
 	hkx_future *f = NULL;
 	int rc;
 
-	rc = hkx_submit(ex, task, arg, len, NULL, &f);
+	rc = hkx_submit(ex, task, arg, len, o, &f);
 	ck_assert_msg(rc == 0, "hkx_submit(%s): %s", task, strerror(-rc));
 	ck_assert_ptr_nonnull(f);
 	return f;
+}
+
+hkx_future *
+tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len)
+{
+	return tst_submit_opts(ex, task, arg, len, NULL);
 }
 
 void

@@ -67,6 +67,8 @@ hkx_executor *tst_new(const struct hkx_config *c);
 /* tst_config() with `threads` and `prefetch`, then tst_new(). */
 hkx_executor *tst_executor(unsigned threads, unsigned prefetch);
 hkx_future *tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len);
+hkx_future *tst_submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
+                            const struct hkx_opts *o);
 /* Waits for f to end and asserts it ended in `want`. */
 void tst_wait_end(hkx_future *f, enum hkx_state want);
 /* Polls until f is in state s: the one future change nothing signals. */

@@ -83,18 +83,6 @@ executor(unsigned threads, unsigned prefetch)
 	return tst_new(&c);
 }
 
-static hkx_future *
-submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
-    const struct hkx_opts *o)
-{
-	hkx_future *f = NULL;
-	int rc;
-
-	rc = hkx_submit(ex, task, arg, len, o, &f);
-	ck_assert_msg(rc == 0, "hkx_submit(%s): %s", task, strerror(-rc));
-	return f;
-}
-
 /* ---------------------------------------------------------------------- */
 /* /proc scheduler states.                                                 */
 
@@ -243,7 +231,7 @@ START_TEST(test_kill_with_retried_neighbour)
 
 	target = tst_submit(ex, "attempt", NULL, 0);
 	ck_assert_int_eq(tst_await_start(), 1);
-	neighbour = submit_opts(ex, "attempt", NULL, 0, &o);
+	neighbour = tst_submit_opts(ex, "attempt", NULL, 0, &o);
 	ck_assert_int_eq(tst_await_start(), 1);
 	ck_assert_int_eq(hkx_future_kill(target), 0);
 	tst_wait_end(target, HKX_KILLED);
@@ -267,7 +255,7 @@ START_TEST(test_executor_kill_no_retry)
 	struct hkx_opts o = { .retries = 3 };
 	hkx_future *b;
 
-	b = submit_opts(ex, "attempt", NULL, 0, &o);
+	b = tst_submit_opts(ex, "attempt", NULL, 0, &o);
 	ck_assert_int_eq(tst_await_start(), 1);
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
 	tst_wait_end(b, HKX_KILLED);
@@ -435,7 +423,7 @@ START_TEST(test_stop_after)
 	hkx_future *f;
 
 	/* "spin" only ends when asked to stop. */
-	f = submit_opts(ex, "spin", NULL, 0, &o);
+	f = tst_submit_opts(ex, "spin", NULL, 0, &o);
 	tst_wait_end(f, HKX_STOPPED);
 	hkx_future_release(f);
 	hkx_executor_free(ex);
@@ -450,7 +438,7 @@ START_TEST(test_kill_after)
 	hkx_future *f, *e;
 
 	/* "block" is never released: only the limit ends it. */
-	f = submit_opts(ex, "block", NULL, 0, &o);
+	f = tst_submit_opts(ex, "block", NULL, 0, &o);
 	tst_wait_end(f, HKX_TIMED_OUT);
 	ck_assert_int_eq(hkx_future_code(f), SIGKILL);
 	tst_assert_result(f, -ETIMEDOUT, NULL, 0);
@@ -473,7 +461,7 @@ START_TEST(test_stop_after_then_kill_after)
 	struct hkx_opts o = { .stop_after_ms = 20, .kill_after_ms = 200 };
 	hkx_future *f;
 
-	f = submit_opts(ex, "stubborn", NULL, 0, &o);
+	f = tst_submit_opts(ex, "stubborn", NULL, 0, &o);
 	ck_assert_int_eq(tst_await_start(), 1);
 	ck_assert_int_eq(tst_await_start(), 2);
 	tst_wait_end(f, HKX_TIMED_OUT);
@@ -497,7 +485,7 @@ START_TEST(test_frozen_time_not_counted)
 	struct hkx_opts o = { .kill_after_ms = 1000 };
 	hkx_future *b, *e;
 
-	b = submit_opts(ex, "block", NULL, 0, &o);
+	b = tst_submit_opts(ex, "block", NULL, 0, &o);
 	tst_await_start();
 	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
 	tst_sleep_us(1500000);
@@ -527,7 +515,7 @@ START_TEST(test_group_all_done)
 	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
 	o.group = g;
 	for (i = 0; i < 3; i++)
-		fs[i] = submit_opts(ex, "echo", "x", 1, &o);
+		fs[i] = tst_submit_opts(ex, "echo", "x", 1, &o);
 	ck_assert_int_eq(hkx_group_wait(g, -1, &first), 0);
 	ck_assert_ptr_null(first);
 	for (i = 0; i < 3; i++) {
@@ -556,10 +544,10 @@ START_TEST(test_group_fail_fast)
 	o.group = g;
 	outsider = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
-	spin = submit_opts(ex, "spin", NULL, 0, &o);
+	spin = tst_submit_opts(ex, "spin", NULL, 0, &o);
 	tst_await_start();
-	fail = submit_opts(ex, "fail", NULL, 0, &o);
-	queued = submit_opts(ex, "mark", "q", 1, &o);
+	fail = tst_submit_opts(ex, "fail", NULL, 0, &o);
+	queued = tst_submit_opts(ex, "mark", "q", 1, &o);
 	tst_release(1);
 	tst_wait_end(outsider, HKX_DONE);
 	tst_wait_end(fail, HKX_FAILED);
@@ -593,8 +581,8 @@ START_TEST(test_group_stop)
 
 	ck_assert_int_eq(hkx_group_new(ex, 0, &g), 0);
 	o.group = g;
-	spin = submit_opts(ex, "spin", NULL, 0, &o);
-	queued = submit_opts(ex, "mark", "q", 1, &o);
+	spin = tst_submit_opts(ex, "spin", NULL, 0, &o);
+	queued = tst_submit_opts(ex, "mark", "q", 1, &o);
 	tst_await_start();
 	ck_assert_int_eq(hkx_group_stop(g), 0);
 	ck_assert_int_eq(hkx_future_state(queued), HKX_CANCELLED);
@@ -620,9 +608,9 @@ START_TEST(test_group_without_fail_fast)
 
 	ck_assert_int_eq(hkx_group_new(ex, 0, &g), 0);
 	o.group = g;
-	c = submit_opts(ex, "checkpoint", NULL, 0, &o);
+	c = tst_submit_opts(ex, "checkpoint", NULL, 0, &o);
 	tst_await_start();
-	f = submit_opts(ex, "fail", NULL, 0, &o);
+	f = tst_submit_opts(ex, "fail", NULL, 0, &o);
 	tst_wait_end(f, HKX_FAILED);
 	tst_release(1);
 	tst_await_start();

@@ -291,18 +291,6 @@ executor(unsigned threads, unsigned prefetch)
 	return tst_new(&c);
 }
 
-static hkx_future *
-submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
-    const struct hkx_opts *o)
-{
-	hkx_future *f = NULL;
-	int rc;
-
-	rc = hkx_submit(ex, task, arg, len, o, &f);
-	ck_assert_msg(rc == 0, "hkx_submit(%s): %s", task, strerror(-rc));
-	return f;
-}
-
 /* A hostile task, on a one-worker executor, about to attack the future
  * submitted `ahead` places after it. */
 static hkx_future *
@@ -716,11 +704,11 @@ START_TEST(test_failfast_unstarted_member)
 	 * leaves it free for the unstarted member, below the crasher's. */
 	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
 	quick = tst_submit(ex, "echo", "q", 1);
-	crasher = submit_opts(ex, "hostile", &(struct hostile){ .act = ACT_CRASH, .ahead = 1 },
+	crasher = tst_submit_opts(ex, "hostile", &(struct hostile){ .act = ACT_CRASH, .ahead = 1 },
 	    sizeof(struct hostile), &o);
 	ck_assert_int_eq(hkx_executor_resume(ex), 0);
 	tst_wait_end(quick, HKX_DONE);
-	unstarted = submit_opts(ex, "echo", "u", 1, &o);
+	unstarted = tst_submit_opts(ex, "echo", "u", 1, &o);
 	assert_target(crasher, unstarted, 1);
 
 	tst_wait_end(crasher, HKX_CRASHED);
@@ -750,7 +738,7 @@ START_TEST(test_stopped_collateral_not_retried)
 	struct hkx_stats st;
 	hkx_future *stubborn, *segv;
 
-	stubborn = submit_opts(ex, "stubborn", NULL, 0, &o);
+	stubborn = tst_submit_opts(ex, "stubborn", NULL, 0, &o);
 	ck_assert_int_eq(tst_await_start(), 1);
 	ck_assert_int_eq(hkx_future_stop(stubborn), 0);
 	ck_assert_int_eq(tst_await_start(), 2); /* it saw the stop, and goes on */
@@ -1068,7 +1056,7 @@ START_TEST(test_group_wait_late_member)
 	ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
 	ck_assert_int_eq(hkx_group_new(ex, 0, &w.g), 0);
 	o.group = w.g;
-	early = submit_opts(ex, "block", NULL, 0, &o);
+	early = tst_submit_opts(ex, "block", NULL, 0, &o);
 	tst_await_start();
 	ck_assert_int_eq(pthread_create(&th, NULL, group_waiter_main, &w), 0);
 	tst_poll_until(group_waiter_asleep, &w, "hkx_group_wait to wait");
@@ -1081,7 +1069,7 @@ START_TEST(test_group_wait_late_member)
 	ck_assert_int_eq(read(park_out[0], &b, 1), 1);
 	tst_release(1);
 	tst_wait_end(early, HKX_DONE);
-	late = submit_opts(ex, "block", NULL, 0, &o);
+	late = tst_submit_opts(ex, "block", NULL, 0, &o);
 	atomic_store(&w.late, late);
 	ck_assert_int_eq(write(park_in[1], &b, 1), 1);
 	/* Only then may the late member end: the waiter must have seen it. */
