@@ -706,7 +706,7 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	if (f == NULL || f->id != fr->id)
 		return NULL;
 	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
-	if (word >> 3 != f->seq || !(want & STATE_BIT(word & 7)))
+	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
 	/* Only a cancelled future has ended while its slot is taken: a host
 	 * that rewrites a slot cannot make one end twice, or never. */

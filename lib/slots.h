@@ -33,6 +33,8 @@ enum hkx__slot_state {
 };
 
 #define HKX__SLOT_WORD(seq, state) (((uint64_t)(seq) << 3) | (uint64_t)(state))
+#define HKX__SLOT_SEQ(word) ((uint64_t)(word) >> 3)
+#define HKX__SLOT_STATE(word) ((unsigned)((word) & 7u))
 
 /* Reply bytes a slot can hold for a FINISHED task. */
 #define HKX__SLOT_INLINE 48
