@@ -400,7 +400,6 @@ requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
 		atomic_store_explicit(&f->state, HKX_QUEUED, memory_order_release);
 	}
 	f->started_ns = 0;
-	f->stop_asked = false;
 	TAILQ_FOREACH_REVERSE(at, back, hkx__future_list, link)
 		if (at->id < f->id)
 			break;
