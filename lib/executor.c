@@ -259,7 +259,7 @@ hkx__observe(hkx_executor *ex, hkx_future *f)
 
 	if (state_of(f) != HKX_QUEUED || f->slot < 0)
 		return;
-	word = atomic_load(&ex->host_config.slots.slot[f->slot].word);
+	word = atomic_load(&hkx__slot_of(ex, f)->word);
 	if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED) ||
 	    word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED))
 		mark_running(ex, f);
@@ -303,7 +303,7 @@ slot_put(hkx_executor *ex, hkx_future *f)
 static void
 copy_progress(hkx_executor *ex, hkx_future *f)
 {
-	hkx__slot_get_progress(&ex->host_config.slots.slot[f->slot], &f->progress_done,
+	hkx__slot_get_progress(hkx__slot_of(ex, f), &f->progress_done,
 	    &f->progress_total);
 }
 
@@ -321,7 +321,7 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 	 * compare-and-swap cannot both win. The slot stays taken until the
 	 * host says it skipped the task, or dies. */
 	if (state_of(f) == HKX_QUEUED &&
-	    hkx__slot_move(&ex->host_config.slots.slot[f->slot], f->seq, HKX__SLOT_CANCELLED)) {
+	    hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED)) {
 		end_future(ex, f, HKX_CANCELLED, 0);
 		return true;
 	}
@@ -335,7 +335,7 @@ hkx__future_stop_locked(hkx_executor *ex, hkx_future *f)
 	if (hkx__future_cancel_locked(ex, f))
 		return;
 	f->stop_asked = true;
-	atomic_store(&ex->host_config.slots.slot[f->slot].stop, 1);
+	atomic_store(&hkx__slot_of(ex, f)->stop, 1);
 	/* A task blocked in a checkpoint of a paused executor gives up. */
 	hkx__slots_wake(&ex->host_config.slots);
 }
@@ -599,7 +599,7 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	f->seq = ++ex->next_seq;
 	if (f->stop_after_ms || f->kill_after_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
-	slot = &ex->host_config.slots.slot[f->slot];
+	slot = hkx__slot_of(ex, f);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
 	h->sent++;
 	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,

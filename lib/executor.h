@@ -149,6 +149,14 @@ int hkx__executor_usable(hkx_executor *ex);
  * pidfds belong to the parent. */
 bool hkx__caller_ok(const hkx_executor *ex);
 
+/* With the lock held: the shared slot of a future that is in a host
+ * (f->slot >= 0). Every access to one future's slot goes through here. */
+static inline struct hkx__slot *
+hkx__slot_of(hkx_executor *ex, const hkx_future *f)
+{
+	return &ex->host_config.slots.slot[f->slot];
+}
+
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */
 void hkx__observe(hkx_executor *ex, hkx_future *f);

@@ -234,7 +234,7 @@ hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total)
 		hkx__lock(ex);
 		hkx__observe(ex, mf);
 		if (f->slot >= 0 && load_state(f) == HKX_RUNNING)
-			hkx__slot_get_progress(&ex->host_config.slots.slot[f->slot],
+			hkx__slot_get_progress(hkx__slot_of(ex, f),
 			    &mf->progress_done, &mf->progress_total);
 		if (done != NULL)
 			*done = f->progress_done;
