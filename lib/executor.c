@@ -651,6 +651,15 @@ paused_time(hkx_executor *ex, uint64_t now)
 	return ex->paused_total + (ex->paused ? now - ex->pause_began : 0);
 }
 
+/* f ran past its cpu_limit_ms: it ends TIMED_OUT, by its host's kill. */
+static void
+cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+{
+	f->doom = HKX_TIMED_OUT;
+	f->cpu_exceeded = true;
+	kill_host(ex, h, false);
+}
+
 static void
 check_limits(hkx_executor *ex)
 {
@@ -856,11 +865,13 @@ running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
 	return NULL;
 }
 
-static void
+static int
 take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 {
 	hkx_future *f;
 
+	if (!hkx__note_valid(note))
+		return -EPROTO;
 	switch (note->kind) {
 	case HKX__NOTE_CRASH:
 		if (!h->crash_noted) {
@@ -868,48 +879,74 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 			h->crash_id = note->id;
 			h->crash_signal = note->value;
 		}
-		break;
+		return 0;
 	case HKX__NOTE_CPU_LIMIT:
 		f = running_by_id(ex, h, note->id);
-		if (f != NULL && f->cpu_limit_ms) {
-			f->doom = HKX_TIMED_OUT;
-			f->cpu_exceeded = true;
-			kill_host(ex, h, false);
-		}
-		break;
+		if (f != NULL && f->cpu_limit_ms)
+			cpu_exceeded(ex, h, f);
+		return 0;
 	case HKX__NOTE_INIT_FAILED:
 		h->init_failed = true;
 		h->init_rc = note->value;
-		break;
+		return 0;
 	default:
-		protocol_error(ex, h);
+		return -EPROTO;
 	}
 }
 
-/* One read per event for a live host (epoll is level-triggered: a host
- * that floods the pipe cannot hold this thread); all of it once dead. */
+/* No more reads of a host's crash notes: it is dead and what it wrote is
+ * read, or it broke the protocol there. A process that escaped the host
+ * may still hold the write end; nothing it writes is looked at. */
+static void
+close_notes(hkx_executor *ex, struct hkx__host *h)
+{
+	if (!h->crash_open)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->crash_open = false;
+}
+
+/*
+ * Each note is one write of a fixed size below PIPE_BUF, so a read of a
+ * whole number of notes returns whole ones, unless something else wrote to
+ * the pipe: anything that is not a note is a protocol error. A live host
+ * gets one read per event (epoll is level-triggered: a host that floods the
+ * pipe cannot hold this thread); a dead one, what its pipe can hold, which
+ * is all it can have written, and then none.
+ */
 static void
 read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
 {
 	struct hkx__note notes[64];
+	size_t left = sizeof(notes), i;
 	ssize_t n;
+	int cap, err;
 
-	for (int reads = 0; h->crash_open && (dead || reads < 1); reads++) {
+	if (dead && (cap = fcntl(h->crash_fd, F_GETPIPE_SZ)) > 0)
+		left += (size_t)cap;
+	while (h->crash_open && left > 0) {
 		n = read(h->crash_fd, notes, sizeof(notes));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
-			return;
+			break;
 		if (n <= 0) {
-			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
-			h->crash_open = false;
-			return;
+			close_notes(ex, h);
+			break;
 		}
+		left -= (size_t)n < left ? (size_t)n : left;
+		err = (size_t)n % sizeof(notes[0]) != 0 ? -EPROTO : 0;
 		hkx__lock(ex);
-		for (size_t i = 0; i < (size_t)n / sizeof(notes[0]); i++)
-			take_note(ex, h, &notes[i]);
+		for (i = 0; err == 0 && i < (size_t)n / sizeof(notes[0]); i++)
+			err = take_note(ex, h, &notes[i]);
+		if (err < 0) {
+			protocol_error(ex, h);
+			close_notes(ex, h);
+		}
 		hkx__unlock(ex);
 	}
+	if (dead)
+		close_notes(ex, h);
 }
 
 /* --- writing to a host --------------------------------------------------- */

@@ -316,9 +316,12 @@ hkx_task_attempt(const hkx_task *t)
 static void
 note(uint64_t id, enum hkx__note_kind kind, int32_t value)
 {
-	struct hkx__note n = { .id = id, .kind = kind, .value = value };
+	struct hkx__note n;
 
-	/* One write of 16 bytes to a pipe is atomic: a note arrives whole. */
+	/* One write of less than PIPE_BUF bytes to a pipe is atomic: a note
+	 * arrives whole or, the pipe being full (its end is non-blocking, so
+	 * that a crashing thread never waits on it), not at all. */
+	hkx__note_seal(&n, id, kind, value);
 	(void)!write(host.crash_fd, &n, sizeof(n));
 }
 
@@ -656,6 +659,8 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];
+	if (fcntl(host.crash_fd, F_SETFL, O_NONBLOCK) < 0)
+		die(HOST_EXIT_SETUP);
 	current_worker = NULL;
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||

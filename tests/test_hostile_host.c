@@ -1,0 +1,259 @@
+/*
+ * test_hostile_host: what a task can do to its host from inside, and what
+ * the host must then still guarantee.
+ *
+ *   crash notes  a task that writes to the crash-note pipe has broken its
+ *                host, a process that escaped the host cannot flood the
+ *                supervisor through it, and a crashing thread never waits
+ *                on it.
+ *
+ * The host puts its pipes at fds 3, 4 and 5 (down, up, crash notes: see
+ * hkx__host_main()); tasks here write to fd 5 on purpose.
+ *
+ * Every test runs in a process of its own, as Check forks by default.
+ */
+#include <sys/types.h>
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hkx.h>
+
+#include "host.h"
+#include "support.h"
+
+#define HOST_CRASH_FD 5
+
+/* ---------------------------------------------------------------------- */
+/* Tasks (run in the host).                                                */
+
+/* One byte of garbage on the crash-note pipe, then it waits: the host
+ * has broken the protocol, and should be killed for it. */
+static int
+task_note_garbage(hkx_task *t, const void *arg, size_t len)
+{
+	if (write(HOST_CRASH_FD, "x", 1) != 1)
+		return -errno;
+	return tst_task_block();
+}
+
+/* Replies whether writes to the crash-note pipe can block. */
+static int
+task_note_flags(hkx_task *t, const void *arg, size_t len)
+{
+	int flags = fcntl(HOST_CRASH_FD, F_GETFL);
+
+	if (flags < 0)
+		return -errno;
+	flags = (flags & O_NONBLOCK) != 0;
+	return hkx_task_reply(t, &flags, sizeof(flags));
+}
+
+/* A note that passes for one of the host's: it names no task. */
+static void
+forge_note(struct hkx__note *n)
+{
+	hkx__note_seal(n, 0, HKX__NOTE_CPU_LIMIT, 0);
+}
+
+/* The escaped writer: out of the host's process group and session, so a
+ * kill of the host leaves it alone; it writes notes as fast as the pipe
+ * takes them, until the pipe is gone. */
+static _Noreturn void
+flood_notes(int ready)
+{
+	static struct hkx__note notes[8192];
+	struct pollfd pfd = { .fd = HOST_CRASH_FD, .events = POLLOUT };
+	bool told = false;
+	ssize_t n;
+
+	setsid();
+	close(3);
+	close(4);
+	for (size_t i = 0; i < sizeof(notes) / sizeof(notes[0]); i++)
+		forge_note(&notes[i]);
+	for (;;) {
+		n = write(HOST_CRASH_FD, notes, sizeof(notes));
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			_exit(0);
+		if (!told && n > 0) {
+			(void)!write(ready, "f", 1);
+			close(ready);
+			told = true;
+		}
+		if (n < 0 && errno == EAGAIN)
+			(void)poll(&pfd, 1, -1);
+	}
+}
+
+/* Starts the escaped writer, says its pid, and crashes once the flood is
+ * under way. */
+static int
+task_flood(hkx_task *t, const void *arg, size_t len)
+{
+	int p[2];
+	pid_t child;
+	char b;
+
+	if (pipe(p) < 0)
+		return -errno;
+	if ((child = fork()) < 0)
+		return -errno;
+	if (child == 0) {
+		close(p[0]);
+		flood_notes(p[1]);
+	}
+	close(p[1]);
+	tst_task_started((int)child);
+	if (read(p[0], &b, 1) != 1)
+		return -EIO;
+	return tst_task_segv(t, NULL, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Test side.                                                              */
+
+static void
+config(struct hkx_config *c, unsigned threads)
+{
+	tst_config(c, threads);
+	tst_add_task(c, "note_garbage", task_note_garbage);
+	tst_add_task(c, "note_flags", task_note_flags);
+	tst_add_task(c, "flood", task_flood);
+}
+
+static hkx_executor *
+executor(unsigned threads)
+{
+	struct hkx_config c;
+
+	config(&c, threads);
+	return tst_new(&c);
+}
+
+static void
+run_one(hkx_executor *ex, const char *task, enum hkx_state want)
+{
+	hkx_future *f = tst_submit(ex, task, "x", 1);
+
+	tst_wait_end(f, want);
+	hkx_future_release(f);
+}
+
+/* Waits for f within the deadline: a future that never ends fails the
+ * test with `what` rather than by its timeout. */
+static void
+await_end(hkx_future *f, const char *what)
+{
+	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "%s", what);
+}
+
+static int
+fd_count(void)
+{
+	return tst_count_dir("/proc/self/fd");
+}
+
+/* ---------------------------------------------------------------------- */
+/* Crash notes.                                                            */
+
+/*
+ * A byte of garbage on the crash-note pipe would shift every note after
+ * it: the host has broken the protocol and is killed for it.
+ */
+START_TEST(test_note_garbage)
+{
+	int fds = fd_count();
+	hkx_executor *ex = executor(1);
+	hkx_future *f;
+
+	f = tst_submit(ex, "note_garbage", NULL, 0);
+	await_end(f, "garbage on the crash-note pipe went unnoticed");
+	tst_wait_end(f, HKX_CRASHED);
+	tst_assert_result(f, -EPROTO, NULL, 0);
+	hkx_future_release(f);
+	/* The next host's notes are read from the start. */
+	run_one(ex, "segv", HKX_CRASHED);
+	run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(fd_count(), fds);
+}
+END_TEST
+
+/* A crashing thread writes its note without ever waiting on a full pipe. */
+START_TEST(test_note_pipe_nonblocking)
+{
+	hkx_executor *ex = executor(1);
+	hkx_future *f;
+
+	f = tst_submit(ex, "note_flags", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(tst_reply_int(f), 1);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * A process that escaped the host floods the crash-note pipe, and the host
+ * dies: the supervisor reads what the dead host can have written and no
+ * more, so the death is settled and the executor goes on.
+ */
+START_TEST(test_note_flood_escaped)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	pid_t child;
+	int rc;
+
+	/* A big slot table makes each note cost the supervisor a look at
+	 * every slot: the flood outruns it, as a faster writer would. */
+	config(&c, 1);
+	c.prefetch = 16384;
+	ex = tst_new(&c);
+	f = tst_submit(ex, "flood", NULL, 0);
+	child = tst_await_start();
+	ck_assert_int_gt(child, 0);
+	rc = hkx_future_wait(f, TST_DEADLINE_MS);
+	if (rc != 0)
+		kill(child, SIGKILL);
+	ck_assert_msg(rc == 0, "a flood on the crash-note pipe held the supervisor");
+	ck_assert_int_eq(hkx_future_state(f), HKX_CRASHED);
+	hkx_future_release(f);
+	run_one(ex, "echo", HKX_DONE);
+	kill(child, SIGKILL);
+	tst_wait_pid_gone(child);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static Suite *
+hostile_host_suite(void)
+{
+	Suite *s = suite_create("hostile_host");
+	TCase *tc;
+
+	tc = tst_tcase("crash notes");
+	tcase_add_test(tc, test_note_garbage);
+	tcase_add_test(tc, test_note_pipe_nonblocking);
+	tcase_add_test(tc, test_note_flood_escaped);
+	suite_add_tcase(s, tc);
+
+	return s;
+}
+
+int
+main(void)
+{
+	return tst_run(hostile_host_suite());
+}
