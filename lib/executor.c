@@ -34,6 +34,7 @@
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
+#define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
  * these alone. */
@@ -597,7 +598,9 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 
 	slot_take(ex, f, h);
 	f->seq = ++ex->next_seq;
-	if (f->stop_after_ms || f->kill_after_ms)
+	f->cpu_tid = 0;
+	f->cpu_base_ns = UINT64_MAX;
+	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
@@ -660,6 +663,83 @@ cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	kill_host(ex, h, false);
 }
 
+/* The CPU time that thread tid of process pid has used: -ESRCH if there is
+ * no such thread in that process, -ENOTSUP if the kernel does not say. */
+static int
+thread_cpu_ns(pid_t pid, int32_t tid, uint64_t *ns)
+{
+	char path[64], buf[96];
+	unsigned long long v;
+	ssize_t n;
+	int fd;
+
+	if (tid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", (int)pid, (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* /proc/PID/task/ lists the threads of PID alone. */
+		snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)pid, (int)tid);
+		return access(path, F_OK) == 0 ? -ENOTSUP : -ESRCH;
+	}
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu", &v) != 1)
+		return -EIO;
+	*ns = v;
+	return 0;
+}
+
+/*
+ * The host's timer on the worker's CPU clock tells of a task's overrun
+ * only if the task lets its signal in: the supervisor reads the worker's
+ * CPU time too, no sooner than the task's budget could run out, and no
+ * more often than every CPU_POLL_NS. The tid in the slot is the host's
+ * word: it must name a thread of that host, and is taken once, at the
+ * first look after the start, with the thread's CPU time then.
+ */
+static void
+check_cpu(hkx_executor *ex, struct hkx__host *h, hkx_future *f, uint64_t now, uint64_t *next)
+{
+	struct hkx__slot *slot = hkx__slot_of(ex, f);
+	uint64_t limit = (uint64_t)f->cpu_limit_ms * 1000000u, used = 0, left;
+	int err;
+
+	if (atomic_load(&slot->word) != HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+		return; /* it returned */
+	if (f->cpu_tid == 0)
+		f->cpu_tid = atomic_load_explicit(&slot->tid, memory_order_acquire);
+	err = thread_cpu_ns(h->pid, f->cpu_tid, &used);
+	if (err == -ESRCH) {
+		/* A thread of a host that is dying may be gone already: only
+		 * a live host lied. */
+		if (hkx__wait_readable(h->pidfd, 0) == 0)
+			protocol_error(ex, h);
+		return;
+	}
+	if (err == -ENOTSUP)
+		return; /* the host's timer alone */
+	if (err < 0)
+		left = CPU_POLL_NS; /* unreadable for now: look again soon */
+	else {
+		if (f->cpu_base_ns == UINT64_MAX)
+			f->cpu_base_ns = used;
+		used = used > f->cpu_base_ns ? used - f->cpu_base_ns : 0;
+		if (used >= limit) {
+			cpu_exceeded(ex, h, f);
+			return;
+		}
+		left = limit - used > CPU_POLL_NS ? limit - used : CPU_POLL_NS;
+	}
+	if (now + left < *next)
+		*next = now + left;
+}
+
 static void
 check_limits(hkx_executor *ex)
 {
@@ -690,6 +770,8 @@ check_limits(hkx_executor *ex)
 			} else if (now + (limit - ran) < next)
 				next = now + (limit - ran);
 		}
+		if (f->cpu_limit_ms && !ex->owners[i].host->killing)
+			check_cpu(ex, ex->owners[i].host, f, now, &next);
 	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);

@@ -53,6 +53,8 @@ struct hkx_future {
 	uint64_t progress_done, progress_total;
 	uint64_t started_ns;           /* with run-time limits: when it started */
 	uint64_t paused_at_start;      /* the executor's paused time then */
+	uint64_t cpu_base_ns;          /* with cpu_limit_ms: its worker's CPU time at the start */
+	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
 	int32_t slot;                  /* -1 unless in a host */

@@ -68,6 +68,7 @@ STAILQ_HEAD(task_queue, hkx_task);
 
 struct worker {
 	pthread_t thread;
+	pid_t tid;
 	_Atomic uint64_t task_id; /* of the running task, for signal handlers */
 	timer_t cpu_timer;
 	void *altstack;
@@ -338,14 +339,27 @@ on_fatal_signal(int sig, siginfo_t *info, void *context)
 	raise(sig);
 }
 
+/*
+ * Anyone can send this signal, a task to its own thread included, with any
+ * siginfo: only an expiry of this thread's own timer counts, and nothing
+ * the siginfo carries is followed as a pointer.
+ */
 static void
 on_cpu_limit(int sig, siginfo_t *info, void *context)
 {
-	struct worker *w = info->si_value.sival_ptr;
+	struct worker *w = current_worker;
+	struct itimerspec left;
+	uint64_t id;
 
 	(void)sig;
 	(void)context;
-	note(atomic_load(&w->task_id), HKX__NOTE_CPU_LIMIT, 0);
+	if (info->si_code != SI_TIMER || w == NULL || info->si_value.sival_int != w - host.workers)
+		return;
+	if (timer_gettime(w->cpu_timer, &left) < 0 || left.it_value.tv_sec != 0 ||
+	    left.it_value.tv_nsec != 0)
+		return; /* still armed: not an expiry */
+	if ((id = atomic_load(&w->task_id)) != 0)
+		note(id, HKX__NOTE_CPU_LIMIT, 0);
 }
 
 static void
@@ -375,6 +389,12 @@ run_task(struct worker *w, struct hkx_task *t)
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
 	}
+	/* The supervisor reads the worker's CPU time itself, for a task that
+	 * keeps the timer's signal out: it learns which thread before it
+	 * learns of the start. */
+	cpu_limit_ms = slot->cpu_limit_ms;
+	if (cpu_limit_ms)
+		atomic_store_explicit(&slot->tid, w->tid, memory_order_release);
 	if (slot->flags & HKX__SLOT_NOTIFY_START) {
 		head_len = hkx__encode_started(head, t->id, t->slot, hkx__now_ns());
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_NOW);
@@ -383,7 +403,6 @@ run_task(struct worker *w, struct hkx_task *t)
 	 * before it runs a single instruction of its own. */
 	hkx__slots_wait_unpaused(host.slots, &slot->stop);
 
-	cpu_limit_ms = slot->cpu_limit_ms;
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, cpu_limit_ms);
@@ -423,10 +442,11 @@ worker_main(void *arg)
 	ss.ss_size = ALTSTACK_LEN;
 	if (sigaltstack(&ss, NULL) < 0)
 		die(HOST_EXIT_SETUP);
+	w->tid = gettid();
 	sev.sigev_notify = SIGEV_THREAD_ID;
 	sev.sigev_signo = SIGRTMIN;
-	sev.sigev_value.sival_ptr = w;
-	sev.sigev_notify_thread_id = gettid();
+	sev.sigev_value.sival_int = (int)(w - host.workers);
+	sev.sigev_notify_thread_id = w->tid;
 	if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->cpu_timer) < 0)
 		die(HOST_EXIT_SETUP);
 

@@ -48,6 +48,7 @@ hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu
 	atomic_store_explicit(&slot->stop, 0, memory_order_relaxed);
 	slot->flags = flags;
 	slot->cpu_limit_ms = cpu_limit_ms;
+	atomic_store_explicit(&slot->tid, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_done, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_total, 0, memory_order_relaxed);
 	/* Release: the fields above are visible to whoever sees SENT. */

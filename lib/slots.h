@@ -40,20 +40,21 @@ enum hkx__slot_state {
 #define HKX__SLOT_INLINE 48
 
 /* Flags the supervisor sets before a task is sent. */
-#define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time limit is armed */
+#define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
 
 struct hkx__slot {
 	_Atomic uint64_t word;
 	_Atomic uint32_t stop;         /* a stop was asked for this task */
 	uint32_t flags;                /* HKX__SLOT_*, written before SENT */
 	uint32_t cpu_limit_ms;         /* 0 = none, written before SENT */
+	_Atomic int32_t tid;           /* host: its worker thread, with a CPU limit */
 	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
 	_Atomic uint64_t progress_done;
 	_Atomic uint64_t progress_total;
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
-	uint8_t pad[16];
+	uint8_t pad[12];
 };
 
 struct hkx__slots_header {

@@ -2,6 +2,9 @@
  * test_hostile_host: what a task can do to its host from inside, and what
  * the host must then still guarantee.
  *
+ *   CPU limit    a task that blocks every signal cannot outrun its
+ *                cpu_limit_ms, and one that sends itself the limit's
+ *                signal cannot crash its host with it;
  *   crash notes  a task that writes to the crash-note pipe has broken its
  *                host, a process that escaped the host cannot flood the
  *                supervisor through it, and a crashing thread never waits
@@ -12,12 +15,14 @@
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
+#include <sys/syscall.h>
 #include <sys/types.h>
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -35,6 +40,41 @@
 
 /* ---------------------------------------------------------------------- */
 /* Tasks (run in the host).                                                */
+
+/* Blocks every signal, then spins without a single call: only the
+ * supervisor can tell that its CPU time ran out. */
+static int
+task_sigspin(hkx_task *t, const void *arg, size_t len)
+{
+	volatile uint64_t n = 0;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, NULL);
+	for (;;)
+		n++;
+	return 0;
+}
+
+/* Sends itself the CPU limit's signal three ways, none of them the
+ * limit's timer: raise(), sigqueue() with a value, and a siginfo that
+ * claims to come from a timer. Then returns 0. */
+static int
+task_forge(hkx_task *t, const void *arg, size_t len)
+{
+	union sigval v = { .sival_ptr = (void *)(uintptr_t)0x10 };
+	siginfo_t si;
+
+	if (raise(SIGRTMIN) != 0 || sigqueue(getpid(), SIGRTMIN, v) != 0)
+		return -errno;
+	memset(&si, 0, sizeof(si));
+	si.si_signo = SIGRTMIN;
+	si.si_code = SI_TIMER;
+	si.si_value.sival_int = 0;
+	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGRTMIN, &si) != 0)
+		return -errno;
+	return 0;
+}
 
 /* One byte of garbage on the crash-note pipe, then it waits: the host
  * has broken the protocol, and should be killed for it. */
@@ -126,6 +166,8 @@ static void
 config(struct hkx_config *c, unsigned threads)
 {
 	tst_config(c, threads);
+	tst_add_task(c, "sigspin", task_sigspin);
+	tst_add_task(c, "forge", task_forge);
 	tst_add_task(c, "note_garbage", task_note_garbage);
 	tst_add_task(c, "note_flags", task_note_flags);
 	tst_add_task(c, "flood", task_flood);
@@ -162,6 +204,54 @@ fd_count(void)
 {
 	return tst_count_dir("/proc/self/fd");
 }
+
+/* ---------------------------------------------------------------------- */
+/* The CPU limit.                                                          */
+
+/*
+ * A task with every signal blocked never sees the host's CPU timer: the
+ * supervisor reads the worker's CPU time itself and kills the host.
+ */
+START_TEST(test_cpu_limit_signals_blocked)
+{
+	struct hkx_opts o = { .cpu_limit_ms = 300 };
+	hkx_executor *ex = executor(1);
+	hkx_future *f;
+
+	f = tst_submit_opts(ex, "sigspin", NULL, 0, &o);
+	await_end(f, "a task that blocks every signal outran its CPU limit");
+	tst_wait_end(f, HKX_TIMED_OUT);
+	ck_assert_int_eq(hkx_future_code(f), SIGKILL);
+	tst_assert_result(f, -ETIMEDOUT, NULL, 0);
+	ck_assert_ptr_nonnull(strstr(hkx_future_message(f), "CPU"));
+	hkx_future_release(f);
+	run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * The CPU limit's signal, sent by the task itself, is not the limit: the
+ * host neither crashes nor is killed for it.
+ */
+START_TEST(test_cpu_limit_signal_forged)
+{
+	struct hkx_opts o = { .cpu_limit_ms = 60000 };
+	struct hkx_stats st;
+	hkx_executor *ex = executor(1);
+	hkx_future *f;
+
+	f = tst_submit_opts(ex, "forge", NULL, 0, &o);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	/* Without a limit, too: no timer of the worker's is armed then. */
+	run_one(ex, "forge", HKX_DONE);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.host_starts, 1);
+	hkx_executor_free(ex);
+}
+END_TEST
 
 /* ---------------------------------------------------------------------- */
 /* Crash notes.                                                            */
@@ -242,6 +332,11 @@ hostile_host_suite(void)
 {
 	Suite *s = suite_create("hostile_host");
 	TCase *tc;
+
+	tc = tst_tcase("cpu limit");
+	tcase_add_test(tc, test_cpu_limit_signals_blocked);
+	tcase_add_test(tc, test_cpu_limit_signal_forged);
+	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("crash notes");
 	tcase_add_test(tc, test_note_garbage);
