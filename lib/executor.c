@@ -283,6 +283,9 @@ slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h)
 
 	ex->owners[i].future = hkx_future_retain(f);
 	ex->owners[i].host = h;
+	ex->owners[i].group = hkx_group_retain(f->group);
+	if (f->group != NULL)
+		hkx__group_enter(ex, f->group);
 	f->slot = (int32_t)i;
 	h->inflight++;
 }
@@ -292,10 +295,16 @@ static void
 slot_put(hkx_executor *ex, hkx_future *f)
 {
 	uint32_t i = (uint32_t)f->slot;
+	hkx_group *g = ex->owners[i].group;
 
+	if (g != NULL) {
+		hkx__group_leave(ex, g);
+		hkx_group_release(g);
+	}
 	ex->owners[i].host->inflight--;
 	ex->owners[i].future = NULL;
 	ex->owners[i].host = NULL;
+	ex->owners[i].group = NULL;
 	ex->free_slots[ex->nfree_slots++] = i;
 	f->slot = -1;
 	hkx_future_release(f);
@@ -306,6 +315,24 @@ copy_progress(hkx_executor *ex, hkx_future *f)
 {
 	hkx__slot_get_progress(hkx__slot_of(ex, f), &f->progress_done,
 	    &f->progress_total);
+}
+
+/*
+ * The host cancelled f itself, unstarted (SENT -> CANCELLED), which it may
+ * do to a member of a group that failed or stopped (claim() in host.c):
+ * lawful only for a member of a fail-fast or stopped group whose shared
+ * word says so. The word is the hosts' to write too: a lying host can at
+ * worst cancel members that had not started, as its death would.
+ */
+static bool
+refused_by_host(hkx_executor *ex, hkx_future *f)
+{
+	hkx_group *g = f->slot >= 0 ? ex->owners[f->slot].group : NULL;
+
+	return g != NULL && !is_end(f) && ((g->flags & HKX_GROUP_FAIL_FAST) || g->stopped) &&
+	    atomic_load(&hkx__slot_of(ex, f)->word) ==
+	        HKX__SLOT_WORD(f->seq, HKX__SLOT_CANCELLED) &&
+	    atomic_load(hkx__group_word(ex, g)) != 0;
 }
 
 /* --- cancel, stop, requeue ---------------------------------------------- */
@@ -322,7 +349,8 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 	 * compare-and-swap cannot both win. The slot stays taken until the
 	 * host says it skipped the task, or dies. */
 	if (state_of(f) == HKX_QUEUED &&
-	    hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED)) {
+	    (hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED) ||
+	    refused_by_host(ex, f))) {
 		end_future(ex, f, HKX_CANCELLED, 0);
 		return true;
 	}
@@ -347,6 +375,9 @@ hkx__stop_all(hkx_executor *ex, hkx_group *g)
 	hkx_future *f, *next;
 	uint32_t i;
 
+	/* First the hosts: from now on they start no member. */
+	if (g != NULL)
+		hkx__group_publish(ex, g);
 	for (f = TAILQ_FIRST(&ex->queue); f != NULL; f = next) {
 		next = TAILQ_NEXT(f, link);
 		if (g == NULL || f->group == g)
@@ -597,13 +628,16 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	uint32_t flags = 0;
 
 	slot_take(ex, f, h);
+	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
+		flags |= HKX__SLOT_FAIL_FAST;
 	f->seq = ++ex->next_seq;
 	f->cpu_tid = 0;
 	f->cpu_base_ns = UINT64_MAX;
 	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
-	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
+	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
+	    f->group != NULL ? f->group->word : 0);
 	h->sent++;
 	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
@@ -798,9 +832,11 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
 	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
-	/* Only a cancelled future has ended while its slot is taken: a host
-	 * that rewrites a slot cannot make one end twice, or never. */
-	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)))
+	/* Only a cancelled future has ended while its slot is taken (or is
+	 * about to, refused by the host): a host that rewrites a slot cannot
+	 * make one end twice, or never. */
+	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)) &&
+	    !(want == STATE_BIT(HKX__SLOT_CANCELLED) && refused_by_host(ex, f)))
 		return NULL;
 	return f;
 }
@@ -858,6 +894,7 @@ static int
 handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 {
 	hkx_future *f;
+	bool refused;
 
 	switch (fr->type) {
 	case HKX__FRAME_READY:
@@ -887,7 +924,11 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		f = owner_of(ex, h, fr, STATE_BIT(HKX__SLOT_CANCELLED));
 		if (f == NULL)
 			return -EPROTO;
+		refused = !is_end(f);
+		/* The executor's reference keeps a refused f past the slot's. */
 		slot_put(ex, f);
+		if (refused)
+			end_future(ex, f, HKX_CANCELLED, 0);
 		return 0;
 	case HKX__FRAME_RESULT:
 		return take_result(ex, h, fr);
@@ -1232,6 +1273,7 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx_future *f, *next;
 	uint64_t word;
 	uint32_t i;
+	bool refused;
 
 	if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL)
 		culprit_known = true;
@@ -1256,11 +1298,14 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 			copy_progress(ex, f);
 		}
 		/* The executor's reference keeps f alive past the slot's. */
+		refused = refused_by_host(ex, f);
 		slot_put(ex, f);
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
 			requeue(ex, f, &back);
 		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			end_running(ex, h, f, culprit_known, status, &back);
+		else if (refused)
+			end_future(ex, f, HKX_CANCELLED, 0);
 		else {
 			f->cause = HKX__CAUSE_PROTOCOL;
 			set_message(f, "the host left a malformed slot");
@@ -1673,6 +1718,7 @@ destroy(hkx_executor *ex)
 	free(ex->by_name);
 	free(ex->owners);
 	free(ex->free_slots);
+	free(ex->free_group_words);
 	free(ex->restarts);
 	free(ex->inbuf);
 	hkx__lock(ex);
@@ -1725,15 +1771,16 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	nslots = 2 * ex->host_capacity;
 	ex->owners = calloc(nslots, sizeof(*ex->owners));
 	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
+	ex->free_group_words = calloc(nslots, sizeof(*ex->free_group_words));
 	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
 	    sizeof(*ex->restarts));
 	ex->inbuf = malloc(INBUF_LEN);
-	if (ex->owners == NULL || ex->free_slots == NULL || ex->restarts == NULL ||
-	    ex->inbuf == NULL)
+	if (ex->owners == NULL || ex->free_slots == NULL || ex->free_group_words == NULL ||
+	    ex->restarts == NULL || ex->inbuf == NULL)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < nslots; i++)
-		ex->free_slots[i] = nslots - 1 - i;
-	ex->nfree_slots = nslots;
+		ex->free_slots[i] = ex->free_group_words[i] = nslots - 1 - i;
+	ex->nfree_slots = ex->nfree_group_words = nslots;
 	err = hkx__slots_new(&hc->slots, nslots);
 	if (err < 0)
 		return err;

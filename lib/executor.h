@@ -83,11 +83,14 @@ struct hkx_group {
 	hkx_future *first_failure;     /* a reference, or NULL */
 	size_t pending;                /* members not yet ended */
 	struct hkx__wait_node *waiters;
+	uint32_t word;                 /* 1 + its shared word while in_hosts, else 0 */
+	uint32_t in_hosts;             /* slots its members hold */
 };
 
 struct hkx__slot_owner {
 	hkx_future *future;            /* NULL when the slot is free */
 	struct hkx__host *host;
+	hkx_group *group;              /* the future's, a reference, or NULL */
 };
 
 struct hkx_executor {
@@ -104,6 +107,8 @@ struct hkx_executor {
 	struct hkx__slot_owner *owners;
 	uint32_t *free_slots;
 	uint32_t nfree_slots;
+	uint32_t *free_group_words;    /* as many as slots: a group's needs one */
+	uint32_t nfree_group_words;
 	unsigned host_capacity;        /* threads + prefetch */
 
 	int epfd, wakefd, timerfd;
@@ -159,6 +164,14 @@ hkx__slot_of(hkx_executor *ex, const hkx_future *f)
 	return &ex->host_config.slots.slot[f->slot];
 }
 
+/* With the lock held: the shared word of a group with members in a host
+ * (g->word != 0). */
+static inline _Atomic uint32_t *
+hkx__group_word(hkx_executor *ex, const hkx_group *g)
+{
+	return &ex->host_config.slots.group[g->word - 1];
+}
+
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */
 void hkx__observe(hkx_executor *ex, hkx_future *f);
@@ -173,6 +186,12 @@ void hkx__future_wake(hkx_future *f);
 void hkx__future_free(hkx_future *f);
 /* group.c, with the lock held: a member ended. */
 void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
+/* group.c, with the lock held: a member takes a slot, or leaves it; the
+ * group has a shared word while any member holds one. */
+void hkx__group_enter(hkx_executor *ex, hkx_group *g);
+void hkx__group_leave(hkx_executor *ex, hkx_group *g);
+/* group.c, with the lock held: tell the hosts that g failed or stopped. */
+void hkx__group_publish(hkx_executor *ex, hkx_group *g);
 
 /* A waiter is a mutex, a condition and a flag: waits on several futures
  * at once register one node per future. */

@@ -4,6 +4,10 @@
  * A group only counts its members and remembers how it ended; stopping
  * them is the supervisor's hkx__stop_all(). It never holds a list of its
  * members, so joining a group costs a counter, not an allocation.
+ *
+ * While members hold slots, the group also has a word of the shared slot
+ * table that says whether it failed or stopped: a host starts no member of
+ * such a group, and fails a fail-fast group there itself (slots.h).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -63,6 +67,38 @@ hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 	}
 	if (g->pending == 0)
 		hkx__wait_fire(g->waiters);
+}
+
+static uint32_t
+shared_bits(const hkx_group *g)
+{
+	return (g->failed ? HKX__GROUP_FAILED : 0u) | (g->stopped ? HKX__GROUP_STOPPED : 0u);
+}
+
+void
+hkx__group_enter(hkx_executor *ex, hkx_group *g)
+{
+	if (g->in_hosts++ > 0)
+		return;
+	g->word = 1 + ex->free_group_words[--ex->nfree_group_words];
+	/* A word a host marked for the group that had it before is cleared. */
+	atomic_store(hkx__group_word(ex, g), shared_bits(g));
+}
+
+void
+hkx__group_leave(hkx_executor *ex, hkx_group *g)
+{
+	if (--g->in_hosts > 0)
+		return;
+	ex->free_group_words[ex->nfree_group_words++] = g->word - 1;
+	g->word = 0;
+}
+
+void
+hkx__group_publish(hkx_executor *ex, hkx_group *g)
+{
+	if (g->word != 0)
+		atomic_fetch_or(hkx__group_word(ex, g), shared_bits(g));
 }
 
 int

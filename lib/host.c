@@ -101,6 +101,9 @@ static struct {
 } host;
 
 static __thread struct worker *current_worker;
+/* Held to look at a group's word and claim a member, and to fail a group:
+ * no claim slips in between a failure and the mark it leaves. */
+static pthread_mutex_t group_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static _Noreturn void
 die(int status)
@@ -373,18 +376,52 @@ arm_cpu_timer(struct worker *w, uint32_t ms)
 }
 
 
+/*
+ * SENT -> CLAIMED, unless the supervisor cancelled the task first, or it is
+ * a member of a group that failed or was stopped: such a member never
+ * starts. The host cancels it itself and says SKIPPED, as for a cancel of
+ * the supervisor's, which accepts it for a member of such a group only.
+ */
+static bool
+claim(struct hkx__slot *slot, uint64_t seq, _Atomic uint32_t *group)
+{
+	bool claimed;
+
+	if (group == NULL)
+		return hkx__slot_move(slot, seq, HKX__SLOT_CLAIMED);
+	pthread_mutex_lock(&group_lock);
+	claimed = atomic_load(group) == 0 && hkx__slot_move(slot, seq, HKX__SLOT_CLAIMED);
+	if (!claimed)
+		(void)hkx__slot_move(slot, seq, HKX__SLOT_CANCELLED);
+	pthread_mutex_unlock(&group_lock);
+	return claimed;
+}
+
+/* A member of a fail-fast group ended other than DONE or STOPPED: before
+ * its result leaves, and before this worker claims anything else, no
+ * member of the group may start here any more. */
+static void
+fail_group(_Atomic uint32_t *group)
+{
+	pthread_mutex_lock(&group_lock);
+	atomic_fetch_or(group, HKX__GROUP_FAILED);
+	pthread_mutex_unlock(&group_lock);
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
 	struct hkx__slot *slot = &host.slots->slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
+	_Atomic uint32_t *group;
 	size_t head_len;
 	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
 	hkx__slots_wait_unpaused(host.slots, NULL);
-	if (!hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED)) {
+	group = hkx__slots_group(host.slots, slot->group);
+	if (!claim(slot, t->seq, group)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
@@ -410,6 +447,9 @@ run_task(struct worker *w, struct hkx_task *t)
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
+	if (group != NULL && (slot->flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
+	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
+		fail_group(group);
 
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {

@@ -19,7 +19,8 @@
 int
 hkx__slots_new(struct hkx__slots *s, uint32_t count)
 {
-	size_t len = sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot);
+	size_t len = sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot) +
+	    (size_t)count * sizeof(*s->group);
 	void *p;
 
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -27,6 +28,7 @@ hkx__slots_new(struct hkx__slots *s, uint32_t count)
 		return -errno;
 	s->header = p;
 	s->slot = (struct hkx__slot *)(s->header + 1);
+	s->group = (_Atomic uint32_t *)(s->slot + count);
 	s->count = count;
 	s->map_len = len;
 	return 0;
@@ -41,13 +43,15 @@ hkx__slots_free(struct hkx__slots *s)
 }
 
 uint64_t
-hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms)
+hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms,
+              uint32_t group)
 {
 	uint64_t word = HKX__SLOT_WORD(seq, HKX__SLOT_SENT);
 
 	atomic_store_explicit(&slot->stop, 0, memory_order_relaxed);
 	slot->flags = flags;
 	slot->cpu_limit_ms = cpu_limit_ms;
+	slot->group = group;
 	atomic_store_explicit(&slot->tid, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_done, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_total, 0, memory_order_relaxed);

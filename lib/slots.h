@@ -13,6 +13,12 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
+ * A group with members in a host has a word here too, named by each of its
+ * members' slots: it says the group failed or was stopped, and a host
+ * starts no member of such a group. The host sets it itself when a member
+ * of a fail-fast group fails, before its worker claims anything else, so
+ * that failing fast does not wait for a round trip.
+ *
  * The host can write anything into this memory: the supervisor treats every
  * value it reads back as untrusted.
  */
@@ -41,12 +47,18 @@ enum hkx__slot_state {
 
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
+#define HKX__SLOT_FAIL_FAST 2u    /* its group fails with its first failed member */
+
+/* Bits of a group's word. */
+#define HKX__GROUP_FAILED 1u
+#define HKX__GROUP_STOPPED 2u
 
 struct hkx__slot {
 	_Atomic uint64_t word;
 	_Atomic uint32_t stop;         /* a stop was asked for this task */
 	uint32_t flags;                /* HKX__SLOT_*, written before SENT */
 	uint32_t cpu_limit_ms;         /* 0 = none, written before SENT */
+	uint32_t group;                /* 1 + its group's word, or 0; written before SENT */
 	_Atomic int32_t tid;           /* host: its worker thread, with a CPU limit */
 	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
 	_Atomic uint64_t progress_done;
@@ -54,7 +66,7 @@ struct hkx__slot {
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
-	uint8_t pad[12];
+	uint8_t pad[8];
 };
 
 struct hkx__slots_header {
@@ -66,6 +78,7 @@ struct hkx__slots_header {
 struct hkx__slots {
 	struct hkx__slots_header *header;
 	struct hkx__slot *slot;
+	_Atomic uint32_t *group; /* count words: a group's needs a slot of its own */
 	uint32_t count;
 	size_t map_len;
 };
@@ -73,9 +86,16 @@ struct hkx__slots {
 int hkx__slots_new(struct hkx__slots *s, uint32_t count);
 void hkx__slots_free(struct hkx__slots *s);
 
+/* The group word a slot's group field names, or NULL for none. */
+static inline _Atomic uint32_t *
+hkx__slots_group(struct hkx__slots *s, uint32_t ref)
+{
+	return ref > 0 && ref <= s->count ? &s->group[ref - 1] : NULL;
+}
+
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
 uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
-                       uint32_t cpu_limit_ms);
+                       uint32_t cpu_limit_ms, uint32_t group);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
 /* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE

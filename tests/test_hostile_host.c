@@ -2,6 +2,8 @@
  * test_hostile_host: what a task can do to its host from inside, and what
  * the host must then still guarantee.
  *
+ *   fail fast    a fail-fast group's failure stops its host from starting
+ *                another member at once, however many it holds prefetched;
  *   CPU limit    a task that blocks every signal cannot outrun its
  *                cpu_limit_ms, and one that sends itself the limit's
  *                signal cannot crash its host with it;
@@ -206,6 +208,40 @@ fd_count(void)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Fail fast.                                                              */
+
+static void
+failfast(unsigned threads)
+{
+	int fds = fd_count();
+	hkx_executor *ex = executor(threads);
+
+	tst_failfast_rounds(ex, threads, 30);
+	run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(fd_count(), fds);
+}
+
+/*
+ * One worker, default prefetch: the worker that ran the failing member
+ * holds hundreds more of its group, and must start none of them, before
+ * the supervisor has even heard of the failure.
+ */
+START_TEST(test_failfast_one_thread)
+{
+	failfast(1);
+}
+END_TEST
+
+/* The same with four workers, three of them busy with members that
+ * started before the failure. */
+START_TEST(test_failfast_four_threads)
+{
+	failfast(4);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
 /* The CPU limit.                                                          */
 
 /*
@@ -332,6 +368,11 @@ hostile_host_suite(void)
 {
 	Suite *s = suite_create("hostile_host");
 	TCase *tc;
+
+	tc = tst_tcase("fail fast");
+	tcase_add_test(tc, test_failfast_one_thread);
+	tcase_add_test(tc, test_failfast_four_threads);
+	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("cpu limit");
 	tcase_add_test(tc, test_cpu_limit_signals_blocked);
