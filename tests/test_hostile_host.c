@@ -4,6 +4,9 @@
  *
  *   fail fast    a fail-fast group's failure stops its host from starting
  *                another member at once, however many it holds prefetched;
+ *                a host that marks a group failed when none of its members
+ *                did costs at most that group's unstarted members (fail
+ *                fast) or the host itself (any other group);
  *   CPU limit    a task that blocks every signal cannot outrun its
  *                cpu_limit_ms, and one that sends itself the limit's
  *                signal cannot crash its host with it;
@@ -36,12 +39,33 @@
 #include <hkx.h>
 
 #include "host.h"
+#include "slots.h"
 #include "support.h"
 
 #define HOST_CRASH_FD 5
 
 /* ---------------------------------------------------------------------- */
 /* Tasks (run in the host).                                                */
+
+/* Marks its own group failed in the shared table, as a lying host would,
+ * and returns 0: its worker then claims the next members. */
+static int
+task_mark_group(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	_Atomic uint32_t *group;
+
+	/* It runs alone on a one-worker host: its slot is the one CLAIMED. */
+	for (uint32_t i = 0; i < s->count; i++) {
+		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) != HKX__SLOT_CLAIMED)
+			continue;
+		if ((group = hkx__slots_group(s, s->slot[i].group)) == NULL)
+			return -ENOENT;
+		atomic_store(group, HKX__GROUP_FAILED);
+		return 0;
+	}
+	return -ESRCH;
+}
 
 /* Blocks every signal, then spins without a single call: only the
  * supervisor can tell that its CPU time ran out. */
@@ -168,6 +192,7 @@ static void
 config(struct hkx_config *c, unsigned threads)
 {
 	tst_config(c, threads);
+	tst_add_task(c, "mark_group", task_mark_group);
 	tst_add_task(c, "sigspin", task_sigspin);
 	tst_add_task(c, "forge", task_forge);
 	tst_add_task(c, "note_garbage", task_note_garbage);
@@ -238,6 +263,89 @@ END_TEST
 START_TEST(test_failfast_four_threads)
 {
 	failfast(4);
+}
+END_TEST
+
+enum { LIARS_MEMBERS = 8 };
+
+/* A member that marks its group failed, then members that wait behind it
+ * in the one worker's host; the executor is paused until all are sent. */
+static void
+submit_liar_group(hkx_executor *ex, hkx_group *g, hkx_future **f)
+{
+	struct hkx_opts o = { .group = g };
+
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
+	f[0] = tst_submit_opts(ex, "mark_group", NULL, 0, &o);
+	for (int i = 1; i < LIARS_MEMBERS; i++)
+		f[i] = tst_submit_opts(ex, "echo", "m", 1, &o);
+	ck_assert_int_eq(hkx_executor_resume(ex), 0);
+}
+
+/*
+ * The host says a fail-fast group failed, though no member did: its
+ * members that had not started end CANCELLED, each once, and the host
+ * goes on; the group reports no failure.
+ */
+START_TEST(test_failfast_lie)
+{
+	hkx_executor *ex = executor(1);
+	hkx_future *f[LIARS_MEMBERS], *first = NULL;
+	struct hkx_stats st;
+	hkx_group *g;
+
+	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
+	submit_liar_group(ex, g, f);
+	tst_wait_end(f[0], HKX_DONE);
+	for (int i = 1; i < LIARS_MEMBERS; i++)
+		tst_wait_end(f[i], HKX_CANCELLED);
+	ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, &first), -ECANCELED);
+	ck_assert_ptr_null(first);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.host_starts, 1);
+	for (int i = 0; i < LIARS_MEMBERS; i++)
+		hkx_future_release(f[i]);
+	hkx_group_release(g);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * The same lie about a group that is not fail-fast, and was not stopped:
+ * no host may cancel its members. The host is killed for the protocol
+ * error; what it refused ends CRASHED, each once, and the rest runs on
+ * the next host.
+ */
+START_TEST(test_group_lie)
+{
+	hkx_executor *ex = executor(1);
+	hkx_future *f[LIARS_MEMBERS];
+	struct hkx_stats st;
+	unsigned crashed = 0;
+	hkx_group *g;
+
+	ck_assert_int_eq(hkx_group_new(ex, 0, &g), 0);
+	submit_liar_group(ex, g, f);
+	tst_wait_end(f[0], HKX_DONE);
+	for (int i = 1; i < LIARS_MEMBERS; i++) {
+		await_end(f[i], "a member the host refused never ended");
+		if (hkx_future_state(f[i]) == HKX_CRASHED) {
+			tst_assert_result(f[i], -EPROTO, NULL, 0);
+			crashed++;
+		} else
+			tst_wait_end(f[i], HKX_DONE);
+	}
+	ck_assert_uint_ge(crashed, 1);
+	ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, NULL), -ECANCELED);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.host_starts, 2);
+	ck_assert_uint_eq(st.done + st.crashed, st.submitted);
+	for (int i = 0; i < LIARS_MEMBERS; i++)
+		hkx_future_release(f[i]);
+	hkx_group_release(g);
+	hkx_executor_free(ex);
 }
 END_TEST
 
@@ -372,6 +480,8 @@ hostile_host_suite(void)
 	tc = tst_tcase("fail fast");
 	tcase_add_test(tc, test_failfast_one_thread);
 	tcase_add_test(tc, test_failfast_four_threads);
+	tcase_add_test(tc, test_failfast_lie);
+	tcase_add_test(tc, test_group_lie);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("cpu limit");
