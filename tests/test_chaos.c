@@ -1529,6 +1529,7 @@ START_TEST(test_failfast_exact)
 		hkx_executor_free(ex);
 		printf("fail fast: 1000 rounds on %u worker(s), no member started after a "
 		    "failure\n", threads[i]);
+		fflush(stdout); /* before the next executor's fork copies the buffer */
 	}
 }
 END_TEST
