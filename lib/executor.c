@@ -15,12 +15,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/param.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
@@ -34,6 +36,9 @@
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
+/* A host's pipes close as it dies, moments before its pidfd says so; one
+ * still alive this long after has had them replaced by a task. */
+#define PIPE_LOST_GRACE_NS 200000000u
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
  * these alone. */
@@ -68,6 +73,7 @@ struct hkx__host {
 	bool init_failed;
 	bool settled;        /* its tasks are accounted for; waiting to be reaped */
 	bool up_open, crash_open, down_polled;
+	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
 	uint64_t crash_id;
 	int crash_signal;
 	int init_rc;
@@ -226,6 +232,13 @@ end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	atomic_store_explicit(&f->state, s, memory_order_release);
 	ex->pending--;
 	count_end(ex, s);
+	hkx__future_wake(f);
+	/* Queued for its callbacks before its group can end other members:
+	 * callbacks run in the order futures ended. */
+	if (f->callbacks != NULL) {
+		TAILQ_INSERT_TAIL(&ex->notify, f, link);
+		wake(ex);
+	}
 	if (f->group != NULL) {
 		hkx__group_member_ended(ex, f->group, f);
 		/* The group may hold f as its first failure: an ended member
@@ -233,14 +246,32 @@ end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 		hkx_group_release(f->group);
 		f->group = NULL;
 	}
-	hkx__future_wake(f);
-	if (f->callbacks != NULL) {
-		TAILQ_INSERT_TAIL(&ex->notify, f, link);
-		wake(ex);
-	} else
+	if (f->callbacks == NULL)
 		hkx_future_release(f);
 	if (ex->pending == 0)
 		pthread_cond_broadcast(&ex->cond);
+}
+
+/*
+ * A future that will not run (again) without having been asked to stop:
+ * CANCELLED if it never started, else as its last run ended, which for a
+ * future put back to be re-run is as collateral of a kill. CANCELLED
+ * always means the task never ran.
+ */
+static void
+end_unrun(hkx_executor *ex, hkx_future *f)
+{
+	const char *why = ex->broken ? ex->broken_why : NULL;
+
+	if (f->attempts == 0) {
+		if (why != NULL)
+			set_message(f, "%s", why);
+		end_future(ex, f, HKX_CANCELLED, 0);
+		return;
+	}
+	set_message(f, "killed with its host; not run again%s%s", why != NULL ? ": " : "",
+	    why != NULL ? why : "");
+	end_future(ex, f, HKX_KILLED, SIGKILL);
 }
 
 static void
@@ -314,7 +345,7 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 {
 	if (f->slot < 0) {
 		TAILQ_REMOVE(&ex->queue, f, link);
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 		return true;
 	}
 	/* Exact even while the host is frozen: the worker's claim and this
@@ -322,7 +353,7 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 	 * host says it skipped the task, or dies. */
 	if (state_of(f) == HKX_QUEUED &&
 	    hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED)) {
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 		return true;
 	}
 	hkx__observe(ex, f);
@@ -365,7 +396,7 @@ cancel_queue(hkx_executor *ex)
 
 	while ((f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		TAILQ_REMOVE(&ex->queue, f, link);
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 	}
 }
 
@@ -391,7 +422,7 @@ requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
 
 	if (ex->broken || (ex->shutting_down && ex->shutdown_mode >= HKX_SHUTDOWN_CANCEL) ||
 	    (f->group != NULL && (f->group->failed || f->group->stopped))) {
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 		return;
 	}
 	if (state_of(f) == HKX_RUNNING) {
@@ -409,19 +440,30 @@ requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
 		TAILQ_INSERT_AFTER(back, at, f, link);
 }
 
+/* Breaks the executor; why says so to every future it ends. */
 static void
-break_executor(hkx_executor *ex)
+break_executor(hkx_executor *ex, const char *fmt, ...) HKX_PRINTF(2, 3);
+
+static void
+break_executor(hkx_executor *ex, const char *fmt, ...)
 {
+	va_list ap;
+
 	if (ex->broken)
 		return;
+	va_start(ap, fmt);
+	vsnprintf(ex->broken_why, sizeof(ex->broken_why), fmt, ap);
+	va_end(ap);
 	ex->broken = true;
 	ex->stats.broken = true;
 	cancel_queue(ex);
 	pthread_cond_broadcast(&ex->cond);
 }
 
+/* An unexpected host death, or a host that could not start; why says
+ * what happened, for the message if it breaks the executor. */
 static void
-count_restart(hkx_executor *ex)
+count_restart(hkx_executor *ex, const char *why)
 {
 	unsigned size = ex->config.max_restarts + 1;
 	uint64_t now = hkx__now_ns();
@@ -436,7 +478,8 @@ count_restart(hkx_executor *ex)
 		ex->nrestarts++;
 	/* The oldest of the last max_restarts + 1 deaths is next in line. */
 	if (ex->nrestarts == size && now - ex->restarts[ex->restart_head % size] <= window)
-		break_executor(ex);
+		break_executor(ex, "executor broken: %u host death%s in %u ms; last: %s", size,
+		    size == 1 ? "" : "s", ex->config.restart_window_ms, why);
 }
 
 /* --- hosts ------------------------------------------------------------------ */
@@ -645,10 +688,49 @@ pump(hkx_executor *ex)
 
 /* --- run-time limits -------------------------------------------------------- */
 
+/*
+ * Time spent paused up to instant t (at most now). A STARTED frame can be
+ * read after a pause that began later than the start it reports, so t may
+ * lie in the past: in the current pause, in the last one to end, or after
+ * it. A task that started before that last pause was running when it
+ * began, and adopt_starts() gave it its start then; were t older still,
+ * the whole last pause would be left out of the run time, which can make
+ * a limit late, never early.
+ */
 static uint64_t
-paused_time(hkx_executor *ex, uint64_t now)
+paused_time(hkx_executor *ex, uint64_t t)
 {
-	return ex->paused_total + (ex->paused ? now - ex->pause_began : 0);
+	uint64_t total = ex->paused_total;
+
+	if (ex->paused && t >= ex->pause_began)
+		return total + (t - ex->pause_began);
+	if (t < ex->last_pause_ended)
+		total -= ex->last_pause_ended - MAX(t, ex->last_pause_began);
+	return total;
+}
+
+/*
+ * As a pause begins: a task with a run-time limit that has started but
+ * whose STARTED frame has not been read yet starts now, as far as its
+ * limit goes, so that the pause is never counted when the frame is read
+ * after it ends. It loses the moments between its start and now.
+ */
+static void
+adopt_starts(hkx_executor *ex, uint64_t now)
+{
+	hkx_future *f;
+
+	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
+		f = ex->owners[i].future;
+		if (f == NULL || is_end(f) || f->started_ns != 0 ||
+		    (!f->stop_after_ms && !f->kill_after_ms))
+			continue;
+		hkx__observe(ex, f);
+		if (state_of(f) == HKX_RUNNING) {
+			f->started_ns = now;
+			f->paused_at_start = paused_time(ex, now);
+		}
+	}
 }
 
 static void
@@ -656,6 +738,7 @@ check_limits(hkx_executor *ex)
 {
 	struct itimerspec its = { 0 };
 	uint64_t now = hkx__now_ns(), next = UINT64_MAX, ran, limit, paused;
+	struct hkx__host *h;
 	hkx_future *f;
 	uint32_t i;
 
@@ -682,9 +765,31 @@ check_limits(hkx_executor *ex)
 				next = now + (limit - ran);
 		}
 	}
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->pipe_lost_at == 0 || h->settled || h->killing)
+			continue;
+		if (now < h->pipe_lost_at + PIPE_LOST_GRACE_NS)
+			next = MIN(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+		else if (hkx__wait_readable(h->pidfd, 0) == 0)
+			protocol_error(ex, h);
+	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
 	timerfd_settime(ex->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Supervisor thread: EOF or EPIPE on a pipe of h. A host that lives on
+ * without its pipes is broken, and is killed once it has had time to die
+ * on its own (check_limits). */
+static void
+pipe_lost(hkx_executor *ex, struct hkx__host *h)
+{
+	if (h->pipe_lost_at != 0)
+		return;
+	h->pipe_lost_at = hkx__now_ns();
+	hkx__lock(ex);
+	check_limits(ex); /* arms the timer for the end of the grace */
+	hkx__unlock(ex);
 }
 
 /* --- frames from a host ----------------------------------------------------- */
@@ -787,6 +892,8 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		if (f == NULL)
 			return -EPROTO;
 		hkx__observe(ex, f);
+		if (f->started_ns != 0)
+			return 0; /* adopted as a pause began, or said twice */
 		f->started_ns = fr->u.started.start_ns;
 		if (f->started_ns == 0 || f->started_ns > hkx__now_ns())
 			f->started_ns = hkx__now_ns();
@@ -823,6 +930,7 @@ read_host(hkx_executor *ex, struct hkx__host *h)
 	if (n <= 0) {
 		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
 		h->up_open = false;
+		pipe_lost(ex, h);
 		return false;
 	}
 	hkx__lock(ex);
@@ -981,10 +1089,12 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 				poll_down(ex, h, true);
 				return;
 			}
-			/* The host is gone; its death will requeue what it held. */
+			/* The host is gone, and its death will requeue what it
+			 * held; or it lost its pipe. */
 			if (errno == EPIPE)
 				consume_sigpipe();
 			drop_output(ex, h);
+			pipe_lost(ex, h);
 			return;
 		}
 		for (len = (size_t)n; h->out_head < h->out_len;) {
@@ -1010,12 +1120,15 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 static void
 spawn_failed(hkx_executor *ex, int err)
 {
+	char why[128];
+
 	hkx__lock(ex);
 	ex->spawning = false;
 	if (!ex->started)
 		ex->start_error = err;
 	else {
-		count_restart(ex);
+		snprintf(why, sizeof(why), "could not start a host: %s", strerror(-err));
+		count_restart(ex, why);
 		respawn_if_needed(ex);
 	}
 	pthread_cond_broadcast(&ex->cond);
@@ -1154,7 +1267,7 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 		next = TAILQ_NEXT(f, link);
 		if (f->group != NULL && (f->group->failed || f->group->stopped)) {
 			TAILQ_REMOVE(&back, f, link);
-			end_future(ex, f, HKX_CANCELLED, 0);
+			end_unrun(ex, f);
 		}
 	}
 	TAILQ_CONCAT(&back, &ex->queue, link);
@@ -1176,9 +1289,34 @@ host_by_pid(hkx_executor *ex, pid_t pid)
  * The host is dead: settle every task it held. Everything it said before
  * it died counts: a result that arrived wins over the death.
  */
+/* With the lock held, before its tasks are settled: what killed h, in a
+ * few words, for the message of a broken executor. */
+static void
+describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, size_t len)
+{
+	const char *name;
+	int sig;
+
+	if (h->protocol_error)
+		snprintf(buf, len, "a host broke the protocol");
+	else if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL) {
+		name = sigabbrev_np(h->crash_signal);
+		snprintf(buf, len, "task %" PRIu64 " died of SIG%s", h->crash_id,
+		    name != NULL ? name : "?");
+	} else if (h->init_failed)
+		snprintf(buf, len, "host_init returned %d", h->init_rc);
+	else if (WIFSIGNALED(status)) {
+		sig = WTERMSIG(status);
+		name = sigabbrev_np(sig);
+		snprintf(buf, len, "a host died of SIG%s", name != NULL ? name : "?");
+	} else
+		snprintf(buf, len, "a host exited with status %d", WEXITSTATUS(status));
+}
+
 static void
 settle(hkx_executor *ex, struct hkx__host *h, int status)
 {
+	char why[128];
 	bool ordered;
 
 	/* The pipe holds at most what the dead host wrote into it. */
@@ -1189,6 +1327,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx__lock(ex);
 	h->settled = true;
 	drop_output(ex, h);
+	describe_death(ex, h, status, why, sizeof(why));
 	classify(ex, h, status);
 	if (ex->current == h)
 		ex->current = NULL;
@@ -1198,7 +1337,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
 	} else if (!ordered)
-		count_restart(ex);
+		count_restart(ex, why);
 	respawn_if_needed(ex);
 	hkx__unlock(ex);
 }
@@ -1261,7 +1400,7 @@ zygote_died(hkx_executor *ex)
 	ex->spawning = false;
 	if (!ex->started && ex->start_error == 0)
 		ex->start_error = -ECHILD;
-	break_executor(ex);
+	break_executor(ex, "executor broken: its zygote died");
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		/* Nobody will kill the group when this host is reaped: do it
 		 * while the host, its leader, still holds the group id. Not a
@@ -1379,9 +1518,10 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		read_notes(ex, h, false);
 		break;
 	case HOST_DOWN:
-		if (events & (EPOLLERR | EPOLLHUP))
+		if (events & (EPOLLERR | EPOLLHUP)) {
 			drop_output(ex, h);
-		else
+			pipe_lost(ex, h);
+		} else
 			flush_host(ex, h);
 		break;
 	case HOST_PID:
@@ -1532,6 +1672,11 @@ check_config(const struct hkx_config *c)
 static void
 destroy(hkx_executor *ex)
 {
+	/* First, under the lock: a group or future that outlives the executor
+	 * looks at this under the lock before it touches anything below. */
+	hkx__lock(ex);
+	ex->freed = true;
+	hkx__unlock(ex);
 	if (ex->thread_started) {
 		hkx__lock(ex);
 		ex->thread_exit = true;
@@ -1556,9 +1701,6 @@ destroy(hkx_executor *ex)
 	free(ex->free_slots);
 	free(ex->restarts);
 	free(ex->inbuf);
-	hkx__lock(ex);
-	ex->freed = true;
-	hkx__unlock(ex);
 	hkx__executor_release(ex);
 }
 
@@ -1918,11 +2060,15 @@ set_frozen(hkx_executor *ex, bool frozen)
 static int
 pause_locked(hkx_executor *ex, int how)
 {
+	uint64_t now;
+
 	if (how != HKX_PAUSE_CHECKPOINT && how != HKX_PAUSE_FREEZE)
 		return -EINVAL;
 	if (!ex->paused) {
+		now = hkx__now_ns();
+		adopt_starts(ex, now);
 		ex->paused = true;
-		ex->pause_began = hkx__now_ns();
+		ex->pause_began = now;
 		hkx__slots_set_paused(&ex->host_config.slots, true);
 	}
 	set_frozen(ex, how == HKX_PAUSE_FREEZE);
@@ -1935,7 +2081,9 @@ resume_locked(hkx_executor *ex, int unused)
 	(void)unused;
 	if (!ex->paused)
 		return 0;
-	ex->paused_total += hkx__now_ns() - ex->pause_began;
+	ex->last_pause_began = ex->pause_began;
+	ex->last_pause_ended = hkx__now_ns();
+	ex->paused_total += ex->last_pause_ended - ex->pause_began;
 	ex->paused = false;
 	hkx__slots_set_paused(&ex->host_config.slots, false);
 	set_frozen(ex, false);

@@ -130,11 +130,13 @@ struct hkx_executor {
 	bool limits_dirty;             /* the supervisor should look at run-time limits */
 	bool paused, frozen;
 	uint64_t pause_began, paused_total;
+	uint64_t last_pause_began, last_pause_ended; /* the last pause to end */
 
 	bool shutting_down;
 	enum hkx_shutdown shutdown_mode;
 	bool broken;
-	bool freed;
+	char broken_why[256];          /* the message of every future breaking ends */
+	_Atomic bool freed;            /* set first thing in destroy, under the lock */
 };
 
 /* Locks the executor a future or group belongs to. */
@@ -160,7 +162,9 @@ hkx__slot_of(hkx_executor *ex, const hkx_future *f)
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */
 void hkx__observe(hkx_executor *ex, hkx_future *f);
-/* With the lock held: cancel if not started (true), else ask it to stop. */
+/* With the lock held: end f if its current attempt has not started (true;
+ * CANCELLED only if no attempt ever started), else nothing (false); and
+ * end it, or ask it to stop. */
 bool hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f);
 void hkx__future_stop_locked(hkx_executor *ex, hkx_future *f);
 /* With the lock held: stop every future of group g (NULL: all) present now. */

@@ -76,10 +76,16 @@ hkx_group_stop(hkx_group *g)
 	if (err < 0)
 		return err;
 	hkx__lock(g->ex);
-	g->stopped = true;
-	hkx__stop_all(g->ex, g);
+	/* Looked at again under the lock: a free that raced the look above
+	 * has since taken the executor's tables away. */
+	if (g->ex->freed)
+		err = -ESHUTDOWN;
+	else {
+		g->stopped = true;
+		hkx__stop_all(g->ex, g);
+	}
 	hkx__unlock(g->ex);
-	return 0;
+	return err;
 }
 
 int
