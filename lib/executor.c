@@ -1,7 +1,7 @@
 /*
- * executor: the supervisor. It owns the queue, the slot table's owners,
- * every host's pipes, the zygote's socket and the run-time limit timer, and
- * decides how each future ends.
+ * executor: the supervisor. It owns the queue, each host's slot table and
+ * which future holds each slot, every host's pipes, the zygote's socket and
+ * the run-time limit timer, and decides how each future ends.
  *
  * Threads: application threads submit, cancel, stop and kill under the
  * lock; one supervisor thread per executor (every signal blocked) reads
@@ -73,10 +73,22 @@ struct hkx__host {
 	int init_rc;
 	unsigned inflight;   /* slots it holds */
 	uint64_t sent;       /* tasks sent over its life */
+	struct hkx__slots slots;  /* its own table, host_capacity slots */
+	hkx_future **owners;      /* of each slot (a reference), or NULL */
+	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
 	struct out_frame *out;
 	size_t out_head, out_len, out_cap, out_partial;
 };
+
+/* Every future host h holds, as f, in slot i. */
+#define FOREACH_HELD(ex, h, i, f)                       \
+	for ((i) = 0; (i) < (ex)->host_capacity; (i)++) \
+		if (((f) = (h)->owners[(i)]) != NULL)
+/* The same over every host. */
+#define FOREACH_HELD_ALL(ex, h, i, f)        \
+	TAILQ_FOREACH(h, &(ex)->hosts, link) \
+		FOREACH_HELD(ex, h, i, f)
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned fork_generation;
@@ -268,34 +280,45 @@ hkx__observe(hkx_executor *ex, hkx_future *f)
 static void
 observe_all(hkx_executor *ex)
 {
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++)
-		if (ex->owners[i].future != NULL)
-			hkx__observe(ex, ex->owners[i].future);
+	struct hkx__host *h;
+	hkx_future *f;
+	uint32_t i;
+
+	FOREACH_HELD_ALL(ex, h, i, f)
+		hkx__observe(ex, f);
 }
 
 /* --- slots ----------------------------------------------------------------- */
 
+struct hkx__slot *
+hkx__slot_of(hkx_executor *ex, const hkx_future *f)
+{
+	(void)ex;
+	return &f->host->slots.slot[f->slot];
+}
+
 static void
 slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h)
 {
-	uint32_t i = ex->free_slots[--ex->nfree_slots];
+	uint32_t i = h->free_slots[h->inflight++];
 
-	ex->owners[i].future = hkx_future_retain(f);
-	ex->owners[i].host = h;
+	(void)ex;
+	h->owners[i] = hkx_future_retain(f);
+	f->host = h;
 	f->slot = (int32_t)i;
-	h->inflight++;
 }
 
 /* Frees f's slot and drops the slot's reference: f may be gone after. */
 static void
 slot_put(hkx_executor *ex, hkx_future *f)
 {
+	struct hkx__host *h = f->host;
 	uint32_t i = (uint32_t)f->slot;
 
-	ex->owners[i].host->inflight--;
-	ex->owners[i].future = NULL;
-	ex->owners[i].host = NULL;
-	ex->free_slots[ex->nfree_slots++] = i;
+	(void)ex;
+	h->owners[i] = NULL;
+	h->free_slots[--h->inflight] = i;
+	f->host = NULL;
 	f->slot = -1;
 	hkx_future_release(f);
 }
@@ -337,12 +360,13 @@ hkx__future_stop_locked(hkx_executor *ex, hkx_future *f)
 	f->stop_asked = true;
 	atomic_store(&hkx__slot_of(ex, f)->stop, 1);
 	/* A task blocked in a checkpoint of a paused executor gives up. */
-	hkx__slots_wake(&ex->host_config.slots);
+	hkx__slots_wake(&f->host->slots);
 }
 
 void
 hkx__stop_all(hkx_executor *ex, hkx_group *g)
 {
+	struct hkx__host *h;
 	hkx_future *f, *next;
 	uint32_t i;
 
@@ -351,11 +375,9 @@ hkx__stop_all(hkx_executor *ex, hkx_group *g)
 		if (g == NULL || f->group == g)
 			hkx__future_cancel_locked(ex, f);
 	}
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f) && (g == NULL || f->group == g))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f) && (g == NULL || f->group == g))
 			hkx__future_stop_locked(ex, f);
-	}
 }
 
 static void
@@ -373,14 +395,14 @@ cancel_queue(hkx_executor *ex)
 static void
 cancel_unstarted(hkx_executor *ex)
 {
+	struct hkx__host *h;
 	hkx_future *f;
+	uint32_t i;
 
 	cancel_queue(ex);
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f))
 			(void)hkx__future_cancel_locked(ex, f);
-	}
 }
 
 /* Back to the queue, in id order, unless nothing more may start. */
@@ -610,7 +632,7 @@ static bool
 host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
 {
 	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity && ex->nfree_slots > 0;
+	    h->inflight < ex->host_capacity;
 }
 
 /* With the lock held: hand queued work to the host; wind hosts down once
@@ -622,6 +644,9 @@ pump(hkx_executor *ex)
 	unsigned max = ex->config.max_tasks_per_host;
 	hkx_future *f;
 
+	/* Not paused, or it would take nothing: undo a flag the host set. */
+	if (host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
+		hkx__slots_assert_paused(&h->slots, false);
 	while (host_takes_tasks(ex, h) && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		if (max && h->sent >= max)
 			break;
@@ -656,13 +681,13 @@ check_limits(hkx_executor *ex)
 {
 	struct itimerspec its = { 0 };
 	uint64_t now = hkx__now_ns(), next = UINT64_MAX, ran, limit, paused;
+	struct hkx__host *h;
 	hkx_future *f;
 	uint32_t i;
 
 	paused = paused_time(ex, now);
-	for (i = 0; i < ex->host_config.slots.count && !ex->paused; i++) {
-		f = ex->owners[i].future;
-		if (f == NULL || is_end(f) || f->started_ns == 0 || ex->owners[i].host->killing)
+	FOREACH_HELD_ALL(ex, h, i, f) {
+		if (ex->paused || is_end(f) || f->started_ns == 0 || h->killing)
 			continue;
 		ran = now - f->started_ns;
 		ran = ran > paused - f->paused_at_start ? ran - (paused - f->paused_at_start) : 0;
@@ -677,7 +702,7 @@ check_limits(hkx_executor *ex)
 			limit = (uint64_t)f->kill_after_ms * 1000000u;
 			if (ran >= limit) {
 				f->doom = HKX_TIMED_OUT;
-				kill_host(ex, ex->owners[i].host, false);
+				kill_host(ex, h, false);
 			} else if (now + (limit - ran) < next)
 				next = now + (limit - ran);
 		}
@@ -699,12 +724,12 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	hkx_future *f;
 	uint64_t word;
 
-	if (fr->slot >= ex->host_config.slots.count || ex->owners[fr->slot].host != h)
+	if (fr->slot >= ex->host_capacity)
 		return NULL;
-	f = ex->owners[fr->slot].future;
+	f = h->owners[fr->slot];
 	if (f == NULL || f->id != fr->id)
 		return NULL;
-	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
+	word = atomic_load(&hkx__slot_of(ex, f)->word);
 	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
 	/* Only a cancelled future has ended while its slot is taken: a host
@@ -845,14 +870,13 @@ static hkx_future *
 running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
 {
 	hkx_future *f;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && ex->owners[i].host == h && f->id == id && !is_end(f) &&
-		    atomic_load(&ex->host_config.slots.slot[i].word) ==
+	FOREACH_HELD(ex, h, i, f)
+		if (f->id == id && !is_end(f) &&
+		    atomic_load(&hkx__slot_of(ex, f)->word) ==
 		        HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			return f;
-	}
 	return NULL;
 }
 
@@ -1023,21 +1047,62 @@ spawn_failed(hkx_executor *ex, int err)
 }
 
 static void
+host_free(struct hkx__host *h)
+{
+	hkx__slots_free(&h->slots);
+	free(h->owners);
+	free(h->free_slots);
+	free(h->out);
+	free(h);
+}
+
+/* The host's memory, all of it now: nothing later may fail for lack of
+ * it. */
+static int
+host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **out)
+{
+	struct hkx__host *h;
+	int err;
+
+	if (m->nfds != HKX__ZYGOTE_MAX_FDS)
+		return -EPROTO;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return -ENOMEM;
+	h->owners = calloc(ex->host_capacity, sizeof(*h->owners));
+	h->free_slots = calloc(ex->host_capacity, sizeof(*h->free_slots));
+	if (h->owners == NULL || h->free_slots == NULL) {
+		host_free(h);
+		return -ENOMEM;
+	}
+	err = hkx__slots_map(&h->slots, ex->host_capacity, m->fds[4]);
+	if (err < 0) {
+		host_free(h);
+		return err;
+	}
+	for (uint32_t i = 0; i < ex->host_capacity; i++)
+		h->free_slots[i] = i;
+	*out = h;
+	return 0;
+}
+
+static void
 host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct hkx__host *h;
+	int err;
 
-	h = calloc(1, sizeof(*h));
-	if (h == NULL || m->nfds != 4) {
+	err = host_new(ex, m, &h);
+	if (err < 0) {
 		for (int i = 0; i < m->nfds; i++)
 			close(m->fds[i]);
 		if (m->pid > 0)
 			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
-		free(h);
-		spawn_failed(ex, -ENOMEM);
+		spawn_failed(ex, err);
 		return;
 	}
+	close(m->fds[4]); /* the mapping holds the table */
 	h->pid = m->pid;
 	h->pidfd = m->fds[0];
 	h->down_fd = m->fds[1];
@@ -1059,6 +1124,9 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 
 	hkx__lock(ex);
 	ex->spawning = false;
+	/* Before it can take a task: a spare forked long ago knows nothing
+	 * of a pause since. */
+	hkx__slots_set_paused(&h->slots, ex->paused);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
 	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
 		ex->current = h;
@@ -1112,24 +1180,24 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	struct hkx__slot *slot;
 	hkx_future *f, *next;
 	uint64_t word;
-	uint32_t i;
+	uint32_t i, reply_len;
 
 	if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL)
 		culprit_known = true;
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		if (ex->owners[i].host != h)
-			continue;
-		f = ex->owners[i].future;
-		slot = &ex->host_config.slots.slot[i];
+	FOREACH_HELD(ex, h, i, f) {
+		slot = hkx__slot_of(ex, f);
 		word = atomic_load(&slot->word);
 		if (is_end(f)) {
 			slot_put(ex, f); /* cancelled before it started */
 			continue;
 		}
+		/* Read once: whatever else holds the mapping may change it
+		 * between the check and the copy. */
+		reply_len = slot->reply_len;
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED) &&
-		    slot->reply_len <= HKX__SLOT_INLINE) {
+		    reply_len <= HKX__SLOT_INLINE) {
 			/* It returned; its frame died with the host. */
-			finish(ex, f, slot->rc, slot->reply, slot->reply_len, NULL, 0);
+			finish(ex, f, slot->rc, slot->reply, reply_len, NULL, 0);
 			continue;
 		}
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
@@ -1246,8 +1314,7 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 	close(h->up_fd);
 	close(h->crash_fd);
 	hkx__decoder_free(&h->decoder);
-	free(h->out);
-	free(h);
+	host_free(h);
 }
 
 /* The zygote is gone: no host can be started or reaped by it any more. */
@@ -1547,13 +1614,10 @@ destroy(hkx_executor *ex)
 		close(ex->wakefd);
 	if (ex->timerfd >= 0)
 		close(ex->timerfd);
-	hkx__slots_free(&ex->host_config.slots);
 	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
 		free((char *)ex->tasks[i].name);
 	free(ex->tasks);
 	free(ex->by_name);
-	free(ex->owners);
-	free(ex->free_slots);
 	free(ex->restarts);
 	free(ex->inbuf);
 	hkx__lock(ex);
@@ -1592,7 +1656,6 @@ static int
 set_up(hkx_executor *ex, const struct hkx_config *c)
 {
 	struct hkx__host_config *hc = &ex->host_config;
-	uint32_t nslots;
 	int err;
 
 	ex->config = *c;
@@ -1601,23 +1664,12 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	ex->config.tasks = ex->tasks;
 	ex->host_capacity = c->threads + c->prefetch;
-	/* Twice the capacity: a replacement host fills its slots while the
-	 * one it replaces still holds its own. */
-	nslots = 2 * ex->host_capacity;
-	ex->owners = calloc(nslots, sizeof(*ex->owners));
-	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
 	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
 	    sizeof(*ex->restarts));
 	ex->inbuf = malloc(INBUF_LEN);
-	if (ex->owners == NULL || ex->free_slots == NULL || ex->restarts == NULL ||
-	    ex->inbuf == NULL)
+	if (ex->restarts == NULL || ex->inbuf == NULL)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nslots; i++)
-		ex->free_slots[i] = nslots - 1 - i;
-	ex->nfree_slots = nslots;
-	err = hkx__slots_new(&hc->slots, nslots);
-	if (err < 0)
-		return err;
+	hc->nslots = ex->host_capacity;
 	hc->tasks = ex->tasks;
 	hc->ntasks = c->ntasks;
 	hc->threads = c->threads;
@@ -1915,16 +1967,26 @@ set_frozen(hkx_executor *ex, bool frozen)
 	wake(ex);
 }
 
+/* The pause gate of every host, said again on every change: a host may
+ * have written its flag since. */
+static void
+set_paused(hkx_executor *ex, bool paused)
+{
+	struct hkx__host *h;
+
+	ex->paused = paused;
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__slots_set_paused(&h->slots, paused);
+}
+
 static int
 pause_locked(hkx_executor *ex, int how)
 {
 	if (how != HKX_PAUSE_CHECKPOINT && how != HKX_PAUSE_FREEZE)
 		return -EINVAL;
-	if (!ex->paused) {
-		ex->paused = true;
+	if (!ex->paused)
 		ex->pause_began = hkx__now_ns();
-		hkx__slots_set_paused(&ex->host_config.slots, true);
-	}
+	set_paused(ex, true);
 	set_frozen(ex, how == HKX_PAUSE_FREEZE);
 	return 0;
 }
@@ -1936,8 +1998,7 @@ resume_locked(hkx_executor *ex, int unused)
 	if (!ex->paused)
 		return 0;
 	ex->paused_total += hkx__now_ns() - ex->pause_began;
-	ex->paused = false;
-	hkx__slots_set_paused(&ex->host_config.slots, false);
+	set_paused(ex, false);
 	set_frozen(ex, false);
 	return 0;
 }
@@ -1999,7 +2060,7 @@ hkx_future_kill(hkx_future *f)
 		err = -EALREADY;
 	else if (!hkx__future_cancel_locked(ex, f)) {
 		f->doom = HKX_KILLED;
-		kill_host(ex, ex->owners[f->slot].host, false);
+		kill_host(ex, f->host, false);
 	}
 	hkx__unlock(ex);
 	return err;
