@@ -77,8 +77,8 @@ struct hkx__host {
 	hkx_future **owners;      /* of each slot (a reference), or NULL */
 	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
-	struct out_frame *out;
-	size_t out_head, out_len, out_cap, out_partial;
+	struct out_frame *out;    /* host_capacity TASKs and a QUIT, at most */
+	size_t out_head, out_len, out_partial;
 };
 
 /* Every future host h holds, as f, in slot i. */
@@ -217,7 +217,7 @@ set_message(hkx_future *f, const char *fmt, ...)
 	char *msg;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) >= 0) {
+	if (hkx__vasprintf(&msg, fmt, ap) >= 0) {
 		free(f->message);
 		f->message = msg;
 	}
@@ -540,19 +540,19 @@ freeze_host(hkx_executor *ex, struct hkx__host *h)
 		sched_yield();
 }
 
+/*
+ * Never grows, so never fails: a TASK is queued only while fewer than
+ * host_capacity frames wait (host_takes_tasks), a QUIT once, so the array
+ * made with the host holds them all once moved to its front.
+ */
 static void
-out_push(struct hkx__host *h, hkx_future *f, const uint8_t *head, size_t head_len)
+out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+         size_t head_len)
 {
-	struct out_frame *grown;
-	size_t cap;
-
-	if (h->out_len == h->out_cap) {
-		cap = h->out_cap ? h->out_cap * 2 : 64;
-		grown = reallocarray(h->out, cap, sizeof(*grown));
-		if (grown == NULL)
-			abort(); /* bounded by the host's capacity; tiny */
-		h->out = grown;
-		h->out_cap = cap;
+	if (h->out_len == ex->host_capacity + 1) {
+		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
+		h->out_len -= h->out_head;
+		h->out_head = 0;
 	}
 	h->out[h->out_len].future = f != NULL ? hkx_future_retain(f) : NULL;
 	memcpy(h->out[h->out_len].head, head, head_len);
@@ -568,7 +568,7 @@ retire(hkx_executor *ex, struct hkx__host *h)
 	if (h->retiring || h->killing || h->settled)
 		return;
 	h->retiring = true;
-	out_push(h, NULL, head, hkx__encode_quit(head));
+	out_push(ex, h, NULL, head, hkx__encode_quit(head));
 	if (ex->current == h)
 		ex->current = NULL;
 }
@@ -624,7 +624,7 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	slot = hkx__slot_of(ex, f);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
 	h->sent++;
-	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
+	out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
 
@@ -632,7 +632,7 @@ static bool
 host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
 {
 	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity;
+	    h->inflight < ex->host_capacity && h->out_len - h->out_head < ex->host_capacity;
 }
 
 /* With the lock held: hand queued work to the host; wind hosts down once
@@ -753,9 +753,9 @@ finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t re
 	hkx__observe(ex, f);
 	copy_progress(ex, f);
 	if (message_len > 0)
-		f->message = strndup(message, message_len);
+		f->message = hkx__strndup(message, message_len);
 	if (reply_len > 0) {
-		f->result = malloc(reply_len);
+		f->result = hkx__malloc(reply_len);
 		if (f->result != NULL) {
 			memcpy(f->result, reply, reply_len);
 			f->result_len = reply_len;
@@ -1066,12 +1066,13 @@ host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **o
 
 	if (m->nfds != HKX__ZYGOTE_MAX_FDS)
 		return -EPROTO;
-	h = calloc(1, sizeof(*h));
+	h = hkx__calloc(1, sizeof(*h));
 	if (h == NULL)
 		return -ENOMEM;
-	h->owners = calloc(ex->host_capacity, sizeof(*h->owners));
-	h->free_slots = calloc(ex->host_capacity, sizeof(*h->free_slots));
-	if (h->owners == NULL || h->free_slots == NULL) {
+	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
+	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
+	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
+	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
 		host_free(h);
 		return -ENOMEM;
 	}
@@ -1544,15 +1545,15 @@ copy_tasks(hkx_executor *ex, const struct hkx_config *c)
 
 	if (c->tasks == NULL || c->ntasks == 0 || c->ntasks > UINT32_MAX)
 		return -EINVAL;
-	ex->tasks = calloc(c->ntasks, sizeof(*ex->tasks));
-	ex->by_name = calloc(c->ntasks, sizeof(*ex->by_name));
+	ex->tasks = hkx__calloc(c->ntasks, sizeof(*ex->tasks));
+	ex->by_name = hkx__calloc(c->ntasks, sizeof(*ex->by_name));
 	if (ex->tasks == NULL || ex->by_name == NULL)
 		return -ENOMEM;
 	for (i = 0; i < c->ntasks; i++) {
 		if (c->tasks[i].name == NULL || c->tasks[i].name[0] == '\0' || c->tasks[i].fn == NULL)
 			return -EINVAL;
 		ex->tasks[i].fn = c->tasks[i].fn;
-		ex->tasks[i].name = strdup(c->tasks[i].name);
+		ex->tasks[i].name = hkx__strdup(c->tasks[i].name);
 		if (ex->tasks[i].name == NULL)
 			return -ENOMEM;
 		ex->by_name[i] = (uint32_t)i;
@@ -1664,9 +1665,9 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	ex->config.tasks = ex->tasks;
 	ex->host_capacity = c->threads + c->prefetch;
-	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
+	ex->restarts = hkx__calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
 	    sizeof(*ex->restarts));
-	ex->inbuf = malloc(INBUF_LEN);
+	ex->inbuf = hkx__malloc(INBUF_LEN);
 	if (ex->restarts == NULL || ex->inbuf == NULL)
 		return -ENOMEM;
 	hc->nslots = ex->host_capacity;
@@ -1716,7 +1717,7 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 	if (err < 0)
 		return err;
 	pthread_once(&fork_once, register_fork_hook);
-	ex = calloc(1, sizeof(*ex));
+	ex = hkx__calloc(1, sizeof(*ex));
 	if (ex == NULL)
 		return -ENOMEM;
 	ex->refs = 1;
@@ -1779,7 +1780,7 @@ new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
 
 	if (len > ex->config.max_payload)
 		return -E2BIG;
-	f = malloc(sizeof(*f) + len);
+	f = hkx__malloc(sizeof(*f) + len);
 	if (f == NULL)
 		return -ENOMEM;
 	memset(f, 0, sizeof(*f));
@@ -1899,7 +1900,7 @@ hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 
 	if (n == 0)
 		return submit(ex, task, args, 0, opts, outs, NULL);
-	made = calloc(n, sizeof(*made));
+	made = hkx__calloc(n, sizeof(*made));
 	if (made == NULL)
 		return -ENOMEM;
 	err = submit(ex, task, args, n, opts, outs, made);

@@ -1,5 +1,6 @@
 /*
- * test_hostile_memory: what a host leaves in shared memory.
+ * test_hostile_memory: what a host leaves in shared memory, and what the
+ * supervisor does when memory runs out.
  *
  * A process that escaped its host (a task's child that left the host's
  * process group, so the host's kill missed it) keeps the host's mapping of
@@ -8,6 +9,11 @@
  * stall the executor. A host that writes its own table is bounded too: a
  * reply length past the slot's end is a malformed slot, and a pause flag it
  * sets on its own is undone before it is handed more work.
+ *
+ * The allocation case fails the supervisor's Nth allocation, through the
+ * library's test hook, for N = 1, 2, ... over a whole executor's life: no
+ * call may crash or hang, every future ends, and nothing is left behind
+ * (fds, threads, processes here; memory under ASan's leak checker).
  *
  * The escaped process talks to the test through FIFOs of this suite's own:
  * it blocks on "order" for one command byte, acts, and answers on "answer".
@@ -34,6 +40,7 @@
 #include "host.h"
 #include "slots.h"
 #include "support.h"
+#include "util.h"
 
 /* Orders for the escaped process. */
 enum {
@@ -389,6 +396,120 @@ START_TEST(test_reply_len_overlong)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Allocation failures.                                                    */
+
+#define MAX_ROUNDS 1000
+
+static void
+count_done(hkx_future *f, void *arg)
+{
+	(void)f;
+	atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* Submits a task: the future, or NULL if the submission failed for lack
+ * of memory. */
+static hkx_future *
+try_submit(hkx_executor *ex, const char *task, const void *arg, size_t len, hkx_group *g)
+{
+	struct hkx_opts o = { .group = g };
+	hkx_future *f = NULL;
+	int rc;
+
+	rc = hkx_submit(ex, task, arg, len, &o, &f);
+	ck_assert_msg(rc == 0 || rc == -ENOMEM, "hkx_submit(%s): %s", task, strerror(-rc));
+	return f;
+}
+
+static void
+keep(hkx_future **fs, size_t *n, hkx_future *f)
+{
+	if (f != NULL)
+		fs[(*n)++] = f;
+}
+
+/*
+ * One executor's life: results with and without bytes, a message, a
+ * callback, a group, a wait on several, a kill (and with it a new host),
+ * then free. Every call either works or says -ENOMEM; every future ends.
+ */
+static void
+life(const struct hkx_config *c)
+{
+	hkx_future *fs[8], *blocker;
+	atomic_int ran = 0;
+	int registered = 0;
+	hkx_group *g = NULL;
+	hkx_executor *ex;
+	size_t n = 0;
+	int rc;
+
+	rc = hkx_executor_new(c, &ex);
+	ck_assert_msg(rc == 0 || rc == -ENOMEM, "hkx_executor_new: %s", strerror(-rc));
+	if (rc < 0)
+		return;
+	rc = hkx_group_new(ex, 0, &g);
+	ck_assert(rc == 0 || rc == -ENOMEM);
+	keep(fs, &n, try_submit(ex, "echo", "echo", 4, g));
+	keep(fs, &n, try_submit(ex, "fail", NULL, 0, NULL));
+	keep(fs, &n, try_submit(ex, "id", NULL, 0, g));
+	for (size_t i = 0; i < n; i++) {
+		rc = hkx_future_on_done(fs[i], count_done, &ran);
+		ck_assert(rc == 0 || rc == -ENOMEM);
+		registered += rc == 0;
+	}
+	if (n > 0) {
+		rc = hkx_wait(fs, n, HKX_WAIT_ALL, TST_DEADLINE_MS);
+		ck_assert_msg(rc == 0 || rc == -ENOMEM, "hkx_wait: %s", strerror(-rc));
+	}
+	if (g != NULL) {
+		rc = hkx_group_wait(g, TST_DEADLINE_MS, NULL);
+		ck_assert_msg(rc != -ETIMEDOUT, "hkx_group_wait: %s", strerror(-rc));
+	}
+	blocker = try_submit(ex, "block", NULL, 0, NULL);
+	if (blocker != NULL) {
+		keep(fs, &n, blocker);
+		tst_await_start();
+		ck_assert_int_eq(hkx_future_kill(blocker), 0);
+		ck_assert_int_eq(hkx_future_wait(blocker, TST_DEADLINE_MS), 0);
+	}
+	keep(fs, &n, try_submit(ex, "echo", "after", 5, NULL));
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(hkx_future_wait(fs[i], TST_DEADLINE_MS) == 0, "a future never ended");
+	hkx_executor_free(ex);
+	ck_assert_int_eq(atomic_load(&ran), registered);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_msg(hkx_future_done(fs[i]), "a future never ended");
+		hkx_future_release(fs[i]);
+	}
+	if (g != NULL)
+		hkx_group_release(g);
+}
+
+START_TEST(test_alloc_failure)
+{
+	struct hkx_config c;
+	int fds = fd_count(), threads = tst_count_dir("/proc/self/task");
+	long n;
+
+	tst_config(&c, 1);
+	c.prefetch = 2;
+	c.max_restarts = 100;
+	for (n = 1; n <= MAX_ROUNDS; n++) {
+		atomic_store(&hkx__alloc_fail_after, n);
+		life(&c);
+		ck_assert_int_eq(fd_count(), fds);
+		ck_assert_int_eq(tst_count_dir("/proc/self/task"), threads);
+		ck_assert_int_eq(tst_count_children(), 0);
+		if (atomic_exchange(&hkx__alloc_fail_after, 0) != 0)
+			break; /* a whole life without reaching the Nth */
+	}
+	ck_assert_msg(n <= MAX_ROUNDS, "more allocations than rounds");
+	ck_assert_int_gt(n, 1);
+}
+END_TEST
+
 static Suite *
 memory_suite(void)
 {
@@ -406,6 +527,10 @@ memory_suite(void)
 	tcase_add_test(tc, test_reply_len_overlong);
 	suite_add_tcase(s, tc);
 
+	tc = tst_tcase("alloc");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, test_alloc_failure);
+	suite_add_tcase(s, tc);
 
 	return s;
 }
