@@ -542,8 +542,9 @@ freeze_host(hkx_executor *ex, struct hkx__host *h)
 
 /*
  * Never grows, so never fails: a TASK is queued only while fewer than
- * host_capacity frames wait (host_takes_tasks), a QUIT once, so the array
- * made with the host holds them all once moved to its front.
+ * host_capacity frames wait (pump), a QUIT once, so the array made with
+ * the host holds them all once moved to its front. Supervisor thread only,
+ * as the frames are.
  */
 static void
 out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
@@ -632,7 +633,7 @@ static bool
 host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
 {
 	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity && h->out_len - h->out_head < ex->host_capacity;
+	    h->inflight < ex->host_capacity;
 }
 
 /* With the lock held: hand queued work to the host; wind hosts down once
@@ -647,7 +648,10 @@ pump(hkx_executor *ex)
 	/* Not paused, or it would take nothing: undo a flag the host set. */
 	if (host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
 		hkx__slots_assert_paused(&h->slots, false);
-	while (host_takes_tasks(ex, h) && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+	/* Frames a host skipped unread may still wait to be written: their
+	 * slots are free, their places in h->out are not. */
+	while (host_takes_tasks(ex, h) && h->out_len - h->out_head < ex->host_capacity &&
+	    (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		if (max && h->sent >= max)
 			break;
 		TAILQ_REMOVE(&ex->queue, f, link);
