@@ -1,7 +1,7 @@
 /*
- * executor: the supervisor. It owns the queue, the slot table's owners,
- * every host's pipes, the zygote's socket and the run-time limit timer, and
- * decides how each future ends.
+ * executor: the supervisor. It owns the queue, each host's slot table and
+ * which future holds each slot, every host's pipes, the zygote's socket and
+ * the run-time limit timer, and decides how each future ends.
  *
  * Threads: application threads submit, cancel, stop and kill under the
  * lock; one supervisor thread per executor (every signal blocked) reads
@@ -79,10 +79,22 @@ struct hkx__host {
 	int init_rc;
 	unsigned inflight;   /* slots it holds */
 	uint64_t sent;       /* tasks sent over its life */
+	struct hkx__slots slots;  /* its own table, host_capacity slots */
+	hkx_future **owners;      /* of each slot (a reference), or NULL */
+	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
-	struct out_frame *out;
-	size_t out_head, out_len, out_cap, out_partial;
+	struct out_frame *out;    /* host_capacity TASKs and a QUIT, at most */
+	size_t out_head, out_len, out_partial;
 };
+
+/* Every future host h holds, as f, in slot i. */
+#define FOREACH_HELD(ex, h, i, f)                       \
+	for ((i) = 0; (i) < (ex)->host_capacity; (i)++) \
+		if (((f) = (h)->owners[(i)]) != NULL)
+/* The same over every host. */
+#define FOREACH_HELD_ALL(ex, h, i, f)        \
+	TAILQ_FOREACH(h, &(ex)->hosts, link) \
+		FOREACH_HELD(ex, h, i, f)
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned fork_generation;
@@ -211,7 +223,7 @@ set_message(hkx_future *f, const char *fmt, ...)
 	char *msg;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) >= 0) {
+	if (hkx__vasprintf(&msg, fmt, ap) >= 0) {
 		free(f->message);
 		f->message = msg;
 	}
@@ -299,34 +311,45 @@ hkx__observe(hkx_executor *ex, hkx_future *f)
 static void
 observe_all(hkx_executor *ex)
 {
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++)
-		if (ex->owners[i].future != NULL)
-			hkx__observe(ex, ex->owners[i].future);
+	struct hkx__host *h;
+	hkx_future *f;
+	uint32_t i;
+
+	FOREACH_HELD_ALL(ex, h, i, f)
+		hkx__observe(ex, f);
 }
 
 /* --- slots ----------------------------------------------------------------- */
 
+struct hkx__slot *
+hkx__slot_of(hkx_executor *ex, const hkx_future *f)
+{
+	(void)ex;
+	return &f->host->slots.slot[f->slot];
+}
+
 static void
 slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h)
 {
-	uint32_t i = ex->free_slots[--ex->nfree_slots];
+	uint32_t i = h->free_slots[h->inflight++];
 
-	ex->owners[i].future = hkx_future_retain(f);
-	ex->owners[i].host = h;
+	(void)ex;
+	h->owners[i] = hkx_future_retain(f);
+	f->host = h;
 	f->slot = (int32_t)i;
-	h->inflight++;
 }
 
 /* Frees f's slot and drops the slot's reference: f may be gone after. */
 static void
 slot_put(hkx_executor *ex, hkx_future *f)
 {
+	struct hkx__host *h = f->host;
 	uint32_t i = (uint32_t)f->slot;
 
-	ex->owners[i].host->inflight--;
-	ex->owners[i].future = NULL;
-	ex->owners[i].host = NULL;
-	ex->free_slots[ex->nfree_slots++] = i;
+	(void)ex;
+	h->owners[i] = NULL;
+	h->free_slots[--h->inflight] = i;
+	f->host = NULL;
 	f->slot = -1;
 	hkx_future_release(f);
 }
@@ -368,12 +391,13 @@ hkx__future_stop_locked(hkx_executor *ex, hkx_future *f)
 	f->stop_asked = true;
 	atomic_store(&hkx__slot_of(ex, f)->stop, 1);
 	/* A task blocked in a checkpoint of a paused executor gives up. */
-	hkx__slots_wake(&ex->host_config.slots);
+	hkx__slots_wake(&f->host->slots);
 }
 
 void
 hkx__stop_all(hkx_executor *ex, hkx_group *g)
 {
+	struct hkx__host *h;
 	hkx_future *f, *next;
 	uint32_t i;
 
@@ -382,11 +406,9 @@ hkx__stop_all(hkx_executor *ex, hkx_group *g)
 		if (g == NULL || f->group == g)
 			hkx__future_cancel_locked(ex, f);
 	}
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f) && (g == NULL || f->group == g))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f) && (g == NULL || f->group == g))
 			hkx__future_stop_locked(ex, f);
-	}
 }
 
 static void
@@ -404,14 +426,14 @@ cancel_queue(hkx_executor *ex)
 static void
 cancel_unstarted(hkx_executor *ex)
 {
+	struct hkx__host *h;
 	hkx_future *f;
+	uint32_t i;
 
 	cancel_queue(ex);
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f))
 			(void)hkx__future_cancel_locked(ex, f);
-	}
 }
 
 /* Back to the queue, in id order, unless nothing more may start. */
@@ -561,19 +583,20 @@ freeze_host(hkx_executor *ex, struct hkx__host *h)
 		sched_yield();
 }
 
+/*
+ * Never grows, so never fails: a TASK is queued only while fewer than
+ * host_capacity frames wait (pump), a QUIT once, so the array made with
+ * the host holds them all once moved to its front. Supervisor thread only,
+ * as the frames are.
+ */
 static void
-out_push(struct hkx__host *h, hkx_future *f, const uint8_t *head, size_t head_len)
+out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+         size_t head_len)
 {
-	struct out_frame *grown;
-	size_t cap;
-
-	if (h->out_len == h->out_cap) {
-		cap = h->out_cap ? h->out_cap * 2 : 64;
-		grown = reallocarray(h->out, cap, sizeof(*grown));
-		if (grown == NULL)
-			abort(); /* bounded by the host's capacity; tiny */
-		h->out = grown;
-		h->out_cap = cap;
+	if (h->out_len == ex->host_capacity + 1) {
+		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
+		h->out_len -= h->out_head;
+		h->out_head = 0;
 	}
 	h->out[h->out_len].future = f != NULL ? hkx_future_retain(f) : NULL;
 	memcpy(h->out[h->out_len].head, head, head_len);
@@ -589,7 +612,7 @@ retire(hkx_executor *ex, struct hkx__host *h)
 	if (h->retiring || h->killing || h->settled)
 		return;
 	h->retiring = true;
-	out_push(h, NULL, head, hkx__encode_quit(head));
+	out_push(ex, h, NULL, head, hkx__encode_quit(head));
 	if (ex->current == h)
 		ex->current = NULL;
 }
@@ -645,7 +668,7 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	slot = hkx__slot_of(ex, f);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
 	h->sent++;
-	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
+	out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
 
@@ -653,7 +676,7 @@ static bool
 host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
 {
 	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity && ex->nfree_slots > 0;
+	    h->inflight < ex->host_capacity;
 }
 
 /* With the lock held: hand queued work to the host; wind hosts down once
@@ -665,7 +688,13 @@ pump(hkx_executor *ex)
 	unsigned max = ex->config.max_tasks_per_host;
 	hkx_future *f;
 
-	while (host_takes_tasks(ex, h) && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+	/* Not paused, or it would take nothing: undo a flag the host set. */
+	if (host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
+		hkx__slots_assert_paused(&h->slots, false);
+	/* Frames a host skipped unread may still wait to be written: their
+	 * slots are free, their places in h->out are not. */
+	while (host_takes_tasks(ex, h) && h->out_len - h->out_head < ex->host_capacity &&
+	    (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		if (max && h->sent >= max)
 			break;
 		TAILQ_REMOVE(&ex->queue, f, link);
@@ -718,12 +747,12 @@ paused_time(hkx_executor *ex, uint64_t t)
 static void
 adopt_starts(hkx_executor *ex, uint64_t now)
 {
+	struct hkx__host *h;
 	hkx_future *f;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f == NULL || is_end(f) || f->started_ns != 0 ||
-		    (!f->stop_after_ms && !f->kill_after_ms))
+	FOREACH_HELD_ALL(ex, h, i, f) {
+		if (is_end(f) || f->started_ns != 0 || (!f->stop_after_ms && !f->kill_after_ms))
 			continue;
 		hkx__observe(ex, f);
 		if (state_of(f) == HKX_RUNNING) {
@@ -743,9 +772,8 @@ check_limits(hkx_executor *ex)
 	uint32_t i;
 
 	paused = paused_time(ex, now);
-	for (i = 0; i < ex->host_config.slots.count && !ex->paused; i++) {
-		f = ex->owners[i].future;
-		if (f == NULL || is_end(f) || f->started_ns == 0 || ex->owners[i].host->killing)
+	FOREACH_HELD_ALL(ex, h, i, f) {
+		if (ex->paused || is_end(f) || f->started_ns == 0 || h->killing)
 			continue;
 		ran = now - f->started_ns;
 		ran = ran > paused - f->paused_at_start ? ran - (paused - f->paused_at_start) : 0;
@@ -760,7 +788,7 @@ check_limits(hkx_executor *ex)
 			limit = (uint64_t)f->kill_after_ms * 1000000u;
 			if (ran >= limit) {
 				f->doom = HKX_TIMED_OUT;
-				kill_host(ex, ex->owners[i].host, false);
+				kill_host(ex, h, false);
 			} else if (now + (limit - ran) < next)
 				next = now + (limit - ran);
 		}
@@ -804,12 +832,12 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	hkx_future *f;
 	uint64_t word;
 
-	if (fr->slot >= ex->host_config.slots.count || ex->owners[fr->slot].host != h)
+	if (fr->slot >= ex->host_capacity)
 		return NULL;
-	f = ex->owners[fr->slot].future;
+	f = h->owners[fr->slot];
 	if (f == NULL || f->id != fr->id)
 		return NULL;
-	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
+	word = atomic_load(&hkx__slot_of(ex, f)->word);
 	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
 	/* Only a cancelled future has ended while its slot is taken: a host
@@ -833,9 +861,9 @@ finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t re
 	hkx__observe(ex, f);
 	copy_progress(ex, f);
 	if (message_len > 0)
-		f->message = strndup(message, message_len);
+		f->message = hkx__strndup(message, message_len);
 	if (reply_len > 0) {
-		f->result = malloc(reply_len);
+		f->result = hkx__malloc(reply_len);
 		if (f->result != NULL) {
 			memcpy(f->result, reply, reply_len);
 			f->result_len = reply_len;
@@ -953,14 +981,13 @@ static hkx_future *
 running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
 {
 	hkx_future *f;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && ex->owners[i].host == h && f->id == id && !is_end(f) &&
-		    atomic_load(&ex->host_config.slots.slot[i].word) ==
+	FOREACH_HELD(ex, h, i, f)
+		if (f->id == id && !is_end(f) &&
+		    atomic_load(&hkx__slot_of(ex, f)->word) ==
 		        HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			return f;
-	}
 	return NULL;
 }
 
@@ -1136,21 +1163,63 @@ spawn_failed(hkx_executor *ex, int err)
 }
 
 static void
+host_free(struct hkx__host *h)
+{
+	hkx__slots_free(&h->slots);
+	free(h->owners);
+	free(h->free_slots);
+	free(h->out);
+	free(h);
+}
+
+/* The host's memory, all of it now: nothing later may fail for lack of
+ * it. */
+static int
+host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **out)
+{
+	struct hkx__host *h;
+	int err;
+
+	if (m->nfds != HKX__ZYGOTE_MAX_FDS)
+		return -EPROTO;
+	h = hkx__calloc(1, sizeof(*h));
+	if (h == NULL)
+		return -ENOMEM;
+	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
+	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
+	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
+	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
+		host_free(h);
+		return -ENOMEM;
+	}
+	err = hkx__slots_map(&h->slots, ex->host_capacity, m->fds[4]);
+	if (err < 0) {
+		host_free(h);
+		return err;
+	}
+	for (uint32_t i = 0; i < ex->host_capacity; i++)
+		h->free_slots[i] = i;
+	*out = h;
+	return 0;
+}
+
+static void
 host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct hkx__host *h;
+	int err;
 
-	h = calloc(1, sizeof(*h));
-	if (h == NULL || m->nfds != 4) {
+	err = host_new(ex, m, &h);
+	if (err < 0) {
 		for (int i = 0; i < m->nfds; i++)
 			close(m->fds[i]);
 		if (m->pid > 0)
 			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
-		free(h);
-		spawn_failed(ex, -ENOMEM);
+		spawn_failed(ex, err);
 		return;
 	}
+	close(m->fds[4]); /* the mapping holds the table */
 	h->pid = m->pid;
 	h->pidfd = m->fds[0];
 	h->down_fd = m->fds[1];
@@ -1172,6 +1241,9 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 
 	hkx__lock(ex);
 	ex->spawning = false;
+	/* Before it can take a task: a spare forked long ago knows nothing
+	 * of a pause since. */
+	hkx__slots_set_paused(&h->slots, ex->paused);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
 	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
 		ex->current = h;
@@ -1225,24 +1297,24 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	struct hkx__slot *slot;
 	hkx_future *f, *next;
 	uint64_t word;
-	uint32_t i;
+	uint32_t i, reply_len;
 
 	if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL)
 		culprit_known = true;
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		if (ex->owners[i].host != h)
-			continue;
-		f = ex->owners[i].future;
-		slot = &ex->host_config.slots.slot[i];
+	FOREACH_HELD(ex, h, i, f) {
+		slot = hkx__slot_of(ex, f);
 		word = atomic_load(&slot->word);
 		if (is_end(f)) {
 			slot_put(ex, f); /* cancelled before it started */
 			continue;
 		}
+		/* Read once: whatever else holds the mapping may change it
+		 * between the check and the copy. */
+		reply_len = slot->reply_len;
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED) &&
-		    slot->reply_len <= HKX__SLOT_INLINE) {
+		    reply_len <= HKX__SLOT_INLINE) {
 			/* It returned; its frame died with the host. */
-			finish(ex, f, slot->rc, slot->reply, slot->reply_len, NULL, 0);
+			finish(ex, f, slot->rc, slot->reply, reply_len, NULL, 0);
 			continue;
 		}
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
@@ -1385,8 +1457,7 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 	close(h->up_fd);
 	close(h->crash_fd);
 	hkx__decoder_free(&h->decoder);
-	free(h->out);
-	free(h);
+	host_free(h);
 }
 
 /* The zygote is gone: no host can be started or reaped by it any more. */
@@ -1617,15 +1688,15 @@ copy_tasks(hkx_executor *ex, const struct hkx_config *c)
 
 	if (c->tasks == NULL || c->ntasks == 0 || c->ntasks > UINT32_MAX)
 		return -EINVAL;
-	ex->tasks = calloc(c->ntasks, sizeof(*ex->tasks));
-	ex->by_name = calloc(c->ntasks, sizeof(*ex->by_name));
+	ex->tasks = hkx__calloc(c->ntasks, sizeof(*ex->tasks));
+	ex->by_name = hkx__calloc(c->ntasks, sizeof(*ex->by_name));
 	if (ex->tasks == NULL || ex->by_name == NULL)
 		return -ENOMEM;
 	for (i = 0; i < c->ntasks; i++) {
 		if (c->tasks[i].name == NULL || c->tasks[i].name[0] == '\0' || c->tasks[i].fn == NULL)
 			return -EINVAL;
 		ex->tasks[i].fn = c->tasks[i].fn;
-		ex->tasks[i].name = strdup(c->tasks[i].name);
+		ex->tasks[i].name = hkx__strdup(c->tasks[i].name);
 		if (ex->tasks[i].name == NULL)
 			return -ENOMEM;
 		ex->by_name[i] = (uint32_t)i;
@@ -1692,13 +1763,10 @@ destroy(hkx_executor *ex)
 		close(ex->wakefd);
 	if (ex->timerfd >= 0)
 		close(ex->timerfd);
-	hkx__slots_free(&ex->host_config.slots);
 	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
 		free((char *)ex->tasks[i].name);
 	free(ex->tasks);
 	free(ex->by_name);
-	free(ex->owners);
-	free(ex->free_slots);
 	free(ex->restarts);
 	free(ex->inbuf);
 	hkx__executor_release(ex);
@@ -1734,7 +1802,6 @@ static int
 set_up(hkx_executor *ex, const struct hkx_config *c)
 {
 	struct hkx__host_config *hc = &ex->host_config;
-	uint32_t nslots;
 	int err;
 
 	ex->config = *c;
@@ -1743,23 +1810,12 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	ex->config.tasks = ex->tasks;
 	ex->host_capacity = c->threads + c->prefetch;
-	/* Twice the capacity: a replacement host fills its slots while the
-	 * one it replaces still holds its own. */
-	nslots = 2 * ex->host_capacity;
-	ex->owners = calloc(nslots, sizeof(*ex->owners));
-	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
-	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
+	ex->restarts = hkx__calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
 	    sizeof(*ex->restarts));
-	ex->inbuf = malloc(INBUF_LEN);
-	if (ex->owners == NULL || ex->free_slots == NULL || ex->restarts == NULL ||
-	    ex->inbuf == NULL)
+	ex->inbuf = hkx__malloc(INBUF_LEN);
+	if (ex->restarts == NULL || ex->inbuf == NULL)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nslots; i++)
-		ex->free_slots[i] = nslots - 1 - i;
-	ex->nfree_slots = nslots;
-	err = hkx__slots_new(&hc->slots, nslots);
-	if (err < 0)
-		return err;
+	hc->nslots = ex->host_capacity;
 	hc->tasks = ex->tasks;
 	hc->ntasks = c->ntasks;
 	hc->threads = c->threads;
@@ -1806,7 +1862,7 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 	if (err < 0)
 		return err;
 	pthread_once(&fork_once, register_fork_hook);
-	ex = calloc(1, sizeof(*ex));
+	ex = hkx__calloc(1, sizeof(*ex));
 	if (ex == NULL)
 		return -ENOMEM;
 	ex->refs = 1;
@@ -1869,7 +1925,7 @@ new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
 
 	if (len > ex->config.max_payload)
 		return -E2BIG;
-	f = malloc(sizeof(*f) + len);
+	f = hkx__malloc(sizeof(*f) + len);
 	if (f == NULL)
 		return -ENOMEM;
 	memset(f, 0, sizeof(*f));
@@ -1989,7 +2045,7 @@ hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 
 	if (n == 0)
 		return submit(ex, task, args, 0, opts, outs, NULL);
-	made = calloc(n, sizeof(*made));
+	made = hkx__calloc(n, sizeof(*made));
 	if (made == NULL)
 		return -ENOMEM;
 	err = submit(ex, task, args, n, opts, outs, made);
@@ -2057,6 +2113,18 @@ set_frozen(hkx_executor *ex, bool frozen)
 	wake(ex);
 }
 
+/* The pause gate of every host, said again on every change: a host may
+ * have written its flag since. */
+static void
+set_paused(hkx_executor *ex, bool paused)
+{
+	struct hkx__host *h;
+
+	ex->paused = paused;
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__slots_set_paused(&h->slots, paused);
+}
+
 static int
 pause_locked(hkx_executor *ex, int how)
 {
@@ -2067,10 +2135,9 @@ pause_locked(hkx_executor *ex, int how)
 	if (!ex->paused) {
 		now = hkx__now_ns();
 		adopt_starts(ex, now);
-		ex->paused = true;
 		ex->pause_began = now;
-		hkx__slots_set_paused(&ex->host_config.slots, true);
 	}
+	set_paused(ex, true);
 	set_frozen(ex, how == HKX_PAUSE_FREEZE);
 	return 0;
 }
@@ -2084,8 +2151,7 @@ resume_locked(hkx_executor *ex, int unused)
 	ex->last_pause_began = ex->pause_began;
 	ex->last_pause_ended = hkx__now_ns();
 	ex->paused_total += ex->last_pause_ended - ex->pause_began;
-	ex->paused = false;
-	hkx__slots_set_paused(&ex->host_config.slots, false);
+	set_paused(ex, false);
 	set_frozen(ex, false);
 	return 0;
 }
@@ -2147,7 +2213,7 @@ hkx_future_kill(hkx_future *f)
 		err = -EALREADY;
 	else if (!hkx__future_cancel_locked(ex, f)) {
 		f->doom = HKX_KILLED;
-		kill_host(ex, ex->owners[f->slot].host, false);
+		kill_host(ex, f->host, false);
 	}
 	hkx__unlock(ex);
 	return err;

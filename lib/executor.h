@@ -55,7 +55,8 @@ struct hkx_future {
 	uint64_t paused_at_start;      /* the executor's paused time then */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
-	int32_t slot;                  /* -1 unless in a host */
+	struct hkx__host *host;        /* the host holding it, or NULL */
+	int32_t slot;                  /* its slot in that host's table; -1 unless in a host */
 	uint32_t task_index;
 	int code;
 	uint16_t attempts;
@@ -83,11 +84,6 @@ struct hkx_group {
 	struct hkx__wait_node *waiters;
 };
 
-struct hkx__slot_owner {
-	hkx_future *future;            /* NULL when the slot is free */
-	struct hkx__host *host;
-};
-
 struct hkx_executor {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;           /* the first host, shutdown, teardown */
@@ -99,10 +95,7 @@ struct hkx_executor {
 	uint32_t *by_name;             /* task indexes sorted by name */
 	struct hkx__host_config host_config;
 	struct hkx__zygote zygote;
-	struct hkx__slot_owner *owners;
-	uint32_t *free_slots;
-	uint32_t nfree_slots;
-	unsigned host_capacity;        /* threads + prefetch */
+	unsigned host_capacity;        /* threads + prefetch: slots in each host's table */
 
 	int epfd, wakefd, timerfd;
 	pthread_t thread;
@@ -152,12 +145,9 @@ int hkx__executor_usable(hkx_executor *ex);
 bool hkx__caller_ok(const hkx_executor *ex);
 
 /* With the lock held: the shared slot of a future that is in a host
- * (f->slot >= 0). Every access to one future's slot goes through here. */
-static inline struct hkx__slot *
-hkx__slot_of(hkx_executor *ex, const hkx_future *f)
-{
-	return &ex->host_config.slots.slot[f->slot];
-}
+ * (f->slot >= 0), in that host's table. Every access to one future's slot
+ * goes through here. */
+struct hkx__slot *hkx__slot_of(hkx_executor *ex, const hkx_future *f);
 
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */

@@ -303,7 +303,7 @@ hkx_future_on_done(hkx_future *f, hkx_done_fn fn, void *arg)
 		return -EINVAL;
 	if (!hkx__caller_ok(f->ex))
 		return -EPERM;
-	cb = malloc(sizeof(*cb));
+	cb = hkx__malloc(sizeof(*cb));
 	if (cb == NULL)
 		return -ENOMEM;
 	cb->next = NULL;
@@ -410,7 +410,7 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 	if (pick >= 0)
 		return pick;
 	if (n > 1) {
-		nodes = calloc(n, sizeof(*nodes));
+		nodes = hkx__calloc(n, sizeof(*nodes));
 		if (nodes == NULL)
 			return -ENOMEM;
 	}

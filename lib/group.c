@@ -28,7 +28,7 @@ hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 	err = hkx__executor_usable(ex);
 	if (err < 0)
 		return err;
-	g = calloc(1, sizeof(*g));
+	g = hkx__calloc(1, sizeof(*g));
 	if (g == NULL)
 		return -ENOMEM;
 	g->refs = 1;

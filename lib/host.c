@@ -75,7 +75,7 @@ struct worker {
 
 static struct {
 	const struct hkx__host_config *hc;
-	struct hkx__slots *slots;
+	struct hkx__slots slots;   /* this host's own */
 	int down_fd, up_fd, crash_fd;
 
 	pthread_mutex_t queue_lock;
@@ -210,7 +210,7 @@ writer_main(void *arg)
 struct hkx__slots *
 hkx__host_slots(void)
 {
-	return host.slots;
+	return &host.slots;
 }
 
 void
@@ -278,7 +278,7 @@ hkx_task_should_stop(const hkx_task *t)
 {
 	if (t == NULL)
 		return false;
-	return atomic_load_explicit(&host.slots->slot[t->slot].stop, memory_order_relaxed) != 0;
+	return atomic_load_explicit(&host.slots.slot[t->slot].stop, memory_order_relaxed) != 0;
 }
 
 int
@@ -286,7 +286,7 @@ hkx_task_checkpoint(hkx_task *t)
 {
 	if (t == NULL)
 		return -EINVAL;
-	hkx__slots_wait_unpaused(host.slots, &host.slots->slot[t->slot].stop);
+	hkx__slots_wait_unpaused(&host.slots, &host.slots.slot[t->slot].stop);
 	return hkx_task_should_stop(t) ? -ECANCELED : 0;
 }
 
@@ -295,7 +295,7 @@ hkx_task_progress(hkx_task *t, uint64_t done, uint64_t total)
 {
 	if (t == NULL)
 		return -EINVAL;
-	hkx__slot_set_progress(&host.slots->slot[t->slot], done, total);
+	hkx__slot_set_progress(&host.slots.slot[t->slot], done, total);
 	return 0;
 }
 
@@ -359,14 +359,14 @@ arm_cpu_timer(struct worker *w, uint32_t ms)
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
-	struct hkx__slot *slot = &host.slots->slot[t->slot];
+	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
 	size_t head_len;
 	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
-	hkx__slots_wait_unpaused(host.slots, NULL);
+	hkx__slots_wait_unpaused(&host.slots, NULL);
 	if (!hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
@@ -378,7 +378,7 @@ run_task(struct worker *w, struct hkx_task *t)
 	}
 	/* A pause that came between the check and the claim holds the task
 	 * before it runs a single instruction of its own. */
-	hkx__slots_wait_unpaused(host.slots, &slot->stop);
+	hkx__slots_wait_unpaused(&host.slots, &slot->stop);
 
 	cpu_limit_ms = slot->cpu_limit_ms;
 	atomic_store(&w->task_id, t->id);
@@ -566,7 +566,7 @@ task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 {
 	struct hkx_task *t;
 
-	if (f->u.task.task_index >= hc->ntasks || f->slot >= hc->slots.count)
+	if (f->u.task.task_index >= hc->ntasks || f->slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
 	t = malloc(sizeof(*t) + f->u.task.arg_len);
 	if (t == NULL)
@@ -637,8 +637,8 @@ read_batch(struct task_queue *batch, unsigned *count)
 }
 
 _Noreturn void
-hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
-               pid_t zygote_pid)
+hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
+               int up_fd, int crash_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
 	int fds[3] = { down_fd, up_fd, crash_fd };
@@ -652,7 +652,7 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 	if (hkx__keep_fds(fds, 3) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
-	host.slots = (struct hkx__slots *)&hc->slots;
+	host.slots = *slots;
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];

@@ -1,7 +1,9 @@
 /*
- * slots: the table shared between the supervisor and every host, one
- * MAP_SHARED mapping created with the executor and inherited through the
- * zygote.
+ * slots: the table shared between the supervisor and one host. The zygote
+ * creates a fresh one for each host it forks (a sealed memfd, so that its
+ * size is fixed), maps it only until the fork and hands the memfd to the
+ * supervisor with the host's pipes; so no host, and no process that
+ * escaped one, can reach the table of another.
  *
  * A task sent to a host occupies one slot. Its word moves SENT -> CLAIMED
  * by compare-and-swap in the host's worker before the task function is
@@ -59,7 +61,7 @@ struct hkx__slot {
 struct hkx__slots_header {
 	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
 	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
-	uint8_t pad[56];
+	uint8_t pad[56];         /* room for more words of the whole host's */
 };
 
 struct hkx__slots {
@@ -69,7 +71,13 @@ struct hkx__slots {
 	size_t map_len;
 };
 
-int hkx__slots_new(struct hkx__slots *s, uint32_t count);
+/* Zygote: a new table of count slots, mapped; *fd gets its memfd
+ * (O_CLOEXEC), sealed against any change of size. */
+int hkx__slots_create(struct hkx__slots *s, uint32_t count, int *fd);
+/* Supervisor: maps the table of count slots in memfd fd, once its size and
+ * seals are what hkx__slots_create() makes; fd stays the caller's. */
+int hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd);
+/* Unmaps; a table never mapped (zeroed) is left alone. */
 void hkx__slots_free(struct hkx__slots *s);
 
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
@@ -89,6 +97,9 @@ void hkx__slot_get_progress(struct hkx__slot *slot, uint64_t *done, uint64_t *to
 /* Pause gate at checkpoints: the supervisor sets and clears it; the host
  * waits on it. A stop wakes the waiters too, so they can give up. */
 void hkx__slots_set_paused(struct hkx__slots *s, bool paused);
+/* Supervisor: the same, only if the flag is not already `paused`: undoes a
+ * stray write at the cost of one read. */
+void hkx__slots_assert_paused(struct hkx__slots *s, bool paused);
 void hkx__slots_wake(struct hkx__slots *s);
 /* Host: blocks while paused, unless *stop turns true. */
 void hkx__slots_wait_unpaused(struct hkx__slots *s, _Atomic uint32_t *stop);

@@ -1,8 +1,9 @@
 /*
- * util: clock, deadlines, pidfd system calls, robust writes.
+ * util: clock, deadlines, pidfd system calls, robust writes, allocation.
  *
- * Everything here is a thin, stateless wrapper; it must never allocate, so
- * that the host may call it after fork().
+ * Everything here is a thin wrapper. Only the allocation wrappers allocate
+ * and only they look at state (the test hook); the rest the host may call
+ * after fork().
  */
 #include "util.h"
 
@@ -12,6 +13,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -169,4 +173,53 @@ hkx__keep_fds(int *fds, int n)
 	}
 	closefrom(3 + n);
 	return 0;
+}
+
+_Atomic long hkx__alloc_fail_after;
+
+/* True for the one call the test hook picked; a single load otherwise. */
+static bool
+alloc_fails(void)
+{
+	long n = atomic_load_explicit(&hkx__alloc_fail_after, memory_order_relaxed);
+
+	if (__builtin_expect(n == 0, 1))
+		return false;
+	/* Threads race for the count: exactly one takes it from 1 to 0. */
+	while (n > 0 && !atomic_compare_exchange_weak(&hkx__alloc_fail_after, &n, n - 1))
+		;
+	if (n != 1)
+		return false;
+	errno = ENOMEM;
+	return true;
+}
+
+void *
+hkx__malloc(size_t size)
+{
+	return alloc_fails() ? NULL : malloc(size);
+}
+
+void *
+hkx__calloc(size_t n, size_t size)
+{
+	return alloc_fails() ? NULL : calloc(n, size);
+}
+
+char *
+hkx__strdup(const char *s)
+{
+	return alloc_fails() ? NULL : strdup(s);
+}
+
+char *
+hkx__strndup(const char *s, size_t n)
+{
+	return alloc_fails() ? NULL : strndup(s, n);
+}
+
+int
+hkx__vasprintf(char **out, const char *fmt, va_list ap)
+{
+	return alloc_fails() ? -1 : vasprintf(out, fmt, ap);
 }

@@ -1,14 +1,17 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
- * deadlines, pidfd system calls (not all libcs wrap them), and a blocking
- * write that survives signals.
+ * deadlines, pidfd system calls (not all libcs wrap them), a blocking
+ * write that survives signals, and the supervisor side's allocations.
  *
- * Nothing here keeps state or allocates.
+ * Nothing here keeps state but the allocation test hook; nothing but the
+ * allocation wrappers allocates.
  */
 #ifndef HKX_UTIL_H
 #define HKX_UTIL_H
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,5 +51,19 @@ int hkx__above_stdio(int fd);
 
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);
+
+/* Every allocation of the supervisor side (executor, futures, groups):
+ * libc's, except that the test hook below can make one fail with ENOMEM.
+ * The host allocates with libc directly. */
+void *hkx__malloc(size_t size);
+void *hkx__calloc(size_t n, size_t size);
+char *hkx__strdup(const char *s);
+char *hkx__strndup(const char *s, size_t n);
+int hkx__vasprintf(char **out, const char *fmt, va_list ap);
+
+/* Test hook: set to N > 0, the Nth call of the wrappers above from then on
+ * fails (the hook is back at 0 after it), so that tests can check that
+ * every allocation fails cleanly. 0, its start value, fails nothing. */
+extern _Atomic long hkx__alloc_fail_after;
 
 #endif

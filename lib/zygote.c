@@ -119,7 +119,8 @@ struct child {
 };
 
 /* A host forked ahead of need: pid 0 if none. fds: its pidfd (also in
- * children) and the supervisor's ends of its down, up and crash pipes. */
+ * children), the supervisor's ends of its down, up and crash pipes, and
+ * the memfd of its slot table. */
 struct ready_host {
 	pid_t pid;
 	int fds[HKX__ZYGOTE_MAX_FDS];
@@ -153,7 +154,7 @@ reap(size_t i)
 	close(c.pidfd);
 	zy.children[i] = zy.children[--zy.nchildren];
 	if (c.pid == zy.spare.pid) {
-		close_fds(zy.spare.fds + 1, 3);
+		close_fds(zy.spare.fds + 1, HKX__ZYGOTE_MAX_FDS - 1);
 		zy.spare.pid = 0;
 	}
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
@@ -167,13 +168,19 @@ zygote_exit(void)
 	_exit(0);
 }
 
+/*
+ * Each host gets a slot table of its own, mapped here only until the fork:
+ * no later host inherits it, so nothing a host (or a process that escaped
+ * it) writes there can reach another.
+ */
 static int
 fork_host(struct ready_host *out)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
+	struct hkx__slots slots = { 0 };
 	struct child *grown;
 	pid_t self = getpid(), pid;
-	int pidfd, err;
+	int pidfd, memfd = -1, err;
 
 	if (zy.nchildren == zy.cap) {
 		grown = reallocarray(zy.children, zy.cap ? zy.cap * 2 : 4, sizeof(*grown));
@@ -186,13 +193,17 @@ fork_host(struct ready_host *out)
 		err = -errno;
 		goto fail;
 	}
+	err = hkx__slots_create(&slots, zy.hc->nslots, &memfd);
+	if (err < 0)
+		goto fail;
 	pid = fork();
 	if (pid < 0) {
 		err = -errno;
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, down[0], up[1], crash[1], self);
+		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], self);
+	hkx__slots_free(&slots);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
@@ -206,10 +217,11 @@ fork_host(struct ready_host *out)
 	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd };
 	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
 	out->pid = pid;
-	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0] }, sizeof(out->fds));
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd }, sizeof(out->fds));
 	return 0;
 fail:
-	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
+	hkx__slots_free(&slots);
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd }, 7);
 	return err;
 }
 
@@ -234,7 +246,7 @@ spawn(void)
 		return;
 	}
 	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, h.pid, 0, h.fds, HKX__ZYGOTE_MAX_FDS);
-	close_fds(h.fds + 1, 3); /* the pidfd stays: the zygote watches it */
+	close_fds(h.fds + 1, HKX__ZYGOTE_MAX_FDS - 1); /* the pidfd stays: the zygote watches it */
 	if (err < 0)
 		zygote_exit();
 	zy.spare_owed = true;
