@@ -1460,11 +1460,16 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 	host_free(h);
 }
 
+/* How long hosts have, once the zygote is gone, to take down what their
+ * tasks started before they are killed outright. */
+#define ORPHANED_HOST_MS 2000
+
 /* The zygote is gone: no host can be started or reaped by it any more. */
 static void
 zygote_died(hkx_executor *ex)
 {
 	struct hkx__host *h;
+	uint64_t deadline;
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, ex->zygote.sock, NULL);
 	hkx__lock(ex);
@@ -1472,21 +1477,27 @@ zygote_died(hkx_executor *ex)
 	if (!ex->started && ex->start_error == 0)
 		ex->start_error = -ECHILD;
 	break_executor(ex, "executor broken: its zygote died");
-	TAILQ_FOREACH(h, &ex->hosts, link) {
-		/* Nobody will kill the group when this host is reaped: do it
-		 * while the host, its leader, still holds the group id. Not a
-		 * kill of ours (killing stays false): its tasks end CRASHED. */
-		if (hkx__wait_readable(h->pidfd, 0) == 0)
-			killpg(h->pid, SIGKILL);
-		hkx__pidfd_send_signal(h->pidfd, SIGKILL);
-	}
+	/* Each host, told of the death, kills what its tasks started and
+	 * exits: a frozen one must run for that. */
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__pidfd_send_signal(h->pidfd, SIGCONT);
 	ex->current = NULL;
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
-	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
-	 * killed anyway; wait for each, then settle it. */
+	deadline = hkx__deadline(ORPHANED_HOST_MS);
+	/* A subreaper application adopted the zygote, and the hosts with it. */
+	if (hkx__wait_readable(ex->zygote.pidfd, deadline) > 0)
+		hkx__reap_adopted(ex->zygote.pidfd);
 	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
-		hkx__wait_readable(h->pidfd, UINT64_MAX);
+		if (hkx__wait_readable(h->pidfd, deadline) <= 0) {
+			hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+			hkx__wait_readable(h->pidfd, UINT64_MAX);
+		}
+		/* What is left in the host's group, wherever it was orphaned:
+		 * the pidfd names the group without a pid-reuse race. Not a
+		 * kill of ours (killing stays false): its tasks end CRASHED. */
+		hkx__pidfd_send_signal_group(h->pidfd, SIGKILL);
+		hkx__reap_adopted(h->pidfd);
 		host_exited(ex, h, SIGKILL);
 	}
 }

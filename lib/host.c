@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +50,11 @@ enum {
 	HOST_EXIT_SETUP = 120, /* could not set itself up */
 	HOST_EXIT_INIT,        /* host_init failed */
 	HOST_EXIT_PROTOCOL,    /* the supervisor sent a malformed frame */
+	HOST_EXIT_ORPHANED,    /* the zygote died */
 };
+
+/* Sent to the host when the zygote dies (PR_SET_PDEATHSIG). */
+#define ZYGOTE_DEATH_SIGNAL (SIGRTMIN + 1)
 
 bool hkx__in_host;
 
@@ -404,6 +409,17 @@ run_task(struct worker *w, struct hkx_task *t)
 static _Noreturn void quit(void);
 static bool read_batch(struct task_queue *batch, unsigned *count);
 
+/* Children that outlived their tasks, and orphans the host adopted as
+ * their subreaper: reaped only while no task runs (called with the queue
+ * lock held and nothing busy), so that a task's own wait for its child is
+ * never robbed. */
+static void
+reap_idle(void)
+{
+	while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
+		;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -445,6 +461,8 @@ worker_main(void *arg)
 				quit(); /* the last one out */
 			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
 		} else if (!host.reading) {
+			if (host.busy == 0)
+				reap_idle();
 			host.reading = true;
 			pthread_mutex_unlock(&host.queue_lock);
 			STAILQ_INIT(&batch);
@@ -498,6 +516,53 @@ raise_oom_score(void)
 		(void)!write(fd, "1000", 4);
 		close(fd);
 	}
+}
+
+static void
+kill_child(pid_t pid, void *arg)
+{
+	(void)arg;
+	kill(pid, SIGKILL);
+}
+
+/*
+ * The zygote died: nobody is left to take down what our tasks started once
+ * we are gone, and it would be orphaned out of reach. Kill it now, while
+ * every orphan among it is still ours to find (the host is its subreaper):
+ * each child, then the children each one leaves us, until none is left.
+ * An unreaped child's pid cannot be reused; only a task reaping its own
+ * child at this very moment opens a window, and the host is dying.
+ */
+static void
+on_zygote_death(int sig)
+{
+	(void)sig;
+	for (;;) {
+		if (hkx__each_child(kill_child, NULL) < 0)
+			break;
+		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
+			break;
+	}
+	_exit(HOST_EXIT_ORPHANED);
+}
+
+/* Orphans of the host's tasks come to the host, not to init: they stay
+ * reachable while it lives, and come to the zygote, its subreaper too,
+ * once it dies. Dies with the zygote, after what its tasks started. */
+static void
+watch_descendants(pid_t zygote_pid)
+{
+	struct sigaction sa = { 0 };
+
+	sa.sa_handler = on_zygote_death;
+	sigfillset(&sa.sa_mask);
+	if (sigaction(ZYGOTE_DEATH_SIGNAL, &sa, NULL) < 0 ||
+	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		die(HOST_EXIT_SETUP);
+	/* If the zygote is already gone, the signal was armed too late to
+	 * ever fire, so look. */
+	if (prctl(PR_SET_PDEATHSIG, ZYGOTE_DEATH_SIGNAL) < 0 || getppid() != zygote_pid)
+		die(HOST_EXIT_SETUP);
 }
 
 static void
@@ -644,10 +709,7 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	int fds[3] = { down_fd, up_fd, crash_fd };
 	int rc;
 
-	/* Die with the zygote; if it is already gone, the signal was armed
-	 * too late to ever fire, so look. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != zygote_pid)
-		die(HOST_EXIT_SETUP);
+	watch_descendants(zygote_pid);
 	setpgid(0, 0);
 	if (hkx__keep_fds(fds, 3) < 0)
 		die(HOST_EXIT_SETUP);

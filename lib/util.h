@@ -1,7 +1,8 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
  * deadlines, pidfd system calls (not all libcs wrap them), a blocking
- * write that survives signals, and the supervisor side's allocations.
+ * write that survives signals, the walk over a process's children, and
+ * the supervisor side's allocations.
  *
  * Nothing here keeps state but the allocation test hook; nothing but the
  * allocation wrappers allocates.
@@ -33,6 +34,20 @@ struct timespec hkx__timespec(uint64_t ns);
 
 int hkx__pidfd_open(pid_t pid);
 int hkx__pidfd_send_signal(int pidfd, int sig);
+/* To the process group that the pidfd's process leads or led: the pidfd
+ * holds the group's id, so no other group can take it, even once that
+ * process is reaped. -EINVAL before Linux 6.9. */
+int hkx__pidfd_send_signal_group(int pidfd, int sig);
+/* Reaps the pidfd's process if it has ended and is our child, which it is
+ * only if this process, a child subreaper or PID 1, adopted it: never
+ * another child's status. */
+void hkx__reap_adopted(int pidfd);
+/* Calls fn for each child of the calling process (of any of its threads),
+ * zombies included, from /proc/self/task/TID/children, or from a scan of
+ * /proc where the kernel lacks that file (CONFIG_PROC_CHILDREN). A child
+ * may be named twice if it moves between threads meanwhile. 0 or -errno.
+ * Async-signal-safe. */
+int hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg);
 
 /* Writes all of buf to a blocking fd: 0 or a negative errno. */
 int hkx__write_all(int fd, const void *buf, size_t len);
