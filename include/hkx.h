@@ -99,7 +99,9 @@ struct hkx_config {
 	size_t max_queued;         /* 0 = unbounded; else at most this many QUEUED futures;
 	                              hkx_submit gives -EAGAIN past it */
 	unsigned max_restarts;     /* unexpected host deaths allowed ... (at most 65535;
-	                              UINT_MAX: never broken by restarts) */
+	                              UINT_MAX: never broken by restarts, which suits
+	                              a long-running service); the futures breaking
+	                              ends say why in their message */
 	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
 	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
 	                                many tasks, gracefully, not counted as a restart */
@@ -205,7 +207,10 @@ int hkx_future_result(const hkx_future *f, const void **data, size_t *len);
 int hkx_future_code(const hkx_future *f);
 const char *hkx_future_message(const hkx_future *f); /* NULL if none */
 int hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total);
-bool hkx_future_cancel(hkx_future *f); /* true iff the task will never run */
+/* True iff the task will never run; true again on a future that ended
+ * CANCELLED. A future waiting to run again after dying as collateral has
+ * run: it ends KILLED, as that run did, and the call returns false. */
+bool hkx_future_cancel(hkx_future *f);
 int hkx_future_stop(hkx_future *f);    /* not started: cancel; running: ask it to stop */
 int hkx_future_kill(hkx_future *f);    /* not started: cancel; running: kill its host */
 typedef void (*hkx_done_fn)(hkx_future *f, void *arg);

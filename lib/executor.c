@@ -1,7 +1,7 @@
 /*
- * executor: the supervisor. It owns the queue, the slot table's owners,
- * every host's pipes, the zygote's socket and the run-time limit timer, and
- * decides how each future ends.
+ * executor: the supervisor. It owns the queue, each host's slot table and
+ * which future holds each slot, every host's pipes, the zygote's socket and
+ * the run-time limit timer, and decides how each future ends.
  *
  * Threads: application threads submit, cancel, stop and kill under the
  * lock; one supervisor thread per executor (every signal blocked) reads
@@ -15,12 +15,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/param.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
@@ -35,6 +37,9 @@
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
 #define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
+/* A host's pipes close as it dies, moments before its pidfd says so; one
+ * still alive this long after has had them replaced by a task. */
+#define PIPE_LOST_GRACE_NS 200000000u
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
  * these alone. */
@@ -69,15 +74,28 @@ struct hkx__host {
 	bool init_failed;
 	bool settled;        /* its tasks are accounted for; waiting to be reaped */
 	bool up_open, crash_open, down_polled;
+	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
 	uint64_t crash_id;
 	int crash_signal;
 	int init_rc;
 	unsigned inflight;   /* slots it holds */
 	uint64_t sent;       /* tasks sent over its life */
+	struct hkx__slots slots;  /* its own table, host_capacity slots */
+	hkx_future **owners;      /* of each slot (a reference), or NULL */
+	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
-	struct out_frame *out;
-	size_t out_head, out_len, out_cap, out_partial;
+	struct out_frame *out;    /* host_capacity TASKs and a QUIT, at most */
+	size_t out_head, out_len, out_partial;
 };
+
+/* Every future host h holds, as f, in slot i. */
+#define FOREACH_HELD(ex, h, i, f)                       \
+	for ((i) = 0; (i) < (ex)->host_capacity; (i)++) \
+		if (((f) = (h)->owners[(i)]) != NULL)
+/* The same over every host. */
+#define FOREACH_HELD_ALL(ex, h, i, f)        \
+	TAILQ_FOREACH(h, &(ex)->hosts, link) \
+		FOREACH_HELD(ex, h, i, f)
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned fork_generation;
@@ -206,7 +224,7 @@ set_message(hkx_future *f, const char *fmt, ...)
 	char *msg;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) >= 0) {
+	if (hkx__vasprintf(&msg, fmt, ap) >= 0) {
 		free(f->message);
 		f->message = msg;
 	}
@@ -227,6 +245,13 @@ end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	atomic_store_explicit(&f->state, s, memory_order_release);
 	ex->pending--;
 	count_end(ex, s);
+	hkx__future_wake(f);
+	/* Queued for its callbacks before its group can end other members:
+	 * callbacks run in the order futures ended. */
+	if (f->callbacks != NULL) {
+		TAILQ_INSERT_TAIL(&ex->notify, f, link);
+		wake(ex);
+	}
 	if (f->group != NULL) {
 		hkx__group_member_ended(ex, f->group, f);
 		/* The group may hold f as its first failure: an ended member
@@ -234,14 +259,32 @@ end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 		hkx_group_release(f->group);
 		f->group = NULL;
 	}
-	hkx__future_wake(f);
-	if (f->callbacks != NULL) {
-		TAILQ_INSERT_TAIL(&ex->notify, f, link);
-		wake(ex);
-	} else
+	if (f->callbacks == NULL)
 		hkx_future_release(f);
 	if (ex->pending == 0)
 		pthread_cond_broadcast(&ex->cond);
+}
+
+/*
+ * A future that will not run (again) without having been asked to stop:
+ * CANCELLED if it never started, else as its last run ended, which for a
+ * future put back to be re-run is as collateral of a kill. CANCELLED
+ * always means the task never ran.
+ */
+static void
+end_unrun(hkx_executor *ex, hkx_future *f)
+{
+	const char *why = ex->broken ? ex->broken_why : NULL;
+
+	if (f->attempts == 0) {
+		if (why != NULL)
+			set_message(f, "%s", why);
+		end_future(ex, f, HKX_CANCELLED, 0);
+		return;
+	}
+	set_message(f, "killed with its host; not run again%s%s", why != NULL ? ": " : "",
+	    why != NULL ? why : "");
+	end_future(ex, f, HKX_KILLED, SIGKILL);
 }
 
 static void
@@ -269,43 +312,45 @@ hkx__observe(hkx_executor *ex, hkx_future *f)
 static void
 observe_all(hkx_executor *ex)
 {
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++)
-		if (ex->owners[i].future != NULL)
-			hkx__observe(ex, ex->owners[i].future);
+	struct hkx__host *h;
+	hkx_future *f;
+	uint32_t i;
+
+	FOREACH_HELD_ALL(ex, h, i, f)
+		hkx__observe(ex, f);
 }
 
 /* --- slots ----------------------------------------------------------------- */
 
+struct hkx__slot *
+hkx__slot_of(hkx_executor *ex, const hkx_future *f)
+{
+	(void)ex;
+	return &f->host->slots.slot[f->slot];
+}
+
 static void
 slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h)
 {
-	uint32_t i = ex->free_slots[--ex->nfree_slots];
+	uint32_t i = h->free_slots[h->inflight++];
 
-	ex->owners[i].future = hkx_future_retain(f);
-	ex->owners[i].host = h;
-	ex->owners[i].group = hkx_group_retain(f->group);
-	if (f->group != NULL)
-		hkx__group_enter(ex, f->group);
+	(void)ex;
+	h->owners[i] = hkx_future_retain(f);
+	f->host = h;
 	f->slot = (int32_t)i;
-	h->inflight++;
 }
 
 /* Frees f's slot and drops the slot's reference: f may be gone after. */
 static void
 slot_put(hkx_executor *ex, hkx_future *f)
 {
+	struct hkx__host *h = f->host;
 	uint32_t i = (uint32_t)f->slot;
-	hkx_group *g = ex->owners[i].group;
 
-	if (g != NULL) {
-		hkx__group_leave(ex, g);
-		hkx_group_release(g);
-	}
-	ex->owners[i].host->inflight--;
-	ex->owners[i].future = NULL;
-	ex->owners[i].host = NULL;
-	ex->owners[i].group = NULL;
-	ex->free_slots[ex->nfree_slots++] = i;
+	(void)ex;
+	h->owners[i] = NULL;
+	h->free_slots[--h->inflight] = i;
+	f->host = NULL;
 	f->slot = -1;
 	hkx_future_release(f);
 }
@@ -318,21 +363,18 @@ copy_progress(hkx_executor *ex, hkx_future *f)
 }
 
 /*
- * The host cancelled f itself, unstarted (SENT -> CANCELLED), which it may
- * do to a member of a group that failed or stopped (claim() in host.c):
- * lawful only for a member of a fail-fast or stopped group whose shared
- * word says so. The word is the hosts' to write too: a lying host can at
- * worst cancel members that had not started, as its death would.
+ * Whether f's slot word, as read, says that the host cancelled f itself,
+ * unstarted (SENT -> CANCELLED), as it does to the members of a fail-fast
+ * group that failed there (claim() in host.c): lawful for a member of a
+ * fail-fast group only. The supervisor cannot tell a true refusal from a
+ * lie, and need not: a lying host can at worst cancel members that had not
+ * started, as its death would.
  */
 static bool
-refused_by_host(hkx_executor *ex, hkx_future *f)
+refused_by_host(const hkx_future *f, uint64_t word)
 {
-	hkx_group *g = f->slot >= 0 ? ex->owners[f->slot].group : NULL;
-
-	return g != NULL && !is_end(f) && ((g->flags & HKX_GROUP_FAIL_FAST) || g->stopped) &&
-	    atomic_load(&hkx__slot_of(ex, f)->word) ==
-	        HKX__SLOT_WORD(f->seq, HKX__SLOT_CANCELLED) &&
-	    atomic_load(hkx__group_word(ex, g)) != 0;
+	return f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST) && !is_end(f) &&
+	    word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CANCELLED);
 }
 
 /* --- cancel, stop, requeue ---------------------------------------------- */
@@ -342,7 +384,7 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 {
 	if (f->slot < 0) {
 		TAILQ_REMOVE(&ex->queue, f, link);
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 		return true;
 	}
 	/* Exact even while the host is frozen: the worker's claim and this
@@ -350,8 +392,8 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 	 * host says it skipped the task, or dies. */
 	if (state_of(f) == HKX_QUEUED &&
 	    (hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED) ||
-	    refused_by_host(ex, f))) {
-		end_future(ex, f, HKX_CANCELLED, 0);
+	    refused_by_host(f, atomic_load(&hkx__slot_of(ex, f)->word)))) {
+		end_unrun(ex, f);
 		return true;
 	}
 	hkx__observe(ex, f);
@@ -366,28 +408,24 @@ hkx__future_stop_locked(hkx_executor *ex, hkx_future *f)
 	f->stop_asked = true;
 	atomic_store(&hkx__slot_of(ex, f)->stop, 1);
 	/* A task blocked in a checkpoint of a paused executor gives up. */
-	hkx__slots_wake(&ex->host_config.slots);
+	hkx__slots_wake(&f->host->slots);
 }
 
 void
 hkx__stop_all(hkx_executor *ex, hkx_group *g)
 {
+	struct hkx__host *h;
 	hkx_future *f, *next;
 	uint32_t i;
 
-	/* First the hosts: from now on they start no member. */
-	if (g != NULL)
-		hkx__group_publish(ex, g);
 	for (f = TAILQ_FIRST(&ex->queue); f != NULL; f = next) {
 		next = TAILQ_NEXT(f, link);
 		if (g == NULL || f->group == g)
 			hkx__future_cancel_locked(ex, f);
 	}
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f) && (g == NULL || f->group == g))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f) && (g == NULL || f->group == g))
 			hkx__future_stop_locked(ex, f);
-	}
 }
 
 static void
@@ -397,7 +435,7 @@ cancel_queue(hkx_executor *ex)
 
 	while ((f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		TAILQ_REMOVE(&ex->queue, f, link);
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 	}
 }
 
@@ -405,14 +443,14 @@ cancel_queue(hkx_executor *ex)
 static void
 cancel_unstarted(hkx_executor *ex)
 {
+	struct hkx__host *h;
 	hkx_future *f;
+	uint32_t i;
 
 	cancel_queue(ex);
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && !is_end(f))
+	FOREACH_HELD_ALL(ex, h, i, f)
+		if (!is_end(f))
 			(void)hkx__future_cancel_locked(ex, f);
-	}
 }
 
 /* Back to the queue, in id order, unless nothing more may start. */
@@ -423,7 +461,7 @@ requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
 
 	if (ex->broken || (ex->shutting_down && ex->shutdown_mode >= HKX_SHUTDOWN_CANCEL) ||
 	    (f->group != NULL && (f->group->failed || f->group->stopped))) {
-		end_future(ex, f, HKX_CANCELLED, 0);
+		end_unrun(ex, f);
 		return;
 	}
 	if (state_of(f) == HKX_RUNNING) {
@@ -441,19 +479,30 @@ requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back)
 		TAILQ_INSERT_AFTER(back, at, f, link);
 }
 
+/* Breaks the executor; why says so to every future it ends. */
 static void
-break_executor(hkx_executor *ex)
+break_executor(hkx_executor *ex, const char *fmt, ...) HKX_PRINTF(2, 3);
+
+static void
+break_executor(hkx_executor *ex, const char *fmt, ...)
 {
+	va_list ap;
+
 	if (ex->broken)
 		return;
+	va_start(ap, fmt);
+	vsnprintf(ex->broken_why, sizeof(ex->broken_why), fmt, ap);
+	va_end(ap);
 	ex->broken = true;
 	ex->stats.broken = true;
 	cancel_queue(ex);
 	pthread_cond_broadcast(&ex->cond);
 }
 
+/* An unexpected host death, or a host that could not start; why says
+ * what happened, for the message if it breaks the executor. */
 static void
-count_restart(hkx_executor *ex)
+count_restart(hkx_executor *ex, const char *why)
 {
 	unsigned size = ex->config.max_restarts + 1;
 	uint64_t now = hkx__now_ns();
@@ -468,7 +517,8 @@ count_restart(hkx_executor *ex)
 		ex->nrestarts++;
 	/* The oldest of the last max_restarts + 1 deaths is next in line. */
 	if (ex->nrestarts == size && now - ex->restarts[ex->restart_head % size] <= window)
-		break_executor(ex);
+		break_executor(ex, "executor broken: %u host death%s in %u ms; last: %s", size,
+		    size == 1 ? "" : "s", ex->config.restart_window_ms, why);
 }
 
 /* --- hosts ------------------------------------------------------------------ */
@@ -550,19 +600,20 @@ freeze_host(hkx_executor *ex, struct hkx__host *h)
 		sched_yield();
 }
 
+/*
+ * Never grows, so never fails: a TASK is queued only while fewer than
+ * host_capacity frames wait (pump), a QUIT once, so the array made with
+ * the host holds them all once moved to its front. Supervisor thread only,
+ * as the frames are.
+ */
 static void
-out_push(struct hkx__host *h, hkx_future *f, const uint8_t *head, size_t head_len)
+out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+         size_t head_len)
 {
-	struct out_frame *grown;
-	size_t cap;
-
-	if (h->out_len == h->out_cap) {
-		cap = h->out_cap ? h->out_cap * 2 : 64;
-		grown = reallocarray(h->out, cap, sizeof(*grown));
-		if (grown == NULL)
-			abort(); /* bounded by the host's capacity; tiny */
-		h->out = grown;
-		h->out_cap = cap;
+	if (h->out_len == ex->host_capacity + 1) {
+		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
+		h->out_len -= h->out_head;
+		h->out_head = 0;
 	}
 	h->out[h->out_len].future = f != NULL ? hkx_future_retain(f) : NULL;
 	memcpy(h->out[h->out_len].head, head, head_len);
@@ -578,7 +629,7 @@ retire(hkx_executor *ex, struct hkx__host *h)
 	if (h->retiring || h->killing || h->settled)
 		return;
 	h->retiring = true;
-	out_push(h, NULL, head, hkx__encode_quit(head));
+	out_push(ex, h, NULL, head, hkx__encode_quit(head));
 	if (ex->current == h)
 		ex->current = NULL;
 }
@@ -637,9 +688,9 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
-	    f->group != NULL ? f->group->word : 0);
+	    f->group != NULL ? f->group->id : 0);
 	h->sent++;
-	out_push(h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
+	out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
 
@@ -647,7 +698,7 @@ static bool
 host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
 {
 	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity && ex->nfree_slots > 0;
+	    h->inflight < ex->host_capacity;
 }
 
 /* With the lock held: hand queued work to the host; wind hosts down once
@@ -659,7 +710,13 @@ pump(hkx_executor *ex)
 	unsigned max = ex->config.max_tasks_per_host;
 	hkx_future *f;
 
-	while (host_takes_tasks(ex, h) && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+	/* Not paused, or it would take nothing: undo a flag the host set. */
+	if (host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
+		hkx__slots_assert_paused(&h->slots, false);
+	/* Frames a host skipped unread may still wait to be written: their
+	 * slots are free, their places in h->out are not. */
+	while (host_takes_tasks(ex, h) && h->out_len - h->out_head < ex->host_capacity &&
+	    (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		if (max && h->sent >= max)
 			break;
 		TAILQ_REMOVE(&ex->queue, f, link);
@@ -682,10 +739,49 @@ pump(hkx_executor *ex)
 
 /* --- run-time limits -------------------------------------------------------- */
 
+/*
+ * Time spent paused up to instant t (at most now). A STARTED frame can be
+ * read after a pause that began later than the start it reports, so t may
+ * lie in the past: in the current pause, in the last one to end, or after
+ * it. A task that started before that last pause was running when it
+ * began, and adopt_starts() gave it its start then; were t older still,
+ * the whole last pause would be left out of the run time, which can make
+ * a limit late, never early.
+ */
 static uint64_t
-paused_time(hkx_executor *ex, uint64_t now)
+paused_time(hkx_executor *ex, uint64_t t)
 {
-	return ex->paused_total + (ex->paused ? now - ex->pause_began : 0);
+	uint64_t total = ex->paused_total;
+
+	if (ex->paused && t >= ex->pause_began)
+		return total + (t - ex->pause_began);
+	if (t < ex->last_pause_ended)
+		total -= ex->last_pause_ended - MAX(t, ex->last_pause_began);
+	return total;
+}
+
+/*
+ * As a pause begins: a task with a run-time limit that has started but
+ * whose STARTED frame has not been read yet starts now, as far as its
+ * limit goes, so that the pause is never counted when the frame is read
+ * after it ends. It loses the moments between its start and now.
+ */
+static void
+adopt_starts(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+	hkx_future *f;
+	uint32_t i;
+
+	FOREACH_HELD_ALL(ex, h, i, f) {
+		if (is_end(f) || f->started_ns != 0 || (!f->stop_after_ms && !f->kill_after_ms))
+			continue;
+		hkx__observe(ex, f);
+		if (state_of(f) == HKX_RUNNING) {
+			f->started_ns = now;
+			f->paused_at_start = paused_time(ex, now);
+		}
+	}
 }
 
 /* f ran past its cpu_limit_ms: it ends TIMED_OUT, by its host's kill. */
@@ -779,13 +875,13 @@ check_limits(hkx_executor *ex)
 {
 	struct itimerspec its = { 0 };
 	uint64_t now = hkx__now_ns(), next = UINT64_MAX, ran, limit, paused;
+	struct hkx__host *h;
 	hkx_future *f;
 	uint32_t i;
 
 	paused = paused_time(ex, now);
-	for (i = 0; i < ex->host_config.slots.count && !ex->paused; i++) {
-		f = ex->owners[i].future;
-		if (f == NULL || is_end(f) || f->started_ns == 0 || ex->owners[i].host->killing)
+	FOREACH_HELD_ALL(ex, h, i, f) {
+		if (ex->paused || is_end(f) || f->started_ns == 0 || h->killing)
 			continue;
 		ran = now - f->started_ns;
 		ran = ran > paused - f->paused_at_start ? ran - (paused - f->paused_at_start) : 0;
@@ -800,16 +896,38 @@ check_limits(hkx_executor *ex)
 			limit = (uint64_t)f->kill_after_ms * 1000000u;
 			if (ran >= limit) {
 				f->doom = HKX_TIMED_OUT;
-				kill_host(ex, ex->owners[i].host, false);
+				kill_host(ex, h, false);
 			} else if (now + (limit - ran) < next)
 				next = now + (limit - ran);
 		}
-		if (f->cpu_limit_ms && !ex->owners[i].host->killing)
-			check_cpu(ex, ex->owners[i].host, f, now, &next);
+		if (f->cpu_limit_ms && !h->killing)
+			check_cpu(ex, h, f, now, &next);
+	}
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->pipe_lost_at == 0 || h->settled || h->killing)
+			continue;
+		if (now < h->pipe_lost_at + PIPE_LOST_GRACE_NS)
+			next = MIN(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+		else if (hkx__wait_readable(h->pidfd, 0) == 0)
+			protocol_error(ex, h);
 	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
 	timerfd_settime(ex->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Supervisor thread: EOF or EPIPE on a pipe of h. A host that lives on
+ * without its pipes is broken, and is killed once it has had time to die
+ * on its own (check_limits). */
+static void
+pipe_lost(hkx_executor *ex, struct hkx__host *h)
+{
+	if (h->pipe_lost_at != 0)
+		return;
+	h->pipe_lost_at = hkx__now_ns();
+	hkx__lock(ex);
+	check_limits(ex); /* arms the timer for the end of the grace */
+	hkx__unlock(ex);
 }
 
 /* --- frames from a host ----------------------------------------------------- */
@@ -824,19 +942,19 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	hkx_future *f;
 	uint64_t word;
 
-	if (fr->slot >= ex->host_config.slots.count || ex->owners[fr->slot].host != h)
+	if (fr->slot >= ex->host_capacity)
 		return NULL;
-	f = ex->owners[fr->slot].future;
+	f = h->owners[fr->slot];
 	if (f == NULL || f->id != fr->id)
 		return NULL;
-	word = atomic_load(&ex->host_config.slots.slot[fr->slot].word);
+	word = atomic_load(&hkx__slot_of(ex, f)->word);
 	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
 	/* Only a cancelled future has ended while its slot is taken (or is
 	 * about to, refused by the host): a host that rewrites a slot cannot
 	 * make one end twice, or never. */
 	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)) &&
-	    !(want == STATE_BIT(HKX__SLOT_CANCELLED) && refused_by_host(ex, f)))
+	    !(want == STATE_BIT(HKX__SLOT_CANCELLED) && refused_by_host(f, word)))
 		return NULL;
 	return f;
 }
@@ -855,9 +973,9 @@ finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t re
 	hkx__observe(ex, f);
 	copy_progress(ex, f);
 	if (message_len > 0)
-		f->message = strndup(message, message_len);
+		f->message = hkx__strndup(message, message_len);
 	if (reply_len > 0) {
-		f->result = malloc(reply_len);
+		f->result = hkx__malloc(reply_len);
 		if (f->result != NULL) {
 			memcpy(f->result, reply, reply_len);
 			f->result_len = reply_len;
@@ -915,6 +1033,8 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		if (f == NULL)
 			return -EPROTO;
 		hkx__observe(ex, f);
+		if (f->started_ns != 0)
+			return 0; /* adopted as a pause began, or said twice */
 		f->started_ns = fr->u.started.start_ns;
 		if (f->started_ns == 0 || f->started_ns > hkx__now_ns())
 			f->started_ns = hkx__now_ns();
@@ -928,7 +1048,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		/* The executor's reference keeps a refused f past the slot's. */
 		slot_put(ex, f);
 		if (refused)
-			end_future(ex, f, HKX_CANCELLED, 0);
+			end_unrun(ex, f);
 		return 0;
 	case HKX__FRAME_RESULT:
 		return take_result(ex, h, fr);
@@ -955,6 +1075,7 @@ read_host(hkx_executor *ex, struct hkx__host *h)
 	if (n <= 0) {
 		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
 		h->up_open = false;
+		pipe_lost(ex, h);
 		return false;
 	}
 	hkx__lock(ex);
@@ -977,14 +1098,13 @@ static hkx_future *
 running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
 {
 	hkx_future *f;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < ex->host_config.slots.count; i++) {
-		f = ex->owners[i].future;
-		if (f != NULL && ex->owners[i].host == h && f->id == id && !is_end(f) &&
-		    atomic_load(&ex->host_config.slots.slot[i].word) ==
+	FOREACH_HELD(ex, h, i, f)
+		if (f->id == id && !is_end(f) &&
+		    atomic_load(&hkx__slot_of(ex, f)->word) ==
 		        HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			return f;
-	}
 	return NULL;
 }
 
@@ -1141,10 +1261,12 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 				poll_down(ex, h, true);
 				return;
 			}
-			/* The host is gone; its death will requeue what it held. */
+			/* The host is gone, and its death will requeue what it
+			 * held; or it lost its pipe. */
 			if (errno == EPIPE)
 				consume_sigpipe();
 			drop_output(ex, h);
+			pipe_lost(ex, h);
 			return;
 		}
 		for (len = (size_t)n; h->out_head < h->out_len;) {
@@ -1170,12 +1292,15 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 static void
 spawn_failed(hkx_executor *ex, int err)
 {
+	char why[128];
+
 	hkx__lock(ex);
 	ex->spawning = false;
 	if (!ex->started)
 		ex->start_error = err;
 	else {
-		count_restart(ex);
+		snprintf(why, sizeof(why), "could not start a host: %s", strerror(-err));
+		count_restart(ex, why);
 		respawn_if_needed(ex);
 	}
 	pthread_cond_broadcast(&ex->cond);
@@ -1183,21 +1308,63 @@ spawn_failed(hkx_executor *ex, int err)
 }
 
 static void
+host_free(struct hkx__host *h)
+{
+	hkx__slots_free(&h->slots);
+	free(h->owners);
+	free(h->free_slots);
+	free(h->out);
+	free(h);
+}
+
+/* The host's memory, all of it now: nothing later may fail for lack of
+ * it. */
+static int
+host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **out)
+{
+	struct hkx__host *h;
+	int err;
+
+	if (m->nfds != HKX__ZYGOTE_MAX_FDS)
+		return -EPROTO;
+	h = hkx__calloc(1, sizeof(*h));
+	if (h == NULL)
+		return -ENOMEM;
+	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
+	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
+	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
+	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
+		host_free(h);
+		return -ENOMEM;
+	}
+	err = hkx__slots_map(&h->slots, ex->host_capacity, m->fds[4]);
+	if (err < 0) {
+		host_free(h);
+		return err;
+	}
+	for (uint32_t i = 0; i < ex->host_capacity; i++)
+		h->free_slots[i] = i;
+	*out = h;
+	return 0;
+}
+
+static void
 host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct hkx__host *h;
+	int err;
 
-	h = calloc(1, sizeof(*h));
-	if (h == NULL || m->nfds != 4) {
+	err = host_new(ex, m, &h);
+	if (err < 0) {
 		for (int i = 0; i < m->nfds; i++)
 			close(m->fds[i]);
 		if (m->pid > 0)
 			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
-		free(h);
-		spawn_failed(ex, -ENOMEM);
+		spawn_failed(ex, err);
 		return;
 	}
+	close(m->fds[4]); /* the mapping holds the table */
 	h->pid = m->pid;
 	h->pidfd = m->fds[0];
 	h->down_fd = m->fds[1];
@@ -1219,6 +1386,9 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 
 	hkx__lock(ex);
 	ex->spawning = false;
+	/* Before it can take a task: a spare forked long ago knows nothing
+	 * of a pause since. */
+	hkx__slots_set_paused(&h->slots, ex->paused);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
 	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
 		ex->current = h;
@@ -1272,25 +1442,24 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	struct hkx__slot *slot;
 	hkx_future *f, *next;
 	uint64_t word;
-	uint32_t i;
-	bool refused;
+	uint32_t i, reply_len;
 
 	if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL)
 		culprit_known = true;
-	for (i = 0; i < ex->host_config.slots.count; i++) {
-		if (ex->owners[i].host != h)
-			continue;
-		f = ex->owners[i].future;
-		slot = &ex->host_config.slots.slot[i];
+	FOREACH_HELD(ex, h, i, f) {
+		slot = hkx__slot_of(ex, f);
 		word = atomic_load(&slot->word);
 		if (is_end(f)) {
 			slot_put(ex, f); /* cancelled before it started */
 			continue;
 		}
+		/* Read once: whatever else holds the mapping may change it
+		 * between the check and the copy. */
+		reply_len = slot->reply_len;
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED) &&
-		    slot->reply_len <= HKX__SLOT_INLINE) {
+		    reply_len <= HKX__SLOT_INLINE) {
 			/* It returned; its frame died with the host. */
-			finish(ex, f, slot->rc, slot->reply, slot->reply_len, NULL, 0);
+			finish(ex, f, slot->rc, slot->reply, reply_len, NULL, 0);
 			continue;
 		}
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
@@ -1298,14 +1467,13 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 			copy_progress(ex, f);
 		}
 		/* The executor's reference keeps f alive past the slot's. */
-		refused = refused_by_host(ex, f);
 		slot_put(ex, f);
 		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
 			requeue(ex, f, &back);
 		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			end_running(ex, h, f, culprit_known, status, &back);
-		else if (refused)
-			end_future(ex, f, HKX_CANCELLED, 0);
+		else if (refused_by_host(f, word))
+			end_unrun(ex, f);
 		else {
 			f->cause = HKX__CAUSE_PROTOCOL;
 			set_message(f, "the host left a malformed slot");
@@ -1318,7 +1486,7 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 		next = TAILQ_NEXT(f, link);
 		if (f->group != NULL && (f->group->failed || f->group->stopped)) {
 			TAILQ_REMOVE(&back, f, link);
-			end_future(ex, f, HKX_CANCELLED, 0);
+			end_unrun(ex, f);
 		}
 	}
 	TAILQ_CONCAT(&back, &ex->queue, link);
@@ -1340,9 +1508,34 @@ host_by_pid(hkx_executor *ex, pid_t pid)
  * The host is dead: settle every task it held. Everything it said before
  * it died counts: a result that arrived wins over the death.
  */
+/* With the lock held, before its tasks are settled: what killed h, in a
+ * few words, for the message of a broken executor. */
+static void
+describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, size_t len)
+{
+	const char *name;
+	int sig;
+
+	if (h->protocol_error)
+		snprintf(buf, len, "a host broke the protocol");
+	else if (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL) {
+		name = sigabbrev_np(h->crash_signal);
+		snprintf(buf, len, "task %" PRIu64 " died of SIG%s", h->crash_id,
+		    name != NULL ? name : "?");
+	} else if (h->init_failed)
+		snprintf(buf, len, "host_init returned %d", h->init_rc);
+	else if (WIFSIGNALED(status)) {
+		sig = WTERMSIG(status);
+		name = sigabbrev_np(sig);
+		snprintf(buf, len, "a host died of SIG%s", name != NULL ? name : "?");
+	} else
+		snprintf(buf, len, "a host exited with status %d", WEXITSTATUS(status));
+}
+
 static void
 settle(hkx_executor *ex, struct hkx__host *h, int status)
 {
+	char why[128];
 	bool ordered;
 
 	/* The pipe holds at most what the dead host wrote into it. */
@@ -1353,6 +1546,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx__lock(ex);
 	h->settled = true;
 	drop_output(ex, h);
+	describe_death(ex, h, status, why, sizeof(why));
 	classify(ex, h, status);
 	if (ex->current == h)
 		ex->current = NULL;
@@ -1362,7 +1556,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
 	} else if (!ordered)
-		count_restart(ex);
+		count_restart(ex, why);
 	respawn_if_needed(ex);
 	hkx__unlock(ex);
 }
@@ -1410,37 +1604,47 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 	close(h->up_fd);
 	close(h->crash_fd);
 	hkx__decoder_free(&h->decoder);
-	free(h->out);
-	free(h);
+	host_free(h);
 }
+
+/* How long hosts have, once the zygote is gone, to take down what their
+ * tasks started before they are killed outright. */
+#define ORPHANED_HOST_MS 2000
 
 /* The zygote is gone: no host can be started or reaped by it any more. */
 static void
 zygote_died(hkx_executor *ex)
 {
 	struct hkx__host *h;
+	uint64_t deadline;
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, ex->zygote.sock, NULL);
 	hkx__lock(ex);
 	ex->spawning = false;
 	if (!ex->started && ex->start_error == 0)
 		ex->start_error = -ECHILD;
-	break_executor(ex);
-	TAILQ_FOREACH(h, &ex->hosts, link) {
-		/* Nobody will kill the group when this host is reaped: do it
-		 * while the host, its leader, still holds the group id. Not a
-		 * kill of ours (killing stays false): its tasks end CRASHED. */
-		if (hkx__wait_readable(h->pidfd, 0) == 0)
-			killpg(h->pid, SIGKILL);
-		hkx__pidfd_send_signal(h->pidfd, SIGKILL);
-	}
+	break_executor(ex, "executor broken: its zygote died");
+	/* Each host, told of the death, kills what its tasks started and
+	 * exits: a frozen one must run for that. */
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__pidfd_send_signal(h->pidfd, SIGCONT);
 	ex->current = NULL;
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
-	/* The hosts die with the zygote (PR_SET_PDEATHSIG) and were just
-	 * killed anyway; wait for each, then settle it. */
+	deadline = hkx__deadline(ORPHANED_HOST_MS);
+	/* A subreaper application adopted the zygote, and the hosts with it. */
+	if (hkx__wait_readable(ex->zygote.pidfd, deadline) > 0)
+		hkx__reap_adopted(ex->zygote.pidfd);
 	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
-		hkx__wait_readable(h->pidfd, UINT64_MAX);
+		if (hkx__wait_readable(h->pidfd, deadline) <= 0) {
+			hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+			hkx__wait_readable(h->pidfd, UINT64_MAX);
+		}
+		/* What is left in the host's group, wherever it was orphaned:
+		 * the pidfd names the group without a pid-reuse race. Not a
+		 * kill of ours (killing stays false): its tasks end CRASHED. */
+		hkx__pidfd_send_signal_group(h->pidfd, SIGKILL);
+		hkx__reap_adopted(h->pidfd);
 		host_exited(ex, h, SIGKILL);
 	}
 }
@@ -1543,9 +1747,10 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		read_notes(ex, h, false);
 		break;
 	case HOST_DOWN:
-		if (events & (EPOLLERR | EPOLLHUP))
+		if (events & (EPOLLERR | EPOLLHUP)) {
 			drop_output(ex, h);
-		else
+			pipe_lost(ex, h);
+		} else
 			flush_host(ex, h);
 		break;
 	case HOST_PID:
@@ -1641,15 +1846,15 @@ copy_tasks(hkx_executor *ex, const struct hkx_config *c)
 
 	if (c->tasks == NULL || c->ntasks == 0 || c->ntasks > UINT32_MAX)
 		return -EINVAL;
-	ex->tasks = calloc(c->ntasks, sizeof(*ex->tasks));
-	ex->by_name = calloc(c->ntasks, sizeof(*ex->by_name));
+	ex->tasks = hkx__calloc(c->ntasks, sizeof(*ex->tasks));
+	ex->by_name = hkx__calloc(c->ntasks, sizeof(*ex->by_name));
 	if (ex->tasks == NULL || ex->by_name == NULL)
 		return -ENOMEM;
 	for (i = 0; i < c->ntasks; i++) {
 		if (c->tasks[i].name == NULL || c->tasks[i].name[0] == '\0' || c->tasks[i].fn == NULL)
 			return -EINVAL;
 		ex->tasks[i].fn = c->tasks[i].fn;
-		ex->tasks[i].name = strdup(c->tasks[i].name);
+		ex->tasks[i].name = hkx__strdup(c->tasks[i].name);
 		if (ex->tasks[i].name == NULL)
 			return -ENOMEM;
 		ex->by_name[i] = (uint32_t)i;
@@ -1696,6 +1901,11 @@ check_config(const struct hkx_config *c)
 static void
 destroy(hkx_executor *ex)
 {
+	/* First, under the lock: a group or future that outlives the executor
+	 * looks at this under the lock before it touches anything below. */
+	hkx__lock(ex);
+	ex->freed = true;
+	hkx__unlock(ex);
 	if (ex->thread_started) {
 		hkx__lock(ex);
 		ex->thread_exit = true;
@@ -1711,19 +1921,12 @@ destroy(hkx_executor *ex)
 		close(ex->wakefd);
 	if (ex->timerfd >= 0)
 		close(ex->timerfd);
-	hkx__slots_free(&ex->host_config.slots);
 	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
 		free((char *)ex->tasks[i].name);
 	free(ex->tasks);
 	free(ex->by_name);
-	free(ex->owners);
-	free(ex->free_slots);
-	free(ex->free_group_words);
 	free(ex->restarts);
 	free(ex->inbuf);
-	hkx__lock(ex);
-	ex->freed = true;
-	hkx__unlock(ex);
 	hkx__executor_release(ex);
 }
 
@@ -1757,7 +1960,6 @@ static int
 set_up(hkx_executor *ex, const struct hkx_config *c)
 {
 	struct hkx__host_config *hc = &ex->host_config;
-	uint32_t nslots;
 	int err;
 
 	ex->config = *c;
@@ -1766,24 +1968,12 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	ex->config.tasks = ex->tasks;
 	ex->host_capacity = c->threads + c->prefetch;
-	/* Twice the capacity: a replacement host fills its slots while the
-	 * one it replaces still holds its own. */
-	nslots = 2 * ex->host_capacity;
-	ex->owners = calloc(nslots, sizeof(*ex->owners));
-	ex->free_slots = calloc(nslots, sizeof(*ex->free_slots));
-	ex->free_group_words = calloc(nslots, sizeof(*ex->free_group_words));
-	ex->restarts = calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
+	ex->restarts = hkx__calloc(c->max_restarts == UINT_MAX ? 1 : (size_t)c->max_restarts + 1,
 	    sizeof(*ex->restarts));
-	ex->inbuf = malloc(INBUF_LEN);
-	if (ex->owners == NULL || ex->free_slots == NULL || ex->free_group_words == NULL ||
-	    ex->restarts == NULL || ex->inbuf == NULL)
+	ex->inbuf = hkx__malloc(INBUF_LEN);
+	if (ex->restarts == NULL || ex->inbuf == NULL)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nslots; i++)
-		ex->free_slots[i] = ex->free_group_words[i] = nslots - 1 - i;
-	ex->nfree_slots = ex->nfree_group_words = nslots;
-	err = hkx__slots_new(&hc->slots, nslots);
-	if (err < 0)
-		return err;
+	hc->nslots = ex->host_capacity;
 	hc->tasks = ex->tasks;
 	hc->ntasks = c->ntasks;
 	hc->threads = c->threads;
@@ -1830,7 +2020,7 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 	if (err < 0)
 		return err;
 	pthread_once(&fork_once, register_fork_hook);
-	ex = calloc(1, sizeof(*ex));
+	ex = hkx__calloc(1, sizeof(*ex));
 	if (ex == NULL)
 		return -ENOMEM;
 	ex->refs = 1;
@@ -1893,7 +2083,7 @@ new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
 
 	if (len > ex->config.max_payload)
 		return -E2BIG;
-	f = malloc(sizeof(*f) + len);
+	f = hkx__malloc(sizeof(*f) + len);
 	if (f == NULL)
 		return -ENOMEM;
 	memset(f, 0, sizeof(*f));
@@ -2013,7 +2203,7 @@ hkx_map(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 
 	if (n == 0)
 		return submit(ex, task, args, 0, opts, outs, NULL);
-	made = calloc(n, sizeof(*made));
+	made = hkx__calloc(n, sizeof(*made));
 	if (made == NULL)
 		return -ENOMEM;
 	err = submit(ex, task, args, n, opts, outs, made);
@@ -2081,16 +2271,31 @@ set_frozen(hkx_executor *ex, bool frozen)
 	wake(ex);
 }
 
+/* The pause gate of every host, said again on every change: a host may
+ * have written its flag since. */
+static void
+set_paused(hkx_executor *ex, bool paused)
+{
+	struct hkx__host *h;
+
+	ex->paused = paused;
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__slots_set_paused(&h->slots, paused);
+}
+
 static int
 pause_locked(hkx_executor *ex, int how)
 {
+	uint64_t now;
+
 	if (how != HKX_PAUSE_CHECKPOINT && how != HKX_PAUSE_FREEZE)
 		return -EINVAL;
 	if (!ex->paused) {
-		ex->paused = true;
-		ex->pause_began = hkx__now_ns();
-		hkx__slots_set_paused(&ex->host_config.slots, true);
+		now = hkx__now_ns();
+		adopt_starts(ex, now);
+		ex->pause_began = now;
 	}
+	set_paused(ex, true);
 	set_frozen(ex, how == HKX_PAUSE_FREEZE);
 	return 0;
 }
@@ -2101,9 +2306,10 @@ resume_locked(hkx_executor *ex, int unused)
 	(void)unused;
 	if (!ex->paused)
 		return 0;
-	ex->paused_total += hkx__now_ns() - ex->pause_began;
-	ex->paused = false;
-	hkx__slots_set_paused(&ex->host_config.slots, false);
+	ex->last_pause_began = ex->pause_began;
+	ex->last_pause_ended = hkx__now_ns();
+	ex->paused_total += ex->last_pause_ended - ex->pause_began;
+	set_paused(ex, false);
 	set_frozen(ex, false);
 	return 0;
 }
@@ -2165,7 +2371,7 @@ hkx_future_kill(hkx_future *f)
 		err = -EALREADY;
 	else if (!hkx__future_cancel_locked(ex, f)) {
 		f->doom = HKX_KILLED;
-		kill_host(ex, ex->owners[f->slot].host, false);
+		kill_host(ex, f->host, false);
 	}
 	hkx__unlock(ex);
 	return err;

@@ -57,7 +57,8 @@ struct hkx_future {
 	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
-	int32_t slot;                  /* -1 unless in a host */
+	struct hkx__host *host;        /* the host holding it, or NULL */
+	int32_t slot;                  /* its slot in that host's table; -1 unless in a host */
 	uint32_t task_index;
 	int code;
 	uint16_t attempts;
@@ -83,14 +84,7 @@ struct hkx_group {
 	hkx_future *first_failure;     /* a reference, or NULL */
 	size_t pending;                /* members not yet ended */
 	struct hkx__wait_node *waiters;
-	uint32_t word;                 /* 1 + its shared word while in_hosts, else 0 */
-	uint32_t in_hosts;             /* slots its members hold */
-};
-
-struct hkx__slot_owner {
-	hkx_future *future;            /* NULL when the slot is free */
-	struct hkx__host *host;
-	hkx_group *group;              /* the future's, a reference, or NULL */
+	uint64_t id;                   /* named in its members' slots; unique in the executor */
 };
 
 struct hkx_executor {
@@ -104,12 +98,7 @@ struct hkx_executor {
 	uint32_t *by_name;             /* task indexes sorted by name */
 	struct hkx__host_config host_config;
 	struct hkx__zygote zygote;
-	struct hkx__slot_owner *owners;
-	uint32_t *free_slots;
-	uint32_t nfree_slots;
-	uint32_t *free_group_words;    /* as many as slots: a group's needs one */
-	uint32_t nfree_group_words;
-	unsigned host_capacity;        /* threads + prefetch */
+	unsigned host_capacity;        /* threads + prefetch: slots in each host's table */
 
 	int epfd, wakefd, timerfd;
 	pthread_t thread;
@@ -126,7 +115,7 @@ struct hkx_executor {
 	int start_error;               /* of the first host, for hkx_executor_new */
 	bool started;
 
-	uint64_t next_id, next_seq;
+	uint64_t next_id, next_seq, next_group_id;
 	size_t pending;                /* futures not ended */
 	size_t queued;                 /* futures in state QUEUED */
 	size_t running;
@@ -137,11 +126,13 @@ struct hkx_executor {
 	bool limits_dirty;             /* the supervisor should look at run-time limits */
 	bool paused, frozen;
 	uint64_t pause_began, paused_total;
+	uint64_t last_pause_began, last_pause_ended; /* the last pause to end */
 
 	bool shutting_down;
 	enum hkx_shutdown shutdown_mode;
 	bool broken;
-	bool freed;
+	char broken_why[256];          /* the message of every future breaking ends */
+	_Atomic bool freed;            /* set first thing in destroy, under the lock */
 };
 
 /* Locks the executor a future or group belongs to. */
@@ -157,25 +148,16 @@ int hkx__executor_usable(hkx_executor *ex);
 bool hkx__caller_ok(const hkx_executor *ex);
 
 /* With the lock held: the shared slot of a future that is in a host
- * (f->slot >= 0). Every access to one future's slot goes through here. */
-static inline struct hkx__slot *
-hkx__slot_of(hkx_executor *ex, const hkx_future *f)
-{
-	return &ex->host_config.slots.slot[f->slot];
-}
-
-/* With the lock held: the shared word of a group with members in a host
- * (g->word != 0). */
-static inline _Atomic uint32_t *
-hkx__group_word(hkx_executor *ex, const hkx_group *g)
-{
-	return &ex->host_config.slots.group[g->word - 1];
-}
+ * (f->slot >= 0), in that host's table. Every access to one future's slot
+ * goes through here. */
+struct hkx__slot *hkx__slot_of(hkx_executor *ex, const hkx_future *f);
 
 /* With the lock held: what the supervisor last knows, after a look at the
  * slot table for a start it has not heard of yet. */
 void hkx__observe(hkx_executor *ex, hkx_future *f);
-/* With the lock held: cancel if not started (true), else ask it to stop. */
+/* With the lock held: end f if its current attempt has not started (true;
+ * CANCELLED only if no attempt ever started), else nothing (false); and
+ * end it, or ask it to stop. */
 bool hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f);
 void hkx__future_stop_locked(hkx_executor *ex, hkx_future *f);
 /* With the lock held: stop every future of group g (NULL: all) present now. */
@@ -186,12 +168,6 @@ void hkx__future_wake(hkx_future *f);
 void hkx__future_free(hkx_future *f);
 /* group.c, with the lock held: a member ended. */
 void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
-/* group.c, with the lock held: a member takes a slot, or leaves it; the
- * group has a shared word while any member holds one. */
-void hkx__group_enter(hkx_executor *ex, hkx_group *g);
-void hkx__group_leave(hkx_executor *ex, hkx_group *g);
-/* group.c, with the lock held: tell the hosts that g failed or stopped. */
-void hkx__group_publish(hkx_executor *ex, hkx_group *g);
 
 /* A waiter is a mutex, a condition and a flag: waits on several futures
  * at once register one node per future. */

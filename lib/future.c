@@ -255,13 +255,23 @@ hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total)
 bool
 hkx_future_cancel(hkx_future *f)
 {
-	bool cancelled = false;
+	enum hkx_state s;
+	bool cancelled;
 
-	if (f == NULL || is_end(load_state(f)) || !hkx__caller_ok(f->ex))
+	if (f == NULL || !hkx__caller_ok(f->ex))
 		return false;
+	/* As in concurrent.futures: asking again is still true, since the
+	 * task will still never run. */
+	s = load_state(f);
+	if (is_end(s))
+		return s == HKX_CANCELLED;
 	hkx__lock(f->ex);
-	if (!is_end(load_state(f)))
-		cancelled = hkx__future_cancel_locked(f->ex, f);
+	s = load_state(f);
+	if (!is_end(s))
+		(void)hkx__future_cancel_locked(f->ex, f);
+	/* A future put back to be re-run has started: it ends, as its last
+	 * run did, but it was not cancelled. */
+	cancelled = load_state(f) == HKX_CANCELLED;
 	hkx__unlock(f->ex);
 	return cancelled;
 }
@@ -293,7 +303,7 @@ hkx_future_on_done(hkx_future *f, hkx_done_fn fn, void *arg)
 		return -EINVAL;
 	if (!hkx__caller_ok(f->ex))
 		return -EPERM;
-	cb = malloc(sizeof(*cb));
+	cb = hkx__malloc(sizeof(*cb));
 	if (cb == NULL)
 		return -ENOMEM;
 	cb->next = NULL;
@@ -400,7 +410,7 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 	if (pick >= 0)
 		return pick;
 	if (n > 1) {
-		nodes = calloc(n, sizeof(*nodes));
+		nodes = hkx__calloc(n, sizeof(*nodes));
 		if (nodes == NULL)
 			return -ENOMEM;
 	}

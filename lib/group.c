@@ -5,9 +5,8 @@
  * them is the supervisor's hkx__stop_all(). It never holds a list of its
  * members, so joining a group costs a counter, not an allocation.
  *
- * While members hold slots, the group also has a word of the shared slot
- * table that says whether it failed or stopped: a host starts no member of
- * such a group, and fails a fail-fast group there itself (slots.h).
+ * Its id names it in its members' slots, so that a host can fail a
+ * fail-fast group there itself (slots.h, host.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +31,7 @@ hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 	err = hkx__executor_usable(ex);
 	if (err < 0)
 		return err;
-	g = calloc(1, sizeof(*g));
+	g = hkx__calloc(1, sizeof(*g));
 	if (g == NULL)
 		return -ENOMEM;
 	g->refs = 1;
@@ -45,6 +44,7 @@ hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 	}
 	atomic_fetch_add(&ex->refs, 1);
 	g->ex = ex;
+	g->id = ++ex->next_group_id;
 	hkx__unlock(ex);
 	*out = g;
 	return 0;
@@ -69,38 +69,6 @@ hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 		hkx__wait_fire(g->waiters);
 }
 
-static uint32_t
-shared_bits(const hkx_group *g)
-{
-	return (g->failed ? HKX__GROUP_FAILED : 0u) | (g->stopped ? HKX__GROUP_STOPPED : 0u);
-}
-
-void
-hkx__group_enter(hkx_executor *ex, hkx_group *g)
-{
-	if (g->in_hosts++ > 0)
-		return;
-	g->word = 1 + ex->free_group_words[--ex->nfree_group_words];
-	/* A word a host marked for the group that had it before is cleared. */
-	atomic_store(hkx__group_word(ex, g), shared_bits(g));
-}
-
-void
-hkx__group_leave(hkx_executor *ex, hkx_group *g)
-{
-	if (--g->in_hosts > 0)
-		return;
-	ex->free_group_words[ex->nfree_group_words++] = g->word - 1;
-	g->word = 0;
-}
-
-void
-hkx__group_publish(hkx_executor *ex, hkx_group *g)
-{
-	if (g->word != 0)
-		atomic_fetch_or(hkx__group_word(ex, g), shared_bits(g));
-}
-
 int
 hkx_group_stop(hkx_group *g)
 {
@@ -112,10 +80,16 @@ hkx_group_stop(hkx_group *g)
 	if (err < 0)
 		return err;
 	hkx__lock(g->ex);
-	g->stopped = true;
-	hkx__stop_all(g->ex, g);
+	/* Looked at again under the lock: a free that raced the look above
+	 * has since taken the executor's tables away. */
+	if (g->ex->freed)
+		err = -ESHUTDOWN;
+	else {
+		g->stopped = true;
+		hkx__stop_all(g->ex, g);
+	}
 	hkx__unlock(g->ex);
-	return 0;
+	return err;
 }
 
 int

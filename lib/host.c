@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +50,11 @@ enum {
 	HOST_EXIT_SETUP = 120, /* could not set itself up */
 	HOST_EXIT_INIT,        /* host_init failed */
 	HOST_EXIT_PROTOCOL,    /* the supervisor sent a malformed frame */
+	HOST_EXIT_ORPHANED,    /* the zygote died */
 };
+
+/* Sent to the host when the zygote dies (PR_SET_PDEATHSIG). */
+#define ZYGOTE_DEATH_SIGNAL (SIGRTMIN + 1)
 
 bool hkx__in_host;
 
@@ -76,7 +81,7 @@ struct worker {
 
 static struct {
 	const struct hkx__host_config *hc;
-	struct hkx__slots *slots;
+	struct hkx__slots slots;   /* this host's own */
 	int down_fd, up_fd, crash_fd;
 
 	pthread_mutex_t queue_lock;
@@ -101,9 +106,26 @@ static struct {
 } host;
 
 static __thread struct worker *current_worker;
-/* Held to look at a group's word and claim a member, and to fail a group:
- * no claim slips in between a failure and the mark it leaves. */
-static pthread_mutex_t group_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Fail fast, here: the fail-fast groups a member of which failed in this
+ * host, each with the slot that member held; no member of such a group
+ * starts here. Its entry goes when its slot is given another task: the
+ * supervisor reuses a slot only once it has read the result that left it,
+ * and by then it has ended the member that failed and cancelled, by
+ * compare-and-swap, every member of the group it had sent, so none can
+ * start here any more. So there is at most one entry per slot.
+ */
+struct failure {
+	uint64_t group;
+	uint32_t slot;
+};
+static struct {
+	pthread_mutex_t lock;   /* held to claim a member of a fail-fast group,
+	                         * and to change the entries */
+	_Atomic uint32_t count; /* entries, readable without the lock */
+	struct failure *at;     /* as many as slots */
+} failed = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static _Noreturn void
 die(int status)
@@ -214,7 +236,7 @@ writer_main(void *arg)
 struct hkx__slots *
 hkx__host_slots(void)
 {
-	return host.slots;
+	return &host.slots;
 }
 
 void
@@ -282,7 +304,7 @@ hkx_task_should_stop(const hkx_task *t)
 {
 	if (t == NULL)
 		return false;
-	return atomic_load_explicit(&host.slots->slot[t->slot].stop, memory_order_relaxed) != 0;
+	return atomic_load_explicit(&host.slots.slot[t->slot].stop, memory_order_relaxed) != 0;
 }
 
 int
@@ -290,7 +312,7 @@ hkx_task_checkpoint(hkx_task *t)
 {
 	if (t == NULL)
 		return -EINVAL;
-	hkx__slots_wait_unpaused(host.slots, &host.slots->slot[t->slot].stop);
+	hkx__slots_wait_unpaused(&host.slots, &host.slots.slot[t->slot].stop);
 	return hkx_task_should_stop(t) ? -ECANCELED : 0;
 }
 
@@ -299,7 +321,7 @@ hkx_task_progress(hkx_task *t, uint64_t done, uint64_t total)
 {
 	if (t == NULL)
 		return -EINVAL;
-	hkx__slot_set_progress(&host.slots->slot[t->slot], done, total);
+	hkx__slot_set_progress(&host.slots.slot[t->slot], done, total);
 	return 0;
 }
 
@@ -376,24 +398,53 @@ arm_cpu_timer(struct worker *w, uint32_t ms)
 }
 
 
+/* With failed.lock held: the entry of slot i goes, if it has one. */
+static void
+forget_failure(uint32_t i)
+{
+	uint32_t n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+
+	for (uint32_t k = 0; k < n; k++) {
+		if (failed.at[k].slot != i)
+			continue;
+		failed.at[k] = failed.at[n - 1];
+		atomic_store_explicit(&failed.count, n - 1, memory_order_relaxed);
+		return;
+	}
+}
+
+static bool
+group_failed(uint64_t group)
+{
+	uint32_t n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+
+	for (uint32_t k = 0; k < n; k++)
+		if (failed.at[k].group == group)
+			return true;
+	return false;
+}
+
 /*
  * SENT -> CLAIMED, unless the supervisor cancelled the task first, or it is
- * a member of a group that failed or was stopped: such a member never
+ * a member of a fail-fast group that failed here: such a member never
  * starts. The host cancels it itself and says SKIPPED, as for a cancel of
- * the supervisor's, which accepts it for a member of such a group only.
+ * the supervisor's, which accepts it for a member of a fail-fast group
+ * only. Nothing but a load more while no group has failed here.
  */
 static bool
-claim(struct hkx__slot *slot, uint64_t seq, _Atomic uint32_t *group)
+claim(struct hkx__slot *slot, struct hkx_task *t, uint32_t flags, uint64_t group)
 {
-	bool claimed;
+	bool fail_fast = (flags & HKX__SLOT_FAIL_FAST) != 0, claimed;
 
-	if (group == NULL)
-		return hkx__slot_move(slot, seq, HKX__SLOT_CLAIMED);
-	pthread_mutex_lock(&group_lock);
-	claimed = atomic_load(group) == 0 && hkx__slot_move(slot, seq, HKX__SLOT_CLAIMED);
-	if (!claimed)
-		(void)hkx__slot_move(slot, seq, HKX__SLOT_CANCELLED);
-	pthread_mutex_unlock(&group_lock);
+	if (!fail_fast && atomic_load_explicit(&failed.count, memory_order_relaxed) == 0)
+		return hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED);
+	pthread_mutex_lock(&failed.lock);
+	forget_failure(t->slot);
+	claimed = !(fail_fast && group_failed(group)) &&
+	    hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED);
+	if (!claimed && fail_fast)
+		(void)hkx__slot_move(slot, t->seq, HKX__SLOT_CANCELLED);
+	pthread_mutex_unlock(&failed.lock);
 	return claimed;
 }
 
@@ -401,27 +452,33 @@ claim(struct hkx__slot *slot, uint64_t seq, _Atomic uint32_t *group)
  * its result leaves, and before this worker claims anything else, no
  * member of the group may start here any more. */
 static void
-fail_group(_Atomic uint32_t *group)
+fail_group(struct hkx_task *t, uint64_t group)
 {
-	pthread_mutex_lock(&group_lock);
-	atomic_fetch_or(group, HKX__GROUP_FAILED);
-	pthread_mutex_unlock(&group_lock);
+	uint32_t n;
+
+	pthread_mutex_lock(&failed.lock);
+	forget_failure(t->slot);
+	n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+	failed.at[n] = (struct failure){ .group = group, .slot = t->slot };
+	atomic_store_explicit(&failed.count, n + 1, memory_order_relaxed);
+	pthread_mutex_unlock(&failed.lock);
 }
 
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
-	struct hkx__slot *slot = &host.slots->slot[t->slot];
+	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
-	_Atomic uint32_t *group;
+	/* Read once: the task can write its own slot. */
+	uint32_t flags = slot->flags;
+	uint64_t group = slot->group;
 	size_t head_len;
 	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
-	hkx__slots_wait_unpaused(host.slots, NULL);
-	group = hkx__slots_group(host.slots, slot->group);
-	if (!claim(slot, t->seq, group)) {
+	hkx__slots_wait_unpaused(&host.slots, NULL);
+	if (!claim(slot, t, flags, group)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
@@ -432,13 +489,13 @@ run_task(struct worker *w, struct hkx_task *t)
 	cpu_limit_ms = slot->cpu_limit_ms;
 	if (cpu_limit_ms)
 		atomic_store_explicit(&slot->tid, w->tid, memory_order_release);
-	if (slot->flags & HKX__SLOT_NOTIFY_START) {
+	if (flags & HKX__SLOT_NOTIFY_START) {
 		head_len = hkx__encode_started(head, t->id, t->slot, hkx__now_ns());
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_NOW);
 	}
 	/* A pause that came between the check and the claim holds the task
 	 * before it runs a single instruction of its own. */
-	hkx__slots_wait_unpaused(host.slots, &slot->stop);
+	hkx__slots_wait_unpaused(&host.slots, &slot->stop);
 
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
@@ -447,9 +504,9 @@ run_task(struct worker *w, struct hkx_task *t)
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
-	if (group != NULL && (slot->flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
+	if ((flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
-		fail_group(group);
+		fail_group(t, group);
 
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
@@ -465,6 +522,17 @@ run_task(struct worker *w, struct hkx_task *t)
 
 static _Noreturn void quit(void);
 static bool read_batch(struct task_queue *batch, unsigned *count);
+
+/* Children that outlived their tasks, and orphans the host adopted as
+ * their subreaper: reaped only while no task runs (called with the queue
+ * lock held and nothing busy), so that a task's own wait for its child is
+ * never robbed. */
+static void
+reap_idle(void)
+{
+	while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
+		;
+}
 
 static void *
 worker_main(void *arg)
@@ -508,6 +576,8 @@ worker_main(void *arg)
 				quit(); /* the last one out */
 			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
 		} else if (!host.reading) {
+			if (host.busy == 0)
+				reap_idle();
 			host.reading = true;
 			pthread_mutex_unlock(&host.queue_lock);
 			STAILQ_INIT(&batch);
@@ -561,6 +631,53 @@ raise_oom_score(void)
 		(void)!write(fd, "1000", 4);
 		close(fd);
 	}
+}
+
+static void
+kill_child(pid_t pid, void *arg)
+{
+	(void)arg;
+	kill(pid, SIGKILL);
+}
+
+/*
+ * The zygote died: nobody is left to take down what our tasks started once
+ * we are gone, and it would be orphaned out of reach. Kill it now, while
+ * every orphan among it is still ours to find (the host is its subreaper):
+ * each child, then the children each one leaves us, until none is left.
+ * An unreaped child's pid cannot be reused; only a task reaping its own
+ * child at this very moment opens a window, and the host is dying.
+ */
+static void
+on_zygote_death(int sig)
+{
+	(void)sig;
+	for (;;) {
+		if (hkx__each_child(kill_child, NULL) < 0)
+			break;
+		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
+			break;
+	}
+	_exit(HOST_EXIT_ORPHANED);
+}
+
+/* Orphans of the host's tasks come to the host, not to init: they stay
+ * reachable while it lives, and come to the zygote, its subreaper too,
+ * once it dies. Dies with the zygote, after what its tasks started. */
+static void
+watch_descendants(pid_t zygote_pid)
+{
+	struct sigaction sa = { 0 };
+
+	sa.sa_handler = on_zygote_death;
+	sigfillset(&sa.sa_mask);
+	if (sigaction(ZYGOTE_DEATH_SIGNAL, &sa, NULL) < 0 ||
+	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		die(HOST_EXIT_SETUP);
+	/* If the zygote is already gone, the signal was armed too late to
+	 * ever fire, so look. */
+	if (prctl(PR_SET_PDEATHSIG, ZYGOTE_DEATH_SIGNAL) < 0 || getppid() != zygote_pid)
+		die(HOST_EXIT_SETUP);
 }
 
 static void
@@ -629,7 +746,7 @@ task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 {
 	struct hkx_task *t;
 
-	if (f->u.task.task_index >= hc->ntasks || f->slot >= hc->slots.count)
+	if (f->u.task.task_index >= hc->ntasks || f->slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
 	t = malloc(sizeof(*t) + f->u.task.arg_len);
 	if (t == NULL)
@@ -700,22 +817,19 @@ read_batch(struct task_queue *batch, unsigned *count)
 }
 
 _Noreturn void
-hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
-               pid_t zygote_pid)
+hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
+               int up_fd, int crash_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
 	int fds[3] = { down_fd, up_fd, crash_fd };
 	int rc;
 
-	/* Die with the zygote; if it is already gone, the signal was armed
-	 * too late to ever fire, so look. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != zygote_pid)
-		die(HOST_EXIT_SETUP);
+	watch_descendants(zygote_pid);
 	setpgid(0, 0);
 	if (hkx__keep_fds(fds, 3) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
-	host.slots = (struct hkx__slots *)&hc->slots;
+	host.slots = *slots;
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];
@@ -737,7 +851,8 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
-	if (host.inbuf == NULL)
+	failed.at = calloc(host.slots.count, sizeof(*failed.at));
+	if (host.inbuf == NULL || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	start_threads(hc);

@@ -31,7 +31,7 @@ struct hkx__host_config {
 	uint64_t limit_open_files;
 	bool allow_core_dumps;
 	bool no_new_privs;
-	struct hkx__slots slots;
+	uint32_t nslots;               /* in each host's slot table */
 };
 
 /* A note on the crash pipe: a fixed size below PIPE_BUF, written with one
@@ -79,15 +79,16 @@ hkx__note_valid(const struct hkx__note *n)
  * executor there. */
 extern bool hkx__in_host;
 
-/* Runs a host on the given pipe ends; never returns. */
-_Noreturn void hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd,
-                              int crash_fd, pid_t zygote_pid);
+/* Runs a host on the given pipe ends and its own slot table, mapped by the
+ * zygote before the fork; never returns. */
+_Noreturn void hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots,
+                              int down_fd, int up_fd, int crash_fd, pid_t zygote_pid);
 
 /* Test hook: writes raw bytes on the up pipe from inside a task, after
  * whatever is already queued, so that tests can play a broken host. */
 void hkx__host_inject(const void *bytes, size_t len);
-/* Test hook: the slot table as the host sees it, so that tests can play a
- * host that rewrites slots. */
+/* Test hook: the host's slot table, so that tests can play a host that
+ * rewrites slots. */
 struct hkx__slots *hkx__host_slots(void);
 
 #endif

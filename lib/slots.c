@@ -1,37 +1,84 @@
 /*
- * slots: the shared slot table and the futex gate for pausing.
+ * slots: a host's shared slot table and the futex gate for pausing.
  *
  * The mapping is MAP_SHARED so that compare-and-swap and futex waits work
- * across the supervisor, the zygote and every host forked from it. This
- * module never interprets which future a slot belongs to; that is the
+ * between the supervisor and the one host forked with it. The memfd
+ * behind it is sealed against shrinking, so that a host can never make
+ * the supervisor's reads fault (SIGBUS), and against growing and further
+ * seals, so that nothing can keep the supervisor from mapping it writable.
+ * This module never interprets which future a slot belongs to; that is the
  * supervisor's business.
  */
 #include "slots.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int
-hkx__slots_new(struct hkx__slots *s, uint32_t count)
+#define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static size_t
+table_len(uint32_t count)
 {
-	size_t len = sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot) +
-	    (size_t)count * sizeof(*s->group);
+	return sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot);
+}
+
+static int
+map(struct hkx__slots *s, uint32_t count, int fd)
+{
+	size_t len = table_len(count);
 	void *p;
 
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
 	s->header = p;
 	s->slot = (struct hkx__slot *)(s->header + 1);
-	s->group = (_Atomic uint32_t *)(s->slot + count);
 	s->count = count;
 	s->map_len = len;
 	return 0;
+}
+
+int
+hkx__slots_create(struct hkx__slots *s, uint32_t count, int *fd)
+{
+	int err;
+
+	*fd = memfd_create("hkx-slots", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (*fd < 0)
+		return -errno;
+	if (ftruncate(*fd, (off_t)table_len(count)) < 0 || fcntl(*fd, F_ADD_SEALS, SEALS) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = map(s, count, *fd);
+	if (err < 0)
+		goto fail;
+	return 0;
+fail:
+	close(*fd);
+	*fd = -1;
+	return err;
+}
+
+int
+hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd)
+{
+	struct stat st;
+	int seals;
+
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if ((seals & SEALS) != SEALS || (uint64_t)st.st_size != table_len(count))
+		return -EPROTO;
+	return map(s, count, fd);
 }
 
 void
@@ -44,7 +91,7 @@ hkx__slots_free(struct hkx__slots *s)
 
 uint64_t
 hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms,
-              uint32_t group)
+              uint64_t group)
 {
 	uint64_t word = HKX__SLOT_WORD(seq, HKX__SLOT_SENT);
 
@@ -125,6 +172,13 @@ hkx__slots_set_paused(struct hkx__slots *s, bool paused)
 {
 	atomic_store(&s->header->paused, paused ? 1u : 0u);
 	open_gate(s);
+}
+
+void
+hkx__slots_assert_paused(struct hkx__slots *s, bool paused)
+{
+	if (atomic_load(&s->header->paused) != (paused ? 1u : 0u))
+		hkx__slots_set_paused(s, paused);
 }
 
 void

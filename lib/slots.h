@@ -1,7 +1,9 @@
 /*
- * slots: the table shared between the supervisor and every host, one
- * MAP_SHARED mapping created with the executor and inherited through the
- * zygote.
+ * slots: the table shared between the supervisor and one host. The zygote
+ * creates a fresh one for each host it forks (a sealed memfd, so that its
+ * size is fixed), maps it only until the fork and hands the memfd to the
+ * supervisor with the host's pipes; so no host, and no process that
+ * escaped one, can reach the table of another.
  *
  * A task sent to a host occupies one slot. Its word moves SENT -> CLAIMED
  * by compare-and-swap in the host's worker before the task function is
@@ -13,11 +15,10 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
- * A group with members in a host has a word here too, named by each of its
- * members' slots: it says the group failed or was stopped, and a host
- * starts no member of such a group. The host sets it itself when a member
- * of a fail-fast group fails, before its worker claims anything else, so
- * that failing fast does not wait for a round trip.
+ * A member of a group carries the group's id in its slot, and a member of
+ * a fail-fast group a flag that says so: a host that sees such a member
+ * fail starts no other member of its group from then on (host.c), so that
+ * failing fast does not wait for a round trip.
  *
  * The host can write anything into this memory: the supervisor treats every
  * value it reads back as untrusted.
@@ -49,53 +50,46 @@ enum hkx__slot_state {
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
 #define HKX__SLOT_FAIL_FAST 2u    /* its group fails with its first failed member */
 
-/* Bits of a group's word. */
-#define HKX__GROUP_FAILED 1u
-#define HKX__GROUP_STOPPED 2u
-
 struct hkx__slot {
 	_Atomic uint64_t word;
 	_Atomic uint32_t stop;         /* a stop was asked for this task */
 	uint32_t flags;                /* HKX__SLOT_*, written before SENT */
 	uint32_t cpu_limit_ms;         /* 0 = none, written before SENT */
-	uint32_t group;                /* 1 + its group's word, or 0; written before SENT */
 	_Atomic int32_t tid;           /* host: its worker thread, with a CPU limit */
+	uint64_t group;                /* its group's id, or 0; written before SENT */
 	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
 	_Atomic uint64_t progress_done;
 	_Atomic uint64_t progress_total;
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
-	uint8_t pad[8];
 };
 
 struct hkx__slots_header {
 	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
 	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
-	uint8_t pad[56];
+	uint8_t pad[56];         /* room for more words of the whole host's */
 };
 
 struct hkx__slots {
 	struct hkx__slots_header *header;
 	struct hkx__slot *slot;
-	_Atomic uint32_t *group; /* count words: a group's needs a slot of its own */
 	uint32_t count;
 	size_t map_len;
 };
 
-int hkx__slots_new(struct hkx__slots *s, uint32_t count);
+/* Zygote: a new table of count slots, mapped; *fd gets its memfd
+ * (O_CLOEXEC), sealed against any change of size. */
+int hkx__slots_create(struct hkx__slots *s, uint32_t count, int *fd);
+/* Supervisor: maps the table of count slots in memfd fd, once its size and
+ * seals are what hkx__slots_create() makes; fd stays the caller's. */
+int hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd);
+/* Unmaps; a table never mapped (zeroed) is left alone. */
 void hkx__slots_free(struct hkx__slots *s);
-
-/* The group word a slot's group field names, or NULL for none. */
-static inline _Atomic uint32_t *
-hkx__slots_group(struct hkx__slots *s, uint32_t ref)
-{
-	return ref > 0 && ref <= s->count ? &s->group[ref - 1] : NULL;
-}
 
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
 uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
-                       uint32_t cpu_limit_ms, uint32_t group);
+                       uint32_t cpu_limit_ms, uint64_t group);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
 /* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE
@@ -110,6 +104,9 @@ void hkx__slot_get_progress(struct hkx__slot *slot, uint64_t *done, uint64_t *to
 /* Pause gate at checkpoints: the supervisor sets and clears it; the host
  * waits on it. A stop wakes the waiters too, so they can give up. */
 void hkx__slots_set_paused(struct hkx__slots *s, bool paused);
+/* Supervisor: the same, only if the flag is not already `paused`: undoes a
+ * stray write at the cost of one read. */
+void hkx__slots_assert_paused(struct hkx__slots *s, bool paused);
 void hkx__slots_wake(struct hkx__slots *s);
 /* Host: blocks while paused, unless *stop turns true. */
 void hkx__slots_wait_unpaused(struct hkx__slots *s, _Atomic uint32_t *stop);

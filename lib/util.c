@@ -1,8 +1,10 @@
 /*
- * util: clock, deadlines, pidfd system calls, robust writes.
+ * util: clock, deadlines, pidfd system calls, robust writes, the walk
+ * over a process's children, allocation.
  *
- * Everything here is a thin, stateless wrapper; it must never allocate, so
- * that the host may call it after fork().
+ * Everything here is a thin wrapper. Only the allocation wrappers allocate
+ * and only they look at state (the test hook); the rest the host may call
+ * after fork().
  */
 #include "util.h"
 
@@ -12,7 +14,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef SYS_pidfd_open
@@ -20,6 +26,12 @@
 #endif
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
 #endif
 
 uint64_t
@@ -77,6 +89,182 @@ hkx__pidfd_send_signal(int pidfd, int sig)
 	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+int
+hkx__pidfd_send_signal_group(int pidfd, int sig)
+{
+	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP) < 0)
+		return -errno;
+	return 0;
+}
+
+void
+hkx__reap_adopted(int pidfd)
+{
+	siginfo_t info;
+
+	while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) < 0 &&
+	    errno == EINTR)
+		;
+}
+
+/* --- children, from /proc, async-signal-safe -------------------------------- */
+
+/* What getdents64 returns, which not every libc declares. */
+struct dirent64_raw {
+	uint64_t ino;
+	int64_t off;
+	unsigned short reclen;
+	unsigned char type;
+	char name[];
+};
+
+/* Appends the decimal n to p; the end. */
+static char *
+put_number(char *p, long n)
+{
+	char digits[24];
+	int len = 0;
+
+	do
+		digits[len++] = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	while (len > 0)
+		*p++ = digits[--len];
+	return p;
+}
+
+/* A path of /proc: prefix, a number, suffix. */
+static void
+proc_path(char *buf, const char *prefix, long n, const char *suffix)
+{
+	size_t len = strlen(prefix);
+
+	memcpy(buf, prefix, len);
+	buf = put_number(buf + len, n);
+	len = strlen(suffix);
+	memcpy(buf, suffix, len + 1);
+}
+
+/* The positive decimal that is all of s, or 0. */
+static long
+parse_number(const char *s)
+{
+	long n = 0;
+
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9' || n > INT_MAX / 10)
+			return 0;
+		n = n * 10 + (*s - '0');
+	}
+	return n;
+}
+
+/* Calls fn(n, arg) for every entry of the directory at path whose name is
+ * a number, until fn returns non-zero (which is returned). */
+static int
+each_numbered(const char *path, int (*fn)(long n, void *arg), void *arg)
+{
+	union {
+		struct dirent64_raw align;
+		char buf[2048];
+	} u;
+	struct dirent64_raw *d;
+	long nread, off, n;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (rc == 0 && (nread = syscall(SYS_getdents64, fd, u.buf, sizeof(u.buf))) > 0)
+		for (off = 0; rc == 0 && off < nread; off += d->reclen) {
+			d = (struct dirent64_raw *)(void *)(u.buf + off);
+			if ((n = parse_number(d->name)) > 0)
+				rc = fn(n, arg);
+		}
+	if (rc == 0 && nread < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+struct child_walk {
+	void (*fn)(pid_t pid, void *arg);
+	void *arg;
+	pid_t self;
+};
+
+/* One thread's children file: pids separated by spaces, read in pieces. */
+static int
+thread_children(long tid, void *arg)
+{
+	struct child_walk *w = arg;
+	char path[64], buf[256];
+	ssize_t n, i;
+	long pid = 0;
+	int fd;
+
+	proc_path(path, "/proc/self/task/", tid, "/children");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT && tid == w->self ? -ENOENT : 0; /* or it just ended */
+	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+		for (i = 0; i < n; i++) {
+			if (buf[i] >= '0' && buf[i] <= '9')
+				pid = pid * 10 + (buf[i] - '0');
+			else if (pid > 0) {
+				w->fn((pid_t)pid, w->arg);
+				pid = 0;
+			}
+		}
+	if (pid > 0)
+		w->fn((pid_t)pid, w->arg);
+	close(fd);
+	return 0;
+}
+
+/* Without CONFIG_PROC_CHILDREN: every process whose parent is us. */
+static int
+maybe_child(long pid, void *arg)
+{
+	struct child_walk *w = arg;
+	char path[64], buf[512], *p;
+	ssize_t n;
+	long ppid = 0;
+	int fd;
+
+	proc_path(path, "/proc/", pid, "/stat");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...", and comm may hold anything. */
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+		return 0;
+	for (p += 4; *p >= '0' && *p <= '9'; p++)
+		ppid = ppid * 10 + (*p - '0');
+	if (ppid == w->self)
+		w->fn((pid_t)pid, w->arg);
+	return 0;
+}
+
+int
+hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg)
+{
+	struct child_walk w = { .fn = fn, .arg = arg, .self = getpid() };
+	int rc;
+
+	rc = each_numbered("/proc/self/task", thread_children, &w);
+	if (rc == -ENOENT)
+		rc = each_numbered("/proc", maybe_child, &w);
+	return rc;
 }
 
 int
@@ -169,4 +357,53 @@ hkx__keep_fds(int *fds, int n)
 	}
 	closefrom(3 + n);
 	return 0;
+}
+
+_Atomic long hkx__alloc_fail_after;
+
+/* True for the one call the test hook picked; a single load otherwise. */
+static bool
+alloc_fails(void)
+{
+	long n = atomic_load_explicit(&hkx__alloc_fail_after, memory_order_relaxed);
+
+	if (__builtin_expect(n == 0, 1))
+		return false;
+	/* Threads race for the count: exactly one takes it from 1 to 0. */
+	while (n > 0 && !atomic_compare_exchange_weak(&hkx__alloc_fail_after, &n, n - 1))
+		;
+	if (n != 1)
+		return false;
+	errno = ENOMEM;
+	return true;
+}
+
+void *
+hkx__malloc(size_t size)
+{
+	return alloc_fails() ? NULL : malloc(size);
+}
+
+void *
+hkx__calloc(size_t n, size_t size)
+{
+	return alloc_fails() ? NULL : calloc(n, size);
+}
+
+char *
+hkx__strdup(const char *s)
+{
+	return alloc_fails() ? NULL : strdup(s);
+}
+
+char *
+hkx__strndup(const char *s, size_t n)
+{
+	return alloc_fails() ? NULL : strndup(s, n);
+}
+
+int
+hkx__vasprintf(char **out, const char *fmt, va_list ap)
+{
+	return alloc_fails() ? -1 : vasprintf(out, fmt, ap);
 }

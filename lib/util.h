@@ -1,14 +1,18 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
- * deadlines, pidfd system calls (not all libcs wrap them), and a blocking
- * write that survives signals.
+ * deadlines, pidfd system calls (not all libcs wrap them), a blocking
+ * write that survives signals, the walk over a process's children, and
+ * the supervisor side's allocations.
  *
- * Nothing here keeps state or allocates.
+ * Nothing here keeps state but the allocation test hook; nothing but the
+ * allocation wrappers allocates.
  */
 #ifndef HKX_UTIL_H
 #define HKX_UTIL_H
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +34,20 @@ struct timespec hkx__timespec(uint64_t ns);
 
 int hkx__pidfd_open(pid_t pid);
 int hkx__pidfd_send_signal(int pidfd, int sig);
+/* To the process group that the pidfd's process leads or led: the pidfd
+ * holds the group's id, so no other group can take it, even once that
+ * process is reaped. -EINVAL before Linux 6.9. */
+int hkx__pidfd_send_signal_group(int pidfd, int sig);
+/* Reaps the pidfd's process if it has ended and is our child, which it is
+ * only if this process, a child subreaper or PID 1, adopted it: never
+ * another child's status. */
+void hkx__reap_adopted(int pidfd);
+/* Calls fn for each child of the calling process (of any of its threads),
+ * zombies included, from /proc/self/task/TID/children, or from a scan of
+ * /proc where the kernel lacks that file (CONFIG_PROC_CHILDREN). A child
+ * may be named twice if it moves between threads meanwhile. 0 or -errno.
+ * Async-signal-safe. */
+int hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg);
 
 /* Writes all of buf to a blocking fd: 0 or a negative errno. */
 int hkx__write_all(int fd, const void *buf, size_t len);
@@ -48,5 +66,19 @@ int hkx__above_stdio(int fd);
 
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);
+
+/* Every allocation of the supervisor side (executor, futures, groups):
+ * libc's, except that the test hook below can make one fail with ENOMEM.
+ * The host allocates with libc directly. */
+void *hkx__malloc(size_t size);
+void *hkx__calloc(size_t n, size_t size);
+char *hkx__strdup(const char *s);
+char *hkx__strndup(const char *s, size_t n);
+int hkx__vasprintf(char **out, const char *fmt, va_list ap);
+
+/* Test hook: set to N > 0, the Nth call of the wrappers above from then on
+ * fails (the hook is back at 0 after it), so that tests can check that
+ * every allocation fails cleanly. 0, its start value, fails nothing. */
+extern _Atomic long hkx__alloc_fail_after;
 
 #endif

@@ -113,13 +113,17 @@ recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 
 /* --- the zygote process ------------------------------------------------- */
 
+/* A child of the zygote, watched through its pidfd: a host, or a process
+ * a dead host left behind, on its way out. */
 struct child {
 	pid_t pid;
 	int pidfd;
+	bool host;
 };
 
 /* A host forked ahead of need: pid 0 if none. fds: its pidfd (also in
- * children) and the supervisor's ends of its down, up and crash pipes. */
+ * children), the supervisor's ends of its down, up and crash pipes, and
+ * the memfd of its slot table. */
 struct ready_host {
 	pid_t pid;
 	int fds[HKX__ZYGOTE_MAX_FDS];
@@ -131,13 +135,32 @@ static struct {
 	struct child *children;
 	size_t nchildren, cap;
 	struct ready_host spare;
-	bool spare_owed;
+	bool spare_owed, no_spare;
+	bool exiting; /* every host is killed; leave once no child is left */
 } zy;
 
 /* How long the zygote waits with nothing to do before it forks the next
  * spare: right after a handover the new host needs the CPUs more. */
 #define SPARE_DELAY_MS 20
 
+/* Makes room for one more child; false if there is none to be had. */
+static bool
+grow_children(void)
+{
+	struct child *grown;
+
+	if (zy.nchildren < zy.cap)
+		return true;
+	grown = reallocarray(zy.children, zy.cap ? zy.cap * 2 : 4, sizeof(*grown));
+	if (grown == NULL)
+		return false;
+	zy.children = grown;
+	zy.cap = zy.cap ? zy.cap * 2 : 4;
+	return true;
+}
+
+/* Reaps a child whose pidfd turned readable: it is gone, so this does not
+ * block. */
 static void
 reap(size_t i)
 {
@@ -146,53 +169,114 @@ reap(size_t i)
 
 	/* Kill the group before reaping: the leader's pid cannot be reused
 	 * while it is a zombie, so this can only hit the host's own group,
-	 * and with it every process a task started. */
-	killpg(c.pid, SIGKILL);
-	while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR)
+	 * and with it every process a task started there at once. What left
+	 * the group is orphaned to us and swept up next. */
+	if (c.host)
+		killpg(c.pid, SIGKILL);
+	while (waitpid(c.pid, &status, __WALL) < 0 && errno == EINTR)
 		;
 	close(c.pidfd);
 	zy.children[i] = zy.children[--zy.nchildren];
+	if (!c.host)
+		return;
 	if (c.pid == zy.spare.pid) {
-		close_fds(zy.spare.fds + 1, 3);
+		close_fds(zy.spare.fds + 1, HKX__ZYGOTE_MAX_FDS - 1);
 		zy.spare.pid = 0;
 	}
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
 }
 
-static _Noreturn void
-zygote_exit(void)
+/*
+ * The zygote is a child subreaper: when a host dies, whatever its tasks
+ * started is reparented to the zygote before the host's pidfd turns
+ * readable, wherever it went (another session, another group, a double
+ * fork). So every child that is not a host is left from a dead one: kill
+ * it, and watch its pidfd; its own children come to us when it dies, and
+ * the next sweep takes them. Its pid stays ours until we reap it, so the
+ * kill cannot reach another process; nothing here waits for it to die (a
+ * process in D state dies only once it leaves that state).
+ */
+static void
+adopt(pid_t pid, void *arg)
 {
-	while (zy.nchildren > 0)
-		reap(zy.nchildren - 1);
-	_exit(0);
+	int pidfd;
+
+	(void)arg;
+	for (size_t i = 0; i < zy.nchildren; i++)
+		if (zy.children[i].pid == pid)
+			return;
+	kill(pid, SIGKILL);
+	/* Without a pidfd it dies unwatched; a later sweep or the last wait
+	 * in zygote_main() finds it. */
+	if (!grow_children() || (pidfd = hkx__pidfd_open(pid)) < 0)
+		return;
+	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd };
 }
 
+static void
+sweep(void)
+{
+	(void)hkx__each_child(adopt, NULL);
+}
+
+/* Kills every host and what their tasks started; zygote_main() leaves
+ * once every child is gone. */
+static void
+zygote_exit(void)
+{
+	if (zy.exiting)
+		return;
+	zy.exiting = true;
+	for (size_t i = 0; i < zy.nchildren; i++)
+		if (zy.children[i].host) {
+			hkx__pidfd_send_signal(zy.children[i].pidfd, SIGKILL);
+			killpg(zy.children[i].pid, SIGKILL);
+		}
+	sweep();
+}
+
+/* The end: every watched child is reaped. One we could not watch (out of
+ * fds) is dying and ours alone: wait for it, and kill what it leaves. */
+static _Noreturn void
+zygote_leave(void)
+{
+	for (;;) {
+		sweep();
+		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
+			_exit(0);
+	}
+}
+
+/*
+ * Each host gets a slot table of its own, mapped here only until the fork:
+ * no later host inherits it, so nothing a host (or a process that escaped
+ * it) writes there can reach another.
+ */
 static int
 fork_host(struct ready_host *out)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
-	struct child *grown;
+	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
-	int pidfd, err;
+	int pidfd, memfd = -1, err;
 
-	if (zy.nchildren == zy.cap) {
-		grown = reallocarray(zy.children, zy.cap ? zy.cap * 2 : 4, sizeof(*grown));
-		if (grown == NULL)
-			return -ENOMEM;
-		zy.children = grown;
-		zy.cap = zy.cap ? zy.cap * 2 : 4;
-	}
+	if (!grow_children())
+		return -ENOMEM;
 	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0) {
 		err = -errno;
 		goto fail;
 	}
+	err = hkx__slots_create(&slots, zy.hc->nslots, &memfd);
+	if (err < 0)
+		goto fail;
 	pid = fork();
 	if (pid < 0) {
 		err = -errno;
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, down[0], up[1], crash[1], self);
+		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], self);
+	hkx__slots_free(&slots);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
@@ -203,13 +287,14 @@ fork_host(struct ready_host *out)
 		err = pidfd;
 		goto fail;
 	}
-	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd };
+	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd, .host = true };
 	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
 	out->pid = pid;
-	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0] }, sizeof(out->fds));
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd }, sizeof(out->fds));
 	return 0;
 fail:
-	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1] }, 6);
+	hkx__slots_free(&slots);
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd }, 7);
 	return err;
 }
 
@@ -234,10 +319,11 @@ spawn(void)
 		return;
 	}
 	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, h.pid, 0, h.fds, HKX__ZYGOTE_MAX_FDS);
-	close_fds(h.fds + 1, 3); /* the pidfd stays: the zygote watches it */
+	close_fds(h.fds + 1, HKX__ZYGOTE_MAX_FDS - 1); /* the pidfd stays: the zygote watches it */
 	if (err < 0)
 		zygote_exit();
-	zy.spare_owed = true;
+	else
+		zy.spare_owed = !zy.no_spare;
 }
 
 static void
@@ -248,8 +334,10 @@ serve_request(void)
 	int rc;
 
 	rc = recv_msg(zy.sock, &m, 0);
-	if (rc < 0)
+	if (rc < 0) {
 		zygote_exit();
+		return;
+	}
 	close_fds(m.fds, m.nfds);
 	switch (m.type) {
 	case HKX__ZYGOTE_SPAWN:
@@ -257,7 +345,7 @@ serve_request(void)
 		break;
 	case HKX__ZYGOTE_SIGNAL:
 		for (i = 0; i < zy.nchildren; i++)
-			if (zy.children[i].pid == m.pid)
+			if (zy.children[i].host && zy.children[i].pid == m.pid)
 				killpg(m.pid, m.value);
 		break;
 	default:
@@ -304,21 +392,24 @@ fill_stdio(void)
 }
 
 static _Noreturn void
-zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
+zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc, bool no_spare)
 {
 	int fds[2] = { sock, app_pidfd };
 	struct pollfd *pfds = NULL, *grown;
 	size_t pfd_cap = 0, n, i;
+	bool reaped;
 	int self, rc;
 
 	hkx__in_host = true;
 	reset_signals();
 	setsid();
-	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0)
+	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 ||
+	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		_exit(1);
 	zy.hc = hc;
 	zy.sock = fds[0];
 	zy.app_pidfd = fds[1];
+	zy.no_spare = no_spare;
 	prctl(PR_SET_NAME, "hkx-zygote");
 	self = hkx__pidfd_open(getpid());
 	if (self < 0 || send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), 0, &self, 1) < 0)
@@ -326,23 +417,29 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 	close(self);
 
 	for (;;) {
+		if (zy.exiting && zy.nchildren == 0)
+			zygote_leave();
 		n = 2 + zy.nchildren;
 		if (n > pfd_cap) {
 			grown = reallocarray(pfds, n * 2, sizeof(*pfds));
-			if (grown == NULL)
+			if (grown == NULL) {
 				zygote_exit();
+				zygote_leave();
+			}
 			pfds = grown;
 			pfd_cap = n * 2;
 		}
-		pfds[0] = (struct pollfd){ .fd = zy.sock, .events = POLLIN };
-		pfds[1] = (struct pollfd){ .fd = zy.app_pidfd, .events = POLLIN };
+		/* Once exiting, only the children count. */
+		pfds[0] = (struct pollfd){ .fd = zy.exiting ? -1 : zy.sock, .events = POLLIN };
+		pfds[1] = (struct pollfd){ .fd = zy.exiting ? -1 : zy.app_pidfd, .events = POLLIN };
 		for (i = 0; i < zy.nchildren; i++)
 			pfds[2 + i] = (struct pollfd){ .fd = zy.children[i].pidfd, .events = POLLIN };
-		rc = poll(pfds, n, zy.spare_owed ? SPARE_DELAY_MS : -1);
+		rc = poll(pfds, n, zy.spare_owed && !zy.exiting ? SPARE_DELAY_MS : -1);
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
 			zygote_exit();
+			zygote_leave();
 		}
 		if (rc == 0) {
 			zy.spare_owed = false;
@@ -352,10 +449,17 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc)
 		}
 		if (pfds[1].revents)
 			zygote_exit(); /* the application is gone */
-		/* Hosts first, from the end, so that removal keeps indexes. */
+		/* Children first, from the end, so that removal keeps indexes. */
+		reaped = false;
 		for (i = n; i-- > 2;)
-			if (pfds[i].revents)
+			if (pfds[i].revents) {
 				reap(i - 2);
+				reaped = true;
+			}
+		if (reaped)
+			sweep();
+		if (zy.exiting)
+			continue;
 		if (pfds[0].revents & POLLIN)
 			serve_request();
 		else if (pfds[0].revents)
@@ -370,7 +474,8 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 {
 	struct hkx__zygote_msg m;
 	sigset_t all, old;
-	int sv[2], app_pidfd, status, err;
+	int sv[2], app_pidfd, status, err, subreaper = 0;
+	bool adopter;
 	pid_t pid, pid2;
 
 	z->pid = 0;
@@ -394,6 +499,10 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		close(app_pidfd);
 		return err;
 	}
+	/* An application that adopts orphans would adopt a spare host should
+	 * the zygote die, and nothing would reap it: no spares there. */
+	adopter = getpid() == 1 ||
+	    (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) == 0 && subreaper);
 	/* No handler of the application's may run in the child before it has
 	 * reset every disposition. */
 	sigfillset(&all);
@@ -403,7 +512,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		pid2 = fork();
 		if (pid2 != 0)
 			_exit(pid2 < 0 ? 1 : 0);
-		zygote_main(sv[1], app_pidfd, hc);
+		zygote_main(sv[1], app_pidfd, hc, adopter);
 	}
 	err = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -4,8 +4,8 @@
  * hkx__zygote_start() forks it from the application (twice, so that it is
  * never the application's child) as a snapshot taken at hkx_executor_new.
  * It then serves requests on a SOCK_SEQPACKET socket: SPAWN hands a host's
- * pidfd and pipe ends over with SCM_RIGHTS (a spare forked ahead of need,
- * then forks the next spare); SIGNAL sends a signal
+ * pidfd, pipe ends and slot table over with SCM_RIGHTS (a spare forked
+ * ahead of need, then forks the next spare); SIGNAL sends a signal
  * to a host's whole process group. It reaps its hosts, killing each one's
  * group first so that no process a task started outlives it, and reports
  * each exit status. When the application or the socket goes away it kills
@@ -26,12 +26,13 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_HELLO = 1, /* zygote -> supervisor: pid; fd: its pidfd */
 	HKX__ZYGOTE_SPAWN,     /* supervisor -> zygote */
 	HKX__ZYGOTE_SIGNAL,    /* supervisor -> zygote: pid, value = signal */
-	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid; fds: pidfd, down, up, crash */
+	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid; fds: pidfd, down, up, crash,
+	                          slot table memfd */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
 };
 
-#define HKX__ZYGOTE_MAX_FDS 4
+#define HKX__ZYGOTE_MAX_FDS 5
 
 struct hkx__zygote_msg {
 	int32_t type;

@@ -269,6 +269,48 @@ task_stdio(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
+/* How task_pipes takes a pipe of its host away. */
+enum pipe_attack {
+	PIPE_UP_DUP2_NULL,   /* dup2 /dev/null over the up pipe */
+	PIPE_UP_CLOSE_REUSE, /* close the up pipe; a file takes its number */
+	PIPE_DOWN_DUP2_PIPE, /* dup2 a pipe of its own over the down pipe */
+};
+
+/* hkx__host_main() puts the down, up and crash pipes at 3, 4, 5. */
+#define HOST_UP_FD 4
+
+/* Replaces one of its host's pipes, says so, and holds its worker: the
+ * host lives on, alive but deaf or mute. */
+static int
+task_pipes(hkx_task *t, const void *arg, size_t len)
+{
+	int fd, p[2];
+
+	if (len != 1)
+		return -EINVAL;
+	switch (*(const char *)arg) {
+	case PIPE_UP_DUP2_NULL:
+		fd = open("/dev/null", O_WRONLY);
+		if (fd < 0 || dup2(fd, HOST_UP_FD) < 0)
+			return -errno;
+		break;
+	case PIPE_UP_CLOSE_REUSE:
+		close(HOST_UP_FD);
+		fd = open("/dev/null", O_WRONLY);
+		if (fd != HOST_UP_FD)
+			return -EBADF;
+		break;
+	case PIPE_DOWN_DUP2_PIPE:
+		if (pipe(p) < 0 || dup2(p[0], HOST_DOWN_FD) < 0)
+			return -errno;
+		break;
+	default:
+		return -EINVAL;
+	}
+	tst_task_started(0);
+	return tst_task_block();
+}
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -279,6 +321,7 @@ config(struct hkx_config *c, unsigned threads, unsigned prefetch)
 	tst_add_task(c, "hostile", task_hostile);
 	tst_add_task(c, "stubborn", task_stubborn);
 	tst_add_task(c, "stdio", task_stdio);
+	tst_add_task(c, "pipes", task_pipes);
 	c->prefetch = prefetch;
 }
 
@@ -1090,6 +1133,264 @@ START_TEST(test_group_wait_late_member)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Promises kept exactly.                                                  */
+
+/*
+ * A member with retries dies as collateral of another member's crash,
+ * which fails its fail-fast group: it is not run again, and it ends as its
+ * run did, KILLED, not CANCELLED, which would say it never ran.
+ */
+START_TEST(test_retry_refused_ends_killed)
+{
+	hkx_executor *ex = executor(2, 0);
+	struct hkx_opts o = { .retries = 1 };
+	hkx_future *member, *culprit;
+	hkx_group *g;
+
+	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
+	o.group = g;
+	member = tst_submit_opts(ex, "block", NULL, 0, &o);
+	tst_await_start();
+	culprit = tst_submit_opts(ex, "segv", NULL, 0, &o);
+	tst_wait_end(culprit, HKX_CRASHED);
+	tst_wait_end(member, HKX_KILLED);
+	ck_assert_uint_eq(hkx_future_attempts(member), 1);
+	tst_assert_result(member, -EINTR, NULL, 0);
+	hkx_future_release(member);
+	hkx_future_release(culprit);
+	hkx_group_release(g);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * A crash spends the whole restart budget: a bystander waiting for its
+ * re-run ends KILLED, a task that never started ends CANCELLED, and both
+ * say why the executor broke, naming the task that crashed.
+ */
+START_TEST(test_broken_says_why)
+{
+	struct hkx_config c;
+	struct hkx_opts o = { .retries = 1 };
+	hkx_future *bystander, *culprit, *queued;
+	hkx_executor *ex;
+	char culprit_says[64];
+	const char *m;
+
+	config(&c, 2, 0);
+	c.max_restarts = 0;
+	ex = tst_new(&c);
+	bystander = tst_submit_opts(ex, "block", NULL, 0, &o);
+	tst_await_start();
+	culprit = tst_submit(ex, "segv", NULL, 0);
+	queued = tst_submit(ex, "echo", "q", 1);
+	tst_wait_end(culprit, HKX_CRASHED);
+	tst_wait_end(bystander, HKX_KILLED);
+	tst_wait_end(queued, HKX_CANCELLED);
+	ck_assert_uint_eq(hkx_future_attempts(bystander), 1);
+	ck_assert_uint_eq(hkx_future_attempts(queued), 0);
+	snprintf(culprit_says, sizeof(culprit_says), "last: task %llu died of SIGSEGV",
+	    (unsigned long long)hkx_future_id(culprit));
+	m = hkx_future_message(queued);
+	ck_assert_msg(m != NULL && strstr(m, "executor broken: 1 host death in 10000 ms") &&
+	    strstr(m, culprit_says), "message: %s", m ? m : "none");
+	m = hkx_future_message(bystander);
+	ck_assert_msg(m != NULL && strstr(m, "executor broken") && strstr(m, culprit_says),
+	    "message: %s", m ? m : "none");
+	ck_assert_int_eq(hkx_submit(ex, "echo", "x", 1, NULL, NULL), -ENOTRECOVERABLE);
+	hkx_future_release(bystander);
+	hkx_future_release(culprit);
+	hkx_future_release(queued);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static int order_pipe[2];
+
+static void
+on_done_write(hkx_future *f, void *arg)
+{
+	(void)f;
+	(void)!write(order_pipe[1], arg, 1);
+}
+
+/* A failing member ends the member queued behind it: its callbacks run
+ * first, as it ended first. */
+START_TEST(test_callbacks_in_end_order)
+{
+	hkx_executor *ex = executor(1, 0);
+	struct hkx_opts o = { 0 };
+	hkx_future *outsider, *failing, *behind;
+	char order[3] = { 0 };
+	hkx_group *g;
+
+	ck_assert_int_eq(pipe(order_pipe), 0);
+	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
+	o.group = g;
+	outsider = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	failing = tst_submit_opts(ex, "fail", NULL, 0, &o);
+	behind = tst_submit_opts(ex, "echo", "b", 1, &o);
+	ck_assert_int_eq(hkx_future_on_done(failing, on_done_write, "A"), 0);
+	ck_assert_int_eq(hkx_future_on_done(behind, on_done_write, "B"), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(order_pipe[0], order, 2), 2);
+	ck_assert_str_eq(order, "AB");
+	tst_wait_end(failing, HKX_FAILED);
+	tst_wait_end(behind, HKX_CANCELLED);
+	hkx_future_release(outsider);
+	hkx_future_release(failing);
+	hkx_future_release(behind);
+	hkx_group_release(g);
+	hkx_executor_free(ex);
+	close(order_pipe[0]);
+	close(order_pipe[1]);
+}
+END_TEST
+
+static int entered_pipe[2], go_pipe[2];
+
+/* Holds the supervisor thread, which runs callbacks, until told to go. */
+static void
+on_done_hold(hkx_future *f, void *arg)
+{
+	char c = 0;
+
+	(void)f;
+	(void)arg;
+	(void)!write(entered_pipe[1], &c, 1);
+	(void)!read(go_pipe[0], &c, 1);
+}
+
+static bool
+in_host(void *arg)
+{
+	hkx_future *f = arg;
+	bool sent;
+
+	hkx__lock(f->ex);
+	sent = f->slot >= 0;
+	hkx__unlock(f->ex);
+	return sent;
+}
+
+static bool
+start_seen(void *arg)
+{
+	hkx_future *f = arg;
+	bool seen;
+
+	hkx__lock(f->ex);
+	seen = f->started_ns != 0;
+	hkx__unlock(f->ex);
+	return seen;
+}
+
+/*
+ * A task starts while the supervisor is busy, so the frame that says so is
+ * read only after the host has been frozen and thawed: the time frozen
+ * still does not count against its kill_after_ms.
+ */
+START_TEST(test_frozen_before_start_read)
+{
+	hkx_executor *ex = executor(1, 1);
+	struct hkx_opts o = { .kill_after_ms = 300 };
+	hkx_future *holder, *limited;
+	char c = 0;
+
+	ck_assert_int_eq(pipe(entered_pipe), 0);
+	ck_assert_int_eq(pipe(go_pipe), 0);
+	holder = tst_submit(ex, "block", NULL, 0);
+	ck_assert_int_eq(hkx_future_on_done(holder, on_done_hold, NULL), 0);
+	tst_await_start();
+	limited = tst_submit_opts(ex, "block", NULL, 0, &o);
+	/* The limited task waits in the host, unclaimed, until the
+	 * supervisor is held in the holder's callback. */
+	tst_poll_until(in_host, limited, "the limited task to be sent");
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(entered_pipe[0], &c, 1), 1);
+	ck_assert_int_eq(hkx_executor_resume(ex), 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
+	tst_sleep_us(600000); /* twice the limit: the time frozen is the point */
+	ck_assert_int_eq(hkx_executor_resume(ex), 0);
+	ck_assert_int_eq(write(go_pipe[1], &c, 1), 1);
+	tst_poll_until(start_seen, limited, "the limited task's start to be read");
+	tst_release(1);
+	tst_wait_end(limited, HKX_DONE);
+	tst_wait_end(holder, HKX_DONE);
+	hkx_future_release(holder);
+	hkx_future_release(limited);
+	hkx_executor_free(ex);
+	close(entered_pipe[0]);
+	close(entered_pipe[1]);
+	close(go_pipe[0]);
+	close(go_pipe[1]);
+}
+END_TEST
+
+struct group_stopper {
+	hkx_group *g;
+	int rc;
+};
+
+static void *
+group_stop_main(void *arg)
+{
+	struct group_stopper *st = arg;
+
+	while ((st->rc = hkx_group_stop(st->g)) == 0)
+		;
+	return NULL;
+}
+
+/* A group that outlives its executor gets -ESHUTDOWN, even from a call
+ * that races the free. */
+START_TEST(test_group_stop_races_free)
+{
+	struct group_stopper st;
+	hkx_executor *ex;
+	pthread_t th;
+
+	for (int round = 0; round < 20; round++) {
+		ex = executor(1, 0);
+		ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &st.g), 0);
+		ck_assert_int_eq(pthread_create(&th, NULL, group_stop_main, &st), 0);
+		hkx_executor_free(ex);
+		ck_assert_int_eq(pthread_join(th, NULL), 0);
+		ck_assert_int_eq(st.rc, -ESHUTDOWN);
+		hkx_group_release(st.g);
+	}
+}
+END_TEST
+
+/*
+ * A task takes one of its host's pipes away and lives on: the host can no
+ * longer say or hear anything, so it is killed as a liar, its task ends
+ * CRASHED with -EPROTO, and a fresh host runs what comes next.
+ */
+START_TEST(test_pipe_replaced)
+{
+	hkx_executor *ex = executor(1, 4);
+	char attack = (char)_i;
+	hkx_future *f, *next;
+
+	f = tst_submit(ex, "pipes", &attack, 1);
+	tst_await_start();
+	/* A task to send: a host that lost its down pipe is found out by
+	 * the write. */
+	next = tst_submit(ex, "echo", "n", 1);
+	tst_wait_end(f, HKX_CRASHED);
+	tst_assert_result(f, -EPROTO, NULL, 0);
+	tst_wait_end(next, HKX_DONE);
+	hkx_future_release(f);
+	hkx_future_release(next);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static Suite *
 hostile_suite(void)
 {
@@ -1121,6 +1422,18 @@ hostile_suite(void)
 
 	tc = tst_tcase("groups");
 	tcase_add_test(tc, test_group_wait_late_member);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("promises");
+	tcase_add_test(tc, test_retry_refused_ends_killed);
+	tcase_add_test(tc, test_broken_says_why);
+	tcase_add_test(tc, test_callbacks_in_end_order);
+	tcase_add_test(tc, test_frozen_before_start_read);
+	tcase_add_test(tc, test_group_stop_races_free);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("pipes");
+	tcase_add_loop_test(tc, test_pipe_replaced, PIPE_UP_DUP2_NULL, PIPE_DOWN_DUP2_PIPE + 1);
 	suite_add_tcase(s, tc);
 
 	return s;

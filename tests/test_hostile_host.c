@@ -4,9 +4,9 @@
  *
  *   fail fast    a fail-fast group's failure stops its host from starting
  *                another member at once, however many it holds prefetched;
- *                a host that marks a group failed when none of its members
- *                did costs at most that group's unstarted members (fail
- *                fast) or the host itself (any other group);
+ *                a host that refuses a group's members when none of them
+ *                failed costs at most that group's unstarted members
+ *                (fail fast) or the host itself (any other group);
  *   CPU limit    a task that blocks every signal cannot outrun its
  *                cpu_limit_ms, and one that sends itself the limit's
  *                signal cannot crash its host with it;
@@ -47,24 +47,29 @@
 /* ---------------------------------------------------------------------- */
 /* Tasks (run in the host).                                                */
 
-/* Marks its own group failed in the shared table, as a lying host would,
- * and returns 0: its worker then claims the next members. */
+/* Cancels every member of its own group that waits in the host, as a
+ * host that took the group for failed would, and returns 0: its worker
+ * then says SKIPPED for each. */
 static int
-task_mark_group(hkx_task *t, const void *arg, size_t len)
+task_refuse_group(hkx_task *t, const void *arg, size_t len)
 {
 	struct hkx__slots *s = hkx__host_slots();
-	_Atomic uint32_t *group;
+	uint64_t group = 0, word;
+	int refused = 0;
 
 	/* It runs alone on a one-worker host: its slot is the one CLAIMED. */
+	for (uint32_t i = 0; i < s->count && group == 0; i++)
+		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) == HKX__SLOT_CLAIMED)
+			group = s->slot[i].group;
+	if (group == 0)
+		return -ESRCH;
 	for (uint32_t i = 0; i < s->count; i++) {
-		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) != HKX__SLOT_CLAIMED)
-			continue;
-		if ((group = hkx__slots_group(s, s->slot[i].group)) == NULL)
-			return -ENOENT;
-		atomic_store(group, HKX__GROUP_FAILED);
-		return 0;
+		word = atomic_load(&s->slot[i].word);
+		if (HKX__SLOT_STATE(word) == HKX__SLOT_SENT && s->slot[i].group == group &&
+		    hkx__slot_move(&s->slot[i], HKX__SLOT_SEQ(word), HKX__SLOT_CANCELLED))
+			refused++;
 	}
-	return -ESRCH;
+	return refused > 0 ? 0 : -ENOENT;
 }
 
 /* Blocks every signal, then spins without a single call: only the
@@ -192,7 +197,7 @@ static void
 config(struct hkx_config *c, unsigned threads)
 {
 	tst_config(c, threads);
-	tst_add_task(c, "mark_group", task_mark_group);
+	tst_add_task(c, "refuse_group", task_refuse_group);
 	tst_add_task(c, "sigspin", task_sigspin);
 	tst_add_task(c, "forge", task_forge);
 	tst_add_task(c, "note_garbage", task_note_garbage);
@@ -268,24 +273,25 @@ END_TEST
 
 enum { LIARS_MEMBERS = 8 };
 
-/* A member that marks its group failed, then members that wait behind it
- * in the one worker's host; the executor is paused until all are sent. */
+/* A member that has its host refuse the rest of its group, then members
+ * that wait behind it in the one worker's host; the executor is paused
+ * until all are sent. */
 static void
 submit_liar_group(hkx_executor *ex, hkx_group *g, hkx_future **f)
 {
 	struct hkx_opts o = { .group = g };
 
 	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
-	f[0] = tst_submit_opts(ex, "mark_group", NULL, 0, &o);
+	f[0] = tst_submit_opts(ex, "refuse_group", NULL, 0, &o);
 	for (int i = 1; i < LIARS_MEMBERS; i++)
 		f[i] = tst_submit_opts(ex, "echo", "m", 1, &o);
 	ck_assert_int_eq(hkx_executor_resume(ex), 0);
 }
 
 /*
- * The host says a fail-fast group failed, though no member did: its
- * members that had not started end CANCELLED, each once, and the host
- * goes on; the group reports no failure.
+ * The host refuses a fail-fast group's members, though none failed: those
+ * that had not started end CANCELLED, each once, and the host goes on; the
+ * group reports no failure.
  */
 START_TEST(test_failfast_lie)
 {
@@ -312,8 +318,8 @@ START_TEST(test_failfast_lie)
 END_TEST
 
 /*
- * The same lie about a group that is not fail-fast, and was not stopped:
- * no host may cancel its members. The host is killed for the protocol
+ * The same lie about a group that is not fail-fast: no host may cancel
+ * its members. The host is killed for the protocol
  * error; what it refused ends CRASHED, each once, and the rest runs on
  * the next host.
  */
