@@ -3,7 +3,8 @@
  * the host must then still guarantee.
  *
  *   fail fast    a fail-fast group's failure stops its host from starting
- *                another member at once, however many it holds prefetched;
+ *                another member at once, however many it holds prefetched,
+ *                and the supervisor cancels those another host holds;
  *                a host that refuses a group's members when none of them
  *                failed costs at most that group's unstarted members
  *                (fail fast) or the host itself (any other group);
@@ -271,6 +272,48 @@ START_TEST(test_failfast_four_threads)
 }
 END_TEST
 
+/*
+ * A group with members in two hosts at once: the first host retires after
+ * three tasks, its one worker busy with the first member while two more
+ * wait behind it; the fourth member, in the next host, fails. The next
+ * host starts none of the members it holds, and the supervisor cancels
+ * those the retiring host holds unstarted, before its worker is free.
+ */
+START_TEST(test_failfast_two_hosts)
+{
+	static const char *const task[] = { "block", "mark", "mark", "fail", "mark", "mark" };
+	enum { N = sizeof(task) / sizeof(task[0]) };
+	struct hkx_config c;
+	struct hkx_opts o = { 0 };
+	hkx_future *f[N];
+	hkx_executor *ex;
+	hkx_group *g;
+	char tag;
+
+	config(&c, 1);
+	c.max_tasks_per_host = 3;
+	ex = tst_new(&c);
+	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
+	o.group = g;
+	for (int i = 0; i < N; i++) {
+		tag = (char)('a' + i);
+		f[i] = tst_submit_opts(ex, task[i], &tag, 1, &o);
+	}
+	ck_assert_int_ge(tst_await_start(), 0);
+	tst_wait_end(f[3], HKX_FAILED);
+	for (int i = 1; i < N; i++)
+		if (i != 3)
+			tst_wait_end(f[i], HKX_CANCELLED);
+	tst_release(1);
+	tst_wait_end(f[0], HKX_DONE);
+	ck_assert_str_eq(tst_ran(), "");
+	for (int i = 0; i < N; i++)
+		hkx_future_release(f[i]);
+	hkx_group_release(g);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 enum { LIARS_MEMBERS = 8 };
 
 /* A member that has its host refuse the rest of its group, then members
@@ -486,6 +529,7 @@ hostile_host_suite(void)
 	tc = tst_tcase("fail fast");
 	tcase_add_test(tc, test_failfast_one_thread);
 	tcase_add_test(tc, test_failfast_four_threads);
+	tcase_add_test(tc, test_failfast_two_hosts);
 	tcase_add_test(tc, test_failfast_lie);
 	tcase_add_test(tc, test_group_lie);
 	suite_add_tcase(s, tc);
