@@ -36,6 +36,7 @@
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
+#define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
 /* A host's pipes close as it dies, moments before its pidfd says so; one
  * still alive this long after has had them replaced by a task. */
 #define PIPE_LOST_GRACE_NS 200000000u
@@ -361,6 +362,21 @@ copy_progress(hkx_executor *ex, hkx_future *f)
 	    &f->progress_total);
 }
 
+/*
+ * Whether f's slot word, as read, says that the host cancelled f itself,
+ * unstarted (SENT -> CANCELLED), as it does to the members of a fail-fast
+ * group that failed there (claim() in host.c): lawful for a member of a
+ * fail-fast group only. The supervisor cannot tell a true refusal from a
+ * lie, and need not: a lying host can at worst cancel members that had not
+ * started, as its death would.
+ */
+static bool
+refused_by_host(const hkx_future *f, uint64_t word)
+{
+	return f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST) && !is_end(f) &&
+	    word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CANCELLED);
+}
+
 /* --- cancel, stop, requeue ---------------------------------------------- */
 
 bool
@@ -375,7 +391,8 @@ hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f)
 	 * compare-and-swap cannot both win. The slot stays taken until the
 	 * host says it skipped the task, or dies. */
 	if (state_of(f) == HKX_QUEUED &&
-	    hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED)) {
+	    (hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED) ||
+	    refused_by_host(f, atomic_load(&hkx__slot_of(ex, f)->word)))) {
 		end_unrun(ex, f);
 		return true;
 	}
@@ -662,11 +679,16 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	uint32_t flags = 0;
 
 	slot_take(ex, f, h);
+	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
+		flags |= HKX__SLOT_FAIL_FAST;
 	f->seq = ++ex->next_seq;
-	if (f->stop_after_ms || f->kill_after_ms)
+	f->cpu_tid = 0;
+	f->cpu_base_ns = UINT64_MAX;
+	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
-	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms);
+	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
+	    f->group != NULL ? f->group->id : 0);
 	h->sent++;
 	out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
@@ -762,6 +784,92 @@ adopt_starts(hkx_executor *ex, uint64_t now)
 	}
 }
 
+/* f ran past its cpu_limit_ms: it ends TIMED_OUT, by its host's kill. */
+static void
+cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+{
+	f->doom = HKX_TIMED_OUT;
+	f->cpu_exceeded = true;
+	kill_host(ex, h, false);
+}
+
+/* The CPU time that thread tid of process pid has used: -ESRCH if there is
+ * no such thread in that process, -ENOTSUP if the kernel does not say. */
+static int
+thread_cpu_ns(pid_t pid, int32_t tid, uint64_t *ns)
+{
+	char path[64], buf[96];
+	unsigned long long v;
+	ssize_t n;
+	int fd;
+
+	if (tid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", (int)pid, (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* /proc/PID/task/ lists the threads of PID alone. */
+		snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)pid, (int)tid);
+		return access(path, F_OK) == 0 ? -ENOTSUP : -ESRCH;
+	}
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 && errno != ESRCH ? -errno : -ESRCH;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu", &v) != 1)
+		return -EIO;
+	*ns = v;
+	return 0;
+}
+
+/*
+ * The host's timer on the worker's CPU clock tells of a task's overrun
+ * only if the task lets its signal in: the supervisor reads the worker's
+ * CPU time too, no sooner than the task's budget could run out, and no
+ * more often than every CPU_POLL_NS. The tid in the slot is the host's
+ * word: it must name a thread of that host, and is taken once, at the
+ * first look after the start, with the thread's CPU time then.
+ */
+static void
+check_cpu(hkx_executor *ex, struct hkx__host *h, hkx_future *f, uint64_t now, uint64_t *next)
+{
+	struct hkx__slot *slot = hkx__slot_of(ex, f);
+	uint64_t limit = (uint64_t)f->cpu_limit_ms * 1000000u, used = 0, left;
+	int err;
+
+	if (atomic_load(&slot->word) != HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+		return; /* it returned */
+	if (f->cpu_tid == 0)
+		f->cpu_tid = atomic_load_explicit(&slot->tid, memory_order_acquire);
+	err = thread_cpu_ns(h->pid, f->cpu_tid, &used);
+	if (err == -ESRCH) {
+		/* A thread of a host that is dying may be gone already: only
+		 * a live host lied. */
+		if (hkx__wait_readable(h->pidfd, 0) == 0)
+			protocol_error(ex, h);
+		return;
+	}
+	if (err == -ENOTSUP)
+		return; /* the host's timer alone */
+	if (err < 0)
+		left = CPU_POLL_NS; /* unreadable for now: look again soon */
+	else {
+		if (f->cpu_base_ns == UINT64_MAX)
+			f->cpu_base_ns = used;
+		used = used > f->cpu_base_ns ? used - f->cpu_base_ns : 0;
+		if (used >= limit) {
+			cpu_exceeded(ex, h, f);
+			return;
+		}
+		left = limit - used > CPU_POLL_NS ? limit - used : CPU_POLL_NS;
+	}
+	if (now + left < *next)
+		*next = now + left;
+}
+
 static void
 check_limits(hkx_executor *ex)
 {
@@ -792,6 +900,8 @@ check_limits(hkx_executor *ex)
 			} else if (now + (limit - ran) < next)
 				next = now + (limit - ran);
 		}
+		if (f->cpu_limit_ms && !h->killing)
+			check_cpu(ex, h, f, now, &next);
 	}
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (h->pipe_lost_at == 0 || h->settled || h->killing)
@@ -840,9 +950,11 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 	word = atomic_load(&hkx__slot_of(ex, f)->word);
 	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
 		return NULL;
-	/* Only a cancelled future has ended while its slot is taken: a host
-	 * that rewrites a slot cannot make one end twice, or never. */
-	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)))
+	/* Only a cancelled future has ended while its slot is taken (or is
+	 * about to, refused by the host): a host that rewrites a slot cannot
+	 * make one end twice, or never. */
+	if (is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)) &&
+	    !(want == STATE_BIT(HKX__SLOT_CANCELLED) && refused_by_host(f, word)))
 		return NULL;
 	return f;
 }
@@ -900,6 +1012,7 @@ static int
 handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 {
 	hkx_future *f;
+	bool refused;
 
 	switch (fr->type) {
 	case HKX__FRAME_READY:
@@ -931,7 +1044,11 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		f = owner_of(ex, h, fr, STATE_BIT(HKX__SLOT_CANCELLED));
 		if (f == NULL)
 			return -EPROTO;
+		refused = !is_end(f);
+		/* The executor's reference keeps a refused f past the slot's. */
 		slot_put(ex, f);
+		if (refused)
+			end_unrun(ex, f);
 		return 0;
 	case HKX__FRAME_RESULT:
 		return take_result(ex, h, fr);
@@ -991,11 +1108,13 @@ running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
 	return NULL;
 }
 
-static void
+static int
 take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 {
 	hkx_future *f;
 
+	if (!hkx__note_valid(note))
+		return -EPROTO;
 	switch (note->kind) {
 	case HKX__NOTE_CRASH:
 		if (!h->crash_noted) {
@@ -1003,48 +1122,74 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 			h->crash_id = note->id;
 			h->crash_signal = note->value;
 		}
-		break;
+		return 0;
 	case HKX__NOTE_CPU_LIMIT:
 		f = running_by_id(ex, h, note->id);
-		if (f != NULL && f->cpu_limit_ms) {
-			f->doom = HKX_TIMED_OUT;
-			f->cpu_exceeded = true;
-			kill_host(ex, h, false);
-		}
-		break;
+		if (f != NULL && f->cpu_limit_ms)
+			cpu_exceeded(ex, h, f);
+		return 0;
 	case HKX__NOTE_INIT_FAILED:
 		h->init_failed = true;
 		h->init_rc = note->value;
-		break;
+		return 0;
 	default:
-		protocol_error(ex, h);
+		return -EPROTO;
 	}
 }
 
-/* One read per event for a live host (epoll is level-triggered: a host
- * that floods the pipe cannot hold this thread); all of it once dead. */
+/* No more reads of a host's crash notes: it is dead and what it wrote is
+ * read, or it broke the protocol there. A process that escaped the host
+ * may still hold the write end; nothing it writes is looked at. */
+static void
+close_notes(hkx_executor *ex, struct hkx__host *h)
+{
+	if (!h->crash_open)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->crash_open = false;
+}
+
+/*
+ * Each note is one write of a fixed size below PIPE_BUF, so a read of a
+ * whole number of notes returns whole ones, unless something else wrote to
+ * the pipe: anything that is not a note is a protocol error. A live host
+ * gets one read per event (epoll is level-triggered: a host that floods the
+ * pipe cannot hold this thread); a dead one, what its pipe can hold, which
+ * is all it can have written, and then none.
+ */
 static void
 read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
 {
 	struct hkx__note notes[64];
+	size_t left = sizeof(notes), i;
 	ssize_t n;
+	int cap, err;
 
-	for (int reads = 0; h->crash_open && (dead || reads < 1); reads++) {
+	if (dead && (cap = fcntl(h->crash_fd, F_GETPIPE_SZ)) > 0)
+		left += (size_t)cap;
+	while (h->crash_open && left > 0) {
 		n = read(h->crash_fd, notes, sizeof(notes));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
-			return;
+			break;
 		if (n <= 0) {
-			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
-			h->crash_open = false;
-			return;
+			close_notes(ex, h);
+			break;
 		}
+		left -= (size_t)n < left ? (size_t)n : left;
+		err = (size_t)n % sizeof(notes[0]) != 0 ? -EPROTO : 0;
 		hkx__lock(ex);
-		for (size_t i = 0; i < (size_t)n / sizeof(notes[0]); i++)
-			take_note(ex, h, &notes[i]);
+		for (i = 0; err == 0 && i < (size_t)n / sizeof(notes[0]); i++)
+			err = take_note(ex, h, &notes[i]);
+		if (err < 0) {
+			protocol_error(ex, h);
+			close_notes(ex, h);
+		}
 		hkx__unlock(ex);
 	}
+	if (dead)
+		close_notes(ex, h);
 }
 
 /* --- writing to a host --------------------------------------------------- */
@@ -1327,6 +1472,8 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 			requeue(ex, f, &back);
 		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
 			end_running(ex, h, f, culprit_known, status, &back);
+		else if (refused_by_host(f, word))
+			end_unrun(ex, f);
 		else {
 			f->cause = HKX__CAUSE_PROTOCOL;
 			set_message(f, "the host left a malformed slot");

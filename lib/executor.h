@@ -53,6 +53,8 @@ struct hkx_future {
 	uint64_t progress_done, progress_total;
 	uint64_t started_ns;           /* with run-time limits: when it started */
 	uint64_t paused_at_start;      /* the executor's paused time then */
+	uint64_t cpu_base_ns;          /* with cpu_limit_ms: its worker's CPU time at the start */
+	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
 	struct hkx__host *host;        /* the host holding it, or NULL */
@@ -82,6 +84,7 @@ struct hkx_group {
 	hkx_future *first_failure;     /* a reference, or NULL */
 	size_t pending;                /* members not yet ended */
 	struct hkx__wait_node *waiters;
+	uint64_t id;                   /* named in its members' slots; unique in the executor */
 };
 
 struct hkx_executor {
@@ -112,7 +115,7 @@ struct hkx_executor {
 	int start_error;               /* of the first host, for hkx_executor_new */
 	bool started;
 
-	uint64_t next_id, next_seq;
+	uint64_t next_id, next_seq, next_group_id;
 	size_t pending;                /* futures not ended */
 	size_t queued;                 /* futures in state QUEUED */
 	size_t running;

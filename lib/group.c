@@ -4,6 +4,9 @@
  * A group only counts its members and remembers how it ended; stopping
  * them is the supervisor's hkx__stop_all(). It never holds a list of its
  * members, so joining a group costs a counter, not an allocation.
+ *
+ * Its id names it in its members' slots, so that a host can fail a
+ * fail-fast group there itself (slots.h, host.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,6 +44,7 @@ hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 	}
 	atomic_fetch_add(&ex->refs, 1);
 	g->ex = ex;
+	g->id = ++ex->next_group_id;
 	hkx__unlock(ex);
 	*out = g;
 	return 0;

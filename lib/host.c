@@ -73,6 +73,7 @@ STAILQ_HEAD(task_queue, hkx_task);
 
 struct worker {
 	pthread_t thread;
+	pid_t tid;
 	_Atomic uint64_t task_id; /* of the running task, for signal handlers */
 	timer_t cpu_timer;
 	void *altstack;
@@ -105,6 +106,26 @@ static struct {
 } host;
 
 static __thread struct worker *current_worker;
+
+/*
+ * Fail fast, here: the fail-fast groups a member of which failed in this
+ * host, each with the slot that member held; no member of such a group
+ * starts here. Its entry goes when its slot is given another task: the
+ * supervisor reuses a slot only once it has read the result that left it,
+ * and by then it has ended the member that failed and cancelled, by
+ * compare-and-swap, every member of the group it had sent, so none can
+ * start here any more. So there is at most one entry per slot.
+ */
+struct failure {
+	uint64_t group;
+	uint32_t slot;
+};
+static struct {
+	pthread_mutex_t lock;   /* held to claim a member of a fail-fast group,
+	                         * and to change the entries */
+	_Atomic uint32_t count; /* entries, readable without the lock */
+	struct failure *at;     /* as many as slots */
+} failed = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static _Noreturn void
 die(int status)
@@ -321,9 +342,12 @@ hkx_task_attempt(const hkx_task *t)
 static void
 note(uint64_t id, enum hkx__note_kind kind, int32_t value)
 {
-	struct hkx__note n = { .id = id, .kind = kind, .value = value };
+	struct hkx__note n;
 
-	/* One write of 16 bytes to a pipe is atomic: a note arrives whole. */
+	/* One write of less than PIPE_BUF bytes to a pipe is atomic: a note
+	 * arrives whole or, the pipe being full (its end is non-blocking, so
+	 * that a crashing thread never waits on it), not at all. */
+	hkx__note_seal(&n, id, kind, value);
 	(void)!write(host.crash_fd, &n, sizeof(n));
 }
 
@@ -340,14 +364,27 @@ on_fatal_signal(int sig, siginfo_t *info, void *context)
 	raise(sig);
 }
 
+/*
+ * Anyone can send this signal, a task to its own thread included, with any
+ * siginfo: only an expiry of this thread's own timer counts, and nothing
+ * the siginfo carries is followed as a pointer.
+ */
 static void
 on_cpu_limit(int sig, siginfo_t *info, void *context)
 {
-	struct worker *w = info->si_value.sival_ptr;
+	struct worker *w = current_worker;
+	struct itimerspec left;
+	uint64_t id;
 
 	(void)sig;
 	(void)context;
-	note(atomic_load(&w->task_id), HKX__NOTE_CPU_LIMIT, 0);
+	if (info->si_code != SI_TIMER || w == NULL || info->si_value.sival_int != w - host.workers)
+		return;
+	if (timer_gettime(w->cpu_timer, &left) < 0 || left.it_value.tv_sec != 0 ||
+	    left.it_value.tv_nsec != 0)
+		return; /* still armed: not an expiry */
+	if ((id = atomic_load(&w->task_id)) != 0)
+		note(id, HKX__NOTE_CPU_LIMIT, 0);
 }
 
 static void
@@ -361,23 +398,98 @@ arm_cpu_timer(struct worker *w, uint32_t ms)
 }
 
 
+/* With failed.lock held: the entry of slot i goes, if it has one. */
+static void
+forget_failure(uint32_t i)
+{
+	uint32_t n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+
+	for (uint32_t k = 0; k < n; k++) {
+		if (failed.at[k].slot != i)
+			continue;
+		failed.at[k] = failed.at[n - 1];
+		atomic_store_explicit(&failed.count, n - 1, memory_order_relaxed);
+		return;
+	}
+}
+
+static bool
+group_failed(uint64_t group)
+{
+	uint32_t n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+
+	for (uint32_t k = 0; k < n; k++)
+		if (failed.at[k].group == group)
+			return true;
+	return false;
+}
+
+/*
+ * SENT -> CLAIMED, unless the supervisor cancelled the task first, or it is
+ * a member of a fail-fast group that failed here: such a member never
+ * starts. The host cancels it itself and says SKIPPED, as for a cancel of
+ * the supervisor's, which accepts it for a member of a fail-fast group
+ * only. Nothing but a load more while no group has failed here.
+ */
+static bool
+claim(struct hkx__slot *slot, struct hkx_task *t, uint32_t flags, uint64_t group)
+{
+	bool fail_fast = (flags & HKX__SLOT_FAIL_FAST) != 0, claimed;
+
+	if (!fail_fast && atomic_load_explicit(&failed.count, memory_order_relaxed) == 0)
+		return hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED);
+	pthread_mutex_lock(&failed.lock);
+	forget_failure(t->slot);
+	claimed = !(fail_fast && group_failed(group)) &&
+	    hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED);
+	if (!claimed && fail_fast)
+		(void)hkx__slot_move(slot, t->seq, HKX__SLOT_CANCELLED);
+	pthread_mutex_unlock(&failed.lock);
+	return claimed;
+}
+
+/* A member of a fail-fast group ended other than DONE or STOPPED: before
+ * its result leaves, and before this worker claims anything else, no
+ * member of the group may start here any more. */
+static void
+fail_group(struct hkx_task *t, uint64_t group)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&failed.lock);
+	forget_failure(t->slot);
+	n = atomic_load_explicit(&failed.count, memory_order_relaxed);
+	failed.at[n] = (struct failure){ .group = group, .slot = t->slot };
+	atomic_store_explicit(&failed.count, n + 1, memory_order_relaxed);
+	pthread_mutex_unlock(&failed.lock);
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
 	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
+	/* Read once: the task can write its own slot. */
+	uint32_t flags = slot->flags;
+	uint64_t group = slot->group;
 	size_t head_len;
 	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
 	hkx__slots_wait_unpaused(&host.slots, NULL);
-	if (!hkx__slot_move(slot, t->seq, HKX__SLOT_CLAIMED)) {
+	if (!claim(slot, t, flags, group)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
 	}
-	if (slot->flags & HKX__SLOT_NOTIFY_START) {
+	/* The supervisor reads the worker's CPU time itself, for a task that
+	 * keeps the timer's signal out: it learns which thread before it
+	 * learns of the start. */
+	cpu_limit_ms = slot->cpu_limit_ms;
+	if (cpu_limit_ms)
+		atomic_store_explicit(&slot->tid, w->tid, memory_order_release);
+	if (flags & HKX__SLOT_NOTIFY_START) {
 		head_len = hkx__encode_started(head, t->id, t->slot, hkx__now_ns());
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_NOW);
 	}
@@ -385,7 +497,6 @@ run_task(struct worker *w, struct hkx_task *t)
 	 * before it runs a single instruction of its own. */
 	hkx__slots_wait_unpaused(&host.slots, &slot->stop);
 
-	cpu_limit_ms = slot->cpu_limit_ms;
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, cpu_limit_ms);
@@ -393,6 +504,9 @@ run_task(struct worker *w, struct hkx_task *t)
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
+	if ((flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
+	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
+		fail_group(t, group);
 
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
@@ -436,10 +550,11 @@ worker_main(void *arg)
 	ss.ss_size = ALTSTACK_LEN;
 	if (sigaltstack(&ss, NULL) < 0)
 		die(HOST_EXIT_SETUP);
+	w->tid = gettid();
 	sev.sigev_notify = SIGEV_THREAD_ID;
 	sev.sigev_signo = SIGRTMIN;
-	sev.sigev_value.sival_ptr = w;
-	sev.sigev_notify_thread_id = gettid();
+	sev.sigev_value.sival_int = (int)(w - host.workers);
+	sev.sigev_notify_thread_id = w->tid;
 	if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->cpu_timer) < 0)
 		die(HOST_EXIT_SETUP);
 
@@ -718,6 +833,8 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];
+	if (fcntl(host.crash_fd, F_SETFL, O_NONBLOCK) < 0)
+		die(HOST_EXIT_SETUP);
 	current_worker = NULL;
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
@@ -734,7 +851,8 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
-	if (host.inbuf == NULL)
+	failed.at = calloc(host.slots.count, sizeof(*failed.at));
+	if (host.inbuf == NULL || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	start_threads(hc);

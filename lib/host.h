@@ -34,18 +34,46 @@ struct hkx__host_config {
 	uint32_t nslots;               /* in each host's slot table */
 };
 
-/* A note on the crash pipe: 16 bytes, written with one write() so that it
- * arrives whole. */
+/* A note on the crash pipe: a fixed size below PIPE_BUF, written with one
+ * write() so that it arrives whole, and sealed with a magic and a check
+ * word, so that anything else on the pipe (bytes a task wrote to its fd)
+ * shows: the supervisor takes it for a broken protocol. */
 enum hkx__note_kind {
 	HKX__NOTE_CRASH = 1,   /* value: the fatal signal */
 	HKX__NOTE_CPU_LIMIT,   /* value: 0; the task used up its CPU time */
 	HKX__NOTE_INIT_FAILED, /* value: what host_init returned */
 };
+#define HKX__NOTE_MAGIC 0x6e786b68u /* "hkxn" */
 struct hkx__note {
-	uint64_t id;
+	uint32_t magic;
 	uint32_t kind;
+	uint64_t id;
 	int32_t value;
+	uint32_t check;
 };
+
+static inline uint32_t
+hkx__note_sum(const struct hkx__note *n)
+{
+	return ~(n->magic ^ n->kind * 0x9e3779b1u ^ (uint32_t)n->id ^
+	    (uint32_t)(n->id >> 32) * 0x85ebca6bu ^ (uint32_t)n->value * 0xc2b2ae35u);
+}
+
+static inline void
+hkx__note_seal(struct hkx__note *n, uint64_t id, enum hkx__note_kind kind, int32_t value)
+{
+	n->magic = HKX__NOTE_MAGIC;
+	n->kind = (uint32_t)kind;
+	n->id = id;
+	n->value = value;
+	n->check = hkx__note_sum(n);
+}
+
+static inline bool
+hkx__note_valid(const struct hkx__note *n)
+{
+	return n->magic == HKX__NOTE_MAGIC && n->check == hkx__note_sum(n);
+}
 
 /* Set in the zygote and every host: the library refuses to start an
  * executor there. */

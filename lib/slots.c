@@ -90,13 +90,16 @@ hkx__slots_free(struct hkx__slots *s)
 }
 
 uint64_t
-hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms)
+hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu_limit_ms,
+              uint64_t group)
 {
 	uint64_t word = HKX__SLOT_WORD(seq, HKX__SLOT_SENT);
 
 	atomic_store_explicit(&slot->stop, 0, memory_order_relaxed);
 	slot->flags = flags;
 	slot->cpu_limit_ms = cpu_limit_ms;
+	slot->group = group;
+	atomic_store_explicit(&slot->tid, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_done, 0, memory_order_relaxed);
 	atomic_store_explicit(&slot->progress_total, 0, memory_order_relaxed);
 	/* Release: the fields above are visible to whoever sees SENT. */

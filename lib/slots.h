@@ -15,6 +15,11 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
+ * A member of a group carries the group's id in its slot, and a member of
+ * a fail-fast group a flag that says so: a host that sees such a member
+ * fail starts no other member of its group from then on (host.c), so that
+ * failing fast does not wait for a round trip.
+ *
  * The host can write anything into this memory: the supervisor treats every
  * value it reads back as untrusted.
  */
@@ -42,20 +47,22 @@ enum hkx__slot_state {
 #define HKX__SLOT_INLINE 48
 
 /* Flags the supervisor sets before a task is sent. */
-#define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time limit is armed */
+#define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
+#define HKX__SLOT_FAIL_FAST 2u    /* its group fails with its first failed member */
 
 struct hkx__slot {
 	_Atomic uint64_t word;
 	_Atomic uint32_t stop;         /* a stop was asked for this task */
 	uint32_t flags;                /* HKX__SLOT_*, written before SENT */
 	uint32_t cpu_limit_ms;         /* 0 = none, written before SENT */
+	_Atomic int32_t tid;           /* host: its worker thread, with a CPU limit */
+	uint64_t group;                /* its group's id, or 0; written before SENT */
 	_Atomic uint32_t progress_seq; /* odd while the host writes progress */
 	_Atomic uint64_t progress_done;
 	_Atomic uint64_t progress_total;
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
-	uint8_t pad[16];
 };
 
 struct hkx__slots_header {
@@ -82,7 +89,7 @@ void hkx__slots_free(struct hkx__slots *s);
 
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
 uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
-                       uint32_t cpu_limit_ms);
+                       uint32_t cpu_limit_ms, uint64_t group);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
 /* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE

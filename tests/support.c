@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <check.h>
 #include <dirent.h>
@@ -16,6 +17,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +380,47 @@ task_initval(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, &init_value, sizeof(init_value));
 }
 
+/*
+ * Fail-fast rounds: members count their own starts in memory that every
+ * host shares with the test, so what started is seen from the task side,
+ * not inferred from states.
+ */
+struct failfast_shared {
+	atomic_uint starts;  /* members that began */
+	atomic_uint failed;  /* the failing member is done with its work */
+	atomic_uint late;    /* members that began after that */
+	unsigned holders;    /* members that keep the other workers busy */
+};
+static struct failfast_shared *failfast;
+
+enum failfast_role { FF_FAIL, FF_HOLD, FF_QUICK };
+
+static int
+task_member(hkx_task *t, const void *arg, size_t len)
+{
+	uint64_t deadline;
+	int role;
+
+	if (len != sizeof(role) || failfast == NULL)
+		return -EINVAL;
+	memcpy(&role, arg, sizeof(role));
+	if (atomic_load(&failfast->failed))
+		atomic_fetch_add(&failfast->late, 1);
+	atomic_fetch_add(&failfast->starts, 1);
+	if (role == FF_HOLD)
+		return tst_task_block();
+	if (role == FF_QUICK)
+		return 0;
+	/* It fails once a holder runs on every other worker: then no worker
+	 * is between a claim and its task when the failure lands, and any
+	 * member that begins after this is one started after the failure. */
+	deadline = now_ms() + TST_DEADLINE_MS;
+	while (atomic_load(&failfast->starts) < 1 + failfast->holders && now_ms() < deadline)
+		tst_sleep_us(100);
+	atomic_store(&failfast->failed, 1);
+	return -EIO;
+}
+
 int
 tst_host_init(void *arg)
 {
@@ -404,6 +447,7 @@ static const struct hkx_task_def common_tasks[] = {
 	{ "spawn", task_spawn },
 	{ "nested", task_nested },
 	{ "initval", task_initval },
+	{ "member", task_member },
 };
 
 /* ---------------------------------------------------------------------- */
@@ -415,6 +459,12 @@ tst_config(struct hkx_config *c, unsigned threads)
 	size_t n = sizeof(common_tasks) / sizeof(common_tasks[0]);
 
 	memcpy(table, common_tasks, sizeof(common_tasks));
+	/* Before the executor exists, so that every host inherits it. */
+	if (failfast == NULL) {
+		failfast = mmap(NULL, sizeof(*failfast), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		ck_assert_ptr_ne(failfast, MAP_FAILED);
+	}
 	hkx_config_init(c);
 	c->tasks = table;
 	c->ntasks = n;
@@ -542,6 +592,51 @@ tst_stats(hkx_executor *ex, struct hkx_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	ck_assert_int_eq(hkx_executor_stats(ex, st), 0);
+}
+
+void
+tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
+{
+	enum { MEMBERS = 1 + 1000 };
+	static struct iovec args[MEMBERS];
+	static int roles[MEMBERS];
+	static hkx_future *f[MEMBERS];
+	struct hkx_opts o = { 0 };
+	hkx_future *first;
+	hkx_group *g;
+	unsigned r, i, late;
+
+	ck_assert_uint_ge(threads, 1);
+	for (i = 0; i < MEMBERS; i++) {
+		roles[i] = i == 0 ? FF_FAIL : i < threads ? FF_HOLD : FF_QUICK;
+		args[i] = (struct iovec){ &roles[i], sizeof(roles[i]) };
+	}
+	for (r = 0; r < rounds; r++) {
+		atomic_store(&failfast->starts, 0);
+		atomic_store(&failfast->failed, 0);
+		atomic_store(&failfast->late, 0);
+		failfast->holders = threads - 1;
+		ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
+		o.group = g;
+		ck_assert_int_eq(hkx_map(ex, "member", args, MEMBERS, &o, f), 0);
+		tst_wait_end(f[0], HKX_FAILED);
+		tst_release(threads - 1);
+		first = NULL;
+		ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, &first), -ECANCELED);
+		ck_assert_ptr_eq(first, f[0]);
+		hkx_future_release(first);
+		late = atomic_load(&failfast->late);
+		ck_assert_msg(late == 0, "round %u of %u, %u threads: %u members of a fail-fast "
+		    "group started after it failed", r + 1, rounds, threads, late);
+		ck_assert_uint_eq(atomic_load(&failfast->starts), threads);
+		for (i = 1; i < MEMBERS; i++) {
+			tst_wait_end(f[i], i < threads ? HKX_DONE : HKX_CANCELLED);
+			ck_assert_uint_eq(hkx_future_attempts(f[i]), i < threads ? 1 : 0);
+		}
+		for (i = 0; i < MEMBERS; i++)
+			hkx_future_release(f[i]);
+		hkx_group_release(g);
+	}
 }
 
 TCase *

@@ -53,6 +53,7 @@
  *               child's pid, waits for a release
  *   "nested"    replies, as an int, what hkx_executor_new() returned in a host
  *   "initval"   replies, as an int, what the config's host_init stored
+ *   "member"    a member of tst_failfast_rounds()' groups
  */
 
 /* hkx_config_init() with the common task table and `threads` workers. */
@@ -78,6 +79,12 @@ void tst_assert_result(hkx_future *f, int rc, const void *data, size_t len);
 /* The int a task replied ("pid", "nested", "initval"; pid_t is an int). */
 int tst_reply_int(hkx_future *f);
 void tst_stats(hkx_executor *ex, struct hkx_stats *st);
+
+/* Rounds of a fail-fast group of one failing member and 1,000 quick ones,
+ * on an executor of `threads` workers made by tst_config(): asserts that no
+ * member started (as the members themselves count) after the failure, and
+ * that every member that did not start ended CANCELLED. */
+void tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds);
 
 /* A test case with the suites' timeout and the FIFO fixture. */
 TCase *tst_tcase(const char *name);

@@ -16,6 +16,9 @@
  *   soak         200k empty tasks through hkx_map against max_queued;
  *   app death    the application is SIGKILLed with a runaway task and a
  *                task's child alive: zygote, host and child all go.
+ *   fail fast    a thousand rounds of a fail-fast group whose first member
+ *                fails while its host holds hundreds more, on one worker
+ *                and on four: not one member starts after the failure.
  *
  * Every run ends with the same account: each future ended exactly once
  * (one on_done call) in a state its task can reach, the stats add up to
@@ -1515,6 +1518,22 @@ START_TEST(test_app_death)
 }
 END_TEST
 
+START_TEST(test_failfast_exact)
+{
+	static const unsigned threads[] = { 1, 4 };
+	hkx_executor *ex;
+
+	for (size_t i = 0; i < sizeof(threads) / sizeof(threads[0]); i++) {
+		ex = tst_executor(threads[i], 256);
+		tst_failfast_rounds(ex, threads[i], 1000);
+		hkx_executor_free(ex);
+		printf("fail fast: 1000 rounds on %u worker(s), no member started after a "
+		    "failure\n", threads[i]);
+		fflush(stdout); /* before the next executor's fork copies the buffer */
+	}
+}
+END_TEST
+
 static TCase *
 chaos_tcase(const char *name, const TTest *test)
 {
@@ -1537,6 +1556,7 @@ chaos_suite(void)
 	suite_add_tcase(s, chaos_tcase("crash storm breaks", test_crash_storm_breaks));
 	suite_add_tcase(s, chaos_tcase("kill storm", test_kill_storm));
 	suite_add_tcase(s, chaos_tcase("soak", test_soak));
+	suite_add_tcase(s, chaos_tcase("fail fast", test_failfast_exact));
 	return s;
 }
 
