@@ -94,14 +94,44 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 	return tst_task_block();
 }
 
+/* Starts a child that exits at once, signals start, waits for a release,
+ * then replies the child's wait status (or -errno if it was taken). */
+static int
+task_forkwait(hkx_task *t, const void *arg, size_t len)
+{
+	int status, rc;
+	pid_t child;
+
+	(void)arg;
+	(void)len;
+	if ((child = fork()) < 0)
+		return -errno;
+	if (child == 0)
+		_exit(5);
+	tst_task_started((int)child);
+	if ((rc = tst_task_block()) != 0)
+		return rc;
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return hkx_task_reply(t, &status, sizeof(status));
+}
+
 static hkx_executor *
-escape_executor(void)
+executor_of(unsigned threads)
 {
 	struct hkx_config c;
 
-	tst_config(&c, 1);
+	tst_config(&c, threads);
 	tst_add_task(&c, "escape", task_escape);
+	tst_add_task(&c, "forkwait", task_forkwait);
 	return tst_new(&c);
+}
+
+static hkx_executor *
+escape_executor(void)
+{
+	return executor_of(1);
 }
 
 /* Submits "escape" in `mode` and returns the pid of what it started. */
@@ -191,6 +221,14 @@ START_TEST(test_escapees_gone_after_free)
 }
 END_TEST
 
+static bool
+is_zombie(void *arg)
+{
+	struct tst_proc p;
+
+	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'Z';
+}
+
 struct adopted {
 	pid_t pid, host;
 };
@@ -229,6 +267,31 @@ START_TEST(test_host_reaps_adopted_orphans)
 }
 END_TEST
 
+/* The host reaps only while no task runs: a task's own child, exited while
+ * another task ended and its worker went idle, keeps its status. */
+START_TEST(test_task_keeps_its_childs_status)
+{
+	hkx_executor *ex = executor_of(2);
+	hkx_future *f, *echo;
+	pid_t child;
+	int status;
+
+	f = tst_submit(ex, "forkwait", NULL, 0);
+	child = tst_await_start();
+	ck_assert_int_gt(child, 0);
+	tst_poll_until(is_zombie, &child, "the task's child to exit");
+	echo = tst_submit(ex, "echo", "x", 1);
+	tst_wait_end(echo, HKX_DONE);
+	tst_release(1);
+	tst_wait_end(f, HKX_DONE);
+	status = tst_reply_int(f);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 5);
+	hkx_future_release(f);
+	hkx_future_release(echo);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* A task kills the zygote: the hosts die with it, and so does what their
  * tasks started, by the time the executor has noticed. */
 START_TEST(test_zygote_killed_by_task_takes_escapee)
@@ -238,6 +301,30 @@ START_TEST(test_zygote_killed_by_task_takes_escapee)
 	pid_t pid;
 
 	pid = start_escape(ex, ESCAPE_KILL_ZYGOTE, &f);
+	tst_wait_end(f, HKX_CRASHED);
+	ck_assert(!tst_pid_alive(pid));
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+/* The zygote dies while the host is frozen: the host must still run to
+ * take down what its task started. */
+START_TEST(test_zygote_death_while_frozen)
+{
+	hkx_executor *ex = escape_executor();
+	struct tst_proc host;
+	struct hkx_stats st;
+	hkx_future *f;
+	pid_t pid;
+
+	pid = start_escape(ex, ESCAPE_SETSID, &f);
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
+	tst_stats(ex, &st);
+	ck_assert(st.frozen);
+	ck_assert(tst_proc_read(st.host_pid, &host));
+	ck_assert_int_eq(kill(host.ppid, SIGKILL), 0);
 	tst_wait_end(f, HKX_CRASHED);
 	ck_assert(!tst_pid_alive(pid));
 	hkx_future_release(f);
@@ -284,14 +371,6 @@ END_TEST
 
 /* ---------------------------------------------------------------------- */
 /* An application that adopts orphans.                                     */
-
-static bool
-is_zombie(void *arg)
-{
-	struct tst_proc p;
-
-	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'Z';
-}
 
 /* Makes this test's process a child subreaper with one exited child of
  * its own, whose status nobody else may take. */
@@ -391,10 +470,12 @@ escape_suite(void)
 	tcase_add_test(tc, test_orphan_dies_with_executor_kill);
 	tcase_add_test(tc, test_escapees_gone_after_free);
 	tcase_add_test(tc, test_host_reaps_adopted_orphans);
+	tcase_add_test(tc, test_task_keeps_its_childs_status);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("zygote_death");
 	tcase_add_test(tc, test_zygote_killed_by_task_takes_escapee);
+	tcase_add_test(tc, test_zygote_death_while_frozen);
 	tcase_add_test(tc, test_zygote_death_with_slow_supervisor);
 	suite_add_tcase(s, tc);
 
