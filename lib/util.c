@@ -223,11 +223,10 @@ thread_children(long tid, void *arg)
 	return 0;
 }
 
-/* Without CONFIG_PROC_CHILDREN: every process whose parent is us. */
-static int
-maybe_child(long pid, void *arg)
+/* The parent of pid, from /proc/PID/stat; -1 if there is no such process. */
+static long
+stat_ppid(long pid)
 {
-	struct child_walk *w = arg;
 	char path[64], buf[512], *p;
 	ssize_t n;
 	long ppid = 0;
@@ -236,18 +235,27 @@ maybe_child(long pid, void *arg)
 	proc_path(path, "/proc/", pid, "/stat");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return -1;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return 0;
+		return -1;
 	buf[n] = '\0';
 	/* "pid (comm) state ppid ...", and comm may hold anything. */
 	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
-		return 0;
+		return -1;
 	for (p += 4; *p >= '0' && *p <= '9'; p++)
 		ppid = ppid * 10 + (*p - '0');
-	if (ppid == w->self)
+	return ppid;
+}
+
+/* Without CONFIG_PROC_CHILDREN: every process whose parent is us. */
+static int
+maybe_child(long pid, void *arg)
+{
+	struct child_walk *w = arg;
+
+	if (stat_ppid(pid) == w->self)
 		w->fn((pid_t)pid, w->arg);
 	return 0;
 }
@@ -262,6 +270,23 @@ hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg)
 	if (rc == -ENOENT)
 		rc = each_numbered("/proc", maybe_child, &w);
 	return rc;
+}
+
+int
+hkx__kill_child(pid_t pid)
+{
+	int pidfd, err;
+
+	if ((pidfd = hkx__pidfd_open(pid)) < 0)
+		return pidfd;
+	/* If the process the pidfd names is alive after its parent was read,
+	 * the read was of that process, not of one that took its pid. */
+	if (stat_ppid(pid) != getpid() || hkx__wait_readable(pidfd, 0) != 0)
+		err = -ESRCH;
+	else
+		err = hkx__pidfd_send_signal(pidfd, SIGKILL);
+	close(pidfd);
+	return err;
 }
 
 int

@@ -44,6 +44,10 @@ void hkx__reap_adopted(int pidfd);
  * may be named twice if it moves between threads meanwhile. 0 or -errno.
  * Async-signal-safe. */
 int hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg);
+/* SIGKILL to pid if it is a live child of ours, through a pidfd, so that
+ * a process that took its pid after another thread reaped it is never
+ * hit. -ESRCH if it is not (a zombie is not). Async-signal-safe. */
+int hkx__kill_child(pid_t pid);
 
 /* Writes all of buf to a blocking fd: 0 or a negative errno. */
 int hkx__write_all(int fd, const void *buf, size_t len);
