@@ -40,6 +40,8 @@ enum escape_mode {
 	                          * zygote is killed */
 	ESCAPE_PLAIN_KILL_ZYGOTE = 'k', /* a child in the host's own group,
 	                          * then the zygote is killed */
+	ESCAPE_DEAF_KILL_ZYGOTE = 'i', /* the same from a host that ignores
+	                          * every real-time signal */
 };
 
 static _Noreturn void
@@ -61,6 +63,9 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 	(void)t;
 	if (mode == ESCAPE_HOST_PGRP && setpgid(0, getppid()) < 0)
 		return -errno;
+	if (mode == ESCAPE_DEAF_KILL_ZYGOTE)
+		for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+			signal(sig, SIG_IGN);
 	if (pipe(fds) < 0)
 		return -errno;
 	if ((child = fork()) < 0)
@@ -69,7 +74,8 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 		close(fds[0]);
 		if (mode == ESCAPE_PGRP)
 			setpgid(0, 0);
-		else if (mode != ESCAPE_HOST_PGRP && mode != ESCAPE_PLAIN_KILL_ZYGOTE)
+		else if (mode == ESCAPE_SETSID || mode == ESCAPE_DOUBLE ||
+		    mode == ESCAPE_KILL_ZYGOTE)
 			setsid();
 		if (mode == ESCAPE_DOUBLE) {
 			if ((grandchild = fork()) == 0)
@@ -89,7 +95,8 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 			;
 	tst_task_started((int)grandchild);
-	if (mode == ESCAPE_KILL_ZYGOTE || mode == ESCAPE_PLAIN_KILL_ZYGOTE)
+	if (mode == ESCAPE_KILL_ZYGOTE || mode == ESCAPE_PLAIN_KILL_ZYGOTE ||
+	    mode == ESCAPE_DEAF_KILL_ZYGOTE)
 		kill(getppid(), SIGKILL);
 	return tst_task_block();
 }
@@ -333,6 +340,22 @@ START_TEST(test_zygote_death_while_frozen)
 }
 END_TEST
 
+/* A host deaf to the news of the zygote's death is killed outright; what
+ * its task started in its group dies too, wherever it was orphaned. */
+START_TEST(test_zygote_death_deaf_host)
+{
+	hkx_executor *ex = escape_executor();
+	hkx_future *f;
+	pid_t pid;
+
+	pid = start_escape(ex, ESCAPE_DEAF_KILL_ZYGOTE, &f);
+	tst_wait_end(f, HKX_CRASHED);
+	tst_wait_pid_gone(pid);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static void
 slow_callback(hkx_future *f, void *arg)
 {
@@ -476,6 +499,7 @@ escape_suite(void)
 	tc = tst_tcase("zygote_death");
 	tcase_add_test(tc, test_zygote_killed_by_task_takes_escapee);
 	tcase_add_test(tc, test_zygote_death_while_frozen);
+	tcase_add_test(tc, test_zygote_death_deaf_host);
 	tcase_add_test(tc, test_zygote_death_with_slow_supervisor);
 	suite_add_tcase(s, tc);
 
