@@ -13,6 +13,10 @@
  * worker with a bigger result or a message moves on only once its frame is
  * in the pipe.
  *
+ * The host is the child subreaper of what its tasks start: their orphans
+ * stay its children, reaped while no task runs, and when the zygote dies
+ * it kills all of them before it exits.
+ *
  * Nothing here may trust that the supervisor is alive: EOF or EPIPE on a
  * pipe ends the host. Nothing here may return into the application's code
  * that the fork copied: every exit is _exit().
