@@ -260,12 +260,29 @@ maybe_child(long pid, void *arg)
 	return 0;
 }
 
+/* True if /proc numbers processes as we do: a /proc mounted in another
+ * pid namespace would have us kill the wrong ones. */
+static bool
+proc_is_ours(pid_t self)
+{
+	char buf[24];
+	ssize_t n;
+
+	n = readlink("/proc/self", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	return parse_number(buf) == self;
+}
+
 int
 hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg)
 {
 	struct child_walk w = { .fn = fn, .arg = arg, .self = getpid() };
 	int rc;
 
+	if (!proc_is_ours(w.self))
+		return -EXDEV;
 	rc = each_numbered("/proc/self/task", thread_children, &w);
 	if (rc == -ENOENT)
 		rc = each_numbered("/proc", maybe_child, &w);

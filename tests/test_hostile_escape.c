@@ -12,12 +12,14 @@
  * Each test runs in a process of its own, as Check forks by default: one
  * makes that process a subreaper.
  */
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <check.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,19 +397,25 @@ END_TEST
 /* ---------------------------------------------------------------------- */
 /* An application that adopts orphans.                                     */
 
-/* Makes this test's process a child subreaper with one exited child of
- * its own, whose status nobody else may take. */
+/* One exited child of the application's own, whose status nobody else
+ * may take. */
 static pid_t
-become_subreaper(void)
+own_exited_child(void)
 {
 	pid_t own;
 
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
 	if ((own = fork()) == 0)
 		_exit(7);
 	ck_assert_int_gt(own, 0);
 	tst_poll_until(is_zombie, &own, "our own child to exit");
 	return own;
+}
+
+static pid_t
+become_subreaper(void)
+{
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	return own_exited_child();
 }
 
 static void
@@ -427,19 +435,19 @@ is_child_of(const struct tst_proc *p, void *arg)
 	return p->ppid == *(const pid_t *)arg;
 }
 
-/* The zygote dies in a subreaper application: the zygote and its hosts
- * land there, and are reaped by the library, not left as zombies; the
- * application's own child keeps its status. No spare host is kept there,
- * since nothing would reap it. */
-START_TEST(test_subreaper_app_zygote_death)
+/* In an application that adopts orphans, the zygote dies: the zygote and
+ * its hosts land there, and are reaped by the library, not left as
+ * zombies; the application's own child keeps its status. No spare host is
+ * kept there, since nothing would reap it. */
+static void
+assert_adopter_survives_zygote_death(pid_t own)
 {
 	struct tst_proc host;
 	struct hkx_stats st;
 	hkx_executor *ex;
 	hkx_future *f;
-	pid_t own, pid;
+	pid_t pid;
 
-	own = become_subreaper();
 	ex = escape_executor();
 	/* Time itself is the point: ten times what the zygote waits, idle,
 	 * before it forks a spare elsewhere. */
@@ -454,6 +462,38 @@ START_TEST(test_subreaper_app_zygote_death)
 	hkx_future_release(f);
 	hkx_executor_free(ex);
 	assert_own_child_only(own);
+}
+
+START_TEST(test_subreaper_app_zygote_death)
+{
+	assert_adopter_survives_zygote_death(become_subreaper());
+}
+END_TEST
+
+/* The same with the application as PID 1 of a pid namespace of its own,
+ * with its own /proc, as in a container. Needs the privilege to make
+ * them; without it there is nothing to test. */
+START_TEST(test_pid1_app_zygote_death)
+{
+	int status;
+	pid_t init;
+
+	if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
+		ck_assert_int_eq(errno, EPERM);
+		printf("PID 1 not tested: no privilege for a pid namespace\n");
+		return;
+	}
+	if ((init = fork()) == 0) {
+		if (getpid() != 1 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("proc", "/proc", "proc", 0, NULL) < 0)
+			_exit(2);
+		assert_adopter_survives_zygote_death(own_exited_child());
+		_exit(0);
+	}
+	ck_assert_int_gt(init, 0);
+	ck_assert_int_eq(waitpid(init, &status, 0), init);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "PID 1: status %#x",
+	    status);
 }
 END_TEST
 
@@ -505,6 +545,7 @@ escape_suite(void)
 
 	tc = tst_tcase("subreaper");
 	tcase_add_test(tc, test_subreaper_app_zygote_death);
+	tcase_add_test(tc, test_pid1_app_zygote_death);
 	tcase_add_test(tc, test_subreaper_app_kill_and_free);
 	suite_add_tcase(s, tc);
 	return s;
