@@ -128,7 +128,21 @@ typedef struct hkx_executor hkx_executor;
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
  * this call (a handler that reaps every child may reap it first, which is
- * harmless). Nothing of ours signals or waits on the application after. */
+ * harmless). Nothing of ours signals or waits on the application after.
+ *
+ * An application that is a child subreaper (PR_SET_CHILD_SUBREAPER) or
+ * PID 1 adopts the zygote, and the hosts too if the zygote dies: the
+ * library reaps each of them itself, by pidfd, never with a wait that could
+ * take a status of the application's own children, and keeps no spare host
+ * there, since nothing would reap a spare orphaned by the zygote's death.
+ * Their ends still raise SIGCHLD in such an application. Become a
+ * subreaper before creating executors: it is looked at here.
+ *
+ * Whatever a task starts, in whatever session or process group, ends with
+ * its host: the host is the child subreaper of what its tasks orphan (and
+ * reaps, while no task runs, those of its children that have exited: a
+ * task must wait for its own children before it returns if it wants their
+ * status), and the zygote kills everything a dead host leaves. */
 int hkx_executor_new(const struct hkx_config *c, hkx_executor **out);
 
 enum hkx_pause { HKX_PAUSE_CHECKPOINT, HKX_PAUSE_FREEZE };

@@ -1625,7 +1625,9 @@ zygote_died(hkx_executor *ex)
 		ex->start_error = -ECHILD;
 	break_executor(ex, "executor broken: its zygote died");
 	/* Each host, told of the death, kills what its tasks started and
-	 * exits: a frozen one must run for that. */
+	 * exits: a frozen one must run for that. The kernel continues a
+	 * stopped group that the death orphaned, but a group with a member
+	 * whose parent is elsewhere in the session is not orphaned. */
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		hkx__pidfd_send_signal(h->pidfd, SIGCONT);
 	ex->current = NULL;

@@ -13,6 +13,10 @@
  * worker with a bigger result or a message moves on only once its frame is
  * in the pipe.
  *
+ * The host is the child subreaper of what its tasks start: their orphans
+ * stay its children, reaped while no task runs, and when the zygote dies
+ * it kills all of them before it exits.
+ *
  * Nothing here may trust that the supervisor is alive: EOF or EPIPE on a
  * pipe ends the host. Nothing here may return into the application's code
  * that the fork copied: every exit is _exit().
@@ -636,8 +640,12 @@ raise_oom_score(void)
 static void
 kill_child(pid_t pid, void *arg)
 {
+	int err = hkx__kill_child(pid);
+
 	(void)arg;
-	kill(pid, SIGKILL);
+	/* Out of fds (a task may have used them up): by pid, then. */
+	if (err == -EMFILE || err == -ENFILE || err == -ENOMEM)
+		kill(pid, SIGKILL);
 }
 
 /*
@@ -645,8 +653,8 @@ kill_child(pid_t pid, void *arg)
  * we are gone, and it would be orphaned out of reach. Kill it now, while
  * every orphan among it is still ours to find (the host is its subreaper):
  * each child, then the children each one leaves us, until none is left.
- * An unreaped child's pid cannot be reused; only a task reaping its own
- * child at this very moment opens a window, and the host is dying.
+ * A task may reap a child of its own meanwhile: each kill goes through a
+ * pidfd checked to name a child of ours.
  */
 static void
 on_zygote_death(int sig)

@@ -226,11 +226,10 @@ thread_children(long tid, void *arg)
 	return 0;
 }
 
-/* Without CONFIG_PROC_CHILDREN: every process whose parent is us. */
-static int
-maybe_child(long pid, void *arg)
+/* The parent of pid, from /proc/PID/stat; -1 if there is no such process. */
+static long
+stat_ppid(long pid)
 {
-	struct child_walk *w = arg;
 	char path[64], buf[512], *p;
 	ssize_t n;
 	long ppid = 0;
@@ -239,20 +238,44 @@ maybe_child(long pid, void *arg)
 	proc_path(path, "/proc/", pid, "/stat");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return -1;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return 0;
+		return -1;
 	buf[n] = '\0';
 	/* "pid (comm) state ppid ...", and comm may hold anything. */
 	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
-		return 0;
+		return -1;
 	for (p += 4; *p >= '0' && *p <= '9'; p++)
 		ppid = ppid * 10 + (*p - '0');
-	if (ppid == w->self)
+	return ppid;
+}
+
+/* Without CONFIG_PROC_CHILDREN: every process whose parent is us. */
+static int
+maybe_child(long pid, void *arg)
+{
+	struct child_walk *w = arg;
+
+	if (stat_ppid(pid) == w->self)
 		w->fn((pid_t)pid, w->arg);
 	return 0;
+}
+
+/* True if /proc numbers processes as we do: a /proc mounted in another
+ * pid namespace would have us kill the wrong ones. */
+static bool
+proc_is_ours(pid_t self)
+{
+	char buf[24];
+	ssize_t n;
+
+	n = readlink("/proc/self", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	return parse_number(buf) == self;
 }
 
 int
@@ -261,10 +284,29 @@ hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg)
 	struct child_walk w = { .fn = fn, .arg = arg, .self = getpid() };
 	int rc;
 
+	if (!proc_is_ours(w.self))
+		return -EXDEV;
 	rc = each_numbered("/proc/self/task", thread_children, &w);
 	if (rc == -ENOENT)
 		rc = each_numbered("/proc", maybe_child, &w);
 	return rc;
+}
+
+int
+hkx__kill_child(pid_t pid)
+{
+	int pidfd, err;
+
+	if ((pidfd = hkx__pidfd_open(pid)) < 0)
+		return pidfd;
+	/* If the process the pidfd names is alive after its parent was read,
+	 * the read was of that process, not of one that took its pid. */
+	if (stat_ppid(pid) != getpid() || hkx__wait_readable(pidfd, 0) != 0)
+		err = -ESRCH;
+	else
+		err = hkx__pidfd_send_signal(pidfd, SIGKILL);
+	close(pidfd);
+	return err;
 }
 
 int

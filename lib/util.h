@@ -45,9 +45,13 @@ void hkx__reap_adopted(int pidfd);
 /* Calls fn for each child of the calling process (of any of its threads),
  * zombies included, from /proc/self/task/TID/children, or from a scan of
  * /proc where the kernel lacks that file (CONFIG_PROC_CHILDREN). A child
- * may be named twice if it moves between threads meanwhile. 0 or -errno.
- * Async-signal-safe. */
+ * may be named twice if it moves between threads meanwhile. 0 or -errno:
+ * -EXDEV if /proc belongs to another pid namespace. Async-signal-safe. */
 int hkx__each_child(void (*fn)(pid_t pid, void *arg), void *arg);
+/* SIGKILL to pid if it is a live child of ours, through a pidfd, so that
+ * a process that took its pid after another thread reaped it is never
+ * hit. -ESRCH if it is not (a zombie is not). Async-signal-safe. */
+int hkx__kill_child(pid_t pid);
 
 /* Writes all of buf to a blocking fd: 0 or a negative errno. */
 int hkx__write_all(int fd, const void *buf, size_t len);

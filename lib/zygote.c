@@ -1,6 +1,7 @@
 /*
  * zygote: forks hosts from a small single-threaded snapshot of the
- * application, reaps them, and takes them down with it.
+ * application, reaps them and kills whatever a dead one leaves, and takes
+ * them down with it.
  *
  * The zygote side runs only in the forked process and must never return
  * into the application's code; the supervisor side must never block on the

@@ -7,9 +7,12 @@
  * pidfd, pipe ends and slot table over with SCM_RIGHTS (a spare forked
  * ahead of need, then forks the next spare); SIGNAL sends a signal
  * to a host's whole process group. It reaps its hosts, killing each one's
- * group first so that no process a task started outlives it, and reports
- * each exit status. When the application or the socket goes away it kills
- * every host and exits.
+ * group first, and reports each exit status. It is a child subreaper: what
+ * a dead host's tasks started, in whatever session or group, is orphaned
+ * to it, and it kills and reaps all of that, so that nothing outlives the
+ * host. When the application or the socket goes away it kills every host,
+ * and exits once every child is gone. In an application that adopts
+ * orphans (a subreaper, PID 1) it keeps no spare host.
  *
  * The supervisor side of this module only sends and receives messages; it
  * never waits for an answer, except at start and stop.

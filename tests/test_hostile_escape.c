@@ -12,12 +12,14 @@
  * Each test runs in a process of its own, as Check forks by default: one
  * makes that process a subreaper.
  */
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <check.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,8 @@ enum escape_mode {
 	                          * zygote is killed */
 	ESCAPE_PLAIN_KILL_ZYGOTE = 'k', /* a child in the host's own group,
 	                          * then the zygote is killed */
+	ESCAPE_DEAF_KILL_ZYGOTE = 'i', /* the same from a host that ignores
+	                          * every real-time signal */
 };
 
 static _Noreturn void
@@ -61,6 +65,9 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 	(void)t;
 	if (mode == ESCAPE_HOST_PGRP && setpgid(0, getppid()) < 0)
 		return -errno;
+	if (mode == ESCAPE_DEAF_KILL_ZYGOTE)
+		for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+			signal(sig, SIG_IGN);
 	if (pipe(fds) < 0)
 		return -errno;
 	if ((child = fork()) < 0)
@@ -69,7 +76,8 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 		close(fds[0]);
 		if (mode == ESCAPE_PGRP)
 			setpgid(0, 0);
-		else if (mode != ESCAPE_HOST_PGRP && mode != ESCAPE_PLAIN_KILL_ZYGOTE)
+		else if (mode == ESCAPE_SETSID || mode == ESCAPE_DOUBLE ||
+		    mode == ESCAPE_KILL_ZYGOTE)
 			setsid();
 		if (mode == ESCAPE_DOUBLE) {
 			if ((grandchild = fork()) == 0)
@@ -89,19 +97,50 @@ task_escape(hkx_task *t, const void *arg, size_t len)
 		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 			;
 	tst_task_started((int)grandchild);
-	if (mode == ESCAPE_KILL_ZYGOTE || mode == ESCAPE_PLAIN_KILL_ZYGOTE)
+	if (mode == ESCAPE_KILL_ZYGOTE || mode == ESCAPE_PLAIN_KILL_ZYGOTE ||
+	    mode == ESCAPE_DEAF_KILL_ZYGOTE)
 		kill(getppid(), SIGKILL);
 	return tst_task_block();
+}
+
+/* Starts a child that exits at once, signals start, waits for a release,
+ * then replies the child's wait status (or -errno if it was taken). */
+static int
+task_forkwait(hkx_task *t, const void *arg, size_t len)
+{
+	int status, rc;
+	pid_t child;
+
+	(void)arg;
+	(void)len;
+	if ((child = fork()) < 0)
+		return -errno;
+	if (child == 0)
+		_exit(5);
+	tst_task_started((int)child);
+	if ((rc = tst_task_block()) != 0)
+		return rc;
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return hkx_task_reply(t, &status, sizeof(status));
+}
+
+static hkx_executor *
+executor_of(unsigned threads)
+{
+	struct hkx_config c;
+
+	tst_config(&c, threads);
+	tst_add_task(&c, "escape", task_escape);
+	tst_add_task(&c, "forkwait", task_forkwait);
+	return tst_new(&c);
 }
 
 static hkx_executor *
 escape_executor(void)
 {
-	struct hkx_config c;
-
-	tst_config(&c, 1);
-	tst_add_task(&c, "escape", task_escape);
-	return tst_new(&c);
+	return executor_of(1);
 }
 
 /* Submits "escape" in `mode` and returns the pid of what it started. */
@@ -191,6 +230,14 @@ START_TEST(test_escapees_gone_after_free)
 }
 END_TEST
 
+static bool
+is_zombie(void *arg)
+{
+	struct tst_proc p;
+
+	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'Z';
+}
+
 struct adopted {
 	pid_t pid, host;
 };
@@ -229,6 +276,31 @@ START_TEST(test_host_reaps_adopted_orphans)
 }
 END_TEST
 
+/* The host reaps only while no task runs: a task's own child, exited while
+ * another task ended and its worker went idle, keeps its status. */
+START_TEST(test_task_keeps_its_childs_status)
+{
+	hkx_executor *ex = executor_of(2);
+	hkx_future *f, *echo;
+	pid_t child;
+	int status;
+
+	f = tst_submit(ex, "forkwait", NULL, 0);
+	child = tst_await_start();
+	ck_assert_int_gt(child, 0);
+	tst_poll_until(is_zombie, &child, "the task's child to exit");
+	echo = tst_submit(ex, "echo", "x", 1);
+	tst_wait_end(echo, HKX_DONE);
+	tst_release(1);
+	tst_wait_end(f, HKX_DONE);
+	status = tst_reply_int(f);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 5);
+	hkx_future_release(f);
+	hkx_future_release(echo);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* A task kills the zygote: the hosts die with it, and so does what their
  * tasks started, by the time the executor has noticed. */
 START_TEST(test_zygote_killed_by_task_takes_escapee)
@@ -243,6 +315,46 @@ START_TEST(test_zygote_killed_by_task_takes_escapee)
 	hkx_future_release(f);
 	hkx_executor_free(ex);
 	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+/* The zygote dies while the host is frozen: the host must still run to
+ * take down what its task started. */
+START_TEST(test_zygote_death_while_frozen)
+{
+	hkx_executor *ex = escape_executor();
+	struct tst_proc host;
+	struct hkx_stats st;
+	hkx_future *f;
+	pid_t pid;
+
+	pid = start_escape(ex, ESCAPE_SETSID, &f);
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
+	tst_stats(ex, &st);
+	ck_assert(st.frozen);
+	ck_assert(tst_proc_read(st.host_pid, &host));
+	ck_assert_int_eq(kill(host.ppid, SIGKILL), 0);
+	tst_wait_end(f, HKX_CRASHED);
+	ck_assert(!tst_pid_alive(pid));
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+/* A host deaf to the news of the zygote's death is killed outright; what
+ * its task started in its group dies too, wherever it was orphaned. */
+START_TEST(test_zygote_death_deaf_host)
+{
+	hkx_executor *ex = escape_executor();
+	hkx_future *f;
+	pid_t pid;
+
+	pid = start_escape(ex, ESCAPE_DEAF_KILL_ZYGOTE, &f);
+	tst_wait_end(f, HKX_CRASHED);
+	tst_wait_pid_gone(pid);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
 }
 END_TEST
 
@@ -285,27 +397,25 @@ END_TEST
 /* ---------------------------------------------------------------------- */
 /* An application that adopts orphans.                                     */
 
-static bool
-is_zombie(void *arg)
-{
-	struct tst_proc p;
-
-	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'Z';
-}
-
-/* Makes this test's process a child subreaper with one exited child of
- * its own, whose status nobody else may take. */
+/* One exited child of the application's own, whose status nobody else
+ * may take. */
 static pid_t
-become_subreaper(void)
+own_exited_child(void)
 {
 	pid_t own;
 
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
 	if ((own = fork()) == 0)
 		_exit(7);
 	ck_assert_int_gt(own, 0);
 	tst_poll_until(is_zombie, &own, "our own child to exit");
 	return own;
+}
+
+static pid_t
+become_subreaper(void)
+{
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	return own_exited_child();
 }
 
 static void
@@ -325,19 +435,19 @@ is_child_of(const struct tst_proc *p, void *arg)
 	return p->ppid == *(const pid_t *)arg;
 }
 
-/* The zygote dies in a subreaper application: the zygote and its hosts
- * land there, and are reaped by the library, not left as zombies; the
- * application's own child keeps its status. No spare host is kept there,
- * since nothing would reap it. */
-START_TEST(test_subreaper_app_zygote_death)
+/* In an application that adopts orphans, the zygote dies: the zygote and
+ * its hosts land there, and are reaped by the library, not left as
+ * zombies; the application's own child keeps its status. No spare host is
+ * kept there, since nothing would reap it. */
+static void
+assert_adopter_survives_zygote_death(pid_t own)
 {
 	struct tst_proc host;
 	struct hkx_stats st;
 	hkx_executor *ex;
 	hkx_future *f;
-	pid_t own, pid;
+	pid_t pid;
 
-	own = become_subreaper();
 	ex = escape_executor();
 	/* Time itself is the point: ten times what the zygote waits, idle,
 	 * before it forks a spare elsewhere. */
@@ -352,6 +462,38 @@ START_TEST(test_subreaper_app_zygote_death)
 	hkx_future_release(f);
 	hkx_executor_free(ex);
 	assert_own_child_only(own);
+}
+
+START_TEST(test_subreaper_app_zygote_death)
+{
+	assert_adopter_survives_zygote_death(become_subreaper());
+}
+END_TEST
+
+/* The same with the application as PID 1 of a pid namespace of its own,
+ * with its own /proc, as in a container. Needs the privilege to make
+ * them; without it there is nothing to test. */
+START_TEST(test_pid1_app_zygote_death)
+{
+	int status;
+	pid_t init;
+
+	if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
+		ck_assert_int_eq(errno, EPERM);
+		printf("PID 1 not tested: no privilege for a pid namespace\n");
+		return;
+	}
+	if ((init = fork()) == 0) {
+		if (getpid() != 1 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("proc", "/proc", "proc", 0, NULL) < 0)
+			_exit(2);
+		assert_adopter_survives_zygote_death(own_exited_child());
+		_exit(0);
+	}
+	ck_assert_int_gt(init, 0);
+	ck_assert_int_eq(waitpid(init, &status, 0), init);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "PID 1: status %#x",
+	    status);
 }
 END_TEST
 
@@ -391,15 +533,19 @@ escape_suite(void)
 	tcase_add_test(tc, test_orphan_dies_with_executor_kill);
 	tcase_add_test(tc, test_escapees_gone_after_free);
 	tcase_add_test(tc, test_host_reaps_adopted_orphans);
+	tcase_add_test(tc, test_task_keeps_its_childs_status);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("zygote_death");
 	tcase_add_test(tc, test_zygote_killed_by_task_takes_escapee);
+	tcase_add_test(tc, test_zygote_death_while_frozen);
+	tcase_add_test(tc, test_zygote_death_deaf_host);
 	tcase_add_test(tc, test_zygote_death_with_slow_supervisor);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("subreaper");
 	tcase_add_test(tc, test_subreaper_app_zygote_death);
+	tcase_add_test(tc, test_pid1_app_zygote_death);
 	tcase_add_test(tc, test_subreaper_app_kill_and_free);
 	suite_add_tcase(s, tc);
 	return s;
