@@ -6,6 +6,7 @@
  * subcommand creates its executor once its task table is complete, while
  * the process is still single-threaded (the zygote is a snapshot of it).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +66,22 @@ cmd_tasks(int argc, char **argv)
 	return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/*
+ * A descriptor among 0-2 that was closed when we started would be taken by
+ * the first one we open: a signalfd polled as stdin, a pipe that messages
+ * go to. Each closed one is held on /dev/null instead.
+ */
+static int
+reserve_std_fds(void)
+{
+	int fd;
+
+	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) != fd)
+			return -1;
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(int, char **);
@@ -80,6 +97,8 @@ main(int argc, char **argv)
 {
 	size_t i;
 
+	if (reserve_std_fds() == -1)
+		return 1;
 	/* Hosts rename themselves through setproctitle() when the program has
 	 * initialised it, so `ps` tells the hosts from the command. */
 	setproctitle_init(argc, argv, environ);

@@ -8,6 +8,7 @@
  * says it happened (a task that prints "started" to stderr, a progress
  * event), each wait bounded by a deadline so a hang fails with a message.
  */
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -52,8 +53,15 @@ now_ms(void)
 	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
+/* How a child starts, beyond pipes on 0, 1 and 2. */
+struct spawn {
+	int closed_fd;            /* closed in the child; -1: none */
+	const char *stdout_path;  /* stdout opened on this file instead of a pipe */
+	unsigned long timer_slack_ns; /* 0: inherited */
+};
+
 static void
-proc_start(struct proc *p, const char *const *args)
+proc_spawn(struct proc *p, const char *const *args, const struct spawn *sp)
 {
 	int in[2], out[2], err[2];
 	const char *argv[64];
@@ -75,6 +83,18 @@ proc_start(struct proc *p, const char *const *args)
 	if (p->pid == 0) {
 		if (dup2(in[0], 0) == -1 || dup2(out[1], 1) == -1 || dup2(err[1], 2) == -1)
 			_exit(127);
+		if (sp->stdout_path != NULL) {
+			int fd = open(sp->stdout_path, O_WRONLY | O_CLOEXEC);
+
+			if (fd == -1 || dup2(fd, 1) == -1)
+				_exit(127);
+		}
+		if (sp->closed_fd != -1)
+			close(sp->closed_fd);
+		/* Inherited by the host and its threads, across exec. */
+		if (sp->timer_slack_ns != 0 &&
+		    prctl(PR_SET_TIMERSLACK, sp->timer_slack_ns, 0, 0, 0) == -1)
+			_exit(127);
 		execv(hkx_bin, (char *const *)argv);
 		_exit(127);
 	}
@@ -87,6 +107,14 @@ proc_start(struct proc *p, const char *const *args)
 	p->outbuf = calloc(1, 1);
 	p->errbuf = calloc(1, 1);
 	ck_assert(p->outbuf != NULL && p->errbuf != NULL);
+}
+
+static void
+proc_start(struct proc *p, const char *const *args)
+{
+	static const struct spawn plain = { .closed_fd = -1 };
+
+	proc_spawn(p, args, &plain);
 }
 
 static void
@@ -188,24 +216,47 @@ proc_free(struct proc *p)
 	free(p->errbuf);
 }
 
-/* Runs hkx to the end with input on stdin; args end with NULL. */
 static int
-hkx(struct proc *p, const char *input, ...)
+vhkx(struct proc *p, const struct spawn *sp, const char *input, va_list ap)
 {
 	const char *args[64];
 	size_t n = 0, inlen = input != NULL ? strlen(input) : 0;
 	long long deadline = now_ms() + DEADLINE_MS;
-	va_list ap;
 
-	va_start(ap, input);
 	while ((args[n] = va_arg(ap, const char *)) != NULL && n < 63)
 		n++;
-	va_end(ap);
 	args[n] = NULL;
-	proc_start(p, args);
+	proc_spawn(p, args, sp);
 	while (inlen > 0 && now_ms() < deadline)
 		proc_pump(p, &input, &inlen, 100);
 	return proc_finish(p, DEADLINE_MS);
+}
+
+/* Runs hkx to the end with input on stdin; args end with NULL. */
+static int
+hkx(struct proc *p, const char *input, ...)
+{
+	static const struct spawn plain = { .closed_fd = -1 };
+	va_list ap;
+	int status;
+
+	va_start(ap, input);
+	status = vhkx(p, &plain, input, ap);
+	va_end(ap);
+	return status;
+}
+
+/* The same, started as sp says. */
+static int
+hkx_spawned(struct proc *p, const struct spawn *sp, const char *input, ...)
+{
+	va_list ap;
+	int status;
+
+	va_start(ap, input);
+	status = vhkx(p, sp, input, ap);
+	va_end(ap);
+	return status;
 }
 
 /* The next complete line of stdout as JSON (the test fails on anything
@@ -1101,6 +1152,27 @@ START_TEST(demo_runs_under_30_seconds)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Started as a new user starts it                                         */
+
+/* A descriptor among 0-2 closed at start is not taken by the first thing
+ * hkx opens (a signalfd polled as stdin, a pipe written as stderr). */
+START_TEST(closed_std_fds_at_start)
+{
+	static const struct spawn no_stdin = { .closed_fd = STDIN_FILENO };
+	static const struct spawn no_stderr = { .closed_fd = STDERR_FILENO };
+	struct proc p;
+
+	ck_assert_int_eq(hkx_spawned(&p, &no_stdin, NULL, "serve", NULL), 0);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &no_stderr, NULL, "run", "echo", "a", NULL), 0);
+	ck_assert_msg(strncmp(p.outbuf, "done", 4) == 0, "stdout: %s", p.outbuf);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1145,6 +1217,7 @@ command_suite(void)
 	add(s, "serve_many", serve_many_requests_each_answered_once, 120);
 	add(s, "serve_task_output", serve_task_output_never_reaches_json, 60);
 	add(s, "demo", demo_runs_under_30_seconds, 60);
+	add(s, "closed_std_fds", closed_std_fds_at_start, 60);
 	return s;
 }
 
