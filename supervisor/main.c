@@ -25,7 +25,7 @@ static const char usage[] =
 "\n"
 "  demo                     a tour of every capability, in a few seconds\n"
 "  tasks [--plugin PATH]    list the tasks that can run\n"
-"  run [OPTIONS] TASK [ARG...]\n"
+"  run [OPTIONS] TASK [--] [ARG...]\n"
 "                           run TASK once per ARG, one line per task\n"
 "  serve [OPTIONS]          JSON lines on stdin -> JSON lines on stdout\n"
 "\n"

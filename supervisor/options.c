@@ -185,6 +185,10 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		o->retries = n;
 		return 0;
 	case OPT_INPUT:
+		if (o->input != NULL) {
+			options_usage_error(o, "--input given twice");
+			return -1;
+		}
 		o->input = arg;
 		return 0;
 	case OPT_JSON:
@@ -195,6 +199,31 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		return 0;
 	}
 	return -1;
+}
+
+/*
+ * getopt_long says '?' both for an unknown option and for a value given to
+ * one that takes none (--json=1); optopt tells them apart, and holds the
+ * option's value, not a character, in the second case.
+ */
+static void
+unknown_option(const struct cmd_options *o, const struct option *longopts,
+    const char *word)
+{
+	const struct option *lo;
+
+	for (lo = longopts; optopt != 0 && lo->name != NULL; lo++) {
+		if (lo->val == optopt && lo->has_arg == no_argument) {
+			options_usage_error(o, "option --%s takes no value", lo->name);
+			return;
+		}
+	}
+	if (optopt > ' ' && optopt < 0x7f)
+		options_usage_error(o, "unknown option -%c", optopt);
+	else if (optopt != 0)
+		options_usage_error(o, "unknown option byte 0x%02x", (unsigned)optopt & 0xff);
+	else
+		options_usage_error(o, "unknown option %s", word);
 }
 
 int
@@ -224,10 +253,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 			return OPTIONS_HELP;
 		}
 		if (opt == '?') {
-			if (optopt != 0)
-				options_usage_error(o, "unknown option -%c", optopt);
-			else
-				options_usage_error(o, "unknown option %s", argv[optind - 1]);
+			unknown_option(o, longopts, argv[optind - 1]);
 			return -1;
 		}
 		if (opt == ':') {

@@ -28,10 +28,11 @@
 #define BAR_WIDTH 30
 
 static const char usage[] =
-"usage: hkx run [OPTIONS] TASK [ARG...]\n"
+"usage: hkx run [OPTIONS] TASK [--] [ARG...]\n"
 "\n"
 "Runs TASK once per ARG (once with an empty argument if there is none) in a\n"
-"killable host process, and prints one line per task as it ends.\n"
+"killable host process, and prints one line per task as it ends. Options\n"
+"come before TASK; -- comes before an ARG that starts with -.\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
 "      --input FILE       also read one argument per line (- for stdin);\n"
@@ -306,6 +307,7 @@ cmd_run(int argc, char **argv)
 {
 	struct task_table tt;
 	struct run r;
+	bool operands;
 	int i, first, sigfd, err, status = 1;
 
 	memset(&r, 0, sizeof(r));
@@ -330,7 +332,20 @@ cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out_tasks;
 	}
+	/* An option after TASK is a mistake, not an argument, unless a --
+	 * (before TASK or after it) said that arguments follow. */
+	operands = strcmp(argv[first - 1], "--") == 0;
 	for (i = first + 1; i < argc; i++) {
+		if (!operands && strcmp(argv[i], "--") == 0) {
+			operands = true;
+			continue;
+		}
+		if (!operands && argv[i][0] == '-' && argv[i][1] != '\0') {
+			options_usage_error(&r.o, "option %s after TASK: options go before "
+			    "TASK; put -- before an ARG that starts with -", argv[i]);
+			status = EXIT_USAGE;
+			goto out_tasks;
+		}
 		if (add_job(&r, argv[i], strlen(argv[i])) == -1) {
 			fprintf(stderr, "hkx run: out of memory\n");
 			goto out_tasks;

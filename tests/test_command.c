@@ -1174,6 +1174,46 @@ START_TEST(closed_std_fds_at_start)
 END_TEST
 
 static void
+assert_printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		ck_assert_msg(*s == '\n' || (*s >= 0x20 && *s < 0x7f),
+		    "byte 0x%02x in the message", (unsigned char)*s);
+}
+
+START_TEST(run_option_mistakes)
+{
+	const char *in = tmpfile_with("input.txt", "x\n", 2);
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json=1", "echo", NULL), 2);
+	assert_printable(p.errbuf);
+	ck_assert_msg(strstr(p.errbuf, "--json takes no value") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+
+	/* An option after TASK would be hashed as a file name. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "sha256", "/dev/null", "--kill-after", "500",
+	    NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "--kill-after") != NULL, "%s", p.errbuf);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "echo", "--", "--kill-after", "-",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "--kill-after");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "-");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--input", in, "--input", in, "echo", NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "--input") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -1218,6 +1258,7 @@ command_suite(void)
 	add(s, "serve_task_output", serve_task_output_never_reaches_json, 60);
 	add(s, "demo", demo_runs_under_30_seconds, 60);
 	add(s, "closed_std_fds", closed_std_fds_at_start, 60);
+	add(s, "run_option_mistakes", run_option_mistakes, 60);
 	return s;
 }
 
