@@ -309,7 +309,7 @@ get_arg(struct server *s, json_t *req, json_t *id, const char **arg, size_t *len
 			send_error(s, id, "arg_b64 must be a string");
 			return -1;
 		}
-		if ((*owned = malloc(json_string_length(b64) / 4 * 3 + 1)) == NULL) {
+		if ((*owned = malloc(base64_decoded_max(json_string_length(b64)) + 1)) == NULL) {
 			send_error(s, id, "out of memory");
 			return -1;
 		}
@@ -509,11 +509,13 @@ handle_control(struct server *s, json_t *msg)
 		}
 		if (err < 0)
 			send_error(s, NULL, "pause: %s", strerror(-err));
-	} else if (strcmp(verb, "resume") == 0 && json_is_true(v)) {
-		if ((err = hkx_executor_resume(s->ex)) < 0)
+	} else if (strcmp(verb, "resume") == 0 || strcmp(verb, "stats") == 0) {
+		if (!json_is_true(v))
+			send_error(s, NULL, "%s must be true", verb);
+		else if (strcmp(verb, "stats") == 0)
+			send_stats(s);
+		else if ((err = hkx_executor_resume(s->ex)) < 0)
 			send_error(s, NULL, "resume: %s", strerror(-err));
-	} else if (strcmp(verb, "stats") == 0 && json_is_true(v)) {
-		send_stats(s);
 	} else {
 		send_error(s, NULL, "unknown control message \"%s\"", verb);
 	}
@@ -530,6 +532,15 @@ is_blank(const char *line, size_t len)
 	return true;
 }
 
+/* The parser's message, unless it names the parser's own flags. */
+static const char *
+json_error_words(const json_error_t *jerr)
+{
+	if (json_error_code(jerr) == json_error_null_character)
+		return "\\u0000 in a string: send such bytes as arg_b64";
+	return jerr->text;
+}
+
 static void
 handle_line(struct server *s, const char *line, size_t len)
 {
@@ -540,7 +551,8 @@ handle_line(struct server *s, const char *line, size_t len)
 	if (is_blank(line, len))
 		return;
 	if ((msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
-		send_error(s, NULL, "invalid JSON: %s", jerr.text);
+		send_error(s, NULL, "invalid JSON at column %d: %s", jerr.column,
+		    json_error_words(&jerr));
 		return;
 	}
 	if (!json_is_object(msg))

@@ -1213,6 +1213,40 @@ START_TEST(run_option_mistakes)
 }
 END_TEST
 
+START_TEST(serve_errors_in_plain_words)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p,
+	    "{\"resume\":false}\n"
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"a\\u0000b\"}\n"
+	    "{\"id\":2,\"task\":\"echo\",\"arg_b64\":\"/w\"}\n"
+	    "{\"id\":3,\"task\":\"echo\",\"arg_b64\":\"YWI\"}\n"
+	    "{\"id\":4,\"task\":\"echo\",\"arg_b64\":\"YWJj\"}\n"
+	    "{\"id\":5,\"task\":\"echo\",\"arg_b64\":\"YWJjZ\"}\n",
+	    "serve", NULL), 0);
+	arr = all_json(&p);
+	json_array_foreach(arr, i, o) {
+		if (json_object_get(o, "error") == NULL)
+			continue;
+		ck_assert_msg(strstr(str(o, "error"), "JSON_") == NULL &&
+		    strstr(str(o, "error"), "unknown control") == NULL, "%s", str(o, "error"));
+		if (num(o, "line") == 1)
+			ck_assert_msg(strstr(str(o, "error"), "resume") != NULL, "%s",
+			    str(o, "error"));
+	}
+	ck_assert_str_eq(str(by_id(arr, "2"), "result_b64"), "/w==");
+	ck_assert_str_eq(str(by_id(arr, "3"), "result"), "ab");
+	ck_assert_str_eq(str(by_id(arr, "4"), "result"), "abc");
+	/* Five characters cannot be base64 with or without padding. */
+	ck_assert_int_eq(json_array_size(arr), 6);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1259,6 +1293,7 @@ command_suite(void)
 	add(s, "demo", demo_runs_under_30_seconds, 60);
 	add(s, "closed_std_fds", closed_std_fds_at_start, 60);
 	add(s, "run_option_mistakes", run_option_mistakes, 60);
+	add(s, "serve_plain_errors", serve_errors_in_plain_words, 60);
 	return s;
 }
 
