@@ -48,7 +48,8 @@ static const char usage[] =
 "      --json             one JSON object per task on stdout\n"
 "\n"
 "Ctrl-C once stops every task cooperatively; twice kills them.\n"
-"Exit status: 0 if every task ended done, 1 otherwise, 2 for a usage error.\n";
+"Exit status: 0 if every task ended done, 1 otherwise or if stdout could not\n"
+"be written, 2 for a usage error.\n";
 
 struct job {
 	struct watch_item watch;   /* first: ended items are jobs */
@@ -68,6 +69,7 @@ struct run {
 	struct hkx_opts opts;
 	struct watch watch;
 	FILE *out;
+	int out_errno;             /* the first error writing out, 0: none */
 	bool bar;                  /* progress bar: only while stderr is a terminal */
 	bool bar_shown;
 	struct timespec start;
@@ -153,6 +155,25 @@ bar_draw(struct run *r)
 	r->bar_shown = true;
 }
 
+/* Said once, as soon as it happens; the exit status says it again. */
+static void
+output_failed(struct run *r)
+{
+	if (r->out_errno != 0)
+		return;
+	r->out_errno = errno != 0 ? errno : EIO;
+	bar_erase(r);
+	fprintf(stderr, "hkx run: stdout: %s\n", strerror(r->out_errno));
+}
+
+static void
+output_flush(struct run *r)
+{
+	errno = 0;
+	if (fflush(r->out) == EOF || ferror(r->out))
+		output_failed(r);
+}
+
 static void
 report(struct run *r, const struct job *job, const struct outcome *oc)
 {
@@ -169,8 +190,13 @@ report(struct run *r, const struct job *job, const struct outcome *oc)
 	    json_object_set_new(obj, "task", json_string(r->task)) == -1 ||
 	    json_set_bytes(obj, "arg", job->arg, job->arglen) == -1 ||
 	    outcome_to_json(obj, oc) == -1 ||
-	    json_write_line(r->out, obj) == -1)
-		fprintf(stderr, "hkx run: cannot write the result of task %zu\n", job->index);
+	    json_write_line(r->out, obj) == -1) {
+		if (ferror(r->out))
+			output_failed(r);
+		else
+			fprintf(stderr, "hkx run: cannot write the result of task %zu\n",
+			    job->index);
+	}
 	json_decref(obj);
 }
 
@@ -227,7 +253,7 @@ take_ended(struct run *r)
 		report(r, (struct job *)it, &oc);
 		hkx_future_release(it->future);
 	}
-	fflush(r->out);
+	output_flush(r);
 }
 
 /* After an interrupt nothing more is submitted: the rest never starts. */
@@ -237,7 +263,7 @@ cancel_unsubmitted(struct run *r)
 	for (; r->submitted < r->njobs; r->submitted++)
 		report_unsubmitted(r, &r->jobs[r->submitted], HKX_CANCELLED, 0,
 		    "interrupted before it was submitted");
-	fflush(r->out);
+	output_flush(r);
 }
 
 static void
@@ -399,10 +425,11 @@ out_watch:
 out_sigfd:
 	close(sigfd);
 out_stdout:
-	if (fclose(r.out) == EOF && status == 0) {
-		fprintf(stderr, "hkx run: stdout: %s\n", strerror(errno));
+	output_flush(&r);
+	if (fclose(r.out) == EOF)
+		output_failed(&r);
+	if (r.out_errno != 0)
 		status = 1;
-	}
 out_tasks:
 	task_table_free(&tt);
 	run_free(&r);

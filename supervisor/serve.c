@@ -765,7 +765,11 @@ out_watch:
 out_sigfd:
 	close(sigfd);
 out_stdout:
-	fclose(s.out);
+	/* The last responses may still be in the buffer. */
+	if (fclose(s.out) == EOF && status == 0) {
+		fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
+		status = 1;
+	}
 out:
 	server_free(&s);
 	return status;

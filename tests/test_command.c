@@ -1247,6 +1247,35 @@ START_TEST(serve_errors_in_plain_words)
 }
 END_TEST
 
+/* Output that cannot be written is an error, never lost in silence. */
+START_TEST(output_to_full_device_fails)
+{
+	static const struct spawn full = { .closed_fd = -1, .stdout_path = "/dev/full" };
+	static const char requests[] =
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"a\"}\n"
+	    "{\"id\":2,\"task\":\"echo\",\"arg\":\"b\"}\n";
+	char lines[2000 * 2];
+	const char *in;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < sizeof(lines); i += 2)
+		memcpy(lines + i, "x\n", 2);
+	in = tmpfile_with("many.txt", lines, sizeof(lines));
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "run", "--input", in, "echo", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "run", "--json", "echo", "a", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, requests, "serve", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1294,6 +1323,7 @@ command_suite(void)
 	add(s, "closed_std_fds", closed_std_fds_at_start, 60);
 	add(s, "run_option_mistakes", run_option_mistakes, 60);
 	add(s, "serve_plain_errors", serve_errors_in_plain_words, 60);
+	add(s, "output_full", output_to_full_device_fails, 60);
 	return s;
 }
 
