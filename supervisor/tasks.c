@@ -30,6 +30,9 @@ extern char **environ;
 
 #define SHA256_BLOCK (256 * 1024)
 #define SH_POLL_MS 10
+#define SLEEP_STEP_NS 1000000
+/* A wake-up later than this is taken for a frozen host, not a busy one. */
+#define SLEEP_FROZEN_NS 20000000
 
 static int64_t
 now_ns(void)
@@ -84,30 +87,41 @@ task_echo(hkx_task *t, const void *arg, size_t len)
 }
 
 /*
- * Counts only the time actually spent sleeping, one millisecond at a time,
- * so a pause (at the checkpoint, or a freeze anywhere) does not eat into
- * the requested duration.
+ * Sleeps to a deadline, a millisecond at a time between checkpoints, so
+ * that late wake-ups on a busy machine do not add up. Time held at a
+ * checkpoint (a pause) moves the deadline; so does a wake-up too late to
+ * be a busy machine's, which means the host was frozen.
  */
 static int
 task_sleep(hkx_task *t, const void *arg, size_t len)
 {
-	const struct timespec slice = { 0, 1000000 };
-	int64_t slept = 0, total, before, took;
+	int64_t total, deadline, before, wake, now;
+	struct timespec ts;
 	long long ms;
 	int err;
 
 	if ((err = arg_ms(t, arg, len, &ms)) < 0)
 		return err;
 	total = ms * 1000000;
-	while (slept < total) {
+	deadline = now_ns() + total;
+	for (;;) {
+		before = now_ns();
 		if ((err = hkx_task_checkpoint(t)) < 0)
 			return err;
-		before = now_ns();
-		nanosleep(&slice, NULL);
-		took = now_ns() - before;
-		slept += took < slice.tv_nsec ? took : slice.tv_nsec;
-		hkx_task_progress(t, slept / 1000000, ms);
+		now = now_ns();
+		deadline += now - before;
+		if (now >= deadline)
+			break;
+		hkx_task_progress(t, (total - (deadline - now)) / 1000000, ms);
+		wake = deadline - now < SLEEP_STEP_NS ? deadline : now + SLEEP_STEP_NS;
+		ts.tv_sec = wake / 1000000000;
+		ts.tv_nsec = wake % 1000000000;
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+		if ((now = now_ns()) - wake > SLEEP_FROZEN_NS)
+			deadline += now - wake;
 	}
+	hkx_task_progress(t, ms, ms);
 	return 0;
 }
 

@@ -1276,6 +1276,30 @@ START_TEST(output_to_full_device_fails)
 }
 END_TEST
 
+/*
+ * A late wake-up must not add up: with 5 ms of timer slack every one of a
+ * sleep's millisecond steps wakes up to 5 ms late, which made `sleep 500`
+ * last 3 s. The bound only tells the two apart.
+ */
+START_TEST(task_sleep_keeps_its_deadline)
+{
+	static const struct spawn slack = { .closed_fd = -1, .timer_slack_ns = 5000000 };
+	json_t *arr, *o;
+	struct proc p;
+	double ms;
+
+	ck_assert_int_eq(hkx_spawned(&p, &slack, NULL, "run", "--json", "sleep", "500",
+	    NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ms = json_number_value(json_object_get(o, "time_ms"));
+	ck_assert_msg(ms >= 500 && ms < 2000, "sleep 500 took %.1f ms", ms);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1324,6 +1348,7 @@ command_suite(void)
 	add(s, "run_option_mistakes", run_option_mistakes, 60);
 	add(s, "serve_plain_errors", serve_errors_in_plain_words, 60);
 	add(s, "output_full", output_to_full_device_fails, 60);
+	add(s, "sleep_deadline", task_sleep_keeps_its_deadline, 60);
 	return s;
 }
 
