@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "options.h"
+#include "tasks.h"
 
 enum {
 	OPT_HELP = 'h',
@@ -25,6 +26,7 @@ enum {
 	OPT_NO_NEW_PRIVS,
 	OPT_STOP_AFTER,
 	OPT_KILL_AFTER,
+	OPT_STOP_GRACE,
 	OPT_CPU_LIMIT,
 	OPT_RETRIES,
 	OPT_INPUT,
@@ -43,6 +45,7 @@ static const struct {
 	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
 	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
 	{ { "kill-after", required_argument, NULL, OPT_KILL_AFTER }, OPTS_LIMITS },
+	{ { "stop-grace", required_argument, NULL, OPT_STOP_GRACE }, OPTS_LIMITS },
 	{ { "cpu-limit", required_argument, NULL, OPT_CPU_LIMIT }, OPTS_LIMITS },
 	{ { "retries", required_argument, NULL, OPT_RETRIES }, OPTS_LIMITS },
 	{ { "input", required_argument, NULL, OPT_INPUT }, OPTS_RUN },
@@ -177,6 +180,11 @@ apply(struct cmd_options *o, int opt, const char *arg)
 			return -1;
 		o->kill_after_ms = n;
 		return 0;
+	case OPT_STOP_GRACE:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->stop_grace_ms = n;
+		return 0;
 	case OPT_CPU_LIMIT:
 		return parse_seconds(o, arg, &o->cpu_limit_ms);
 	case OPT_RETRIES:
@@ -237,6 +245,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 
 	memset(o, 0, sizeof(*o));
 	o->command = argv[0];
+	o->stop_grace_ms = SH_STOP_GRACE_MS;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
@@ -302,6 +311,7 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	hkx_config_init(&c);
 	c.tasks = tt->defs;
 	c.ntasks = tt->n;
+	c.max_payload = TASK_MAX_PAYLOAD;
 	if (o->threads != 0)
 		c.threads = o->threads;
 	c.limit_memory_bytes = o->memory_limit;
@@ -322,4 +332,34 @@ options_task_opts(const struct cmd_options *o, struct hkx_opts *opts)
 	opts->kill_after_ms = o->kill_after_ms;
 	opts->cpu_limit_ms = o->cpu_limit_ms;
 	opts->retries = o->retries;
+}
+
+int
+options_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
+    const struct hkx_opts *opts, int stop_grace_ms, hkx_future **out)
+{
+	void *sh_arg;
+	size_t sh_len;
+	int err;
+
+	if (strcmp(task, "sh") != 0)
+		return hkx_submit(ex, task, arg, len, opts, out);
+	/* The settings must not push a command that fits over the cap. */
+	if (len > TASK_MAX_PAYLOAD)
+		return -E2BIG;
+	if ((sh_arg = sh_argument(arg, len, stop_grace_ms, opts->cpu_limit_ms, &sh_len)) == NULL)
+		return -ENOMEM;
+	err = hkx_submit(ex, task, sh_arg, sh_len, opts, out);
+	free(sh_arg);
+	return err;
+}
+
+const char *
+options_submit_error(int err, char *buf, size_t size)
+{
+	if (err == -E2BIG) {
+		snprintf(buf, size, "argument over %zu bytes", TASK_MAX_PAYLOAD);
+		return buf;
+	}
+	return strerror(-err);
 }

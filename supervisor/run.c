@@ -41,6 +41,7 @@ static const char usage[] =
 "      --fail-fast        the first task that fails stops the others\n"
 "      --stop-after MS    ask a task to stop after MS ms of run time\n"
 "      --kill-after MS    kill a task after MS ms of run time (timed_out)\n"
+"      --stop-grace MS    after a stop, SIGKILL for `sh` after MS ms (2000)\n"
 "      --cpu-limit SEC    kill a task after SEC s of its own CPU time\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the host\n"
@@ -216,6 +217,7 @@ submit_batch(struct run *r)
 	size_t end = r->submitted + SUBMIT_BATCH;
 	struct job *job;
 	hkx_future *f;
+	char text[64];
 	int err;
 
 	if (end > r->njobs)
@@ -223,13 +225,15 @@ submit_batch(struct run *r)
 	for (; r->submitted < end; r->submitted++) {
 		job = &r->jobs[r->submitted];
 		watch_submitted(&job->watch);
-		err = hkx_submit(r->ex, r->task, job->arg, job->arglen, &r->opts, &f);
+		err = options_submit(r->ex, r->task, job->arg, job->arglen, &r->opts,
+		    r->o.stop_grace_ms, &f);
 		if (err == -ECANCELED) {
 			report_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
 			continue;
 		}
 		if (err < 0) {
-			report_unsubmitted(r, job, HKX_FAILED, err, strerror(-err));
+			report_unsubmitted(r, job, HKX_FAILED, err,
+			    options_submit_error(err, text, sizeof(text)));
 			continue;
 		}
 		watch_add(&r->watch, &job->watch, f);

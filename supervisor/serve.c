@@ -48,14 +48,16 @@ static const char usage[] =
 "\n"
 "  {\"id\":1,\"task\":\"echo\",\"arg\":\"hi\"}   -> {\"id\":1,\"state\":\"done\",\"result\":\"hi\",...}\n"
 "  request fields: id (string or integer, unique while in flight), task,\n"
-"    arg or arg_b64, stop_after_ms, kill_after_ms, cpu_limit_ms, retries,\n"
-"    group (fail-fast group by name), progress (true: progress events)\n"
+"    arg or arg_b64, stop_after_ms, kill_after_ms, stop_grace_ms (sh),\n"
+"    cpu_limit_ms, retries, group (fail-fast group by name),\n"
+"    progress (true: progress events)\n"
 "  control: {\"cancel\":ID} {\"stop\":ID} {\"kill\":ID} {\"pause\":\"checkpoint\"}\n"
 "    {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
 "      --stop-after MS    default stop_after_ms of requests\n"
 "      --kill-after MS    default kill_after_ms of requests\n"
+"      --stop-grace MS    default stop_grace_ms of requests (2000)\n"
 "      --cpu-limit SEC    default CPU time limit of requests\n"
 "      --retries N        default retries of requests\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
@@ -266,7 +268,7 @@ find_group(struct server *s, const char *name, json_t *id)
 
 static const char *const request_fields[] = {
 	"id", "task", "arg", "arg_b64", "stop_after_ms", "kill_after_ms",
-	"cpu_limit_ms", "retries", "group", "progress",
+	"stop_grace_ms", "cpu_limit_ms", "retries", "group", "progress",
 };
 
 static bool
@@ -336,7 +338,8 @@ handle_request(struct server *s, json_t *req)
 	char *owned_arg = NULL;
 	hkx_future *f;
 	size_t arglen;
-	int retries, err;
+	int retries, stop_grace_ms, err;
+	char text[64];
 
 	if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
 		send_error(s, NULL, "a request needs an id, a string or an integer");
@@ -369,7 +372,9 @@ handle_request(struct server *s, json_t *req)
 
 	options_task_opts(&s->o, &opts);
 	retries = opts.retries;
+	stop_grace_ms = s->o.stop_grace_ms;
 	if (get_count(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
+	    get_count(s, req, id, "stop_grace_ms", &stop_grace_ms) == -1 ||
 	    get_count(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
 	    get_count(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
 	    get_count(s, req, id, "retries", &retries) == -1)
@@ -395,7 +400,7 @@ handle_request(struct server *s, json_t *req)
 		goto fail;
 	}
 	watch_submitted(&rq->watch);
-	err = hkx_submit(s->ex, task, arg, arglen, &opts, &f);
+	err = options_submit(s->ex, task, arg, arglen, &opts, stop_grace_ms, &f);
 	if (err == -ECANCELED) {
 		struct outcome oc = { .state = HKX_CANCELLED,
 		    .message = "its group has already failed" };
@@ -404,7 +409,8 @@ handle_request(struct server *s, json_t *req)
 		goto fail;
 	}
 	if (err < 0) {
-		send_error(s, id, "cannot submit: %s", strerror(-err));
+		send_error(s, id, "cannot submit: %s",
+		    options_submit_error(err, text, sizeof(text)));
 		goto fail;
 	}
 	rq->key = probe.key;

@@ -17,7 +17,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +32,8 @@ extern char **environ;
 
 #define SHA256_BLOCK (256 * 1024)
 #define SH_POLL_MS 10
+/* How long a task waits for its shell's group to be gone once killed. */
+#define SH_REAP_MS 1000
 #define SLEEP_STEP_NS 1000000
 /* A wake-up later than this is taken for a frozen host, not a busy one. */
 #define SLEEP_FROZEN_NS 20000000
@@ -226,15 +230,20 @@ struct output {
 	size_t len, cap;
 };
 
+/* Reads once from the nonblocking fd, at most one byte past
+ * TASK_MAX_PAYLOAD in all. Returns 1 if it read, 0 at EOF, -EAGAIN when
+ * nothing is there, or another -errno. */
 static int
 output_read(struct output *o, int fd)
 {
 	ssize_t n;
 
-	if (o->cap - o->len < 4096) {
+	if (o->cap - o->len < 4096 && o->cap <= TASK_MAX_PAYLOAD) {
 		size_t cap = o->cap == 0 ? 65536 : o->cap * 2;
 		char *p;
 
+		if (cap > TASK_MAX_PAYLOAD)
+			cap = TASK_MAX_PAYLOAD + 1;
 		if ((p = realloc(o->data, cap)) == NULL)
 			return -ENOMEM;
 		o->data = p;
@@ -244,6 +253,68 @@ output_read(struct output *o, int fd)
 		return errno == EINTR ? 1 : -errno;
 	o->len += n;
 	return n > 0;
+}
+
+static bool
+output_over(const struct output *o)
+{
+	return o->len > TASK_MAX_PAYLOAD;
+}
+
+/* What the pipe still holds, without waiting for writers to go. */
+static int
+output_drain(struct output *o, int fd)
+{
+	int err;
+
+	while (!output_over(o) && (err = output_read(o, fd)) > 0)
+		;
+	return err == -EAGAIN ? 0 : err;
+}
+
+struct sh_settings {
+	int stop_grace_ms;
+	int cpu_limit_ms;      /* 0: none */
+};
+
+void *
+sh_argument(const void *cmd, size_t len, int stop_grace_ms, int cpu_limit_ms,
+    size_t *out_len)
+{
+	char settings[32];
+	int n;
+	char *arg;
+
+	n = snprintf(settings, sizeof(settings), "%d %d", stop_grace_ms, cpu_limit_ms);
+	if ((arg = malloc(n + 1 + len)) == NULL)
+		return NULL;
+	memcpy(arg, settings, n + 1);
+	memcpy(arg + n + 1, cmd, len);
+	*out_len = n + 1 + len;
+	return arg;
+}
+
+/*
+ * The command of an `sh` argument as a C string, and its settings. A
+ * command holds no NUL byte, so one marks settings before it (see
+ * sh_argument); without them, the defaults apply.
+ */
+static char *
+sh_command(hkx_task *t, const char *arg, size_t len, struct sh_settings *set)
+{
+	const char *nul = memchr(arg, '\0', len);
+	int end = -1;
+
+	set->stop_grace_ms = SH_STOP_GRACE_MS;
+	set->cpu_limit_ms = 0;
+	if (nul == NULL)
+		return arg_string(t, arg, len);
+	if (sscanf(arg, "%d %d%n", &set->stop_grace_ms, &set->cpu_limit_ms, &end) != 2 ||
+	    end != nul - arg || set->stop_grace_ms < 0 || set->cpu_limit_ms < 0) {
+		hkx_task_message(t, "argument contains a NUL byte");
+		return NULL;
+	}
+	return arg_string(t, nul + 1, len - (nul + 1 - arg));
 }
 
 static int
@@ -259,6 +330,7 @@ spawn_shell(const char *cmd, int out_fd, pid_t *pid)
 	 * The host ignores INT, QUIT, HUP, TERM, TSTP, TTIN, TTOU and PIPE, and
 	 * ignored dispositions survive exec: the shell gets them all back to
 	 * default, and an empty mask, so it behaves as it would from a terminal.
+	 * A group of its own lets a stop reach everything it starts.
 	 */
 	sigfillset(&all);
 	sigemptyset(&none);
@@ -271,35 +343,78 @@ spawn_shell(const char *cmd, int out_fd, pid_t *pid)
 	if ((err = posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO)) == 0 &&
 	    (err = posix_spawnattr_setsigdefault(&attr, &all)) == 0 &&
 	    (err = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
-	    (err = posix_spawnattr_setflags(&attr,
-	        POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)) == 0)
+	    (err = posix_spawnattr_setpgroup(&attr, 0)) == 0 &&
+	    (err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
+	        POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP)) == 0)
 		err = posix_spawn(pid, "/bin/sh", &actions, &attr, argv, environ);
 	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&actions);
 	return -err;
 }
 
+/* Only our end does not block: the shell's stdout behaves as usual. */
+static int
+sh_pipe(int fds[2])
+{
+	int err;
+
+	if (pipe2(fds, O_CLOEXEC) == -1)
+		return -errno;
+	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) == -1) {
+		err = -errno;
+		close(fds[0]);
+		close(fds[1]);
+		return err;
+	}
+	return 0;
+}
+
 /*
- * The shell stays in the host's process group, so that killing the host
- * kills the command and everything it started. A stop sends SIGTERM to the
- * shell and ends the task STOPPED; what the shell left behind still dies
- * with the host.
+ * Kills what is left of the group and reaps those of its members that are
+ * the host's (the host is the subreaper of orphans), until none is left.
+ * Bounded: a member whose parent is outside the group is that parent's to
+ * reap, and the host reaps it in the end anyway.
+ */
+static void
+sh_reap_group(pid_t pgid)
+{
+	int64_t deadline = now_ns() + (int64_t)SH_REAP_MS * 1000000;
+
+	while (kill(-pgid, 0) == 0 && now_ns() < deadline) {
+		kill(-pgid, SIGKILL);
+		while (waitpid(-pgid, NULL, WNOHANG | __WALL) > 0)
+			;
+		poll(NULL, 0, 1);
+	}
+}
+
+/*
+ * /bin/sh -c COMMAND in a process group of its own, its stdout read into
+ * the result. A stop sends SIGTERM to the group, then SIGKILL once the
+ * grace period is over, and the task ends STOPPED. The task ends when the
+ * shell exits: what it left running in its group is killed then, and the
+ * output is what the pipe holds by that time, so a background job that
+ * keeps the pipe open cannot hold the task. Past TASK_MAX_PAYLOAD bytes of
+ * output, the group is killed. A kill of the host takes everything along,
+ * in whatever group (the host is a subreaper).
  */
 static int
 task_sh(hkx_task *t, const void *arg, size_t len)
 {
+	enum { SH_RUNNING, SH_STOPPING, SH_KILLED_ON_STOP, SH_OVER } why = SH_RUNNING;
 	struct output out = { NULL, 0, 0 };
+	struct sh_settings set;
 	struct pollfd pfd;
-	bool stopped = false;
-	int pipefd[2], status, err;
+	int64_t kill_at = 0;
+	int pipefd[2], status = 0, err = 0;
+	siginfo_t si;
 	pid_t pid;
 	char *cmd;
 
-	if ((cmd = arg_string(t, arg, len)) == NULL)
+	if ((cmd = sh_command(t, arg, len, &set)) == NULL)
 		return -EINVAL;
-	if (pipe2(pipefd, O_CLOEXEC) == -1) {
-		err = -errno;
-		hkx_task_message(t, "pipe: %s", strerror(errno));
+	if ((err = sh_pipe(pipefd)) < 0) {
+		hkx_task_message(t, "pipe: %s", strerror(-err));
 		free(cmd);
 		return err;
 	}
@@ -315,38 +430,69 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 	pfd.fd = pipefd[0];
 	pfd.events = POLLIN;
 	for (;;) {
-		if (!stopped && hkx_task_should_stop(t)) {
-			kill(pid, SIGTERM);
-			stopped = true;
+		if (why == SH_RUNNING && hkx_task_should_stop(t)) {
+			kill(-pid, SIGTERM);
+			kill_at = now_ns() + (int64_t)set.stop_grace_ms * 1000000;
+			why = SH_STOPPING;
 		}
+		if (why == SH_STOPPING && now_ns() >= kill_at) {
+			kill(-pid, SIGKILL);
+			why = SH_KILLED_ON_STOP;
+		}
+		/* Not reaped yet: its zombie keeps the group id from reuse. */
+		si.si_pid = 0;
+		if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1 && errno != EINTR) {
+			err = -errno;
+			break;
+		}
+		if (si.si_pid == pid)
+			break;
 		if (poll(&pfd, 1, SH_POLL_MS) == -1 && errno != EINTR) {
 			err = -errno;
 			break;
 		}
 		if (pfd.revents == 0)
 			continue;
-		if ((err = output_read(&out, pipefd[0])) <= 0)
+		if ((err = output_read(&out, pfd.fd)) == 0)
+			pfd.fd = -1; /* EOF: the shell may still run */
+		else if (err < 0 && err != -EAGAIN)
 			break;
-	}
-	close(pipefd[0]);
-	if (err < 0)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) == -1) {
-		if (errno != EINTR) {
-			hkx_task_message(t, "waitpid: %s", strerror(errno));
-			free(out.data);
-			return -errno;
+		err = 0;
+		if (output_over(&out) && why != SH_OVER) {
+			kill(-pid, SIGKILL);
+			why = SH_OVER;
+			pfd.fd = -1;
 		}
 	}
+	kill(-pid, SIGKILL);
+	while (waitpid(pid, &status, 0) == -1) {
+		if (errno != EINTR) {
+			err = -errno;
+			break;
+		}
+	}
+	sh_reap_group(pid);
+	if (err == 0 && why != SH_OVER)
+		err = output_drain(&out, pipefd[0]);
+	close(pipefd[0]);
 
-	if (err == 0)
-		err = hkx_task_reply(t, out.data, out.len);
-	free(out.data);
 	if (err < 0) {
 		hkx_task_message(t, "reading the output: %s", strerror(-err));
+		free(out.data);
 		return err;
 	}
-	if (stopped)
+	if (output_over(&out)) {
+		hkx_task_message(t, "output over %zu bytes", TASK_MAX_PAYLOAD);
+		free(out.data);
+		return -E2BIG;
+	}
+	err = hkx_task_reply(t, out.data, out.len);
+	free(out.data);
+	if (err < 0) {
+		hkx_task_message(t, "the output: %s", strerror(-err));
+		return err;
+	}
+	if (why != SH_RUNNING)
 		return -ECANCELED;
 	if (WIFSIGNALED(status)) {
 		hkx_task_message(t, "killed by signal %d (%s)", WTERMSIG(status),

@@ -1300,6 +1300,165 @@ START_TEST(task_sleep_keeps_its_deadline)
 }
 END_TEST
 
+/* The pid a shell wrote to path; the test fails if there is none. */
+static pid_t
+pid_from(const char *path)
+{
+	char buf[32];
+	FILE *f;
+	pid_t pid;
+
+	ck_assert_msg((f = fopen(path, "re")) != NULL, "no %s", path);
+	ck_assert(fgets(buf, sizeof(buf), f) != NULL);
+	fclose(f);
+	pid = atoi(buf);
+	ck_assert_int_gt(pid, 1);
+	return pid;
+}
+
+/* Dead or a zombie, within a bound: the host reaps its orphans only when
+ * idle, so a child may linger as a zombie for a moment. */
+static void
+assert_gone_soon(pid_t pid)
+{
+	long long deadline = now_ms() + 5000;
+
+	while (!process_gone(pid)) {
+		ck_assert_msg(now_ms() < deadline, "process %d survived", (int)pid);
+		usleep(10000);
+	}
+}
+
+/* A stop reaches every process of the shell's group, not the shell alone:
+ * a child that held the output pipe kept the task running to its end. */
+START_TEST(task_sh_stop_takes_its_group)
+{
+	char cmd[512], pidfile[300];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/stopped.pid", tmpdir);
+	snprintf(cmd, sizeof(cmd), "sleep 600 & echo $! > %s; wait", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--stop-after", "200", "sh", cmd,
+	    NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+	assert_gone_soon(pid_from(pidfile));
+
+	/* Deaf to SIGTERM: killed once the grace period is over, and still
+	 * stopped, as it was asked to. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--stop-after", "200",
+	    "--stop-grace", "300", "sh", "trap '' TERM; sleep 600; true", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* Once the shell exits, what it left in its group is killed and the task
+ * ends with the output so far, instead of waiting for the pipe's EOF. */
+START_TEST(task_sh_exit_ends_the_task)
+{
+	char cmd[512], pidfile[300];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/background.pid", tmpdir);
+	snprintf(cmd, sizeof(cmd), "echo before; sleep 600 & echo $! > %s", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh", cmd, NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "before\n");
+	json_decref(arr);
+	proc_free(&p);
+	assert_gone_soon(pid_from(pidfile));
+}
+END_TEST
+
+START_TEST(serve_stop_takes_the_group)
+{
+	static const char *const args[] = { "serve", "-j", "2", NULL };
+	char line[1024], pidfile[300];
+	json_t *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/served.pid", tmpdir);
+	proc_start(&p, args);
+	snprintf(line, sizeof(line), "{\"id\":1,\"task\":\"sh\",\"arg\":\"sleep 600 & echo $! > %s;"
+	    " echo started >&2; wait\"}\n", pidfile);
+	proc_write(&p, line);
+	proc_wait_stderr(&p, "started");
+	proc_write(&p, "{\"stop\":1}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	assert_gone_soon(pid_from(pidfile));
+
+	proc_write(&p, "{\"id\":2,\"task\":\"sh\",\"arg\":\"trap '' TERM; echo deaf >&2;"
+	    " sleep 600; true\",\"stop_grace_ms\":100}\n");
+	proc_wait_stderr(&p, "deaf");
+	proc_write(&p, "{\"stop\":2}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 2);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+/* A task's output is bounded like any result: past it the shell's group
+ * is killed, so an endless writer cannot grow the host. */
+START_TEST(task_sh_output_is_capped)
+{
+	static const char *const cmds[] = { "head -c 67108865 /dev/zero", "cat /dev/zero" };
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh", cmds[i], NULL), 1);
+		arr = all_json(&p);
+		o = by_index(arr, 0);
+		ck_assert_str_eq(str(o, "state"), "failed");
+		ck_assert_int_eq(num(o, "code"), -E2BIG);
+		ck_assert_str_eq(str(o, "message"), "output over 67108864 bytes");
+		json_decref(arr);
+		proc_free(&p);
+	}
+}
+END_TEST
+
+START_TEST(serve_argument_over_the_cap)
+{
+	static const char head[] = "{\"id\":1,\"task\":\"echo\",\"arg\":\"";
+	size_t n = 67108865, len = strlen(head);
+	json_t *arr;
+	struct proc p;
+	char *line;
+
+	ck_assert((line = malloc(len + n + 4)) != NULL);
+	memcpy(line, head, len);
+	memset(line + len, 'a', n);
+	memcpy(line + len + n, "\"}\n", 4);
+	ck_assert_int_eq(hkx(&p, line, "serve", NULL), 0);
+	free(line);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 1);
+	ck_assert_msg(strstr(str(json_array_get(arr, 0), "error"),
+	    "argument over 67108864 bytes") != NULL, "%s",
+	    str(json_array_get(arr, 0), "error"));
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1349,6 +1508,11 @@ command_suite(void)
 	add(s, "serve_plain_errors", serve_errors_in_plain_words, 60);
 	add(s, "output_full", output_to_full_device_fails, 60);
 	add(s, "sleep_deadline", task_sleep_keeps_its_deadline, 60);
+	add(s, "sh_stop_group", task_sh_stop_takes_its_group, 60);
+	add(s, "sh_exit", task_sh_exit_ends_the_task, 60);
+	add(s, "serve_stop_group", serve_stop_takes_the_group, 60);
+	add(s, "sh_output_cap", task_sh_output_is_capped, 60);
+	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
 	return s;
 }
 
