@@ -9,8 +9,10 @@
  * command's stderr, and output belongs in the reply.
  */
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,6 +36,8 @@ extern char **environ;
 #define SH_POLL_MS 10
 /* How long a task waits for its shell's group to be gone once killed. */
 #define SH_REAP_MS 1000
+/* How often, at most, the CPU time of a shell's group is added up. */
+#define SH_CPU_CHECK_MS 50
 #define SLEEP_STEP_NS 1000000
 /* A wake-up later than this is taken for a frozen host, not a busy one. */
 #define SLEEP_FROZEN_NS 20000000
@@ -370,6 +374,60 @@ sh_pipe(int fds[2])
 }
 
 /*
+ * The CPU time, in ms, of the group's processes and of the children they
+ * reaped, as /proc tells it. A member that died and was not reaped yet
+ * still counts: nothing reaps the host's orphans while a task runs. Time
+ * spent by a process that left the group is not counted.
+ */
+static int64_t
+group_cpu_ms(pid_t pgid)
+{
+	unsigned long long utime, stime, cutime, cstime, ticks = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	struct dirent *de;
+	char path[300], stat[512], *p;
+	ssize_t n;
+	int fd, pgrp;
+	DIR *proc;
+
+	if ((proc = opendir("/proc")) == NULL)
+		return 0;
+	while ((de = readdir(proc)) != NULL) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		n = read(fd, stat, sizeof(stat) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		stat[n] = '\0';
+		/* The name, in parentheses, may hold anything but ends at the
+		 * last ')': state, ppid, pgrp, ..., utime (14), stime, cutime,
+		 * cstime follow. */
+		if ((p = strrchr(stat, ')')) == NULL ||
+		    sscanf(p + 1, " %*c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu",
+		    &pgrp, &utime, &stime, &cutime, &cstime) != 5 || pgrp != pgid)
+			continue;
+		ticks += utime + stime + cutime + cstime;
+	}
+	closedir(proc);
+	return hz > 0 ? (int64_t)(ticks * 1000 / (unsigned long long)hz) : 0;
+}
+
+/* Adding up costs: look again only when the group could have used what is
+ * left of its budget, with every CPU busy. */
+static int64_t
+sh_cpu_check_in_ms(int64_t left_ms)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int64_t ms = cpus > 0 ? left_ms / cpus : SH_CPU_CHECK_MS;
+
+	return ms > SH_CPU_CHECK_MS ? ms : SH_CPU_CHECK_MS;
+}
+
+/*
  * Kills what is left of the group and reaps those of its members that are
  * the host's (the host is the subreaper of orphans), until none is left.
  * Bounded: a member whose parent is outside the group is that parent's to
@@ -401,11 +459,11 @@ sh_reap_group(pid_t pgid)
 static int
 task_sh(hkx_task *t, const void *arg, size_t len)
 {
-	enum { SH_RUNNING, SH_STOPPING, SH_KILLED_ON_STOP, SH_OVER } why = SH_RUNNING;
+	enum { SH_RUNNING, SH_STOPPING, SH_KILLED_ON_STOP, SH_OVER, SH_CPU } why = SH_RUNNING;
 	struct output out = { NULL, 0, 0 };
 	struct sh_settings set;
 	struct pollfd pfd;
-	int64_t kill_at = 0;
+	int64_t kill_at = 0, cpu_check_at = 0, cpu_ms = 0;
 	int pipefd[2], status = 0, err = 0;
 	siginfo_t si;
 	pid_t pid;
@@ -438,6 +496,13 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 		if (why == SH_STOPPING && now_ns() >= kill_at) {
 			kill(-pid, SIGKILL);
 			why = SH_KILLED_ON_STOP;
+		}
+		if (why == SH_RUNNING && set.cpu_limit_ms != 0 && now_ns() >= cpu_check_at) {
+			if ((cpu_ms = group_cpu_ms(pid)) > set.cpu_limit_ms) {
+				kill(-pid, SIGKILL);
+				why = SH_CPU;
+			}
+			cpu_check_at = now_ns() + sh_cpu_check_in_ms(set.cpu_limit_ms - cpu_ms) * 1000000;
 		}
 		/* Not reaped yet: its zombie keeps the group id from reuse. */
 		si.si_pid = 0;
@@ -491,6 +556,11 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 	if (err < 0) {
 		hkx_task_message(t, "the output: %s", strerror(-err));
 		return err;
+	}
+	if (why == SH_CPU) {
+		hkx_task_message(t, "CPU time limit of %d ms reached: its processes used %lld ms",
+		    set.cpu_limit_ms, (long long)cpu_ms);
+		return -ETIMEDOUT;
 	}
 	if (why != SH_RUNNING)
 		return -ECANCELED;

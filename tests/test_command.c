@@ -1459,6 +1459,29 @@ START_TEST(serve_argument_over_the_cap)
 }
 END_TEST
 
+/* The CPU time of the shell's processes counts against --cpu-limit: the
+ * shell's own, and its children's, dead or alive. */
+START_TEST(task_sh_cpu_limit)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "2", "--cpu-limit", "0.3", "sh",
+	    "while :; do :; done", "yes > /dev/null & wait", NULL), 1);
+	arr = all_json(&p);
+	for (i = 0; i < 2; i++) {
+		o = by_index(arr, i);
+		ck_assert_str_eq(str(o, "state"), "failed");
+		ck_assert_int_eq(num(o, "code"), -ETIMEDOUT);
+		ck_assert_msg(strstr(str(o, "message"), "CPU time limit") != NULL, "%s",
+		    str(o, "message"));
+	}
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1513,6 +1536,7 @@ command_suite(void)
 	add(s, "serve_stop_group", serve_stop_takes_the_group, 60);
 	add(s, "sh_output_cap", task_sh_output_is_capped, 60);
 	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
+	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
 	return s;
 }
 
