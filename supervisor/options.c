@@ -344,9 +344,6 @@ options_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
 
 	if (strcmp(task, "sh") != 0)
 		return hkx_submit(ex, task, arg, len, opts, out);
-	/* The settings must not push a command that fits over the cap. */
-	if (len > TASK_MAX_PAYLOAD)
-		return -E2BIG;
 	if ((sh_arg = sh_argument(arg, len, stop_grace_ms, opts->cpu_limit_ms, &sh_len)) == NULL)
 		return -ENOMEM;
 	err = hkx_submit(ex, task, sh_arg, sh_len, opts, out);

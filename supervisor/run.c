@@ -43,6 +43,7 @@ static const char usage[] =
 "      --kill-after MS    kill a task after MS ms of run time (timed_out)\n"
 "      --stop-grace MS    after a stop, SIGKILL for `sh` after MS ms (2000)\n"
 "      --cpu-limit SEC    kill a task after SEC s of its own CPU time\n"
+"                         (for `sh`, of its processes: it ends failed)\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the host\n"
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"

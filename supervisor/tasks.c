@@ -1,9 +1,10 @@
 /*
  * tasks: echo, sleep, spin, crash, fail, sha256, sh.
  *
- * Every function here runs on a worker thread of the host. Arguments are
- * bytes from the client, not C strings: each task checks and copies what it
- * needs. Cooperative tasks honour stop and pause through
+ * Every task here runs on a worker thread of the host (sh_argument alone
+ * runs in the command, to hand `sh` what the library does not carry to a
+ * task). Arguments are bytes from the client, not C strings: each task
+ * checks and copies what it needs. Cooperative tasks honour stop and pause through
  * hkx_task_checkpoint; `spin` and `crash` exist to misbehave on purpose.
  * Nothing here may write to stdout: in `hkx serve` fd 1 of the host is the
  * command's stderr, and output belongs in the reply.
@@ -269,11 +270,11 @@ output_over(const struct output *o)
 static int
 output_drain(struct output *o, int fd)
 {
-	int err;
+	int err = 0;
 
 	while (!output_over(o) && (err = output_read(o, fd)) > 0)
 		;
-	return err == -EAGAIN ? 0 : err;
+	return err < 0 && err != -EAGAIN ? err : 0;
 }
 
 struct sh_settings {
@@ -307,17 +308,23 @@ static char *
 sh_command(hkx_task *t, const char *arg, size_t len, struct sh_settings *set)
 {
 	const char *nul = memchr(arg, '\0', len);
-	int end = -1;
+	long grace, cpu;
+	char *end;
 
 	set->stop_grace_ms = SH_STOP_GRACE_MS;
 	set->cpu_limit_ms = 0;
 	if (nul == NULL)
 		return arg_string(t, arg, len);
-	if (sscanf(arg, "%d %d%n", &set->stop_grace_ms, &set->cpu_limit_ms, &end) != 2 ||
-	    end != nul - arg || set->stop_grace_ms < 0 || set->cpu_limit_ms < 0) {
+	errno = 0;
+	grace = strtol(arg, &end, 10);
+	cpu = *end == ' ' ? strtol(end + 1, &end, 10) : -1;
+	if (errno != 0 || end != nul || grace < 0 || grace > INT_MAX || cpu < 0 ||
+	    cpu > INT_MAX) {
 		hkx_task_message(t, "argument contains a NUL byte");
 		return NULL;
 	}
+	set->stop_grace_ms = grace;
+	set->cpu_limit_ms = cpu;
 	return arg_string(t, nul + 1, len - (nul + 1 - arg));
 }
 
@@ -464,6 +471,7 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 	struct sh_settings set;
 	struct pollfd pfd;
 	int64_t kill_at = 0, cpu_check_at = 0, cpu_ms = 0;
+	const char *doing = "reading the output";
 	int pipefd[2], status = 0, err = 0;
 	siginfo_t si;
 	pid_t pid;
@@ -508,12 +516,14 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 		si.si_pid = 0;
 		if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1 && errno != EINTR) {
 			err = -errno;
+			doing = "waitid";
 			break;
 		}
 		if (si.si_pid == pid)
 			break;
 		if (poll(&pfd, 1, SH_POLL_MS) == -1 && errno != EINTR) {
 			err = -errno;
+			doing = "poll";
 			break;
 		}
 		if (pfd.revents == 0)
@@ -533,6 +543,7 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 	while (waitpid(pid, &status, 0) == -1) {
 		if (errno != EINTR) {
 			err = -errno;
+			doing = "waitpid";
 			break;
 		}
 	}
@@ -542,7 +553,7 @@ task_sh(hkx_task *t, const void *arg, size_t len)
 	close(pipefd[0]);
 
 	if (err < 0) {
-		hkx_task_message(t, "reading the output: %s", strerror(-err));
+		hkx_task_message(t, "%s: %s", doing, strerror(-err));
 		free(out.data);
 		return err;
 	}

@@ -1333,7 +1333,7 @@ assert_gone_soon(pid_t pid)
  * a child that held the output pipe kept the task running to its end. */
 START_TEST(task_sh_stop_takes_its_group)
 {
-	char cmd[512], pidfile[300];
+	char cmd[512], cmd2[512], pidfile[300];
 	json_t *arr, *o;
 	struct proc p;
 
@@ -1354,6 +1354,19 @@ START_TEST(task_sh_stop_takes_its_group)
 	    "--stop-grace", "300", "sh", "trap '' TERM; sleep 600; true", NULL), 1);
 	arr = all_json(&p);
 	ck_assert_str_eq(str(by_index(arr, 0), "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+
+	/* A fail-fast run: the first fails once the second runs, which is
+	 * stopped with its child. */
+	snprintf(pidfile, sizeof(pidfile), "%s/running", tmpdir);
+	snprintf(cmd, sizeof(cmd), "while [ ! -e %s ]; do sleep 0.01; done; exit 1", pidfile);
+	snprintf(cmd2, sizeof(cmd2), "touch %s; sleep 600; true", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--fail-fast", "-j", "2", "sh", cmd,
+	    cmd2, NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "failed");
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "stopped");
 	json_decref(arr);
 	proc_free(&p);
 }
