@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "options.h"
+#include "outcome.h"
 #include "tasks.h"
 
 extern char **environ;
@@ -63,7 +64,7 @@ cmd_tasks(int argc, char **argv)
 		printf("%-16s from %s\n", tt.defs[j].name, tt.origins[j]);
 	task_table_free(&tt);
 	options_free(&o);
-	return fflush(stdout) == 0 ? 0 : 1;
+	return output_check_stdout("tasks") == 0 ? 0 : 1;
 }
 
 /*
@@ -110,11 +111,11 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		fputs(usage, stdout);
-		return 0;
+		return output_check_stdout("--help") == 0 ? 0 : 1;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("hkx %s (library %s)\n", HKX_CMD_VERSION, hkx_version());
-		return 0;
+		return output_check_stdout("--version") == 0 ? 0 : 1;
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)

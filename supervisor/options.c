@@ -1,7 +1,7 @@
 /*
  * options: getopt_long over one table of every option, filtered by what the
  * subcommand accepts, and the conversions from option values to library
- * structures.
+ * structures and submissions.
  *
  * Numbers go through strtonum() so that a typo is an error rather than a
  * silent zero. Nothing here exits: the caller picks the status.

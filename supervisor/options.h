@@ -1,7 +1,7 @@
 /*
  * options: the command-line options that run, serve and tasks share, and
  * what they turn into (the task table, the executor's config, per-task
- * limits).
+ * limits, and the submission that carries them to a task).
  *
  * One parser for every subcommand, each naming the groups of options it
  * accepts, so that an option means the same everywhere. Errors are printed

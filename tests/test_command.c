@@ -1273,6 +1273,14 @@ START_TEST(output_to_full_device_fails)
 	ck_assert_int_eq(hkx_spawned(&p, &full, requests, "serve", NULL), 1);
 	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
 	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "tasks", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "--version", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
 }
 END_TEST
 
