@@ -1,9 +1,10 @@
 /*
  * base64: RFC 4648 encoding with padding.
  *
- * The decoder refuses anything that is not canonical (wrong length, a
- * character outside the alphabet, padding in the middle, non-zero pad bits)
- * so that a client's mistake is reported instead of silently mangled.
+ * The decoder takes the encoding with or without its padding, and refuses
+ * anything else (a length no encoding has, a character outside the
+ * alphabet, padding in the middle, non-zero pad bits) so that a client's
+ * mistake is reported instead of silently mangled.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -17,6 +18,12 @@ size_t
 base64_encoded_size(size_t len)
 {
 	return (len + 2) / 3 * 4 + 1;
+}
+
+size_t
+base64_decoded_max(size_t len)
+{
+	return (len + 3) / 4 * 3;
 }
 
 void
@@ -68,19 +75,22 @@ base64_decode(const char *text, size_t len, void *out)
 	uint8_t *o = out;
 	size_t i;
 
-	if (len % 4 != 0)
+	/* Without padding, a last group of 2 or 3 characters; 1 cannot be. */
+	if (len % 4 == 1)
 		return -1;
 	for (i = 0; i < len; i += 4) {
-		bool last = i + 4 == len;
-		int pad = 0, s[4], k;
+		size_t n = len - i < 4 ? len - i : 4;
+		int pad = 0, s, k;
 		uint32_t v = 0;
 
-		if (last && text[i + 3] == '=')
+		if (n == 4 && i + 4 == len && text[i + 3] == '=')
 			pad = text[i + 2] == '=' ? 2 : 1;
+		else if (n < 4)
+			pad = 4 - (int)n;
 		for (k = 0; k < 4 - pad; k++) {
-			if ((s[k] = sextet(text[i + k])) < 0)
+			if ((s = sextet(text[i + k])) < 0)
 				return -1;
-			v |= (uint32_t)s[k] << (18 - 6 * k);
+			v |= (uint32_t)s << (18 - 6 * k);
 		}
 		if ((pad == 2 && (v & 0xffff) != 0) || (pad == 1 && (v & 0xff) != 0))
 			return -1;

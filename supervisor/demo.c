@@ -388,5 +388,7 @@ cmd_demo(int argc, char **argv)
 	hkx_executor_free(ex);
 out:
 	task_table_free(&tt);
+	if (output_check_stdout("demo") == -1)
+		status = 1;
 	return status;
 }

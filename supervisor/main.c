@@ -6,12 +6,14 @@
  * subcommand creates its executor once its task table is complete, while
  * the process is still single-threaded (the zygote is a snapshot of it).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "commands.h"
 #include "options.h"
+#include "outcome.h"
 #include "tasks.h"
 
 extern char **environ;
@@ -24,7 +26,7 @@ static const char usage[] =
 "\n"
 "  demo                     a tour of every capability, in a few seconds\n"
 "  tasks [--plugin PATH]    list the tasks that can run\n"
-"  run [OPTIONS] TASK [ARG...]\n"
+"  run [OPTIONS] TASK [--] [ARG...]\n"
 "                           run TASK once per ARG, one line per task\n"
 "  serve [OPTIONS]          JSON lines on stdin -> JSON lines on stdout\n"
 "\n"
@@ -62,7 +64,23 @@ cmd_tasks(int argc, char **argv)
 		printf("%-16s from %s\n", tt.defs[j].name, tt.origins[j]);
 	task_table_free(&tt);
 	options_free(&o);
-	return fflush(stdout) == 0 ? 0 : 1;
+	return output_check_stdout("tasks") == 0 ? 0 : 1;
+}
+
+/*
+ * A descriptor among 0-2 that was closed when we started would be taken by
+ * the first one we open: a signalfd polled as stdin, a pipe that messages
+ * go to. Each closed one is held on /dev/null instead.
+ */
+static int
+reserve_std_fds(void)
+{
+	int fd;
+
+	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) != fd)
+			return -1;
+	return 0;
 }
 
 static const struct {
@@ -80,6 +98,8 @@ main(int argc, char **argv)
 {
 	size_t i;
 
+	if (reserve_std_fds() == -1)
+		return 1;
 	/* Hosts rename themselves through setproctitle() when the program has
 	 * initialised it, so `ps` tells the hosts from the command. */
 	setproctitle_init(argc, argv, environ);
@@ -91,11 +111,11 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		fputs(usage, stdout);
-		return 0;
+		return output_check_stdout("--help") == 0 ? 0 : 1;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("hkx %s (library %s)\n", HKX_CMD_VERSION, hkx_version());
-		return 0;
+		return output_check_stdout("--version") == 0 ? 0 : 1;
 	}
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)

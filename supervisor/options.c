@@ -1,7 +1,7 @@
 /*
  * options: getopt_long over one table of every option, filtered by what the
  * subcommand accepts, and the conversions from option values to library
- * structures.
+ * structures and submissions.
  *
  * Numbers go through strtonum() so that a typo is an error rather than a
  * silent zero. Nothing here exits: the caller picks the status.
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "options.h"
+#include "tasks.h"
 
 enum {
 	OPT_HELP = 'h',
@@ -25,6 +26,7 @@ enum {
 	OPT_NO_NEW_PRIVS,
 	OPT_STOP_AFTER,
 	OPT_KILL_AFTER,
+	OPT_STOP_GRACE,
 	OPT_CPU_LIMIT,
 	OPT_RETRIES,
 	OPT_INPUT,
@@ -43,6 +45,7 @@ static const struct {
 	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
 	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
 	{ { "kill-after", required_argument, NULL, OPT_KILL_AFTER }, OPTS_LIMITS },
+	{ { "stop-grace", required_argument, NULL, OPT_STOP_GRACE }, OPTS_LIMITS },
 	{ { "cpu-limit", required_argument, NULL, OPT_CPU_LIMIT }, OPTS_LIMITS },
 	{ { "retries", required_argument, NULL, OPT_RETRIES }, OPTS_LIMITS },
 	{ { "input", required_argument, NULL, OPT_INPUT }, OPTS_RUN },
@@ -177,6 +180,11 @@ apply(struct cmd_options *o, int opt, const char *arg)
 			return -1;
 		o->kill_after_ms = n;
 		return 0;
+	case OPT_STOP_GRACE:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->stop_grace_ms = n;
+		return 0;
 	case OPT_CPU_LIMIT:
 		return parse_seconds(o, arg, &o->cpu_limit_ms);
 	case OPT_RETRIES:
@@ -185,6 +193,10 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		o->retries = n;
 		return 0;
 	case OPT_INPUT:
+		if (o->input != NULL) {
+			options_usage_error(o, "--input given twice");
+			return -1;
+		}
 		o->input = arg;
 		return 0;
 	case OPT_JSON:
@@ -195,6 +207,31 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		return 0;
 	}
 	return -1;
+}
+
+/*
+ * getopt_long says '?' both for an unknown option and for a value given to
+ * one that takes none (--json=1); optopt tells them apart, and holds the
+ * option's value, not a character, in the second case.
+ */
+static void
+unknown_option(const struct cmd_options *o, const struct option *longopts,
+    const char *word)
+{
+	const struct option *lo;
+
+	for (lo = longopts; optopt != 0 && lo->name != NULL; lo++) {
+		if (lo->val == optopt && lo->has_arg == no_argument) {
+			options_usage_error(o, "option --%s takes no value", lo->name);
+			return;
+		}
+	}
+	if (optopt > ' ' && optopt < 0x7f)
+		options_usage_error(o, "unknown option -%c", optopt);
+	else if (optopt != 0)
+		options_usage_error(o, "unknown option byte 0x%02x", (unsigned)optopt & 0xff);
+	else
+		options_usage_error(o, "unknown option %s", word);
 }
 
 int
@@ -208,6 +245,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 
 	memset(o, 0, sizeof(*o));
 	o->command = argv[0];
+	o->stop_grace_ms = SH_STOP_GRACE_MS;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
@@ -224,10 +262,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 			return OPTIONS_HELP;
 		}
 		if (opt == '?') {
-			if (optopt != 0)
-				options_usage_error(o, "unknown option -%c", optopt);
-			else
-				options_usage_error(o, "unknown option %s", argv[optind - 1]);
+			unknown_option(o, longopts, argv[optind - 1]);
 			return -1;
 		}
 		if (opt == ':') {
@@ -276,6 +311,7 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	hkx_config_init(&c);
 	c.tasks = tt->defs;
 	c.ntasks = tt->n;
+	c.max_payload = TASK_MAX_PAYLOAD;
 	if (o->threads != 0)
 		c.threads = o->threads;
 	c.limit_memory_bytes = o->memory_limit;
@@ -296,4 +332,31 @@ options_task_opts(const struct cmd_options *o, struct hkx_opts *opts)
 	opts->kill_after_ms = o->kill_after_ms;
 	opts->cpu_limit_ms = o->cpu_limit_ms;
 	opts->retries = o->retries;
+}
+
+int
+options_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
+    const struct hkx_opts *opts, int stop_grace_ms, hkx_future **out)
+{
+	void *sh_arg;
+	size_t sh_len;
+	int err;
+
+	if (strcmp(task, "sh") != 0)
+		return hkx_submit(ex, task, arg, len, opts, out);
+	if ((sh_arg = sh_argument(arg, len, stop_grace_ms, opts->cpu_limit_ms, &sh_len)) == NULL)
+		return -ENOMEM;
+	err = hkx_submit(ex, task, sh_arg, sh_len, opts, out);
+	free(sh_arg);
+	return err;
+}
+
+const char *
+options_submit_error(int err, char *buf, size_t size)
+{
+	if (err == -E2BIG) {
+		snprintf(buf, size, "argument over %zu bytes", TASK_MAX_PAYLOAD);
+		return buf;
+	}
+	return strerror(-err);
 }

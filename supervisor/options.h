@@ -1,7 +1,7 @@
 /*
  * options: the command-line options that run, serve and tasks share, and
  * what they turn into (the task table, the executor's config, per-task
- * limits).
+ * limits, and the submission that carries them to a task).
  *
  * One parser for every subcommand, each naming the groups of options it
  * accepts, so that an option means the same everywhere. Errors are printed
@@ -20,7 +20,8 @@
 /* Groups of options a subcommand accepts. */
 #define OPTS_PLUGIN  0x01u  /* --plugin */
 #define OPTS_HOST    0x02u  /* -j, --memory-limit, --no-new-privs */
-#define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --cpu-limit, --retries */
+#define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
+                               --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast */
 
 struct cmd_options {
@@ -31,6 +32,7 @@ struct cmd_options {
 	uint64_t memory_limit;    /* bytes, 0: none */
 	bool no_new_privs;
 	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	int stop_grace_ms;        /* of `sh`: SIGTERM to SIGKILL after a stop */
 	unsigned retries;
 	const char *input;        /* --input FILE, "-" for stdin */
 	bool json, fail_fast;
@@ -59,5 +61,15 @@ int options_start_executor(const struct cmd_options *o, const struct task_table 
     hkx_executor **ex);
 /* The per-task limits of the options. */
 void options_task_opts(const struct cmd_options *o, struct hkx_opts *opts);
+
+/*
+ * hkx_submit, and for `sh` what the library does not carry to a task: the
+ * stop grace, and the CPU limit that its processes share.
+ */
+int options_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
+    const struct hkx_opts *opts, int stop_grace_ms, hkx_future **out);
+/* What a negative errno from options_submit means, in the command's words
+ * (buf is used for some). */
+const char *options_submit_error(int err, char *buf, size_t size);
 
 #endif

@@ -246,3 +246,13 @@ output_claim_stdout(void)
 	}
 	return out;
 }
+
+int
+output_check_stdout(const char *command)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	fprintf(stderr, "hkx %s: stdout: %s\n", command, strerror(errno != 0 ? errno : EIO));
+	return -1;
+}

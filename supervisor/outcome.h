@@ -47,4 +47,8 @@ int json_write_line(FILE *out, const json_t *obj);
  */
 FILE *output_claim_stdout(void);
 
+/* Flushes stdout; if anything written to it was lost, says so on stderr as
+ * "hkx COMMAND: stdout: ..." and returns -1. */
+int output_check_stdout(const char *command);
+
 #endif

@@ -28,10 +28,11 @@
 #define BAR_WIDTH 30
 
 static const char usage[] =
-"usage: hkx run [OPTIONS] TASK [ARG...]\n"
+"usage: hkx run [OPTIONS] TASK [--] [ARG...]\n"
 "\n"
 "Runs TASK once per ARG (once with an empty argument if there is none) in a\n"
-"killable host process, and prints one line per task as it ends.\n"
+"killable host process, and prints one line per task as it ends. Options\n"
+"come before TASK; -- comes before an ARG that starts with -.\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
 "      --input FILE       also read one argument per line (- for stdin);\n"
@@ -40,14 +41,17 @@ static const char usage[] =
 "      --fail-fast        the first task that fails stops the others\n"
 "      --stop-after MS    ask a task to stop after MS ms of run time\n"
 "      --kill-after MS    kill a task after MS ms of run time (timed_out)\n"
+"      --stop-grace MS    after a stop, SIGKILL for `sh` after MS ms (2000)\n"
 "      --cpu-limit SEC    kill a task after SEC s of its own CPU time\n"
+"                         (for `sh`, of its processes: it ends failed)\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the host\n"
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --json             one JSON object per task on stdout\n"
 "\n"
 "Ctrl-C once stops every task cooperatively; twice kills them.\n"
-"Exit status: 0 if every task ended done, 1 otherwise, 2 for a usage error.\n";
+"Exit status: 0 if every task ended done, 1 otherwise or if stdout could not\n"
+"be written, 2 for a usage error.\n";
 
 struct job {
 	struct watch_item watch;   /* first: ended items are jobs */
@@ -67,6 +71,7 @@ struct run {
 	struct hkx_opts opts;
 	struct watch watch;
 	FILE *out;
+	int out_errno;             /* the first error writing out, 0: none */
 	bool bar;                  /* progress bar: only while stderr is a terminal */
 	bool bar_shown;
 	struct timespec start;
@@ -152,6 +157,25 @@ bar_draw(struct run *r)
 	r->bar_shown = true;
 }
 
+/* Said once, as soon as it happens; the exit status says it again. */
+static void
+output_failed(struct run *r)
+{
+	if (r->out_errno != 0)
+		return;
+	r->out_errno = errno != 0 ? errno : EIO;
+	bar_erase(r);
+	fprintf(stderr, "hkx run: stdout: %s\n", strerror(r->out_errno));
+}
+
+static void
+output_flush(struct run *r)
+{
+	errno = 0;
+	if (fflush(r->out) == EOF || ferror(r->out))
+		output_failed(r);
+}
+
 static void
 report(struct run *r, const struct job *job, const struct outcome *oc)
 {
@@ -168,8 +192,13 @@ report(struct run *r, const struct job *job, const struct outcome *oc)
 	    json_object_set_new(obj, "task", json_string(r->task)) == -1 ||
 	    json_set_bytes(obj, "arg", job->arg, job->arglen) == -1 ||
 	    outcome_to_json(obj, oc) == -1 ||
-	    json_write_line(r->out, obj) == -1)
-		fprintf(stderr, "hkx run: cannot write the result of task %zu\n", job->index);
+	    json_write_line(r->out, obj) == -1) {
+		if (ferror(r->out))
+			output_failed(r);
+		else
+			fprintf(stderr, "hkx run: cannot write the result of task %zu\n",
+			    job->index);
+	}
 	json_decref(obj);
 }
 
@@ -189,6 +218,7 @@ submit_batch(struct run *r)
 	size_t end = r->submitted + SUBMIT_BATCH;
 	struct job *job;
 	hkx_future *f;
+	char text[64];
 	int err;
 
 	if (end > r->njobs)
@@ -196,13 +226,15 @@ submit_batch(struct run *r)
 	for (; r->submitted < end; r->submitted++) {
 		job = &r->jobs[r->submitted];
 		watch_submitted(&job->watch);
-		err = hkx_submit(r->ex, r->task, job->arg, job->arglen, &r->opts, &f);
+		err = options_submit(r->ex, r->task, job->arg, job->arglen, &r->opts,
+		    r->o.stop_grace_ms, &f);
 		if (err == -ECANCELED) {
 			report_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
 			continue;
 		}
 		if (err < 0) {
-			report_unsubmitted(r, job, HKX_FAILED, err, strerror(-err));
+			report_unsubmitted(r, job, HKX_FAILED, err,
+			    options_submit_error(err, text, sizeof(text)));
 			continue;
 		}
 		watch_add(&r->watch, &job->watch, f);
@@ -226,7 +258,7 @@ take_ended(struct run *r)
 		report(r, (struct job *)it, &oc);
 		hkx_future_release(it->future);
 	}
-	fflush(r->out);
+	output_flush(r);
 }
 
 /* After an interrupt nothing more is submitted: the rest never starts. */
@@ -236,7 +268,7 @@ cancel_unsubmitted(struct run *r)
 	for (; r->submitted < r->njobs; r->submitted++)
 		report_unsubmitted(r, &r->jobs[r->submitted], HKX_CANCELLED, 0,
 		    "interrupted before it was submitted");
-	fflush(r->out);
+	output_flush(r);
 }
 
 static void
@@ -306,6 +338,7 @@ cmd_run(int argc, char **argv)
 {
 	struct task_table tt;
 	struct run r;
+	bool operands;
 	int i, first, sigfd, err, status = 1;
 
 	memset(&r, 0, sizeof(r));
@@ -330,7 +363,20 @@ cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out_tasks;
 	}
+	/* An option after TASK is a mistake, not an argument, unless a --
+	 * (before TASK or after it) said that arguments follow. */
+	operands = strcmp(argv[first - 1], "--") == 0;
 	for (i = first + 1; i < argc; i++) {
+		if (!operands && strcmp(argv[i], "--") == 0) {
+			operands = true;
+			continue;
+		}
+		if (!operands && argv[i][0] == '-' && argv[i][1] != '\0') {
+			options_usage_error(&r.o, "option %s after TASK: options go before "
+			    "TASK; put -- before an ARG that starts with -", argv[i]);
+			status = EXIT_USAGE;
+			goto out_tasks;
+		}
 		if (add_job(&r, argv[i], strlen(argv[i])) == -1) {
 			fprintf(stderr, "hkx run: out of memory\n");
 			goto out_tasks;
@@ -384,10 +430,11 @@ out_watch:
 out_sigfd:
 	close(sigfd);
 out_stdout:
-	if (fclose(r.out) == EOF && status == 0) {
-		fprintf(stderr, "hkx run: stdout: %s\n", strerror(errno));
+	output_flush(&r);
+	if (fclose(r.out) == EOF)
+		output_failed(&r);
+	if (r.out_errno != 0)
 		status = 1;
-	}
 out_tasks:
 	task_table_free(&tt);
 	run_free(&r);

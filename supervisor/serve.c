@@ -48,14 +48,16 @@ static const char usage[] =
 "\n"
 "  {\"id\":1,\"task\":\"echo\",\"arg\":\"hi\"}   -> {\"id\":1,\"state\":\"done\",\"result\":\"hi\",...}\n"
 "  request fields: id (string or integer, unique while in flight), task,\n"
-"    arg or arg_b64, stop_after_ms, kill_after_ms, cpu_limit_ms, retries,\n"
-"    group (fail-fast group by name), progress (true: progress events)\n"
+"    arg or arg_b64, stop_after_ms, kill_after_ms, stop_grace_ms (sh),\n"
+"    cpu_limit_ms, retries, group (fail-fast group by name),\n"
+"    progress (true: progress events)\n"
 "  control: {\"cancel\":ID} {\"stop\":ID} {\"kill\":ID} {\"pause\":\"checkpoint\"}\n"
 "    {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
 "      --stop-after MS    default stop_after_ms of requests\n"
 "      --kill-after MS    default kill_after_ms of requests\n"
+"      --stop-grace MS    default stop_grace_ms of requests (2000)\n"
 "      --cpu-limit SEC    default CPU time limit of requests\n"
 "      --retries N        default retries of requests\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
@@ -266,7 +268,7 @@ find_group(struct server *s, const char *name, json_t *id)
 
 static const char *const request_fields[] = {
 	"id", "task", "arg", "arg_b64", "stop_after_ms", "kill_after_ms",
-	"cpu_limit_ms", "retries", "group", "progress",
+	"stop_grace_ms", "cpu_limit_ms", "retries", "group", "progress",
 };
 
 static bool
@@ -309,7 +311,7 @@ get_arg(struct server *s, json_t *req, json_t *id, const char **arg, size_t *len
 			send_error(s, id, "arg_b64 must be a string");
 			return -1;
 		}
-		if ((*owned = malloc(json_string_length(b64) / 4 * 3 + 1)) == NULL) {
+		if ((*owned = malloc(base64_decoded_max(json_string_length(b64)) + 1)) == NULL) {
 			send_error(s, id, "out of memory");
 			return -1;
 		}
@@ -336,7 +338,8 @@ handle_request(struct server *s, json_t *req)
 	char *owned_arg = NULL;
 	hkx_future *f;
 	size_t arglen;
-	int retries, err;
+	int retries, stop_grace_ms, err;
+	char text[64];
 
 	if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
 		send_error(s, NULL, "a request needs an id, a string or an integer");
@@ -369,7 +372,9 @@ handle_request(struct server *s, json_t *req)
 
 	options_task_opts(&s->o, &opts);
 	retries = opts.retries;
+	stop_grace_ms = s->o.stop_grace_ms;
 	if (get_count(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
+	    get_count(s, req, id, "stop_grace_ms", &stop_grace_ms) == -1 ||
 	    get_count(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
 	    get_count(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
 	    get_count(s, req, id, "retries", &retries) == -1)
@@ -395,7 +400,7 @@ handle_request(struct server *s, json_t *req)
 		goto fail;
 	}
 	watch_submitted(&rq->watch);
-	err = hkx_submit(s->ex, task, arg, arglen, &opts, &f);
+	err = options_submit(s->ex, task, arg, arglen, &opts, stop_grace_ms, &f);
 	if (err == -ECANCELED) {
 		struct outcome oc = { .state = HKX_CANCELLED,
 		    .message = "its group has already failed" };
@@ -404,7 +409,8 @@ handle_request(struct server *s, json_t *req)
 		goto fail;
 	}
 	if (err < 0) {
-		send_error(s, id, "cannot submit: %s", strerror(-err));
+		send_error(s, id, "cannot submit: %s",
+		    options_submit_error(err, text, sizeof(text)));
 		goto fail;
 	}
 	rq->key = probe.key;
@@ -509,11 +515,13 @@ handle_control(struct server *s, json_t *msg)
 		}
 		if (err < 0)
 			send_error(s, NULL, "pause: %s", strerror(-err));
-	} else if (strcmp(verb, "resume") == 0 && json_is_true(v)) {
-		if ((err = hkx_executor_resume(s->ex)) < 0)
+	} else if (strcmp(verb, "resume") == 0 || strcmp(verb, "stats") == 0) {
+		if (!json_is_true(v))
+			send_error(s, NULL, "%s must be true", verb);
+		else if (strcmp(verb, "stats") == 0)
+			send_stats(s);
+		else if ((err = hkx_executor_resume(s->ex)) < 0)
 			send_error(s, NULL, "resume: %s", strerror(-err));
-	} else if (strcmp(verb, "stats") == 0 && json_is_true(v)) {
-		send_stats(s);
 	} else {
 		send_error(s, NULL, "unknown control message \"%s\"", verb);
 	}
@@ -530,6 +538,15 @@ is_blank(const char *line, size_t len)
 	return true;
 }
 
+/* The parser's message, unless it names the parser's own flags. */
+static const char *
+json_error_words(const json_error_t *jerr)
+{
+	if (json_error_code(jerr) == json_error_null_character)
+		return "\\u0000 in a string: send such bytes as arg_b64";
+	return jerr->text;
+}
+
 static void
 handle_line(struct server *s, const char *line, size_t len)
 {
@@ -540,7 +557,8 @@ handle_line(struct server *s, const char *line, size_t len)
 	if (is_blank(line, len))
 		return;
 	if ((msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
-		send_error(s, NULL, "invalid JSON: %s", jerr.text);
+		send_error(s, NULL, "invalid JSON at column %d: %s", jerr.column,
+		    json_error_words(&jerr));
 		return;
 	}
 	if (!json_is_object(msg))
@@ -753,7 +771,11 @@ out_watch:
 out_sigfd:
 	close(sigfd);
 out_stdout:
-	fclose(s.out);
+	/* The last responses may still be in the buffer. */
+	if (fclose(s.out) == EOF && status == 0) {
+		fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
+		status = 1;
+	}
 out:
 	server_free(&s);
 	return status;

@@ -8,6 +8,7 @@
  * says it happened (a task that prints "started" to stderr, a progress
  * event), each wait bounded by a deadline so a hang fails with a message.
  */
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -52,8 +53,15 @@ now_ms(void)
 	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
+/* How a child starts, beyond pipes on 0, 1 and 2. */
+struct spawn {
+	int closed_fd;            /* closed in the child; -1: none */
+	const char *stdout_path;  /* stdout opened on this file instead of a pipe */
+	unsigned long timer_slack_ns; /* 0: inherited */
+};
+
 static void
-proc_start(struct proc *p, const char *const *args)
+proc_spawn(struct proc *p, const char *const *args, const struct spawn *sp)
 {
 	int in[2], out[2], err[2];
 	const char *argv[64];
@@ -75,6 +83,18 @@ proc_start(struct proc *p, const char *const *args)
 	if (p->pid == 0) {
 		if (dup2(in[0], 0) == -1 || dup2(out[1], 1) == -1 || dup2(err[1], 2) == -1)
 			_exit(127);
+		if (sp->stdout_path != NULL) {
+			int fd = open(sp->stdout_path, O_WRONLY | O_CLOEXEC);
+
+			if (fd == -1 || dup2(fd, 1) == -1)
+				_exit(127);
+		}
+		if (sp->closed_fd != -1)
+			close(sp->closed_fd);
+		/* Inherited by the host and its threads, across exec. */
+		if (sp->timer_slack_ns != 0 &&
+		    prctl(PR_SET_TIMERSLACK, sp->timer_slack_ns, 0, 0, 0) == -1)
+			_exit(127);
 		execv(hkx_bin, (char *const *)argv);
 		_exit(127);
 	}
@@ -87,6 +107,14 @@ proc_start(struct proc *p, const char *const *args)
 	p->outbuf = calloc(1, 1);
 	p->errbuf = calloc(1, 1);
 	ck_assert(p->outbuf != NULL && p->errbuf != NULL);
+}
+
+static void
+proc_start(struct proc *p, const char *const *args)
+{
+	static const struct spawn plain = { .closed_fd = -1 };
+
+	proc_spawn(p, args, &plain);
 }
 
 static void
@@ -188,24 +216,47 @@ proc_free(struct proc *p)
 	free(p->errbuf);
 }
 
-/* Runs hkx to the end with input on stdin; args end with NULL. */
 static int
-hkx(struct proc *p, const char *input, ...)
+vhkx(struct proc *p, const struct spawn *sp, const char *input, va_list ap)
 {
 	const char *args[64];
 	size_t n = 0, inlen = input != NULL ? strlen(input) : 0;
 	long long deadline = now_ms() + DEADLINE_MS;
-	va_list ap;
 
-	va_start(ap, input);
 	while ((args[n] = va_arg(ap, const char *)) != NULL && n < 63)
 		n++;
-	va_end(ap);
 	args[n] = NULL;
-	proc_start(p, args);
+	proc_spawn(p, args, sp);
 	while (inlen > 0 && now_ms() < deadline)
 		proc_pump(p, &input, &inlen, 100);
 	return proc_finish(p, DEADLINE_MS);
+}
+
+/* Runs hkx to the end with input on stdin; args end with NULL. */
+static int
+hkx(struct proc *p, const char *input, ...)
+{
+	static const struct spawn plain = { .closed_fd = -1 };
+	va_list ap;
+	int status;
+
+	va_start(ap, input);
+	status = vhkx(p, &plain, input, ap);
+	va_end(ap);
+	return status;
+}
+
+/* The same, started as sp says. */
+static int
+hkx_spawned(struct proc *p, const struct spawn *sp, const char *input, ...)
+{
+	va_list ap;
+	int status;
+
+	va_start(ap, input);
+	status = vhkx(p, sp, input, ap);
+	va_end(ap);
+	return status;
 }
 
 /* The next complete line of stdout as JSON (the test fails on anything
@@ -1101,6 +1152,357 @@ START_TEST(demo_runs_under_30_seconds)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Started as a new user starts it                                         */
+
+/* A descriptor among 0-2 closed at start is not taken by the first thing
+ * hkx opens (a signalfd polled as stdin, a pipe written as stderr). */
+START_TEST(closed_std_fds_at_start)
+{
+	static const struct spawn no_stdin = { .closed_fd = STDIN_FILENO };
+	static const struct spawn no_stderr = { .closed_fd = STDERR_FILENO };
+	struct proc p;
+
+	ck_assert_int_eq(hkx_spawned(&p, &no_stdin, NULL, "serve", NULL), 0);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &no_stderr, NULL, "run", "echo", "a", NULL), 0);
+	ck_assert_msg(strncmp(p.outbuf, "done", 4) == 0, "stdout: %s", p.outbuf);
+	proc_free(&p);
+}
+END_TEST
+
+static void
+assert_printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		ck_assert_msg(*s == '\n' || (*s >= 0x20 && *s < 0x7f),
+		    "byte 0x%02x in the message", (unsigned char)*s);
+}
+
+START_TEST(run_option_mistakes)
+{
+	const char *in = tmpfile_with("input.txt", "x\n", 2);
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json=1", "echo", NULL), 2);
+	assert_printable(p.errbuf);
+	ck_assert_msg(strstr(p.errbuf, "--json takes no value") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+
+	/* An option after TASK would be hashed as a file name. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "sha256", "/dev/null", "--kill-after", "500",
+	    NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "--kill-after") != NULL, "%s", p.errbuf);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "echo", "--", "--kill-after", "-",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "--kill-after");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "-");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--input", in, "--input", in, "echo", NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "--input") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_errors_in_plain_words)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p,
+	    "{\"resume\":false}\n"
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"a\\u0000b\"}\n"
+	    "{\"id\":2,\"task\":\"echo\",\"arg_b64\":\"/w\"}\n"
+	    "{\"id\":3,\"task\":\"echo\",\"arg_b64\":\"YWI\"}\n"
+	    "{\"id\":4,\"task\":\"echo\",\"arg_b64\":\"YWJj\"}\n"
+	    "{\"id\":5,\"task\":\"echo\",\"arg_b64\":\"YWJjZ\"}\n",
+	    "serve", NULL), 0);
+	arr = all_json(&p);
+	json_array_foreach(arr, i, o) {
+		if (json_object_get(o, "error") == NULL)
+			continue;
+		ck_assert_msg(strstr(str(o, "error"), "JSON_") == NULL &&
+		    strstr(str(o, "error"), "unknown control") == NULL, "%s", str(o, "error"));
+		if (num(o, "line") == 1)
+			ck_assert_msg(strstr(str(o, "error"), "resume") != NULL, "%s",
+			    str(o, "error"));
+	}
+	ck_assert_str_eq(str(by_id(arr, "2"), "result_b64"), "/w==");
+	ck_assert_str_eq(str(by_id(arr, "3"), "result"), "ab");
+	ck_assert_str_eq(str(by_id(arr, "4"), "result"), "abc");
+	/* Five characters cannot be base64 with or without padding. */
+	ck_assert_int_eq(json_array_size(arr), 6);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* Output that cannot be written is an error, never lost in silence. */
+START_TEST(output_to_full_device_fails)
+{
+	static const struct spawn full = { .closed_fd = -1, .stdout_path = "/dev/full" };
+	static const char requests[] =
+	    "{\"id\":1,\"task\":\"echo\",\"arg\":\"a\"}\n"
+	    "{\"id\":2,\"task\":\"echo\",\"arg\":\"b\"}\n";
+	char lines[2000 * 2];
+	const char *in;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < sizeof(lines); i += 2)
+		memcpy(lines + i, "x\n", 2);
+	in = tmpfile_with("many.txt", lines, sizeof(lines));
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "run", "--input", in, "echo", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "run", "--json", "echo", "a", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, requests, "serve", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "tasks", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx_spawned(&p, &full, NULL, "--version", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "stdout") != NULL, "stderr: %s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+/*
+ * A late wake-up must not add up: with 5 ms of timer slack every one of a
+ * sleep's millisecond steps wakes up to 5 ms late, which made `sleep 500`
+ * last 3 s. The bound only tells the two apart.
+ */
+START_TEST(task_sleep_keeps_its_deadline)
+{
+	static const struct spawn slack = { .closed_fd = -1, .timer_slack_ns = 5000000 };
+	json_t *arr, *o;
+	struct proc p;
+	double ms;
+
+	ck_assert_int_eq(hkx_spawned(&p, &slack, NULL, "run", "--json", "sleep", "500",
+	    NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ms = json_number_value(json_object_get(o, "time_ms"));
+	ck_assert_msg(ms >= 500 && ms < 2000, "sleep 500 took %.1f ms", ms);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* The pid a shell wrote to path; the test fails if there is none. */
+static pid_t
+pid_from(const char *path)
+{
+	char buf[32];
+	FILE *f;
+	pid_t pid;
+
+	ck_assert_msg((f = fopen(path, "re")) != NULL, "no %s", path);
+	ck_assert(fgets(buf, sizeof(buf), f) != NULL);
+	fclose(f);
+	pid = atoi(buf);
+	ck_assert_int_gt(pid, 1);
+	return pid;
+}
+
+/* Dead or a zombie, within a bound: the host reaps its orphans only when
+ * idle, so a child may linger as a zombie for a moment. */
+static void
+assert_gone_soon(pid_t pid)
+{
+	long long deadline = now_ms() + 5000;
+
+	while (!process_gone(pid)) {
+		ck_assert_msg(now_ms() < deadline, "process %d survived", (int)pid);
+		usleep(10000);
+	}
+}
+
+/* A stop reaches every process of the shell's group, not the shell alone:
+ * a child that held the output pipe kept the task running to its end. */
+START_TEST(task_sh_stop_takes_its_group)
+{
+	char cmd[512], cmd2[512], pidfile[300];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/stopped.pid", tmpdir);
+	snprintf(cmd, sizeof(cmd), "sleep 600 & echo $! > %s; wait", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--stop-after", "200", "sh", cmd,
+	    NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+	assert_gone_soon(pid_from(pidfile));
+
+	/* Deaf to SIGTERM: killed once the grace period is over, and still
+	 * stopped, as it was asked to. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--stop-after", "200",
+	    "--stop-grace", "300", "sh", "trap '' TERM; sleep 600; true", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+
+	/* A fail-fast run: the first fails once the second runs, which is
+	 * stopped with its child. */
+	snprintf(pidfile, sizeof(pidfile), "%s/running", tmpdir);
+	snprintf(cmd, sizeof(cmd), "while [ ! -e %s ]; do sleep 0.01; done; exit 1", pidfile);
+	snprintf(cmd2, sizeof(cmd2), "touch %s; sleep 600; true", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--fail-fast", "-j", "2", "sh", cmd,
+	    cmd2, NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "failed");
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "stopped");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* Once the shell exits, what it left in its group is killed and the task
+ * ends with the output so far, instead of waiting for the pipe's EOF. */
+START_TEST(task_sh_exit_ends_the_task)
+{
+	char cmd[512], pidfile[300];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/background.pid", tmpdir);
+	snprintf(cmd, sizeof(cmd), "echo before; sleep 600 & echo $! > %s", pidfile);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh", cmd, NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "before\n");
+	json_decref(arr);
+	proc_free(&p);
+	assert_gone_soon(pid_from(pidfile));
+}
+END_TEST
+
+START_TEST(serve_stop_takes_the_group)
+{
+	static const char *const args[] = { "serve", "-j", "2", NULL };
+	char line[1024], pidfile[300];
+	json_t *o;
+	struct proc p;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/served.pid", tmpdir);
+	proc_start(&p, args);
+	snprintf(line, sizeof(line), "{\"id\":1,\"task\":\"sh\",\"arg\":\"sleep 600 & echo $! > %s;"
+	    " echo started >&2; wait\"}\n", pidfile);
+	proc_write(&p, line);
+	proc_wait_stderr(&p, "started");
+	proc_write(&p, "{\"stop\":1}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	assert_gone_soon(pid_from(pidfile));
+
+	proc_write(&p, "{\"id\":2,\"task\":\"sh\",\"arg\":\"trap '' TERM; echo deaf >&2;"
+	    " sleep 600; true\",\"stop_grace_ms\":100}\n");
+	proc_wait_stderr(&p, "deaf");
+	proc_write(&p, "{\"stop\":2}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 2);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+/* A task's output is bounded like any result: past it the shell's group
+ * is killed, so an endless writer cannot grow the host. */
+START_TEST(task_sh_output_is_capped)
+{
+	static const char *const cmds[] = { "head -c 67108865 /dev/zero", "cat /dev/zero" };
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh", cmds[i], NULL), 1);
+		arr = all_json(&p);
+		o = by_index(arr, 0);
+		ck_assert_str_eq(str(o, "state"), "failed");
+		ck_assert_int_eq(num(o, "code"), -E2BIG);
+		ck_assert_str_eq(str(o, "message"), "output over 67108864 bytes");
+		json_decref(arr);
+		proc_free(&p);
+	}
+}
+END_TEST
+
+START_TEST(serve_argument_over_the_cap)
+{
+	static const char head[] = "{\"id\":1,\"task\":\"echo\",\"arg\":\"";
+	size_t n = 67108865, len = strlen(head);
+	json_t *arr;
+	struct proc p;
+	char *line;
+
+	ck_assert((line = malloc(len + n + 4)) != NULL);
+	memcpy(line, head, len);
+	memset(line + len, 'a', n);
+	memcpy(line + len + n, "\"}\n", 4);
+	ck_assert_int_eq(hkx(&p, line, "serve", NULL), 0);
+	free(line);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 1);
+	ck_assert_msg(strstr(str(json_array_get(arr, 0), "error"),
+	    "argument over 67108864 bytes") != NULL, "%s",
+	    str(json_array_get(arr, 0), "error"));
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* The CPU time of the shell's processes counts against --cpu-limit: the
+ * shell's own, and its children's, dead or alive. */
+START_TEST(task_sh_cpu_limit)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "2", "--cpu-limit", "0.3", "sh",
+	    "while :; do :; done", "yes > /dev/null & wait", NULL), 1);
+	arr = all_json(&p);
+	for (i = 0; i < 2; i++) {
+		o = by_index(arr, i);
+		ck_assert_str_eq(str(o, "state"), "failed");
+		ck_assert_int_eq(num(o, "code"), -ETIMEDOUT);
+		ck_assert_msg(strstr(str(o, "message"), "CPU time limit") != NULL, "%s",
+		    str(o, "message"));
+	}
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1145,6 +1547,17 @@ command_suite(void)
 	add(s, "serve_many", serve_many_requests_each_answered_once, 120);
 	add(s, "serve_task_output", serve_task_output_never_reaches_json, 60);
 	add(s, "demo", demo_runs_under_30_seconds, 60);
+	add(s, "closed_std_fds", closed_std_fds_at_start, 60);
+	add(s, "run_option_mistakes", run_option_mistakes, 60);
+	add(s, "serve_plain_errors", serve_errors_in_plain_words, 60);
+	add(s, "output_full", output_to_full_device_fails, 60);
+	add(s, "sleep_deadline", task_sleep_keeps_its_deadline, 60);
+	add(s, "sh_stop_group", task_sh_stop_takes_its_group, 60);
+	add(s, "sh_exit", task_sh_exit_ends_the_task, 60);
+	add(s, "serve_stop_group", serve_stop_takes_the_group, 60);
+	add(s, "sh_output_cap", task_sh_output_is_capped, 60);
+	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
+	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
 	return s;
 }
 
