@@ -659,12 +659,18 @@ kill_child(pid_t pid, void *arg)
 static void
 on_zygote_death(int sig)
 {
+	const struct timespec pause = { 0, 1000000 };
+	pid_t pid;
+
 	(void)sig;
-	for (;;) {
-		if (hkx__each_child(kill_child, NULL) < 0)
+	/* Never a blocking wait: a task's thread may fork meanwhile, and
+	 * that child would be waited for before it was ever killed. */
+	while (hkx__each_child(kill_child, NULL) == 0) {
+		pid = waitpid(-1, NULL, __WALL | WNOHANG);
+		if (pid < 0 && errno == ECHILD)
 			break;
-		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
-			break;
+		if (pid == 0)
+			nanosleep(&pause, NULL);
 	}
 	_exit(HOST_EXIT_ORPHANED);
 }
