@@ -467,8 +467,13 @@ hkx__zygote_stop(struct hkx__zygote *z)
 {
 	siginfo_t info;
 
-	if (z->sock >= 0)
+	/* Shut down, not only closed: a fork() child of the application
+	 * holds a copy of this socket, and the zygote must see the end of it
+	 * now rather than when that child exits. */
+	if (z->sock >= 0) {
+		shutdown(z->sock, SHUT_RDWR);
 		close(z->sock);
+	}
 	z->sock = -1;
 	if (z->pidfd < 0)
 		return;
