@@ -145,7 +145,9 @@ enum hkx_shutdown {
 	HKX_SHUTDOWN_KILL,   /* kill now; unstarted tasks end CANCELLED */
 };
 /* Returns when every future has ended and the host is gone; past timeout_ms
- * it escalates to KILL, finishes that and returns -ETIMEDOUT. */
+ * it escalates to KILL, finishes that and returns -ETIMEDOUT. The KILL has
+ * a bounded wait of its own (5 s) whatever became of the zygote; past it
+ * this returns -ETIMEDOUT all the same and hkx_executor_free finishes. */
 int hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
 /* Shuts down with HKX_SHUTDOWN_KILL if not yet shut down. Must not race
  * other calls on the same executor. Refused (it does nothing) from an

@@ -34,6 +34,15 @@
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
+/* How long the zygote may leave a request unanswered before it is sent
+ * SIGCONT (a task may have stopped it), and a death unreported before the
+ * host is let go without its exit status. */
+#define NUDGE_NS 100000000u
+#define EXIT_WAIT_NS 1000000000u
+/* Shutdown's second phase, the KILL past the caller's timeout. */
+#define KILL_PHASE_MS 5000
+/* A wait status no process has: the zygote never reported it. */
+#define STATUS_UNKNOWN (-1)
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
  * these alone. */
@@ -41,6 +50,7 @@ enum {
 	TAG_WAKE = 1,
 	TAG_TIMER,
 	TAG_ZYGOTE,
+	TAG_LIFE,
 };
 enum {
 	HOST_UP = 1,
@@ -66,8 +76,10 @@ struct hkx__host {
 	bool protocol_error;
 	bool crash_noted;
 	bool init_failed;
-	bool settled;        /* its tasks are accounted for; waiting to be reaped */
+	bool settled;        /* its tasks are accounted for */
+	bool gone;           /* in the graveyard: events for it are stale */
 	bool up_open, crash_open, down_polled;
+	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t crash_id;
 	int crash_signal;
 	int init_rc;
@@ -439,15 +451,67 @@ count_restart(hkx_executor *ex)
 		break_executor(ex);
 }
 
-/* --- hosts ------------------------------------------------------------------ */
+/* With the lock held: the supervisor should look at lifefd's deadlines
+ * again. */
+static void
+life_changed(hkx_executor *ex)
+{
+	ex->life_dirty = true;
+	wake(ex);
+}
+
+/* --- the zygote's socket --------------------------------------------------- */
 
 static void
+poll_zygote_out(hkx_executor *ex, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (on ? EPOLLOUT : 0),
+	                          .data.u64 = TAG_ZYGOTE };
+
+	if (on == ex->zygote_out)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_MOD, ex->zygote.sock, &ev);
+	ex->zygote_out = on;
+}
+
+/* With the lock held; never blocks: what the socket will not take now
+ * the supervisor sends once it is writable. */
+static int
+zygote_send(hkx_executor *ex, enum hkx__zygote_msg_type type, pid_t pid, int value)
+{
+	int rc = hkx__zygote_send(&ex->zygote, type, pid, value);
+
+	if (rc == 1)
+		poll_zygote_out(ex, true);
+	return rc < 0 ? rc : 0;
+}
+
+static void
+zygote_writable(hkx_executor *ex)
+{
+	hkx__lock(ex);
+	if (hkx__zygote_flush(&ex->zygote) != 1)
+		poll_zygote_out(ex, false);
+	hkx__unlock(ex);
+}
+
+/* --- hosts ------------------------------------------------------------------ */
+
+/* With the lock held. */
+static int
 request_spawn(hkx_executor *ex)
 {
+	int err;
+
 	if (ex->spawning || ex->broken)
-		return;
-	if (hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SPAWN, 0, 0) == 0)
-		ex->spawning = true;
+		return 0;
+	err = zygote_send(ex, HKX__ZYGOTE_SPAWN, 0, 0);
+	if (err < 0)
+		return err;
+	ex->spawning = true;
+	ex->spawn_asked = hkx__now_ns();
+	life_changed(ex);
+	return 0;
 }
 
 static void
@@ -457,16 +521,21 @@ respawn_if_needed(hkx_executor *ex)
 		return;
 	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
 		return;
-	request_spawn(ex);
+	(void)request_spawn(ex); /* a zygote gone is seen by its socket */
 }
 
+/*
+ * The host and the processes its tasks started: its process group. While
+ * the host, the group's leader, is alive (its pidfd is not readable), it
+ * cannot have been reaped, so its pid names that group and nothing else.
+ * No round trip through the zygote, which a task may have stopped.
+ */
 static void
-signal_host(hkx_executor *ex, struct hkx__host *h, int sig)
+signal_host(struct hkx__host *h, int sig)
 {
+	if (hkx__wait_readable(h->pidfd, 0) == 0)
+		killpg(h->pid, sig);
 	hkx__pidfd_send_signal(h->pidfd, sig);
-	/* ... and the processes its tasks started, through the zygote, which
-	 * can name the group without a race. */
-	hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, h->pid, sig);
 }
 
 /* True once every thread of pid is stopped (or gone). */
@@ -508,11 +577,11 @@ all_stopped(pid_t pid)
 /* SIGSTOP is asynchronous; a pause that returns while a task still runs
  * would be a lie. */
 static void
-freeze_host(hkx_executor *ex, struct hkx__host *h)
+freeze_host(struct hkx__host *h)
 {
 	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
 
-	signal_host(ex, h, SIGSTOP);
+	signal_host(h, SIGSTOP);
 	while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
 	    hkx__now_ns() < deadline)
 		sched_yield();
@@ -559,7 +628,7 @@ kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
-	hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+	signal_host(h, SIGKILL);
 	if (ex->current == h) {
 		ex->current = NULL;
 		respawn_if_needed(ex);
@@ -779,7 +848,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 			pthread_cond_broadcast(&ex->cond);
 		}
 		if (ex->frozen)
-			freeze_host(ex, h);
+			freeze_host(h);
 		return 0;
 	case HKX__FRAME_STARTED:
 		f = owner_of(ex, h, fr,
@@ -1005,12 +1074,14 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 
 /* --- a host's life ------------------------------------------------------- */
 
-/* No host came of a SPAWN: a restart like any other, and whoever waits
- * for the spawn to end (a start, a shutdown) looks again. */
+/* With the lock held: no host came of the SPAWN: a restart like any
+ * other, and whoever waits for the spawn to end (a start, a shutdown)
+ * looks again. */
 static void
-spawn_failed(hkx_executor *ex, int err)
+spawn_failed_locked(hkx_executor *ex, int err)
 {
-	hkx__lock(ex);
+	if (!ex->spawning)
+		return; /* an answer to a request already given up */
 	ex->spawning = false;
 	if (!ex->started)
 		ex->start_error = err;
@@ -1019,6 +1090,13 @@ spawn_failed(hkx_executor *ex, int err)
 		respawn_if_needed(ex);
 	}
 	pthread_cond_broadcast(&ex->cond);
+}
+
+static void
+spawn_failed(hkx_executor *ex, int err)
+{
+	hkx__lock(ex);
+	spawn_failed_locked(ex, err);
 	hkx__unlock(ex);
 }
 
@@ -1027,15 +1105,22 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct hkx__host *h;
+	int err;
 
 	h = calloc(1, sizeof(*h));
 	if (h == NULL || m->nfds != 4) {
+		/* A host we cannot watch must not live. */
+		if (m->nfds > 0)
+			hkx__pidfd_send_signal(m->fds[0], SIGKILL);
 		for (int i = 0; i < m->nfds; i++)
 			close(m->fds[i]);
-		if (m->pid > 0)
-			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
+		err = h == NULL ? -ENOMEM : -EPROTO;
 		free(h);
-		spawn_failed(ex, -ENOMEM);
+		hkx__lock(ex);
+		if (m->nfds == 0 && m->pid > 0)
+			(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
+		spawn_failed_locked(ex, err);
+		hkx__unlock(ex);
 		return;
 	}
 	h->pid = m->pid;
@@ -1059,6 +1144,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 
 	hkx__lock(ex);
 	ex->spawning = false;
+	life_changed(ex);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
 	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
 		ex->current = h;
@@ -1097,6 +1183,9 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 	} else if (sig) {
 		set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
 		end_future(ex, f, HKX_CRASHED, sig);
+	} else if (status == STATUS_UNKNOWN) {
+		set_message(f, "host died; its exit status is unknown");
+		end_future(ex, f, HKX_CRASHED, 0);
 	} else {
 		set_message(f, "host exited with status %d", WEXITSTATUS(status));
 		end_future(ex, f, HKX_CRASHED, 0);
@@ -1193,7 +1282,8 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	if (ex->current == h)
 		ex->current = NULL;
 	ordered = (h->killing && !h->protocol_error) ||
-	    (h->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	    (h->retiring && (status == STATUS_UNKNOWN ||
+	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
 	if (!ex->started && !h->ready) {
 		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
@@ -1203,25 +1293,73 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx__unlock(ex);
 }
 
+/* Supervisor thread: the host is settled, or never got a task; it leaves
+ * the executor now, and its memory after the batch of events in which
+ * this happened, which may still name it. */
+static void
+host_free(hkx_executor *ex, struct hkx__host *h)
+{
+	hkx__lock(ex);
+	TAILQ_REMOVE(&ex->hosts, h, link);
+	if (ex->current == h)
+		ex->current = NULL;
+	drop_output(ex, h);
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	if (h->up_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+	if (h->crash_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->gone = true;
+	TAILQ_INSERT_TAIL(&ex->graveyard, h, link);
+}
+
+static void
+bury(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	while ((h = TAILQ_FIRST(&ex->graveyard)) != NULL) {
+		TAILQ_REMOVE(&ex->graveyard, h, link);
+		close(h->pidfd);
+		close(h->down_fd);
+		close(h->up_fd);
+		close(h->crash_fd);
+		hkx__decoder_free(&h->decoder);
+		free(h->out);
+		free(h);
+	}
+}
+
 /* The host's pidfd turned readable. A death the supervisor can explain
  * without the exit status (its own kill, or a crash note naming a running
  * task) is settled now, without waiting for the zygote to reap and
- * report: that is what makes a kill quick. */
+ * report: that is what makes a kill quick. Any other waits a moment for
+ * the zygote's word (lifefd bounds the wait); the host leaves either way,
+ * and a word that comes later names a pid we no longer know. */
 static void
 host_died(hkx_executor *ex, struct hkx__host *h)
 {
 	bool explained;
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
-	if (h->settled)
+	if (h->settled || h->died_ns != 0)
 		return;
 	read_notes(ex, h, true);
 	hkx__lock(ex);
 	explained = h->killing ||
 	    (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL);
+	if (!explained) {
+		h->died_ns = hkx__now_ns();
+		life_changed(ex);
+	}
 	hkx__unlock(ex);
-	if (explained)
+	if (explained) {
 		settle(ex, h, h->killing ? SIGKILL : h->crash_signal);
+		host_free(ex, h);
+	}
 }
 
 /* The zygote reaped the host: settle it if that is still to do, then let
@@ -1231,23 +1369,7 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 {
 	if (!h->settled)
 		settle(ex, h, status);
-	hkx__lock(ex);
-	TAILQ_REMOVE(&ex->hosts, h, link);
-	pthread_cond_broadcast(&ex->cond);
-	hkx__unlock(ex);
-
-	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
-	if (h->up_open)
-		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
-	if (h->crash_open)
-		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
-	close(h->pidfd);
-	close(h->down_fd);
-	close(h->up_fd);
-	close(h->crash_fd);
-	hkx__decoder_free(&h->decoder);
-	free(h->out);
-	free(h);
+	host_free(ex, h);
 }
 
 /* The zygote is gone: no host can be started or reaped by it any more. */
@@ -1293,10 +1415,11 @@ zygote_readable(hkx_executor *ex)
 			/* Truncated (we were out of fds, say): its fds are closed;
 			 * a host that came with it is useless. */
 			if (m.type == HKX__ZYGOTE_SPAWNED) {
+				hkx__lock(ex);
 				if (m.pid > 0)
-					hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m.pid,
-					    SIGKILL);
-				spawn_failed(ex, -EMFILE);
+					(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m.pid, SIGKILL);
+				spawn_failed_locked(ex, -EMFILE);
+				hkx__unlock(ex);
 			}
 			continue;
 		}
@@ -1322,6 +1445,82 @@ zygote_readable(hkx_executor *ex)
 	 * (ENOMEM, say) is tried again on the next event. */
 	if (rc == -EPIPE || rc == -ECONNRESET)
 		zygote_died(ex);
+}
+
+/* --- deadlines of starts and deaths ----------------------------------------- */
+
+static uint64_t
+earlier(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* With the lock held: since when the zygote owes an answer (a SPAWN, or
+ * the exit of a host that died unexplained), or UINT64_MAX. */
+static uint64_t
+zygote_owes_since(hkx_executor *ex)
+{
+	uint64_t since = ex->spawning ? ex->spawn_asked : UINT64_MAX;
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0)
+			since = earlier(since, h->died_ns);
+	return since;
+}
+
+/* With the lock held: lifefd fires at the next unanswered request or
+ * unreported death. */
+static void
+arm_life(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes = zygote_owes_since(ex);
+	struct itimerspec its = { 0 };
+	struct hkx__host *h;
+
+	if (owes != UINT64_MAX)
+		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0)
+			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
+	if (next != UINT64_MAX)
+		its.it_value = hkx__timespec(next);
+	timerfd_settime(ex->lifefd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* The first host whose death the zygote has not reported in time. */
+static struct hkx__host *
+unreported_death(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0 && now - h->died_ns >= EXIT_WAIT_NS)
+			break;
+	hkx__unlock(ex);
+	return h;
+}
+
+/* Supervisor thread: lifefd fired. */
+static void
+life_tick(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), owes;
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	owes = zygote_owes_since(ex);
+	/* A task may have stopped it: SIGCONT, every NUDGE_NS, costs
+	 * nothing if it was only slow. */
+	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
+		hkx__zygote_nudge(&ex->zygote);
+	ex->life_dirty = true;
+	hkx__unlock(ex);
+	while ((h = unreported_death(ex, now)) != NULL) {
+		settle(ex, h, STATUS_UNKNOWN);
+		host_free(ex, h);
+	}
 }
 
 /* --- the supervisor thread ------------------------------------------------ */
@@ -1351,6 +1550,8 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 	struct hkx__host *h = (struct hkx__host *)(uintptr_t)(tag & ~(uint64_t)7);
 	uint64_t value;
 
+	if (h != NULL && h->gone)
+		return; /* freed earlier in this batch */
 	if (h == NULL) {
 		switch (tag) {
 		case TAG_WAKE:
@@ -1365,8 +1566,15 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 			check_limits(ex);
 			hkx__unlock(ex);
 			break;
+		case TAG_LIFE:
+			(void)!read(ex->lifefd, &value, sizeof(value));
+			life_tick(ex);
+			break;
 		case TAG_ZYGOTE:
-			zygote_readable(ex);
+			if (events & EPOLLOUT)
+				zygote_writable(ex);
+			if (events & ~(uint32_t)EPOLLOUT)
+				zygote_readable(ex);
 			break;
 		}
 		return;
@@ -1419,6 +1627,10 @@ supervisor_main(void *arg)
 			ex->limits_dirty = false;
 			check_limits(ex);
 		}
+		if (ex->life_dirty) {
+			ex->life_dirty = false;
+			arm_life(ex);
+		}
 		TAILQ_INIT(&done);
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
@@ -1429,6 +1641,7 @@ supervisor_main(void *arg)
 			flush_host(ex, h);
 		}
 		run_callbacks(&done);
+		bury(ex);
 	}
 	return NULL;
 }
@@ -1532,6 +1745,8 @@ check_config(const struct hkx_config *c)
 static void
 destroy(hkx_executor *ex)
 {
+	struct hkx__host *h;
+
 	if (ex->thread_started) {
 		hkx__lock(ex);
 		ex->thread_exit = true;
@@ -1540,6 +1755,13 @@ destroy(hkx_executor *ex)
 		hkx__unlock(ex);
 		pthread_join(ex->thread, NULL);
 	}
+	/* Hosts a KILL did not wait for: one the zygote answered late, or
+	 * the first, when the start failed. None holds a task. */
+	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
+		signal_host(h, SIGKILL);
+		host_free(ex, h);
+	}
+	bury(ex);
 	hkx__zygote_stop(&ex->zygote);
 	if (ex->epfd >= 0)
 		close(ex->epfd);
@@ -1547,6 +1769,8 @@ destroy(hkx_executor *ex)
 		close(ex->wakefd);
 	if (ex->timerfd >= 0)
 		close(ex->timerfd);
+	if (ex->lifefd >= 0)
+		close(ex->lifefd);
 	hkx__slots_free(&ex->host_config.slots);
 	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
 		free((char *)ex->tasks[i].name);
@@ -1632,18 +1856,22 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	ex->epfd = hkx__above_stdio(epoll_create1(EPOLL_CLOEXEC));
 	ex->wakefd = hkx__above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	ex->timerfd = hkx__above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0)
+	ex->lifefd = hkx__above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0 || ex->lifefd < 0)
 		return -errno;
 	err = hkx__zygote_start(&ex->zygote, hc);
 	if (err < 0)
 		return err;
 	if ((err = watch(ex, ex->wakefd, TAG_WAKE)) < 0 ||
 	    (err = watch(ex, ex->timerfd, TAG_TIMER)) < 0 ||
+	    (err = watch(ex, ex->lifefd, TAG_LIFE)) < 0 ||
 	    (err = watch(ex, ex->zygote.sock, TAG_ZYGOTE)) < 0)
 		return err;
 	hkx__lock(ex);
-	request_spawn(ex);
+	err = request_spawn(ex);
 	hkx__unlock(ex);
+	if (err < 0)
+		return err;
 	return start_thread(ex);
 }
 
@@ -1669,11 +1897,12 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 		return -ENOMEM;
 	ex->refs = 1;
 	ex->fork_generation = atomic_load(&fork_generation);
-	ex->epfd = ex->wakefd = ex->timerfd = -1;
+	ex->epfd = ex->wakefd = ex->timerfd = ex->lifefd = -1;
 	ex->zygote.sock = ex->zygote.pidfd = -1;
 	TAILQ_INIT(&ex->queue);
 	TAILQ_INIT(&ex->notify);
 	TAILQ_INIT(&ex->hosts);
+	TAILQ_INIT(&ex->graveyard);
 	if (pthread_mutex_init(&ex->lock, NULL) != 0) {
 		free(ex);
 		return -ENOMEM;
@@ -1896,9 +2125,9 @@ signal_live_hosts(hkx_executor *ex, bool freeze)
 		if (!h->ready || h->killing || h->settled)
 			continue;
 		if (freeze)
-			freeze_host(ex, h);
+			freeze_host(h);
 		else
-			signal_host(ex, h, SIGCONT);
+			signal_host(h, SIGCONT);
 	}
 }
 
@@ -2026,10 +2255,14 @@ escalate(hkx_executor *ex, enum hkx_shutdown how)
 	wake(ex);
 }
 
+/* A SPAWN still unanswered is waited for, so that its host is retired in
+ * turn; not by a KILL, which must not wait on the zygote (a host that
+ * comes later is killed, or freed with the executor). */
 static bool
 shut_down(const hkx_executor *ex)
 {
-	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) && !ex->spawning;
+	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) &&
+	    (!ex->spawning || ex->shutdown_mode == HKX_SHUTDOWN_KILL);
 }
 
 int
@@ -2047,18 +2280,24 @@ hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
 	if (ex->thread_started && pthread_equal(pthread_self(), ex->thread))
 		return -EDEADLK; /* from an on_done callback: it would wait on itself */
 	deadline = hkx__deadline(timeout_ms);
-	ts = hkx__timespec(deadline);
 	hkx__lock(ex);
 	escalate(ex, how);
 	while (!shut_down(ex)) {
-		if (deadline == UINT64_MAX)
+		if (deadline == UINT64_MAX) {
 			pthread_cond_wait(&ex->cond, &ex->lock);
-		else if (pthread_cond_timedwait(&ex->cond, &ex->lock, &ts) == ETIMEDOUT &&
-		    !shut_down(ex)) {
-			escalate(ex, HKX_SHUTDOWN_KILL);
-			deadline = UINT64_MAX;
-			err = -ETIMEDOUT;
+			continue;
 		}
+		ts = hkx__timespec(deadline);
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &ts) != ETIMEDOUT ||
+		    shut_down(ex))
+			continue;
+		if (err == -ETIMEDOUT)
+			break; /* the KILL did not finish either; free will */
+		/* Past the caller's timeout: KILL, and a bounded wait for that
+		 * too, whatever a task did to its zygote. */
+		escalate(ex, HKX_SHUTDOWN_KILL);
+		deadline = hkx__deadline(KILL_PHASE_MS);
+		err = -ETIMEDOUT;
 	}
 	hkx__unlock(ex);
 	return err;

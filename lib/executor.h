@@ -105,6 +105,7 @@ struct hkx_executor {
 	unsigned host_capacity;        /* threads + prefetch */
 
 	int epfd, wakefd, timerfd;
+	int lifefd;                    /* timer for starts, deaths and respawns */
 	pthread_t thread;
 	bool thread_started;
 	bool wake_pending;
@@ -114,8 +115,12 @@ struct hkx_executor {
 	struct hkx__future_list queue;
 	struct hkx__future_list notify; /* ended, with callbacks to run */
 	TAILQ_HEAD(, hkx__host) hosts;
+	TAILQ_HEAD(, hkx__host) graveyard; /* supervisor thread only: freed after a batch */
 	struct hkx__host *current;     /* the host that takes new tasks, or NULL */
-	bool spawning;
+	bool spawning;                 /* a SPAWN is unanswered */
+	uint64_t spawn_asked;          /* ... since then */
+	bool life_dirty;               /* the supervisor should re-arm lifefd */
+	bool zygote_out;               /* the zygote's socket is watched for EPOLLOUT */
 	int start_error;               /* of the first host, for hkx_executor_new */
 	bool started;
 

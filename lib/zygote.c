@@ -3,8 +3,9 @@
  * application, reaps them, and takes them down with it.
  *
  * The zygote side runs only in the forked process and must never return
- * into the application's code; the supervisor side must never block on the
- * zygote except at start and stop, and never raises SIGPIPE (MSG_NOSIGNAL).
+ * into the application's code; the supervisor side never blocks on the
+ * zygote except at start and stop (sends that the socket will not take yet
+ * wait in a small queue), and never raises SIGPIPE (MSG_NOSIGNAL).
  */
 #include "zygote.h"
 
@@ -27,11 +28,18 @@
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+#define NUDGE_MS 100
+
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 /* --- messages, both sides ------------------------------------------------ */
 
+/* 0, or a negative errno: -EAGAIN only with MSG_DONTWAIT in flags. */
 static int
-send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds)
+send_flags(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds,
+           int flags)
 {
 	struct hkx__zygote_msg m = { .type = type, .pid = pid, .value = value, .nfds = nfds };
 	union {
@@ -53,11 +61,18 @@ send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int
 		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
 	}
 	for (;;) {
-		if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0)
+		if (sendmsg(sock, &msg, MSG_NOSIGNAL | flags) >= 0)
 			return 0;
 		if (errno != EINTR)
 			return -errno;
 	}
+}
+
+/* The zygote's side blocks: its one peer always reads. */
+static int
+send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds)
+{
+	return send_flags(sock, type, pid, value, fds, nfds, 0);
 }
 
 static void
@@ -375,6 +390,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 
 	z->pid = 0;
 	z->pidfd = z->sock = -1;
+	z->nqueued = 0;
 	app_pidfd = hkx__above_stdio(hkx__pidfd_open(getpid()));
 	if (app_pidfd < 0)
 		return app_pidfd;
@@ -450,10 +466,43 @@ fail:
 	return err;
 }
 
+/* With MSG_DONTWAIT: 0 sent, 1 not now (full), or a negative errno. */
+static int
+try_send(struct hkx__zygote *z, const struct hkx__zygote_req *r)
+{
+	int err = send_flags(z->sock, r->type, r->pid, r->value, NULL, 0, MSG_DONTWAIT);
+
+	return err == -EAGAIN ? 1 : err;
+}
+
 int
 hkx__zygote_send(struct hkx__zygote *z, enum hkx__zygote_msg_type type, pid_t pid, int value)
 {
-	return send_msg(z->sock, type, pid, value, NULL, 0);
+	struct hkx__zygote_req r = { .type = type, .pid = pid, .value = value };
+	int err;
+
+	if (z->nqueued == 0) {
+		err = try_send(z, &r);
+		if (err <= 0)
+			return err;
+	}
+	if (z->nqueued == HKX__ARRAY_LEN(z->queue))
+		return -ENOBUFS;
+	z->queue[z->nqueued++] = r;
+	return 1;
+}
+
+int
+hkx__zygote_flush(struct hkx__zygote *z)
+{
+	unsigned sent = 0;
+	int err = 0;
+
+	while (sent < z->nqueued && (err = try_send(z, &z->queue[sent])) == 0)
+		sent++;
+	memmove(z->queue, z->queue + sent, (z->nqueued - sent) * sizeof(z->queue[0]));
+	z->nqueued -= sent;
+	return err;
 }
 
 int
@@ -462,9 +511,16 @@ hkx__zygote_recv(struct hkx__zygote *z, struct hkx__zygote_msg *m)
 	return recv_msg(z->sock, m, MSG_DONTWAIT);
 }
 
+int
+hkx__zygote_nudge(struct hkx__zygote *z)
+{
+	return hkx__pidfd_send_signal(z->pidfd, SIGCONT);
+}
+
 void
 hkx__zygote_stop(struct hkx__zygote *z)
 {
+	uint64_t deadline = hkx__deadline(STOP_TIMEOUT_MS);
 	siginfo_t info;
 
 	/* Shut down, not only closed: a fork() child of the application
@@ -475,9 +531,15 @@ hkx__zygote_stop(struct hkx__zygote *z)
 		close(z->sock);
 	}
 	z->sock = -1;
+	z->nqueued = 0;
 	if (z->pidfd < 0)
 		return;
-	if (hkx__wait_readable(z->pidfd, hkx__deadline(STOP_TIMEOUT_MS)) == 0) {
+	/* A task may have stopped it, once or again and again. */
+	do
+		hkx__zygote_nudge(z);
+	while (hkx__wait_readable(z->pidfd, MIN(deadline, hkx__deadline(NUDGE_MS))) == 0 &&
+	    hkx__now_ns() < deadline);
+	if (hkx__wait_readable(z->pidfd, 0) == 0) {
 		/* It should never take this long; do not leave it behind. */
 		hkx__pidfd_send_signal(z->pidfd, SIGKILL);
 		hkx__wait_readable(z->pidfd, UINT64_MAX);

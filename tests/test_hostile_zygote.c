@@ -1,8 +1,10 @@
 /*
- * test_hostile_zygote: what the application does around its zygote. It
- * can keep a fork() child that holds a copy of the zygote's socket;
- * whatever it does, no call into the library hangs and free leaves
- * nothing behind.
+ * test_hostile_zygote: a zygote that is stopped or dead. A task can reach
+ * its zygote (it is the host's parent) and stop, continue or kill it; the
+ * application itself can keep a fork() child that holds a copy of the
+ * zygote's socket. Whatever happens, no call into the library hangs, every
+ * future ends, the executor is broken only by a dead zygote, and free
+ * leaves nothing behind.
  *
  * Every test runs in a process of its own, as Check forks by default: some
  * fork a child of their own.
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +26,51 @@
 
 #include <hkx.h>
 
+#include "executor.h"
 #include "support.h"
 
 /* ---------------------------------------------------------------------- */
+/* Tasks (run in the host).                                                */
+
+/*
+ * "zygote": sends its zygote the signals its argument spells, in order
+ * ('S' SIGSTOP, 'C' SIGCONT, 'K' SIGKILL), after it has told the test the
+ * zygote's pid. With a 'B' at the end it then blocks until released.
+ */
+static int
+task_zygote(hkx_task *t, const void *arg, size_t len)
+{
+	static const int sigs[] = { ['S'] = SIGSTOP, ['C'] = SIGCONT, ['K'] = SIGKILL };
+	const char *s = arg;
+	pid_t zygote = getppid();
+	bool block = false;
+
+	tst_task_started((int)zygote);
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == 'B')
+			block = true;
+		else if (kill(zygote, sigs[(unsigned char)s[i]]) < 0)
+			return -errno;
+	}
+	return block ? tst_task_block() : 0;
+}
+
+/* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
+
+static void
+config(struct hkx_config *c)
+{
+	tst_config(c, 1);
+	tst_add_task(c, "zygote", task_zygote);
+	c->prefetch = 1;
+}
+
+static int
+fd_count(void)
+{
+	return tst_count_dir("/proc/self/fd");
+}
 
 static void
 run_one(hkx_executor *ex, const char *task, enum hkx_state want)
@@ -36,6 +80,28 @@ run_one(hkx_executor *ex, const char *task, enum hkx_state want)
 	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "a %s task never ended", task);
 	tst_wait_end(f, want);
 	hkx_future_release(f);
+}
+
+/* A task that signals its zygote as `script` says; the zygote's pid. */
+static pid_t
+attack_zygote(hkx_executor *ex, const char *script, hkx_future **out)
+{
+	*out = tst_submit(ex, "zygote", script, strlen(script));
+	return (pid_t)tst_await_start();
+}
+
+static bool
+is_stopped(void *arg)
+{
+	struct tst_proc p;
+
+	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'T';
+}
+
+static void
+await_stopped(pid_t pid)
+{
+	tst_poll_until(is_stopped, &pid, "the zygote to stop");
 }
 
 /* Runs fn(arg) on a thread of its own and fails the test with `what` if it
@@ -64,10 +130,44 @@ free_main(void *arg)
 	return NULL;
 }
 
+static void
+free_bounded(hkx_executor *ex)
+{
+	bounded(free_main, ex, TST_DEADLINE_MS, "hkx_executor_free");
+}
+
+struct shutdown_call {
+	hkx_executor *ex;
+	enum hkx_shutdown how;
+	int timeout_ms;
+	int rc;
+};
+
+static void *
+shutdown_main(void *arg)
+{
+	struct shutdown_call *c = arg;
+
+	c->rc = hkx_executor_shutdown(c->ex, c->how, c->timeout_ms);
+	return NULL;
+}
+
+static int
+shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
+{
+	struct shutdown_call c = { ex, how, timeout_ms, 0 };
+
+	bounded(shutdown_main, &c, TST_DEADLINE_MS, "hkx_executor_shutdown");
+	return c.rc;
+}
+
 static hkx_executor *
 new_executor(void)
 {
-	return tst_executor(1, 1);
+	struct hkx_config c;
+
+	config(&c);
+	return tst_new(&c);
 }
 
 static pid_t
@@ -88,6 +188,173 @@ zygote_pid(hkx_executor *ex)
 	ck_assert(tst_proc_read(host_pid(ex), &p));
 	return p.ppid;
 }
+
+/* Nothing of the executor is left: its zygote, its hosts, its fds. */
+static void
+assert_nothing_left(int fds, pid_t zygote, pid_t host)
+{
+	tst_wait_pid_gone(zygote);
+	if (host > 0)
+		tst_wait_pid_gone(host);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A stopped zygote.                                                       */
+
+/* A task stops its zygote; free must not wait for the zygote's word that
+ * the killed host is gone. */
+START_TEST(test_stopped_zygote_free)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	await_stopped(zygote);
+	hkx_future_release(f);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* The same while a task runs: DRAIN cannot finish, escalates to KILL past
+ * its timeout, and that second phase ends too. */
+START_TEST(test_stopped_zygote_shutdown)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "SB", &f);
+	await_stopped(zygote);
+	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, 500), -ETIMEDOUT);
+	tst_wait_end(f, HKX_KILLED);
+	hkx_future_release(f);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* After a kill, the next host comes from a zygote a task stopped: the
+ * supervisor wakes it up rather than wait forever. */
+START_TEST(test_stopped_zygote_kill)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	struct hkx_stats st;
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	await_stopped(zygote);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+	ck_assert_int_ne(st.host_pid, host);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+struct pause_loop {
+	hkx_executor *ex;
+	int rounds;
+	int rc;
+};
+
+static void *
+pause_loop_main(void *arg)
+{
+	struct pause_loop *l = arg;
+
+	for (int i = 0; i < l->rounds && l->rc == 0; i++) {
+		l->rc = hkx_executor_pause(l->ex, HKX_PAUSE_FREEZE);
+		if (l->rc == 0)
+			l->rc = hkx_executor_resume(l->ex);
+	}
+	return NULL;
+}
+
+static void *
+stats_main(void *arg)
+{
+	struct hkx_stats st;
+
+	ck_assert_int_eq(hkx_executor_stats(arg, &st), 0);
+	return NULL;
+}
+
+/*
+ * Freeze and thaw, over and over, with the zygote stopped: far more
+ * signals than its socket can buffer. No call may block on the zygote,
+ * least of all with the executor's lock held.
+ */
+START_TEST(test_stopped_zygote_pause_loop)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	struct pause_loop l = { ex, 2000, 0 };
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	await_stopped(zygote);
+	bounded(pause_loop_main, &l, TST_DEADLINE_MS, "the pause/resume loop");
+	ck_assert_int_eq(l.rc, 0);
+	bounded(stats_main, ex, TST_DEADLINE_MS, "hkx_executor_stats");
+	run_one(ex, "echo", HKX_DONE);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* A dead zygote breaks the executor, whatever was done to it before. */
+static void
+zygote_killed(const char *script)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	struct hkx_stats st;
+	hkx_future *f, *queued;
+
+	/* Queued before the task can kill the zygote. */
+	f = tst_submit(ex, "zygote", script, strlen(script));
+	queued = tst_submit(ex, "echo", "q", 1);
+	zygote = (pid_t)tst_await_start();
+	ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+	ck_assert_int_eq(hkx_future_wait(queued, TST_DEADLINE_MS), 0);
+	ck_assert_int_ne(hkx_future_state(f), HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(st.broken);
+	ck_assert_int_eq(hkx_submit(ex, "echo", NULL, 0, NULL, NULL), -ENOTRECOVERABLE);
+	hkx_future_release(f);
+	hkx_future_release(queued);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+
+START_TEST(test_zygote_killed)
+{
+	zygote_killed("KB");
+}
+END_TEST
+
+START_TEST(test_zygote_stopped_continued_killed)
+{
+	zygote_killed("SCSKB");
+}
+END_TEST
 
 /* ---------------------------------------------------------------------- */
 /* The application's own fork() children.                                  */
@@ -128,6 +395,15 @@ hostile_zygote_suite(void)
 {
 	Suite *s = suite_create("hostile_zygote");
 	TCase *tc;
+
+	tc = tst_tcase("stopped");
+	tcase_add_test(tc, test_stopped_zygote_free);
+	tcase_add_test(tc, test_stopped_zygote_shutdown);
+	tcase_add_test(tc, test_stopped_zygote_kill);
+	tcase_add_test(tc, test_stopped_zygote_pause_loop);
+	tcase_add_test(tc, test_zygote_killed);
+	tcase_add_test(tc, test_zygote_stopped_continued_killed);
+	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("fork");
 	tcase_add_test(tc, test_free_with_fork_child);
