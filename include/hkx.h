@@ -111,7 +111,13 @@ struct hkx_config {
 	uint64_t limit_open_files;   /* RLIMIT_NOFILE */
 	bool allow_core_dumps;       /* default false: RLIMIT_CORE 0 in the host */
 	bool no_new_privs;           /* PR_SET_NO_NEW_PRIVS in the host */
-	uint64_t reserved[8];
+	uint8_t padding[6];          /* ignored: the compiler's padding in older headers */
+	/* From here on, what was reserved space: the struct keeps its size. */
+	int start_timeout_ms;      /* a host not ready this long after it was asked for
+	                              is killed: hkx_executor_new fails with -ETIMEDOUT,
+	                              later it counts as a restart; 0 = default 10000 */
+	uint32_t reserved32;       /* must be zero, as reserved[] */
+	uint64_t reserved[7];
 };
 void hkx_config_init(struct hkx_config *c);
 
@@ -119,10 +125,12 @@ typedef struct hkx_executor hkx_executor;
 
 /* Starts the zygote and the first host; fails here if they cannot start:
  * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
- * function, threads 0, reserved space not zero), -ENOSYS without pidfd,
- * -EPERM inside a host or in a fork() child of an application that created
- * an executor, -ECHILD if the first host died before it was ready
- * (host_init failed: a negative errno that host_init returned is passed on).
+ * function, threads 0, start_timeout_ms negative, reserved space not zero),
+ * -ENOSYS without pidfd, -EPERM inside a host or in a fork() child of an
+ * application that created an executor, -ECHILD if the first host died
+ * before it was ready (host_init failed: a negative errno that host_init
+ * returned is passed on), -ETIMEDOUT if the first host was not ready
+ * within start_timeout_ms (it is killed).
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
  * this call (a handler that reaps every child may reap it first, which is

@@ -34,6 +34,7 @@
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
+#define DEFAULT_START_TIMEOUT_MS 10000
 /* How long the zygote may leave a request unanswered before it is sent
  * SIGCONT (a task may have stopped it), and a death unreported before the
  * host is let go without its exit status. */
@@ -77,8 +78,10 @@ struct hkx__host {
 	bool crash_noted;
 	bool init_failed;
 	bool settled;        /* its tasks are accounted for */
+	bool start_timed_out;
 	bool gone;           /* in the graveyard: events for it are stale */
 	bool up_open, crash_open, down_polled;
+	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
 	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t crash_id;
 	int crash_signal;
@@ -458,6 +461,12 @@ life_changed(hkx_executor *ex)
 {
 	ex->life_dirty = true;
 	wake(ex);
+}
+
+static uint64_t
+start_timeout_ns(const hkx_executor *ex)
+{
+	return (uint64_t)ex->config.start_timeout_ms * 1000000u;
 }
 
 /* --- the zygote's socket --------------------------------------------------- */
@@ -1143,6 +1152,9 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->pidfd, &ev);
 
 	hkx__lock(ex);
+	/* Its start deadline runs from the request, even if the zygote
+	 * answers one it was thought to have ignored. */
+	h->asked_ns = ex->spawning ? ex->spawn_asked : hkx__now_ns();
 	ex->spawning = false;
 	life_changed(ex);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
@@ -1281,11 +1293,12 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	classify(ex, h, status);
 	if (ex->current == h)
 		ex->current = NULL;
-	ordered = (h->killing && !h->protocol_error) ||
+	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
 	    (h->retiring && (status == STATUS_UNKNOWN ||
 	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
 	if (!ex->started && !h->ready) {
-		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
+		ex->start_error = h->start_timed_out ? -ETIMEDOUT
+		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
 	} else if (!ordered)
 		count_restart(ex);
@@ -1469,8 +1482,8 @@ zygote_owes_since(hkx_executor *ex)
 	return since;
 }
 
-/* With the lock held: lifefd fires at the next unanswered request or
- * unreported death. */
+/* With the lock held: lifefd fires at the next start deadline, unanswered
+ * request or unreported death. */
 static void
 arm_life(hkx_executor *ex)
 {
@@ -1480,12 +1493,35 @@ arm_life(hkx_executor *ex)
 
 	if (owes != UINT64_MAX)
 		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
-	TAILQ_FOREACH(h, &ex->hosts, link)
+	if (ex->spawning)
+		next = earlier(next, ex->spawn_asked + start_timeout_ns(ex));
+	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (h->died_ns != 0)
 			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
+		else if (!h->ready && !h->killing)
+			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
+	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
 	timerfd_settime(ex->lifefd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* With the lock held: a host that is not ready by its deadline is killed,
+ * and its death counts; a SPAWN the zygote never answered is given up. */
+static void
+enforce_starts(hkx_executor *ex, uint64_t now)
+{
+	uint64_t limit = start_timeout_ns(ex);
+	struct hkx__host *h;
+
+	if (ex->spawning && now - ex->spawn_asked >= limit)
+		spawn_failed_locked(ex, -ETIMEDOUT);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->ready || h->killing || h->died_ns != 0 || now - h->asked_ns < limit)
+			continue;
+		h->start_timed_out = true;
+		kill_host(ex, h, false);
+	}
 }
 
 /* The first host whose death the zygote has not reported in time. */
@@ -1515,6 +1551,7 @@ life_tick(hkx_executor *ex)
 	 * nothing if it was only slow. */
 	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
 		hkx__zygote_nudge(&ex->zygote);
+	enforce_starts(ex, now);
 	ex->life_dirty = true;
 	hkx__unlock(ex);
 	while ((h = unreported_death(ex, now)) != NULL) {
@@ -1671,6 +1708,7 @@ hkx_config_init(struct hkx_config *c)
 	c->max_payload = (size_t)64 << 20;
 	c->max_restarts = 5;
 	c->restart_window_ms = 10000;
+	c->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
 }
 
 static int
@@ -1732,7 +1770,8 @@ find_task(const hkx_executor *ex, const char *name)
 static int
 check_config(const struct hkx_config *c)
 {
-	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->threads == 0 ||
+	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->reserved32 != 0 ||
+	    c->threads == 0 || c->start_timeout_ms < 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY)
@@ -1820,6 +1859,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	int err;
 
 	ex->config = *c;
+	if (ex->config.start_timeout_ms == 0)
+		ex->config.start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
 	err = copy_tasks(ex, c);
 	if (err < 0)
 		return err;

@@ -1,14 +1,20 @@
 /*
- * test_hostile_zygote: a zygote that is stopped or dead. A task can reach
- * its zygote (it is the host's parent) and stop, continue or kill it; the
- * application itself can keep a fork() child that holds a copy of the
- * zygote's socket. Whatever happens, no call into the library hangs, every
- * future ends, the executor is broken only by a dead zygote, and free
- * leaves nothing behind.
+ * test_hostile_zygote: a zygote that is stopped, slow or dead, and hosts
+ * that never become ready. A task can reach its zygote (it is the host's
+ * parent) and stop, continue or kill it; a host_init can hang or fail; the
+ * application itself can run out of fds or keep a fork() child that holds
+ * a copy of the zygote's socket. Whatever happens, no call into the
+ * library hangs, every future ends, the executor is broken only by a dead
+ * zygote or a spent restart budget, and free leaves nothing behind.
+ *
+ * host_init keeps its count of calls in a MAP_SHARED page made before the
+ * executor, so that every host (and the spare the zygote keeps ready) adds
+ * to the one count the test reads.
  *
  * Every test runs in a process of its own, as Check forks by default: some
- * fork a child of their own.
+ * lower the process's RLIMIT_NOFILE or fork a child of their own.
  */
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -18,6 +24,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +36,29 @@
 #include "executor.h"
 #include "support.h"
 
+/* The layout struct hkx_config had before start_timeout_ms took a part of
+ * its reserved space: every older field stays where it was. */
+struct config_v2 {
+	const struct hkx_task_def *tasks;
+	size_t ntasks;
+	unsigned threads, prefetch;
+	size_t max_payload, max_queued;
+	unsigned max_restarts, restart_window_ms, max_tasks_per_host;
+	int (*host_init)(void *arg);
+	void *host_init_arg;
+	uint64_t limit_memory_bytes, limit_open_files;
+	bool allow_core_dumps, no_new_privs;
+	uint64_t reserved[8];
+};
+_Static_assert(sizeof(struct hkx_config) == sizeof(struct config_v2),
+    "struct hkx_config changed size");
+_Static_assert(offsetof(struct hkx_config, no_new_privs) ==
+    offsetof(struct config_v2, no_new_privs), "struct hkx_config moved a field");
+_Static_assert(offsetof(struct hkx_config, start_timeout_ms) ==
+    offsetof(struct config_v2, reserved), "start_timeout_ms is not in the reserved space");
+
 /* ---------------------------------------------------------------------- */
-/* Tasks (run in the host).                                                */
+/* Tasks and host_init (run in the host).                                  */
 
 /*
  * "zygote": sends its zygote the signals its argument spells, in order
@@ -55,6 +83,30 @@ task_zygote(hkx_task *t, const void *arg, size_t len)
 	return block ? tst_task_block() : 0;
 }
 
+/* What host_init does, in a page every host shares. The first host and
+ * the spare the zygote forks after it may call it in either order. */
+enum { HANG_NONE, HANG_ALWAYS, HANG_ONCE };
+struct init_plan {
+	atomic_int calls;
+	atomic_int hang;     /* HANG_ONCE: the next call never returns */
+};
+
+static struct init_plan *plan;
+
+static int
+planned_init(void *arg)
+{
+	struct init_plan *p = arg;
+	int once = HANG_ONCE;
+
+	atomic_fetch_add(&p->calls, 1);
+	if (atomic_load(&p->hang) == HANG_ALWAYS ||
+	    atomic_compare_exchange_strong(&p->hang, &once, HANG_NONE))
+		for (;;)
+			pause();
+	return 0;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -64,6 +116,29 @@ config(struct hkx_config *c)
 	tst_config(c, 1);
 	tst_add_task(c, "zygote", task_zygote);
 	c->prefetch = 1;
+}
+
+static void
+plan_setup(void)
+{
+	plan = mmap(NULL, sizeof(*plan), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	    -1, 0);
+	ck_assert_ptr_ne(plan, MAP_FAILED);
+	memset(plan, 0, sizeof(*plan));
+}
+
+static void
+plan_teardown(void)
+{
+	munmap(plan, sizeof(*plan));
+}
+
+static void
+config_planned(struct hkx_config *c)
+{
+	config(c);
+	c->host_init = planned_init;
+	c->host_init_arg = plan;
 }
 
 static int
@@ -357,6 +432,95 @@ START_TEST(test_zygote_stopped_continued_killed)
 END_TEST
 
 /* ---------------------------------------------------------------------- */
+/* Start-up deadlines.                                                     */
+
+/* A host_init that never returns: hkx_executor_new gives up. */
+START_TEST(test_start_timeout_new)
+{
+	int fds = fd_count();
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+
+	config_planned(&c);
+	atomic_store(&plan->hang, HANG_ALWAYS);
+	c.start_timeout_ms = 200;
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -ETIMEDOUT);
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+START_TEST(test_start_timeout_config)
+{
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+
+	config(&c);
+	ck_assert_int_eq(c.start_timeout_ms, 10000);
+	c.start_timeout_ms = -1;
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EINVAL);
+	c.start_timeout_ms = 0; /* the default */
+	ex = tst_new(&c);
+	run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static bool
+first_spare_forked(void *arg)
+{
+	return atomic_load(&plan->calls) >= 2;
+}
+
+static bool
+hang_taken(void *arg)
+{
+	return atomic_load(&plan->hang) == HANG_NONE;
+}
+
+/* The first host and its spare have both been through host_init (so
+ * neither takes what the plan says next). */
+static void
+await_first_spare(void)
+{
+	tst_poll_until(first_spare_forked, NULL, "the spare host");
+}
+
+/*
+ * The spare the zygote keeps ready hangs in host_init; a kill hands it
+ * over. It is killed at its deadline, counted, and the next host runs
+ * what waited.
+ */
+START_TEST(test_spare_hangs)
+{
+	int fds = fd_count();
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	pid_t zygote, host;
+
+	config_planned(&c);
+	c.start_timeout_ms = 3000; /* the first host must make it, under load too */
+	ex = tst_new(&c);
+	host = host_pid(ex);
+	zygote = zygote_pid(ex);
+	await_first_spare();
+	atomic_store(&plan->hang, HANG_ONCE);
+	/* The good spare takes over; the zygote forks the next one, which
+	 * hangs; a second kill hands that one over. */
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	tst_poll_until(hang_taken, NULL, "the next spare to hang");
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
 /* The application's own fork() children.                                  */
 
 /*
@@ -403,6 +567,13 @@ hostile_zygote_suite(void)
 	tcase_add_test(tc, test_stopped_zygote_pause_loop);
 	tcase_add_test(tc, test_zygote_killed);
 	tcase_add_test(tc, test_zygote_stopped_continued_killed);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("start");
+	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
+	tcase_add_test(tc, test_start_timeout_new);
+	tcase_add_test(tc, test_start_timeout_config);
+	tcase_add_test(tc, test_spare_hangs);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("fork");
