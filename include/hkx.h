@@ -100,7 +100,14 @@ struct hkx_config {
 	                              hkx_submit gives -EAGAIN past it */
 	unsigned max_restarts;     /* unexpected host deaths allowed ... (at most 65535;
 	                              UINT_MAX: never broken by restarts) */
-	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
+	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms.
+	                              After a failed start or an unexpected death the
+	                              next host is asked for only after a back-off:
+	                              1 ms, doubled at each failure in a row up to 1 s,
+	                              reset once a host runs a task or stays up 1 s.
+	                              A spawn that fails for lack of resources (fds,
+	                              processes, memory) is retried after the back-off
+	                              and is not counted as a restart. */
 	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
 	                                many tasks, gracefully, not counted as a restart */
 	int (*host_init)(void *arg); /* run once in each new host before any task; nonzero = fail

@@ -82,6 +82,7 @@ struct hkx__host {
 	bool gone;           /* in the graveyard: events for it are stale */
 	bool up_open, crash_open, down_polled;
 	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
+	uint64_t ready_ns;
 	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t crash_id;
 	int crash_signal;
@@ -454,6 +455,13 @@ count_restart(hkx_executor *ex)
 		break_executor(ex);
 }
 
+/* A lack of resources that may pass: not a host's fault. */
+static bool
+transient(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -EAGAIN || err == -ENOMEM;
+}
+
 /* With the lock held: the supervisor should look at lifefd's deadlines
  * again. */
 static void
@@ -461,6 +469,19 @@ life_changed(hkx_executor *ex)
 {
 	ex->life_dirty = true;
 	wake(ex);
+}
+
+/* With the lock held, after a failed start or an unexpected death: the
+ * next respawn waits twice as long as the last, up to a cap, so that a
+ * host that can never start costs little. */
+static void
+back_off(hkx_executor *ex)
+{
+	ex->backoff_ms = ex->backoff_ms == 0 ? 1
+	    : ex->backoff_ms >= HKX__BACKOFF_MAX_MS / 2 ? HKX__BACKOFF_MAX_MS
+	                                               : 2 * ex->backoff_ms;
+	ex->respawn_at = hkx__now_ns() + (uint64_t)ex->backoff_ms * 1000000u;
+	life_changed(ex);
 }
 
 static uint64_t
@@ -506,19 +527,26 @@ zygote_writable(hkx_executor *ex)
 
 /* --- hosts ------------------------------------------------------------------ */
 
-/* With the lock held. */
+/* With the lock held. Not before the back-off says so: lifefd then asks
+ * again. */
 static int
 request_spawn(hkx_executor *ex)
 {
+	uint64_t now;
 	int err;
 
 	if (ex->spawning || ex->broken)
 		return 0;
+	now = hkx__now_ns();
+	if (now < ex->respawn_at) {
+		life_changed(ex);
+		return 0;
+	}
 	err = zygote_send(ex, HKX__ZYGOTE_SPAWN, 0, 0);
 	if (err < 0)
 		return err;
 	ex->spawning = true;
-	ex->spawn_asked = hkx__now_ns();
+	ex->spawn_asked = now;
 	life_changed(ex);
 	return 0;
 }
@@ -851,6 +879,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		if (h->ready)
 			return -EPROTO;
 		h->ready = true;
+		h->ready_ns = hkx__now_ns();
 		ex->stats.host_starts++;
 		if (!ex->started) {
 			ex->started = true;
@@ -877,6 +906,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		slot_put(ex, f);
 		return 0;
 	case HKX__FRAME_RESULT:
+		ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
 		return take_result(ex, h, fr);
 	default:
 		return -EPROTO;
@@ -1083,9 +1113,9 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 
 /* --- a host's life ------------------------------------------------------- */
 
-/* With the lock held: no host came of the SPAWN: a restart like any
- * other, and whoever waits for the spawn to end (a start, a shutdown)
- * looks again. */
+/* With the lock held: no host came of the SPAWN. Whoever waits for the
+ * spawn to end (a start, a shutdown) looks again. A lack of resources is
+ * retried after the back-off, not counted as a restart. */
 static void
 spawn_failed_locked(hkx_executor *ex, int err)
 {
@@ -1095,7 +1125,9 @@ spawn_failed_locked(hkx_executor *ex, int err)
 	if (!ex->started)
 		ex->start_error = err;
 	else {
-		count_restart(ex);
+		if (!transient(err))
+			count_restart(ex);
+		back_off(ex);
 		respawn_if_needed(ex);
 	}
 	pthread_cond_broadcast(&ex->cond);
@@ -1300,8 +1332,15 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 		ex->start_error = h->start_timed_out ? -ETIMEDOUT
 		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
-	} else if (!ordered)
+	} else if (!ordered) {
 		count_restart(ex);
+		/* A host that stayed up a while proved that starts work. */
+		if (h->ready && hkx__now_ns() - h->ready_ns >=
+		    (uint64_t)HKX__BACKOFF_MAX_MS * 1000000u)
+			ex->backoff_ms = 0;
+		if (!h->start_timed_out) /* backed off when it was killed */
+			back_off(ex);
+	}
 	respawn_if_needed(ex);
 	hkx__unlock(ex);
 }
@@ -1423,15 +1462,17 @@ zygote_readable(hkx_executor *ex)
 	struct hkx__host *h;
 	int rc;
 
-	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO) {
-		if (rc == -EPROTO) {
-			/* Truncated (we were out of fds, say): its fds are closed;
+	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO ||
+	    rc == -EMFILE) {
+		if (rc < 0) {
+			/* Its fds were cut (we were out of fds: that may pass)
+			 * or it was malformed; either way they are closed, and
 			 * a host that came with it is useless. */
 			if (m.type == HKX__ZYGOTE_SPAWNED) {
 				hkx__lock(ex);
 				if (m.pid > 0)
 					(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m.pid, SIGKILL);
-				spawn_failed_locked(ex, -EMFILE);
+				spawn_failed_locked(ex, rc);
 				hkx__unlock(ex);
 			}
 			continue;
@@ -1483,7 +1524,7 @@ zygote_owes_since(hkx_executor *ex)
 }
 
 /* With the lock held: lifefd fires at the next start deadline, unanswered
- * request or unreported death. */
+ * request, unreported death or end of a back-off. */
 static void
 arm_life(hkx_executor *ex)
 {
@@ -1495,6 +1536,8 @@ arm_life(hkx_executor *ex)
 		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
 	if (ex->spawning)
 		next = earlier(next, ex->spawn_asked + start_timeout_ns(ex));
+	else if (ex->respawn_at > now)
+		next = earlier(next, ex->respawn_at);
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (h->died_ns != 0)
 			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
@@ -1520,6 +1563,8 @@ enforce_starts(hkx_executor *ex, uint64_t now)
 		if (h->ready || h->killing || h->died_ns != 0 || now - h->asked_ns < limit)
 			continue;
 		h->start_timed_out = true;
+		if (ex->started)
+			back_off(ex); /* before the kill asks for the next host */
 		kill_host(ex, h, false);
 	}
 }
@@ -1552,6 +1597,7 @@ life_tick(hkx_executor *ex)
 	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
 		hkx__zygote_nudge(&ex->zygote);
 	enforce_starts(ex, now);
+	respawn_if_needed(ex); /* a back-off may be over */
 	ex->life_dirty = true;
 	hkx__unlock(ex);
 	while ((h = unreported_death(ex, now)) != NULL) {

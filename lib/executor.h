@@ -23,6 +23,9 @@
 #include "wire.h"
 #include "zygote.h"
 
+/* The longest wait between failed starts, however many in a row. */
+#define HKX__BACKOFF_MAX_MS 1000u
+
 struct hkx__wait_node;
 struct hkx__host;
 
@@ -119,6 +122,7 @@ struct hkx_executor {
 	struct hkx__host *current;     /* the host that takes new tasks, or NULL */
 	bool spawning;                 /* a SPAWN is unanswered */
 	uint64_t spawn_asked;          /* ... since then */
+	uint64_t respawn_at;           /* no SPAWN before this (back-off) */
 	bool life_dirty;               /* the supervisor should re-arm lifefd */
 	bool zygote_out;               /* the zygote's socket is watched for EPOLLOUT */
 	int start_error;               /* of the first host, for hkx_executor_new */
@@ -131,6 +135,7 @@ struct hkx_executor {
 	struct hkx_stats stats;
 	uint64_t *restarts;            /* ring of unexpected deaths' times */
 	unsigned nrestarts, restart_head;
+	unsigned backoff_ms;           /* wait before the next respawn; 0 after a good host */
 
 	bool limits_dirty;             /* the supervisor should look at run-time limits */
 	bool paused, frozen;

@@ -84,7 +84,9 @@ close_fds(int *fds, int n)
 }
 
 /* 1 and a message, 0 if none (with MSG_DONTWAIT), -EPIPE at EOF. The
- * message is checked for shape; its meaning is the caller's to check. */
+ * message is checked for shape; its meaning is the caller's to check.
+ * -EMFILE if its fds were cut short (we had no room for them): the rest of
+ * the message is whole, and says what was lost. */
 static int
 recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 {
@@ -118,10 +120,14 @@ recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 		if (m->fds[i] < 0)
 			msg.msg_flags |= MSG_CTRUNC; /* out of fds: as if cut short */
 	}
-	if ((size_t)n != sizeof(*m) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    m->nfds != nfds) {
+	if ((size_t)n != sizeof(*m) || (msg.msg_flags & MSG_TRUNC) ||
+	    (!(msg.msg_flags & MSG_CTRUNC) && m->nfds != nfds)) {
 		close_fds(m->fds, nfds);
 		return -EPROTO;
+	}
+	if (msg.msg_flags & MSG_CTRUNC) {
+		close_fds(m->fds, nfds);
+		return -EMFILE;
 	}
 	return 1;
 }

@@ -15,12 +15,14 @@
  * lower the process's RLIMIT_NOFILE or fork a child of their own.
  */
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -89,6 +91,8 @@ enum { HANG_NONE, HANG_ALWAYS, HANG_ONCE };
 struct init_plan {
 	atomic_int calls;
 	atomic_int hang;     /* HANG_ONCE: the next call never returns */
+	atomic_bool fail;    /* calls return -EIO ... */
+	atomic_int failures; /* ... and count here */
 };
 
 static struct init_plan *plan;
@@ -104,6 +108,10 @@ planned_init(void *arg)
 	    atomic_compare_exchange_strong(&p->hang, &once, HANG_NONE))
 		for (;;)
 			pause();
+	if (atomic_load(&p->fail)) {
+		atomic_fetch_add(&p->failures, 1);
+		return -EIO;
+	}
 	return 0;
 }
 
@@ -521,6 +529,125 @@ START_TEST(test_spare_hangs)
 END_TEST
 
 /* ---------------------------------------------------------------------- */
+/* Respawn: back-off, and transient lack of resources.                     */
+
+struct backoff_watch {
+	hkx_executor *ex;
+	unsigned at_least;
+};
+
+static unsigned
+backoff_ms(hkx_executor *ex)
+{
+	unsigned ms;
+
+	hkx__lock(ex);
+	ms = ex->backoff_ms;
+	hkx__unlock(ex);
+	return ms;
+}
+
+static bool
+backoff_reached(void *arg)
+{
+	struct backoff_watch *w = arg;
+
+	return backoff_ms(w->ex) >= w->at_least;
+}
+
+static bool
+broken_or_backed_off(void *arg)
+{
+	struct backoff_watch *w = arg;
+	struct hkx_stats st;
+
+	/* No fd is opened here: the process has none to spare. */
+	if (hkx_executor_stats(w->ex, &st) != 0)
+		return true;
+	return st.broken || backoff_reached(w);
+}
+
+/* Kills every host that is up, until the back-off reaches `at_least`:
+ * hosts that went through host_init before it failed may take over. */
+static bool
+kill_until_backed_off(void *arg)
+{
+	struct backoff_watch *w = arg;
+
+	if (host_pid(w->ex) != 0)
+		ck_assert_int_eq(hkx_executor_kill(w->ex), 0);
+	return backoff_reached(w);
+}
+
+/*
+ * host_init fails in every new host, and restarts are unlimited: each
+ * failed start doubles the wait before the next, up to the cap. The hosts
+ * that fail until the cap is reached are few, however fast the machine:
+ * our own starts, and at most one spare per start. A host that then runs
+ * a task resets the back-off.
+ */
+START_TEST(test_respawn_backs_off)
+{
+	struct backoff_watch w;
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	int failures;
+
+	config_planned(&c);
+	c.max_restarts = UINT_MAX;
+	ex = tst_new(&c);
+	await_first_spare();
+	atomic_store(&plan->fail, true);
+	w = (struct backoff_watch){ ex, HKX__BACKOFF_MAX_MS };
+	tst_poll_until(kill_until_backed_off, &w, "the back-off to reach its cap");
+	failures = atomic_load(&plan->failures);
+	/* 1 ms doubling to the cap takes 11 failed starts, and the poll
+	 * may see the cap one start late. */
+	ck_assert_msg(failures <= 2 * 13, "%d hosts failed before the back-off reached its cap",
+	    failures);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+
+	atomic_store(&plan->fail, false);
+	run_one(ex, "echo", HKX_DONE);
+	ck_assert_uint_eq(backoff_ms(ex), 0);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * The application runs out of fds while a host is respawned: the fds of
+ * each new host are cut from the zygote's message. That is not a host's
+ * death; once fds are back, a host takes over and the executor is whole.
+ */
+START_TEST(test_respawn_out_of_fds)
+{
+	int fds = fd_count();
+	struct backoff_watch w;
+	struct rlimit rl, none;
+	struct hkx_stats st;
+	hkx_executor *ex = new_executor();
+	pid_t zygote = zygote_pid(ex), host = host_pid(ex);
+
+	run_one(ex, "echo", HKX_DONE);
+	w = (struct backoff_watch){ ex, 8 };
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	none = (struct rlimit){ .rlim_cur = 3, .rlim_max = rl.rlim_max };
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	tst_poll_until(broken_or_backed_off, &w, "respawns to fail");
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+
+	tst_stats(ex, &st);
+	ck_assert_msg(!st.broken, "running out of fds for a moment broke the executor");
+	run_one(ex, "echo", HKX_DONE);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
 /* The application's own fork() children.                                  */
 
 /*
@@ -574,6 +701,12 @@ hostile_zygote_suite(void)
 	tcase_add_test(tc, test_start_timeout_new);
 	tcase_add_test(tc, test_start_timeout_config);
 	tcase_add_test(tc, test_spare_hangs);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("respawn");
+	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
+	tcase_add_test(tc, test_respawn_backs_off);
+	tcase_add_test(tc, test_respawn_out_of_fds);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("fork");
