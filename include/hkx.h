@@ -134,10 +134,11 @@ typedef struct hkx_executor hkx_executor;
  * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
  * function, threads 0, start_timeout_ms negative, reserved space not zero),
  * -ENOSYS without pidfd, -EPERM inside a host or in a fork() child of an
- * application that created an executor, -ECHILD if the first host died
- * before it was ready (host_init failed: a negative errno that host_init
- * returned is passed on), -ETIMEDOUT if the first host was not ready
- * within start_timeout_ms (it is killed).
+ * application that created an executor, -ECHILD if the zygote or the first
+ * host died before it was ready (host_init failed: a negative errno that
+ * host_init returned is passed on), -ETIMEDOUT if the first host was not
+ * ready within start_timeout_ms (it is killed), -EMFILE or -ENFILE out of
+ * fds, -EAGAIN out of processes (fork), -ENOMEM.
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
  * this call (a handler that reaps every child may reap it first, which is

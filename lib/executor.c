@@ -1113,6 +1113,20 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 
 /* --- a host's life ------------------------------------------------------- */
 
+/* What hkx_executor_new says of a start that failed before any host of
+ * ours ran: the documented values only. */
+static int
+start_errno(int err)
+{
+	switch (-err) {
+	case EINVAL: case ENOSYS: case EPERM: case ECHILD: case ETIMEDOUT:
+	case ENOMEM: case EMFILE: case ENFILE: case EAGAIN:
+		return err;
+	default:
+		return -ECHILD; /* the zygote died or spoke nonsense */
+	}
+}
+
 /* With the lock held: no host came of the SPAWN. Whoever waits for the
  * spawn to end (a start, a shutdown) looks again. A lack of resources is
  * retried after the back-off, not counted as a restart. */
@@ -1123,7 +1137,7 @@ spawn_failed_locked(hkx_executor *ex, int err)
 		return; /* an answer to a request already given up */
 	ex->spawning = false;
 	if (!ex->started)
-		ex->start_error = err;
+		ex->start_error = start_errno(err);
 	else {
 		if (!transient(err))
 			count_restart(ex);
@@ -2001,7 +2015,9 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 		return err;
 	}
 	err = set_up(ex, c);
-	if (err == 0) {
+	if (err < 0)
+		err = start_errno(err);
+	else {
 		hkx__lock(ex);
 		while (!ex->started && ex->start_error == 0)
 			pthread_cond_wait(&ex->cond, &ex->lock);

@@ -456,8 +456,12 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		goto fail;
 	}
 	err = recv_msg(z->sock, &m, 0);
-	if (err < 0)
+	if (err < 0) {
+		/* Gone before it said hello: it died as a host would. */
+		if (err == -EPIPE || err == -ECONNRESET)
+			err = -ECHILD;
 		goto fail;
+	}
 	if (m.type != HKX__ZYGOTE_HELLO || m.nfds != 1) {
 		close_fds(m.fds, m.nfds);
 		err = -EPROTO;

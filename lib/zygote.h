@@ -64,7 +64,7 @@ struct hkx__zygote {
 };
 
 /* Forks the zygote. hc must stay valid (it is the zygote's copy that
- * counts). -ENOSYS without pidfd. */
+ * counts). -ENOSYS without pidfd, -ECHILD if it died before it was ready. */
 int hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc);
 /* Never blocks: 0 sent, 1 queued behind a full socket (call
  * hkx__zygote_flush once it is writable), -ENOBUFS if the queue is full,

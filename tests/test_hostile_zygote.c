@@ -647,6 +647,28 @@ START_TEST(test_respawn_out_of_fds)
 }
 END_TEST
 
+/* Out of fds at the start: a documented error, and nothing left. */
+START_TEST(test_new_out_of_fds)
+{
+	int fds = fd_count();
+	struct rlimit rl, none;
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+	int rc;
+
+	config(&c);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	none = (struct rlimit){ .rlim_cur = 3, .rlim_max = rl.rlim_max };
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+	rc = hkx_executor_new(&c, &ex);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	ck_assert_int_eq(rc, -EMFILE);
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* The application's own fork() children.                                  */
 
@@ -707,6 +729,7 @@ hostile_zygote_suite(void)
 	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
 	tcase_add_test(tc, test_respawn_backs_off);
 	tcase_add_test(tc, test_respawn_out_of_fds);
+	tcase_add_test(tc, test_new_out_of_fds);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("fork");
