@@ -1,7 +1,13 @@
 /*
  * executor: the supervisor. It owns the queue, the slot table's owners,
- * every host's pipes, the zygote's socket and the run-time limit timer, and
- * decides how each future ends.
+ * every host's pipes, the zygote's socket, the run-time limit timer and
+ * the timer of hosts' lives (start deadlines, deaths the zygote has not
+ * reported, respawn back-off), and decides how each future ends.
+ *
+ * It never waits on the zygote: hosts are signalled through their pidfds,
+ * leave on their pidfds' word, and requests the zygote's socket will not
+ * take yet wait in a queue; a zygote that leaves one unanswered is sent
+ * SIGCONT, since a task can stop it.
  *
  * Threads: application threads submit, cancel, stop and kill under the
  * lock; one supervisor thread per executor (every signal blocked) reads

@@ -1,7 +1,7 @@
 /*
  * executor: the supervisor side. One thread per executor watches the hosts
- * (pipes, crash notes), the zygote and a timer over epoll, keeps the queue,
- * and is the only thread that writes to a host's pipe.
+ * (pipes, crash notes, pidfds), the zygote and two timers over epoll, keeps
+ * the queue, and is the only thread that writes to a host's pipe.
  *
  * Every field below is guarded by the executor's lock unless it says
  * otherwise. future.c and group.c share these definitions; nothing outside
