@@ -102,7 +102,14 @@ struct hkx_config {
 	                              UINT_MAX: never broken by restarts, which suits
 	                              a long-running service); the futures breaking
 	                              ends say why in their message */
-	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms */
+	unsigned restart_window_ms;/* ... within this window; default 5 in 10000 ms.
+	                              After a failed start or an unexpected death the
+	                              next host is asked for only after a back-off:
+	                              1 ms, doubled at each failure in a row up to 1 s,
+	                              reset once a host runs a task or stays up 1 s.
+	                              A spawn that fails for lack of resources (fds,
+	                              processes, memory) is retried after the back-off
+	                              and is not counted as a restart. */
 	unsigned max_tasks_per_host; /* 0 = no limit; else the host is replaced after this
 	                                many tasks, gracefully, not counted as a restart */
 	int (*host_init)(void *arg); /* run once in each new host before any task; nonzero = fail
@@ -113,7 +120,13 @@ struct hkx_config {
 	uint64_t limit_open_files;   /* RLIMIT_NOFILE */
 	bool allow_core_dumps;       /* default false: RLIMIT_CORE 0 in the host */
 	bool no_new_privs;           /* PR_SET_NO_NEW_PRIVS in the host */
-	uint64_t reserved[8];
+	uint8_t padding[6];          /* ignored: the compiler's padding in older headers */
+	/* From here on, what was reserved space: the struct keeps its size. */
+	int start_timeout_ms;      /* a host not ready this long after it was asked for
+	                              is killed: hkx_executor_new fails with -ETIMEDOUT,
+	                              later it counts as a restart; 0 = default 10000 */
+	uint32_t reserved32;       /* must be zero, as reserved[] */
+	uint64_t reserved[7];
 };
 void hkx_config_init(struct hkx_config *c);
 
@@ -121,10 +134,13 @@ typedef struct hkx_executor hkx_executor;
 
 /* Starts the zygote and the first host; fails here if they cannot start:
  * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
- * function, threads 0, reserved space not zero), -ENOSYS without pidfd,
- * -EPERM inside a host or in a fork() child of an application that created
- * an executor, -ECHILD if the first host died before it was ready
- * (host_init failed: a negative errno that host_init returned is passed on).
+ * function, threads 0, start_timeout_ms negative, reserved space not zero),
+ * -ENOSYS without pidfd, -EPERM inside a host or in a fork() child of an
+ * application that created an executor, -ECHILD if the zygote or the first
+ * host died before it was ready (host_init failed: a negative errno that
+ * host_init returned is passed on), -ETIMEDOUT if the first host was not
+ * ready within start_timeout_ms (it is killed), -EMFILE or -ENFILE out of
+ * fds, -EAGAIN out of processes (fork), -ENOMEM.
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
  * this call (a handler that reaps every child may reap it first, which is
@@ -161,7 +177,9 @@ enum hkx_shutdown {
 	HKX_SHUTDOWN_KILL,   /* kill now; unstarted tasks end CANCELLED */
 };
 /* Returns when every future has ended and the host is gone; past timeout_ms
- * it escalates to KILL, finishes that and returns -ETIMEDOUT. */
+ * it escalates to KILL, finishes that and returns -ETIMEDOUT. The KILL has
+ * a bounded wait of its own (5 s) whatever became of the zygote; past it
+ * this returns -ETIMEDOUT all the same and hkx_executor_free finishes. */
 int hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
 /* Shuts down with HKX_SHUTDOWN_KILL if not yet shut down. Must not race
  * other calls on the same executor. Refused (it does nothing) from an

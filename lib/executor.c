@@ -1,7 +1,14 @@
 /*
  * executor: the supervisor. It owns the queue, each host's slot table and
- * which future holds each slot, every host's pipes, the zygote's socket and
- * the run-time limit timer, and decides how each future ends.
+ * which future holds each slot, every host's pipes, the zygote's socket,
+ * the run-time limit timer and the timer of hosts' lives (start deadlines,
+ * deaths the zygote has not reported, respawn back-off), and decides how
+ * each future ends.
+ *
+ * It never waits on the zygote: hosts are signalled through their pidfds,
+ * leave on their pidfds' word, and requests the zygote's socket will not
+ * take yet wait in a queue; a zygote that leaves one unanswered is sent
+ * SIGCONT, since a task can stop it.
  *
  * Threads: application threads submit, cancel, stop and kill under the
  * lock; one supervisor thread per executor (every signal blocked) reads
@@ -40,6 +47,16 @@
 /* A host's pipes close as it dies, moments before its pidfd says so; one
  * still alive this long after has had them replaced by a task. */
 #define PIPE_LOST_GRACE_NS 200000000u
+#define DEFAULT_START_TIMEOUT_MS 10000
+/* How long the zygote may leave a request unanswered before it is sent
+ * SIGCONT (a task may have stopped it), and a death unreported before the
+ * host is let go without its exit status. */
+#define NUDGE_NS 100000000u
+#define EXIT_WAIT_NS 1000000000u
+/* Shutdown's second phase, the KILL past the caller's timeout. */
+#define KILL_PHASE_MS 5000
+/* A wait status no process has: the zygote never reported it. */
+#define STATUS_UNKNOWN (-1)
 
 /* epoll tags: a host pointer with the kind of fd in its low bits, or one of
  * these alone. */
@@ -47,6 +64,7 @@ enum {
 	TAG_WAKE = 1,
 	TAG_TIMER,
 	TAG_ZYGOTE,
+	TAG_LIFE,
 };
 enum {
 	HOST_UP = 1,
@@ -72,8 +90,13 @@ struct hkx__host {
 	bool protocol_error;
 	bool crash_noted;
 	bool init_failed;
-	bool settled;        /* its tasks are accounted for; waiting to be reaped */
+	bool settled;        /* its tasks are accounted for */
+	bool start_timed_out;
+	bool gone;           /* in the graveyard: events for it are stale */
 	bool up_open, crash_open, down_polled;
+	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
+	uint64_t ready_ns;
+	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
 	uint64_t crash_id;
 	int crash_signal;
@@ -521,15 +544,100 @@ count_restart(hkx_executor *ex, const char *why)
 		    size == 1 ? "" : "s", ex->config.restart_window_ms, why);
 }
 
-/* --- hosts ------------------------------------------------------------------ */
+/* A lack of resources that may pass: not a host's fault. */
+static bool
+transient(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -EAGAIN || err == -ENOMEM;
+}
+
+/* With the lock held: the supervisor should look at lifefd's deadlines
+ * again. */
+static void
+life_changed(hkx_executor *ex)
+{
+	ex->life_dirty = true;
+	wake(ex);
+}
+
+/* With the lock held, after a failed start or an unexpected death: the
+ * next respawn waits twice as long as the last, up to a cap, so that a
+ * host that can never start costs little. */
+static void
+back_off(hkx_executor *ex)
+{
+	ex->backoff_ms = ex->backoff_ms == 0 ? 1
+	    : ex->backoff_ms >= HKX__BACKOFF_MAX_MS / 2 ? HKX__BACKOFF_MAX_MS
+	                                               : 2 * ex->backoff_ms;
+	ex->respawn_at = hkx__now_ns() + (uint64_t)ex->backoff_ms * 1000000u;
+	life_changed(ex);
+}
+
+static uint64_t
+start_timeout_ns(const hkx_executor *ex)
+{
+	return (uint64_t)ex->config.start_timeout_ms * 1000000u;
+}
+
+/* --- the zygote's socket --------------------------------------------------- */
 
 static void
+poll_zygote_out(hkx_executor *ex, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (on ? EPOLLOUT : 0),
+	                          .data.u64 = TAG_ZYGOTE };
+
+	if (on == ex->zygote_out)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_MOD, ex->zygote.sock, &ev);
+	ex->zygote_out = on;
+}
+
+/* With the lock held; never blocks: what the socket will not take now
+ * the supervisor sends once it is writable. */
+static int
+zygote_send(hkx_executor *ex, enum hkx__zygote_msg_type type, pid_t pid, int value)
+{
+	int rc = hkx__zygote_send(&ex->zygote, type, pid, value);
+
+	if (rc == 1)
+		poll_zygote_out(ex, true);
+	return rc < 0 ? rc : 0;
+}
+
+static void
+zygote_writable(hkx_executor *ex)
+{
+	hkx__lock(ex);
+	if (hkx__zygote_flush(&ex->zygote) != 1)
+		poll_zygote_out(ex, false);
+	hkx__unlock(ex);
+}
+
+/* --- hosts ------------------------------------------------------------------ */
+
+/* With the lock held. Not before the back-off says so: lifefd then asks
+ * again. */
+static int
 request_spawn(hkx_executor *ex)
 {
+	uint64_t now;
+	int err;
+
 	if (ex->spawning || ex->broken)
-		return;
-	if (hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SPAWN, 0, 0) == 0)
-		ex->spawning = true;
+		return 0;
+	now = hkx__now_ns();
+	if (now < ex->respawn_at) {
+		life_changed(ex);
+		return 0;
+	}
+	err = zygote_send(ex, HKX__ZYGOTE_SPAWN, 0, 0);
+	if (err < 0)
+		return err;
+	ex->spawning = true;
+	ex->spawn_asked = now;
+	life_changed(ex);
+	return 0;
 }
 
 static void
@@ -539,16 +647,21 @@ respawn_if_needed(hkx_executor *ex)
 		return;
 	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
 		return;
-	request_spawn(ex);
+	(void)request_spawn(ex); /* a zygote gone is seen by its socket */
 }
 
+/*
+ * The host and the processes its tasks started: its process group. While
+ * the host, the group's leader, is alive (its pidfd is not readable), it
+ * cannot have been reaped, so its pid names that group and nothing else.
+ * No round trip through the zygote, which a task may have stopped.
+ */
 static void
-signal_host(hkx_executor *ex, struct hkx__host *h, int sig)
+signal_host(struct hkx__host *h, int sig)
 {
+	if (hkx__wait_readable(h->pidfd, 0) == 0)
+		killpg(h->pid, sig);
 	hkx__pidfd_send_signal(h->pidfd, sig);
-	/* ... and the processes its tasks started, through the zygote, which
-	 * can name the group without a race. */
-	hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, h->pid, sig);
 }
 
 /* True once every thread of pid is stopped (or gone). */
@@ -590,11 +703,11 @@ all_stopped(pid_t pid)
 /* SIGSTOP is asynchronous; a pause that returns while a task still runs
  * would be a lie. */
 static void
-freeze_host(hkx_executor *ex, struct hkx__host *h)
+freeze_host(struct hkx__host *h)
 {
 	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
 
-	signal_host(ex, h, SIGSTOP);
+	signal_host(h, SIGSTOP);
 	while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
 	    hkx__now_ns() < deadline)
 		sched_yield();
@@ -642,7 +755,7 @@ kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
-	hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+	signal_host(h, SIGKILL);
 	if (ex->current == h) {
 		ex->current = NULL;
 		respawn_if_needed(ex);
@@ -903,14 +1016,6 @@ check_limits(hkx_executor *ex)
 		if (f->cpu_limit_ms && !h->killing)
 			check_cpu(ex, h, f, now, &next);
 	}
-	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (h->pipe_lost_at == 0 || h->settled || h->killing)
-			continue;
-		if (now < h->pipe_lost_at + PIPE_LOST_GRACE_NS)
-			next = MIN(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
-		else if (hkx__wait_readable(h->pidfd, 0) == 0)
-			protocol_error(ex, h);
-	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
 	timerfd_settime(ex->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
@@ -918,7 +1023,7 @@ check_limits(hkx_executor *ex)
 
 /* Supervisor thread: EOF or EPIPE on a pipe of h. A host that lives on
  * without its pipes is broken, and is killed once it has had time to die
- * on its own (check_limits). */
+ * on its own (enforce_pipes). */
 static void
 pipe_lost(hkx_executor *ex, struct hkx__host *h)
 {
@@ -926,7 +1031,7 @@ pipe_lost(hkx_executor *ex, struct hkx__host *h)
 		return;
 	h->pipe_lost_at = hkx__now_ns();
 	hkx__lock(ex);
-	check_limits(ex); /* arms the timer for the end of the grace */
+	life_changed(ex);
 	hkx__unlock(ex);
 }
 
@@ -1019,13 +1124,14 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		if (h->ready)
 			return -EPROTO;
 		h->ready = true;
+		h->ready_ns = hkx__now_ns();
 		ex->stats.host_starts++;
 		if (!ex->started) {
 			ex->started = true;
 			pthread_cond_broadcast(&ex->cond);
 		}
 		if (ex->frozen)
-			freeze_host(ex, h);
+			freeze_host(h);
 		return 0;
 	case HKX__FRAME_STARTED:
 		f = owner_of(ex, h, fr,
@@ -1051,6 +1157,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 			end_unrun(ex, f);
 		return 0;
 	case HKX__FRAME_RESULT:
+		ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
 		return take_result(ex, h, fr);
 	default:
 		return -EPROTO;
@@ -1287,23 +1394,49 @@ flush_host(hkx_executor *ex, struct hkx__host *h)
 
 /* --- a host's life ------------------------------------------------------- */
 
-/* No host came of a SPAWN: a restart like any other, and whoever waits
- * for the spawn to end (a start, a shutdown) looks again. */
+/* What hkx_executor_new says of a start that failed before any host of
+ * ours ran: the documented values only. */
+static int
+start_errno(int err)
+{
+	switch (-err) {
+	case EINVAL: case ENOSYS: case EPERM: case ECHILD: case ETIMEDOUT:
+	case ENOMEM: case EMFILE: case ENFILE: case EAGAIN:
+		return err;
+	default:
+		return -ECHILD; /* the zygote died or spoke nonsense */
+	}
+}
+
+/* With the lock held: no host came of the SPAWN. Whoever waits for the
+ * spawn to end (a start, a shutdown) looks again. A lack of resources is
+ * retried after the back-off, not counted as a restart. */
 static void
-spawn_failed(hkx_executor *ex, int err)
+spawn_failed_locked(hkx_executor *ex, int err)
 {
 	char why[128];
 
-	hkx__lock(ex);
+	if (!ex->spawning)
+		return; /* an answer to a request already given up */
 	ex->spawning = false;
 	if (!ex->started)
-		ex->start_error = err;
+		ex->start_error = start_errno(err);
 	else {
-		snprintf(why, sizeof(why), "could not start a host: %s", strerror(-err));
-		count_restart(ex, why);
+		if (!transient(err)) {
+			snprintf(why, sizeof(why), "could not start a host: %s", strerror(-err));
+			count_restart(ex, why);
+		}
+		back_off(ex);
 		respawn_if_needed(ex);
 	}
 	pthread_cond_broadcast(&ex->cond);
+}
+
+static void
+spawn_failed(hkx_executor *ex, int err)
+{
+	hkx__lock(ex);
+	spawn_failed_locked(ex, err);
 	hkx__unlock(ex);
 }
 
@@ -1357,11 +1490,16 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 
 	err = host_new(ex, m, &h);
 	if (err < 0) {
+		/* A host we cannot watch must not live. */
+		if (m->nfds > 0)
+			hkx__pidfd_send_signal(m->fds[0], SIGKILL);
 		for (int i = 0; i < m->nfds; i++)
 			close(m->fds[i]);
-		if (m->pid > 0)
-			hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
-		spawn_failed(ex, err);
+		hkx__lock(ex);
+		if (m->nfds == 0 && m->pid > 0)
+			(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
+		spawn_failed_locked(ex, err);
+		hkx__unlock(ex);
 		return;
 	}
 	close(m->fds[4]); /* the mapping holds the table */
@@ -1385,10 +1523,14 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->pidfd, &ev);
 
 	hkx__lock(ex);
+	/* Its start deadline runs from the request, even if the zygote
+	 * answers one it was thought to have ignored. */
+	h->asked_ns = ex->spawning ? ex->spawn_asked : hkx__now_ns();
 	ex->spawning = false;
 	/* Before it can take a task: a spare forked long ago knows nothing
 	 * of a pause since. */
 	hkx__slots_set_paused(&h->slots, ex->paused);
+	life_changed(ex);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
 	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
 		ex->current = h;
@@ -1427,6 +1569,9 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 	} else if (sig) {
 		set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
 		end_future(ex, f, HKX_CRASHED, sig);
+	} else if (status == STATUS_UNKNOWN) {
+		set_message(f, "host died; its exit status is unknown");
+		end_future(ex, f, HKX_CRASHED, 0);
 	} else {
 		set_message(f, "host exited with status %d", WEXITSTATUS(status));
 		end_future(ex, f, HKX_CRASHED, 0);
@@ -1524,6 +1669,10 @@ describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, siz
 		    name != NULL ? name : "?");
 	} else if (h->init_failed)
 		snprintf(buf, len, "host_init returned %d", h->init_rc);
+	else if (h->start_timed_out)
+		snprintf(buf, len, "a host was not ready within %d ms", ex->config.start_timeout_ms);
+	else if (status == STATUS_UNKNOWN)
+		snprintf(buf, len, "a host died, its exit status unknown");
 	else if (WIFSIGNALED(status)) {
 		sig = WTERMSIG(status);
 		name = sigabbrev_np(sig);
@@ -1550,36 +1699,92 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	classify(ex, h, status);
 	if (ex->current == h)
 		ex->current = NULL;
-	ordered = (h->killing && !h->protocol_error) ||
-	    (h->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
+	    (h->retiring && (status == STATUS_UNKNOWN ||
+	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
 	if (!ex->started && !h->ready) {
-		ex->start_error = h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
+		ex->start_error = h->start_timed_out ? -ETIMEDOUT
+		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
-	} else if (!ordered)
+	} else if (!ordered) {
 		count_restart(ex, why);
+		/* A host that stayed up a while proved that starts work. */
+		if (h->ready && hkx__now_ns() - h->ready_ns >=
+		    (uint64_t)HKX__BACKOFF_MAX_MS * 1000000u)
+			ex->backoff_ms = 0;
+		if (!h->start_timed_out) /* backed off when it was killed */
+			back_off(ex);
+	}
 	respawn_if_needed(ex);
 	hkx__unlock(ex);
+}
+
+/* Supervisor thread: the host is settled, or never got a task; it leaves
+ * the executor now, and its memory after the batch of events in which
+ * this happened, which may still name it. */
+static void
+host_leave(hkx_executor *ex, struct hkx__host *h)
+{
+	hkx__lock(ex);
+	TAILQ_REMOVE(&ex->hosts, h, link);
+	if (ex->current == h)
+		ex->current = NULL;
+	drop_output(ex, h);
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	if (h->up_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+	if (h->crash_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->gone = true;
+	TAILQ_INSERT_TAIL(&ex->graveyard, h, link);
+}
+
+static void
+bury(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	while ((h = TAILQ_FIRST(&ex->graveyard)) != NULL) {
+		TAILQ_REMOVE(&ex->graveyard, h, link);
+		close(h->pidfd);
+		close(h->down_fd);
+		close(h->up_fd);
+		close(h->crash_fd);
+		hkx__decoder_free(&h->decoder);
+		host_free(h);
+	}
 }
 
 /* The host's pidfd turned readable. A death the supervisor can explain
  * without the exit status (its own kill, or a crash note naming a running
  * task) is settled now, without waiting for the zygote to reap and
- * report: that is what makes a kill quick. */
+ * report: that is what makes a kill quick. Any other waits a moment for
+ * the zygote's word (lifefd bounds the wait); the host leaves either way,
+ * and a word that comes later names a pid we no longer know. */
 static void
 host_died(hkx_executor *ex, struct hkx__host *h)
 {
 	bool explained;
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
-	if (h->settled)
+	if (h->settled || h->died_ns != 0)
 		return;
 	read_notes(ex, h, true);
 	hkx__lock(ex);
 	explained = h->killing ||
 	    (h->crash_noted && running_by_id(ex, h, h->crash_id) != NULL);
+	if (!explained) {
+		h->died_ns = hkx__now_ns();
+		life_changed(ex);
+	}
 	hkx__unlock(ex);
-	if (explained)
+	if (explained) {
 		settle(ex, h, h->killing ? SIGKILL : h->crash_signal);
+		host_leave(ex, h);
+	}
 }
 
 /* The zygote reaped the host: settle it if that is still to do, then let
@@ -1589,22 +1794,7 @@ host_exited(hkx_executor *ex, struct hkx__host *h, int status)
 {
 	if (!h->settled)
 		settle(ex, h, status);
-	hkx__lock(ex);
-	TAILQ_REMOVE(&ex->hosts, h, link);
-	pthread_cond_broadcast(&ex->cond);
-	hkx__unlock(ex);
-
-	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
-	if (h->up_open)
-		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
-	if (h->crash_open)
-		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
-	close(h->pidfd);
-	close(h->down_fd);
-	close(h->up_fd);
-	close(h->crash_fd);
-	hkx__decoder_free(&h->decoder);
-	host_free(h);
+	host_leave(ex, h);
 }
 
 /* How long hosts have, once the zygote is gone, to take down what their
@@ -1658,15 +1848,18 @@ zygote_readable(hkx_executor *ex)
 	struct hkx__host *h;
 	int rc;
 
-	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO) {
-		if (rc == -EPROTO) {
-			/* Truncated (we were out of fds, say): its fds are closed;
+	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO ||
+	    rc == -EMFILE) {
+		if (rc < 0) {
+			/* Its fds were cut (we were out of fds: that may pass)
+			 * or it was malformed; either way they are closed, and
 			 * a host that came with it is useless. */
 			if (m.type == HKX__ZYGOTE_SPAWNED) {
+				hkx__lock(ex);
 				if (m.pid > 0)
-					hkx__zygote_send(&ex->zygote, HKX__ZYGOTE_SIGNAL, m.pid,
-					    SIGKILL);
-				spawn_failed(ex, -EMFILE);
+					(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m.pid, SIGKILL);
+				spawn_failed_locked(ex, rc);
+				hkx__unlock(ex);
 			}
 			continue;
 		}
@@ -1692,6 +1885,128 @@ zygote_readable(hkx_executor *ex)
 	 * (ENOMEM, say) is tried again on the next event. */
 	if (rc == -EPIPE || rc == -ECONNRESET)
 		zygote_died(ex);
+}
+
+/* --- deadlines of starts and deaths ----------------------------------------- */
+
+static uint64_t
+earlier(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* With the lock held: since when the zygote owes an answer (a SPAWN, or
+ * the exit of a host that died unexplained), or UINT64_MAX. */
+static uint64_t
+zygote_owes_since(hkx_executor *ex)
+{
+	uint64_t since = ex->spawning ? ex->spawn_asked : UINT64_MAX;
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0)
+			since = earlier(since, h->died_ns);
+	return since;
+}
+
+/* With the lock held: lifefd fires at the next start deadline, unanswered
+ * request, unreported death or end of a back-off. */
+static void
+arm_life(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes = zygote_owes_since(ex);
+	struct itimerspec its = { 0 };
+	struct hkx__host *h;
+
+	if (owes != UINT64_MAX)
+		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
+	if (ex->spawning)
+		next = earlier(next, ex->spawn_asked + start_timeout_ns(ex));
+	else if (ex->respawn_at > now)
+		next = earlier(next, ex->respawn_at);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->died_ns != 0)
+			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
+		else if (!h->ready && !h->killing)
+			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
+		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
+			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+	}
+	if (next != UINT64_MAX)
+		its.it_value = hkx__timespec(next);
+	timerfd_settime(ex->lifefd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* With the lock held: a host that is not ready by its deadline is killed,
+ * and its death counts; a SPAWN the zygote never answered is given up. */
+static void
+enforce_starts(hkx_executor *ex, uint64_t now)
+{
+	uint64_t limit = start_timeout_ns(ex);
+	struct hkx__host *h;
+
+	if (ex->spawning && now - ex->spawn_asked >= limit)
+		spawn_failed_locked(ex, -ETIMEDOUT);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->ready || h->killing || h->died_ns != 0 || now - h->asked_ns < limit)
+			continue;
+		h->start_timed_out = true;
+		if (ex->started)
+			back_off(ex); /* before the kill asks for the next host */
+		kill_host(ex, h, false);
+	}
+}
+
+/* With the lock held: a host alive past the grace after losing a pipe
+ * lies about being a host. */
+static void
+enforce_pipes(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->pipe_lost_at != 0 && !h->killing && !h->settled &&
+		    now - h->pipe_lost_at >= PIPE_LOST_GRACE_NS &&
+		    hkx__wait_readable(h->pidfd, 0) == 0)
+			protocol_error(ex, h);
+}
+
+/* The first host whose death the zygote has not reported in time. */
+static struct hkx__host *
+unreported_death(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0 && now - h->died_ns >= EXIT_WAIT_NS)
+			break;
+	hkx__unlock(ex);
+	return h;
+}
+
+/* Supervisor thread: lifefd fired. */
+static void
+life_tick(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), owes;
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	owes = zygote_owes_since(ex);
+	/* A task may have stopped it: SIGCONT, every NUDGE_NS, costs
+	 * nothing if it was only slow. */
+	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
+		hkx__zygote_nudge(&ex->zygote);
+	enforce_starts(ex, now);
+	enforce_pipes(ex, now);
+	respawn_if_needed(ex); /* a back-off may be over */
+	ex->life_dirty = true;
+	hkx__unlock(ex);
+	while ((h = unreported_death(ex, now)) != NULL) {
+		settle(ex, h, STATUS_UNKNOWN);
+		host_leave(ex, h);
+	}
 }
 
 /* --- the supervisor thread ------------------------------------------------ */
@@ -1721,6 +2036,8 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 	struct hkx__host *h = (struct hkx__host *)(uintptr_t)(tag & ~(uint64_t)7);
 	uint64_t value;
 
+	if (h != NULL && h->gone)
+		return; /* freed earlier in this batch */
 	if (h == NULL) {
 		switch (tag) {
 		case TAG_WAKE:
@@ -1735,8 +2052,15 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 			check_limits(ex);
 			hkx__unlock(ex);
 			break;
+		case TAG_LIFE:
+			(void)!read(ex->lifefd, &value, sizeof(value));
+			life_tick(ex);
+			break;
 		case TAG_ZYGOTE:
-			zygote_readable(ex);
+			if (events & EPOLLOUT)
+				zygote_writable(ex);
+			if (events & ~(uint32_t)EPOLLOUT)
+				zygote_readable(ex);
 			break;
 		}
 		return;
@@ -1790,6 +2114,10 @@ supervisor_main(void *arg)
 			ex->limits_dirty = false;
 			check_limits(ex);
 		}
+		if (ex->life_dirty) {
+			ex->life_dirty = false;
+			arm_life(ex);
+		}
 		TAILQ_INIT(&done);
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
@@ -1800,6 +2128,7 @@ supervisor_main(void *arg)
 			flush_host(ex, h);
 		}
 		run_callbacks(&done);
+		bury(ex);
 	}
 	return NULL;
 }
@@ -1829,6 +2158,7 @@ hkx_config_init(struct hkx_config *c)
 	c->max_payload = (size_t)64 << 20;
 	c->max_restarts = 5;
 	c->restart_window_ms = 10000;
+	c->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
 }
 
 static int
@@ -1890,7 +2220,8 @@ find_task(const hkx_executor *ex, const char *name)
 static int
 check_config(const struct hkx_config *c)
 {
-	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->threads == 0 ||
+	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->reserved32 != 0 ||
+	    c->threads == 0 || c->start_timeout_ms < 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY)
@@ -1903,6 +2234,8 @@ check_config(const struct hkx_config *c)
 static void
 destroy(hkx_executor *ex)
 {
+	struct hkx__host *h;
+
 	/* First, under the lock: a group or future that outlives the executor
 	 * looks at this under the lock before it touches anything below. */
 	hkx__lock(ex);
@@ -1916,6 +2249,13 @@ destroy(hkx_executor *ex)
 		hkx__unlock(ex);
 		pthread_join(ex->thread, NULL);
 	}
+	/* Hosts a KILL did not wait for: one the zygote answered late, or
+	 * the first, when the start failed. None holds a task. */
+	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
+		signal_host(h, SIGKILL);
+		host_leave(ex, h);
+	}
+	bury(ex);
 	hkx__zygote_stop(&ex->zygote);
 	if (ex->epfd >= 0)
 		close(ex->epfd);
@@ -1923,6 +2263,8 @@ destroy(hkx_executor *ex)
 		close(ex->wakefd);
 	if (ex->timerfd >= 0)
 		close(ex->timerfd);
+	if (ex->lifefd >= 0)
+		close(ex->lifefd);
 	for (size_t i = 0; ex->tasks != NULL && i < ex->config.ntasks; i++)
 		free((char *)ex->tasks[i].name);
 	free(ex->tasks);
@@ -1965,6 +2307,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	int err;
 
 	ex->config = *c;
+	if (ex->config.start_timeout_ms == 0)
+		ex->config.start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
 	err = copy_tasks(ex, c);
 	if (err < 0)
 		return err;
@@ -1990,18 +2334,22 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	ex->epfd = hkx__above_stdio(epoll_create1(EPOLL_CLOEXEC));
 	ex->wakefd = hkx__above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	ex->timerfd = hkx__above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0)
+	ex->lifefd = hkx__above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+	if (ex->epfd < 0 || ex->wakefd < 0 || ex->timerfd < 0 || ex->lifefd < 0)
 		return -errno;
 	err = hkx__zygote_start(&ex->zygote, hc);
 	if (err < 0)
 		return err;
 	if ((err = watch(ex, ex->wakefd, TAG_WAKE)) < 0 ||
 	    (err = watch(ex, ex->timerfd, TAG_TIMER)) < 0 ||
+	    (err = watch(ex, ex->lifefd, TAG_LIFE)) < 0 ||
 	    (err = watch(ex, ex->zygote.sock, TAG_ZYGOTE)) < 0)
 		return err;
 	hkx__lock(ex);
-	request_spawn(ex);
+	err = request_spawn(ex);
 	hkx__unlock(ex);
+	if (err < 0)
+		return err;
 	return start_thread(ex);
 }
 
@@ -2027,11 +2375,12 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 		return -ENOMEM;
 	ex->refs = 1;
 	ex->fork_generation = atomic_load(&fork_generation);
-	ex->epfd = ex->wakefd = ex->timerfd = -1;
+	ex->epfd = ex->wakefd = ex->timerfd = ex->lifefd = -1;
 	ex->zygote.sock = ex->zygote.pidfd = -1;
 	TAILQ_INIT(&ex->queue);
 	TAILQ_INIT(&ex->notify);
 	TAILQ_INIT(&ex->hosts);
+	TAILQ_INIT(&ex->graveyard);
 	if (pthread_mutex_init(&ex->lock, NULL) != 0) {
 		free(ex);
 		return -ENOMEM;
@@ -2043,7 +2392,9 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 		return err;
 	}
 	err = set_up(ex, c);
-	if (err == 0) {
+	if (err < 0)
+		err = start_errno(err);
+	else {
 		hkx__lock(ex);
 		while (!ex->started && ex->start_error == 0)
 			pthread_cond_wait(&ex->cond, &ex->lock);
@@ -2254,9 +2605,9 @@ signal_live_hosts(hkx_executor *ex, bool freeze)
 		if (!h->ready || h->killing || h->settled)
 			continue;
 		if (freeze)
-			freeze_host(ex, h);
+			freeze_host(h);
 		else
-			signal_host(ex, h, SIGCONT);
+			signal_host(h, SIGCONT);
 	}
 }
 
@@ -2400,10 +2751,14 @@ escalate(hkx_executor *ex, enum hkx_shutdown how)
 	wake(ex);
 }
 
+/* A SPAWN still unanswered is waited for, so that its host is retired in
+ * turn; not by a KILL, which must not wait on the zygote (a host that
+ * comes later is killed, or freed with the executor). */
 static bool
 shut_down(const hkx_executor *ex)
 {
-	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) && !ex->spawning;
+	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) &&
+	    (!ex->spawning || ex->shutdown_mode == HKX_SHUTDOWN_KILL);
 }
 
 int
@@ -2421,18 +2776,24 @@ hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
 	if (ex->thread_started && pthread_equal(pthread_self(), ex->thread))
 		return -EDEADLK; /* from an on_done callback: it would wait on itself */
 	deadline = hkx__deadline(timeout_ms);
-	ts = hkx__timespec(deadline);
 	hkx__lock(ex);
 	escalate(ex, how);
 	while (!shut_down(ex)) {
-		if (deadline == UINT64_MAX)
+		if (deadline == UINT64_MAX) {
 			pthread_cond_wait(&ex->cond, &ex->lock);
-		else if (pthread_cond_timedwait(&ex->cond, &ex->lock, &ts) == ETIMEDOUT &&
-		    !shut_down(ex)) {
-			escalate(ex, HKX_SHUTDOWN_KILL);
-			deadline = UINT64_MAX;
-			err = -ETIMEDOUT;
+			continue;
 		}
+		ts = hkx__timespec(deadline);
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &ts) != ETIMEDOUT ||
+		    shut_down(ex))
+			continue;
+		if (err == -ETIMEDOUT)
+			break; /* the KILL did not finish either; free will */
+		/* Past the caller's timeout: KILL, and a bounded wait for that
+		 * too, whatever a task did to its zygote. */
+		escalate(ex, HKX_SHUTDOWN_KILL);
+		deadline = hkx__deadline(KILL_PHASE_MS);
+		err = -ETIMEDOUT;
 	}
 	hkx__unlock(ex);
 	return err;

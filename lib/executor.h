@@ -1,7 +1,7 @@
 /*
  * executor: the supervisor side. One thread per executor watches the hosts
- * (pipes, crash notes), the zygote and a timer over epoll, keeps the queue,
- * and is the only thread that writes to a host's pipe.
+ * (pipes, crash notes, pidfds), the zygote and two timers over epoll, keeps
+ * the queue, and is the only thread that writes to a host's pipe.
  *
  * Every field below is guarded by the executor's lock unless it says
  * otherwise. future.c and group.c share these definitions; nothing outside
@@ -22,6 +22,9 @@
 #include "slots.h"
 #include "wire.h"
 #include "zygote.h"
+
+/* The longest wait between failed starts, however many in a row. */
+#define HKX__BACKOFF_MAX_MS 1000u
 
 struct hkx__wait_node;
 struct hkx__host;
@@ -101,6 +104,7 @@ struct hkx_executor {
 	unsigned host_capacity;        /* threads + prefetch: slots in each host's table */
 
 	int epfd, wakefd, timerfd;
+	int lifefd;                    /* timer for starts, deaths and respawns */
 	pthread_t thread;
 	bool thread_started;
 	bool wake_pending;
@@ -110,8 +114,13 @@ struct hkx_executor {
 	struct hkx__future_list queue;
 	struct hkx__future_list notify; /* ended, with callbacks to run */
 	TAILQ_HEAD(, hkx__host) hosts;
+	TAILQ_HEAD(, hkx__host) graveyard; /* supervisor thread only: freed after a batch */
 	struct hkx__host *current;     /* the host that takes new tasks, or NULL */
-	bool spawning;
+	bool spawning;                 /* a SPAWN is unanswered */
+	uint64_t spawn_asked;          /* ... since then */
+	uint64_t respawn_at;           /* no SPAWN before this (back-off) */
+	bool life_dirty;               /* the supervisor should re-arm lifefd */
+	bool zygote_out;               /* the zygote's socket is watched for EPOLLOUT */
 	int start_error;               /* of the first host, for hkx_executor_new */
 	bool started;
 
@@ -122,6 +131,7 @@ struct hkx_executor {
 	struct hkx_stats stats;
 	uint64_t *restarts;            /* ring of unexpected deaths' times */
 	unsigned nrestarts, restart_head;
+	unsigned backoff_ms;           /* wait before the next respawn; 0 after a good host */
 
 	bool limits_dirty;             /* the supervisor should look at run-time limits */
 	bool paused, frozen;

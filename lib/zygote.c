@@ -4,8 +4,9 @@
  * them down with it.
  *
  * The zygote side runs only in the forked process and must never return
- * into the application's code; the supervisor side must never block on the
- * zygote except at start and stop, and never raises SIGPIPE (MSG_NOSIGNAL).
+ * into the application's code; the supervisor side never blocks on the
+ * zygote except at start and stop (sends that the socket will not take yet
+ * wait in a small queue), and never raises SIGPIPE (MSG_NOSIGNAL).
  */
 #include "zygote.h"
 
@@ -28,11 +29,18 @@
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+#define NUDGE_MS 100
+
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 /* --- messages, both sides ------------------------------------------------ */
 
+/* 0, or a negative errno: -EAGAIN only with MSG_DONTWAIT in flags. */
 static int
-send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds)
+send_flags(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds,
+           int flags)
 {
 	struct hkx__zygote_msg m = { .type = type, .pid = pid, .value = value, .nfds = nfds };
 	union {
@@ -54,11 +62,18 @@ send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int
 		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
 	}
 	for (;;) {
-		if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0)
+		if (sendmsg(sock, &msg, MSG_NOSIGNAL | flags) >= 0)
 			return 0;
 		if (errno != EINTR)
 			return -errno;
 	}
+}
+
+/* The zygote's side blocks: its one peer always reads. */
+static int
+send_msg(int sock, int32_t type, int32_t pid, int32_t value, const int *fds, int nfds)
+{
+	return send_flags(sock, type, pid, value, fds, nfds, 0);
 }
 
 static void
@@ -70,7 +85,9 @@ close_fds(int *fds, int n)
 }
 
 /* 1 and a message, 0 if none (with MSG_DONTWAIT), -EPIPE at EOF. The
- * message is checked for shape; its meaning is the caller's to check. */
+ * message is checked for shape; its meaning is the caller's to check.
+ * -EMFILE if its fds were cut short (we had no room for them): the rest of
+ * the message is whole, and says what was lost. */
 static int
 recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 {
@@ -104,10 +121,14 @@ recv_msg(int sock, struct hkx__zygote_msg *m, int flags)
 		if (m->fds[i] < 0)
 			msg.msg_flags |= MSG_CTRUNC; /* out of fds: as if cut short */
 	}
-	if ((size_t)n != sizeof(*m) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    m->nfds != nfds) {
+	if ((size_t)n != sizeof(*m) || (msg.msg_flags & MSG_TRUNC) ||
+	    (!(msg.msg_flags & MSG_CTRUNC) && m->nfds != nfds)) {
 		close_fds(m->fds, nfds);
 		return -EPROTO;
+	}
+	if (msg.msg_flags & MSG_CTRUNC) {
+		close_fds(m->fds, nfds);
+		return -EMFILE;
 	}
 	return 1;
 }
@@ -481,6 +502,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 
 	z->pid = 0;
 	z->pidfd = z->sock = -1;
+	z->nqueued = 0;
 	app_pidfd = hkx__above_stdio(hkx__pidfd_open(getpid()));
 	if (app_pidfd < 0)
 		return app_pidfd;
@@ -544,8 +566,12 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		goto fail;
 	}
 	err = recv_msg(z->sock, &m, 0);
-	if (err < 0)
+	if (err < 0) {
+		/* Gone before it said hello: it died as a host would. */
+		if (err == -EPIPE || err == -ECONNRESET)
+			err = -ECHILD;
 		goto fail;
+	}
 	if (m.type != HKX__ZYGOTE_HELLO || m.nfds != 1) {
 		close_fds(m.fds, m.nfds);
 		err = -EPROTO;
@@ -560,10 +586,43 @@ fail:
 	return err;
 }
 
+/* With MSG_DONTWAIT: 0 sent, 1 not now (full), or a negative errno. */
+static int
+try_send(struct hkx__zygote *z, const struct hkx__zygote_req *r)
+{
+	int err = send_flags(z->sock, r->type, r->pid, r->value, NULL, 0, MSG_DONTWAIT);
+
+	return err == -EAGAIN ? 1 : err;
+}
+
 int
 hkx__zygote_send(struct hkx__zygote *z, enum hkx__zygote_msg_type type, pid_t pid, int value)
 {
-	return send_msg(z->sock, type, pid, value, NULL, 0);
+	struct hkx__zygote_req r = { .type = type, .pid = pid, .value = value };
+	int err;
+
+	if (z->nqueued == 0) {
+		err = try_send(z, &r);
+		if (err <= 0)
+			return err;
+	}
+	if (z->nqueued == HKX__ARRAY_LEN(z->queue))
+		return -ENOBUFS;
+	z->queue[z->nqueued++] = r;
+	return 1;
+}
+
+int
+hkx__zygote_flush(struct hkx__zygote *z)
+{
+	unsigned sent = 0;
+	int err = 0;
+
+	while (sent < z->nqueued && (err = try_send(z, &z->queue[sent])) == 0)
+		sent++;
+	memmove(z->queue, z->queue + sent, (z->nqueued - sent) * sizeof(z->queue[0]));
+	z->nqueued -= sent;
+	return err;
 }
 
 int
@@ -572,17 +631,35 @@ hkx__zygote_recv(struct hkx__zygote *z, struct hkx__zygote_msg *m)
 	return recv_msg(z->sock, m, MSG_DONTWAIT);
 }
 
+int
+hkx__zygote_nudge(struct hkx__zygote *z)
+{
+	return hkx__pidfd_send_signal(z->pidfd, SIGCONT);
+}
+
 void
 hkx__zygote_stop(struct hkx__zygote *z)
 {
+	uint64_t deadline = hkx__deadline(STOP_TIMEOUT_MS);
 	siginfo_t info;
 
-	if (z->sock >= 0)
+	/* Shut down, not only closed: a fork() child of the application
+	 * holds a copy of this socket, and the zygote must see the end of it
+	 * now rather than when that child exits. */
+	if (z->sock >= 0) {
+		shutdown(z->sock, SHUT_RDWR);
 		close(z->sock);
+	}
 	z->sock = -1;
+	z->nqueued = 0;
 	if (z->pidfd < 0)
 		return;
-	if (hkx__wait_readable(z->pidfd, hkx__deadline(STOP_TIMEOUT_MS)) == 0) {
+	/* A task may have stopped it, once or again and again. */
+	do
+		hkx__zygote_nudge(z);
+	while (hkx__wait_readable(z->pidfd, MIN(deadline, hkx__deadline(NUDGE_MS))) == 0 &&
+	    hkx__now_ns() < deadline);
+	if (hkx__wait_readable(z->pidfd, 0) == 0) {
 		/* It should never take this long; do not leave it behind. */
 		hkx__pidfd_send_signal(z->pidfd, SIGKILL);
 		hkx__wait_readable(z->pidfd, UINT64_MAX);

@@ -1,0 +1,745 @@
+/*
+ * test_hostile_zygote: a zygote that is stopped, slow or dead, and hosts
+ * that never become ready. A task can reach its zygote (it is the host's
+ * parent) and stop, continue or kill it; a host_init can hang or fail; the
+ * application itself can run out of fds or keep a fork() child that holds
+ * a copy of the zygote's socket. Whatever happens, no call into the
+ * library hangs, every future ends, the executor is broken only by a dead
+ * zygote or a spent restart budget, and free leaves nothing behind.
+ *
+ * host_init keeps its count of calls in a MAP_SHARED page made before the
+ * executor, so that every host (and the spare the zygote keeps ready) adds
+ * to the one count the test reads.
+ *
+ * Every test runs in a process of its own, as Check forks by default: some
+ * lower the process's RLIMIT_NOFILE or fork a child of their own.
+ */
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hkx.h>
+
+#include "executor.h"
+#include "support.h"
+
+/* The layout struct hkx_config had before start_timeout_ms took a part of
+ * its reserved space: every older field stays where it was. */
+struct config_v2 {
+	const struct hkx_task_def *tasks;
+	size_t ntasks;
+	unsigned threads, prefetch;
+	size_t max_payload, max_queued;
+	unsigned max_restarts, restart_window_ms, max_tasks_per_host;
+	int (*host_init)(void *arg);
+	void *host_init_arg;
+	uint64_t limit_memory_bytes, limit_open_files;
+	bool allow_core_dumps, no_new_privs;
+	uint64_t reserved[8];
+};
+_Static_assert(sizeof(struct hkx_config) == sizeof(struct config_v2),
+    "struct hkx_config changed size");
+_Static_assert(offsetof(struct hkx_config, no_new_privs) ==
+    offsetof(struct config_v2, no_new_privs), "struct hkx_config moved a field");
+_Static_assert(offsetof(struct hkx_config, start_timeout_ms) ==
+    offsetof(struct config_v2, reserved), "start_timeout_ms is not in the reserved space");
+
+/* ---------------------------------------------------------------------- */
+/* Tasks and host_init (run in the host).                                  */
+
+/*
+ * "zygote": sends its zygote the signals its argument spells, in order
+ * ('S' SIGSTOP, 'C' SIGCONT, 'K' SIGKILL), after it has told the test the
+ * zygote's pid. With a 'B' at the end it then blocks until released.
+ */
+static int
+task_zygote(hkx_task *t, const void *arg, size_t len)
+{
+	static const int sigs[] = { ['S'] = SIGSTOP, ['C'] = SIGCONT, ['K'] = SIGKILL };
+	const char *s = arg;
+	pid_t zygote = getppid();
+	bool block = false;
+
+	tst_task_started((int)zygote);
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == 'B')
+			block = true;
+		else if (kill(zygote, sigs[(unsigned char)s[i]]) < 0)
+			return -errno;
+	}
+	return block ? tst_task_block() : 0;
+}
+
+/* What host_init does, in a page every host shares. The first host and
+ * the spare the zygote forks after it may call it in either order. */
+enum { HANG_NONE, HANG_ALWAYS, HANG_ONCE };
+struct init_plan {
+	atomic_int calls;
+	atomic_int hang;     /* HANG_ONCE: the next call never returns */
+	atomic_bool fail;    /* calls return -EIO ... */
+	atomic_int failures; /* ... and count here */
+};
+
+static struct init_plan *plan;
+
+static int
+planned_init(void *arg)
+{
+	struct init_plan *p = arg;
+	int once = HANG_ONCE;
+
+	atomic_fetch_add(&p->calls, 1);
+	if (atomic_load(&p->hang) == HANG_ALWAYS ||
+	    atomic_compare_exchange_strong(&p->hang, &once, HANG_NONE))
+		for (;;)
+			pause();
+	if (atomic_load(&p->fail)) {
+		atomic_fetch_add(&p->failures, 1);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Test side.                                                              */
+
+static void
+config(struct hkx_config *c)
+{
+	tst_config(c, 1);
+	tst_add_task(c, "zygote", task_zygote);
+	c->prefetch = 1;
+}
+
+static void
+plan_setup(void)
+{
+	plan = mmap(NULL, sizeof(*plan), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	    -1, 0);
+	ck_assert_ptr_ne(plan, MAP_FAILED);
+	memset(plan, 0, sizeof(*plan));
+}
+
+static void
+plan_teardown(void)
+{
+	munmap(plan, sizeof(*plan));
+}
+
+static void
+config_planned(struct hkx_config *c)
+{
+	config(c);
+	c->host_init = planned_init;
+	c->host_init_arg = plan;
+}
+
+static int
+fd_count(void)
+{
+	return tst_count_dir("/proc/self/fd");
+}
+
+static void
+run_one(hkx_executor *ex, const char *task, enum hkx_state want)
+{
+	hkx_future *f = tst_submit(ex, task, "x", 1);
+
+	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "a %s task never ended", task);
+	tst_wait_end(f, want);
+	hkx_future_release(f);
+}
+
+/* A task that signals its zygote as `script` says; the zygote's pid. */
+static pid_t
+attack_zygote(hkx_executor *ex, const char *script, hkx_future **out)
+{
+	*out = tst_submit(ex, "zygote", script, strlen(script));
+	return (pid_t)tst_await_start();
+}
+
+static bool
+is_stopped(void *arg)
+{
+	struct tst_proc p;
+
+	return tst_proc_read(*(pid_t *)arg, &p) && p.state == 'T';
+}
+
+static void
+await_stopped(pid_t pid)
+{
+	tst_poll_until(is_stopped, &pid, "the zygote to stop");
+}
+
+/* Runs fn(arg) on a thread of its own and fails the test with `what` if it
+ * has not returned within `ms`: a call that hangs fails with a message. */
+static void
+bounded(void *(*fn)(void *), void *arg, int ms, const char *what)
+{
+	struct timespec ts;
+	pthread_t th;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	ck_assert_msg(pthread_timedjoin_np(th, NULL, &ts) == 0, "%s did not return", what);
+}
+
+static void *
+free_main(void *arg)
+{
+	hkx_executor_free(arg);
+	return NULL;
+}
+
+static void
+free_bounded(hkx_executor *ex)
+{
+	bounded(free_main, ex, TST_DEADLINE_MS, "hkx_executor_free");
+}
+
+struct shutdown_call {
+	hkx_executor *ex;
+	enum hkx_shutdown how;
+	int timeout_ms;
+	int rc;
+};
+
+static void *
+shutdown_main(void *arg)
+{
+	struct shutdown_call *c = arg;
+
+	c->rc = hkx_executor_shutdown(c->ex, c->how, c->timeout_ms);
+	return NULL;
+}
+
+static int
+shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
+{
+	struct shutdown_call c = { ex, how, timeout_ms, 0 };
+
+	bounded(shutdown_main, &c, TST_DEADLINE_MS, "hkx_executor_shutdown");
+	return c.rc;
+}
+
+static hkx_executor *
+new_executor(void)
+{
+	struct hkx_config c;
+
+	config(&c);
+	return tst_new(&c);
+}
+
+static pid_t
+host_pid(hkx_executor *ex)
+{
+	struct hkx_stats st;
+
+	tst_stats(ex, &st);
+	return st.host_pid;
+}
+
+/* The host's parent. */
+static pid_t
+zygote_pid(hkx_executor *ex)
+{
+	struct tst_proc p;
+
+	ck_assert(tst_proc_read(host_pid(ex), &p));
+	return p.ppid;
+}
+
+/* Nothing of the executor is left: its zygote, its hosts, its fds. */
+static void
+assert_nothing_left(int fds, pid_t zygote, pid_t host)
+{
+	tst_wait_pid_gone(zygote);
+	if (host > 0)
+		tst_wait_pid_gone(host);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A stopped zygote.                                                       */
+
+/* A task stops its zygote; free must not wait for the zygote's word that
+ * the killed host is gone. */
+START_TEST(test_stopped_zygote_free)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	await_stopped(zygote);
+	hkx_future_release(f);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* The same while a task runs: DRAIN cannot finish, escalates to KILL past
+ * its timeout, and that second phase ends too. */
+START_TEST(test_stopped_zygote_shutdown)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "SB", &f);
+	await_stopped(zygote);
+	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, 500), -ETIMEDOUT);
+	tst_wait_end(f, HKX_KILLED);
+	hkx_future_release(f);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* After a kill, the next host comes from a zygote a task stopped: the
+ * supervisor wakes it up rather than wait forever. */
+START_TEST(test_stopped_zygote_kill)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	struct hkx_stats st;
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	await_stopped(zygote);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+	ck_assert_int_ne(st.host_pid, host);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+struct pause_loop {
+	hkx_executor *ex;
+	int rounds;
+	int rc;
+};
+
+static void *
+pause_loop_main(void *arg)
+{
+	struct pause_loop *l = arg;
+
+	for (int i = 0; i < l->rounds && l->rc == 0; i++) {
+		l->rc = hkx_executor_pause(l->ex, HKX_PAUSE_FREEZE);
+		if (l->rc == 0)
+			l->rc = hkx_executor_resume(l->ex);
+	}
+	return NULL;
+}
+
+static void *
+stats_main(void *arg)
+{
+	struct hkx_stats st;
+
+	ck_assert_int_eq(hkx_executor_stats(arg, &st), 0);
+	return NULL;
+}
+
+/*
+ * Freeze and thaw, over and over, with the zygote stopped: far more
+ * signals than its socket can buffer. No call may block on the zygote,
+ * least of all with the executor's lock held.
+ */
+START_TEST(test_stopped_zygote_pause_loop)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	struct pause_loop l = { ex, 2000, 0 };
+	pid_t zygote, host = host_pid(ex);
+	hkx_future *f;
+
+	zygote = attack_zygote(ex, "S", &f);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	await_stopped(zygote);
+	bounded(pause_loop_main, &l, TST_DEADLINE_MS, "the pause/resume loop");
+	ck_assert_int_eq(l.rc, 0);
+	bounded(stats_main, ex, TST_DEADLINE_MS, "hkx_executor_stats");
+	run_one(ex, "echo", HKX_DONE);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* A dead zygote breaks the executor, whatever was done to it before. */
+static void
+zygote_killed(const char *script)
+{
+	int fds = fd_count();
+	hkx_executor *ex = new_executor();
+	pid_t zygote, host = host_pid(ex);
+	struct hkx_stats st;
+	hkx_future *f, *queued;
+
+	/* Queued before the task can kill the zygote. */
+	f = tst_submit(ex, "zygote", script, strlen(script));
+	queued = tst_submit(ex, "echo", "q", 1);
+	zygote = (pid_t)tst_await_start();
+	ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+	ck_assert_int_eq(hkx_future_wait(queued, TST_DEADLINE_MS), 0);
+	ck_assert_int_ne(hkx_future_state(f), HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(st.broken);
+	ck_assert_int_eq(hkx_submit(ex, "echo", NULL, 0, NULL, NULL), -ENOTRECOVERABLE);
+	hkx_future_release(f);
+	hkx_future_release(queued);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+
+START_TEST(test_zygote_killed)
+{
+	zygote_killed("KB");
+}
+END_TEST
+
+START_TEST(test_zygote_stopped_continued_killed)
+{
+	zygote_killed("SCSKB");
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* Start-up deadlines.                                                     */
+
+/* A host_init that never returns: hkx_executor_new gives up. */
+START_TEST(test_start_timeout_new)
+{
+	int fds = fd_count();
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+
+	config_planned(&c);
+	atomic_store(&plan->hang, HANG_ALWAYS);
+	c.start_timeout_ms = 200;
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -ETIMEDOUT);
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+START_TEST(test_start_timeout_config)
+{
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+
+	config(&c);
+	ck_assert_int_eq(c.start_timeout_ms, 10000);
+	c.start_timeout_ms = -1;
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EINVAL);
+	c.start_timeout_ms = 0; /* the default */
+	ex = tst_new(&c);
+	run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static bool
+first_spare_forked(void *arg)
+{
+	return atomic_load(&plan->calls) >= 2;
+}
+
+static bool
+hang_taken(void *arg)
+{
+	return atomic_load(&plan->hang) == HANG_NONE;
+}
+
+/* The first host and its spare have both been through host_init (so
+ * neither takes what the plan says next). */
+static void
+await_first_spare(void)
+{
+	tst_poll_until(first_spare_forked, NULL, "the spare host");
+}
+
+/*
+ * The spare the zygote keeps ready hangs in host_init; a kill hands it
+ * over. It is killed at its deadline, counted, and the next host runs
+ * what waited.
+ */
+START_TEST(test_spare_hangs)
+{
+	int fds = fd_count();
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	pid_t zygote, host;
+
+	config_planned(&c);
+	c.start_timeout_ms = 3000; /* the first host must make it, under load too */
+	ex = tst_new(&c);
+	host = host_pid(ex);
+	zygote = zygote_pid(ex);
+	await_first_spare();
+	atomic_store(&plan->hang, HANG_ONCE);
+	/* The good spare takes over; the zygote forks the next one, which
+	 * hangs; a second kill hands that one over. */
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	tst_poll_until(hang_taken, NULL, "the next spare to hang");
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	run_one(ex, "echo", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* Respawn: back-off, and transient lack of resources.                     */
+
+struct backoff_watch {
+	hkx_executor *ex;
+	unsigned at_least;
+};
+
+static unsigned
+backoff_ms(hkx_executor *ex)
+{
+	unsigned ms;
+
+	hkx__lock(ex);
+	ms = ex->backoff_ms;
+	hkx__unlock(ex);
+	return ms;
+}
+
+static bool
+backoff_reached(void *arg)
+{
+	struct backoff_watch *w = arg;
+
+	return backoff_ms(w->ex) >= w->at_least;
+}
+
+static bool
+broken_or_backed_off(void *arg)
+{
+	struct backoff_watch *w = arg;
+	struct hkx_stats st;
+
+	/* No fd is opened here: the process has none to spare. */
+	if (hkx_executor_stats(w->ex, &st) != 0)
+		return true;
+	return st.broken || backoff_reached(w);
+}
+
+/* Kills every host that is up, until the back-off reaches `at_least`:
+ * hosts that went through host_init before it failed may take over. */
+static bool
+kill_until_backed_off(void *arg)
+{
+	struct backoff_watch *w = arg;
+
+	if (host_pid(w->ex) != 0)
+		ck_assert_int_eq(hkx_executor_kill(w->ex), 0);
+	return backoff_reached(w);
+}
+
+/*
+ * host_init fails in every new host, and restarts are unlimited: each
+ * failed start doubles the wait before the next, up to the cap. The hosts
+ * that fail until the cap is reached are few, however fast the machine:
+ * our own starts, and at most one spare per start. A host that then runs
+ * a task resets the back-off.
+ */
+START_TEST(test_respawn_backs_off)
+{
+	struct backoff_watch w;
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	int failures;
+
+	config_planned(&c);
+	c.max_restarts = UINT_MAX;
+	ex = tst_new(&c);
+	await_first_spare();
+	atomic_store(&plan->fail, true);
+	w = (struct backoff_watch){ ex, HKX__BACKOFF_MAX_MS };
+	tst_poll_until(kill_until_backed_off, &w, "the back-off to reach its cap");
+	failures = atomic_load(&plan->failures);
+	/* 1 ms doubling to the cap takes 11 failed starts, and the poll
+	 * may see the cap one start late. */
+	ck_assert_msg(failures <= 2 * 13, "%d hosts failed before the back-off reached its cap",
+	    failures);
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+
+	atomic_store(&plan->fail, false);
+	run_one(ex, "echo", HKX_DONE);
+	ck_assert_uint_eq(backoff_ms(ex), 0);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * The application runs out of fds while a host is respawned: the fds of
+ * each new host are cut from the zygote's message. That is not a host's
+ * death; once fds are back, a host takes over and the executor is whole.
+ */
+START_TEST(test_respawn_out_of_fds)
+{
+	int fds = fd_count();
+	struct backoff_watch w;
+	struct rlimit rl, none;
+	struct hkx_stats st;
+	hkx_executor *ex = new_executor();
+	pid_t zygote = zygote_pid(ex), host = host_pid(ex);
+
+	run_one(ex, "echo", HKX_DONE);
+	w = (struct backoff_watch){ ex, 8 };
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	none = (struct rlimit){ .rlim_cur = 3, .rlim_max = rl.rlim_max };
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	tst_poll_until(broken_or_backed_off, &w, "respawns to fail");
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+
+	tst_stats(ex, &st);
+	ck_assert_msg(!st.broken, "running out of fds for a moment broke the executor");
+	run_one(ex, "echo", HKX_DONE);
+	free_bounded(ex);
+	assert_nothing_left(fds, zygote, host);
+}
+END_TEST
+
+/* Out of fds at the start: a documented error, and nothing left. */
+START_TEST(test_new_out_of_fds)
+{
+	int fds = fd_count();
+	struct rlimit rl, none;
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+	int rc;
+
+	config(&c);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	none = (struct rlimit){ .rlim_cur = 3, .rlim_max = rl.rlim_max };
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+	rc = hkx_executor_new(&c, &ex);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	ck_assert_int_eq(rc, -EMFILE);
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* The application's own fork() children.                                  */
+
+/*
+ * A fork() child of the application holds a copy of every fd, the
+ * zygote's socket among them, for as long as it lives: free must not
+ * wait for that copy to close before the zygote lets go. The zygote's own
+ * stop timeout is 10 s; free takes milliseconds, so half of that bounds it.
+ */
+START_TEST(test_free_with_fork_child)
+{
+	hkx_executor *ex = new_executor();
+	pid_t zygote = zygote_pid(ex), child;
+	int gate[2], status;
+	char b;
+
+	run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(pipe2(gate, O_CLOEXEC), 0);
+	ck_assert_int_ge(child = fork(), 0);
+	if (child == 0) {
+		close(gate[1]);
+		(void)!read(gate[0], &b, 1);
+		_exit(0);
+	}
+	close(gate[0]);
+	bounded(free_main, ex, 5000, "hkx_executor_free with a fork() child alive");
+	tst_wait_pid_gone(zygote);
+	ck_assert(tst_pid_alive(child));
+	close(gate[1]);
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
+static Suite *
+hostile_zygote_suite(void)
+{
+	Suite *s = suite_create("hostile_zygote");
+	TCase *tc;
+
+	tc = tst_tcase("stopped");
+	tcase_add_test(tc, test_stopped_zygote_free);
+	tcase_add_test(tc, test_stopped_zygote_shutdown);
+	tcase_add_test(tc, test_stopped_zygote_kill);
+	tcase_add_test(tc, test_stopped_zygote_pause_loop);
+	tcase_add_test(tc, test_zygote_killed);
+	tcase_add_test(tc, test_zygote_stopped_continued_killed);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("start");
+	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
+	tcase_add_test(tc, test_start_timeout_new);
+	tcase_add_test(tc, test_start_timeout_config);
+	tcase_add_test(tc, test_spare_hangs);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("respawn");
+	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
+	tcase_add_test(tc, test_respawn_backs_off);
+	tcase_add_test(tc, test_respawn_out_of_fds);
+	tcase_add_test(tc, test_new_out_of_fds);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("fork");
+	tcase_add_test(tc, test_free_with_fork_child);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return tst_run(hostile_zygote_suite());
+}
