@@ -17,6 +17,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -536,6 +537,77 @@ tst_wait_end(hkx_future *f, enum hkx_state want)
 	    hkx_future_message(f) ? hkx_future_message(f) : "none");
 }
 
+void
+tst_run_one(hkx_executor *ex, const char *task, enum hkx_state want)
+{
+	hkx_future *f = tst_submit(ex, task, "x", 1);
+
+	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "a %s task never ended", task);
+	tst_wait_end(f, want);
+	hkx_future_release(f);
+}
+
+void
+tst_await_end(hkx_future *f, const char *what)
+{
+	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "%s", what);
+}
+
+void
+tst_bounded(void *(*fn)(void *), void *arg, int ms, const char *what)
+{
+	struct timespec ts;
+	pthread_t th;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	ck_assert_msg(pthread_timedjoin_np(th, NULL, &ts) == 0, "%s did not return", what);
+}
+
+static void *
+free_main(void *arg)
+{
+	hkx_executor_free(arg);
+	return NULL;
+}
+
+void
+tst_free_bounded(hkx_executor *ex, int ms)
+{
+	tst_bounded(free_main, ex, ms, "hkx_executor_free");
+}
+
+struct shutdown_call {
+	hkx_executor *ex;
+	enum hkx_shutdown how;
+	int timeout_ms;
+	int rc;
+};
+
+static void *
+shutdown_main(void *arg)
+{
+	struct shutdown_call *c = arg;
+
+	c->rc = hkx_executor_shutdown(c->ex, c->how, c->timeout_ms);
+	return NULL;
+}
+
+int
+tst_shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
+{
+	struct shutdown_call c = { ex, how, timeout_ms, 0 };
+
+	tst_bounded(shutdown_main, &c, TST_DEADLINE_MS, "hkx_executor_shutdown");
+	return c.rc;
+}
+
 struct state_want {
 	hkx_future *f;
 	enum hkx_state s;
@@ -678,6 +750,12 @@ tst_count_dir(const char *path)
 			n++;
 	closedir(d);
 	return n;
+}
+
+int
+tst_fd_count(void)
+{
+	return tst_count_dir("/proc/self/fd");
 }
 
 bool

@@ -113,8 +113,25 @@ int tst_task_mark(char tag);
 void tst_fill_pattern(void *p, size_t len);
 bool tst_check_pattern(const void *p, size_t len);
 
+/* Submits `task` with argument "x" and asserts it ends in `want`, within
+ * the deadline. */
+void tst_run_one(hkx_executor *ex, const char *task, enum hkx_state want);
+/* Waits for f within the deadline: a future that never ends fails the
+ * test with `what` rather than by its timeout. */
+void tst_await_end(hkx_future *f, const char *what);
+/* Runs fn(arg) on a thread of its own and fails the test with "`what` did
+ * not return" if it has not returned within ms: a call that hangs fails
+ * with a message instead of running into the test's timeout. */
+void tst_bounded(void *(*fn)(void *), void *arg, int ms, const char *what);
+/* hkx_executor_free() within ms, and hkx_executor_shutdown() within the
+ * deadline, so bounded. */
+void tst_free_bounded(hkx_executor *ex, int ms);
+int tst_shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
+
 /* Entries of a /proc directory such as /proc/self/fd or /proc/self/task. */
 int tst_count_dir(const char *path);
+/* The test process's open fds. */
+int tst_fd_count(void);
 
 struct tst_proc {
 	pid_t pid, ppid, pgid;

@@ -378,62 +378,6 @@ assert_each_ended_once(hkx_executor *ex)
 	    st.killed + st.crashed, st.submitted);
 }
 
-static void
-run_one(hkx_executor *ex, const char *task, enum hkx_state want)
-{
-	hkx_future *f = tst_submit(ex, task, "x", 1);
-
-	tst_wait_end(f, want);
-	hkx_future_release(f);
-}
-
-/* Waits for f within the deadline: a future that never ends fails the
- * test with `what` rather than by its timeout. */
-static void
-await_end(hkx_future *f, const char *what)
-{
-	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "%s", what);
-}
-
-struct shutdown_call {
-	hkx_executor *ex;
-	enum hkx_shutdown how;
-	int timeout_ms;
-	int rc;
-};
-
-static void *
-shutdown_main(void *arg)
-{
-	struct shutdown_call *c = arg;
-
-	c->rc = hkx_executor_shutdown(c->ex, c->how, c->timeout_ms);
-	return NULL;
-}
-
-/* Shutdown on a thread of its own, so that one which never returns fails
- * the test with a message instead of running into its timeout. */
-static int
-shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
-{
-	struct shutdown_call c = { ex, how, timeout_ms, 0 };
-	struct timespec ts;
-	pthread_t th;
-
-	ck_assert_int_eq(pthread_create(&th, NULL, shutdown_main, &c), 0);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += TST_DEADLINE_MS / 1000;
-	ck_assert_msg(pthread_timedjoin_np(th, NULL, &ts) == 0,
-	    "hkx_executor_shutdown(%d, %d) did not return", (int)how, timeout_ms);
-	return c.rc;
-}
-
-static int
-fd_count(void)
-{
-	return tst_count_dir("/proc/self/fd");
-}
-
 /* ---------------------------------------------------------------------- */
 /* Frames and slots a host forges.                                         */
 
@@ -447,7 +391,7 @@ START_TEST(test_result_for_cancelled)
 {
 	hkx_executor *ex;
 	hkx_future *evil, *target;
-	int fds = fd_count();
+	int fds = tst_fd_count();
 
 	ex = executor(1, 4);
 	evil = submit_hostile(ex, ACT_RESULT_CANCELLED, 1);
@@ -464,8 +408,8 @@ START_TEST(test_result_for_cancelled)
 	tst_wait_end(evil, HKX_CRASHED);
 	tst_assert_result(evil, -EPROTO, NULL, 0);
 	ck_assert_int_eq(hkx_future_state(target), HKX_CANCELLED);
-	run_one(ex, "echo", HKX_DONE);
-	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	tst_run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
 	assert_each_ended_once(ex);
 	hkx_executor_free(ex);
 	/* free runs what callbacks are left before it returns */
@@ -474,7 +418,7 @@ START_TEST(test_result_for_cancelled)
 	tst_assert_result(target, -ECANCELED, NULL, 0);
 	hkx_future_release(evil);
 	hkx_future_release(target);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -487,7 +431,7 @@ START_TEST(test_skipped_not_cancelled)
 {
 	hkx_executor *ex;
 	hkx_future *evil, *target;
-	int fds = fd_count();
+	int fds = tst_fd_count();
 
 	ex = executor(1, 4);
 	evil = submit_hostile(ex, ACT_SKIP_SENT, 1);
@@ -495,18 +439,18 @@ START_TEST(test_skipped_not_cancelled)
 	assert_target(evil, target, 1);
 	watch_end(target);
 
-	await_end(target, "a future the host skipped on its own never ended");
-	await_end(evil, "the host was let off its lie");
+	tst_await_end(target, "a future the host skipped on its own never ended");
+	tst_await_end(evil, "the host was let off its lie");
 	tst_wait_end(evil, HKX_CRASHED);
 	tst_assert_result(evil, -EPROTO, NULL, 0);
-	run_one(ex, "echo", HKX_DONE);
-	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	tst_run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
 	assert_each_ended_once(ex);
 	hkx_executor_free(ex);
 	ck_assert_int_eq(atomic_load(&ends), 1);
 	hkx_future_release(evil);
 	hkx_future_release(target);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -525,7 +469,7 @@ START_TEST(test_skipped_while_frame_queued)
 	hkx_executor *ex;
 	hkx_future *evil, *target, *big[NBIG];
 	char *arg;
-	int fds = fd_count(), i;
+	int fds = tst_fd_count(), i;
 
 	/* A fixed threshold: malloc's own would rise with the first mapped
 	 * chunk freed, and the target's memory might then stay mapped. A
@@ -552,7 +496,7 @@ START_TEST(test_skipped_while_frame_queued)
 	/* The hostile task returns after its SKIPPED, which the supervisor
 	 * therefore took first. */
 	tst_wait_end(evil, HKX_DONE);
-	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_KILL, TST_DEADLINE_MS), 0);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_KILL, TST_DEADLINE_MS), 0);
 	assert_each_ended_once(ex);
 	for (i = 0; i < NBIG; i++) {
 		tst_wait_end(big[i], HKX_CANCELLED);
@@ -562,7 +506,7 @@ START_TEST(test_skipped_while_frame_queued)
 	ck_assert_int_eq(atomic_load(&ends), 1);
 	hkx_future_release(evil);
 	free(arg);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -645,7 +589,7 @@ START_TEST(test_fork_child_refused)
 	ck_assert_int_eq(hkx_future_state(target), HKX_QUEUED);
 	tst_release(1);
 	tst_wait_end(hold, HKX_DONE);
-	await_end(target, "the parent's future never ended");
+	tst_await_end(target, "the parent's future never ended");
 	tst_wait_end(target, HKX_DONE);
 	tst_assert_result(target, 0, "abc", 3);
 	hkx_future_release(hold);
@@ -669,7 +613,7 @@ START_TEST(test_free_from_callback)
 {
 	struct hkx_stats st;
 	hkx_future *f;
-	int fds = fd_count();
+	int fds = tst_fd_count();
 
 	callback_ex = executor(1, 1);
 	f = tst_submit(callback_ex, "block", NULL, 0);
@@ -680,12 +624,12 @@ START_TEST(test_free_from_callback)
 	ck_assert_int_eq(tst_await_start(), -EDEADLK);
 
 	/* The executor is whole: it still takes work. */
-	run_one(callback_ex, "echo", HKX_DONE);
+	tst_run_one(callback_ex, "echo", HKX_DONE);
 	tst_stats(callback_ex, &st);
 	ck_assert(!st.shut_down && !st.broken);
 	hkx_executor_free(callback_ex);
 	hkx_future_release(f);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -716,8 +660,8 @@ START_TEST(test_max_restarts_bounds)
 
 	ck_assert_int_eq(new_with_restarts(UINT_MAX, UINT_MAX, &ex), 0);
 	for (i = 0; i < 3; i++) {
-		run_one(ex, "segv", HKX_CRASHED);
-		run_one(ex, "echo", HKX_DONE);
+		tst_run_one(ex, "segv", HKX_CRASHED);
+		tst_run_one(ex, "echo", HKX_DONE);
 	}
 	tst_stats(ex, &st);
 	ck_assert(!st.broken);
@@ -755,7 +699,7 @@ START_TEST(test_failfast_unstarted_member)
 	assert_target(crasher, unstarted, 1);
 
 	tst_wait_end(crasher, HKX_CRASHED);
-	await_end(unstarted, "the unstarted member never ended");
+	tst_await_end(unstarted, "the unstarted member never ended");
 	tst_wait_end(unstarted, HKX_CANCELLED);
 	ck_assert_uint_eq(hkx_future_attempts(unstarted), 0);
 	ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, &first), -ECANCELED);
@@ -891,17 +835,17 @@ START_TEST(test_closed_stdio)
 	int fds;
 
 	close_stdio();
-	fds = fd_count();
+	fds = tst_fd_count();
 	ex = executor(1, 1);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	zygote = zygote_pid(ex);
 	assert_stdio_clean(zygote, "zygote");
 	ck_assert_int_ge(tst_count_procs(child_of_stdio_clean, &zygote), 1);
-	run_one(ex, "stdio", HKX_DONE);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "stdio", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	assert_no_host_lost(ex);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 	reopen_stdio();
 }
 END_TEST
@@ -918,11 +862,11 @@ START_TEST(test_closed_stdio_application)
 
 	close_stdio();
 	ex = executor(1, 1);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	assert_stdio_clean(getpid(), "application");
 	(void)!write(1, "application stdout\n", 19);
 	(void)!write(2, "application stderr\n", 19);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	assert_no_host_lost(ex);
 	hkx_executor_free(ex);
 	reopen_stdio();
@@ -977,7 +921,7 @@ START_TEST(test_spawn_fails_after_start)
 
 	/* A budget that a stream of failed spawns never spends. */
 	ck_assert_int_eq(new_with_restarts(1000, 1, &ex), 0);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	w.ex = ex;
 	w.zygote = zygote_pid(ex);
 	/* With the limit at the number of fds it holds, it can open only as
@@ -997,7 +941,7 @@ START_TEST(test_spawn_fails_after_start)
 	}
 	tst_stats(ex, &st);
 	ck_assert_int_eq(st.host_pid, 0);
-	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, -1), 0);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, -1), 0);
 	hkx_executor_free(ex);
 	tst_wait_pid_gone(w.zygote);
 }

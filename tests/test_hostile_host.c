@@ -215,42 +215,19 @@ executor(unsigned threads)
 	return tst_new(&c);
 }
 
-static void
-run_one(hkx_executor *ex, const char *task, enum hkx_state want)
-{
-	hkx_future *f = tst_submit(ex, task, "x", 1);
-
-	tst_wait_end(f, want);
-	hkx_future_release(f);
-}
-
-/* Waits for f within the deadline: a future that never ends fails the
- * test with `what` rather than by its timeout. */
-static void
-await_end(hkx_future *f, const char *what)
-{
-	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "%s", what);
-}
-
-static int
-fd_count(void)
-{
-	return tst_count_dir("/proc/self/fd");
-}
-
 /* ---------------------------------------------------------------------- */
 /* Fail fast.                                                              */
 
 static void
 failfast(unsigned threads)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = executor(threads);
 
 	tst_failfast_rounds(ex, threads, 30);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 
 /*
@@ -350,7 +327,7 @@ START_TEST(test_failfast_lie)
 		tst_wait_end(f[i], HKX_CANCELLED);
 	ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, &first), -ECANCELED);
 	ck_assert_ptr_null(first);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts, 1);
 	for (int i = 0; i < LIARS_MEMBERS; i++)
@@ -378,7 +355,7 @@ START_TEST(test_group_lie)
 	submit_liar_group(ex, g, f);
 	tst_wait_end(f[0], HKX_DONE);
 	for (int i = 1; i < LIARS_MEMBERS; i++) {
-		await_end(f[i], "a member the host refused never ended");
+		tst_await_end(f[i], "a member the host refused never ended");
 		if (hkx_future_state(f[i]) == HKX_CRASHED) {
 			tst_assert_result(f[i], -EPROTO, NULL, 0);
 			crashed++;
@@ -387,7 +364,7 @@ START_TEST(test_group_lie)
 	}
 	ck_assert_uint_ge(crashed, 1);
 	ck_assert_int_eq(hkx_group_wait(g, TST_DEADLINE_MS, NULL), -ECANCELED);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts, 2);
 	ck_assert_uint_eq(st.done + st.crashed, st.submitted);
@@ -412,13 +389,13 @@ START_TEST(test_cpu_limit_signals_blocked)
 	hkx_future *f;
 
 	f = tst_submit_opts(ex, "sigspin", NULL, 0, &o);
-	await_end(f, "a task that blocks every signal outran its CPU limit");
+	tst_await_end(f, "a task that blocks every signal outran its CPU limit");
 	tst_wait_end(f, HKX_TIMED_OUT);
 	ck_assert_int_eq(hkx_future_code(f), SIGKILL);
 	tst_assert_result(f, -ETIMEDOUT, NULL, 0);
 	ck_assert_ptr_nonnull(strstr(hkx_future_message(f), "CPU"));
 	hkx_future_release(f);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -438,8 +415,8 @@ START_TEST(test_cpu_limit_signal_forged)
 	tst_wait_end(f, HKX_DONE);
 	hkx_future_release(f);
 	/* Without a limit, too: no timer of the worker's is armed then. */
-	run_one(ex, "forge", HKX_DONE);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "forge", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts, 1);
 	hkx_executor_free(ex);
@@ -455,20 +432,20 @@ END_TEST
  */
 START_TEST(test_note_garbage)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = executor(1);
 	hkx_future *f;
 
 	f = tst_submit(ex, "note_garbage", NULL, 0);
-	await_end(f, "garbage on the crash-note pipe went unnoticed");
+	tst_await_end(f, "garbage on the crash-note pipe went unnoticed");
 	tst_wait_end(f, HKX_CRASHED);
 	tst_assert_result(f, -EPROTO, NULL, 0);
 	hkx_future_release(f);
 	/* The next host's notes are read from the start. */
-	run_one(ex, "segv", HKX_CRASHED);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -513,7 +490,7 @@ START_TEST(test_note_flood_escaped)
 	ck_assert_msg(rc == 0, "a flood on the crash-note pipe held the supervisor");
 	ck_assert_int_eq(hkx_future_state(f), HKX_CRASHED);
 	hkx_future_release(f);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	kill(child, SIGKILL);
 	tst_wait_pid_gone(child);
 	hkx_executor_free(ex);

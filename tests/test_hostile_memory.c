@@ -200,12 +200,6 @@ executor(unsigned threads, unsigned prefetch)
 	return tst_new(&c);
 }
 
-static int
-fd_count(void)
-{
-	return tst_count_dir("/proc/self/fd");
-}
-
 /* Runs "escape" and kills its host: the pid of the process that escaped. */
 static pid_t
 escape(hkx_executor *ex)
@@ -298,7 +292,7 @@ START_TEST(test_escaped_forges_finished)
 	struct held h = { .fs = fs, .n = 3 };
 	hkx_executor *ex;
 	pid_t child;
-	int fds = fd_count();
+	int fds = tst_fd_count();
 
 	ex = executor(1, 4);
 	h.ex = ex;
@@ -323,7 +317,7 @@ START_TEST(test_escaped_forges_finished)
 	hkx_future_release(hold);
 	end_escaped(child);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -335,7 +329,7 @@ START_TEST(test_escaped_flips_pause)
 {
 	hkx_executor *ex;
 	pid_t child;
-	int fds = fd_count();
+	int fds = tst_fd_count();
 
 	ex = executor(1, 4);
 	child = escape(ex);
@@ -345,7 +339,7 @@ START_TEST(test_escaped_flips_pause)
 	run_echo(ex, "after a kill");
 	end_escaped(child);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 }
 END_TEST
 
@@ -493,12 +487,12 @@ START_TEST(test_alloc_failure)
 	/* One life without failures first: what starts once per process (a
 	 * sanitizer's own thread) is not the executor's. */
 	life(&c);
-	fds = fd_count();
+	fds = tst_fd_count();
 	threads = tst_count_dir("/proc/self/task");
 	for (n = 1; n <= MAX_ROUNDS; n++) {
 		atomic_store(&hkx__alloc_fail_after, n);
 		life(&c);
-		ck_assert_int_eq(fd_count(), fds);
+		ck_assert_int_eq(tst_fd_count(), fds);
 		ck_assert_int_eq(tst_count_dir("/proc/self/task"), threads);
 		ck_assert_int_eq(tst_count_children(), 0);
 		if (atomic_exchange(&hkx__alloc_fail_after, 0) != 0)

@@ -149,22 +149,6 @@ config_planned(struct hkx_config *c)
 	c->host_init_arg = plan;
 }
 
-static int
-fd_count(void)
-{
-	return tst_count_dir("/proc/self/fd");
-}
-
-static void
-run_one(hkx_executor *ex, const char *task, enum hkx_state want)
-{
-	hkx_future *f = tst_submit(ex, task, "x", 1);
-
-	ck_assert_msg(hkx_future_wait(f, TST_DEADLINE_MS) == 0, "a %s task never ended", task);
-	tst_wait_end(f, want);
-	hkx_future_release(f);
-}
-
 /* A task that signals its zygote as `script` says; the zygote's pid. */
 static pid_t
 attack_zygote(hkx_executor *ex, const char *script, hkx_future **out)
@@ -185,63 +169,6 @@ static void
 await_stopped(pid_t pid)
 {
 	tst_poll_until(is_stopped, &pid, "the zygote to stop");
-}
-
-/* Runs fn(arg) on a thread of its own and fails the test with `what` if it
- * has not returned within `ms`: a call that hangs fails with a message. */
-static void
-bounded(void *(*fn)(void *), void *arg, int ms, const char *what)
-{
-	struct timespec ts;
-	pthread_t th;
-
-	ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	ck_assert_msg(pthread_timedjoin_np(th, NULL, &ts) == 0, "%s did not return", what);
-}
-
-static void *
-free_main(void *arg)
-{
-	hkx_executor_free(arg);
-	return NULL;
-}
-
-static void
-free_bounded(hkx_executor *ex)
-{
-	bounded(free_main, ex, TST_DEADLINE_MS, "hkx_executor_free");
-}
-
-struct shutdown_call {
-	hkx_executor *ex;
-	enum hkx_shutdown how;
-	int timeout_ms;
-	int rc;
-};
-
-static void *
-shutdown_main(void *arg)
-{
-	struct shutdown_call *c = arg;
-
-	c->rc = hkx_executor_shutdown(c->ex, c->how, c->timeout_ms);
-	return NULL;
-}
-
-static int
-shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
-{
-	struct shutdown_call c = { ex, how, timeout_ms, 0 };
-
-	bounded(shutdown_main, &c, TST_DEADLINE_MS, "hkx_executor_shutdown");
-	return c.rc;
 }
 
 static hkx_executor *
@@ -279,7 +206,7 @@ assert_nothing_left(int fds, pid_t zygote, pid_t host)
 	tst_wait_pid_gone(zygote);
 	if (host > 0)
 		tst_wait_pid_gone(host);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 	ck_assert_int_eq(tst_count_children(), 0);
 }
 
@@ -290,7 +217,7 @@ assert_nothing_left(int fds, pid_t zygote, pid_t host)
  * the killed host is gone. */
 START_TEST(test_stopped_zygote_free)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = new_executor();
 	pid_t zygote, host = host_pid(ex);
 	hkx_future *f;
@@ -299,7 +226,7 @@ START_TEST(test_stopped_zygote_free)
 	tst_wait_end(f, HKX_DONE);
 	await_stopped(zygote);
 	hkx_future_release(f);
-	free_bounded(ex);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -308,17 +235,17 @@ END_TEST
  * its timeout, and that second phase ends too. */
 START_TEST(test_stopped_zygote_shutdown)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = new_executor();
 	pid_t zygote, host = host_pid(ex);
 	hkx_future *f;
 
 	zygote = attack_zygote(ex, "SB", &f);
 	await_stopped(zygote);
-	ck_assert_int_eq(shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, 500), -ETIMEDOUT);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, 500), -ETIMEDOUT);
 	tst_wait_end(f, HKX_KILLED);
 	hkx_future_release(f);
-	free_bounded(ex);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -327,7 +254,7 @@ END_TEST
  * supervisor wakes it up rather than wait forever. */
 START_TEST(test_stopped_zygote_kill)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = new_executor();
 	pid_t zygote, host = host_pid(ex);
 	struct hkx_stats st;
@@ -338,11 +265,11 @@ START_TEST(test_stopped_zygote_kill)
 	hkx_future_release(f);
 	await_stopped(zygote);
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	tst_stats(ex, &st);
 	ck_assert(!st.broken);
 	ck_assert_int_ne(st.host_pid, host);
-	free_bounded(ex);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -382,7 +309,7 @@ stats_main(void *arg)
  */
 START_TEST(test_stopped_zygote_pause_loop)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = new_executor();
 	struct pause_loop l = { ex, 2000, 0 };
 	pid_t zygote, host = host_pid(ex);
@@ -392,11 +319,11 @@ START_TEST(test_stopped_zygote_pause_loop)
 	tst_wait_end(f, HKX_DONE);
 	hkx_future_release(f);
 	await_stopped(zygote);
-	bounded(pause_loop_main, &l, TST_DEADLINE_MS, "the pause/resume loop");
+	tst_bounded(pause_loop_main, &l, TST_DEADLINE_MS, "the pause/resume loop");
 	ck_assert_int_eq(l.rc, 0);
-	bounded(stats_main, ex, TST_DEADLINE_MS, "hkx_executor_stats");
-	run_one(ex, "echo", HKX_DONE);
-	free_bounded(ex);
+	tst_bounded(stats_main, ex, TST_DEADLINE_MS, "hkx_executor_stats");
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -405,7 +332,7 @@ END_TEST
 static void
 zygote_killed(const char *script)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	hkx_executor *ex = new_executor();
 	pid_t zygote, host = host_pid(ex);
 	struct hkx_stats st;
@@ -423,7 +350,7 @@ zygote_killed(const char *script)
 	ck_assert_int_eq(hkx_submit(ex, "echo", NULL, 0, NULL, NULL), -ENOTRECOVERABLE);
 	hkx_future_release(f);
 	hkx_future_release(queued);
-	free_bounded(ex);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 
@@ -445,7 +372,7 @@ END_TEST
 /* A host_init that never returns: hkx_executor_new gives up. */
 START_TEST(test_start_timeout_new)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	struct hkx_config c;
 	hkx_executor *ex = NULL;
 
@@ -454,7 +381,7 @@ START_TEST(test_start_timeout_new)
 	c.start_timeout_ms = 200;
 	ck_assert_int_eq(hkx_executor_new(&c, &ex), -ETIMEDOUT);
 	ck_assert_ptr_null(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 	ck_assert_int_eq(tst_count_children(), 0);
 }
 END_TEST
@@ -470,7 +397,7 @@ START_TEST(test_start_timeout_config)
 	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EINVAL);
 	c.start_timeout_ms = 0; /* the default */
 	ex = tst_new(&c);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -502,7 +429,7 @@ await_first_spare(void)
  */
 START_TEST(test_spare_hangs)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	struct hkx_config c;
 	struct hkx_stats st;
 	hkx_executor *ex;
@@ -520,10 +447,10 @@ START_TEST(test_spare_hangs)
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
 	tst_poll_until(hang_taken, NULL, "the next spare to hang");
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	tst_stats(ex, &st);
 	ck_assert(!st.broken);
-	free_bounded(ex);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -610,7 +537,7 @@ START_TEST(test_respawn_backs_off)
 	ck_assert(!st.broken);
 
 	atomic_store(&plan->fail, false);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_uint_eq(backoff_ms(ex), 0);
 	hkx_executor_free(ex);
 }
@@ -623,14 +550,14 @@ END_TEST
  */
 START_TEST(test_respawn_out_of_fds)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	struct backoff_watch w;
 	struct rlimit rl, none;
 	struct hkx_stats st;
 	hkx_executor *ex = new_executor();
 	pid_t zygote = zygote_pid(ex), host = host_pid(ex);
 
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	w = (struct backoff_watch){ ex, 8 };
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	none = (struct rlimit){ .rlim_cur = 3, .rlim_max = rl.rlim_max };
@@ -641,8 +568,8 @@ START_TEST(test_respawn_out_of_fds)
 
 	tst_stats(ex, &st);
 	ck_assert_msg(!st.broken, "running out of fds for a moment broke the executor");
-	run_one(ex, "echo", HKX_DONE);
-	free_bounded(ex);
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 	assert_nothing_left(fds, zygote, host);
 }
 END_TEST
@@ -650,7 +577,7 @@ END_TEST
 /* Out of fds at the start: a documented error, and nothing left. */
 START_TEST(test_new_out_of_fds)
 {
-	int fds = fd_count();
+	int fds = tst_fd_count();
 	struct rlimit rl, none;
 	struct hkx_config c;
 	hkx_executor *ex = NULL;
@@ -664,7 +591,7 @@ START_TEST(test_new_out_of_fds)
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	ck_assert_int_eq(rc, -EMFILE);
 	ck_assert_ptr_null(ex);
-	ck_assert_int_eq(fd_count(), fds);
+	ck_assert_int_eq(tst_fd_count(), fds);
 	ck_assert_int_eq(tst_count_children(), 0);
 }
 END_TEST
@@ -685,7 +612,7 @@ START_TEST(test_free_with_fork_child)
 	int gate[2], status;
 	char b;
 
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_int_eq(pipe2(gate, O_CLOEXEC), 0);
 	ck_assert_int_ge(child = fork(), 0);
 	if (child == 0) {
@@ -694,7 +621,7 @@ START_TEST(test_free_with_fork_child)
 		_exit(0);
 	}
 	close(gate[0]);
-	bounded(free_main, ex, 5000, "hkx_executor_free with a fork() child alive");
+	tst_free_bounded(ex, 5000);
 	tst_wait_pid_gone(zygote);
 	ck_assert(tst_pid_alive(child));
 	close(gate[1]);

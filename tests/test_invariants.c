@@ -140,15 +140,6 @@ assert_new_fds_cloexec(const struct snapshot *before)
 	}
 }
 
-static void
-run_one(hkx_executor *ex, const char *task, enum hkx_state want)
-{
-	hkx_future *f = tst_submit(ex, task, "x", 1);
-
-	tst_wait_end(f, want);
-	hkx_future_release(f);
-}
-
 /*
  * Every path that opens or closes something: a result, a failure, a crash
  * and its respawn, a kill and its respawn, a big argument; then a task left
@@ -161,9 +152,9 @@ workload(hkx_executor *ex, hkx_future *keep[2])
 	static char big[256 << 10];
 	hkx_future *b, *f;
 
-	run_one(ex, "echo", HKX_DONE);
-	run_one(ex, "fail", HKX_FAILED);
-	run_one(ex, "segv", HKX_CRASHED);
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "fail", HKX_FAILED);
+	tst_run_one(ex, "segv", HKX_CRASHED);
 	b = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
@@ -212,13 +203,13 @@ START_TEST(test_fds_stable_across_hosts)
 	hkx_executor *ex = tst_executor(1, 2);
 	int fds, i;
 
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	fds = tst_count_dir("/proc/self/fd");
 	for (i = 0; i < 3; i++) {
 		ck_assert_int_eq(hkx_executor_kill(ex), 0);
-		run_one(ex, "echo", HKX_DONE);
-		run_one(ex, "segv", HKX_CRASHED);
-		run_one(ex, "echo", HKX_DONE);
+		tst_run_one(ex, "echo", HKX_DONE);
+		tst_run_one(ex, "segv", HKX_CRASHED);
+		tst_run_one(ex, "echo", HKX_DONE);
 		/* The dead host's fds may be closed a little after its
 		 * successor runs (when its exit is reaped); a leak never is. */
 		tst_poll_until(fd_count_is, &fds, "the fd count to settle");
@@ -290,7 +281,7 @@ START_TEST(test_task_child_dies_with_kill)
 	ck_assert_int_eq(hkx_executor_kill(ex), 0);
 	tst_wait_end(s, HKX_KILLED);
 	tst_wait_pid_gone(child);
-	run_one(ex, "echo", HKX_DONE);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_future_release(s);
 	hkx_executor_free(ex);
 }
@@ -378,7 +369,7 @@ START_TEST(test_two_executors)
 	/* Killing one leaves the other's host and running task alone. */
 	ck_assert_int_eq(hkx_executor_kill(ex1), 0);
 	tst_wait_end(b1, HKX_KILLED);
-	run_one(ex1, "echo", HKX_DONE);
+	tst_run_one(ex1, "echo", HKX_DONE);
 	ck_assert(!hkx_future_done(b2));
 	tst_stats(ex2, &later);
 	ck_assert_int_eq(later.host_pid, st2.host_pid);
@@ -387,7 +378,7 @@ START_TEST(test_two_executors)
 	tst_wait_end(b2, HKX_DONE);
 
 	ck_assert_int_eq(hkx_executor_kill(ex2), 0);
-	run_one(ex2, "echo", HKX_DONE);
+	tst_run_one(ex2, "echo", HKX_DONE);
 	tst_stats(ex1, &later);
 	ck_assert_uint_eq(later.host_starts, 2);
 	tst_stats(ex2, &later);
@@ -395,7 +386,7 @@ START_TEST(test_two_executors)
 
 	/* Freeing one leaves the other working. */
 	hkx_executor_free(ex1);
-	run_one(ex2, "echo", HKX_DONE);
+	tst_run_one(ex2, "echo", HKX_DONE);
 	hkx_executor_free(ex2);
 	hkx_future_release(b1);
 	hkx_future_release(b2);
@@ -476,7 +467,7 @@ START_TEST(test_malformed_frames)
 		tst_assert_result(f, -EPROTO, NULL, 0);
 		hkx_future_release(f);
 		/* The supervisor lives on and a fresh host takes the next task. */
-		run_one(ex, "echo", HKX_DONE);
+		tst_run_one(ex, "echo", HKX_DONE);
 		tst_stats(ex, &st);
 		ck_assert_uint_eq(st.host_starts, i + 2);
 		ck_assert_uint_eq(st.crashed, i + 1);
