@@ -821,7 +821,10 @@ START_TEST(test_race_every_future_ends_once)
 	ck_assert_uint_gt(stats.done, 0);
 	ck_assert_uint_gt(stats.cancelled, 0);
 	ck_assert_uint_gt(stats.stopped, 0);
-	ck_assert_uint_gt(stats.timed_out, 0);
+	/* The blocking tasks end TIMED_OUT, or KILLED when a kill of the
+	 * executor or a neighbour's timeout reaches them first: which one
+	 * wins is a matter of timing, under a sanitizer above all. */
+	ck_assert_uint_gt(stats.timed_out + stats.killed, 0);
 }
 END_TEST
 
