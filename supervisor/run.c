@@ -206,11 +206,13 @@ print_json(struct run *r, const struct job *job)
 	    json_set_bytes(obj, "arg", job->arg, job->arglen) == -1 ||
 	    outcome_to_json(obj, &job->oc) == -1 ||
 	    json_write_line(r->out, obj) == -1) {
-		if (ferror(r->out))
+		if (ferror(r->out)) {
 			output_failed(r, "stdout");
-		else
+		} else {
+			bar_erase(r);
 			fprintf(stderr, "hkx run: cannot write the result of task %zu\n",
 			    job->index);
+		}
 	}
 	json_decref(obj);
 }

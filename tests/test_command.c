@@ -8,6 +8,7 @@
  * says it happened (a task that prints "started" to stderr, a progress
  * event), each wait bounded by a deadline so a hang fails with a message.
  */
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1813,6 +1814,159 @@ START_TEST(run_retry_failed)
 }
 END_TEST
 
+/* hkx with stderr on a terminal of cols columns (stdin and stdout on
+ * /dev/null), and everything it wrote there. */
+struct tty_proc {
+	pid_t pid;
+	int master;               /* -1 once the terminal is closed by all */
+	char *buf;
+	size_t len;
+};
+
+static void
+tty_spawn(struct tty_proc *t, unsigned short cols, const char *const *args)
+{
+	struct winsize ws = { .ws_row = 24, .ws_col = cols };
+	const char *argv[16];
+	size_t n = 0;
+	char *slave;
+
+	argv[n++] = hkx_bin;
+	while (*args != NULL && n < 15)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	memset(t, 0, sizeof(*t));
+	ck_assert_int_ne(t->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), -1);
+	ck_assert_int_eq(grantpt(t->master), 0);
+	ck_assert_int_eq(unlockpt(t->master), 0);
+	ck_assert((slave = ptsname(t->master)) != NULL);
+	ck_assert_int_eq(ioctl(t->master, TIOCSWINSZ, &ws), 0);
+	ck_assert((t->buf = calloc(1, 1)) != NULL);
+	t->pid = fork();
+	ck_assert_int_ne(t->pid, -1);
+	if (t->pid == 0) {
+		int null = open("/dev/null", O_RDWR), fd = open(slave, O_RDWR | O_NOCTTY);
+
+		if (null == -1 || fd == -1 || dup2(null, 0) == -1 || dup2(null, 1) == -1 ||
+		    dup2(fd, 2) == -1)
+			_exit(127);
+		execv(hkx_bin, (char *const *)argv);
+		_exit(127);
+	}
+}
+
+/* Reads what is there within ms; false once nothing can come any more. */
+static bool
+tty_pump(struct tty_proc *t, int ms)
+{
+	struct pollfd pfd = { .fd = t->master, .events = POLLIN };
+	char chunk[4096];
+	ssize_t n;
+
+	if (t->master == -1)
+		return false;
+	if (poll(&pfd, 1, ms) <= 0)
+		return true;
+	if ((n = read(t->master, chunk, sizeof(chunk))) <= 0) {
+		/* EIO: every process closed the terminal. */
+		ck_assert_msg(n == 0 || errno == EIO || errno == EINTR, "read: %s",
+		    strerror(errno));
+		if (n == -1 && errno == EINTR)
+			return true;
+		close(t->master);
+		t->master = -1;
+		return false;
+	}
+	ck_assert((t->buf = realloc(t->buf, t->len + n + 1)) != NULL);
+	memcpy(t->buf + t->len, chunk, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+	return true;
+}
+
+/* Waits for text to appear at or after offset from; returns where. */
+static size_t
+tty_wait_for(struct tty_proc *t, const char *text, size_t from)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	char *at;
+
+	while ((at = strstr(t->buf + from, text)) == NULL) {
+		ck_assert_msg(now_ms() < deadline && tty_pump(t, 50),
+		    "no \"%s\" on the terminal; got:\n%s", text, t->buf);
+	}
+	return at - t->buf;
+}
+
+static int
+tty_finish(struct tty_proc *t)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	int status;
+
+	while (tty_pump(t, 50))
+		if (now_ms() > deadline) {
+			kill(t->pid, SIGKILL);
+			ck_abort_msg("hkx did not finish; terminal:\n%s", t->buf);
+		}
+	ck_assert_int_eq(waitpid(t->pid, &status, 0), t->pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* What the terminal shows of a stretch of output on one row: without
+ * erase-to-end-of-line sequences. */
+static size_t
+visible_len(const char *s, size_t len)
+{
+	size_t n = 0, i;
+
+	for (i = 0; i < len; i++) {
+		if (len - i >= 3 && memcmp(s + i, "\033[K", 3) == 0)
+			i += 2;
+		else
+			n++;
+	}
+	return n;
+}
+
+/* The progress bar never reaches the last column of a narrow terminal
+ * (where it wrapped and left a stale row per refresh), and an interrupt's
+ * message starts on a row of its own, not after the bar. */
+START_TEST(run_progress_bar_on_a_terminal)
+{
+	static const char *const three[] = { "run", "-j", "1", "sleep", "250", "250", "250",
+		NULL };
+	static const char *const stopped[] = { "run", "sh",
+		"echo started >&2; exec sleep 20", NULL };
+	struct tty_proc t;
+	size_t row, i, at;
+
+	tty_spawn(&t, 40, three);
+	ck_assert_int_eq(tty_finish(&t), 0);
+	ck_assert_msg(strstr(t.buf, "/3") != NULL, "no bar:\n%s", t.buf);
+	for (row = 0, i = 0; i <= t.len; i++) {
+		if (i < t.len && t.buf[i] != '\r' && t.buf[i] != '\n')
+			continue;
+		ck_assert_msg(visible_len(t.buf + row, i - row) < 40, "a row of %zu: %.*s",
+		    visible_len(t.buf + row, i - row), (int)(i - row), t.buf + row);
+		row = i + 1;
+	}
+	free(t.buf);
+
+	tty_spawn(&t, 80, stopped);
+	at = tty_wait_for(&t, "started", 0);
+	tty_wait_for(&t, "/1", at);
+	ck_assert_int_eq(kill(t.pid, SIGINT), 0);
+	at = tty_wait_for(&t, "hkx run: stopping", 0);
+	ck_assert_int_eq(tty_finish(&t), 1);
+	for (row = at; row > 0 && t.buf[row - 1] != '\r' && t.buf[row - 1] != '\n'; row--)
+		;
+	ck_assert_msg(visible_len(t.buf + row, at - row) == 0, "after the bar: %.*s",
+	    (int)(at - row + 20), t.buf + row);
+	free(t.buf);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1877,6 +2031,7 @@ command_suite(void)
 	add(s, "run_results", run_results_dir, 60);
 	add(s, "run_sh_template", run_sh_template, 60);
 	add(s, "run_retry_failed", run_retry_failed, 60);
+	add(s, "run_progress_bar", run_progress_bar_on_a_terminal, 60);
 	return s;
 }
 
