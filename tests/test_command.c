@@ -1967,6 +1967,65 @@ START_TEST(run_progress_bar_on_a_terminal)
 }
 END_TEST
 
+/* How far process pid has read the file at path, from /proc. */
+static long long
+read_offset(pid_t pid, const char *path)
+{
+	char link[300], target[300], line[128];
+	long long pos = -1;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	for (fd = 0; fd < 1024 && pos == -1; fd++) {
+		snprintf(link, sizeof(link), "/proc/%d/fd/%d", (int)pid, fd);
+		if ((n = readlink(link, target, sizeof(target) - 1)) == -1)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, path) != 0)
+			continue;
+		snprintf(link, sizeof(link), "/proc/%d/fdinfo/%d", (int)pid, fd);
+		ck_assert((f = fopen(link, "re")) != NULL);
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (sscanf(line, "pos: %lld", &pos) == 1)
+				break;
+		fclose(f);
+	}
+	ck_assert_msg(pos != -1, "hkx no longer has %s open: it read it to the end", path);
+	return pos;
+}
+
+/* Input is read only a bounded way ahead of the tasks: with the only
+ * worker busy, what is read stays far below the input's size. */
+START_TEST(run_input_bounded_read_ahead)
+{
+	enum { N = 300000 };
+	static const char first[] = "echo started >&2; exec sleep 20\n";
+	char *text = malloc(sizeof(first) + N * 5), *w = text, path[300];
+	const char *const args[] = { "run", "-j", "1", "--input", path, "sh", NULL };
+	const char *made;
+	struct proc p;
+	long long pos;
+	size_t i;
+
+	ck_assert(text != NULL);
+	w += sprintf(w, "%s", first);
+	for (i = 0; i < N; i++)
+		w += sprintf(w, "true\n");
+	made = tmpfile_with("endless", text, w - text);
+	ck_assert(realpath(made, path) != NULL);
+	free(text);
+	proc_start(&p, args);
+	proc_wait_stderr(&p, "started");
+	pos = read_offset(p.pid, path);
+	ck_assert_msg(pos <= 256 * 1024, "read %lld bytes ahead", pos);
+	ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	ck_assert_msg(count_lines(p.outbuf) <= 4096, "%zu tasks", count_lines(p.outbuf));
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2032,6 +2091,7 @@ command_suite(void)
 	add(s, "run_sh_template", run_sh_template, 60);
 	add(s, "run_retry_failed", run_retry_failed, 60);
 	add(s, "run_progress_bar", run_progress_bar_on_a_terminal, 60);
+	add(s, "run_input_bounded", run_input_bounded_read_ahead, 60);
 	return s;
 }
 
