@@ -32,6 +32,13 @@ enum {
 	OPT_INPUT,
 	OPT_JSON,
 	OPT_FAIL_FAST,
+	OPT_NULL = '0',
+	OPT_KEEP_ORDER = 'k',
+	OPT_JOBLOG = 512,
+	OPT_RESULTS,
+	OPT_RESUME,
+	OPT_RETRY_FAILED,
+	OPT_RETRY_DELAY,
 };
 
 static const struct {
@@ -51,6 +58,13 @@ static const struct {
 	{ { "input", required_argument, NULL, OPT_INPUT }, OPTS_RUN },
 	{ { "json", no_argument, NULL, OPT_JSON }, OPTS_RUN },
 	{ { "fail-fast", no_argument, NULL, OPT_FAIL_FAST }, OPTS_RUN },
+	{ { "null", no_argument, NULL, OPT_NULL }, OPTS_RUN },
+	{ { "keep-order", no_argument, NULL, OPT_KEEP_ORDER }, OPTS_RUN },
+	{ { "joblog", required_argument, NULL, OPT_JOBLOG }, OPTS_RUN },
+	{ { "results", required_argument, NULL, OPT_RESULTS }, OPTS_RUN },
+	{ { "resume", no_argument, NULL, OPT_RESUME }, OPTS_RUN },
+	{ { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED }, OPTS_RUN },
+	{ { "retry-delay", required_argument, NULL, OPT_RETRY_DELAY }, OPTS_RUN },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -205,6 +219,29 @@ apply(struct cmd_options *o, int opt, const char *arg)
 	case OPT_FAIL_FAST:
 		o->fail_fast = true;
 		return 0;
+	case OPT_NULL:
+		o->null = true;
+		return 0;
+	case OPT_KEEP_ORDER:
+		o->keep_order = true;
+		return 0;
+	case OPT_JOBLOG:
+		o->joblog = arg;
+		return 0;
+	case OPT_RESULTS:
+		o->results = arg;
+		return 0;
+	case OPT_RESUME:
+		o->resume = true;
+		return 0;
+	case OPT_RETRY_FAILED:
+		o->retry_failed = true;
+		return 0;
+	case OPT_RETRY_DELAY:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->retry_delay_ms = n;
+		return 0;
 	}
 	return -1;
 }
@@ -239,19 +276,22 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
     const char *usage)
 {
 	struct option longopts[NOPTIONS + 1];
-	char shortopts[8] = "+:h";
+	char shortopts[16] = "+:h";
 	size_t i, n = 0;
 	int opt;
 
 	memset(o, 0, sizeof(*o));
 	o->command = argv[0];
 	o->stop_grace_ms = SH_STOP_GRACE_MS;
+	o->retry_delay_ms = RETRY_DELAY_MS;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
 	memset(&longopts[n], 0, sizeof(longopts[n]));
 	if (accepted & OPTS_HOST)
 		strlcat(shortopts, "j:", sizeof(shortopts));
+	if (accepted & OPTS_RUN)
+		strlcat(shortopts, "0k", sizeof(shortopts));
 
 	/* Each subcommand parses its own argv: start getopt afresh. */
 	optind = 0;

@@ -22,7 +22,7 @@
 #define OPTS_HOST    0x02u  /* -j, --memory-limit, --no-new-privs */
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
-#define OPTS_RUN     0x08u  /* --input, --json, --fail-fast */
+#define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */
 
 struct cmd_options {
 	const char *command;      /* "run", for messages */
@@ -36,7 +36,18 @@ struct cmd_options {
 	unsigned retries;
 	const char *input;        /* --input FILE, "-" for stdin */
 	bool json, fail_fast;
+
+	/* run's own: how input is split, and what is kept of each task */
+	bool null;                /* -0: input items end with NUL */
+	bool keep_order;          /* -k: results in input order */
+	const char *joblog;       /* --joblog FILE */
+	const char *results;      /* --results DIR */
+	bool resume;              /* skip what the joblog shows done */
+	bool retry_failed;        /* --retries also for FAILED and TIMED_OUT */
+	int retry_delay_ms;       /* before the first such retry; doubles */
 };
+
+#define RETRY_DELAY_MS 100    /* --retry-delay by default */
 
 #define OPTIONS_HELP (-2)     /* --help was given and the usage printed */
 

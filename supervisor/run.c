@@ -1,13 +1,23 @@
 /*
- * run: `hkx run TASK ARG...`, one task per argument, a line per task as it
- * ends, a summary, and an exit status that says whether all were DONE.
+ * run: `hkx run TASK ARG...`, one task per argument or input item, a line
+ * per task as it ends (or in input order), a summary, and an exit status
+ * that says whether all were DONE.
  *
  * Owns its loop: completions (through watch), interrupts (through
- * interrupt) and the progress bar share one poll(). It never blocks on a
- * single future, so a line appears as soon as its task ends, whatever the
- * order of submission.
+ * interrupt), the input, retry delays and the progress bar share one
+ * poll(). It never blocks on a single future, so a line appears as soon as
+ * its task ends, and input is read as it arrives, never all at once: at
+ * most MAX_AHEAD tasks exist at a time (queued, running, waiting for a
+ * retry or for their turn to be printed), and input is read again only as
+ * they go, so memory stays flat on endless input.
  */
+#include <sys/ioctl.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +27,18 @@
 
 #include "commands.h"
 #include "interrupt.h"
+#include "joblog.h"
 #include "options.h"
 #include "outcome.h"
+#include "tasks.h"
 #include "watch.h"
 
-/* Submitting is done in batches between polls, so that Ctrl-C and early
- * results are handled while a long input is still being submitted. */
-#define SUBMIT_BATCH 1024
+#define MAX_AHEAD 4096
+#define READ_CHUNK 65536
 #define BAR_REFRESH_MS 100
-#define BAR_WIDTH 30
+#define BAR_CELLS_MAX 30
+#define BAR_CELLS_MIN 5        /* fewer would say nothing: no bar at all */
+#define RETRY_SHIFT_MAX 16     /* the retry delay doubles at most this often */
 
 static const char usage[] =
 "usage: hkx run [OPTIONS] TASK [--] [ARG...]\n"
@@ -35,9 +48,16 @@ static const char usage[] =
 "come before TASK; -- comes before an ARG that starts with -.\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
-"      --input FILE       also read one argument per line (- for stdin);\n"
-"                         empty lines are skipped\n"
+"      --input FILE       also read one argument per line (- for stdin), as\n"
+"                         it arrives; empty lines are skipped\n"
+"  -0, --null             input items end with NUL, not newline\n"
+"  -k, --keep-order       print results in input order\n"
+"      --joblog FILE      a tab-separated line per task, as GNU parallel's\n"
+"      --resume           with --joblog: skip what it shows done\n"
+"      --results DIR      each task's output in the file DIR/INDEX\n"
 "      --retries N        re-run a task killed as collateral of another\n"
+"      --retry-failed     --retries also for tasks that failed or timed out\n"
+"      --retry-delay MS   before such a retry, doubling each time (100)\n"
 "      --fail-fast        the first task that fails stops the others\n"
 "      --stop-after MS    ask a task to stop after MS ms of run time\n"
 "      --kill-after MS    kill a task after MS ms of run time (timed_out)\n"
@@ -49,89 +69,61 @@ static const char usage[] =
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --json             one JSON object per task on stdout\n"
 "\n"
+"`sh 'COMMAND {}'`: each argument replaces {}, shell-quoted.\n"
 "Ctrl-C once stops every task cooperatively; twice kills them.\n"
-"Exit status: 0 if every task ended done, 1 otherwise or if stdout could not\n"
+"Exit status: 0 if every task ended done, 1 otherwise or if output could not\n"
 "be written, 2 for a usage error.\n";
 
 struct job {
 	struct watch_item watch;   /* first: ended items are jobs */
 	size_t index;
-	char *arg;
+	struct timespec started;   /* wall clock, at the first submission */
+	unsigned attempts;         /* runs of the futures before this one */
+	unsigned retried;          /* resubmissions after FAILED or TIMED_OUT */
+	struct timespec due;       /* of the next retry, while in the retry list */
+	TAILQ_ENTRY(job) retry_link;
+	struct outcome oc;         /* once ended; points into watch.future */
+	bool skipped;              /* --resume: done in the joblog */
+	char note[64];             /* the message of a task never submitted */
 	size_t arglen;
+	char arg[];
+};
+TAILQ_HEAD(job_list, job);
+
+struct input {
+	int fd;                    /* -1: none, or read to the end */
+	const char *path;
+	char delim;
+	char *buf;
+	size_t start, len, cap;    /* unread bytes are buf[start, len) */
+	bool overlong;             /* dropping an item's bytes past the cap */
 };
 
 struct run {
 	struct cmd_options o;
 	const char *task;
-	struct job *jobs;          /* never moves once submitting starts */
-	size_t njobs, cap, submitted, ended;
+	const char *template;      /* `sh` with {}: the command, NULL if none */
+	char **args;               /* the ARGs */
+	size_t nargs, next_arg;    /* next_arg: the first not yet made a task */
+	struct input in;
+	bool stopped;              /* interrupted: nothing new is submitted */
+	size_t created, reported, skipped, live;
+	struct job **order;        /* -k: ended tasks by index % MAX_AHEAD */
 	size_t counts[HKX_CRASHED + 1];
+	struct job_list retries;
 	hkx_executor *ex;
 	hkx_group *group;
 	struct hkx_opts opts;
 	struct watch watch;
+	struct joblog joblog;
+	bool has_joblog;
+	int results_dir;           /* --results, -1: none */
 	FILE *out;
-	int out_errno;             /* the first error writing out, 0: none */
+	int out_errno;             /* the first error writing output, 0: none */
 	bool bar;                  /* progress bar: only while stderr is a terminal */
 	bool bar_shown;
 	struct timespec start;
 };
-
-static int
-add_job(struct run *r, const char *arg, size_t len)
-{
-	struct job *job;
-
-	if (r->njobs == r->cap) {
-		size_t cap = r->cap == 0 ? 16 : 2 * r->cap;
-
-		if ((job = reallocarray(r->jobs, cap, sizeof(*job))) == NULL)
-			return -1;
-		r->jobs = job;
-		r->cap = cap;
-	}
-	job = &r->jobs[r->njobs];
-	memset(job, 0, sizeof(*job));
-	if ((job->arg = malloc(len + 1)) == NULL)
-		return -1;
-	memcpy(job->arg, arg, len);
-	job->arg[len] = '\0';
-	job->arglen = len;
-	job->index = r->njobs++;
-	return 0;
-}
-
-static int
-read_input(struct run *r, const char *path)
-{
-	FILE *in = stdin;
-	char *line = NULL;
-	size_t size = 0;
-	ssize_t len;
-	int err = 0;
-
-	if (strcmp(path, "-") != 0 && (in = fopen(path, "re")) == NULL) {
-		fprintf(stderr, "hkx run: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	while ((len = getline(&line, &size, in)) != -1) {
-		if (len > 0 && line[len - 1] == '\n')
-			len--;
-		if (len > 0 && add_job(r, line, len) == -1) {
-			fprintf(stderr, "hkx run: out of memory\n");
-			err = -1;
-			break;
-		}
-	}
-	if (err == 0 && ferror(in)) {
-		fprintf(stderr, "hkx run: %s: %s\n", path, strerror(errno));
-		err = -1;
-	}
-	free(line);
-	if (in != stdin)
-		fclose(in);
-	return err;
-}
 
 static void
 bar_erase(struct run *r)
@@ -141,31 +133,56 @@ bar_erase(struct run *r)
 	r->bar_shown = false;
 }
 
+/*
+ * One line that never reaches the last column (a terminal wraps there and
+ * \r would then return to the wrapped part): the numbers first, and as
+ * many cells of the bar as fit. While input may still come, the total is
+ * what was read so far, with a "+".
+ */
 static void
 bar_draw(struct run *r)
 {
-	size_t filled = r->njobs == 0 ? BAR_WIDTH : r->ended * BAR_WIDTH / r->njobs;
-	char cells[BAR_WIDTH + 1];
+	struct winsize ws;
+	char text[160], cells[BAR_CELLS_MAX + 1];
+	size_t ended = r->reported + r->skipped, total = r->created, width = 80, n, filled;
+	bool more = r->next_arg < r->nargs || r->in.fd != -1;
+	int len;
 
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		width = ws.ws_col;
+	len = snprintf(text, sizeof(text), " %zu/%zu%s  %.1f s  done %zu  other %zu", ended,
+	    total, more ? "+" : "", ms_since(&r->start) / 1e3, r->counts[HKX_DONE],
+	    r->reported - r->counts[HKX_DONE]);
+	if (len < 0)
+		return;
+	n = width - 1 > (size_t)len + 2 ? width - 1 - len - 2 : 0;
+	if (n > BAR_CELLS_MAX)
+		n = BAR_CELLS_MAX;
+	else if (n < BAR_CELLS_MIN)
+		n = 0;
+	if ((size_t)len > width - 1)
+		len = width - 1;
+	filled = total == 0 ? n : ended * n / total;
 	memset(cells, '=', filled);
-	memset(cells + filled, ' ', BAR_WIDTH - filled);
-	cells[BAR_WIDTH] = '\0';
-	fprintf(stderr, "\r[%s] %zu/%zu  %.1f s  done %zu  other %zu\033[K", cells,
-	    r->ended, r->njobs, ms_since(&r->start) / 1e3, r->counts[HKX_DONE],
-	    r->ended - r->counts[HKX_DONE]);
+	memset(cells + filled, ' ', n - filled);
+	cells[n] = '\0';
+	if (n > 0)
+		fprintf(stderr, "\r[%s]%.*s\033[K", cells, len, text);
+	else
+		fprintf(stderr, "\r%.*s\033[K", len, text + 1);
 	fflush(stderr);
 	r->bar_shown = true;
 }
 
 /* Said once, as soon as it happens; the exit status says it again. */
 static void
-output_failed(struct run *r)
+output_failed(struct run *r, const char *what)
 {
 	if (r->out_errno != 0)
 		return;
 	r->out_errno = errno != 0 ? errno : EIO;
 	bar_erase(r);
-	fprintf(stderr, "hkx run: stdout: %s\n", strerror(r->out_errno));
+	fprintf(stderr, "hkx run: %s: %s\n", what, strerror(r->out_errno));
 }
 
 static void
@@ -173,72 +190,281 @@ output_flush(struct run *r)
 {
 	errno = 0;
 	if (fflush(r->out) == EOF || ferror(r->out))
-		output_failed(r);
+		output_failed(r, "stdout");
+	if (r->has_joblog && joblog_flush(&r->joblog) == -1)
+		output_failed(r, r->o.joblog);
 }
 
 static void
-report(struct run *r, const struct job *job, const struct outcome *oc)
+print_json(struct run *r, const struct job *job)
 {
 	json_t *obj;
 
-	r->counts[oc->state]++;
-	r->ended++;
-	if (!r->o.json) {
-		outcome_print(r->out, oc, r->task, job->arg, job->arglen);
-		return;
-	}
 	if ((obj = json_object()) == NULL ||
 	    json_object_set_new(obj, "index", json_integer(job->index)) == -1 ||
 	    json_object_set_new(obj, "task", json_string(r->task)) == -1 ||
 	    json_set_bytes(obj, "arg", job->arg, job->arglen) == -1 ||
-	    outcome_to_json(obj, oc) == -1 ||
+	    outcome_to_json(obj, &job->oc) == -1 ||
 	    json_write_line(r->out, obj) == -1) {
-		if (ferror(r->out))
-			output_failed(r);
-		else
+		if (ferror(r->out)) {
+			output_failed(r, "stdout");
+		} else {
+			bar_erase(r);
 			fprintf(stderr, "hkx run: cannot write the result of task %zu\n",
 			    job->index);
+		}
 	}
 	json_decref(obj);
 }
 
-/* For a task that never got a future: it is reported like any other. */
+/* DIR/INDEX holds the task's output, whole; empty if it had none. */
 static void
-report_unsubmitted(struct run *r, struct job *job, enum hkx_state state, int code,
-    const char *message)
+save_result(struct run *r, const struct job *job)
 {
-	struct outcome oc = { .state = state, .code = code, .message = message };
+	const char *p = job->oc.result;
+	size_t left = job->oc.result_len;
+	char name[32];
+	ssize_t n;
+	int fd;
 
-	report(r, job, &oc);
+	snprintf(name, sizeof(name), "%zu", job->index);
+	if ((fd = openat(r->results_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0666)) == -1)
+		goto fail;
+	for (; left > 0; p += n, left -= n) {
+		if ((n = write(fd, p, left)) == -1) {
+			if (errno == EINTR) {
+				n = 0;
+				continue;
+			}
+			close(fd);
+			goto fail;
+		}
+	}
+	if (close(fd) == -1)
+		goto fail;
+	return;
+fail:
+	output_failed(r, r->o.results);
 }
 
 static void
-submit_batch(struct run *r)
+job_free(struct job *job)
 {
-	size_t end = r->submitted + SUBMIT_BATCH;
-	struct job *job;
+	if (job->watch.future != NULL)
+		hkx_future_release(job->watch.future);
+	free(job);
+}
+
+static void
+report(struct run *r, struct job *job)
+{
+	if (job->skipped) {
+		r->skipped++;
+	} else {
+		r->counts[job->oc.state]++;
+		r->reported++;
+		if (r->o.json)
+			print_json(r, job);
+		else
+			outcome_print(r->out, &job->oc, r->task, job->arg, job->arglen);
+		if (r->has_joblog && joblog_write(&r->joblog, job->index, &job->started,
+		    &job->oc, job->arg, job->arglen) == -1)
+			output_failed(r, r->o.joblog);
+		if (r->results_dir != -1)
+			save_result(r, job);
+	}
+	r->live--;
+	job_free(job);
+}
+
+/* A task has its outcome: reported now, or with -k once those before it
+ * are. */
+static void
+job_end(struct run *r, struct job *job)
+{
+	size_t next;
+
+	if (!r->o.keep_order) {
+		report(r, job);
+		return;
+	}
+	r->order[job->index % MAX_AHEAD] = job;
+	for (;;) {
+		next = (r->reported + r->skipped) % MAX_AHEAD;
+		if ((job = r->order[next]) == NULL)
+			break;
+		r->order[next] = NULL;
+		report(r, job);
+	}
+}
+
+/* For a task that never got a future: it is reported like any other. */
+static void
+end_unsubmitted(struct run *r, struct job *job, enum hkx_state state, int code,
+    const char *message)
+{
+	strlcpy(job->note, message, sizeof(job->note));
+	memset(&job->oc, 0, sizeof(job->oc));
+	job->oc.state = state;
+	job->oc.code = code;
+	job->oc.message = job->note;
+	job->oc.attempts = job->attempts;
+	job->oc.ms = job->watch.submitted.tv_sec != 0 ? ms_since(&job->watch.submitted) : 0;
+	job_end(r, job);
+}
+
+static void
+shell_quote(FILE *f, const char *arg, size_t len)
+{
+	size_t i;
+
+	putc('\'', f);
+	for (i = 0; i < len; i++) {
+		if (arg[i] == '\'')
+			fputs("'\\''", f);
+		else
+			putc(arg[i], f);
+	}
+	putc('\'', f);
+}
+
+/* The template with every {} replaced by arg, shell-quoted. */
+static char *
+fill_template(const char *template, const char *arg, size_t len, size_t *out_len)
+{
+	const char *p = template, *brace;
+	char *text = NULL;
+	FILE *f;
+
+	if ((f = open_memstream(&text, out_len)) == NULL)
+		return NULL;
+	while ((brace = strstr(p, "{}")) != NULL) {
+		fwrite(p, 1, brace - p, f);
+		shell_quote(f, arg, len);
+		p = brace + 2;
+	}
+	fputs(p, f);
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+/* Submits, or resubmits for a retry with what is left of --retries. */
+static void
+submit(struct run *r, struct job *job)
+{
+	struct hkx_opts opts = r->opts;
+	const char *arg = job->arg;
+	size_t len = job->arglen;
+	char *filled = NULL, text[64];
 	hkx_future *f;
-	char text[64];
 	int err;
 
-	if (end > r->njobs)
-		end = r->njobs;
-	for (; r->submitted < end; r->submitted++) {
-		job = &r->jobs[r->submitted];
+	/* A retry keeps the first submission's times: they cover every run
+	 * and every delay. */
+	if (job->retried == 0) {
+		clock_gettime(CLOCK_REALTIME, &job->started);
 		watch_submitted(&job->watch);
-		err = options_submit(r->ex, r->task, job->arg, job->arglen, &r->opts,
-		    r->o.stop_grace_ms, &f);
-		if (err == -ECANCELED) {
-			report_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
-			continue;
-		}
-		if (err < 0) {
-			report_unsubmitted(r, job, HKX_FAILED, err,
-			    options_submit_error(err, text, sizeof(text)));
-			continue;
-		}
-		watch_add(&r->watch, &job->watch, f);
+	} else {
+		opts.retries = r->o.retries - job->attempts;
 	}
+	if (r->template != NULL) {
+		if (memchr(job->arg, '\0', job->arglen) != NULL) {
+			end_unsubmitted(r, job, HKX_FAILED, -EINVAL,
+			    "a NUL byte cannot be put in a command");
+			return;
+		}
+		if ((filled = fill_template(r->template, job->arg, job->arglen, &len)) == NULL) {
+			end_unsubmitted(r, job, HKX_FAILED, -ENOMEM, strerror(ENOMEM));
+			return;
+		}
+		arg = filled;
+	}
+	err = options_submit(r->ex, r->task, arg, len, &opts, r->o.stop_grace_ms, &f);
+	free(filled);
+	if (err == -ECANCELED) {
+		end_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
+		return;
+	}
+	if (err < 0) {
+		end_unsubmitted(r, job, HKX_FAILED, err,
+		    options_submit_error(err, text, sizeof(text)));
+		return;
+	}
+	watch_add(&r->watch, &job->watch, f);
+}
+
+static void
+timespec_add_ms(struct timespec *t, long long ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += ms % 1000 * 1000000;
+	if (t->tv_nsec >= 1000000000) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000;
+	}
+}
+
+static bool
+timespec_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Whether an ended task runs again: its future stays held, so that an
+ * interrupt during the delay can still report how it ended. */
+static bool
+retry_later(struct run *r, struct job *job)
+{
+	unsigned shift = job->retried < RETRY_SHIFT_MAX ? job->retried : RETRY_SHIFT_MAX;
+	struct job *it;
+
+	if (!r->o.retry_failed || r->stopped || job->retried >= r->o.retries ||
+	    job->oc.attempts > r->o.retries ||
+	    (job->oc.state != HKX_FAILED && job->oc.state != HKX_TIMED_OUT))
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &job->due);
+	timespec_add_ms(&job->due, (long long)r->o.retry_delay_ms << shift);
+	job->retried++;
+	/* Sorted by due time, searched from the latest. */
+	TAILQ_FOREACH_REVERSE(it, &r->retries, job_list, retry_link)
+		if (!timespec_before(&job->due, &it->due))
+			break;
+	if (it == NULL)
+		TAILQ_INSERT_HEAD(&r->retries, job, retry_link);
+	else
+		TAILQ_INSERT_AFTER(&r->retries, it, job, retry_link);
+	return true;
+}
+
+static void
+retry_due(struct run *r)
+{
+	struct job *job;
+
+	while ((job = TAILQ_FIRST(&r->retries)) != NULL && ms_since(&job->due) >= 0) {
+		TAILQ_REMOVE(&r->retries, job, retry_link);
+		job->attempts = job->oc.attempts;
+		hkx_future_release(job->watch.future);
+		job->watch.future = NULL;
+		submit(r, job);
+	}
+}
+
+/* Milliseconds to the next retry, rounded up; -1: none. */
+static int
+retry_timeout(const struct run *r)
+{
+	const struct job *job = TAILQ_FIRST(&r->retries);
+	double ms;
+
+	if (job == NULL)
+		return -1;
+	ms = -ms_since(&job->due);
+	return ms <= 0 ? 0 : ms >= INT_MAX ? INT_MAX : (int)ms + 1;
 }
 
 static void
@@ -246,7 +472,7 @@ take_ended(struct run *r)
 {
 	struct watch_list ended;
 	struct watch_item *it;
-	struct outcome oc;
+	struct job *job;
 
 	watch_take(&r->watch, &ended);
 	if (STAILQ_EMPTY(&ended))
@@ -254,21 +480,167 @@ take_ended(struct run *r)
 	bar_erase(r);
 	while ((it = STAILQ_FIRST(&ended)) != NULL) {
 		STAILQ_REMOVE_HEAD(&ended, link);
-		outcome_of_future(&oc, it->future, watch_elapsed_ms(it));
-		report(r, (struct job *)it, &oc);
-		hkx_future_release(it->future);
+		job = (struct job *)it;
+		outcome_of_future(&job->oc, it->future, watch_elapsed_ms(it));
+		job->oc.attempts += job->attempts;
+		if (!retry_later(r, job))
+			job_end(r, job);
 	}
 	output_flush(r);
 }
 
-/* After an interrupt nothing more is submitted: the rest never starts. */
-static void
-cancel_unsubmitted(struct run *r)
+static struct job *
+job_new(struct run *r, const char *arg, size_t len)
 {
-	for (; r->submitted < r->njobs; r->submitted++)
-		report_unsubmitted(r, &r->jobs[r->submitted], HKX_CANCELLED, 0,
-		    "interrupted before it was submitted");
-	output_flush(r);
+	struct job *job;
+
+	if ((job = calloc(1, sizeof(*job) + len + 1)) == NULL)
+		return NULL;
+	memcpy(job->arg, arg, len);
+	job->arg[len] = '\0';
+	job->arglen = len;
+	job->index = r->created++;
+	r->live++;
+	return job;
+}
+
+/*
+ * The next item of the input, if a whole one is buffered: *len bytes at
+ * *item, valid until the next read. An item over the payload cap keeps
+ * its first bytes only, one too many for a submission to accept it.
+ */
+static bool
+input_next(struct input *in, const char **item, size_t *len)
+{
+	char *p, *end;
+
+	for (;;) {
+		p = in->buf + in->start;
+		end = memchr(p, in->delim, in->len - in->start);
+		if (end == NULL) {
+			if (in->fd != -1 || in->start == in->len)
+				return false;
+			end = in->buf + in->len;   /* the last, unterminated */
+		}
+		in->start = end - in->buf + (end < in->buf + in->len);
+		in->overlong = false;
+		if (end > p) {
+			*item = p;
+			*len = end - p;
+			return true;
+		}
+	}
+}
+
+/* One read(), which poll() said would not block; at EOF or on an error
+ * the input is done. Returns -1 after printing a read error. */
+static int
+input_read(struct input *in)
+{
+	size_t keep = TASK_MAX_PAYLOAD + 1;
+	ssize_t n;
+	char *buf;
+
+	if (in->start > 0) {
+		memmove(in->buf, in->buf + in->start, in->len - in->start);
+		in->len -= in->start;
+		in->start = 0;
+	}
+	/* The loop reads only when no whole item is buffered: what is here
+	 * is one item so far, and it loses what goes beyond keep bytes. */
+	if (in->len >= keep) {
+		in->len = keep;
+		in->overlong = true;
+	}
+	if (in->cap - in->len < READ_CHUNK) {
+		size_t cap = in->len + READ_CHUNK > 2 * in->cap ? in->len + READ_CHUNK :
+		    2 * in->cap;
+
+		if ((buf = realloc(in->buf, cap)) == NULL) {
+			fprintf(stderr, "hkx run: out of memory\n");
+			return -1;
+		}
+		in->buf = buf;
+		in->cap = cap;
+	}
+	n = read(in->fd, in->buf + in->len, READ_CHUNK);
+	if (n == -1 && errno == EINTR)
+		return 0;
+	if (n == -1)
+		fprintf(stderr, "hkx run: %s: %s\n", in->path, strerror(errno));
+	if (n > 0 && in->overlong) {
+		char *d = memchr(in->buf + in->len, in->delim, n);
+
+		if (d == NULL)
+			return 0;
+		n -= d - (in->buf + in->len);
+		memmove(in->buf + in->len, d, n);
+	}
+	if (n > 0) {
+		in->len += n;
+		return 0;
+	}
+	if (in->fd != STDIN_FILENO)
+		close(in->fd);
+	in->fd = -1;
+	return n == 0 ? 0 : -1;
+}
+
+/* The next argument: the ARGs first, then the input. */
+static bool
+next_arg(struct run *r, const char **arg, size_t *len)
+{
+	if (r->next_arg < r->nargs) {
+		*arg = r->args[r->next_arg++];
+		*len = strlen(*arg);
+		return true;
+	}
+	return r->in.buf != NULL && input_next(&r->in, arg, len);
+}
+
+/* Makes tasks of what arguments there are, while fewer than MAX_AHEAD
+ * exist. Once interrupted, the ARGs left end cancelled and input is no
+ * longer read. */
+static int
+fill(struct run *r)
+{
+	struct job *job;
+	const char *arg;
+	size_t len;
+
+	while (r->live < MAX_AHEAD && next_arg(r, &arg, &len)) {
+		if ((job = job_new(r, arg, len)) == NULL) {
+			fprintf(stderr, "hkx run: out of memory\n");
+			return -1;
+		}
+		if (r->stopped)
+			end_unsubmitted(r, job, HKX_CANCELLED, 0,
+			    "interrupted before it was submitted");
+		else if (r->has_joblog && r->o.resume &&
+		    joblog_is_done(&r->joblog, job->index, job->arg, job->arglen)) {
+			job->skipped = true;
+			job_end(r, job);
+		} else {
+			submit(r, job);
+		}
+	}
+	return 0;
+}
+
+static void
+interrupted(struct run *r)
+{
+	struct job *job;
+
+	r->stopped = true;
+	if (r->in.fd != -1 && r->in.fd != STDIN_FILENO)
+		close(r->in.fd);
+	r->in.fd = -1;
+	r->in.start = r->in.len;
+	while ((job = TAILQ_FIRST(&r->retries)) != NULL) {
+		TAILQ_REMOVE(&r->retries, job, retry_link);
+		job_end(r, job);
+	}
 }
 
 static void
@@ -277,7 +649,7 @@ print_summary(struct run *r)
 	enum hkx_state s;
 	const char *sep = ": ";
 
-	fprintf(stderr, "%zu task%s in %.2f s", r->njobs, r->njobs == 1 ? "" : "s",
+	fprintf(stderr, "%zu task%s in %.2f s", r->reported, r->reported == 1 ? "" : "s",
 	    ms_since(&r->start) / 1e3);
 	for (s = HKX_DONE; s <= HKX_CRASHED; s++) {
 		if (r->counts[s] == 0)
@@ -285,36 +657,46 @@ print_summary(struct run *r)
 		fprintf(stderr, "%s%zu %s", sep, r->counts[s], hkx_state_name(s));
 		sep = ", ";
 	}
+	if (r->skipped > 0)
+		fprintf(stderr, "%s%zu skipped (done in the joblog)", sep, r->skipped);
 	fputc('\n', stderr);
 }
 
 static int
 loop(struct run *r, int sigfd)
 {
-	struct pollfd fds[2] = {
+	struct pollfd fds[3] = {
 		{ .fd = r->watch.fd, .events = POLLIN },
 		{ .fd = sigfd, .events = POLLIN },
+		{ .fd = -1, .events = POLLIN },
 	};
 	int timeout;
 
-	while (r->ended < r->njobs) {
-		if (r->submitted < r->njobs)
-			submit_batch(r);
-		if (r->submitted < r->njobs)
-			timeout = 0;
-		else
-			timeout = r->bar ? BAR_REFRESH_MS : -1;
-		if (poll(fds, 2, timeout) == -1 && errno != EINTR) {
+	for (;;) {
+		if (fill(r) == -1)
+			return -1;
+		if (r->live == 0 && r->next_arg == r->nargs && r->in.fd == -1)
+			break;
+		/* A whole item left in the buffer means no room for it. */
+		fds[2].fd = r->live < MAX_AHEAD ? r->in.fd : -1;
+		timeout = retry_timeout(r);
+		if (r->bar && (timeout == -1 || timeout > BAR_REFRESH_MS))
+			timeout = BAR_REFRESH_MS;
+		if (poll(fds, 3, timeout) == -1 && errno != EINTR) {
 			fprintf(stderr, "hkx run: poll: %s\n", strerror(errno));
 			return -1;
 		}
 		if (fds[1].revents & POLLIN) {
-			interrupt_handle(sigfd, r->ex, "run");
 			bar_erase(r);
-			cancel_unsubmitted(r);
+			interrupt_handle(sigfd, r->ex, "run");
+			interrupted(r);
 		}
+		if (fds[2].fd != -1 && fds[2].revents != 0 && input_read(&r->in) == -1)
+			return -1;
 		if (fds[0].revents & POLLIN)
 			take_ended(r);
+		retry_due(r);
+		output_flush(r);
 		if (r->bar)
 			bar_draw(r);
 	}
@@ -322,14 +704,125 @@ loop(struct run *r, int sigfd)
 	return 0;
 }
 
+/* Every ended future reported; for a loop that failed. */
+static void
+drain(struct run *r)
+{
+	struct job *job;
+
+	r->stopped = true;
+	take_ended(r);
+	while ((job = TAILQ_FIRST(&r->retries)) != NULL) {
+		TAILQ_REMOVE(&r->retries, job, retry_link);
+		job_free(job);
+	}
+}
+
+/*
+ * Checks what the options ask of TASK and the ARGs (argv, after TASK);
+ * operands: a -- came before TASK.
+ */
+static int
+check_args(struct run *r, char **argv, int argc, bool operands)
+{
+	int i, n = 0;
+
+	if ((r->args = calloc(argc + 1, sizeof(*r->args))) == NULL) {
+		fprintf(stderr, "hkx run: out of memory\n");
+		return -1;
+	}
+	/* An option after TASK is a mistake, not an argument, unless a --
+	 * (before TASK or after it) said that arguments follow. */
+	for (i = 0; i < argc; i++) {
+		if (!operands && strcmp(argv[i], "--") == 0) {
+			operands = true;
+			continue;
+		}
+		if (!operands && argv[i][0] == '-' && argv[i][1] != '\0') {
+			options_usage_error(&r->o, "option %s after TASK: options go before "
+			    "TASK; put -- before an ARG that starts with -", argv[i]);
+			return -1;
+		}
+		r->args[n++] = argv[i];
+	}
+	r->nargs = n;
+	if (strcmp(r->task, "sh") == 0 && r->nargs > 0 && strstr(r->args[0], "{}") != NULL) {
+		r->template = r->args[r->next_arg++];
+		if (r->nargs == 1 && r->o.input == NULL) {
+			options_usage_error(&r->o, "the command \"%s\" has {} but nothing to "
+			    "put there: give ARGs after it or --input", r->template);
+			return -1;
+		}
+	}
+	if (r->o.resume && r->o.joblog == NULL) {
+		options_usage_error(&r->o, "--resume needs --joblog");
+		return -1;
+	}
+	if (r->o.retry_failed && r->o.fail_fast) {
+		options_usage_error(&r->o, "--retry-failed and --fail-fast do not go together: "
+		    "a failure stops the others at once");
+		return -1;
+	}
+	/* One task with an empty argument if there is nothing else. */
+	if (r->nargs == 0 && r->o.input == NULL)
+		r->args[r->nargs++] = "";
+	return 0;
+}
+
+static int
+open_input(struct run *r)
+{
+	struct input *in = &r->in;
+
+	in->fd = -1;
+	in->delim = r->o.null ? '\0' : '\n';
+	if ((in->path = r->o.input) == NULL)
+		return 0;
+	if (strcmp(in->path, "-") == 0)
+		in->fd = STDIN_FILENO;
+	else if ((in->fd = open(in->path, O_RDONLY | O_CLOEXEC)) == -1) {
+		fprintf(stderr, "hkx run: %s: %s\n", in->path, strerror(errno));
+		return -1;
+	}
+	if ((in->buf = malloc(READ_CHUNK)) == NULL) {
+		fprintf(stderr, "hkx run: out of memory\n");
+		return -1;
+	}
+	in->cap = READ_CHUNK;
+	return 0;
+}
+
+static int
+open_results(struct run *r)
+{
+	r->results_dir = -1;
+	if (r->o.results == NULL)
+		return 0;
+	if (mkdir(r->o.results, 0777) == -1 && errno != EEXIST)
+		goto fail;
+	if ((r->results_dir = open(r->o.results, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		goto fail;
+	return 0;
+fail:
+	fprintf(stderr, "hkx run: %s: %s\n", r->o.results, strerror(errno));
+	return -1;
+}
+
 static void
 run_free(struct run *r)
 {
+	struct job *job;
 	size_t i;
 
-	for (i = 0; i < r->njobs; i++)
-		free(r->jobs[i].arg);
-	free(r->jobs);
+	for (i = 0; r->order != NULL && i < MAX_AHEAD; i++)
+		if ((job = r->order[i]) != NULL)
+			job_free(job);
+	free(r->order);
+	if (r->in.fd != -1 && r->in.fd != STDIN_FILENO)
+		close(r->in.fd);
+	free(r->in.buf);
+	if (r->results_dir != -1)
+		close(r->results_dir);
 	options_free(&r->o);
 }
 
@@ -338,10 +831,12 @@ cmd_run(int argc, char **argv)
 {
 	struct task_table tt;
 	struct run r;
-	bool operands;
-	int i, first, sigfd, err, status = 1;
+	int first, sigfd, err, status = 1;
 
 	memset(&r, 0, sizeof(r));
+	r.in.fd = -1;
+	r.results_dir = -1;
+	TAILQ_INIT(&r.retries);
 	first = options_parse(&r.o, argc, argv, OPTS_PLUGIN | OPTS_HOST | OPTS_LIMITS | OPTS_RUN,
 	    usage);
 	if (first < 0) {
@@ -363,37 +858,22 @@ cmd_run(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out_tasks;
 	}
-	/* An option after TASK is a mistake, not an argument, unless a --
-	 * (before TASK or after it) said that arguments follow. */
-	operands = strcmp(argv[first - 1], "--") == 0;
-	for (i = first + 1; i < argc; i++) {
-		if (!operands && strcmp(argv[i], "--") == 0) {
-			operands = true;
-			continue;
-		}
-		if (!operands && argv[i][0] == '-' && argv[i][1] != '\0') {
-			options_usage_error(&r.o, "option %s after TASK: options go before "
-			    "TASK; put -- before an ARG that starts with -", argv[i]);
-			status = EXIT_USAGE;
-			goto out_tasks;
-		}
-		if (add_job(&r, argv[i], strlen(argv[i])) == -1) {
-			fprintf(stderr, "hkx run: out of memory\n");
-			goto out_tasks;
-		}
-	}
-	if (r.o.input != NULL && read_input(&r, r.o.input) == -1) {
+	if (check_args(&r, argv + first + 1, argc - first - 1,
+	    strcmp(argv[first - 1], "--") == 0) == -1 ||
+	    open_input(&r) == -1 || open_results(&r) == -1 ||
+	    (r.o.joblog != NULL && joblog_open(&r.joblog, r.o.joblog, r.o.resume) == -1)) {
 		status = EXIT_USAGE;
-		goto out_tasks;
+		goto out_args;
 	}
-	if (r.njobs == 0 && r.o.input == NULL && add_job(&r, "", 0) == -1) {
+	r.has_joblog = r.o.joblog != NULL;
+	if (r.o.keep_order && (r.order = calloc(MAX_AHEAD, sizeof(*r.order))) == NULL) {
 		fprintf(stderr, "hkx run: out of memory\n");
-		goto out_tasks;
+		goto out_joblog;
 	}
 
 	if ((r.out = output_claim_stdout()) == NULL) {
 		fprintf(stderr, "hkx run: stdout: %s\n", strerror(errno));
-		goto out_tasks;
+		goto out_joblog;
 	}
 	if ((sigfd = interrupt_open("run")) == -1)
 		goto out_stdout;
@@ -416,7 +896,7 @@ cmd_run(int argc, char **argv)
 
 	if (loop(&r, sigfd) == 0) {
 		print_summary(&r);
-		status = r.counts[HKX_DONE] == r.njobs ? 0 : 1;
+		status = r.counts[HKX_DONE] == r.reported ? 0 : 1;
 	}
 
 	if (r.group != NULL)
@@ -424,7 +904,7 @@ cmd_run(int argc, char **argv)
 out_executor:
 	hkx_executor_free(r.ex);
 	/* Only after a failed loop: every future has ended by now. */
-	take_ended(&r);
+	drain(&r);
 out_watch:
 	watch_destroy(&r.watch);
 out_sigfd:
@@ -432,9 +912,16 @@ out_sigfd:
 out_stdout:
 	output_flush(&r);
 	if (fclose(r.out) == EOF)
-		output_failed(&r);
+		output_failed(&r, "stdout");
 	if (r.out_errno != 0)
 		status = 1;
+out_joblog:
+	if (r.has_joblog && joblog_close(&r.joblog) == -1)
+		output_failed(&r, r.o.joblog);
+	if (r.out_errno != 0)
+		status = 1;
+out_args:
+	free(r.args);
 out_tasks:
 	task_table_free(&tt);
 	run_free(&r);

@@ -8,6 +8,7 @@
  * says it happened (a task that prints "started" to stderr, a progress
  * event), each wait bounded by a deadline so a hang fails with a message.
  */
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1509,6 +1510,522 @@ START_TEST(task_sh_cpu_limit)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* run: streaming input, order, records, retries, the progress bar         */
+
+/* A task starts as its line arrives: the result is out while the input is
+ * still open, as `tail -f log | hkx run --input -` needs. */
+START_TEST(run_input_streams)
+{
+	static const char *const args[] = { "run", "--json", "--input", "-", "echo", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "first\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert_msg(o != NULL, "no result while the input is open; stderr:\n%s", p.errbuf);
+	ck_assert_int_eq(num(o, "index"), 0);
+	ck_assert_str_eq(str(o, "result"), "first");
+	json_decref(o);
+	proc_write(&p, "sec");
+	proc_write(&p, "ond\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert_msg(o != NULL, "no second result; stderr:\n%s", p.errbuf);
+	ck_assert_str_eq(str(o, "result"), "second");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	ck_assert_msg(strstr(p.errbuf, "2 tasks") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+/* -0 / --null: items end with NUL, as `find -print0` writes them, and may
+ * hold newlines; the last needs no terminator. */
+START_TEST(run_input_null_separated)
+{
+	static const char items[] = "one\0two words\nand a line\0\0three";
+	const char *path = tmpfile_with("nul", items, sizeof(items) - 1);
+	static const char *const opt[] = { "-0", "--null" };
+	json_t *arr;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, "run", "--json", opt[i], "--input", path, "echo",
+		    NULL), 0);
+		arr = all_json(&p);
+		ck_assert_int_eq(json_array_size(arr), 3);
+		ck_assert_str_eq(str(by_index(arr, 0), "result"), "one");
+		ck_assert_str_eq(str(by_index(arr, 1), "result"), "two words\nand a line");
+		ck_assert_str_eq(str(by_index(arr, 2), "result"), "three");
+		json_decref(arr);
+		proc_free(&p);
+	}
+}
+END_TEST
+
+/* No member of a fail-fast run starts after one failed: on one thread,
+ * those before the failure are done, every one after it cancelled. */
+START_TEST(run_fail_fast_exact)
+{
+	enum { N = 100, FAILING = 5, RUNS = 50 };
+	char lines[N * 16], *w = lines;
+	const char *path;
+	json_t *arr, *o;
+	struct proc p;
+	int i, run;
+
+	for (i = 0; i < N; i++)
+		w += sprintf(w, "%s\n", i == FAILING ? "/nonexistent" : "/dev/null");
+	path = tmpfile_with("fail-fast", lines, w - lines);
+	for (run = 0; run < RUNS; run++) {
+		ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "1", "--fail-fast",
+		    "--input", path, "sha256", NULL), 1);
+		arr = all_json(&p);
+		ck_assert_int_eq(json_array_size(arr), N);
+		for (i = 0; i < N; i++) {
+			o = by_index(arr, i);
+			if (i < FAILING) {
+				ck_assert_str_eq(str(o, "state"), "done");
+			} else if (i == FAILING) {
+				ck_assert_str_eq(str(o, "state"), "failed");
+			} else {
+				ck_assert_msg(strcmp(str(o, "state"), "cancelled") == 0,
+				    "run %d: member %d %s after the failure", run, i,
+				    str(o, "state"));
+				ck_assert_int_eq(num(o, "attempts"), 0);
+			}
+		}
+		json_decref(arr);
+		proc_free(&p);
+	}
+}
+END_TEST
+
+/* -k: results in input order, whatever order the tasks end in. */
+START_TEST(run_keep_order)
+{
+	json_t *arr;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-k", "-j", "4", "sleep", "300", "0",
+	    "200", "0", "100", "0", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 6);
+	for (i = 0; i < 6; i++)
+		ck_assert_int_eq(num(json_array_get(arr, i), "index"), (json_int_t)i);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--keep-order", "-j", "2", "sleep", "200", "0",
+	    NULL), 0);
+	ck_assert_msg(strstr(p.outbuf, "sleep 200") != NULL &&
+	    strstr(p.outbuf, "sleep 200") < strstr(p.outbuf, "sleep 0"), "%s", p.outbuf);
+	proc_free(&p);
+}
+END_TEST
+
+/* Splits a text into lines, and a line into tab-separated fields, in place. */
+static size_t
+split(char *s, char sep, char **out, size_t max)
+{
+	size_t n = 0;
+	char *end;
+
+	while (*s != '\0' && n < max) {
+		out[n++] = s;
+		if ((end = strchr(s, sep)) == NULL)
+			break;
+		*end = '\0';
+		s = end + 1;
+	}
+	return n;
+}
+
+static char *
+read_text(const char *path)
+{
+	static char buf[65536];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	ck_assert_msg(fd != -1, "%s: %s", path, strerror(errno));
+	n = read(fd, buf, sizeof(buf) - 1);
+	ck_assert(n >= 0);
+	buf[n] = '\0';
+	close(fd);
+	return buf;
+}
+
+#define JOBLOG_HEADER "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\tState"
+
+START_TEST(run_joblog)
+{
+	char joblog[300], *lines[8], *f[12];
+	struct proc p;
+	double start;
+
+	snprintf(joblog, sizeof(joblog), "%s/joblog", tmpdir);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "1", "--joblog", joblog, "sh", "echo a",
+	    "printf 'x\\ty'; exit 3", NULL), 1);
+	proc_free(&p);
+	ck_assert_int_eq(split(read_text(joblog), '\n', lines, 8), 3);
+	ck_assert_str_eq(lines[0], JOBLOG_HEADER);
+
+	ck_assert_int_eq(split(lines[1], '\t', f, 12), 10);
+	ck_assert_str_eq(f[0], "0");
+	ck_assert_str_eq(f[1], ":");
+	start = strtod(f[2], NULL);
+	ck_assert_msg(start > 1e9 && strchr(f[2], '.') != NULL, "start %s", f[2]);
+	ck_assert_msg(strtod(f[3], NULL) >= 0 && strchr(f[3], '.') != NULL, "runtime %s", f[3]);
+	ck_assert_str_eq(f[5], "2");
+	ck_assert_str_eq(f[6], "0");
+	ck_assert_str_eq(f[7], "0");
+	ck_assert_str_eq(f[8], "echo a");
+	ck_assert_str_eq(f[9], "done");
+
+	ck_assert_int_eq(split(lines[2], '\t', f, 12), 10);
+	ck_assert_str_eq(f[0], "1");
+	ck_assert_str_eq(f[5], "3");
+	ck_assert_str_eq(f[6], "3");
+	ck_assert_str_eq(f[8], "printf 'x\\\\ty'; exit 3");
+	ck_assert_str_eq(f[9], "failed");
+}
+END_TEST
+
+/* --resume runs only what the joblog does not show done with the same
+ * argument, and appends to it. */
+START_TEST(run_resume)
+{
+	char joblog[300], *lines[12], *f[12];
+	json_t *arr;
+	struct proc p;
+
+	snprintf(joblog, sizeof(joblog), "%s/resumed", tmpdir);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--joblog", joblog, "sh", "echo a", "exit 3",
+	    "echo c", NULL), 1);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-k", "--joblog", joblog, "--resume",
+	    "sh", "echo a", "exit 3", "echo C", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 2);
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "failed");
+	ck_assert_str_eq(str(by_index(arr, 2), "result"), "C\n");
+	json_decref(arr);
+	ck_assert_msg(strstr(p.errbuf, "1 skipped") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+	ck_assert_int_eq(split(read_text(joblog), '\n', lines, 12), 6);
+	ck_assert_str_eq(lines[0], JOBLOG_HEADER);
+	ck_assert_int_eq(split(lines[5], '\t', f, 12), 10);
+	ck_assert_str_eq(f[8], "echo C");
+
+	/* Nothing left to do: nothing runs, and that is success. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--joblog", joblog, "--resume", "sh", "echo a",
+	    NULL), 0);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--resume", "echo", NULL), 2);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(run_results_dir)
+{
+	char dir[300], path[320];
+	struct proc p;
+
+	snprintf(dir, sizeof(dir), "%s/results", tmpdir);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--results", dir, "sh", "printf one",
+	    "printf 'two\\n'; exit 1", NULL), 1);
+	proc_free(&p);
+	snprintf(path, sizeof(path), "%s/0", dir);
+	ck_assert_str_eq(read_text(path), "one");
+	snprintf(path, sizeof(path), "%s/1", dir);
+	ck_assert_str_eq(read_text(path), "two\n");
+}
+END_TEST
+
+/* `sh 'COMMAND {}'`: each argument takes the place of {}, shell-quoted. */
+START_TEST(run_sh_template)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, "a b\nit's $HOME\n", "run", "--json", "-k", "--input", "-",
+	    "sh", "printf '%s|' {} {}", "x;y", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 3);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "arg"), "x;y");
+	ck_assert_str_eq(str(o, "result"), "x;y|x;y|");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "a b|a b|");
+	ck_assert_str_eq(str(by_index(arr, 2), "result"), "it's $HOME|it's $HOME|");
+	json_decref(arr);
+	proc_free(&p);
+
+	/* A template with nothing to fill it is a mistake. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "sh", "gzip {}", NULL), 2);
+	proc_free(&p);
+}
+END_TEST
+
+/* --retry-failed: FAILED and TIMED_OUT are run again, with a delay that
+ * doubles; attempts counts every run. Without it, a failure is final. */
+START_TEST(run_retry_failed)
+{
+	char cmd[1024], counter[300];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(counter, sizeof(counter), "%s/attempts", tmpdir);
+	snprintf(cmd, sizeof(cmd), "n=$(($(cat %s 2>/dev/null || echo 0) + 1)); "
+	    "echo $n > %s; [ $n -ge 3 ]", counter, counter);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--retries", "1", "sh", cmd, NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "attempts"), 1);
+	json_decref(arr);
+	proc_free(&p);
+	ck_assert_int_eq(unlink(counter), 0);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--retries", "2", "--retry-failed",
+	    "--retry-delay", "50", "sh", cmd, NULL), 0);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_int_eq(num(o, "attempts"), 3);
+	/* Waited 50, then 100 ms: the delays are part of its time. */
+	ck_assert(json_number_value(json_object_get(o, "time_ms")) >= 150);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--retries", "1", "--retry-failed",
+	    "--retry-delay", "1", "--kill-after", "100", "spin", "0", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "timed_out");
+	ck_assert_int_eq(num(o, "attempts"), 2);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* hkx with stderr on a terminal of cols columns (stdin and stdout on
+ * /dev/null), and everything it wrote there. */
+struct tty_proc {
+	pid_t pid;
+	int master;               /* -1 once the terminal is closed by all */
+	char *buf;
+	size_t len;
+};
+
+static void
+tty_spawn(struct tty_proc *t, unsigned short cols, const char *const *args)
+{
+	struct winsize ws = { .ws_row = 24, .ws_col = cols };
+	const char *argv[16];
+	size_t n = 0;
+	char *slave;
+
+	argv[n++] = hkx_bin;
+	while (*args != NULL && n < 15)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	memset(t, 0, sizeof(*t));
+	ck_assert_int_ne(t->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), -1);
+	ck_assert_int_eq(grantpt(t->master), 0);
+	ck_assert_int_eq(unlockpt(t->master), 0);
+	ck_assert((slave = ptsname(t->master)) != NULL);
+	ck_assert_int_eq(ioctl(t->master, TIOCSWINSZ, &ws), 0);
+	ck_assert((t->buf = calloc(1, 1)) != NULL);
+	t->pid = fork();
+	ck_assert_int_ne(t->pid, -1);
+	if (t->pid == 0) {
+		int null = open("/dev/null", O_RDWR), fd = open(slave, O_RDWR | O_NOCTTY);
+
+		if (null == -1 || fd == -1 || dup2(null, 0) == -1 || dup2(null, 1) == -1 ||
+		    dup2(fd, 2) == -1)
+			_exit(127);
+		execv(hkx_bin, (char *const *)argv);
+		_exit(127);
+	}
+}
+
+/* Reads what is there within ms; false once nothing can come any more. */
+static bool
+tty_pump(struct tty_proc *t, int ms)
+{
+	struct pollfd pfd = { .fd = t->master, .events = POLLIN };
+	char chunk[4096];
+	ssize_t n;
+
+	if (t->master == -1)
+		return false;
+	if (poll(&pfd, 1, ms) <= 0)
+		return true;
+	if ((n = read(t->master, chunk, sizeof(chunk))) <= 0) {
+		/* EIO: every process closed the terminal. */
+		ck_assert_msg(n == 0 || errno == EIO || errno == EINTR, "read: %s",
+		    strerror(errno));
+		if (n == -1 && errno == EINTR)
+			return true;
+		close(t->master);
+		t->master = -1;
+		return false;
+	}
+	ck_assert((t->buf = realloc(t->buf, t->len + n + 1)) != NULL);
+	memcpy(t->buf + t->len, chunk, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+	return true;
+}
+
+/* Waits for text to appear at or after offset from; returns where. */
+static size_t
+tty_wait_for(struct tty_proc *t, const char *text, size_t from)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	char *at;
+
+	while ((at = strstr(t->buf + from, text)) == NULL) {
+		ck_assert_msg(now_ms() < deadline && tty_pump(t, 50),
+		    "no \"%s\" on the terminal; got:\n%s", text, t->buf);
+	}
+	return at - t->buf;
+}
+
+static int
+tty_finish(struct tty_proc *t)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	int status;
+
+	while (tty_pump(t, 50))
+		if (now_ms() > deadline) {
+			kill(t->pid, SIGKILL);
+			ck_abort_msg("hkx did not finish; terminal:\n%s", t->buf);
+		}
+	ck_assert_int_eq(waitpid(t->pid, &status, 0), t->pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* What the terminal shows of a stretch of output on one row: without
+ * erase-to-end-of-line sequences. */
+static size_t
+visible_len(const char *s, size_t len)
+{
+	size_t n = 0, i;
+
+	for (i = 0; i < len; i++) {
+		if (len - i >= 3 && memcmp(s + i, "\033[K", 3) == 0)
+			i += 2;
+		else
+			n++;
+	}
+	return n;
+}
+
+/* The progress bar never reaches the last column of a narrow terminal
+ * (where it wrapped and left a stale row per refresh), and an interrupt's
+ * message starts on a row of its own, not after the bar. */
+START_TEST(run_progress_bar_on_a_terminal)
+{
+	static const char *const three[] = { "run", "-j", "1", "sleep", "250", "250", "250",
+		NULL };
+	static const char *const stopped[] = { "run", "sh",
+		"echo started >&2; exec sleep 20", NULL };
+	struct tty_proc t;
+	size_t row, i, at;
+
+	tty_spawn(&t, 40, three);
+	ck_assert_int_eq(tty_finish(&t), 0);
+	ck_assert_msg(strstr(t.buf, "/3") != NULL, "no bar:\n%s", t.buf);
+	for (row = 0, i = 0; i <= t.len; i++) {
+		if (i < t.len && t.buf[i] != '\r' && t.buf[i] != '\n')
+			continue;
+		ck_assert_msg(visible_len(t.buf + row, i - row) < 40, "a row of %zu: %.*s",
+		    visible_len(t.buf + row, i - row), (int)(i - row), t.buf + row);
+		row = i + 1;
+	}
+	free(t.buf);
+
+	tty_spawn(&t, 80, stopped);
+	at = tty_wait_for(&t, "started", 0);
+	tty_wait_for(&t, "/1", at);
+	ck_assert_int_eq(kill(t.pid, SIGINT), 0);
+	at = tty_wait_for(&t, "hkx run: stopping", 0);
+	ck_assert_int_eq(tty_finish(&t), 1);
+	for (row = at; row > 0 && t.buf[row - 1] != '\r' && t.buf[row - 1] != '\n'; row--)
+		;
+	ck_assert_msg(visible_len(t.buf + row, at - row) == 0, "after the bar: %.*s",
+	    (int)(at - row + 20), t.buf + row);
+	free(t.buf);
+}
+END_TEST
+
+/* How far process pid has read the file at path, from /proc. */
+static long long
+read_offset(pid_t pid, const char *path)
+{
+	char link[300], target[300], line[128];
+	long long pos = -1;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	for (fd = 0; fd < 1024 && pos == -1; fd++) {
+		snprintf(link, sizeof(link), "/proc/%d/fd/%d", (int)pid, fd);
+		if ((n = readlink(link, target, sizeof(target) - 1)) == -1)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, path) != 0)
+			continue;
+		snprintf(link, sizeof(link), "/proc/%d/fdinfo/%d", (int)pid, fd);
+		ck_assert((f = fopen(link, "re")) != NULL);
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (sscanf(line, "pos: %lld", &pos) == 1)
+				break;
+		fclose(f);
+	}
+	ck_assert_msg(pos != -1, "hkx no longer has %s open: it read it to the end", path);
+	return pos;
+}
+
+/* Input is read only a bounded way ahead of the tasks: with the only
+ * worker busy, what is read stays far below the input's size. */
+START_TEST(run_input_bounded_read_ahead)
+{
+	enum { N = 300000 };
+	static const char first[] = "echo started >&2; exec sleep 20\n";
+	char *text = malloc(sizeof(first) + N * 5), *w = text, path[300];
+	const char *const args[] = { "run", "-j", "1", "--input", path, "sh", NULL };
+	const char *made;
+	struct proc p;
+	long long pos;
+	size_t i;
+
+	ck_assert(text != NULL);
+	w += sprintf(w, "%s", first);
+	for (i = 0; i < N; i++)
+		w += sprintf(w, "true\n");
+	made = tmpfile_with("endless", text, w - text);
+	ck_assert(realpath(made, path) != NULL);
+	free(text);
+	proc_start(&p, args);
+	proc_wait_stderr(&p, "started");
+	pos = read_offset(p.pid, path);
+	ck_assert_msg(pos <= 256 * 1024, "read %lld bytes ahead", pos);
+	ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	ck_assert_msg(count_lines(p.outbuf) <= 4096, "%zu tasks", count_lines(p.outbuf));
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1564,6 +2081,17 @@ command_suite(void)
 	add(s, "sh_output_cap", task_sh_output_is_capped, 60);
 	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
 	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
+	add(s, "run_input_streams", run_input_streams, 60);
+	add(s, "run_input_null", run_input_null_separated, 60);
+	add(s, "run_fail_fast_exact", run_fail_fast_exact, 120);
+	add(s, "run_keep_order", run_keep_order, 60);
+	add(s, "run_joblog", run_joblog, 60);
+	add(s, "run_resume", run_resume, 60);
+	add(s, "run_results", run_results_dir, 60);
+	add(s, "run_sh_template", run_sh_template, 60);
+	add(s, "run_retry_failed", run_retry_failed, 60);
+	add(s, "run_progress_bar", run_progress_bar_on_a_terminal, 60);
+	add(s, "run_input_bounded", run_input_bounded_read_ahead, 60);
 	return s;
 }
 
