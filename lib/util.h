@@ -68,6 +68,12 @@ int hkx__keep_fds(int *fds, int n);
  * -errno on failure; a negative fd is passed through. */
 int hkx__above_stdio(int fd);
 
+/* Names the calling process for `ps`: comm (at most 15 bytes) always, and
+ * the whole command line to "hkx: WHAT of pid PID" where the program
+ * initialised libbsd's setproctitle() (setproctitle_init()). Borrows fd 2:
+ * single-threaded processes only. */
+void hkx__set_title(const char *comm, const char *what, pid_t pid);
+
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);
 

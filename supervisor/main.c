@@ -100,8 +100,9 @@ main(int argc, char **argv)
 
 	if (reserve_std_fds() == -1)
 		return 1;
-	/* Hosts rename themselves through setproctitle() when the program has
-	 * initialised it, so `ps` tells the hosts from the command. */
+	/* The zygote and the hosts retitle themselves through setproctitle()
+	 * once the program has initialised it, so `ps` tells them from the
+	 * command. */
 	setproctitle_init(argc, argv, environ);
 
 	if (argc < 2) {

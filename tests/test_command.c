@@ -1509,6 +1509,45 @@ START_TEST(task_sh_cpu_limit)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Which process is which, plugins, clear errors.                          */
+
+/* The first string of a /proc/PID/cmdline the shell printed; a space may
+ * pad a title as long as the command line it replaced. */
+static void
+assert_title(const char *cmdline, const char *want)
+{
+	const char *end = cmdline + strlen(want);
+
+	ck_assert_msg(strncmp(cmdline, want, strlen(want)) == 0 &&
+	    (*end == '\0' || *end == '\n' || *end == ' '),
+	    "title \"%s\", not \"%s\"", cmdline, want);
+}
+
+START_TEST(ps_names_the_zygote_and_the_host)
+{
+	char want[64], *nl;
+	const char *out;
+	json_t *arr;
+	struct proc p;
+
+	/* The shell's parent is the host; the host's, the zygote. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh",
+	    "tr '\\0' '\\n' < /proc/$PPID/cmdline | head -n 1; "
+	    "z=$(cut -d ' ' -f 4 /proc/$PPID/stat); "
+	    "tr '\\0' '\\n' < /proc/$z/cmdline | head -n 1", NULL), 0);
+	arr = all_json(&p);
+	out = str(by_index(arr, 0), "result");
+	snprintf(want, sizeof(want), "hkx: host of pid %d", (int)p.pid);
+	assert_title(out, want);
+	ck_assert((nl = strchr(out, '\n')) != NULL);
+	snprintf(want, sizeof(want), "hkx: zygote of pid %d", (int)p.pid);
+	assert_title(nl + 1, want);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1564,6 +1603,7 @@ command_suite(void)
 	add(s, "sh_output_cap", task_sh_output_is_capped, 60);
 	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
 	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
+	add(s, "ps_titles", ps_names_the_zygote_and_the_host, 60);
 	return s;
 }
 
