@@ -1548,6 +1548,32 @@ START_TEST(ps_names_the_zygote_and_the_host)
 }
 END_TEST
 
+START_TEST(memory_limit_too_small_says_what_is_needed)
+{
+	unsigned long long need;
+	char limit[32];
+	const char *at;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "4", "--memory-limit", "16M", "echo", "a",
+	    NULL), 2);
+	ck_assert_msg(count_lines(p.errbuf) == 1 &&
+	    strstr(p.errbuf, "could not start within --memory-limit 16M") != NULL,
+	    "%s", p.errbuf);
+	at = strstr(p.errbuf, "4 worker threads need about ");
+	ck_assert_msg(at != NULL && sscanf(at, "4 worker threads need about %lluM", &need) == 1,
+	    "%s", p.errbuf);
+	ck_assert_msg(need > 16, "%s", p.errbuf);
+	proc_free(&p);
+
+	/* What it asks for is enough. */
+	snprintf(limit, sizeof(limit), "%lluM", need);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "4", "--memory-limit", limit, "echo", "a",
+	    NULL), 0);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1604,6 +1630,7 @@ command_suite(void)
 	add(s, "serve_arg_cap", serve_argument_over_the_cap, 60);
 	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
 	add(s, "ps_titles", ps_names_the_zygote_and_the_host, 60);
+	add(s, "memory_limit", memory_limit_too_small_says_what_is_needed, 60);
 	return s;
 }
 
