@@ -1574,6 +1574,35 @@ START_TEST(memory_limit_too_small_says_what_is_needed)
 }
 END_TEST
 
+/* Where a plugin's code runs is documented in --help and the README: its
+ * constructors and its table function in hkx itself, its tasks in a host
+ * only. The test plugin's "where" task says which pids they ran in. */
+START_TEST(plugin_code_runs_where_documented)
+{
+	long loaded, listed, task;
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "--help", NULL), 0);
+	ck_assert_msg(strstr(p.outbuf, "constructors and hkx_plugin_tasks run in this "
+	    "process") != NULL, "%s", p.outbuf);
+	ck_assert_msg(strstr(p.outbuf, "run only in hosts") != NULL, "%s", p.outbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--plugin", plugin_path, "where",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_msg(sscanf(str(by_index(arr, 0), "result"), "loaded %ld listed %ld task %ld",
+	    &loaded, &listed, &task) == 3, "%s", str(by_index(arr, 0), "result"));
+	ck_assert_int_eq(loaded, p.pid);
+	ck_assert_int_eq(listed, p.pid);
+	ck_assert_int_ne(task, p.pid);
+	ck_assert_int_gt(task, 0);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -1631,6 +1660,7 @@ command_suite(void)
 	add(s, "sh_cpu_limit", task_sh_cpu_limit, 60);
 	add(s, "ps_titles", ps_names_the_zygote_and_the_host, 60);
 	add(s, "memory_limit", memory_limit_too_small_says_what_is_needed, 60);
+	add(s, "plugin_where", plugin_code_runs_where_documented, 60);
 	return s;
 }
 
