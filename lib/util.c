@@ -1,6 +1,6 @@
 /*
  * util: clock, deadlines, pidfd system calls, robust writes, the walk
- * over a process's children, allocation.
+ * over a process's children, allocation, the process title.
  *
  * Everything here is a thin wrapper. Only the allocation wrappers allocate
  * and only they look at state (the test hook); the rest the host may call

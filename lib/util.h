@@ -1,8 +1,8 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
  * deadlines, pidfd system calls (not all libcs wrap them), a blocking
- * write that survives signals, the walk over a process's children, and
- * the supervisor side's allocations.
+ * write that survives signals, the walk over a process's children, the
+ * supervisor side's allocations, and the title `ps` shows.
  *
  * Nothing here keeps state but the allocation test hook; nothing but the
  * allocation wrappers allocates.

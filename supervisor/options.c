@@ -344,30 +344,24 @@ address_space(void)
 }
 
 /*
- * A host under RLIMIT_AS that cannot map its threads' stacks dies before
- * it is ready, and the library can only say -ECHILD. Each worker thread
- * (and the host's writer) reserves a whole default stack, plus a signal
- * stack and guard pages, on top of the copy of this process: say so, in
- * MiB rounded up.
+ * The address space a host needs, in whole MiB: each worker thread (and
+ * the host's writer) reserves a whole default stack, plus a signal stack
+ * and guard pages, on top of the copy of this process. A little more than
+ * the least that works, never less.
  */
-static void
-memory_limit_error(const struct cmd_options *o, unsigned threads, uint64_t base)
+static uint64_t
+host_address_space(unsigned threads, uint64_t base)
 {
 	pthread_attr_t attr;
 	size_t stack = 8 << 20;
 	uint64_t need;
-	char limit[32];
 
 	if (pthread_getattr_default_np(&attr) == 0) {
 		pthread_attr_getstacksize(&attr, &stack);
 		pthread_attr_destroy(&attr);
 	}
 	need = base + HOST_EXTRA + (uint64_t)threads * (stack + HOST_THREAD_EXTRA);
-	format_size(o->memory_limit, limit, sizeof(limit));
-	fprintf(stderr, "hkx %s: the host could not start within --memory-limit %s: "
-	    "%u worker thread%s about %lluM of address space\n", o->command, limit,
-	    threads, threads == 1 ? " needs" : "s need",
-	    (unsigned long long)((need + (1 << 20) - 1) >> 20));
+	return (need + (1 << 20) - 1) >> 20 << 20;
 }
 
 int
@@ -375,7 +369,8 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
     hkx_executor **ex)
 {
 	struct hkx_config c;
-	uint64_t base;
+	uint64_t base, need;
+	char limit[32];
 	int err;
 
 	hkx_config_init(&c);
@@ -388,8 +383,15 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	c.no_new_privs = o->no_new_privs;
 	base = address_space();
 	if ((err = hkx_executor_new(&c, ex)) < 0) {
-		if (err == -ECHILD && o->memory_limit != 0) {
-			memory_limit_error(o, c.threads, base);
+		/* A host under RLIMIT_AS that cannot map its threads' stacks
+		 * dies before it is ready: the library can only say -ECHILD. */
+		need = host_address_space(c.threads, base);
+		if (err == -ECHILD && o->memory_limit != 0 && o->memory_limit < need) {
+			format_size(o->memory_limit, limit, sizeof(limit));
+			fprintf(stderr, "hkx %s: the host could not start within --memory-limit "
+			    "%s: %u worker thread%s about %lluM of address space\n", o->command,
+			    limit, c.threads, c.threads == 1 ? " needs" : "s need",
+			    (unsigned long long)(need >> 20));
 			return OPTIONS_LIMIT_TOO_SMALL;
 		}
 		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
