@@ -158,7 +158,16 @@ typedef struct hkx_executor hkx_executor;
  * its host: the host is the child subreaper of what its tasks orphan (and
  * reaps, while no task runs, those of its children that have exited: a
  * task must wait for its own children before it returns if it wants their
- * status), and the zygote kills everything a dead host leaves. */
+ * status), and the zygote kills everything a dead host leaves.
+ *
+ * The zygote and the hosts name themselves for `ps`: their comm becomes
+ * "hkx-zygote" and "hkx-host" (prctl PR_SET_NAME), and, if the program
+ * called libbsd's setproctitle_init() before this call, their command line
+ * becomes "hkx: zygote of pid N" and "hkx: host of pid N", N the
+ * application's pid, through setproctitle(). Without setproctitle_init()
+ * the command line stays the application's: the library never writes to
+ * an argument area that the program has not handed over. Nothing of the
+ * application's own process title changes. */
 int hkx_executor_new(const struct hkx_config *c, hkx_executor **out);
 
 enum hkx_pause { HKX_PAUSE_CHECKPOINT, HKX_PAUSE_FREEZE };

@@ -61,6 +61,7 @@ enum {
 #define ZYGOTE_DEATH_SIGNAL (SIGRTMIN + 1)
 
 bool hkx__in_host;
+pid_t hkx__app_pid;
 
 struct hkx_task {
 	STAILQ_ENTRY(hkx_task) link;
@@ -708,7 +709,7 @@ set_up_process(const struct hkx__host_config *hc)
 	close(fd);
 	if (on_exit(exit_hook, NULL) != 0)
 		die(HOST_EXIT_SETUP);
-	prctl(PR_SET_NAME, "hkx-host");
+	hkx__set_title("hkx-host", "host", hkx__app_pid);
 	raise_oom_score();
 
 	if (hc->limit_memory_bytes)

@@ -78,6 +78,8 @@ hkx__note_valid(const struct hkx__note *n)
 /* Set in the zygote and every host: the library refuses to start an
  * executor there. */
 extern bool hkx__in_host;
+/* Set in the zygote and every host: the application's pid, for `ps`. */
+extern pid_t hkx__app_pid;
 
 /* Runs a host on the given pipe ends and its own slot table, mapped by the
  * zygote before the fork; never returns. */

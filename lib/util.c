@@ -1,6 +1,6 @@
 /*
  * util: clock, deadlines, pidfd system calls, robust writes, the walk
- * over a process's children, allocation.
+ * over a process's children, allocation, the process title.
  *
  * Everything here is a thin wrapper. Only the allocation wrappers allocate
  * and only they look at state (the test hook); the rest the host may call
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -448,4 +449,27 @@ int
 hkx__vasprintf(char **out, const char *fmt, va_list ap)
 {
 	return alloc_fails() ? -1 : vasprintf(out, fmt, ap);
+}
+
+/*
+ * setproctitle() rewrites the argument area only once setproctitle_init()
+ * has moved argv and environ out of it; before that it does nothing but
+ * warn on stderr, which a library must not do in the application's name:
+ * the warning goes to /dev/null.
+ */
+void
+hkx__set_title(const char *comm, const char *what, pid_t pid)
+{
+	int saved, null;
+
+	prctl(PR_SET_NAME, comm);
+	if ((saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)) < 0)
+		return;
+	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (null >= 0 && dup2(null, STDERR_FILENO) >= 0)
+		setproctitle("-hkx: %s of pid %ld", what, (long)pid);
+	if (null >= 0)
+		close(null);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
 }

@@ -1,8 +1,8 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
  * deadlines, pidfd system calls (not all libcs wrap them), a blocking
- * write that survives signals, the walk over a process's children, and
- * the supervisor side's allocations.
+ * write that survives signals, the walk over a process's children, the
+ * supervisor side's allocations, and the title `ps` shows.
  *
  * Nothing here keeps state but the allocation test hook; nothing but the
  * allocation wrappers allocates.
@@ -67,6 +67,12 @@ int hkx__keep_fds(int *fds, int n);
  * closed): a library fd in a stdio slot would survive every closefrom(3).
  * -errno on failure; a negative fd is passed through. */
 int hkx__above_stdio(int fd);
+
+/* Names the calling process for `ps`: comm (at most 15 bytes) always, and
+ * the whole command line to "hkx: WHAT of pid PID" where the program
+ * initialised libbsd's setproctitle() (setproctitle_init()). Borrows fd 2:
+ * single-threaded processes only. */
+void hkx__set_title(const char *comm, const char *what, pid_t pid);
 
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);

@@ -414,7 +414,8 @@ fill_stdio(void)
 }
 
 static _Noreturn void
-zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc, bool no_spare)
+zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_config *hc,
+    bool no_spare)
 {
 	int fds[2] = { sock, app_pidfd };
 	struct pollfd *pfds = NULL, *grown;
@@ -423,6 +424,7 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc, bool no_
 	int self, rc;
 
 	hkx__in_host = true;
+	hkx__app_pid = app_pid;
 	reset_signals();
 	setsid();
 	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 ||
@@ -432,7 +434,7 @@ zygote_main(int sock, int app_pidfd, const struct hkx__host_config *hc, bool no_
 	zy.sock = fds[0];
 	zy.app_pidfd = fds[1];
 	zy.no_spare = no_spare;
-	prctl(PR_SET_NAME, "hkx-zygote");
+	hkx__set_title("hkx-zygote", "zygote", hkx__app_pid);
 	self = hkx__pidfd_open(getpid());
 	if (self < 0 || send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), 0, &self, 1) < 0)
 		_exit(1);
@@ -498,7 +500,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 	sigset_t all, old;
 	int sv[2], app_pidfd, status, err, subreaper = 0;
 	bool adopter;
-	pid_t pid, pid2;
+	pid_t app_pid = getpid(), pid, pid2;
 
 	z->pid = 0;
 	z->pidfd = z->sock = -1;
@@ -535,7 +537,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		pid2 = fork();
 		if (pid2 != 0)
 			_exit(pid2 < 0 ? 1 : 0);
-		zygote_main(sv[1], app_pidfd, hc, adopter);
+		zygote_main(sv[1], app_pidfd, app_pid, hc, adopter);
 	}
 	err = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -30,6 +30,11 @@ static const char usage[] =
 "                           run TASK once per ARG, one line per task\n"
 "  serve [OPTIONS]          JSON lines on stdin -> JSON lines on stdout\n"
 "\n"
+"A --plugin is loaded with dlopen() in this process before the host\n"
+"starts: its constructors and hkx_plugin_tasks run in this process, and\n"
+"its destructors when this process exits. Its tasks, like every task,\n"
+"run only in hosts, never in this process.\n"
+"\n"
 "'hkx COMMAND --help' describes a command; 'hkx --version' prints the version.\n";
 
 static const char tasks_usage[] =
@@ -100,8 +105,9 @@ main(int argc, char **argv)
 
 	if (reserve_std_fds() == -1)
 		return 1;
-	/* Hosts rename themselves through setproctitle() when the program has
-	 * initialised it, so `ps` tells the hosts from the command. */
+	/* The zygote and the hosts retitle themselves through setproctitle()
+	 * once the program has initialised it, so `ps` tells them from the
+	 * command. */
 	setproctitle_init(argc, argv, environ);
 
 	if (argc < 2) {

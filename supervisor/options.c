@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,12 @@
 
 #include "options.h"
 #include "tasks.h"
+
+/* What a host thread reserves besides its stack (a 64 KiB signal stack,
+ * guard pages), and a margin for the host's own mappings (its slot table,
+ * buffers). */
+#define HOST_THREAD_EXTRA (256 << 10)
+#define HOST_EXTRA (4 << 20)
 
 enum {
 	OPT_HELP = 'h',
@@ -341,11 +348,69 @@ fail:
 	return -1;
 }
 
+/* A size as the user would write it: in the largest unit that divides it. */
+static void
+format_size(uint64_t bytes, char *buf, size_t size)
+{
+	static const char units[] = "TGMK";
+	int shift;
+
+	for (shift = 40; shift > 0; shift -= 10) {
+		if (bytes % (1ULL << shift) == 0) {
+			snprintf(buf, size, "%llu%c", (unsigned long long)(bytes >> shift),
+			    units[(40 - shift) / 10]);
+			return;
+		}
+	}
+	snprintf(buf, size, "%llu", (unsigned long long)bytes);
+}
+
+/* This process's address space: the zygote is a copy of it, and every host
+ * a copy of the zygote. 0 if /proc cannot say. */
+static uint64_t
+address_space(void)
+{
+	unsigned long long kb = 0;
+	char line[256];
+	FILE *f;
+
+	if ((f = fopen("/proc/self/status", "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb << 10;
+}
+
+/*
+ * The address space a host needs, in whole MiB: each worker thread (and
+ * the host's writer) reserves a whole default stack, plus a signal stack
+ * and guard pages, on top of the copy of this process. A little more than
+ * the least that works, never less.
+ */
+static uint64_t
+host_address_space(unsigned threads, uint64_t base)
+{
+	pthread_attr_t attr;
+	size_t stack = 8 << 20;
+	uint64_t need;
+
+	if (pthread_getattr_default_np(&attr) == 0) {
+		pthread_attr_getstacksize(&attr, &stack);
+		pthread_attr_destroy(&attr);
+	}
+	need = base + HOST_EXTRA + (uint64_t)threads * (stack + HOST_THREAD_EXTRA);
+	return (need + (1 << 20) - 1) >> 20 << 20;
+}
+
 int
 options_start_executor(const struct cmd_options *o, const struct task_table *tt,
     hkx_executor **ex)
 {
 	struct hkx_config c;
+	uint64_t base, need;
+	char limit[32];
 	int err;
 
 	hkx_config_init(&c);
@@ -356,7 +421,19 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 		c.threads = o->threads;
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
+	base = address_space();
 	if ((err = hkx_executor_new(&c, ex)) < 0) {
+		/* A host under RLIMIT_AS that cannot map its threads' stacks
+		 * dies before it is ready: the library can only say -ECHILD. */
+		need = host_address_space(c.threads, base);
+		if (err == -ECHILD && o->memory_limit != 0 && o->memory_limit < need) {
+			format_size(o->memory_limit, limit, sizeof(limit));
+			fprintf(stderr, "hkx %s: the host could not start within --memory-limit "
+			    "%s: %u worker thread%s about %lluM of address space\n", o->command,
+			    limit, c.threads, c.threads == 1 ? " needs" : "s need",
+			    (unsigned long long)(need >> 20));
+			return OPTIONS_LIMIT_TOO_SMALL;
+		}
 		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
 		    strerror(-err));
 		return -1;

@@ -67,7 +67,10 @@ void options_usage_error(const struct cmd_options *o, const char *fmt, ...)
 
 /* Built-ins plus every --plugin, in order; prints the error and returns -1. */
 int options_load_tasks(const struct cmd_options *o, struct task_table *tt);
-/* Creates the executor from the options; prints the error and returns -1. */
+/* Creates the executor from the options; prints the error and returns -1,
+ * or OPTIONS_LIMIT_TOO_SMALL when --memory-limit left the host no room for
+ * its threads (a usage error). */
+#define OPTIONS_LIMIT_TOO_SMALL (-3)
 int options_start_executor(const struct cmd_options *o, const struct task_table *tt,
     hkx_executor **ex);
 /* The per-task limits of the options. */

@@ -4,9 +4,10 @@
  *
  * A plugin is never unloaded: its functions are in the table the zygote
  * copies, and hosts call them for the life of the command. Loading happens
- * before the executor exists, so dlopen() and the plugin's constructors run
- * in a single-threaded process, and whatever state they set up is part of
- * every host's snapshot.
+ * in the command's own process, before the executor exists, so dlopen(),
+ * the plugin's constructors and its table function run in a single-threaded
+ * process (and crash it if they crash: the README and --help say so), and
+ * whatever state they set up is part of every host's snapshot.
  */
 #include <dlfcn.h>
 #include <stdio.h>

@@ -881,8 +881,10 @@ cmd_run(int argc, char **argv)
 		fprintf(stderr, "hkx run: %s\n", strerror(-err));
 		goto out_sigfd;
 	}
-	if (options_start_executor(&r.o, &tt, &r.ex) == -1)
+	if ((err = options_start_executor(&r.o, &tt, &r.ex)) < 0) {
+		status = err == OPTIONS_LIMIT_TOO_SMALL ? EXIT_USAGE : 1;
 		goto out_watch;
+	}
 	options_task_opts(&r.o, &r.opts);
 	if (r.o.fail_fast) {
 		if ((err = hkx_group_new(r.ex, HKX_GROUP_FAIL_FAST, &r.group)) < 0) {

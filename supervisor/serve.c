@@ -752,8 +752,10 @@ cmd_serve(int argc, char **argv)
 		fprintf(stderr, "hkx serve: %s\n", strerror(-err));
 		goto out_sigfd;
 	}
-	if (options_start_executor(&s.o, &s.tasks, &s.ex) == -1)
+	if ((err = options_start_executor(&s.o, &s.tasks, &s.ex)) < 0) {
+		status = err == OPTIONS_LIMIT_TOO_SMALL ? EXIT_USAGE : 1;
 		goto out_watch;
+	}
 
 	if (loop(&s, sigfd) == 0)
 		status = s.interrupts > 0 ? 1 : 0;

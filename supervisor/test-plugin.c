@@ -6,6 +6,9 @@
  *                   that many ms, cooperatively (for retries as collateral)
  *   noisy           prints to stdout, then replies "quiet" (the command's
  *                   JSON output must not see the noise)
+ *   where           replies "loaded L listed T task P": the pids that the
+ *                   plugin's constructor, its table function and the task
+ *                   itself ran in
  *
  * Built a second time with TEST_PLUGIN_MISNAMED, it exports its table under
  * a misspelt name, as a plugin author might: loading must fail cleanly.
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hkx.h"
 
@@ -27,6 +31,14 @@
 #endif
 
 const struct hkx_task_def *ENTRY_POINT(size_t *ntasks);
+
+static pid_t loaded_in, listed_in;
+
+__attribute__((constructor)) static void
+loaded(void)
+{
+	loaded_in = getpid();
+}
 
 static int
 upper(hkx_task *t, const void *arg, size_t len)
@@ -88,6 +100,17 @@ noisy(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, "quiet", 5);
 }
 
+static int
+where(hkx_task *t, const void *arg, size_t len)
+{
+	char buf[80];
+	int n;
+
+	n = snprintf(buf, sizeof(buf), "loaded %ld listed %ld task %ld", (long)loaded_in,
+	    (long)listed_in, (long)getpid());
+	return hkx_task_reply(t, buf, (size_t)n);
+}
+
 const struct hkx_task_def *
 ENTRY_POINT(size_t *ntasks)
 {
@@ -95,8 +118,10 @@ ENTRY_POINT(size_t *ntasks)
 		{ "upper", upper },
 		{ "crash_or_sleep", crash_or_sleep },
 		{ "noisy", noisy },
+		{ "where", where },
 	};
 
+	listed_in = getpid();
 	*ntasks = sizeof(tasks) / sizeof(tasks[0]);
 	return tasks;
 }

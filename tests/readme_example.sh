@@ -1,11 +1,12 @@
 #!/bin/sh
-# readme_example: the README's example, compiled as a user would (only the
-# public header, linked against the shared library with warnings on) and
-# run: it must print 144. Keeps the front door true.
+# readme_example: the README's example, compiled as the README says a user
+# of the build tree would (the uninstalled pkg-config file: only the public
+# header, linked against the shared library, warnings on) and run: it must
+# print 144. Keeps the front door true.
 #
-# usage: readme_example.sh README INCLUDE_DIR LIBRARY_DIR CC
+# usage: readme_example.sh README BUILD_DIR CC
 set -eu
-readme=$1 include=$2 libdir=$3 cc=$4
+readme=$1 libdir=$2 cc=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -14,8 +15,9 @@ awk '/^## An example/ { on = 1; next }
      code && /^```$/ { exit }
      code { print }' "$readme" > "$work/example.c"
 [ -s "$work/example.c" ] || { echo "no example found in $readme" >&2; exit 1; }
-$cc -std=c11 -Wall -Wextra -pedantic -Werror -I"$include" "$work/example.c" \
-    -L"$libdir" -lhkx -o "$work/example"
+flags=$(PKG_CONFIG_PATH="$libdir/meson-uninstalled" pkg-config --cflags --libs libhkx)
+# shellcheck disable=SC2086 # flags are words
+$cc -std=c11 -Wall -Wextra -pedantic -Werror "$work/example.c" $flags -o "$work/example"
 out=$(LD_LIBRARY_PATH="$libdir" "$work/example")
 [ "$out" = 144 ] || { echo "the example printed '$out', not 144" >&2; exit 1; }
 echo "1 passed, 0 failed"

@@ -2026,6 +2026,116 @@ START_TEST(run_input_bounded_read_ahead)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Which process is which, plugins, clear errors.                          */
+
+/* The first string of a /proc/PID/cmdline the shell printed; a space may
+ * pad a title as long as the command line it replaced. */
+static void
+assert_title(const char *cmdline, const char *want)
+{
+	const char *end = cmdline + strlen(want);
+
+	ck_assert_msg(strncmp(cmdline, want, strlen(want)) == 0 &&
+	    (*end == '\0' || *end == '\n' || *end == ' '),
+	    "title \"%s\", not \"%s\"", cmdline, want);
+}
+
+START_TEST(ps_names_the_zygote_and_the_host)
+{
+	char want[64], *nl;
+	const char *out;
+	json_t *arr;
+	struct proc p;
+
+	/* The shell's parent is the host; the host's, the zygote. */
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "sh",
+	    "tr '\\0' '\\n' < /proc/$PPID/cmdline | head -n 1; "
+	    "z=$(cut -d ' ' -f 4 /proc/$PPID/stat); "
+	    "tr '\\0' '\\n' < /proc/$z/cmdline | head -n 1", NULL), 0);
+	arr = all_json(&p);
+	out = str(by_index(arr, 0), "result");
+	snprintf(want, sizeof(want), "hkx: host of pid %d", (int)p.pid);
+	assert_title(out, want);
+	ck_assert((nl = strchr(out, '\n')) != NULL);
+	snprintf(want, sizeof(want), "hkx: zygote of pid %d", (int)p.pid);
+	assert_title(nl + 1, want);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* A sanitizer's runtime reserves terabytes of address space in hkx, and so
+ * in every host: no --memory-limit leaves a host room there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED true
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED true
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED false
+#endif
+
+START_TEST(memory_limit_too_small_says_what_is_needed)
+{
+	unsigned long long need;
+	char limit[32];
+	const char *at;
+	struct proc p;
+
+	if (SANITIZED)
+		return;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "4", "--memory-limit", "16M", "echo", "a",
+	    NULL), 2);
+	ck_assert_msg(count_lines(p.errbuf) == 1 &&
+	    strstr(p.errbuf, "could not start within --memory-limit 16M") != NULL,
+	    "%s", p.errbuf);
+	at = strstr(p.errbuf, "4 worker threads need about ");
+	ck_assert_msg(at != NULL && sscanf(at, "4 worker threads need about %lluM", &need) == 1,
+	    "%s", p.errbuf);
+	ck_assert_msg(need > 16, "%s", p.errbuf);
+	proc_free(&p);
+
+	/* What it asks for is enough. */
+	snprintf(limit, sizeof(limit), "%lluM", need);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "4", "--memory-limit", limit, "echo", "a",
+	    NULL), 0);
+	proc_free(&p);
+}
+END_TEST
+
+/* Where a plugin's code runs is documented in --help and the README: its
+ * constructors and its table function in hkx itself, its tasks in a host
+ * only. The test plugin's "where" task says which pids they ran in. */
+START_TEST(plugin_code_runs_where_documented)
+{
+	long loaded, listed, task;
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "--help", NULL), 0);
+	ck_assert_msg(strstr(p.outbuf, "constructors and hkx_plugin_tasks run in this "
+	    "process") != NULL, "%s", p.outbuf);
+	ck_assert_msg(strstr(p.outbuf, "run only in hosts") != NULL, "%s", p.outbuf);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--plugin", plugin_path, "where",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_msg(sscanf(str(by_index(arr, 0), "result"), "loaded %ld listed %ld task %ld",
+	    &loaded, &listed, &task) == 3, "%s", str(by_index(arr, 0), "result"));
+	ck_assert_int_eq(loaded, p.pid);
+	ck_assert_int_eq(listed, p.pid);
+	ck_assert_int_ne(task, p.pid);
+	ck_assert_int_gt(task, 0);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2092,6 +2202,9 @@ command_suite(void)
 	add(s, "run_retry_failed", run_retry_failed, 60);
 	add(s, "run_progress_bar", run_progress_bar_on_a_terminal, 60);
 	add(s, "run_input_bounded", run_input_bounded_read_ahead, 60);
+	add(s, "ps_titles", ps_names_the_zygote_and_the_host, 60);
+	add(s, "memory_limit", memory_limit_too_small_says_what_is_needed, 60);
+	add(s, "plugin_where", plugin_code_runs_where_documented, 60);
 	return s;
 }
 
