@@ -32,7 +32,13 @@ enum {
 	OPT_INPUT,
 	OPT_JSON,
 	OPT_FAIL_FAST,
+	OPT_MAX_RESTARTS,
+	OPT_RESTART_WINDOW,
+	OPT_MAX_IN_FLIGHT,
 };
+
+/* What serve accepts in flight before it holds requests back. */
+#define DEFAULT_MAX_IN_FLIGHT 65536
 
 static const struct {
 	struct option long_opt;
@@ -51,6 +57,9 @@ static const struct {
 	{ { "input", required_argument, NULL, OPT_INPUT }, OPTS_RUN },
 	{ { "json", no_argument, NULL, OPT_JSON }, OPTS_RUN },
 	{ { "fail-fast", no_argument, NULL, OPT_FAIL_FAST }, OPTS_RUN },
+	{ { "max-restarts", required_argument, NULL, OPT_MAX_RESTARTS }, OPTS_HOST },
+	{ { "restart-window", required_argument, NULL, OPT_RESTART_WINDOW }, OPTS_HOST },
+	{ { "max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT }, OPTS_SERVE },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -205,6 +214,30 @@ apply(struct cmd_options *o, int opt, const char *arg)
 	case OPT_FAIL_FAST:
 		o->fail_fast = true;
 		return 0;
+	case OPT_MAX_RESTARTS:
+		/* The library's bound: its window keeps one slot per death. */
+		if (parse_count(o, "max-restarts", arg, 65535, &n) == -1)
+			return -1;
+		o->max_restarts = n;
+		return 0;
+	case OPT_RESTART_WINDOW:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "restart-window must be at least 1 ms");
+			return -1;
+		}
+		o->restart_window_ms = n;
+		return 0;
+	case OPT_MAX_IN_FLIGHT:
+		if (parse_count(o, "max-in-flight", arg, 1 << 24, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "max-in-flight must be at least 1");
+			return -1;
+		}
+		o->max_in_flight = n;
+		return 0;
 	}
 	return -1;
 }
@@ -240,12 +273,17 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 {
 	struct option longopts[NOPTIONS + 1];
 	char shortopts[8] = "+:h";
+	struct hkx_config defaults;
 	size_t i, n = 0;
 	int opt;
 
 	memset(o, 0, sizeof(*o));
 	o->command = argv[0];
 	o->stop_grace_ms = SH_STOP_GRACE_MS;
+	hkx_config_init(&defaults);
+	o->max_restarts = defaults.max_restarts;
+	o->restart_window_ms = defaults.restart_window_ms;
+	o->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
@@ -316,6 +354,8 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 		c.threads = o->threads;
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
+	c.max_restarts = o->max_restarts;
+	c.restart_window_ms = o->restart_window_ms;
 	if ((err = hkx_executor_new(&c, ex)) < 0) {
 		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
 		    strerror(-err));

@@ -23,6 +23,8 @@
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast */
+#define OPTS_SERVE   0x10u  /* --max-in-flight */
+/* OPTS_HOST also brings --max-restarts and --restart-window. */
 
 struct cmd_options {
 	const char *command;      /* "run", for messages */
@@ -36,6 +38,11 @@ struct cmd_options {
 	unsigned retries;
 	const char *input;        /* --input FILE, "-" for stdin */
 	bool json, fail_fast;
+
+	/* The executor's restart budget (OPTS_HOST), and serve's cap on
+	 * requests in flight. */
+	unsigned max_restarts, restart_window_ms;
+	unsigned max_in_flight;
 };
 
 #define OPTIONS_HELP (-2)     /* --help was given and the usage printed */
