@@ -140,6 +140,7 @@ struct server {
 	size_t nheld, held_bytes;
 	bool check_broken;           /* a task ended otherwise than done */
 	bool fail_stopped;           /* broken with --max-restarts 0 */
+	char broken_why[256];        /* the library's words, once broken */
 
 	char *buf;                   /* bytes read from stdin, not yet handled */
 	size_t start, len, cap;      /* unhandled bytes are buf[start, len) */
@@ -406,11 +407,12 @@ drop_input(struct server *s)
 static int
 replace_executor(struct server *s)
 {
-	char why[256];
+	char *why = s->broken_why;
 	int err;
 
-	if (hkx_executor_broken_why(s->ex, why, sizeof(why)) < 0 || why[0] == '\0')
-		snprintf(why, sizeof(why), "executor broken");
+	if (hkx_executor_broken_why(s->ex, why, sizeof(s->broken_why)) < 0 ||
+	    why[0] == '\0')
+		snprintf(why, sizeof(s->broken_why), "executor broken");
 	write_json(s, json_pack("{s:s, s:s}", "event", "broken", "message", why));
 	if (s->o.max_restarts == 0) {
 		s->fail_stopped = true;
@@ -548,16 +550,17 @@ handle_request(struct server *s, json_t *req)
 	}
 	watch_submitted(&rq->watch);
 	err = submit(s, rq, group, task, arg, arglen, &opts, stop_grace_ms);
-	if (err == -ECANCELED) {
-		struct outcome oc = { .state = HKX_CANCELLED,
-		    .message = "its group has failed or was stopped" };
+	if (err == -ECANCELED || err == -ENOTRECOVERABLE) {
+		/* Never run, as if it had been queued when that happened. */
+		struct outcome oc = { .state = HKX_CANCELLED, .message =
+		    err == -ECANCELED ? "its group has failed or was stopped" : s->broken_why };
 
 		send_outcome(s, id, &oc);
 		goto fail;
 	}
 	if (err < 0) {
-		send_error(s, id, "cannot submit: %s", err == -ENOTRECOVERABLE ?
-		    "the executor is broken" : options_submit_error(err, text, sizeof(text)));
+		send_error(s, id, "cannot submit: %s",
+		    options_submit_error(err, text, sizeof(text)));
 		goto fail;
 	}
 	rq->key = probe.key;
