@@ -205,6 +205,9 @@ struct hkx_stats {
 	uint64_t reserved[8];
 };
 int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);
+/* Why the executor is broken, as the futures its breaking ended say
+ * ("executor broken: ..."), cut to fit len; "" while it is not broken. */
+int hkx_executor_broken_why(hkx_executor *ex, char *buf, size_t len);
 
 /* ---------------------------------------------------------------------- */
 /* Submitting and futures.                                                 */

@@ -2833,3 +2833,18 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	hkx__unlock(ex);
 	return 0;
 }
+
+int
+hkx_executor_broken_why(hkx_executor *ex, char *buf, size_t len)
+{
+	int err = hkx__executor_usable(ex);
+
+	if (err < 0)
+		return err;
+	if (buf == NULL || len == 0)
+		return -EINVAL;
+	hkx__lock(ex);
+	snprintf(buf, len, "%s", ex->broken ? ex->broken_why : "");
+	hkx__unlock(ex);
+	return 0;
+}

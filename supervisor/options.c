@@ -46,7 +46,13 @@ enum {
 	OPT_RESUME,
 	OPT_RETRY_FAILED,
 	OPT_RETRY_DELAY,
+	OPT_MAX_RESTARTS,
+	OPT_RESTART_WINDOW,
+	OPT_MAX_IN_FLIGHT,
 };
+
+/* What serve accepts in flight before it holds requests back. */
+#define DEFAULT_MAX_IN_FLIGHT 65536
 
 static const struct {
 	struct option long_opt;
@@ -72,6 +78,9 @@ static const struct {
 	{ { "resume", no_argument, NULL, OPT_RESUME }, OPTS_RUN },
 	{ { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED }, OPTS_RUN },
 	{ { "retry-delay", required_argument, NULL, OPT_RETRY_DELAY }, OPTS_RUN },
+	{ { "max-restarts", required_argument, NULL, OPT_MAX_RESTARTS }, OPTS_HOST },
+	{ { "restart-window", required_argument, NULL, OPT_RESTART_WINDOW }, OPTS_HOST },
+	{ { "max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT }, OPTS_SERVE },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -249,6 +258,30 @@ apply(struct cmd_options *o, int opt, const char *arg)
 			return -1;
 		o->retry_delay_ms = n;
 		return 0;
+	case OPT_MAX_RESTARTS:
+		/* The library's bound: its window keeps one slot per death. */
+		if (parse_count(o, "max-restarts", arg, 65535, &n) == -1)
+			return -1;
+		o->max_restarts = n;
+		return 0;
+	case OPT_RESTART_WINDOW:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "restart-window must be at least 1 ms");
+			return -1;
+		}
+		o->restart_window_ms = n;
+		return 0;
+	case OPT_MAX_IN_FLIGHT:
+		if (parse_count(o, "max-in-flight", arg, 1 << 24, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "max-in-flight must be at least 1");
+			return -1;
+		}
+		o->max_in_flight = n;
+		return 0;
 	}
 	return -1;
 }
@@ -284,6 +317,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 {
 	struct option longopts[NOPTIONS + 1];
 	char shortopts[16] = "+:h";
+	struct hkx_config defaults;
 	size_t i, n = 0;
 	int opt;
 
@@ -291,6 +325,10 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	o->command = argv[0];
 	o->stop_grace_ms = SH_STOP_GRACE_MS;
 	o->retry_delay_ms = RETRY_DELAY_MS;
+	hkx_config_init(&defaults);
+	o->max_restarts = defaults.max_restarts;
+	o->restart_window_ms = defaults.restart_window_ms;
+	o->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
@@ -422,6 +460,8 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
 	base = address_space();
+	c.max_restarts = o->max_restarts;
+	c.restart_window_ms = o->restart_window_ms;
 	if ((err = hkx_executor_new(&c, ex)) < 0) {
 		/* A host under RLIMIT_AS that cannot map its threads' stacks
 		 * dies before it is ready: the library can only say -ECHILD. */

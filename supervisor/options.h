@@ -23,6 +23,8 @@
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */
+#define OPTS_SERVE   0x10u  /* --max-in-flight */
+/* OPTS_HOST also brings --max-restarts and --restart-window. */
 
 struct cmd_options {
 	const char *command;      /* "run", for messages */
@@ -45,6 +47,11 @@ struct cmd_options {
 	bool resume;              /* skip what the joblog shows done */
 	bool retry_failed;        /* --retries also for FAILED and TIMED_OUT */
 	int retry_delay_ms;       /* before the first such retry; doubles */
+
+	/* The executor's restart budget (OPTS_HOST), and serve's cap on
+	 * requests in flight. */
+	unsigned max_restarts, restart_window_ms;
+	unsigned max_in_flight;
 };
 
 #define RETRY_DELAY_MS 100    /* --retry-delay by default */

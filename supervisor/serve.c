@@ -10,6 +10,11 @@
  * an {"error":...} line and the server carries on; it never exits because
  * of what a client sent. Only the command's private copy of stdout carries
  * JSON (see output_claim_stdout).
+ *
+ * The server outlives its executor: one that breaks (its restart budget
+ * spent) is announced, answered for and replaced. Past the in-flight cap,
+ * lines are still read, so control messages act at once, while task
+ * requests wait in a bounded queue of their own.
  */
 #include <sys/tree.h>
 
@@ -31,11 +36,13 @@
 #include "outcome.h"
 #include "watch.h"
 
-/* Past this many unanswered requests stdin is left unread, so a client
- * that writes faster than tasks run cannot grow the server without bound. */
-#define MAX_IN_FLIGHT 65536
 /* A longer line is refused whole; 64 MiB of payload in base64 fits. */
 #define MAX_LINE (96u << 20)
+/* Task requests held back past the in-flight cap, at most; with a full
+ * hold stdin is left unread, so a client that writes faster than tasks
+ * run cannot grow the server without bound. */
+#define HELD_MAX 4096
+#define HELD_BYTES_MAX MAX_LINE
 #define READ_CHUNK 65536
 #define PROGRESS_MS 200
 
@@ -51,8 +58,9 @@ static const char usage[] =
 "    arg or arg_b64, stop_after_ms, kill_after_ms, stop_grace_ms (sh),\n"
 "    cpu_limit_ms, retries, group (fail-fast group by name),\n"
 "    progress (true: progress events)\n"
-"  control: {\"cancel\":ID} {\"stop\":ID} {\"kill\":ID} {\"pause\":\"checkpoint\"}\n"
-"    {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
+"  control: {\"cancel\":ID} {\"stop\":ID} {\"kill\":ID} {\"stop_group\":NAME}\n"
+"    {\"pause\":\"checkpoint\"} {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
+"  events: {\"event\":\"broken\",\"message\":...} when the executor breaks\n"
 "\n"
 "  -j, --threads N        worker threads in the host (default: CPUs)\n"
 "      --stop-after MS    default stop_after_ms of requests\n"
@@ -62,22 +70,38 @@ static const char usage[] =
 "      --retries N        default retries of requests\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the host\n"
-"      --plugin PATH      load tasks from a shared library (repeatable)\n";
+"      --plugin PATH      load tasks from a shared library (repeatable)\n"
+"      --max-restarts N   host deaths allowed in the restart window (5); one\n"
+"                         more breaks the executor, which is replaced (0: exit)\n"
+"      --restart-window MS  the window of --max-restarts (10000)\n"
+"      --max-in-flight N  requests in flight before later ones wait (65536)\n";
 
 struct request {
 	struct watch_item watch;     /* first: ended items are requests */
 	RB_ENTRY(request) by_key;
 	LIST_ENTRY(request) progress_link;
+	struct named_group *group;   /* NULL if none */
 	char *key;                   /* the id as compact JSON: 1 and "1" differ */
 	json_t *id;                  /* as the client sent it */
 	bool progress;
 	uint64_t shown_done, shown_total;
 };
 
+/* Lives while it has requests in flight: a name is free again, for a
+ * fresh group, once every member has been answered. */
 struct named_group {
 	RB_ENTRY(named_group) by_name;
 	char *name;
 	hkx_group *group;
+	size_t in_flight;            /* its requests not yet answered */
+};
+
+/* A task request read past the in-flight cap, waiting its turn. */
+struct held {
+	STAILQ_ENTRY(held) link;
+	json_t *msg;
+	size_t bytes;                /* of its line */
+	unsigned long line_no;
 };
 
 static int
@@ -112,6 +136,11 @@ struct server {
 	LIST_HEAD(, request) progress_watched;
 	struct timespec next_progress;
 	struct group_tree groups;
+	STAILQ_HEAD(, held) held;
+	size_t nheld, held_bytes;
+	bool check_broken;           /* a task ended otherwise than done */
+	bool fail_stopped;           /* broken with --max-restarts 0 */
+	char broken_why[256];        /* the library's words, once broken */
 
 	char *buf;                   /* bytes read from stdin, not yet handled */
 	size_t start, len, cap;      /* unhandled bytes are buf[start, len) */
@@ -169,9 +198,22 @@ send_outcome(struct server *s, json_t *id, const struct outcome *oc)
 }
 
 static void
+group_put(struct server *s, struct named_group *g)
+{
+	if (--g->in_flight > 0)
+		return;
+	RB_REMOVE(group_tree, &s->groups, g);
+	hkx_group_release(g->group);
+	free(g->name);
+	free(g);
+}
+
+static void
 request_free(struct server *s, struct request *rq)
 {
 	RB_REMOVE(request_tree, &s->requests, rq);
+	if (rq->group != NULL)
+		group_put(s, rq->group);
 	if (rq->progress)
 		LIST_REMOVE(rq, progress_link);
 	hkx_future_release(rq->watch.future);
@@ -195,6 +237,7 @@ take_ended(struct server *s)
 		rq = (struct request *)it;
 		outcome_of_future(&oc, it->future, watch_elapsed_ms(it));
 		send_outcome(s, rq->id, &oc);
+		s->check_broken |= oc.state != HKX_DONE;
 		request_free(s, rq);
 	}
 }
@@ -243,27 +286,30 @@ get_count(struct server *s, json_t *req, json_t *id, const char *field, int *out
 	return 0;
 }
 
-static hkx_group *
-find_group(struct server *s, const char *name, json_t *id)
+/* The group of that name, created if none is in flight; the caller
+ * holds it until group_put. */
+static int
+find_group(struct server *s, const char *name, struct named_group **out)
 {
 	struct named_group key = { .name = (char *)name }, *g;
 	int err;
 
-	if ((g = RB_FIND(group_tree, &s->groups, &key)) != NULL)
-		return g->group;
-	if ((g = calloc(1, sizeof(*g))) == NULL || (g->name = strdup(name)) == NULL) {
-		free(g);
-		send_error(s, id, "out of memory");
-		return NULL;
+	if ((g = RB_FIND(group_tree, &s->groups, &key)) == NULL) {
+		if ((g = calloc(1, sizeof(*g))) == NULL ||
+		    (g->name = strdup(name)) == NULL) {
+			free(g);
+			return -ENOMEM;
+		}
+		if ((err = hkx_group_new(s->ex, HKX_GROUP_FAIL_FAST, &g->group)) < 0) {
+			free(g->name);
+			free(g);
+			return err;
+		}
+		RB_INSERT(group_tree, &s->groups, g);
 	}
-	if ((err = hkx_group_new(s->ex, HKX_GROUP_FAIL_FAST, &g->group)) < 0) {
-		send_error(s, id, "group: %s", strerror(-err));
-		free(g->name);
-		free(g);
-		return NULL;
-	}
-	RB_INSERT(group_tree, &s->groups, g);
-	return g->group;
+	g->in_flight++;
+	*out = g;
+	return 0;
 }
 
 static const char *const request_fields[] = {
@@ -329,14 +375,118 @@ get_arg(struct server *s, json_t *req, json_t *id, const char **arg, size_t *len
 }
 
 static void
+held_drop_all(struct server *s)
+{
+	struct held *h;
+
+	while ((h = STAILQ_FIRST(&s->held)) != NULL) {
+		STAILQ_REMOVE_HEAD(&s->held, link);
+		json_decref(h->msg);
+		free(h);
+	}
+	s->nheld = 0;
+	s->held_bytes = 0;
+}
+
+/* Nothing more is read: what is in flight is finished, then the server
+ * exits. */
+static void
+drop_input(struct server *s)
+{
+	s->eof = true;
+	s->start = s->len;
+	held_drop_all(s);
+}
+
+/*
+ * The executor broke: says so with the library's reason, then answers
+ * what it held (ending what still ran on it) and goes on with a fresh one;
+ * with --max-restarts 0, or if no fresh one starts, stops reading instead.
+ * Returns 0 once replaced.
+ */
+static int
+replace_executor(struct server *s)
+{
+	char *why = s->broken_why;
+	int err;
+
+	if (hkx_executor_broken_why(s->ex, why, sizeof(s->broken_why)) < 0 ||
+	    why[0] == '\0')
+		snprintf(why, sizeof(s->broken_why), "executor broken");
+	write_json(s, json_pack("{s:s, s:s}", "event", "broken", "message", why));
+	if (s->o.max_restarts == 0) {
+		s->fail_stopped = true;
+		drop_input(s);
+		return -1;
+	}
+	if ((err = hkx_executor_shutdown(s->ex, HKX_SHUTDOWN_KILL, -1)) < 0 &&
+	    err != -ESHUTDOWN)
+		fprintf(stderr, "hkx serve: shutdown: %s\n", strerror(-err));
+	hkx_executor_free(s->ex);
+	s->ex = NULL;
+	take_ended(s);
+	if (options_start_executor(&s->o, &s->tasks, &s->ex) == -1) {
+		s->fail_stopped = true;
+		drop_input(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* True once a broken executor has been replaced: try again. */
+static bool
+replaced_after(struct server *s, int err)
+{
+	return err == -ENOTRECOVERABLE && !s->fail_stopped && replace_executor(s) == 0;
+}
+
+/* At most once per batch of tasks that did not end done: they may have
+ * broken the executor. */
+static void
+check_broken(struct server *s)
+{
+	struct hkx_stats st;
+
+	if (!s->check_broken || s->fail_stopped)
+		return;
+	s->check_broken = false;
+	if (hkx_executor_stats(s->ex, &st) == 0 && st.broken)
+		replace_executor(s);
+}
+
+/* options_submit into the named group if any, on a fresh executor if the
+ * current one is broken. */
+static int
+submit(struct server *s, struct request *rq, const char *group, const char *task,
+    const void *arg, size_t len, struct hkx_opts *opts, int stop_grace_ms)
+{
+	hkx_future *f;
+	int err;
+
+	do {
+		if (group != NULL && (err = find_group(s, group, &rq->group)) < 0)
+			continue;
+		opts->group = rq->group != NULL ? rq->group->group : NULL;
+		if ((err = options_submit(s->ex, task, arg, len, opts, stop_grace_ms,
+		    &f)) == 0) {
+			watch_add(&s->watch, &rq->watch, f);
+			return 0;
+		}
+		if (rq->group != NULL)
+			group_put(s, rq->group);
+		rq->group = NULL;
+	} while (replaced_after(s, err));
+	return err;
+}
+
+static void
 handle_request(struct server *s, json_t *req)
 {
 	json_t *id = json_object_get(req, "id"), *v;
-	const char *field, *task, *arg;
+	const char *field, *task, *arg, *group = NULL;
 	struct request *rq = NULL, probe;
 	struct hkx_opts opts;
 	char *owned_arg = NULL;
-	hkx_future *f;
 	size_t arglen;
 	int retries, stop_grace_ms, err;
 	char text[64];
@@ -385,8 +535,7 @@ handle_request(struct server *s, json_t *req)
 			send_error(s, id, "group must be a string");
 			goto fail;
 		}
-		if ((opts.group = find_group(s, json_string_value(v), id)) == NULL)
-			goto fail;
+		group = json_string_value(v);
 	}
 	if ((v = json_object_get(req, "progress")) != NULL && !json_is_boolean(v)) {
 		send_error(s, id, "progress must be true or false");
@@ -400,10 +549,11 @@ handle_request(struct server *s, json_t *req)
 		goto fail;
 	}
 	watch_submitted(&rq->watch);
-	err = options_submit(s->ex, task, arg, arglen, &opts, stop_grace_ms, &f);
-	if (err == -ECANCELED) {
-		struct outcome oc = { .state = HKX_CANCELLED,
-		    .message = "its group has already failed" };
+	err = submit(s, rq, group, task, arg, arglen, &opts, stop_grace_ms);
+	if (err == -ECANCELED || err == -ENOTRECOVERABLE) {
+		/* Never run, as if it had been queued when that happened. */
+		struct outcome oc = { .state = HKX_CANCELLED, .message =
+		    err == -ECANCELED ? "its group has failed or was stopped" : s->broken_why };
 
 		send_outcome(s, id, &oc);
 		goto fail;
@@ -420,7 +570,6 @@ handle_request(struct server *s, json_t *req)
 		LIST_INSERT_HEAD(&s->progress_watched, rq, progress_link);
 	RB_INSERT(request_tree, &s->requests, rq);
 	s->in_flight++;
-	watch_add(&s->watch, &rq->watch, f);
 	free(owned_arg);
 	return;
 fail:
@@ -464,6 +613,27 @@ handle_future_control(struct server *s, const char *verb, json_t *id)
 		send_error(s, id, "%s: %s", verb, strerror(-err));
 }
 
+/* {"stop_group":NAME}: its queued members are cancelled, its running ones
+ * asked to stop; later members while it is in flight end cancelled. */
+static void
+handle_stop_group(struct server *s, json_t *name)
+{
+	struct named_group key, *g;
+	int err;
+
+	if (!json_is_string(name)) {
+		send_error(s, NULL, "stop_group must be a group name, a string");
+		return;
+	}
+	key.name = (char *)json_string_value(name);
+	if ((g = RB_FIND(group_tree, &s->groups, &key)) == NULL) {
+		send_error(s, NULL, "stop_group: no group \"%s\" is in flight", key.name);
+		return;
+	}
+	if ((err = hkx_group_stop(g->group)) < 0)
+		send_error(s, NULL, "stop_group: %s", strerror(-err));
+}
+
 static void
 send_stats(struct server *s)
 {
@@ -475,7 +645,7 @@ send_stats(struct server *s)
 		return;
 	}
 	write_json(s, json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-	    " s:I, s:I, s:b, s:b, s:b, s:b, s:I}}", "stats",
+	    " s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}}", "stats",
 	    "submitted", (json_int_t)st.submitted, "done", (json_int_t)st.done,
 	    "failed", (json_int_t)st.failed, "cancelled", (json_int_t)st.cancelled,
 	    "stopped", (json_int_t)st.stopped, "timed_out", (json_int_t)st.timed_out,
@@ -483,7 +653,8 @@ send_stats(struct server *s)
 	    "host_starts", (json_int_t)st.host_starts, "queued", (json_int_t)st.queued,
 	    "running", (json_int_t)st.running, "host_pid", (json_int_t)st.host_pid,
 	    "paused", st.paused, "frozen", st.frozen, "broken", st.broken,
-	    "shut_down", st.shut_down, "in_flight", (json_int_t)s->in_flight));
+	    "shut_down", st.shut_down, "in_flight", (json_int_t)s->in_flight,
+	    "held", (json_int_t)s->nheld));
 }
 
 static void
@@ -504,15 +675,21 @@ handle_control(struct server *s, json_t *msg)
 	if (strcmp(verb, "cancel") == 0 || strcmp(verb, "stop") == 0 ||
 	    strcmp(verb, "kill") == 0) {
 		handle_future_control(s, verb, v);
+	} else if (strcmp(verb, "stop_group") == 0) {
+		handle_stop_group(s, v);
 	} else if (strcmp(verb, "pause") == 0) {
+		enum hkx_pause how;
+
 		if (json_is_string(v) && strcmp(json_string_value(v), "checkpoint") == 0)
-			err = hkx_executor_pause(s->ex, HKX_PAUSE_CHECKPOINT);
+			how = HKX_PAUSE_CHECKPOINT;
 		else if (json_is_string(v) && strcmp(json_string_value(v), "freeze") == 0)
-			err = hkx_executor_pause(s->ex, HKX_PAUSE_FREEZE);
+			how = HKX_PAUSE_FREEZE;
 		else {
 			send_error(s, NULL, "pause must be \"checkpoint\" or \"freeze\"");
 			return;
 		}
+		while ((err = hkx_executor_pause(s->ex, how)) < 0 && replaced_after(s, err))
+			;
 		if (err < 0)
 			send_error(s, NULL, "pause: %s", strerror(-err));
 	} else if (strcmp(verb, "resume") == 0 || strcmp(verb, "stats") == 0) {
@@ -520,8 +697,12 @@ handle_control(struct server *s, json_t *msg)
 			send_error(s, NULL, "%s must be true", verb);
 		else if (strcmp(verb, "stats") == 0)
 			send_stats(s);
-		else if ((err = hkx_executor_resume(s->ex)) < 0)
-			send_error(s, NULL, "resume: %s", strerror(-err));
+		else {
+			while ((err = hkx_executor_resume(s->ex)) < 0 && replaced_after(s, err))
+				;
+			if (err < 0)
+				send_error(s, NULL, "resume: %s", strerror(-err));
+		}
 	} else {
 		send_error(s, NULL, "unknown control message \"%s\"", verb);
 	}
@@ -547,6 +728,23 @@ json_error_words(const json_error_t *jerr)
 	return jerr->text;
 }
 
+/* Keeps a task request for when fewer are in flight. */
+static int
+hold(struct server *s, json_t *msg, size_t len)
+{
+	struct held *h;
+
+	if ((h = malloc(sizeof(*h))) == NULL)
+		return -1;
+	h->msg = json_incref(msg);
+	h->bytes = len;
+	h->line_no = s->line_no;
+	STAILQ_INSERT_TAIL(&s->held, h, link);
+	s->nheld++;
+	s->held_bytes += len;
+	return 0;
+}
+
 static void
 handle_line(struct server *s, const char *line, size_t len)
 {
@@ -563,36 +761,67 @@ handle_line(struct server *s, const char *line, size_t len)
 	}
 	if (!json_is_object(msg))
 		send_error(s, NULL, "a line must hold one JSON object");
-	else if (json_object_get(msg, "task") != NULL || json_object_get(msg, "id") != NULL)
-		handle_request(s, msg);
-	else
+	else if (json_object_get(msg, "task") == NULL && json_object_get(msg, "id") == NULL)
 		handle_control(s, msg);
+	else if (s->in_flight < s->o.max_in_flight && STAILQ_EMPTY(&s->held))
+		handle_request(s, msg);
+	else if (hold(s, msg, len) == -1)
+		send_error(s, json_object_get(msg, "id"), "out of memory");
 	json_decref(msg);
 }
 
-/* Handles every complete line in the buffer, until too many requests are
- * in flight; at EOF, a last line without a newline too. */
+/* Submits held requests, in the order they came, while there is room. */
+static void
+release_held(struct server *s)
+{
+	unsigned long line_no = s->line_no;
+	struct held *h;
+
+	while ((h = STAILQ_FIRST(&s->held)) != NULL && s->in_flight < s->o.max_in_flight) {
+		STAILQ_REMOVE_HEAD(&s->held, link);
+		s->nheld--;
+		s->held_bytes -= h->bytes;
+		/* Errors name the request's own line. */
+		s->line_no = h->line_no;
+		handle_request(s, h->msg);
+		json_decref(h->msg);
+		free(h);
+	}
+	s->line_no = line_no;
+}
+
+static bool
+hold_full(const struct server *s)
+{
+	return s->nheld >= HELD_MAX || s->held_bytes >= HELD_BYTES_MAX;
+}
+
+/* Handles every complete line in the buffer, until the hold is full; at
+ * EOF, a last line without a newline too. */
 static void
 handle_input(struct server *s)
 {
-	char *nl;
+	char *line, *nl;
 	size_t n;
 
-	while (s->start < s->len && s->in_flight < MAX_IN_FLIGHT) {
+	release_held(s);
+	while (s->start < s->len && !hold_full(s)) {
+		line = s->buf + s->start;
 		n = s->len - s->start;
-		nl = memchr(s->buf + s->start, '\n', n);
+		nl = memchr(line, '\n', n);
 		if (nl == NULL && !s->eof)
 			break;
 		if (nl != NULL)
-			n = nl - (s->buf + s->start);
+			n = nl - line;
+		/* Past it first: handling it may drop the rest of the input. */
+		s->start += n + (nl != NULL);
 		if (s->skipping) {
 			s->skipping = false;
 			s->line_no++;
 			send_error(s, NULL, "line longer than %u bytes", MAX_LINE);
 		} else {
-			handle_line(s, s->buf + s->start, n);
+			handle_line(s, line, n);
 		}
-		s->start += n + (nl != NULL);
 	}
 }
 
@@ -659,19 +888,20 @@ loop(struct server *s, int sigfd)
 	double wait_ms;
 	int timeout;
 
-	while (!(s->eof && s->in_flight == 0 && s->start == s->len)) {
+	for (;;) {
 		handle_input(s);
 		send_progress(s);
 		if (fflush(s->out) == EOF || s->out_failed) {
 			fprintf(stderr, "hkx serve: stdout: %s\n", strerror(errno));
 			return -1;
 		}
-		if (s->eof && s->in_flight == 0 && s->start == s->len)
+		if (s->eof && s->in_flight == 0 && s->start == s->len &&
+		    STAILQ_EMPTY(&s->held))
 			break;
 
 		/* Read more only when every buffered line has been handled. */
-		fds[2].fd = !s->eof && s->in_flight < MAX_IN_FLIGHT &&
-		    !has_complete_line(s) ? STDIN_FILENO : -1;
+		fds[2].fd = !s->eof && !hold_full(s) && !has_complete_line(s) ?
+		    STDIN_FILENO : -1;
 		timeout = -1;
 		if (!LIST_EMPTY(&s->progress_watched)) {
 			wait_ms = -ms_since(&s->next_progress);
@@ -682,13 +912,17 @@ loop(struct server *s, int sigfd)
 			return -1;
 		}
 		if (fds[1].revents & POLLIN) {
+			/* A frozen host would never act on the stop: thaw it
+			 * first (an error only says there is nothing to resume). */
+			(void)hkx_executor_resume(s->ex);
 			s->interrupts = interrupt_handle(sigfd, s->ex, "serve");
 			/* Interrupted: input not yet handled is dropped. */
-			s->eof = true;
-			s->start = s->len;
+			drop_input(s);
 		}
-		if (fds[0].revents & POLLIN)
+		if (fds[0].revents & POLLIN) {
 			take_ended(s);
+			check_broken(s);
+		}
 		if (fds[2].fd != -1 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) &&
 		    read_input(s) == -1)
 			return -1;
@@ -699,14 +933,7 @@ loop(struct server *s, int sigfd)
 static void
 server_free(struct server *s)
 {
-	struct named_group *g;
-
-	while ((g = RB_MIN(group_tree, &s->groups)) != NULL) {
-		RB_REMOVE(group_tree, &s->groups, g);
-		hkx_group_release(g->group);
-		free(g->name);
-		free(g);
-	}
+	held_drop_all(s);
 	free(s->buf);
 	task_table_free(&s->tasks);
 	options_free(&s->o);
@@ -721,8 +948,10 @@ cmd_serve(int argc, char **argv)
 	memset(&s, 0, sizeof(s));
 	RB_INIT(&s.requests);
 	RB_INIT(&s.groups);
+	STAILQ_INIT(&s.held);
 	LIST_INIT(&s.progress_watched);
-	first = options_parse(&s.o, argc, argv, OPTS_PLUGIN | OPTS_HOST | OPTS_LIMITS, usage);
+	first = options_parse(&s.o, argc, argv,
+	    OPTS_PLUGIN | OPTS_HOST | OPTS_LIMITS | OPTS_SERVE, usage);
 	if (first < 0) {
 		options_free(&s.o);
 		return first == OPTIONS_HELP ? 0 : EXIT_USAGE;
@@ -758,9 +987,10 @@ cmd_serve(int argc, char **argv)
 	}
 
 	if (loop(&s, sigfd) == 0)
-		status = s.interrupts > 0 ? 1 : 0;
-	/* A failed loop leaves requests in flight: kill them, then drop them. */
-	if ((err = hkx_executor_shutdown(s.ex, status == 0 ? HKX_SHUTDOWN_DRAIN :
+		status = s.interrupts > 0 || s.fail_stopped ? 1 : 0;
+	/* A failed loop leaves requests in flight: kill them, then drop them.
+	 * No executor: a broken one could not be replaced. */
+	if (s.ex != NULL && (err = hkx_executor_shutdown(s.ex, status == 0 ? HKX_SHUTDOWN_DRAIN :
 	    HKX_SHUTDOWN_KILL, -1)) < 0 && err != -ESHUTDOWN) {
 		fprintf(stderr, "hkx serve: shutdown: %s\n", strerror(-err));
 		status = 1;

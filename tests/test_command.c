@@ -1074,12 +1074,13 @@ START_TEST(serve_fail_fast_group)
 		}
 		json_decref(o);
 	}
-	proc_write(&p, "{\"id\":3,\"task\":\"echo\",\"group\":\"g\"}\n"
-	    "{\"id\":4,\"task\":\"echo\",\"group\":\"other\"}\n");
+	/* Every member answered: "g" names a fresh group. */
+	proc_write(&p, "{\"id\":3,\"task\":\"echo\",\"group\":\"g\"}\n");
 	o = next_response(&p);
 	ck_assert_int_eq(num(o, "id"), 3);
-	ck_assert_str_eq(str(o, "state"), "cancelled");
+	ck_assert_str_eq(str(o, "state"), "done");
 	json_decref(o);
+	proc_write(&p, "{\"id\":4,\"task\":\"echo\",\"group\":\"other\"}\n");
 	o = next_response(&p);
 	ck_assert_int_eq(num(o, "id"), 4);
 	ck_assert_str_eq(str(o, "state"), "done");
@@ -2136,6 +2137,352 @@ START_TEST(plugin_code_runs_where_documented)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* serve: a broken executor, groups, the in-flight cap                     */
+
+/* The next event, skipping the responses before it. */
+static json_t *
+next_event(struct proc *p)
+{
+	json_t *o;
+
+	for (;;) {
+		o = next_response(p);
+		if (json_object_get(o, "event") != NULL)
+			return o;
+		json_decref(o);
+	}
+}
+
+/* A cancelled response that says the executor broke. */
+static void
+assert_broken_cancel(json_t *o)
+{
+	ck_assert_str_eq(str(o, "state"), "cancelled");
+	ck_assert_msg(strncmp(str(o, "message"), "executor broken: ", 17) == 0, "%s",
+	    str(o, "message"));
+}
+
+/* Two crashes in the window break the executor: the event says why, in
+ * the library's words, and a fresh executor runs what comes next. */
+START_TEST(serve_survives_a_broken_executor)
+{
+	static const char *const args[] = { "serve", "-j", "1", "--max-restarts", "1",
+	    "--restart-window", "600000", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"id\":1,\"task\":\"crash\"}\n");
+	o = next_response(&p);
+	ck_assert_str_eq(str(o, "state"), "crashed");
+	json_decref(o);
+	proc_write(&p, "{\"id\":2,\"task\":\"crash\"}\n{\"id\":3,\"task\":\"sleep\",\"arg\":\"1\"}\n");
+	o = next_event(&p);
+	ck_assert_str_eq(str(o, "event"), "broken");
+	ck_assert_msg(strncmp(str(o, "message"), "executor broken: 2 host deaths in 600000 ms;"
+	    " last: task ", 53) == 0, "%s", str(o, "message"));
+	json_decref(o);
+	proc_write(&p, "{\"id\":4,\"task\":\"echo\",\"arg\":\"after\"}\n");
+	for (;;) {
+		o = next_response(&p);
+		if (num(o, "id") == 4)
+			break;
+		/* Sent to the host beside the crash: cancelled by the break;
+		 * or read after it: run by the fresh executor. */
+		ck_assert_int_eq(num(o, "id"), 3);
+		if (strcmp(str(o, "state"), "done") != 0)
+			assert_broken_cancel(o);
+		json_decref(o);
+	}
+	ck_assert_str_eq(str(o, "state"), "done");
+	ck_assert_str_eq(str(o, "result"), "after");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	ck_assert_str_eq(p.errbuf, "");
+	proc_free(&p);
+}
+END_TEST
+
+/* --max-restarts 0 is fail-stop: the first death breaks the executor, the
+ * event goes out, what was in flight is answered, nothing more is read. */
+START_TEST(serve_max_restarts_0_stops)
+{
+	json_t *arr, *o;
+	struct proc p;
+	size_t i, events = 0;
+
+	ck_assert_int_eq(hkx(&p, "{\"id\":1,\"task\":\"crash\"}\n"
+	    "{\"id\":2,\"task\":\"sleep\",\"arg\":\"1\"}\n",
+	    "serve", "-j", "1", "--max-restarts", "0", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_id(arr, "1"), "state"), "crashed");
+	assert_broken_cancel(by_id(arr, "2"));
+	json_array_foreach(arr, i, o) {
+		if (json_object_get(o, "event") == NULL)
+			continue;
+		events++;
+		ck_assert_str_eq(str(o, "event"), "broken");
+		ck_assert_str_eq(str(o, "message"), str(by_id(arr, "2"), "message"));
+	}
+	ck_assert_int_eq(events, 1);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* run takes the same budget; a task the break cancelled says so. */
+START_TEST(run_max_restarts_says_broken)
+{
+	json_t *arr;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "-j", "1", "--max-restarts", "0",
+	    "--restart-window", "60000", "--json", "crash", "a", "b", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 2);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "crashed");
+	assert_broken_cancel(by_index(arr, 1));
+	ck_assert_msg(strstr(str(by_index(arr, 1), "message"), "1 host death in 60000 ms") != NULL,
+	    "%s", str(by_index(arr, 1), "message"));
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* With one worker, members run in the order they came: every member
+ * before the failing one ends done, every one after it cancelled. A
+ * member after it ending done would have started after the failure. All
+ * are in flight before any runs, so no group's name is freed midway. */
+START_TEST(serve_fail_fast_starts_nothing_after_a_failure)
+{
+	enum { RUNS = 50, MEMBERS = 100 };
+	char *input, *w;
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert((input = malloc(RUNS * MEMBERS * 80 + 64)) != NULL);
+	w = input + sprintf(input, "{\"pause\":\"checkpoint\"}\n");
+	for (i = 0; i < RUNS * MEMBERS; i++)
+		w += sprintf(w, "{\"id\":%zu,\"task\":\"%s\",\"group\":\"g%zu\"}\n", i,
+		    i % MEMBERS == (i / MEMBERS * 37) % MEMBERS ? "fail" : "echo", i / MEMBERS);
+	sprintf(w, "{\"resume\":true}\n");
+	ck_assert_int_eq(hkx(&p, input, "serve", "-j", "1", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), RUNS * MEMBERS);
+	json_array_foreach(arr, i, o) {
+		json_int_t id = num(o, "id"), failing = (id / MEMBERS * 37) % MEMBERS;
+		const char *want = id % MEMBERS < failing ? "done" :
+		    id % MEMBERS == failing ? "failed" : "cancelled";
+
+		ck_assert_msg(strcmp(str(o, "state"), want) == 0, "id %lld: %s, not %s",
+		    (long long)id, str(o, "state"), want);
+	}
+	json_decref(arr);
+	free(input);
+	proc_free(&p);
+}
+END_TEST
+
+/* A failed group refuses newcomers while a member is in flight; once
+ * every member has been answered its name starts a fresh group. */
+START_TEST(serve_failed_group_name_is_free_again)
+{
+	static const char *const args[] = { "serve", "-j", "2", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	/* A shell deaf to the stop stays in flight after the failure. */
+	proc_write(&p, "{\"id\":1,\"task\":\"sh\",\"arg\":\"trap '' TERM; echo deaf >&2;"
+	    " sleep 600\",\"stop_grace_ms\":600000,\"group\":\"g\"}\n");
+	proc_wait_stderr(&p, "deaf");
+	proc_write(&p, "{\"id\":2,\"task\":\"fail\",\"group\":\"g\"}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 2);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	json_decref(o);
+	proc_write(&p, "{\"id\":3,\"task\":\"echo\",\"group\":\"g\"}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 3);
+	ck_assert_str_eq(str(o, "state"), "cancelled");
+	json_decref(o);
+	proc_write(&p, "{\"kill\":1}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_str_eq(str(o, "state"), "killed");
+	json_decref(o);
+	proc_write(&p, "{\"id\":4,\"task\":\"echo\",\"arg\":\"fresh\",\"group\":\"g\"}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 4);
+	ck_assert_str_eq(str(o, "state"), "done");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_stop_group_message)
+{
+	static const char *const args[] = { "serve", "-j", "1", NULL };
+	json_t *o;
+	struct proc p;
+	int seen = 0;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"stop_group\":\"none\"}\n");
+	o = next_response(&p);
+	ck_assert_msg(strstr(str(o, "error"), "no group") != NULL, "%s", str(o, "error"));
+	json_decref(o);
+	/* The progress event says the first sleep runs; the second waits. */
+	proc_write(&p, "{\"id\":1,\"task\":\"sleep\",\"arg\":\"600000\",\"group\":\"s\","
+	    "\"progress\":true}\n{\"id\":2,\"task\":\"sleep\",\"arg\":\"1\",\"group\":\"s\"}\n"
+	    "{\"id\":3,\"task\":\"sleep\",\"arg\":\"1\",\"group\":\"other\"}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL && json_object_get(o, "progress") != NULL);
+	json_decref(o);
+	proc_write(&p, "{\"stop_group\":\"s\"}\n");
+	while (seen != 7) {
+		o = next_response(&p);
+		seen |= 1 << (num(o, "id") - 1);
+		ck_assert_str_eq(str(o, "state"), num(o, "id") == 1 ? "stopped" :
+		    num(o, "id") == 2 ? "cancelled" : "done");
+		json_decref(o);
+	}
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+/* Peak resident memory of a live process, in KiB. */
+static long
+peak_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	ck_assert((f = fopen(path, "re")) != NULL);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	ck_assert_int_ge(kib, 0);
+	return kib;
+}
+
+/* A group with nothing in flight is freed: 200,000 names cost nothing. */
+START_TEST(serve_groups_memory_stays_flat)
+{
+	static const char *const args[] = { "serve", NULL };
+	enum { NAMES = 200000, BATCH = 5000 };
+	char *input, *w;
+	json_t *o;
+	struct proc p;
+	size_t i, k;
+
+	ck_assert((input = malloc(BATCH * 80)) != NULL);
+	proc_start(&p, args);
+	for (i = 0; i < NAMES; i += BATCH) {
+		for (k = i, w = input; k < i + BATCH; k++)
+			w += sprintf(w, "{\"id\":%zu,\"task\":\"echo\",\"group\":\"g%zu\"}\n", k, k);
+		proc_write(&p, input);
+		for (k = 0; k < BATCH; k++) {
+			o = next_response(&p);
+			ck_assert_str_eq(str(o, "state"), "done");
+			json_decref(o);
+		}
+	}
+	/* A sanitizer's quarantine and shadow memory are not the server's. */
+	if (!SANITIZED)
+		ck_assert_int_lt(peak_rss_kib(p.pid), 30 * 1024);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	free(input);
+	proc_free(&p);
+}
+END_TEST
+
+/* Past --max-in-flight, task requests wait while control messages act. */
+START_TEST(serve_control_at_the_in_flight_cap)
+{
+	static const char *const args[] = { "serve", "-j", "1", "--max-in-flight", "2", NULL };
+	json_t *o, *st;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"id\":1,\"task\":\"sleep\",\"arg\":\"600000\",\"progress\":true}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL && json_object_get(o, "progress") != NULL);
+	json_decref(o);
+	proc_write(&p, "{\"id\":2,\"task\":\"sleep\",\"arg\":\"600000\"}\n"
+	    "{\"id\":3,\"task\":\"echo\",\"arg\":\"held\"}\n{\"stats\":true}\n");
+	o = next_response(&p);
+	st = json_object_get(o, "stats");
+	ck_assert_int_eq(num(st, "in_flight"), 2);
+	ck_assert_int_eq(num(st, "held"), 1);
+	json_decref(o);
+	proc_write(&p, "{\"stop\":1}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	/* One place free: the held echo goes in and runs after the sleep,
+	 * which may not have started yet. */
+	proc_write(&p, "{\"stop\":2}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 2);
+	ck_assert_msg(strcmp(str(o, "state"), "stopped") == 0 ||
+	    strcmp(str(o, "state"), "cancelled") == 0, "%s", str(o, "state"));
+	json_decref(o);
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 3);
+	ck_assert_str_eq(str(o, "result"), "held");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+/* SIGTERM while the host is frozen: it is thawed, so the stop acts. */
+START_TEST(serve_interrupt_while_frozen)
+{
+	static const char *const args[] = { "serve", "-j", "1", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"id\":1,\"task\":\"sleep\",\"arg\":\"600000\",\"progress\":true}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL && json_object_get(o, "progress") != NULL);
+	json_decref(o);
+	proc_write(&p, "{\"pause\":\"freeze\"}\n{\"stats\":true}\n");
+	o = next_response(&p);
+	ck_assert(json_is_true(json_object_get(json_object_get(o, "stats"), "frozen")));
+	json_decref(o);
+	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+	/* Input stays open: EOF would thaw it too. */
+	o = next_response(&p);
+	ck_assert_int_eq(num(o, "id"), 1);
+	ck_assert_str_eq(str(o, "state"), "stopped");
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2205,6 +2552,15 @@ command_suite(void)
 	add(s, "ps_titles", ps_names_the_zygote_and_the_host, 60);
 	add(s, "memory_limit", memory_limit_too_small_says_what_is_needed, 60);
 	add(s, "plugin_where", plugin_code_runs_where_documented, 60);
+	add(s, "serve_broken", serve_survives_a_broken_executor, 60);
+	add(s, "serve_max_restarts_0", serve_max_restarts_0_stops, 60);
+	add(s, "run_max_restarts", run_max_restarts_says_broken, 60);
+	add(s, "serve_fail_fast_exact", serve_fail_fast_starts_nothing_after_a_failure, 60);
+	add(s, "serve_group_name_free", serve_failed_group_name_is_free_again, 60);
+	add(s, "serve_stop_group_message", serve_stop_group_message, 60);
+	add(s, "serve_groups_memory", serve_groups_memory_stays_flat, 60);
+	add(s, "serve_in_flight_cap", serve_control_at_the_in_flight_cap, 60);
+	add(s, "serve_interrupt_frozen", serve_interrupt_while_frozen, 60);
 	return s;
 }
 
