@@ -66,6 +66,8 @@ static const char usage[] =
 "                         (for `sh`, of its processes: it ends failed)\n"
 "      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the host\n"
+"      --max-restarts N   host deaths allowed in the restart window (5)\n"
+"      --restart-window MS  the window of --max-restarts (10000)\n"
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --json             one JSON object per task on stdout\n"
 "\n"

@@ -1119,12 +1119,14 @@ START_TEST(test_broken_says_why)
 	struct hkx_opts o = { .retries = 1 };
 	hkx_future *bystander, *culprit, *queued;
 	hkx_executor *ex;
-	char culprit_says[64];
+	char culprit_says[64], why[256];
 	const char *m;
 
 	config(&c, 2, 0);
 	c.max_restarts = 0;
 	ex = tst_new(&c);
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
+	ck_assert_str_eq(why, "");
 	bystander = tst_submit_opts(ex, "block", NULL, 0, &o);
 	tst_await_start();
 	culprit = tst_submit(ex, "segv", NULL, 0);
@@ -1143,6 +1145,11 @@ START_TEST(test_broken_says_why)
 	ck_assert_msg(m != NULL && strstr(m, "executor broken") && strstr(m, culprit_says),
 	    "message: %s", m ? m : "none");
 	ck_assert_int_eq(hkx_submit(ex, "echo", "x", 1, NULL, NULL), -ENOTRECOVERABLE);
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
+	ck_assert_msg(strstr(m, why) != NULL && strstr(why, culprit_says) != NULL, "why: %s", why);
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, 9), 0);
+	ck_assert_str_eq(why, "executor");
+	ck_assert_int_eq(hkx_executor_broken_why(ex, NULL, 1), -EINVAL);
 	hkx_future_release(bystander);
 	hkx_future_release(culprit);
 	hkx_future_release(queued);
