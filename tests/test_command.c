@@ -28,6 +28,8 @@
 #include <check.h>
 #include <jansson.h>
 
+#include "sanitized.h"
+
 #define DEADLINE_MS 30000
 
 static const char *hkx_bin, *plugin_path, *misnamed_path;
@@ -2066,19 +2068,6 @@ START_TEST(ps_names_the_zygote_and_the_host)
 }
 END_TEST
 
-/* A sanitizer's runtime reserves terabytes of address space in hkx, and so
- * in every host: no --memory-limit leaves a host room there. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED true
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED true
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED false
-#endif
-
 START_TEST(memory_limit_too_small_says_what_is_needed)
 {
 	unsigned long long need;
@@ -2086,6 +2075,7 @@ START_TEST(memory_limit_too_small_says_what_is_needed)
 	const char *at;
 	struct proc p;
 
+	/* No --memory-limit leaves a sanitized host room (sanitized.h). */
 	if (SANITIZED)
 		return;
 
@@ -2354,17 +2344,6 @@ START_TEST(serve_stop_group_message)
 	proc_free(&p);
 }
 END_TEST
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* Peak resident memory of a live process, in KiB. */
 static long

@@ -19,20 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sanitized.h"
 #include "support.h"
-
-/* Sanitizers reserve terabytes of address space: RLIMIT_AS cannot be
- * tested under them. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* What a task sees of its process: filled in by "probe". */
 struct probe {
