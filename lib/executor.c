@@ -1829,7 +1829,7 @@ zygote_died(hkx_executor *ex)
 		hkx__reap_adopted(ex->zygote.pidfd);
 	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
 		if (hkx__wait_readable(h->pidfd, deadline) <= 0) {
-			hkx__pidfd_send_signal(h->pidfd, SIGKILL);
+			signal_host(h, SIGKILL);
 			hkx__wait_readable(h->pidfd, UINT64_MAX);
 		}
 		/* What is left in the host's group, wherever it was orphaned:

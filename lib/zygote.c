@@ -23,10 +23,6 @@
 
 #include "util.h"
 
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
 #define NUDGE_MS 100
@@ -643,7 +639,6 @@ void
 hkx__zygote_stop(struct hkx__zygote *z)
 {
 	uint64_t deadline = hkx__deadline(STOP_TIMEOUT_MS);
-	siginfo_t info;
 
 	/* Shut down, not only closed: a fork() child of the application
 	 * holds a copy of this socket, and the zygote must see the end of it
@@ -668,7 +663,7 @@ hkx__zygote_stop(struct hkx__zygote *z)
 	}
 	/* If the application is a child subreaper, the zygote was reparented
 	 * to it: reap it. Otherwise this fails with ECHILD, as it should. */
-	waitid((idtype_t)P_PIDFD, (id_t)z->pidfd, &info, WEXITED | WNOHANG);
+	hkx__reap_adopted(z->pidfd);
 	close(z->pidfd);
 	z->pidfd = -1;
 }
