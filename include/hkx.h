@@ -125,8 +125,16 @@ struct hkx_config {
 	int start_timeout_ms;      /* a host not ready this long after it was asked for
 	                              is killed: hkx_executor_new fails with -ETIMEDOUT,
 	                              later it counts as a restart; 0 = default 10000 */
+	unsigned hosts;            /* host processes of `threads` workers each; 0 = 1.
+	                              A kill, time-out or crash ends the tasks of one
+	                              host only: hosts = N, threads = 1 isolates every
+	                              running task. Each task goes to the host with
+	                              the most idle workers, then the most room */
+	unsigned spare_hosts;      /* hosts the zygote keeps forked ahead of need, so
+	                              that a dead one is replaced at once; 0 = none,
+	                              hkx_config_init sets 1 */
 	uint32_t reserved32;       /* must be zero, as reserved[] */
-	uint64_t reserved[7];
+	uint64_t reserved[6];
 };
 void hkx_config_init(struct hkx_config *c);
 
@@ -200,9 +208,11 @@ struct hkx_stats {
 	uint64_t submitted, done, failed, cancelled, stopped, timed_out, killed, crashed;
 	uint64_t host_starts; /* hosts started, the first included */
 	uint32_t queued, running;
-	pid_t host_pid;       /* 0 while no host is up */
+	pid_t host_pid;       /* the first host up, or 0 while none is */
 	bool paused, frozen, broken, shut_down;
-	uint64_t reserved[8];
+	uint32_t hosts_up;    /* hosts ready for tasks, at most config.hosts */
+	uint32_t reserved32;
+	uint64_t reserved[7];
 };
 int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);
 /* Why the executor is broken, as the futures its breaking ended say
@@ -246,6 +256,8 @@ enum hkx_state hkx_future_state(const hkx_future *f);
 bool hkx_future_done(const hkx_future *f);    /* an end state is reached */
 uint64_t hkx_future_id(const hkx_future *f);
 unsigned hkx_future_attempts(const hkx_future *f); /* times it started in a host */
+/* The pid of the host running f while it is RUNNING there, else 0. */
+pid_t hkx_future_host_pid(const hkx_future *f);
 int hkx_future_wait(hkx_future *f, int timeout_ms); /* 0, or -ETIMEDOUT */
 int hkx_future_result(const hkx_future *f, const void **data, size_t *len);
 int hkx_future_code(const hkx_future *f);

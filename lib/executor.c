@@ -41,6 +41,8 @@
 #define INBUF_LEN (256 * 1024)
 #define MAX_PAYLOAD_LIMIT ((size_t)1 << 30)
 #define MAX_HOST_CAPACITY 32768u
+#define MAX_HOSTS 1024u
+#define MAX_SPARE_HOSTS 64u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
 #define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
@@ -1638,6 +1640,12 @@ classify(hkx_executor *ex, struct hkx__host *h, int status)
 	TAILQ_SWAP(&back, &ex->queue, hkx_future, link);
 }
 
+pid_t
+hkx__host_pid(const struct hkx__host *h)
+{
+	return h->pid;
+}
+
 static struct hkx__host *
 host_by_pid(hkx_executor *ex, pid_t pid)
 {
@@ -2159,6 +2167,8 @@ hkx_config_init(struct hkx_config *c)
 	c->max_restarts = 5;
 	c->restart_window_ms = 10000;
 	c->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
+	c->hosts = 1;
+	c->spare_hosts = 1;
 }
 
 static int
@@ -2224,7 +2234,8 @@ check_config(const struct hkx_config *c)
 	    c->threads == 0 || c->start_timeout_ms < 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
-	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY)
+	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY ||
+	    c->hosts > MAX_HOSTS || c->spare_hosts > MAX_SPARE_HOSTS)
 		return -EINVAL;
 	return 0;
 }
@@ -2309,6 +2320,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	ex->config = *c;
 	if (ex->config.start_timeout_ms == 0)
 		ex->config.start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
+	if (ex->config.hosts == 0)
+		ex->config.hosts = 1;
 	err = copy_tasks(ex, c);
 	if (err < 0)
 		return err;
@@ -2815,6 +2828,7 @@ int
 hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 {
 	int err = hkx__executor_usable(ex);
+	struct hkx__host *h;
 
 	if (err < 0)
 		return err;
@@ -2825,7 +2839,12 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	*out = ex->stats;
 	out->queued = (uint32_t)ex->queued;
 	out->running = (uint32_t)ex->running;
-	out->host_pid = ex->current != NULL && ex->current->ready ? ex->current->pid : 0;
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (!h->ready || h->retiring || h->killing || h->settled)
+			continue;
+		if (out->hosts_up++ == 0)
+			out->host_pid = h->pid;
+	}
 	out->paused = ex->paused;
 	out->frozen = ex->frozen;
 	out->broken = ex->broken;

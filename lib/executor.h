@@ -157,6 +157,9 @@ int hkx__executor_usable(hkx_executor *ex);
  * pidfds belong to the parent. */
 bool hkx__caller_ok(const hkx_executor *ex);
 
+/* The pid of a host. */
+pid_t hkx__host_pid(const struct hkx__host *h);
+
 /* With the lock held: the shared slot of a future that is in a host
  * (f->slot >= 0), in that host's table. Every access to one future's slot
  * goes through here. */

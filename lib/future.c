@@ -157,6 +157,22 @@ hkx_future_id(const hkx_future *f)
 	return f == NULL ? 0 : f->id;
 }
 
+pid_t
+hkx_future_host_pid(const hkx_future *f)
+{
+	hkx_future *mf = (hkx_future *)f;
+	pid_t pid = 0;
+
+	if (f == NULL || is_end(load_state(f)) || !hkx__caller_ok(f->ex))
+		return 0;
+	hkx__lock(mf->ex);
+	hkx__observe(mf->ex, mf);
+	if (load_state(f) == HKX_RUNNING && f->host != NULL)
+		pid = hkx__host_pid(f->host);
+	hkx__unlock(mf->ex);
+	return pid;
+}
+
 unsigned
 hkx_future_attempts(const hkx_future *f)
 {

@@ -58,6 +58,9 @@ _Static_assert(offsetof(struct hkx_config, no_new_privs) ==
     offsetof(struct config_v2, no_new_privs), "struct hkx_config moved a field");
 _Static_assert(offsetof(struct hkx_config, start_timeout_ms) ==
     offsetof(struct config_v2, reserved), "start_timeout_ms is not in the reserved space");
+_Static_assert(offsetof(struct hkx_config, spare_hosts) + sizeof(unsigned) <=
+    offsetof(struct config_v2, reserved) + sizeof(((struct config_v2 *)0)->reserved),
+    "hosts and spare_hosts are not in the reserved space");
 
 /* ---------------------------------------------------------------------- */
 /* Tasks and host_init (run in the host).                                  */
