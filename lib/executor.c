@@ -1472,7 +1472,7 @@ host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **o
 		host_free(h);
 		return -ENOMEM;
 	}
-	err = hkx__slots_map(&h->slots, ex->host_capacity, m->fds[4]);
+	err = hkx__slots_map(&h->slots, ex->host_capacity, ex->config.threads, m->fds[4]);
 	if (err < 0) {
 		host_free(h);
 		return err;

@@ -556,6 +556,10 @@ worker_main(void *arg)
 	if (sigaltstack(&ss, NULL) < 0)
 		die(HOST_EXIT_SETUP);
 	w->tid = gettid();
+	/* Held until the thread dies: the kernel's release of it tells the
+	 * supervisor this worker runs no task any more. */
+	if (hkx__slots_worker_enter(&host.slots, (uint32_t)(w - host.workers)) != 0)
+		die(HOST_EXIT_SETUP);
 	sev.sigev_notify = SIGEV_THREAD_ID;
 	sev.sigev_signo = SIGRTMIN;
 	sev.sigev_value.sival_int = (int)(w - host.workers);

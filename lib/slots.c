@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -23,16 +24,23 @@
 
 #define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
+/* The supervisor waits on the mutex's own futex word, which glibc keeps
+ * first: owner's tid, FUTEX_WAITERS and FUTEX_OWNER_DIED, as the kernel's
+ * robust-futex protocol has it. */
+_Static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0,
+    "the futex word of a pthread mutex is not where the supervisor looks");
+
 static size_t
-table_len(uint32_t count)
+table_len(uint32_t count, uint32_t workers)
 {
-	return sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot);
+	return sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot) +
+	    (size_t)workers * sizeof(pthread_mutex_t);
 }
 
 static int
-map(struct hkx__slots *s, uint32_t count, int fd)
+map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
 {
-	size_t len = table_len(count);
+	size_t len = table_len(count, workers);
 	void *p;
 
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -40,26 +48,50 @@ map(struct hkx__slots *s, uint32_t count, int fd)
 		return -errno;
 	s->header = p;
 	s->slot = (struct hkx__slot *)(s->header + 1);
+	s->alive = (pthread_mutex_t *)(s->slot + count);
 	s->count = count;
+	s->workers = workers;
 	s->map_len = len;
 	return 0;
 }
 
+static int
+init_marks(struct hkx__slots *s)
+{
+	pthread_mutexattr_t attr;
+	int err;
+
+	if ((err = pthread_mutexattr_init(&attr)) != 0)
+		return -err;
+	if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) == 0 &&
+	    (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) == 0)
+		for (uint32_t i = 0; i < s->workers && err == 0; i++)
+			err = pthread_mutex_init(&s->alive[i], &attr);
+	pthread_mutexattr_destroy(&attr);
+	return -err;
+}
+
 int
-hkx__slots_create(struct hkx__slots *s, uint32_t count, int *fd)
+hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *fd)
 {
 	int err;
 
 	*fd = memfd_create("hkx-slots", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (*fd < 0)
 		return -errno;
-	if (ftruncate(*fd, (off_t)table_len(count)) < 0 || fcntl(*fd, F_ADD_SEALS, SEALS) < 0) {
+	if (ftruncate(*fd, (off_t)table_len(count, workers)) < 0 ||
+	    fcntl(*fd, F_ADD_SEALS, SEALS) < 0) {
 		err = -errno;
 		goto fail;
 	}
-	err = map(s, count, *fd);
+	err = map(s, count, workers, *fd);
 	if (err < 0)
 		goto fail;
+	err = init_marks(s);
+	if (err < 0) {
+		hkx__slots_free(s);
+		goto fail;
+	}
 	return 0;
 fail:
 	close(*fd);
@@ -68,7 +100,7 @@ fail:
 }
 
 int
-hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd)
+hkx__slots_map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
 {
 	struct stat st;
 	int seals;
@@ -76,9 +108,36 @@ hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd)
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || fstat(fd, &st) < 0)
 		return -errno;
-	if ((seals & SEALS) != SEALS || (uint64_t)st.st_size != table_len(count))
+	if ((seals & SEALS) != SEALS || (uint64_t)st.st_size != table_len(count, workers))
 		return -EPROTO;
-	return map(s, count, fd);
+	return map(s, count, workers, fd);
+}
+
+int
+hkx__slots_worker_enter(struct hkx__slots *s, uint32_t i)
+{
+	return pthread_mutex_lock(&s->alive[i]);
+}
+
+bool
+hkx__slots_worker_gone(struct hkx__slots *s, uint32_t i, _Atomic uint32_t **word,
+                       uint32_t *expect)
+{
+	_Atomic uint32_t *w = (_Atomic uint32_t *)(void *)&s->alive[i];
+	uint32_t v = atomic_load(w);
+
+	for (;;) {
+		if ((v & FUTEX_TID_MASK) == 0 || (v & FUTEX_OWNER_DIED))
+			return true;
+		/* The kernel wakes a waiter of a dead owner's word only if
+		 * the word says there is one. */
+		if ((v & FUTEX_WAITERS) ||
+		    atomic_compare_exchange_weak(w, &v, v | FUTEX_WAITERS))
+			break;
+	}
+	*word = w;
+	*expect = v | FUTEX_WAITERS;
+	return false;
 }
 
 void

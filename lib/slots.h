@@ -26,6 +26,7 @@
 #ifndef HKX_SLOTS_H
 #define HKX_SLOTS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,16 +75,35 @@ struct hkx__slots_header {
 struct hkx__slots {
 	struct hkx__slots_header *header;
 	struct hkx__slot *slot;
-	uint32_t count;
+	pthread_mutex_t *alive;  /* one per worker, after the slots */
+	uint32_t count, workers;
 	size_t map_len;
 };
 
-/* Zygote: a new table of count slots, mapped; *fd gets its memfd
- * (O_CLOEXEC), sealed against any change of size. */
-int hkx__slots_create(struct hkx__slots *s, uint32_t count, int *fd);
-/* Supervisor: maps the table of count slots in memfd fd, once its size and
- * seals are what hkx__slots_create() makes; fd stays the caller's. */
-int hkx__slots_map(struct hkx__slots *s, uint32_t count, int fd);
+/* Zygote: a new table of count slots and the marks of that many workers,
+ * mapped; *fd gets its memfd (O_CLOEXEC), sealed against any change of
+ * size. */
+int hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *fd);
+/* Supervisor: maps the table in memfd fd, once its size and seals are what
+ * hkx__slots_create() makes for these counts; fd stays the caller's. */
+int hkx__slots_map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd);
+
+/*
+ * Each worker thread holds its own robust, process-shared mutex for its
+ * whole life. The kernel lets go of it in the thread's exit, before the
+ * process's memory is torn down (the slow part of a killed host's death),
+ * and wakes a waiter: that is how the supervisor learns that no worker of
+ * a host it killed runs any more, long before the host's pidfd says the
+ * process is gone.
+ */
+/* Host, in worker i before it takes any task: 0 or a positive errno. */
+int hkx__slots_worker_enter(struct hkx__slots *s, uint32_t i);
+/* Supervisor: true if worker i is gone (or never came: a host that lies
+ * about it can only make its own kill judged early); else sets *word and
+ * *expect for a shared futex wait that returns once that may have
+ * changed. */
+bool hkx__slots_worker_gone(struct hkx__slots *s, uint32_t i, _Atomic uint32_t **word,
+                            uint32_t *expect);
 /* Unmaps; a table never mapped (zeroed) is left alone. */
 void hkx__slots_free(struct hkx__slots *s);
 

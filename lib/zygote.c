@@ -284,7 +284,7 @@ fork_host(struct ready_host *out)
 		err = -errno;
 		goto fail;
 	}
-	err = hkx__slots_create(&slots, zy.hc->nslots, &memfd);
+	err = hkx__slots_create(&slots, zy.hc->nslots, zy.hc->threads, &memfd);
 	if (err < 0)
 		goto fail;
 	pid = fork();
