@@ -42,7 +42,6 @@
 #define MAX_PAYLOAD_LIMIT ((size_t)1 << 30)
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_HOSTS 1024u
-#define MAX_SPARE_HOSTS 64u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define FREEZE_WAIT_NS 1000000000u
 #define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
@@ -2235,7 +2234,7 @@ check_config(const struct hkx_config *c)
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY ||
-	    c->hosts > MAX_HOSTS || c->spare_hosts > MAX_SPARE_HOSTS)
+	    c->hosts > MAX_HOSTS || c->spare_hosts > HKX__MAX_SPARE_HOSTS)
 		return -EINVAL;
 	return 0;
 }
@@ -2343,6 +2342,7 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hc->limit_open_files = c->limit_open_files;
 	hc->allow_core_dumps = c->allow_core_dumps;
 	hc->no_new_privs = c->no_new_privs;
+	hc->spare_hosts = c->spare_hosts;
 
 	ex->epfd = hkx__above_stdio(epoll_create1(EPOLL_CLOEXEC));
 	ex->wakefd = hkx__above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

@@ -32,7 +32,11 @@ struct hkx__host_config {
 	bool allow_core_dumps;
 	bool no_new_privs;
 	uint32_t nslots;               /* in each host's slot table */
+	unsigned spare_hosts;          /* the zygote keeps this many ready */
 };
+
+/* The most spare hosts a zygote keeps. */
+#define HKX__MAX_SPARE_HOSTS 64u
 
 /* A note on the crash pipe: a fixed size below PIPE_BUF, written with one
  * write() so that it arrives whole, and sealed with a magic and a check

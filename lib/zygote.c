@@ -152,14 +152,16 @@ static struct {
 	int sock, app_pidfd;
 	struct child *children;
 	size_t nchildren, cap;
-	struct ready_host spare;
-	bool spare_owed, no_spare;
+	struct ready_host spares[HKX__MAX_SPARE_HOSTS];
+	unsigned nspares, spares_wanted;
+	bool spare_owed;
 	bool exiting; /* every host is killed; leave once no child is left */
 } zy;
 
 /* How long the zygote waits with nothing to do before it forks the next
- * spare: right after a handover the new host needs the CPUs more. */
-#define SPARE_DELAY_MS 20
+ * spare. Not longer: under kills in a row a spare must be ready for the
+ * next one, and the dying host's teardown runs at the lowest priority. */
+#define SPARE_DELAY_MS 0
 
 /* Makes room for one more child; false if there is none to be had. */
 static bool
@@ -197,10 +199,12 @@ reap(size_t i)
 	zy.children[i] = zy.children[--zy.nchildren];
 	if (!c.host)
 		return;
-	if (c.pid == zy.spare.pid) {
-		close_fds(zy.spare.fds + 1, HKX__ZYGOTE_MAX_FDS - 1);
-		zy.spare.pid = 0;
-	}
+	for (unsigned k = 0; k < zy.nspares; k++)
+		if (zy.spares[k].pid == c.pid) {
+			close_fds(zy.spares[k].fds + 1, HKX__ZYGOTE_MAX_FDS - 1);
+			zy.spares[k] = zy.spares[--zy.nspares];
+			break;
+		}
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
 }
 
@@ -328,10 +332,9 @@ spawn(void)
 	struct ready_host h;
 	int err;
 
-	if (zy.spare.pid != 0) {
-		h = zy.spare;
-		zy.spare.pid = 0;
-	} else if ((err = fork_host(&h)) < 0) {
+	if (zy.nspares > 0)
+		h = zy.spares[--zy.nspares];
+	else if ((err = fork_host(&h)) < 0) {
 		if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, 0, err, NULL, 0) < 0)
 			zygote_exit();
 		return;
@@ -341,7 +344,7 @@ spawn(void)
 	if (err < 0)
 		zygote_exit();
 	else
-		zy.spare_owed = !zy.no_spare;
+		zy.spare_owed = zy.nspares < zy.spares_wanted;
 }
 
 static void
@@ -411,7 +414,7 @@ fill_stdio(void)
 
 static _Noreturn void
 zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_config *hc,
-    bool no_spare)
+    unsigned spares)
 {
 	int fds[2] = { sock, app_pidfd };
 	struct pollfd *pfds = NULL, *grown;
@@ -429,7 +432,7 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 	zy.hc = hc;
 	zy.sock = fds[0];
 	zy.app_pidfd = fds[1];
-	zy.no_spare = no_spare;
+	zy.spares_wanted = spares;
 	hkx__set_title("hkx-zygote", "zygote", hkx__app_pid);
 	self = hkx__pidfd_open(getpid());
 	if (self < 0 || send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), 0, &self, 1) < 0)
@@ -462,9 +465,13 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 			zygote_leave();
 		}
 		if (rc == 0) {
-			zy.spare_owed = false;
-			if (zy.spare.pid == 0 && fork_host(&zy.spare) < 0)
-				zy.spare.pid = 0;
+			/* One at a time: a request that comes meanwhile is
+			 * answered before the next fork. A failed fork owes
+			 * nothing until the next handover. */
+			if (fork_host(&zy.spares[zy.nspares]) == 0)
+				zy.spare_owed = ++zy.nspares < zy.spares_wanted;
+			else
+				zy.spare_owed = false;
 			continue;
 		}
 		if (pfds[1].revents)
@@ -533,7 +540,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		pid2 = fork();
 		if (pid2 != 0)
 			_exit(pid2 < 0 ? 1 : 0);
-		zygote_main(sv[1], app_pidfd, app_pid, hc, adopter);
+		zygote_main(sv[1], app_pidfd, app_pid, hc, adopter ? 0 : hc->spare_hosts);
 	}
 	err = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
