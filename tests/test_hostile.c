@@ -1129,8 +1129,12 @@ START_TEST(test_broken_says_why)
 	ck_assert_str_eq(why, "");
 	bystander = tst_submit_opts(ex, "block", NULL, 0, &o);
 	tst_await_start();
+	/* Paused, so that the crash cannot break the executor before the
+	 * second submit. */
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
 	culprit = tst_submit(ex, "segv", NULL, 0);
 	queued = tst_submit(ex, "echo", "q", 1);
+	ck_assert_int_eq(hkx_executor_resume(ex), 0);
 	tst_wait_end(culprit, HKX_CRASHED);
 	tst_wait_end(bystander, HKX_KILLED);
 	tst_wait_end(queued, HKX_CANCELLED);
@@ -1186,7 +1190,13 @@ START_TEST(test_callbacks_in_end_order)
 	ck_assert_int_eq(hkx_future_on_done(failing, on_done_write, "A"), 0);
 	ck_assert_int_eq(hkx_future_on_done(behind, on_done_write, "B"), 0);
 	tst_release(1);
-	ck_assert_int_eq(read(order_pipe[0], order, 2), 2);
+	/* One write per callback: the first may be read alone. */
+	for (size_t got = 0; got < 2;) {
+		ssize_t n = read(order_pipe[0], order + got, 2 - got);
+
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
 	ck_assert_str_eq(order, "AB");
 	tst_wait_end(failing, HKX_FAILED);
 	tst_wait_end(behind, HKX_CANCELLED);
