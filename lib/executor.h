@@ -4,8 +4,9 @@
  * the queue, and is the only thread that writes to a host's pipe.
  *
  * Every field below is guarded by the executor's lock unless it says
- * otherwise. future.c and group.c share these definitions; nothing outside
- * lib/ sees them.
+ * otherwise. future.c, group.c and the supervisor's own modules
+ * (supervisor.c, lifecycle.c, ending.c, runlimits.c) share these
+ * definitions; nothing outside lib/ sees them.
  */
 #ifndef HKX_EXECUTOR_H
 #define HKX_EXECUTOR_H
@@ -76,6 +77,18 @@ struct hkx_future {
 };
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
+
+static inline bool
+hkx__is_end(const hkx_future *f)
+{
+	return atomic_load_explicit(&f->state, memory_order_relaxed) >= HKX_DONE;
+}
+
+static inline enum hkx_state
+hkx__state_of(const hkx_future *f)
+{
+	return (enum hkx_state)atomic_load_explicit(&f->state, memory_order_relaxed);
+}
 
 struct hkx_group {
 	_Atomic uint32_t refs;
@@ -201,5 +214,19 @@ void hkx__wait_link(struct hkx__wait_node **head, struct hkx__wait_node *n,
                     struct hkx__waiter *w);
 void hkx__wait_unlink(struct hkx__wait_node *n);
 void hkx__wait_fire(struct hkx__wait_node *head);
+
+/* executor.c, with the lock held: how futures end, and the run-time limits. */
+void hkx__set_message(hkx_future *f, const char *fmt, ...) HKX_PRINTF(2, 3);
+void hkx__end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code);
+void hkx__end_unrun(hkx_executor *ex, hkx_future *f);
+void hkx__slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h);
+void hkx__slot_put(hkx_executor *ex, hkx_future *f);
+void hkx__copy_progress(hkx_executor *ex, hkx_future *f);
+bool hkx__refused_by_host(const hkx_future *f, uint64_t word);
+void hkx__requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back);
+void hkx__break_executor(hkx_executor *ex, const char *fmt, ...) HKX_PRINTF(2, 3);
+uint64_t hkx__paused_time(hkx_executor *ex, uint64_t t);
+void hkx__cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f);
+void hkx__check_limits(hkx_executor *ex);
 
 #endif
