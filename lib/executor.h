@@ -215,16 +215,7 @@ void hkx__wait_link(struct hkx__wait_node **head, struct hkx__wait_node *n,
 void hkx__wait_unlink(struct hkx__wait_node *n);
 void hkx__wait_fire(struct hkx__wait_node *head);
 
-/* executor.c, with the lock held: how futures end, and the run-time limits. */
-void hkx__set_message(hkx_future *f, const char *fmt, ...) HKX_PRINTF(2, 3);
-void hkx__end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code);
-void hkx__end_unrun(hkx_executor *ex, hkx_future *f);
-void hkx__slot_take(hkx_executor *ex, hkx_future *f, struct hkx__host *h);
-void hkx__slot_put(hkx_executor *ex, hkx_future *f);
-void hkx__copy_progress(hkx_executor *ex, hkx_future *f);
-bool hkx__refused_by_host(const hkx_future *f, uint64_t word);
-void hkx__requeue(hkx_executor *ex, hkx_future *f, struct hkx__future_list *back);
-void hkx__break_executor(hkx_executor *ex, const char *fmt, ...) HKX_PRINTF(2, 3);
+/* executor.c, with the lock held: the run-time limits. */
 uint64_t hkx__paused_time(hkx_executor *ex, uint64_t t);
 void hkx__cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f);
 void hkx__check_limits(hkx_executor *ex);

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ending.h"
 #include "supervisor.h"
 #include "util.h"
 

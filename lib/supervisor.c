@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "ending.h"
 #include "lifecycle.h"
 #include "util.h"
 
