@@ -215,9 +215,4 @@ void hkx__wait_link(struct hkx__wait_node **head, struct hkx__wait_node *n,
 void hkx__wait_unlink(struct hkx__wait_node *n);
 void hkx__wait_fire(struct hkx__wait_node *head);
 
-/* executor.c, with the lock held: the run-time limits. */
-uint64_t hkx__paused_time(hkx_executor *ex, uint64_t t);
-void hkx__cpu_exceeded(hkx_executor *ex, struct hkx__host *h, hkx_future *f);
-void hkx__check_limits(hkx_executor *ex);
-
 #endif

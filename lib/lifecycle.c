@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "ending.h"
+#include "runlimits.h"
 #include "supervisor.h"
 #include "util.h"
 

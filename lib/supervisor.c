@@ -24,6 +24,7 @@
 
 #include "ending.h"
 #include "lifecycle.h"
+#include "runlimits.h"
 #include "util.h"
 
 void
