@@ -4,8 +4,9 @@
  * the queue, and is the only thread that writes to a host's pipe.
  *
  * Every field below is guarded by the executor's lock unless it says
- * otherwise. future.c and group.c share these definitions; nothing outside
- * lib/ sees them.
+ * otherwise. future.c, group.c and the supervisor's own modules
+ * (supervisor.c, lifecycle.c, ending.c, runlimits.c) share these
+ * definitions; nothing outside lib/ sees them.
  */
 #ifndef HKX_EXECUTOR_H
 #define HKX_EXECUTOR_H
@@ -76,6 +77,18 @@ struct hkx_future {
 };
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
+
+static inline bool
+hkx__is_end(const hkx_future *f)
+{
+	return atomic_load_explicit(&f->state, memory_order_relaxed) >= HKX_DONE;
+}
+
+static inline enum hkx_state
+hkx__state_of(const hkx_future *f)
+{
+	return (enum hkx_state)atomic_load_explicit(&f->state, memory_order_relaxed);
+}
 
 struct hkx_group {
 	_Atomic uint32_t refs;

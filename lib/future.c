@@ -5,7 +5,7 @@
  * release order, so readers of a finished future need no lock. Waiting
  * registers a node on each future waited for; ending a future fires its
  * nodes. This module never decides how a future ends: that is the
- * supervisor's (executor.c).
+ * supervisor's (ending.c).
  */
 #include <errno.h>
 #include <stdatomic.h>

@@ -1,0 +1,924 @@
+/*
+ * lifecycle: a host's life as the supervisor sees it, from the SPAWN asked
+ * of the zygote to the burial of its memory. It owns the zygote's socket,
+ * the restart budget and its back-off, the timer of hosts' lives (start
+ * deadlines, deaths the zygote has not reported, respawn back-off), and
+ * decides how the tasks of a dead host end.
+ *
+ * It never waits on the zygote: hosts are signalled through their pidfds,
+ * leave on their pidfds' word, and requests the zygote's socket will not
+ * take yet wait in a queue; a zygote that leaves one unanswered is sent
+ * SIGCONT, since a task can stop it. What a dead host left behind (its
+ * slots, its notes) is read as a liar's word: it may pick how a task ends,
+ * never make one end twice or not at all.
+ */
+#include "lifecycle.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ending.h"
+#include "runlimits.h"
+#include "supervisor.h"
+#include "util.h"
+
+#define FREEZE_WAIT_NS 1000000000u
+/* A host's pipes close as it dies, moments before its pidfd says so; one
+ * still alive this long after has had them replaced by a task. */
+#define PIPE_LOST_GRACE_NS 200000000u
+/* How long the zygote may leave a request unanswered before it is sent
+ * SIGCONT (a task may have stopped it), and a death unreported before the
+ * host is let go without its exit status. */
+#define NUDGE_NS 100000000u
+#define EXIT_WAIT_NS 1000000000u
+/* A wait status no process has: the zygote never reported it. */
+#define STATUS_UNKNOWN (-1)
+
+/* An unexpected host death, or a host that could not start; why says
+ * what happened, for the message if it breaks the executor. */
+static void
+count_restart(hkx_executor *ex, const char *why)
+{
+	unsigned size = ex->config.max_restarts + 1;
+	uint64_t now = hkx__now_ns();
+	uint64_t window = (uint64_t)ex->config.restart_window_ms * 1000000u;
+
+	if (ex->config.max_restarts == UINT_MAX)
+		return; /* never broken by restarts */
+
+	ex->restarts[ex->restart_head] = now;
+	ex->restart_head = (ex->restart_head + 1) % size;
+	if (ex->nrestarts < size)
+		ex->nrestarts++;
+	/* The oldest of the last max_restarts + 1 deaths is next in line. */
+	if (ex->nrestarts == size && now - ex->restarts[ex->restart_head % size] <= window)
+		hkx__break_executor(ex, "executor broken: %u host death%s in %u ms; last: %s", size,
+		    size == 1 ? "" : "s", ex->config.restart_window_ms, why);
+}
+
+/* A lack of resources that may pass: not a host's fault. */
+static bool
+transient(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -EAGAIN || err == -ENOMEM;
+}
+
+/* With the lock held: the supervisor should look at lifefd's deadlines
+ * again. */
+void
+hkx__life_changed(hkx_executor *ex)
+{
+	ex->life_dirty = true;
+	hkx__wake(ex);
+}
+
+/* With the lock held, after a failed start or an unexpected death: the
+ * next respawn waits twice as long as the last, up to a cap, so that a
+ * host that can never start costs little. */
+static void
+back_off(hkx_executor *ex)
+{
+	ex->backoff_ms = ex->backoff_ms == 0 ? 1
+	    : ex->backoff_ms >= HKX__BACKOFF_MAX_MS / 2 ? HKX__BACKOFF_MAX_MS
+	                                               : 2 * ex->backoff_ms;
+	ex->respawn_at = hkx__now_ns() + (uint64_t)ex->backoff_ms * 1000000u;
+	hkx__life_changed(ex);
+}
+
+static uint64_t
+start_timeout_ns(const hkx_executor *ex)
+{
+	return (uint64_t)ex->config.start_timeout_ms * 1000000u;
+}
+
+/* --- the zygote's socket --------------------------------------------------- */
+
+static void
+poll_zygote_out(hkx_executor *ex, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (on ? EPOLLOUT : 0),
+	                          .data.u64 = HKX__TAG_ZYGOTE };
+
+	if (on == ex->zygote_out)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_MOD, ex->zygote.sock, &ev);
+	ex->zygote_out = on;
+}
+
+/* With the lock held; never blocks: what the socket will not take now
+ * the supervisor sends once it is writable. */
+static int
+zygote_send(hkx_executor *ex, enum hkx__zygote_msg_type type, pid_t pid, int value)
+{
+	int rc = hkx__zygote_send(&ex->zygote, type, pid, value);
+
+	if (rc == 1)
+		poll_zygote_out(ex, true);
+	return rc < 0 ? rc : 0;
+}
+
+void
+hkx__zygote_writable(hkx_executor *ex)
+{
+	hkx__lock(ex);
+	if (hkx__zygote_flush(&ex->zygote) != 1)
+		poll_zygote_out(ex, false);
+	hkx__unlock(ex);
+}
+
+/* --- hosts ------------------------------------------------------------------ */
+
+/* With the lock held. Not before the back-off says so: lifefd then asks
+ * again. */
+int
+hkx__request_spawn(hkx_executor *ex)
+{
+	uint64_t now;
+	int err;
+
+	if (ex->spawning || ex->broken)
+		return 0;
+	now = hkx__now_ns();
+	if (now < ex->respawn_at) {
+		hkx__life_changed(ex);
+		return 0;
+	}
+	err = zygote_send(ex, HKX__ZYGOTE_SPAWN, 0, 0);
+	if (err < 0)
+		return err;
+	ex->spawning = true;
+	ex->spawn_asked = now;
+	hkx__life_changed(ex);
+	return 0;
+}
+
+void
+hkx__respawn_if_needed(hkx_executor *ex)
+{
+	if (ex->current != NULL || !ex->started || ex->broken)
+		return;
+	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
+		return;
+	(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
+}
+
+/*
+ * The host and the processes its tasks started: its process group. While
+ * the host, the group's leader, is alive (its pidfd is not readable), it
+ * cannot have been reaped, so its pid names that group and nothing else.
+ * No round trip through the zygote, which a task may have stopped.
+ */
+void
+hkx__signal_host(struct hkx__host *h, int sig)
+{
+	if (hkx__wait_readable(h->pidfd, 0) == 0)
+		killpg(h->pid, sig);
+	hkx__pidfd_send_signal(h->pidfd, sig);
+}
+
+/* True once every thread of pid is stopped (or gone). */
+static bool
+all_stopped(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	struct dirent *d;
+	bool stopped = true;
+	DIR *dir;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (dir == NULL)
+		return true;
+	while (stopped && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/stat", (int)pid, d->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		p = strrchr(buf, ')');
+		if (p != NULL && p[1] == ' ' && p[2] != 'T' && p[2] != 't' && p[2] != 'Z' &&
+		    p[2] != 'X')
+			stopped = false;
+	}
+	closedir(dir);
+	return stopped;
+}
+
+/* SIGSTOP is asynchronous; a pause that returns while a task still runs
+ * would be a lie. */
+void
+hkx__freeze_host(struct hkx__host *h)
+{
+	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
+
+	hkx__signal_host(h, SIGSTOP);
+	while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
+	    hkx__now_ns() < deadline)
+		sched_yield();
+}
+
+void
+hkx__retire(hkx_executor *ex, struct hkx__host *h)
+{
+	uint8_t head[HKX__HEADER_LEN];
+
+	if (h->retiring || h->killing || h->settled)
+		return;
+	h->retiring = true;
+	hkx__out_push(ex, h, NULL, head, hkx__encode_quit(head));
+	if (ex->current == h)
+		ex->current = NULL;
+}
+
+void
+hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
+{
+	if (all)
+		h->kill_all = true;
+	if (h->killing || h->settled)
+		return;
+	h->killing = true;
+	hkx__signal_host(h, SIGKILL);
+	if (ex->current == h) {
+		ex->current = NULL;
+		hkx__respawn_if_needed(ex);
+	}
+}
+
+void
+hkx__kill_all_hosts(hkx_executor *ex)
+{
+	struct hkx__host *h, *next;
+
+	for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+		next = TAILQ_NEXT(h, link);
+		hkx__kill_host(ex, h, true);
+	}
+}
+
+void
+hkx__protocol_error(hkx_executor *ex, struct hkx__host *h)
+{
+	h->protocol_error = true;
+	if (h->up_open) {
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+		h->up_open = false;
+	}
+	hkx__kill_host(ex, h, false);
+}
+
+hkx_future *
+hkx__running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id)
+{
+	hkx_future *f;
+	uint32_t i;
+
+	HKX__FOREACH_HELD(ex, h, i, f)
+		if (f->id == id && !hkx__is_end(f) &&
+		    atomic_load(&hkx__slot_of(ex, f)->word) ==
+		        HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+			return f;
+	return NULL;
+}
+
+/* --- a host's life ------------------------------------------------------- */
+
+/* What hkx_executor_new says of a start that failed before any host of
+ * ours ran: the documented values only. */
+int
+hkx__start_errno(int err)
+{
+	switch (-err) {
+	case EINVAL: case ENOSYS: case EPERM: case ECHILD: case ETIMEDOUT:
+	case ENOMEM: case EMFILE: case ENFILE: case EAGAIN:
+		return err;
+	default:
+		return -ECHILD; /* the zygote died or spoke nonsense */
+	}
+}
+
+/* With the lock held: no host came of the SPAWN. Whoever waits for the
+ * spawn to end (a start, a shutdown) looks again. A lack of resources is
+ * retried after the back-off, not counted as a restart. */
+static void
+spawn_failed_locked(hkx_executor *ex, int err)
+{
+	char why[128];
+
+	if (!ex->spawning)
+		return; /* an answer to a request already given up */
+	ex->spawning = false;
+	if (!ex->started)
+		ex->start_error = hkx__start_errno(err);
+	else {
+		if (!transient(err)) {
+			snprintf(why, sizeof(why), "could not start a host: %s", strerror(-err));
+			count_restart(ex, why);
+		}
+		back_off(ex);
+		hkx__respawn_if_needed(ex);
+	}
+	pthread_cond_broadcast(&ex->cond);
+}
+
+static void
+spawn_failed(hkx_executor *ex, int err)
+{
+	hkx__lock(ex);
+	spawn_failed_locked(ex, err);
+	hkx__unlock(ex);
+}
+
+static void
+host_free(struct hkx__host *h)
+{
+	hkx__slots_free(&h->slots);
+	free(h->owners);
+	free(h->free_slots);
+	free(h->out);
+	free(h);
+}
+
+/* The host's memory, all of it now: nothing later may fail for lack of
+ * it. */
+static int
+host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **out)
+{
+	struct hkx__host *h;
+	int err;
+
+	if (m->nfds != HKX__ZYGOTE_MAX_FDS)
+		return -EPROTO;
+	h = hkx__calloc(1, sizeof(*h));
+	if (h == NULL)
+		return -ENOMEM;
+	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
+	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
+	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
+	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
+		host_free(h);
+		return -ENOMEM;
+	}
+	err = hkx__slots_map(&h->slots, ex->host_capacity, ex->config.threads, m->fds[4]);
+	if (err < 0) {
+		host_free(h);
+		return err;
+	}
+	for (uint32_t i = 0; i < ex->host_capacity; i++)
+		h->free_slots[i] = i;
+	*out = h;
+	return 0;
+}
+
+static void
+host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct hkx__host *h;
+	int err;
+
+	err = host_new(ex, m, &h);
+	if (err < 0) {
+		/* A host we cannot watch must not live. */
+		if (m->nfds > 0)
+			hkx__pidfd_send_signal(m->fds[0], SIGKILL);
+		for (int i = 0; i < m->nfds; i++)
+			close(m->fds[i]);
+		hkx__lock(ex);
+		if (m->nfds == 0 && m->pid > 0)
+			(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
+		spawn_failed_locked(ex, err);
+		hkx__unlock(ex);
+		return;
+	}
+	close(m->fds[4]); /* the mapping holds the table */
+	h->pid = m->pid;
+	h->pidfd = m->fds[0];
+	h->down_fd = m->fds[1];
+	h->up_fd = m->fds[2];
+	h->crash_fd = m->fds[3];
+	fcntl(h->down_fd, F_SETFL, O_NONBLOCK);
+	fcntl(h->up_fd, F_SETFL, O_NONBLOCK);
+	fcntl(h->crash_fd, F_SETFL, O_NONBLOCK);
+	/* A bigger pipe carries more frames per write; best effort. */
+	fcntl(h->down_fd, F_SETPIPE_SZ, 1 << 20);
+	fcntl(h->up_fd, F_SETPIPE_SZ, 1 << 20);
+	hkx__decoder_init(&h->decoder, ex->config.max_payload, NULL, NULL);
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_UP;
+	h->up_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->up_fd, &ev) == 0;
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_CRASH;
+	h->crash_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->crash_fd, &ev) == 0;
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_PID;
+	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->pidfd, &ev);
+
+	hkx__lock(ex);
+	/* Its start deadline runs from the request, even if the zygote
+	 * answers one it was thought to have ignored. */
+	h->asked_ns = ex->spawning ? ex->spawn_asked : hkx__now_ns();
+	ex->spawning = false;
+	/* Before it can take a task: a spare forked long ago knows nothing
+	 * of a pause since. */
+	hkx__slots_set_paused(&h->slots, ex->paused);
+	hkx__life_changed(ex);
+	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
+	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
+		ex->current = h;
+	else
+		hkx__retire(ex, h);
+	hkx__unlock(ex);
+}
+
+static void
+end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_known,
+            int status, struct hkx__future_list *back)
+{
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+
+	if (h->protocol_error) {
+		f->cause = HKX__CAUSE_PROTOCOL;
+		hkx__set_message(f, "the host broke the protocol and was killed");
+		hkx__end_future(ex, f, HKX_CRASHED, SIGKILL);
+	} else if (f->doom) {
+		hkx__set_message(f, "%s", f->doom == HKX_KILLED ? "killed"
+		    : f->cpu_exceeded ? "CPU time limit reached; host killed"
+		                      : "run-time limit reached; host killed");
+		hkx__end_future(ex, f, f->doom, SIGKILL);
+	} else if (h->crash_noted && h->crash_id == f->id) {
+		hkx__set_message(f, "crashed: signal %d (%s)", h->crash_signal, strsignal(h->crash_signal));
+		hkx__end_future(ex, f, HKX_CRASHED, h->crash_signal);
+	} else if (culprit_known) {
+		if (f->retries_left > 0 && !h->kill_all && !f->stop_asked &&
+		    !(ex->shutting_down && ex->shutdown_mode == HKX_SHUTDOWN_KILL)) {
+			f->retries_left--;
+			hkx__requeue(ex, f, back);
+			return;
+		}
+		hkx__set_message(f, "killed with its host");
+		hkx__end_future(ex, f, HKX_KILLED, SIGKILL);
+	} else if (sig) {
+		hkx__set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
+		hkx__end_future(ex, f, HKX_CRASHED, sig);
+	} else if (status == STATUS_UNKNOWN) {
+		hkx__set_message(f, "host died; its exit status is unknown");
+		hkx__end_future(ex, f, HKX_CRASHED, 0);
+	} else {
+		hkx__set_message(f, "host exited with status %d", WEXITSTATUS(status));
+		hkx__end_future(ex, f, HKX_CRASHED, 0);
+	}
+}
+
+/* With the lock held: how each task the dead host held ends. */
+static void
+classify(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	struct hkx__future_list back = TAILQ_HEAD_INITIALIZER(back);
+	bool culprit_known = h->killing && !h->protocol_error;
+	struct hkx__slot *slot;
+	hkx_future *f, *next;
+	uint64_t word;
+	uint32_t i, reply_len;
+
+	if (h->crash_noted && hkx__running_by_id(ex, h, h->crash_id) != NULL)
+		culprit_known = true;
+	HKX__FOREACH_HELD(ex, h, i, f) {
+		slot = hkx__slot_of(ex, f);
+		word = atomic_load(&slot->word);
+		if (hkx__is_end(f)) {
+			hkx__slot_put(ex, f); /* cancelled before it started */
+			continue;
+		}
+		/* Read once: whatever else holds the mapping may change it
+		 * between the check and the copy. */
+		reply_len = slot->reply_len;
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_FINISHED) &&
+		    reply_len <= HKX__SLOT_INLINE) {
+			/* It returned; its frame died with the host. */
+			hkx__finish(ex, f, slot->rc, slot->reply, reply_len, NULL, 0);
+			continue;
+		}
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED)) {
+			hkx__observe(ex, f);
+			hkx__copy_progress(ex, f);
+		}
+		/* The executor's reference keeps f alive past the slot's. */
+		hkx__slot_put(ex, f);
+		if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_SENT))
+			hkx__requeue(ex, f, &back);
+		else if (word == HKX__SLOT_WORD(f->seq, HKX__SLOT_CLAIMED))
+			end_running(ex, h, f, culprit_known, status, &back);
+		else if (hkx__refused_by_host(f, word))
+			hkx__end_unrun(ex, f);
+		else {
+			f->cause = HKX__CAUSE_PROTOCOL;
+			hkx__set_message(f, "the host left a malformed slot");
+			hkx__end_future(ex, f, HKX_CRASHED, 0);
+		}
+	}
+	/* A later slot's crash may have failed a group after one of its
+	 * members was put back: it must not run. */
+	for (f = TAILQ_FIRST(&back); f != NULL; f = next) {
+		next = TAILQ_NEXT(f, link);
+		if (f->group != NULL && (f->group->failed || f->group->stopped)) {
+			TAILQ_REMOVE(&back, f, link);
+			hkx__end_unrun(ex, f);
+		}
+	}
+	TAILQ_CONCAT(&back, &ex->queue, link);
+	TAILQ_SWAP(&back, &ex->queue, hkx_future, link);
+}
+
+pid_t
+hkx__host_pid(const struct hkx__host *h)
+{
+	return h->pid;
+}
+
+static struct hkx__host *
+host_by_pid(hkx_executor *ex, pid_t pid)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->pid == pid)
+			return h;
+	return NULL;
+}
+
+/*
+ * The host is dead: settle every task it held. Everything it said before
+ * it died counts: a result that arrived wins over the death.
+ */
+/* With the lock held, before its tasks are settled: what killed h, in a
+ * few words, for the message of a broken executor. */
+static void
+describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, size_t len)
+{
+	const char *name;
+	int sig;
+
+	if (h->protocol_error)
+		snprintf(buf, len, "a host broke the protocol");
+	else if (h->crash_noted && hkx__running_by_id(ex, h, h->crash_id) != NULL) {
+		name = sigabbrev_np(h->crash_signal);
+		snprintf(buf, len, "task %" PRIu64 " died of SIG%s", h->crash_id,
+		    name != NULL ? name : "?");
+	} else if (h->init_failed)
+		snprintf(buf, len, "host_init returned %d", h->init_rc);
+	else if (h->start_timed_out)
+		snprintf(buf, len, "a host was not ready within %d ms", ex->config.start_timeout_ms);
+	else if (status == STATUS_UNKNOWN)
+		snprintf(buf, len, "a host died, its exit status unknown");
+	else if (WIFSIGNALED(status)) {
+		sig = WTERMSIG(status);
+		name = sigabbrev_np(sig);
+		snprintf(buf, len, "a host died of SIG%s", name != NULL ? name : "?");
+	} else
+		snprintf(buf, len, "a host exited with status %d", WEXITSTATUS(status));
+}
+
+static void
+settle(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	char why[128];
+	bool ordered;
+
+	/* The pipe holds at most what the dead host wrote into it. */
+	for (int reads = 0; reads < 64 && hkx__read_host(ex, h); reads++)
+		;
+	hkx__read_notes(ex, h, true);
+
+	hkx__lock(ex);
+	h->settled = true;
+	hkx__drop_output(ex, h);
+	describe_death(ex, h, status, why, sizeof(why));
+	classify(ex, h, status);
+	if (ex->current == h)
+		ex->current = NULL;
+	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
+	    (h->retiring && (status == STATUS_UNKNOWN ||
+	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
+	if (!ex->started && !h->ready) {
+		ex->start_error = h->start_timed_out ? -ETIMEDOUT
+		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
+		pthread_cond_broadcast(&ex->cond);
+	} else if (!ordered) {
+		count_restart(ex, why);
+		/* A host that stayed up a while proved that starts work. */
+		if (h->ready && hkx__now_ns() - h->ready_ns >=
+		    (uint64_t)HKX__BACKOFF_MAX_MS * 1000000u)
+			ex->backoff_ms = 0;
+		if (!h->start_timed_out) /* backed off when it was killed */
+			back_off(ex);
+	}
+	hkx__respawn_if_needed(ex);
+	hkx__unlock(ex);
+}
+
+/* Supervisor thread: the host is settled, or never got a task; it leaves
+ * the executor now, and its memory after the batch of events in which
+ * this happened, which may still name it. */
+void
+hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
+{
+	hkx__lock(ex);
+	TAILQ_REMOVE(&ex->hosts, h, link);
+	if (ex->current == h)
+		ex->current = NULL;
+	hkx__drop_output(ex, h);
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	if (h->up_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+	if (h->crash_open)
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->gone = true;
+	TAILQ_INSERT_TAIL(&ex->graveyard, h, link);
+}
+
+void
+hkx__bury(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	while ((h = TAILQ_FIRST(&ex->graveyard)) != NULL) {
+		TAILQ_REMOVE(&ex->graveyard, h, link);
+		close(h->pidfd);
+		close(h->down_fd);
+		close(h->up_fd);
+		close(h->crash_fd);
+		hkx__decoder_free(&h->decoder);
+		host_free(h);
+	}
+}
+
+/* The host's pidfd turned readable. A death the supervisor can explain
+ * without the exit status (its own kill, or a crash note naming a running
+ * task) is settled now, without waiting for the zygote to reap and
+ * report: that is what makes a kill quick. Any other waits a moment for
+ * the zygote's word (lifefd bounds the wait); the host leaves either way,
+ * and a word that comes later names a pid we no longer know. */
+void
+hkx__host_died(hkx_executor *ex, struct hkx__host *h)
+{
+	bool explained;
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	if (h->settled || h->died_ns != 0)
+		return;
+	hkx__read_notes(ex, h, true);
+	hkx__lock(ex);
+	explained = h->killing ||
+	    (h->crash_noted && hkx__running_by_id(ex, h, h->crash_id) != NULL);
+	if (!explained) {
+		h->died_ns = hkx__now_ns();
+		hkx__life_changed(ex);
+	}
+	hkx__unlock(ex);
+	if (explained) {
+		settle(ex, h, h->killing ? SIGKILL : h->crash_signal);
+		hkx__host_leave(ex, h);
+	}
+}
+
+/* The zygote reaped the host: settle it if that is still to do, then let
+ * it go. */
+static void
+host_exited(hkx_executor *ex, struct hkx__host *h, int status)
+{
+	if (!h->settled)
+		settle(ex, h, status);
+	hkx__host_leave(ex, h);
+}
+
+/* How long hosts have, once the zygote is gone, to take down what their
+ * tasks started before they are killed outright. */
+#define ORPHANED_HOST_MS 2000
+
+/* The zygote is gone: no host can be started or reaped by it any more. */
+static void
+zygote_died(hkx_executor *ex)
+{
+	struct hkx__host *h;
+	uint64_t deadline;
+
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, ex->zygote.sock, NULL);
+	hkx__lock(ex);
+	ex->spawning = false;
+	if (!ex->started && ex->start_error == 0)
+		ex->start_error = -ECHILD;
+	hkx__break_executor(ex, "executor broken: its zygote died");
+	/* Each host, told of the death, kills what its tasks started and
+	 * exits: a frozen one must run for that. The kernel continues a
+	 * stopped group that the death orphaned, but a group with a member
+	 * whose parent is elsewhere in the session is not orphaned. */
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__pidfd_send_signal(h->pidfd, SIGCONT);
+	ex->current = NULL;
+	pthread_cond_broadcast(&ex->cond);
+	hkx__unlock(ex);
+	deadline = hkx__deadline(ORPHANED_HOST_MS);
+	/* A subreaper application adopted the zygote, and the hosts with it. */
+	if (hkx__wait_readable(ex->zygote.pidfd, deadline) > 0)
+		hkx__reap_adopted(ex->zygote.pidfd);
+	while ((h = TAILQ_FIRST(&ex->hosts)) != NULL) {
+		if (hkx__wait_readable(h->pidfd, deadline) <= 0) {
+			hkx__signal_host(h, SIGKILL);
+			hkx__wait_readable(h->pidfd, UINT64_MAX);
+		}
+		/* What is left in the host's group, wherever it was orphaned:
+		 * the pidfd names the group without a pid-reuse race. Not a
+		 * kill of ours (killing stays false): its tasks end CRASHED. */
+		hkx__pidfd_send_signal_group(h->pidfd, SIGKILL);
+		hkx__reap_adopted(h->pidfd);
+		host_exited(ex, h, SIGKILL);
+	}
+}
+
+void
+hkx__zygote_readable(hkx_executor *ex)
+{
+	struct hkx__zygote_msg m;
+	struct hkx__host *h;
+	int rc;
+
+	while ((rc = hkx__zygote_recv(&ex->zygote, &m)) > 0 || rc == -EPROTO ||
+	    rc == -EMFILE) {
+		if (rc < 0) {
+			/* Its fds were cut (we were out of fds: that may pass)
+			 * or it was malformed; either way they are closed, and
+			 * a host that came with it is useless. */
+			if (m.type == HKX__ZYGOTE_SPAWNED) {
+				hkx__lock(ex);
+				if (m.pid > 0)
+					(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m.pid, SIGKILL);
+				spawn_failed_locked(ex, rc);
+				hkx__unlock(ex);
+			}
+			continue;
+		}
+		switch (m.type) {
+		case HKX__ZYGOTE_SPAWNED:
+			host_spawned(ex, &m);
+			break;
+		case HKX__ZYGOTE_SPAWN_FAILED:
+			spawn_failed(ex, m.value < 0 ? m.value : -ECHILD);
+			break;
+		case HKX__ZYGOTE_EXITED:
+			h = host_by_pid(ex, m.pid);
+			if (h != NULL)
+				host_exited(ex, h, m.value);
+			break;
+		default:
+			break;
+		}
+		for (int i = 0; i < m.nfds && m.type != HKX__ZYGOTE_SPAWNED; i++)
+			close(m.fds[i]);
+	}
+	/* Only the end of the stream means the zygote is gone; another error
+	 * (ENOMEM, say) is tried again on the next event. */
+	if (rc == -EPIPE || rc == -ECONNRESET)
+		zygote_died(ex);
+}
+
+/* --- deadlines of starts and deaths ----------------------------------------- */
+
+static uint64_t
+earlier(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* With the lock held: since when the zygote owes an answer (a SPAWN, or
+ * the exit of a host that died unexplained), or UINT64_MAX. */
+static uint64_t
+zygote_owes_since(hkx_executor *ex)
+{
+	uint64_t since = ex->spawning ? ex->spawn_asked : UINT64_MAX;
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0)
+			since = earlier(since, h->died_ns);
+	return since;
+}
+
+/* With the lock held: lifefd fires at the next start deadline, unanswered
+ * request, unreported death or end of a back-off. */
+void
+hkx__arm_life(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes = zygote_owes_since(ex);
+	struct itimerspec its = { 0 };
+	struct hkx__host *h;
+
+	if (owes != UINT64_MAX)
+		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
+	if (ex->spawning)
+		next = earlier(next, ex->spawn_asked + start_timeout_ns(ex));
+	else if (ex->respawn_at > now)
+		next = earlier(next, ex->respawn_at);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->died_ns != 0)
+			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
+		else if (!h->ready && !h->killing)
+			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
+		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
+			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+	}
+	if (next != UINT64_MAX)
+		its.it_value = hkx__timespec(next);
+	timerfd_settime(ex->lifefd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* With the lock held: a host that is not ready by its deadline is killed,
+ * and its death counts; a SPAWN the zygote never answered is given up. */
+static void
+enforce_starts(hkx_executor *ex, uint64_t now)
+{
+	uint64_t limit = start_timeout_ns(ex);
+	struct hkx__host *h;
+
+	if (ex->spawning && now - ex->spawn_asked >= limit)
+		spawn_failed_locked(ex, -ETIMEDOUT);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->ready || h->killing || h->died_ns != 0 || now - h->asked_ns < limit)
+			continue;
+		h->start_timed_out = true;
+		if (ex->started)
+			back_off(ex); /* before the kill asks for the next host */
+		hkx__kill_host(ex, h, false);
+	}
+}
+
+/* With the lock held: a host alive past the grace after losing a pipe
+ * lies about being a host. */
+static void
+enforce_pipes(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->pipe_lost_at != 0 && !h->killing && !h->settled &&
+		    now - h->pipe_lost_at >= PIPE_LOST_GRACE_NS &&
+		    hkx__wait_readable(h->pidfd, 0) == 0)
+			hkx__protocol_error(ex, h);
+}
+
+/* The first host whose death the zygote has not reported in time. */
+static struct hkx__host *
+unreported_death(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (h->died_ns != 0 && now - h->died_ns >= EXIT_WAIT_NS)
+			break;
+	hkx__unlock(ex);
+	return h;
+}
+
+/* Supervisor thread: lifefd fired. */
+void
+hkx__life_tick(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns(), owes;
+	struct hkx__host *h;
+
+	hkx__lock(ex);
+	owes = zygote_owes_since(ex);
+	/* A task may have stopped it: SIGCONT, every NUDGE_NS, costs
+	 * nothing if it was only slow. */
+	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
+		hkx__zygote_nudge(&ex->zygote);
+	enforce_starts(ex, now);
+	enforce_pipes(ex, now);
+	hkx__respawn_if_needed(ex); /* a back-off may be over */
+	ex->life_dirty = true;
+	hkx__unlock(ex);
+	while ((h = unreported_death(ex, now)) != NULL) {
+		settle(ex, h, STATUS_UNKNOWN);
+		hkx__host_leave(ex, h);
+	}
+}

@@ -1,0 +1,80 @@
+/*
+ * lifecycle: a host as the supervisor knows it, and what happens to it
+ * from its SPAWN to its burial. Every field of struct hkx__host is guarded
+ * by the executor's lock unless it says otherwise.
+ */
+#ifndef HKX_LIFECYCLE_H
+#define HKX_LIFECYCLE_H
+
+#include "executor.h"
+
+struct hkx__out_frame {
+	hkx_future *future; /* a reference, for its argument; NULL for QUIT */
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
+	uint8_t head_len;
+};
+
+struct hkx__host {
+	TAILQ_ENTRY(hkx__host) link;
+	pid_t pid;
+	int pidfd, down_fd, up_fd, crash_fd;
+	bool ready;
+	bool retiring;       /* QUIT sent: takes no more tasks */
+	bool killing;        /* the supervisor ordered SIGKILL */
+	bool kill_all;       /* ... and nothing running in it may be retried */
+	bool protocol_error;
+	bool crash_noted;
+	bool init_failed;
+	bool settled;        /* its tasks are accounted for */
+	bool start_timed_out;
+	bool gone;           /* in the graveyard: events for it are stale */
+	bool up_open, crash_open, down_polled;
+	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
+	uint64_t ready_ns;
+	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
+	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
+	uint64_t crash_id;
+	int crash_signal;
+	int init_rc;
+	unsigned inflight;   /* slots it holds */
+	uint64_t sent;       /* tasks sent over its life */
+	struct hkx__slots slots;  /* its own table, host_capacity slots */
+	hkx_future **owners;      /* of each slot (a reference), or NULL */
+	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
+	struct hkx__decoder decoder;
+	struct hkx__out_frame *out; /* host_capacity TASKs and a QUIT, at most */
+	size_t out_head, out_len, out_partial;
+};
+
+/* Every future host h holds, as f, in slot i. */
+#define HKX__FOREACH_HELD(ex, h, i, f)                  \
+	for ((i) = 0; (i) < (ex)->host_capacity; (i)++) \
+		if (((f) = (h)->owners[(i)]) != NULL)
+/* The same over every host. */
+#define HKX__FOREACH_HELD_ALL(ex, h, i, f)   \
+	TAILQ_FOREACH(h, &(ex)->hosts, link) \
+		HKX__FOREACH_HELD(ex, h, i, f)
+
+/* Most with the lock held; the supervisor thread's own (the zygote's
+ * socket, a host's death, hkx__life_tick) take it themselves. */
+void hkx__life_changed(hkx_executor *ex);
+void hkx__zygote_writable(hkx_executor *ex);
+int hkx__request_spawn(hkx_executor *ex);
+void hkx__respawn_if_needed(hkx_executor *ex);
+void hkx__signal_host(struct hkx__host *h, int sig);
+void hkx__freeze_host(struct hkx__host *h);
+void hkx__retire(hkx_executor *ex, struct hkx__host *h);
+void hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all);
+void hkx__kill_all_hosts(hkx_executor *ex);
+void hkx__protocol_error(hkx_executor *ex, struct hkx__host *h);
+hkx_future *hkx__running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id);
+int hkx__start_errno(int err);
+/* Supervisor thread: a host leaves, and its memory after the batch. */
+void hkx__host_leave(hkx_executor *ex, struct hkx__host *h);
+void hkx__bury(hkx_executor *ex);
+void hkx__host_died(hkx_executor *ex, struct hkx__host *h);
+void hkx__zygote_readable(hkx_executor *ex);
+void hkx__arm_life(hkx_executor *ex);
+void hkx__life_tick(hkx_executor *ex);
+
+#endif

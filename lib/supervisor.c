@@ -1,0 +1,625 @@
+/*
+ * supervisor: the one thread per executor, every signal blocked, that
+ * watches the hosts (pipes, crash notes, pidfds), the zygote and two timers
+ * over epoll, reads and writes the frames, hands queued tasks to the host
+ * that takes them and runs on_done callbacks.
+ *
+ * Only this thread writes to a host's pipe or reads from one, and never
+ * with the executor's lock held: a host that stops reading or floods its
+ * pipes must not hold anyone else. Nothing the hosts send, in frames or in
+ * crash notes, is trusted: anything malformed kills the host and ends its
+ * running tasks CRASHED with -EPROTO.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ending.h"
+#include "lifecycle.h"
+#include "runlimits.h"
+#include "util.h"
+
+void
+hkx__wake(hkx_executor *ex)
+{
+	uint64_t one = 1;
+
+	if (ex->wake_pending)
+		return;
+	ex->wake_pending = true;
+	(void)!write(ex->wakefd, &one, sizeof(one));
+}
+
+/*
+ * Never grows, so never fails: a TASK is queued only while fewer than
+ * host_capacity frames wait (pump), a QUIT once, so the array made with
+ * the host holds them all once moved to its front. Supervisor thread only,
+ * as the frames are.
+ */
+void
+hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+              size_t head_len)
+{
+	if (h->out_len == ex->host_capacity + 1) {
+		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
+		h->out_len -= h->out_head;
+		h->out_head = 0;
+	}
+	h->out[h->out_len].future = f != NULL ? hkx_future_retain(f) : NULL;
+	memcpy(h->out[h->out_len].head, head, head_len);
+	h->out[h->out_len].head_len = (uint8_t)head_len;
+	h->out_len++;
+}
+
+static void
+send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+{
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
+	struct hkx__slot *slot;
+	uint32_t flags = 0;
+
+	hkx__slot_take(ex, f, h);
+	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
+		flags |= HKX__SLOT_FAIL_FAST;
+	f->seq = ++ex->next_seq;
+	f->cpu_tid = 0;
+	f->cpu_base_ns = UINT64_MAX;
+	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
+		flags |= HKX__SLOT_NOTIFY_START;
+	slot = hkx__slot_of(ex, f);
+	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
+	    f->group != NULL ? f->group->id : 0);
+	h->sent++;
+	hkx__out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
+	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
+}
+
+bool
+hkx__host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
+{
+	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
+	    h->inflight < ex->host_capacity;
+}
+
+/* With the lock held: hand queued work to the host; wind hosts down once
+ * a shutdown has nothing left to wait for. */
+static void
+pump(hkx_executor *ex)
+{
+	struct hkx__host *h = ex->current, *next;
+	unsigned max = ex->config.max_tasks_per_host;
+	hkx_future *f;
+
+	/* Not paused, or it would take nothing: undo a flag the host set. */
+	if (hkx__host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
+		hkx__slots_assert_paused(&h->slots, false);
+	/* Frames a host skipped unread may still wait to be written: their
+	 * slots are free, their places in h->out are not. */
+	while (hkx__host_takes_tasks(ex, h) && h->out_len - h->out_head < ex->host_capacity &&
+	    (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+		if (max && h->sent >= max)
+			break;
+		TAILQ_REMOVE(&ex->queue, f, link);
+		send_task(ex, h, f);
+	}
+	if (h != NULL && max && h->sent >= max) {
+		hkx__retire(ex, h); /* gracefully: not a restart */
+		hkx__respawn_if_needed(ex);
+	}
+	if (ex->shutting_down && ex->pending == 0) {
+		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+			next = TAILQ_NEXT(h, link);
+			if (ex->shutdown_mode == HKX_SHUTDOWN_KILL)
+				hkx__kill_host(ex, h, true);
+			else
+				hkx__retire(ex, h);
+		}
+	}
+}
+
+/* Supervisor thread: EOF or EPIPE on a pipe of h. A host that lives on
+ * without its pipes is broken, and is killed once it has had time to die
+ * on its own (enforce_pipes). */
+static void
+pipe_lost(hkx_executor *ex, struct hkx__host *h)
+{
+	if (h->pipe_lost_at != 0)
+		return;
+	h->pipe_lost_at = hkx__now_ns();
+	hkx__lock(ex);
+	hkx__life_changed(ex);
+	hkx__unlock(ex);
+}
+
+/* --- frames from a host ----------------------------------------------------- */
+
+#define STATE_BIT(s) (1u << (s))
+
+/* The future a frame speaks of, if it is this host's and its slot is in one
+ * of the states of `want` (STATE_BIT()s); else the frame is a lie. */
+static hkx_future *
+owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, unsigned want)
+{
+	hkx_future *f;
+	uint64_t word;
+
+	if (fr->slot >= ex->host_capacity)
+		return NULL;
+	f = h->owners[fr->slot];
+	if (f == NULL || f->id != fr->id)
+		return NULL;
+	word = atomic_load(&hkx__slot_of(ex, f)->word);
+	if (HKX__SLOT_SEQ(word) != f->seq || !(want & STATE_BIT(HKX__SLOT_STATE(word))))
+		return NULL;
+	/* Only a cancelled future has ended while its slot is taken (or is
+	 * about to, refused by the host): a host that rewrites a slot cannot
+	 * make one end twice, or never. */
+	if (hkx__is_end(f) != (want == STATE_BIT(HKX__SLOT_CANCELLED)) &&
+	    !(want == STATE_BIT(HKX__SLOT_CANCELLED) && hkx__refused_by_host(f, word)))
+		return NULL;
+	return f;
+}
+
+/*
+ * The task returned rc with these bytes: the future ends DONE, STOPPED or
+ * FAILED. The slot's reference goes first, then the executor's with
+ * hkx__end_future: the caller must not touch f afterwards.
+ */
+void
+hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
+            const char *message, size_t message_len)
+{
+	enum hkx_state s;
+
+	hkx__observe(ex, f);
+	hkx__copy_progress(ex, f);
+	if (message_len > 0)
+		f->message = hkx__strndup(message, message_len);
+	if (reply_len > 0) {
+		f->result = hkx__malloc(reply_len);
+		if (f->result != NULL) {
+			memcpy(f->result, reply, reply_len);
+			f->result_len = reply_len;
+		} else {
+			/* DONE without its bytes would be a lie. */
+			rc = -ENOMEM;
+			hkx__set_message(f, "no memory for the result");
+		}
+	}
+	if (rc == 0)
+		s = HKX_DONE;
+	else if (rc == -ECANCELED && f->stop_asked)
+		s = HKX_STOPPED;
+	else
+		s = HKX_FAILED;
+	hkx__slot_put(ex, f);
+	hkx__end_future(ex, f, s, s == HKX_FAILED ? rc : 0);
+}
+
+static int
+take_result(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
+{
+	hkx_future *f = owner_of(ex, h, fr,
+	    STATE_BIT(HKX__SLOT_CLAIMED) | STATE_BIT(HKX__SLOT_FINISHED));
+
+	if (f == NULL)
+		return -EPROTO;
+	hkx__finish(ex, f, fr->u.result.rc, fr->u.result.reply, fr->u.result.reply_len,
+	    fr->u.result.message, fr->u.result.message_len);
+	return 0;
+}
+
+static int
+handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
+{
+	hkx_future *f;
+	bool refused;
+
+	switch (fr->type) {
+	case HKX__FRAME_READY:
+		if (h->ready)
+			return -EPROTO;
+		h->ready = true;
+		h->ready_ns = hkx__now_ns();
+		ex->stats.host_starts++;
+		if (!ex->started) {
+			ex->started = true;
+			pthread_cond_broadcast(&ex->cond);
+		}
+		if (ex->frozen)
+			hkx__freeze_host(h);
+		return 0;
+	case HKX__FRAME_STARTED:
+		f = owner_of(ex, h, fr,
+		    STATE_BIT(HKX__SLOT_CLAIMED) | STATE_BIT(HKX__SLOT_FINISHED));
+		if (f == NULL)
+			return -EPROTO;
+		hkx__observe(ex, f);
+		if (f->started_ns != 0)
+			return 0; /* adopted as a pause began, or said twice */
+		f->started_ns = fr->u.started.start_ns;
+		if (f->started_ns == 0 || f->started_ns > hkx__now_ns())
+			f->started_ns = hkx__now_ns();
+		f->paused_at_start = hkx__paused_time(ex, f->started_ns);
+		return 1; /* limits to look at */
+	case HKX__FRAME_SKIPPED:
+		f = owner_of(ex, h, fr, STATE_BIT(HKX__SLOT_CANCELLED));
+		if (f == NULL)
+			return -EPROTO;
+		refused = !hkx__is_end(f);
+		/* The executor's reference keeps a refused f past the slot's. */
+		hkx__slot_put(ex, f);
+		if (refused)
+			hkx__end_unrun(ex, f);
+		return 0;
+	case HKX__FRAME_RESULT:
+		ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
+		return take_result(ex, h, fr);
+	default:
+		return -EPROTO;
+	}
+}
+
+/* Reads what the host sent; false once there is nothing more to read. */
+bool
+hkx__read_host(hkx_executor *ex, struct hkx__host *h)
+{
+	struct hkx__frame fr;
+	bool ready, limits = false;
+	ssize_t n, used;
+	size_t off;
+	int rc;
+
+	if (!h->up_open)
+		return false;
+	n = read(h->up_fd, ex->inbuf, HKX__INBUF_LEN);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return errno == EINTR;
+	if (n <= 0) {
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+		h->up_open = false;
+		pipe_lost(ex, h);
+		return false;
+	}
+	hkx__lock(ex);
+	for (off = 0; off < (size_t)n && h->up_open; off += (size_t)used) {
+		used = hkx__decoder_feed(&h->decoder, ex->inbuf + off, (size_t)n - off, &fr, &ready);
+		rc = used < 0 ? (int)used : ready ? handle_frame(ex, h, &fr) : 0;
+		if (rc < 0) {
+			hkx__protocol_error(ex, h);
+			break;
+		}
+		limits |= rc > 0;
+	}
+	if (limits)
+		hkx__check_limits(ex);
+	hkx__unlock(ex);
+	return n == HKX__INBUF_LEN;
+}
+
+static int
+take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
+{
+	hkx_future *f;
+
+	if (!hkx__note_valid(note))
+		return -EPROTO;
+	switch (note->kind) {
+	case HKX__NOTE_CRASH:
+		if (!h->crash_noted) {
+			h->crash_noted = true;
+			h->crash_id = note->id;
+			h->crash_signal = note->value;
+		}
+		return 0;
+	case HKX__NOTE_CPU_LIMIT:
+		f = hkx__running_by_id(ex, h, note->id);
+		if (f != NULL && f->cpu_limit_ms)
+			hkx__cpu_exceeded(ex, h, f);
+		return 0;
+	case HKX__NOTE_INIT_FAILED:
+		h->init_failed = true;
+		h->init_rc = note->value;
+		return 0;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* No more reads of a host's crash notes: it is dead and what it wrote is
+ * read, or it broke the protocol there. A process that escaped the host
+ * may still hold the write end; nothing it writes is looked at. */
+static void
+close_notes(hkx_executor *ex, struct hkx__host *h)
+{
+	if (!h->crash_open)
+		return;
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->crash_fd, NULL);
+	h->crash_open = false;
+}
+
+/*
+ * Each note is one write of a fixed size below PIPE_BUF, so a read of a
+ * whole number of notes returns whole ones, unless something else wrote to
+ * the pipe: anything that is not a note is a protocol error. A live host
+ * gets one read per event (epoll is level-triggered: a host that floods the
+ * pipe cannot hold this thread); a dead one, what its pipe can hold, which
+ * is all it can have written, and then none.
+ */
+void
+hkx__read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
+{
+	struct hkx__note notes[64];
+	size_t left = sizeof(notes), i;
+	ssize_t n;
+	int cap, err;
+
+	if (dead && (cap = fcntl(h->crash_fd, F_GETPIPE_SZ)) > 0)
+		left += (size_t)cap;
+	while (h->crash_open && left > 0) {
+		n = read(h->crash_fd, notes, sizeof(notes));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			close_notes(ex, h);
+			break;
+		}
+		left -= (size_t)n < left ? (size_t)n : left;
+		err = (size_t)n % sizeof(notes[0]) != 0 ? -EPROTO : 0;
+		hkx__lock(ex);
+		for (i = 0; err == 0 && i < (size_t)n / sizeof(notes[0]); i++)
+			err = take_note(ex, h, &notes[i]);
+		if (err < 0) {
+			hkx__protocol_error(ex, h);
+			close_notes(ex, h);
+		}
+		hkx__unlock(ex);
+	}
+	if (dead)
+		close_notes(ex, h);
+}
+
+/* --- writing to a host --------------------------------------------------- */
+
+static void
+poll_down(hkx_executor *ex, struct hkx__host *h, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLOUT,
+	                          .data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_DOWN };
+
+	if (on == h->down_polled)
+		return;
+	epoll_ctl(ex->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, h->down_fd, &ev);
+	h->down_polled = on;
+}
+
+void
+hkx__drop_output(hkx_executor *ex, struct hkx__host *h)
+{
+	for (size_t i = h->out_head; i < h->out_len; i++)
+		hkx_future_release(h->out[i].future);
+	h->out_head = h->out_len = h->out_partial = 0;
+	poll_down(ex, h, false);
+}
+
+static void
+consume_sigpipe(void)
+{
+	struct timespec zero = { 0 };
+	sigset_t set;
+
+	/* This thread blocks every signal, so the EPIPE's SIGPIPE is pending
+	 * on it; take it, so that it never reaches the application. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
+		;
+}
+
+/* Supervisor thread, without the lock: the frames are this thread's. */
+static void
+flush_host(hkx_executor *ex, struct hkx__host *h)
+{
+	struct iovec iov[IOV_MAX];
+	struct hkx__out_frame *o;
+	size_t i, k, skip, len;
+	ssize_t n;
+	int cnt;
+
+	while (h->out_head < h->out_len) {
+		cnt = 0;
+		skip = h->out_partial;
+		for (i = h->out_head; i < h->out_len && cnt + 2 <= IOV_MAX; i++) {
+			o = &h->out[i];
+			if (skip < o->head_len)
+				iov[cnt++] = (struct iovec){ o->head + skip, o->head_len - skip };
+			if (o->future != NULL && o->future->arg_len > 0) {
+				k = skip > o->head_len ? skip - o->head_len : 0;
+				iov[cnt++] = (struct iovec){ (char *)o->future->arg + k,
+				                             o->future->arg_len - k };
+			}
+			skip = 0;
+		}
+		n = writev(h->down_fd, iov, cnt);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				poll_down(ex, h, true);
+				return;
+			}
+			/* The host is gone, and its death will requeue what it
+			 * held; or it lost its pipe. */
+			if (errno == EPIPE)
+				consume_sigpipe();
+			hkx__drop_output(ex, h);
+			pipe_lost(ex, h);
+			return;
+		}
+		for (len = (size_t)n; h->out_head < h->out_len;) {
+			o = &h->out[h->out_head];
+			k = o->head_len + (o->future != NULL ? o->future->arg_len : 0) - h->out_partial;
+			if (len < k) {
+				h->out_partial += len;
+				break;
+			}
+			len -= k;
+			h->out_partial = 0;
+			hkx_future_release(o->future);
+			h->out_head++;
+		}
+	}
+	hkx__drop_output(ex, h);
+}
+
+/* --- the supervisor thread ------------------------------------------------ */
+
+static void
+run_callbacks(struct hkx__future_list *done)
+{
+	struct hkx__callback *cb, *next;
+	hkx_future *f;
+
+	/* A future's callbacks are fixed once it has ended: no lock. */
+	while ((f = TAILQ_FIRST(done)) != NULL) {
+		TAILQ_REMOVE(done, f, link);
+		for (cb = f->callbacks; cb != NULL; cb = next) {
+			next = cb->next;
+			cb->fn(f, cb->arg);
+			free(cb);
+		}
+		f->callbacks = NULL;
+		hkx_future_release(f);
+	}
+}
+
+static void
+dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
+{
+	struct hkx__host *h = (struct hkx__host *)(uintptr_t)(tag & ~(uint64_t)7);
+	uint64_t value;
+
+	if (h != NULL && h->gone)
+		return; /* freed earlier in this batch */
+	if (h == NULL) {
+		switch (tag) {
+		case HKX__TAG_WAKE:
+			(void)!read(ex->wakefd, &value, sizeof(value));
+			hkx__lock(ex);
+			ex->wake_pending = false;
+			hkx__unlock(ex);
+			break;
+		case HKX__TAG_TIMER:
+			(void)!read(ex->timerfd, &value, sizeof(value));
+			hkx__lock(ex);
+			hkx__check_limits(ex);
+			hkx__unlock(ex);
+			break;
+		case HKX__TAG_LIFE:
+			(void)!read(ex->lifefd, &value, sizeof(value));
+			hkx__life_tick(ex);
+			break;
+		case HKX__TAG_ZYGOTE:
+			if (events & EPOLLOUT)
+				hkx__zygote_writable(ex);
+			if (events & ~(uint32_t)EPOLLOUT)
+				hkx__zygote_readable(ex);
+			break;
+		}
+		return;
+	}
+	switch (tag & 7) {
+	case HKX__HOST_UP:
+		hkx__read_host(ex, h);
+		break;
+	case HKX__HOST_CRASH:
+		hkx__read_notes(ex, h, false);
+		break;
+	case HKX__HOST_DOWN:
+		if (events & (EPOLLERR | EPOLLHUP)) {
+			hkx__drop_output(ex, h);
+			pipe_lost(ex, h);
+		} else
+			flush_host(ex, h);
+		break;
+	case HKX__HOST_PID:
+		hkx__host_died(ex, h);
+		break;
+	}
+}
+
+static void *
+supervisor_main(void *arg)
+{
+	hkx_executor *ex = arg;
+	struct hkx__future_list done;
+	struct epoll_event evs[32];
+	struct hkx__host *h, *next;
+	bool exiting = false;
+	int n, i;
+
+	while (!exiting) {
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), -1);
+		for (i = 0; i < n; i++) {
+			/* A host may be gone by now: its events in this batch
+			 * are stale. Zygote messages come last for that reason. */
+			if (evs[i].data.u64 == HKX__TAG_ZYGOTE)
+				continue;
+			dispatch(ex, evs[i].data.u64, evs[i].events);
+		}
+		for (i = 0; i < n; i++)
+			if (evs[i].data.u64 == HKX__TAG_ZYGOTE)
+				dispatch(ex, HKX__TAG_ZYGOTE, evs[i].events);
+
+		hkx__lock(ex);
+		pump(ex);
+		if (ex->limits_dirty) {
+			ex->limits_dirty = false;
+			hkx__check_limits(ex);
+		}
+		if (ex->life_dirty) {
+			ex->life_dirty = false;
+			hkx__arm_life(ex);
+		}
+		TAILQ_INIT(&done);
+		TAILQ_CONCAT(&done, &ex->notify, link);
+		exiting = ex->thread_exit;
+		hkx__unlock(ex);
+
+		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
+			next = TAILQ_NEXT(h, link);
+			flush_host(ex, h);
+		}
+		run_callbacks(&done);
+		hkx__bury(ex);
+	}
+	return NULL;
+}
+
+int
+hkx__start_thread(hkx_executor *ex)
+{
+	sigset_t all, old;
+	int err;
+
+	/* The thread inherits a full mask: no signal of the application's is
+	 * ever delivered to it, and SIGPIPE stays pending for it to take. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&ex->thread, NULL, supervisor_main, ex);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		return -err;
+	ex->thread_started = true;
+	return 0;
+}
