@@ -2462,6 +2462,74 @@ START_TEST(serve_interrupt_while_frozen)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Several hosts: --hosts, --isolate, --spare-hosts                        */
+
+START_TEST(hosts_options_and_mistakes)
+{
+	static const struct {
+		const char *args[8];
+		const char *says;
+	} mistakes[] = {
+		{ { "run", "--hosts", "0", "echo", NULL }, "hosts must be at least 1" },
+		{ { "run", "--hosts", "1025", "echo", NULL }, "hosts \"1025\"" },
+		{ { "run", "--hosts", "two", "echo", NULL }, "hosts \"two\"" },
+		{ { "run", "--spare-hosts", "65", "echo", NULL }, "spare-hosts \"65\"" },
+		{ { "run", "--spare-hosts", "-1", "echo", NULL }, "spare-hosts \"-1\"" },
+		{ { "run", "--isolate=1", "echo", NULL }, "--isolate takes no value" },
+		{ { "run", "--isolate", "--hosts", "2", "echo", NULL }, "--isolate and --hosts" },
+		{ { "run", "--hosts", "2", "-j", "2", "--isolate", "echo", NULL },
+		    "--isolate and --hosts" },
+		{ { "serve", "--hosts", "0", NULL }, "hosts must be at least 1" },
+		{ { "serve", "--isolate", "--hosts", "1", NULL }, "--isolate and --hosts" },
+	};
+	static const char *const subcommands[] = { "run", "serve" };
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < sizeof(mistakes) / sizeof(mistakes[0]); i++) {
+		const char *const *a = mistakes[i].args;
+
+		ck_assert_int_eq(hkx(&p, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]),
+		    2);
+		ck_assert_msg(count_lines(p.errbuf) == 1 &&
+		    strstr(p.errbuf, mistakes[i].says) != NULL, "case %zu: %s", i, p.errbuf);
+		ck_assert_str_eq(p.outbuf, "");
+		proc_free(&p);
+	}
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, subcommands[i], "--help", NULL), 0);
+		ck_assert_msg(strstr(p.outbuf, "--hosts N") != NULL &&
+		    strstr(p.outbuf, "--isolate ") != NULL &&
+		    strstr(p.outbuf, "--spare-hosts N") != NULL, "%s", p.outbuf);
+		proc_free(&p);
+	}
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--hosts", "2", "-j", "1",
+	    "--spare-hosts", "0", "echo", "a", "b", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "a");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "b");
+	json_decref(arr);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--isolate", "-j", "2", "echo", "a",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "a");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, "{\"stats\":true}\n", "serve", "--isolate", "-j", "2",
+	    "--spare-hosts", "3", NULL), 0);
+	o = proc_next_json(&p, 0);
+	ck_assert(o != NULL);
+	ck_assert_int_ge(num(json_object_get(o, "stats"), "hosts_up"), 1);
+	json_decref(o);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2540,6 +2608,7 @@ command_suite(void)
 	add(s, "serve_groups_memory", serve_groups_memory_stays_flat, 60);
 	add(s, "serve_in_flight_cap", serve_control_at_the_in_flight_cap, 60);
 	add(s, "serve_interrupt_frozen", serve_interrupt_while_frozen, 60);
+	add(s, "hosts_options", hosts_options_and_mistakes, 60);
 	return s;
 }
 
