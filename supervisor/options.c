@@ -49,10 +49,16 @@ enum {
 	OPT_MAX_RESTARTS,
 	OPT_RESTART_WINDOW,
 	OPT_MAX_IN_FLIGHT,
+	OPT_HOSTS,
+	OPT_ISOLATE,
+	OPT_SPARE_HOSTS,
 };
 
 /* What serve accepts in flight before it holds requests back. */
 #define DEFAULT_MAX_IN_FLIGHT 65536
+/* The library's bounds on hosts and spare hosts. */
+#define MAX_HOSTS 1024
+#define MAX_SPARE_HOSTS 64
 
 static const struct {
 	struct option long_opt;
@@ -61,6 +67,9 @@ static const struct {
 	{ { "help", no_argument, NULL, OPT_HELP }, 0 },
 	{ { "plugin", required_argument, NULL, OPT_PLUGIN }, OPTS_PLUGIN },
 	{ { "threads", required_argument, NULL, OPT_THREADS }, OPTS_HOST },
+	{ { "hosts", required_argument, NULL, OPT_HOSTS }, OPTS_HOST },
+	{ { "isolate", no_argument, NULL, OPT_ISOLATE }, OPTS_HOST },
+	{ { "spare-hosts", required_argument, NULL, OPT_SPARE_HOSTS }, OPTS_HOST },
 	{ { "memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT }, OPTS_HOST },
 	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
 	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
@@ -107,6 +116,23 @@ parse_count(struct cmd_options *o, const char *name, const char *s, long long ma
 		options_usage_error(o, "%s \"%s\" is %s", name, s, why);
 		return -1;
 	}
+	return 0;
+}
+
+/* A count that 0 would make meaningless. */
+static int
+parse_positive(struct cmd_options *o, const char *name, const char *s, long long max,
+    unsigned *out)
+{
+	long long n;
+
+	if (parse_count(o, name, s, max, &n) == -1)
+		return -1;
+	if (n == 0) {
+		options_usage_error(o, "%s must be at least 1", name);
+		return -1;
+	}
+	*out = n;
 	return 0;
 }
 
@@ -185,13 +211,16 @@ apply(struct cmd_options *o, int opt, const char *arg)
 
 	switch (opt) {
 	case OPT_THREADS:
-		if (parse_count(o, "threads", arg, 1024, &n) == -1)
+		return parse_positive(o, "threads", arg, 1024, &o->threads);
+	case OPT_HOSTS:
+		return parse_positive(o, "hosts", arg, MAX_HOSTS, &o->hosts);
+	case OPT_ISOLATE:
+		o->isolate = true;
+		return 0;
+	case OPT_SPARE_HOSTS:
+		if (parse_count(o, "spare-hosts", arg, MAX_SPARE_HOSTS, &n) == -1)
 			return -1;
-		if (n == 0) {
-			options_usage_error(o, "threads must be at least 1");
-			return -1;
-		}
-		o->threads = n;
+		o->spare_hosts = n;
 		return 0;
 	case OPT_PLUGIN:
 		return add_plugin(o, arg);
@@ -274,14 +303,7 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		o->restart_window_ms = n;
 		return 0;
 	case OPT_MAX_IN_FLIGHT:
-		if (parse_count(o, "max-in-flight", arg, 1 << 24, &n) == -1)
-			return -1;
-		if (n == 0) {
-			options_usage_error(o, "max-in-flight must be at least 1");
-			return -1;
-		}
-		o->max_in_flight = n;
-		return 0;
+		return parse_positive(o, "max-in-flight", arg, 1 << 24, &o->max_in_flight);
 	}
 	return -1;
 }
@@ -329,6 +351,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	o->max_restarts = defaults.max_restarts;
 	o->restart_window_ms = defaults.restart_window_ms;
 	o->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+	o->spare_hosts = defaults.spare_hosts;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;
@@ -356,6 +379,13 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 		}
 		if (apply(o, opt, optarg) == -1)
 			return -1;
+	}
+	/* As for the other pairs that contradict each other, an error
+	 * rather than one silently winning. */
+	if (o->isolate && o->hosts != 0) {
+		options_usage_error(o, "--isolate and --hosts do not go together: "
+		    "with --isolate, -j gives the number of hosts");
+		return -1;
 	}
 	return optind;
 }
@@ -457,6 +487,20 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	c.max_payload = TASK_MAX_PAYLOAD;
 	if (o->threads != 0)
 		c.threads = o->threads;
+	if (o->isolate) {
+		c.hosts = c.threads;
+		c.threads = 1;
+	} else if (o->hosts != 0)
+		c.hosts = o->hosts;
+	/*
+	 * A task held in a host waits for that host's workers even while
+	 * another host is idle: behind a long task, for the whole of it. With
+	 * several hosts, a task goes only to an idle worker; the cost is a
+	 * round trip between one task's end and the next one's start there.
+	 */
+	if (c.hosts > 1)
+		c.prefetch = 0;
+	c.spare_hosts = o->spare_hosts;
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
 	base = address_space();

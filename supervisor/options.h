@@ -19,7 +19,8 @@
 
 /* Groups of options a subcommand accepts. */
 #define OPTS_PLUGIN  0x01u  /* --plugin */
-#define OPTS_HOST    0x02u  /* -j, --memory-limit, --no-new-privs */
+#define OPTS_HOST    0x02u  /* -j, --hosts, --isolate, --spare-hosts,
+                               --memory-limit, --no-new-privs */
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */
@@ -29,6 +30,9 @@
 struct cmd_options {
 	const char *command;      /* "run", for messages */
 	unsigned threads;         /* 0: the library's default */
+	unsigned hosts;           /* 0: not given: one, or -j with isolate */
+	bool isolate;             /* one thread per host, -j hosts */
+	unsigned spare_hosts;
 	const char **plugins;
 	size_t nplugins;
 	uint64_t memory_limit;    /* bytes, 0: none */

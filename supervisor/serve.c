@@ -62,14 +62,20 @@ static const char usage[] =
 "    {\"pause\":\"checkpoint\"} {\"pause\":\"freeze\"} {\"resume\":true} {\"stats\":true}\n"
 "  events: {\"event\":\"broken\",\"message\":...} when the executor breaks\n"
 "\n"
-"  -j, --threads N        worker threads in the host (default: CPUs)\n"
+"  -j, --threads N        worker threads in each host (default: CPUs); with\n"
+"                         --isolate, the number of hosts\n"
+"      --hosts N          host processes of -j threads each (1): a kill,\n"
+"                         time-out or crash ends only the tasks of its host\n"
+"      --isolate          one thread per host, -j hosts: a kill, time-out\n"
+"                         or crash ends only the task it targets\n"
+"      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n"
 "      --stop-after MS    default stop_after_ms of requests\n"
 "      --kill-after MS    default kill_after_ms of requests\n"
 "      --stop-grace MS    default stop_grace_ms of requests (2000)\n"
 "      --cpu-limit SEC    default CPU time limit of requests\n"
 "      --retries N        default retries of requests\n"
-"      --memory-limit SIZE  address-space limit of the host (K, M, G, T)\n"
-"      --no-new-privs     set no_new_privs in the host\n"
+"      --memory-limit SIZE  address-space limit of each host (K, M, G, T)\n"
+"      --no-new-privs     set no_new_privs in the hosts\n"
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --max-restarts N   host deaths allowed in the restart window (5); one\n"
 "                         more breaks the executor, which is replaced (0: exit)\n"
@@ -645,13 +651,14 @@ send_stats(struct server *s)
 		return;
 	}
 	write_json(s, json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-	    " s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}}", "stats",
+	    " s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}}", "stats",
 	    "submitted", (json_int_t)st.submitted, "done", (json_int_t)st.done,
 	    "failed", (json_int_t)st.failed, "cancelled", (json_int_t)st.cancelled,
 	    "stopped", (json_int_t)st.stopped, "timed_out", (json_int_t)st.timed_out,
 	    "killed", (json_int_t)st.killed, "crashed", (json_int_t)st.crashed,
 	    "host_starts", (json_int_t)st.host_starts, "queued", (json_int_t)st.queued,
 	    "running", (json_int_t)st.running, "host_pid", (json_int_t)st.host_pid,
+	    "hosts_up", (json_int_t)st.hosts_up,
 	    "paused", st.paused, "frozen", st.frozen, "broken", st.broken,
 	    "shut_down", st.shut_down, "in_flight", (json_int_t)s->in_flight,
 	    "held", (json_int_t)s->nheld));

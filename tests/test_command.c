@@ -2462,6 +2462,270 @@ START_TEST(serve_interrupt_while_frozen)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Several hosts: --hosts, --isolate, --spare-hosts                        */
+
+START_TEST(hosts_options_and_mistakes)
+{
+	static const struct {
+		const char *args[8];
+		const char *says;
+	} mistakes[] = {
+		{ { "run", "--hosts", "0", "echo", NULL }, "hosts must be at least 1" },
+		{ { "run", "--hosts", "1025", "echo", NULL }, "hosts \"1025\"" },
+		{ { "run", "--hosts", "two", "echo", NULL }, "hosts \"two\"" },
+		{ { "run", "--spare-hosts", "65", "echo", NULL }, "spare-hosts \"65\"" },
+		{ { "run", "--spare-hosts", "-1", "echo", NULL }, "spare-hosts \"-1\"" },
+		{ { "run", "--isolate=1", "echo", NULL }, "--isolate takes no value" },
+		{ { "run", "--isolate", "--hosts", "2", "echo", NULL }, "--isolate and --hosts" },
+		{ { "run", "--hosts", "2", "-j", "2", "--isolate", "echo", NULL },
+		    "--isolate and --hosts" },
+		{ { "serve", "--hosts", "0", NULL }, "hosts must be at least 1" },
+		{ { "serve", "--isolate", "--hosts", "1", NULL }, "--isolate and --hosts" },
+	};
+	static const char *const subcommands[] = { "run", "serve" };
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < sizeof(mistakes) / sizeof(mistakes[0]); i++) {
+		const char *const *a = mistakes[i].args;
+
+		ck_assert_int_eq(hkx(&p, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]),
+		    2);
+		ck_assert_msg(count_lines(p.errbuf) == 1 &&
+		    strstr(p.errbuf, mistakes[i].says) != NULL, "case %zu: %s", i, p.errbuf);
+		ck_assert_str_eq(p.outbuf, "");
+		proc_free(&p);
+	}
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, subcommands[i], "--help", NULL), 0);
+		ck_assert_msg(strstr(p.outbuf, "--hosts N") != NULL &&
+		    strstr(p.outbuf, "--isolate ") != NULL &&
+		    strstr(p.outbuf, "--spare-hosts N") != NULL, "%s", p.outbuf);
+		proc_free(&p);
+	}
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--hosts", "2", "-j", "1",
+	    "--spare-hosts", "0", "echo", "a", "b", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "a");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "b");
+	json_decref(arr);
+	proc_free(&p);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--isolate", "-j", "2", "echo", "a",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "a");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, "{\"stats\":true}\n", "serve", "--isolate", "-j", "2",
+	    "--spare-hosts", "3", NULL), 0);
+	o = proc_next_json(&p, 0);
+	ck_assert(o != NULL);
+	ck_assert_int_ge(num(json_object_get(o, "stats"), "hosts_up"), 1);
+	json_decref(o);
+	proc_free(&p);
+}
+END_TEST
+
+/* A FIFO in tmpdir, made afresh. */
+static void
+fifo_make(char *path, size_t size, const char *name)
+{
+	snprintf(path, size, "%s/%s", tmpdir, name);
+	ck_assert(unlink(path) == 0 || errno == ENOENT);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+}
+
+/*
+ * Lets a task blocked in `read x < FIFO` go on. Opened for reading and
+ * writing, the FIFO never blocks this open, and the line waits in it for
+ * the task: close the fd only once the task has ended.
+ */
+static int
+fifo_release(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	ck_assert_msg(fd != -1, "%s: %s", path, strerror(errno));
+	ck_assert_int_eq(write(fd, "go\n", 3), 3);
+	return fd;
+}
+
+/* The next line of output ends the task whose key (index or id) is want,
+ * given as JSON text, in state; the message shows what came instead. */
+static void
+assert_next_end(struct proc *p, const char *key, const char *want, const char *state)
+{
+	json_t *o = next_response(p), *w = json_loads(want, JSON_DECODE_ANY, NULL);
+	char *text = json_dumps(o, JSON_COMPACT);
+	json_t *state_v = json_object_get(o, "state");
+
+	ck_assert(w != NULL && text != NULL);
+	ck_assert_msg(json_equal(json_object_get(o, key), w) && json_is_string(state_v) &&
+	    strcmp(json_string_value(state_v), state) == 0, "want %s %s %s; got %s", key,
+	    want, state, text);
+	free(text);
+	json_decref(w);
+	json_decref(o);
+}
+
+/*
+ * Two shells run side by side, each waiting on a FIFO; then one kills its
+ * own host. The other ends done, not killed as the crash's collateral.
+ */
+static void
+run_crash_beside(const char *const *opts)
+{
+	char fa[300], fb[300], crasher[512], waiter[512];
+	const char *args[16];
+	json_t *arr;
+	struct proc p;
+	size_t n = 0;
+	int fd, fd2;
+
+	fifo_make(fa, sizeof(fa), "crasher.fifo");
+	fifo_make(fb, sizeof(fb), "waiter.fifo");
+	snprintf(crasher, sizeof(crasher), "echo crasher-up >&2; read x < %s; "
+	    "kill -KILL $PPID", fa);
+	snprintf(waiter, sizeof(waiter), "echo waiter-up >&2; read x < %s; echo d", fb);
+	args[n++] = "run";
+	args[n++] = "--json";
+	while (*opts != NULL)
+		args[n++] = *opts++;
+	args[n++] = "sh";
+	args[n++] = crasher;
+	args[n++] = waiter;
+	args[n] = NULL;
+	proc_start(&p, args);
+	proc_wait_stderr(&p, "crasher-up");
+	proc_wait_stderr(&p, "waiter-up");
+	fd = fifo_release(fa);
+	assert_next_end(&p, "index", "0", "crashed");
+	fd2 = fifo_release(fb);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "done");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "d\n");
+	ck_assert_int_eq(num(by_index(arr, 1), "attempts"), 1);
+	json_decref(arr);
+	close(fd);
+	close(fd2);
+	proc_free(&p);
+}
+
+START_TEST(run_isolate_crash_ends_only_its_task)
+{
+	static const char *const opts[] = { "--isolate", "-j", "2", NULL };
+
+	run_crash_beside(opts);
+}
+END_TEST
+
+/* Two threads a host: the busier host is passed over, so the two shells
+ * run in different hosts. */
+START_TEST(run_hosts_crash_ends_only_its_host)
+{
+	static const char *const opts[] = { "--hosts", "2", "-j", "2", NULL };
+
+	run_crash_beside(opts);
+}
+END_TEST
+
+/*
+ * A task that times out ends alone, and nothing waits behind it: with
+ * --isolate a task is only sent to an idle host, so the third task runs
+ * once the second's host is free, not behind the sleeper.
+ */
+START_TEST(run_isolate_nothing_waits_behind_a_timeout)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--isolate", "-j", "2",
+	    "--kill-after", "1000", "sh", "sleep 5", "echo d", "echo e", NULL), 1);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), 3);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "timed_out");
+	ck_assert_int_eq(num(o, "code"), SIGKILL);
+	ck_assert_msg(json_array_get(arr, 2) == o, "the time-out ended before the others: %s",
+	    p.outbuf);
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "done");
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "d\n");
+	ck_assert_str_eq(str(by_index(arr, 2), "state"), "done");
+	ck_assert_str_eq(str(by_index(arr, 2), "result"), "e\n");
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/*
+ * Through serve: a request waits on a FIFO; another, sent once it runs,
+ * is ended by how (a control line, or its own limit in its request). The
+ * first then ends done.
+ */
+static void
+serve_end_beside(struct proc *p, const char *name, const char *victim_fields,
+    const char *control, const char *state)
+{
+	char fifo[300], line[1024], up[64];
+	int fd;
+
+	fifo_make(fifo, sizeof(fifo), name);
+	snprintf(up, sizeof(up), "%s-waiter-up", name);
+	snprintf(line, sizeof(line), "{\"id\":\"%s-waiter\",\"task\":\"sh\",\"arg\":"
+	    "\"echo %s >&2; read x < %s; echo d\"}\n", name, up, fifo);
+	proc_write(p, line);
+	proc_wait_stderr(p, up);
+	snprintf(up, sizeof(up), "%s-victim-up", name);
+	snprintf(line, sizeof(line), "{\"id\":\"%s-victim\",\"task\":\"sh\",\"arg\":"
+	    "\"echo %s >&2; exec sleep 20\"%s}\n", name, up, victim_fields);
+	proc_write(p, line);
+	proc_wait_stderr(p, up);
+	if (control != NULL)
+		proc_write(p, control);
+	snprintf(line, sizeof(line), "\"%s-victim\"", name);
+	assert_next_end(p, "id", line, state);
+	fd = fifo_release(fifo);
+	snprintf(line, sizeof(line), "\"%s-waiter\"", name);
+	assert_next_end(p, "id", line, "done");
+	close(fd);
+}
+
+START_TEST(serve_isolate_kill_and_timeout_end_only_their_task)
+{
+	static const char *const args[] = { "serve", "--isolate", "-j", "2", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	/* Every host is up once the executor is. */
+	proc_write(&p, "{\"stats\":true}\n");
+	o = next_response(&p);
+	ck_assert_int_eq(num(json_object_get(o, "stats"), "hosts_up"), 2);
+	json_decref(o);
+	serve_end_beside(&p, "kill", "", "{\"kill\":\"kill-victim\"}\n", "killed");
+	serve_end_beside(&p, "limit", ",\"kill_after_ms\":300", NULL, "timed_out");
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
+START_TEST(serve_hosts_kill_ends_only_its_host)
+{
+	static const char *const args[] = { "serve", "--hosts", "2", "-j", "2", NULL };
+	struct proc p;
+
+	proc_start(&p, args);
+	serve_end_beside(&p, "kill", "", "{\"kill\":\"kill-victim\"}\n", "killed");
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2540,6 +2804,12 @@ command_suite(void)
 	add(s, "serve_groups_memory", serve_groups_memory_stays_flat, 60);
 	add(s, "serve_in_flight_cap", serve_control_at_the_in_flight_cap, 60);
 	add(s, "serve_interrupt_frozen", serve_interrupt_while_frozen, 60);
+	add(s, "hosts_options", hosts_options_and_mistakes, 60);
+	add(s, "run_isolate_crash", run_isolate_crash_ends_only_its_task, 60);
+	add(s, "run_hosts_crash", run_hosts_crash_ends_only_its_host, 60);
+	add(s, "run_isolate_timeout", run_isolate_nothing_waits_behind_a_timeout, 60);
+	add(s, "serve_isolate", serve_isolate_kill_and_timeout_end_only_their_task, 60);
+	add(s, "serve_hosts_kill", serve_hosts_kill_ends_only_its_host, 60);
 	return s;
 }
 
