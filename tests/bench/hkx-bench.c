@@ -17,7 +17,10 @@
 #include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+
+#include <linux/futex.h>
 
 #include <err.h>
 #include <errno.h>
@@ -51,6 +54,7 @@ extern char **environ;
 #define START_MS	10000	/* likewise for a task that should be running */
 #define MAP_BATCH	1024	/* futures per hkx_map() call */
 #define LIMIT_MS	5	/* kill_after_ms of the timed-out tasks */
+#define KILL_THREADS	4	/* workers busy when the host is killed */
 #define BIG_BYTES	((size_t)1 << 30)
 
 /* Iteration counts; --quick divides the run time by about ten. */
@@ -125,9 +129,9 @@ static struct metric metrics[NMETRICS] = {
 	    "round trip p99", US, &metrics[PINGPONG_P99],
 	    "<= 100 us", 100 },
 	[KILL_P50] = { "kill_p50_us",
-	    "kill -> running ended p50", US },
+	    "kill -> all running ended p50", US },
 	[KILL_P99] = { "kill_p99_us",
-	    "kill -> running ended p99", US, NULL,
+	    "kill -> all running ended p99", US, NULL,
 	    "<= 1 ms", 1000 },
 	[RESPAWN_P50] = { "respawn_p50_us",
 	    "kill -> next task done p50", US, NULL,
@@ -166,11 +170,14 @@ static struct metric metrics[NMETRICS] = {
 
 /*
  * A page shared with every host (mapped before the first executor, so the
- * zygote inherits it): spin tasks note here that they run and when they
- * started, which tells the bench without a round trip through the library.
+ * zygote inherits it, and the hosts keep it: they close fds, not
+ * mappings): spin and block tasks note here that they run and when they
+ * started, which tells the bench without a round trip through the
+ * library, and block tasks wait here for the gate to open.
  */
 struct shared {
-	atomic_uint	started;	/* spin tasks that have begun */
+	atomic_uint	started;	/* tasks that have begun */
+	atomic_uint	gate;		/* 0: block tasks wait; else they return */
 	unsigned	nslots;
 	int64_t		start_ns[];	/* per slot: when its task began */
 };
@@ -573,10 +580,10 @@ task_empty(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
-/* Notes its start in its slot of the shared page, then runs until a stop
- * is asked, or its host is killed. */
+/* Notes the start of a task in its slot of the shared page, the slot
+ * number being the task's argument. */
 static int
-task_spin(hkx_task *t, const void *arg, size_t len)
+note_start(const void *arg, size_t len)
 {
 	uint32_t slot;
 
@@ -587,15 +594,57 @@ task_spin(hkx_task *t, const void *arg, size_t len)
 		return -EINVAL;
 	shm->start_ns[slot] = now_ns();
 	atomic_fetch_add_explicit(&shm->started, 1, memory_order_release);
+	return 0;
+}
+
+/* Runs until a stop is asked, or its host is killed. */
+static int
+task_spin(hkx_task *t, const void *arg, size_t len)
+{
+	int rc;
+
+	if ((rc = note_start(arg, len)) < 0)
+		return rc;
 	while (!hkx_task_should_stop(t))
 		;
 	return -ECANCELED;
 }
 
+/*
+ * Sleeps until the gate opens, or its host is killed: a task stuck in a
+ * syscall, which leaves the CPUs to the supervisor, unlike a spin.  A
+ * process-shared futex, since the gate is opened from another process.
+ */
+static int
+task_block(hkx_task *t, const void *arg, size_t len)
+{
+	int rc;
+
+	if ((rc = note_start(arg, len)) < 0)
+		return rc;
+	while (atomic_load_explicit(&shm->gate, memory_order_acquire) == 0)
+		if (syscall(SYS_futex, &shm->gate, FUTEX_WAIT, 0, NULL, NULL,
+		    0) == -1 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+	return 0;
+}
+
 static const struct hkx_task_def tasks[] = {
 	{ "empty", task_empty },
 	{ "spin", task_spin },
+	{ "block", task_block },
 };
+
+/* Lets every block task return, those to come too, until the next round
+ * closes it again. */
+static void
+gate_open(void)
+{
+	atomic_store_explicit(&shm->gate, 1, memory_order_release);
+	if (syscall(SYS_futex, &shm->gate, FUTEX_WAKE, INT_MAX, NULL, NULL,
+	    0) == -1)
+		err(1, "futex wake");
+}
 
 static void
 shared_map(unsigned nslots)
@@ -626,8 +675,20 @@ expect_state(hkx_future *f, enum hkx_state want, const char *what)
 	anomalies++;
 }
 
-/* Waits for every future in order, checks each ended as wanted and
- * releases it; returns when the last had ended, before the releasing. */
+/* Checks that each of the ended futures ended as wanted and releases it. */
+static void
+finish(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		expect_state(fs[i], want, what);
+		hkx_future_release(fs[i]);
+	}
+}
+
+/* Waits for every future in order, then finishes them; returns when the
+ * last had ended, before the releasing. */
 static int64_t
 settle(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
 {
@@ -640,11 +701,111 @@ settle(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
 			    (unsigned long long)hkx_future_id(fs[i]),
 			    hkx_state_name(hkx_future_state(fs[i])), WAIT_MS);
 	t = now_ns();
-	for (i = 0; i < n; i++) {
-		expect_state(fs[i], want, what);
-		hkx_future_release(fs[i]);
-	}
+	finish(fs, n, want, what);
 	return t;
+}
+
+/*
+ * When the futures of a round ended, as their on_done callbacks saw it: on
+ * the library's thread just after each end, so without the wake-up of a
+ * waiting thread that settle() includes.  Callbacks run one after the
+ * other, in the order the futures ended.
+ */
+static struct {
+	pthread_mutex_t	mu;
+	pthread_cond_t	cv;		/* on CLOCK_MONOTONIC */
+	unsigned	n;		/* callbacks run this round */
+	int64_t		last_ns;	/* when the latest of them ran */
+} ends;
+
+static void
+ends_init(void)
+{
+	pthread_condattr_t attr;
+
+	check(-pthread_mutex_init(&ends.mu, NULL), "pthread_mutex_init");
+	check(-pthread_condattr_init(&attr), "pthread_condattr_init");
+	check(-pthread_condattr_setclock(&attr, CLOCK_MONOTONIC),
+	    "pthread_condattr_setclock");
+	check(-pthread_cond_init(&ends.cv, &attr), "pthread_cond_init");
+	check(-pthread_condattr_destroy(&attr), "pthread_condattr_destroy");
+}
+
+/* Must not block: it runs on the library's thread. */
+static void
+ends_note(hkx_future *f, void *arg)
+{
+	int64_t t = now_ns();
+
+	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	ends.n++;
+	if (t > ends.last_ns)
+		ends.last_ns = t;
+	check(-pthread_cond_signal(&ends.cv), "pthread_cond_signal");
+	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+}
+
+static void
+ends_watch(hkx_future **fs, unsigned n)
+{
+	unsigned i;
+
+	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	ends.n = 0;
+	ends.last_ns = 0;
+	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+	for (i = 0; i < n; i++)
+		check(hkx_future_on_done(fs[i], ends_note, NULL),
+		    "hkx_future_on_done");
+}
+
+/* How many of the futures watched have ended, waiting up to ms for n of
+ * them; *last gets when the latest ended. */
+static unsigned
+ends_within(unsigned n, int ms, int64_t *last)
+{
+	int64_t deadline = now_ns() + (int64_t)ms * 1000000;
+	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+	unsigned ended;
+	int rc = 0;
+
+	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	while (ends.n < n && rc != ETIMEDOUT)
+		if ((rc = pthread_cond_timedwait(&ends.cv, &ends.mu, &ts)) != 0 &&
+		    rc != ETIMEDOUT)
+			check(-rc, "pthread_cond_timedwait");
+	ended = ends.n;
+	*last = ends.last_ns;
+	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+	return ended;
+}
+
+/*
+ * Waits for the n futures watched to end, then finishes them; returns when
+ * the last ended.  Block tasks that a kill or a limit should have ended
+ * but did not are let go through the gate, never waited on for ever, and
+ * the run stops there: every further round would wait as long.
+ */
+static int64_t
+ends_settle(hkx_future **fs, unsigned n, enum hkx_state want,
+    const char *what)
+{
+	unsigned ended;
+	int64_t last;
+
+	if ((ended = ends_within(n, WAIT_MS, &last)) == n) {
+		finish(fs, n, want, what);
+		return last;
+	}
+	warnx("%s: %u of %u futures not ended after %d ms; letting their "
+	    "tasks return", what, n - ended, n, WAIT_MS);
+	gate_open();
+	if ((ended = ends_within(n, WAIT_MS, &last)) == n)
+		finish(fs, n, want, what);
+	else
+		warnx("%s: %u of %u futures not ended even so", what,
+		    n - ended, n);
+	errx(1, "%s: not measured", what);
 }
 
 static void
@@ -656,33 +817,74 @@ run_empty(hkx_executor *ex, const char *what)
 	settle(&f, 1, HKX_DONE, what);
 }
 
-/*
- * Starts n spin tasks in slots 0..n-1 and returns once every one of them
- * is running, as the tasks themselves report it: the honest moment, later
- * than the library could know, never earlier.
- */
+/* A new round, once every task of the last one has ended: no task has
+ * started, and block tasks wait. */
 static void
-spin_start(hkx_executor *ex, hkx_future **fs, unsigned n,
-    const struct hkx_opts *opts)
+round_begin(void)
 {
-	const struct timespec nap = { 0, 20000 };
-	int64_t deadline;
+	atomic_store(&shm->started, 0);
+	atomic_store(&shm->gate, 0);
+}
+
+/* Submits task n times, in slots first..first+n-1, to fs[first...]. */
+static void
+submit_slots(hkx_executor *ex, const char *task, hkx_future **fs,
+    uint32_t first, unsigned n, const struct hkx_opts *opts)
+{
 	uint32_t slot;
 
-	atomic_store(&shm->started, 0);
-	for (slot = 0; slot < n; slot++)
-		check(hkx_submit(ex, "spin", &slot, sizeof(slot), opts,
+	for (slot = first; slot < first + n; slot++)
+		check(hkx_submit(ex, task, &slot, sizeof(slot), opts,
 		    &fs[slot]), "hkx_submit");
-	deadline = now_ns() + (int64_t)START_MS * 1000000;
-	while (atomic_load_explicit(&shm->started, memory_order_acquire) < n) {
+}
+
+static unsigned
+started(void)
+{
+	return atomic_load_explicit(&shm->started, memory_order_acquire);
+}
+
+/* Whether cond held within ms, for what nothing signals. */
+static bool
+until(int ms, bool (*cond)(void *), void *ctx)
+{
+	const struct timespec nap = { 0, 20000 };
+	int64_t deadline = now_ns() + (int64_t)ms * 1000000;
+
+	while (!cond(ctx)) {
 		if (now_ns() > deadline)
-			errx(1, "spin tasks: %u of %u running after %d ms",
-			    atomic_load(&shm->started), n, START_MS);
-		/* Sleep rather than spin: the spinning tasks and the
-		 * supervisor thread already want both CPUs. */
+			return false;
+		/* Sleep rather than spin: the tasks and the supervisor
+		 * thread already want both CPUs. */
 		if (nanosleep(&nap, NULL) == -1 && errno != EINTR)
 			err(1, "nanosleep");
 	}
+	return true;
+}
+
+static bool
+all_started(void *n)
+{
+	return started() >= *(unsigned *)n;
+}
+
+/*
+ * Starts n tasks in slots 0..n-1 and returns once every one of them is
+ * running, as the tasks themselves report it: the honest moment, later
+ * than the library could know, never earlier.  Watched, their ends are
+ * noted from before they start, so that none can be missed.
+ */
+static void
+tasks_start(hkx_executor *ex, const char *task, hkx_future **fs,
+    unsigned n, const struct hkx_opts *opts, bool watch)
+{
+	round_begin();
+	submit_slots(ex, task, fs, 0, n, opts);
+	if (watch)
+		ends_watch(fs, n);
+	if (!until(START_MS, all_started, &n))
+		errx(1, "%s tasks: %u of %u running after %d ms", task,
+		    started(), n, START_MS);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -811,24 +1013,24 @@ stop_one(void *ctx)
 	struct bench *b = ctx;
 	int64_t t0;
 
-	spin_start(b->ex, b->fs, 1, NULL);
+	tasks_start(b->ex, "spin", b->fs, 1, NULL, false);
 	t0 = now_ns();
 	check(hkx_future_stop(b->fs[0]), "hkx_future_stop");
 	return settle(b->fs, 1, HKX_STOPPED, "stop") - t0;
 }
 
-/* From hkx_executor_kill() with every worker busy to the last of their
- * futures ending KILLED. */
+/* From hkx_executor_kill() with every worker blocked in a task to the
+ * last of their futures ending KILLED. */
 static int64_t
 kill_one(void *ctx)
 {
 	struct bench *b = ctx;
 	int64_t t0;
 
-	spin_start(b->ex, b->fs, b->threads, NULL);
+	tasks_start(b->ex, "block", b->fs, b->threads, NULL, true);
 	t0 = now_ns();
 	check(hkx_executor_kill(b->ex), "hkx_executor_kill");
-	return settle(b->fs, b->threads, HKX_KILLED, "kill") - t0;
+	return ends_settle(b->fs, b->threads, HKX_KILLED, "kill") - t0;
 }
 
 /*
@@ -862,7 +1064,7 @@ timeout_one(void *ctx)
 	struct bench *b = ctx;
 	int64_t end;
 
-	spin_start(b->ex, b->fs, 1, &opts);
+	tasks_start(b->ex, "spin", b->fs, 1, &opts, false);
 	end = settle(b->fs, 1, HKX_TIMED_OUT, "timeout");
 	return end - (shm->start_ns[0] + (int64_t)LIMIT_MS * 1000000);
 }
@@ -877,12 +1079,35 @@ bench_hkx(struct bench *b, const struct sizes *sz)
 	sample(RT_P50, RT_P99, sz->roundtrips, roundtrip_one, b);
 	progress("stop");
 	sample(STOP_P50, STOP_P99, sz->stops, stop_one, b);
-	progress("kill with %u tasks running", b->threads);
-	sample(KILL_P50, KILL_P99, sz->kills, kill_one, b);
 	progress("kill and respawn");
 	sample(RESPAWN_P50, RESPAWN_P99, sz->kills, respawn_one, b);
 	progress("kill_after_ms of %d ms", LIMIT_MS);
 	sample(TIMEOUT_P50, TIMEOUT_P99, sz->timeouts, timeout_one, b);
+}
+
+/* ---------------------------------------------------------------------- */
+/* hkx: kills and limits.                                                  */
+
+/*
+ * On an executor of their own: one host of KILL_THREADS workers, as many
+ * as the figure is stated for whatever the machine, every one of them in
+ * a task that sleeps, so that the CPUs are free for the supervisor.
+ */
+static void
+bench_kills(const struct hkx_config *base, const struct sizes *sz)
+{
+	struct hkx_config c = *base;
+	struct bench k;
+
+	c.hosts = 1;
+	c.threads = KILL_THREADS;
+	k.ex = executor_new(&c);
+	k.threads = c.threads;
+	k.fs = xcalloc(k.threads, sizeof(*k.fs));
+	progress("kill with %u tasks running", k.threads);
+	sample(KILL_P50, KILL_P99, sz->kills, kill_one, &k);
+	hkx_executor_free(k.ex);
+	free(k.fs);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1296,7 +1521,8 @@ main(int argc, char *argv[])
 	hkx_config_init(&c);
 	c.tasks = tasks;
 	c.ntasks = nitems(tasks);
-	shared_map(c.threads);
+	shared_map(c.threads > KILL_THREADS ? c.threads : KILL_THREADS);
+	ends_init();
 	b.ex = executor_new(&c);
 	b.threads = c.threads;
 	b.fs = xcalloc(c.threads, sizeof(*b.fs));
@@ -1304,6 +1530,7 @@ main(int argc, char *argv[])
 	bench_queue_memory(&b, sz->queued);
 	bench_pool(sz, ncpu);
 	bench_hkx(&b, sz);
+	bench_kills(&c, sz);
 	if (big)
 		bench_big(&b, &c, sz);
 	hkx_executor_free(b.ex);
