@@ -53,7 +53,7 @@ extern char **environ;
 #define WAIT_MS		30000	/* a future not ended by then means a hang */
 #define START_MS	10000	/* likewise for a task that should be running */
 #define MAP_BATCH	1024	/* futures per hkx_map() call */
-#define LIMIT_MS	5	/* kill_after_ms of the timed-out tasks */
+#define LIMIT_MS	20	/* kill_after_ms of the timed-out tasks */
 #define KILL_THREADS	4	/* workers busy when the host is killed */
 #define SPACING_MS	30	/* between spaced kills; the labels say it */
 #define BIG_BYTES	((size_t)1 << 30)
@@ -65,7 +65,7 @@ struct sizes {
 	size_t	kills;		/* kills, respawns (each forks a host); the
 				   spaced ones last SPACING_MS each */
 	size_t	stops;
-	size_t	timeouts;	/* each lasts LIMIT_MS at least */
+	size_t	limits;		/* each lasts LIMIT_MS at least */
 	size_t	queued;		/* futures held for the memory figure */
 	size_t	serves;		/* requests through hkx serve */
 };
@@ -100,7 +100,7 @@ enum {
 	TPUT, TPUT_MAP, RT_P50, RT_P99, KILL_P50, KILL_P99,
 	RESPAWN_P50, RESPAWN_P99, GROWN_P50, GROWN_P99, BIG_P50, BIG_P99,
 	SPACED_P50, SPACED_P99,
-	TIMEOUT_P50, TIMEOUT_P99, STOP_P50, STOP_P99,
+	LIMIT_P50, LIMIT_P99, STOP_P50, STOP_P99,
 	QUEUED_BYTES, QUEUED_RSS, SERVE, NMETRICS
 };
 
@@ -161,9 +161,9 @@ static struct metric metrics[NMETRICS] = {
 	    "<= 1 ms", 1000 },
 	[SPACED_P99] = { "respawn_spaced_p99_us",
 	    "kills 30 ms apart: next done p99", US },
-	[TIMEOUT_P50] = { "timeout_late_p50_us",
+	[LIMIT_P50] = { "limit_late_p50_us",
 	    "kill_after_ms lateness p50", US },
-	[TIMEOUT_P99] = { "timeout_late_p99_us",
+	[LIMIT_P99] = { "limit_late_p99_us",
 	    "kill_after_ms lateness p99", US, NULL,
 	    "<= 1 ms", 1000 },
 	[STOP_P50] = { "stop_p50_us",
@@ -1074,21 +1074,21 @@ respawn_spaced_one(void *ctx)
 }
 
 /*
- * How late a kill_after_ms limit ends its future: the end as the waiter
- * sees it, minus the deadline counted from the start the task itself
- * noted.  The library starts its clock when the task is claimed, a little
- * before the task notes the time, so this errs towards "early", never
- * towards "late".
+ * How late a kill_after_ms limit ends the future of a task that sleeps:
+ * the end as its on_done callback sees it, minus the deadline counted from
+ * the start the task itself noted.  The library starts its clock when the
+ * task is claimed, a little before the task notes the time, so this errs
+ * towards "early", never towards "late".
  */
 static int64_t
-timeout_one(void *ctx)
+limit_one(void *ctx)
 {
 	const struct hkx_opts opts = { .kill_after_ms = LIMIT_MS };
 	struct bench *b = ctx;
 	int64_t end;
 
-	tasks_start(b->ex, "spin", b->fs, 1, &opts, false);
-	end = settle(b->fs, 1, HKX_TIMED_OUT, "timeout");
+	tasks_start(b->ex, "block", b->fs, 1, &opts, true);
+	end = ends_settle(b->fs, 1, HKX_TIMED_OUT, "kill_after_ms");
 	return end - (shm->start_ns[0] + (int64_t)LIMIT_MS * 1000000);
 }
 
@@ -1106,17 +1106,16 @@ bench_hkx(struct bench *b, const struct sizes *sz)
 	sample(RESPAWN_P50, RESPAWN_P99, sz->kills, respawn_one, b);
 	progress("kill and respawn, %d ms apart", SPACING_MS);
 	sample(SPACED_P50, SPACED_P99, sz->kills, respawn_spaced_one, b);
-	progress("kill_after_ms of %d ms", LIMIT_MS);
-	sample(TIMEOUT_P50, TIMEOUT_P99, sz->timeouts, timeout_one, b);
 }
 
 /* ---------------------------------------------------------------------- */
 /* hkx: kills and limits.                                                  */
 
 /*
- * On an executor of their own: one host of KILL_THREADS workers, as many
- * as the figure is stated for whatever the machine, every one of them in
- * a task that sleeps, so that the CPUs are free for the supervisor.
+ * Kills and kill_after_ms limits, on an executor of their own: one host of
+ * KILL_THREADS workers, as many as the kill figure is stated for whatever
+ * the machine, busy in tasks that sleep, so that the CPUs are free for the
+ * supervisor.
  */
 static void
 bench_kills(const struct hkx_config *base, const struct sizes *sz)
@@ -1131,6 +1130,8 @@ bench_kills(const struct hkx_config *base, const struct sizes *sz)
 	k.fs = xcalloc(k.threads, sizeof(*k.fs));
 	progress("kill with %u tasks running", k.threads);
 	sample(KILL_P50, KILL_P99, sz->kills, kill_one, &k);
+	progress("kill_after_ms of %d ms", LIMIT_MS);
+	sample(LIMIT_P50, LIMIT_P99, sz->limits, limit_one, &k);
 	hkx_executor_free(k.ex);
 	free(k.fs);
 }
