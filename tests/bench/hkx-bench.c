@@ -12,7 +12,10 @@
  * nearest-rank p50/p99 after a warm-up of a tenth of the iterations.
  * Tasks run in the host, forked from the zygote that hkx_executor_new()
  * snapshots, so everything a task touches (the shared page below) exists
- * before the first executor.
+ * before the first executor.  A task that should have been killed but was
+ * not is let go through that page, never waited on for ever: every wait
+ * has a deadline, past which the bench says what did not happen and gives
+ * up the figure, or the run.
  */
 #include <sys/mman.h>
 #include <sys/queue.h>
@@ -56,14 +59,16 @@ extern char **environ;
 #define LIMIT_MS	20	/* kill_after_ms of the timed-out tasks */
 #define KILL_THREADS	4	/* workers busy when the host is killed */
 #define SPACING_MS	30	/* between spaced kills; the labels say it */
+#define ISO_HOSTS	4	/* hosts of one worker, a task on each */
+#define ISO_MS		2000	/* for ISO_HOSTS tasks to run on as many hosts */
 #define BIG_BYTES	((size_t)1 << 30)
 
 /* Iteration counts; --quick divides the run time by about ten. */
 struct sizes {
 	size_t	inflight;	/* futures in flight for throughput */
 	size_t	roundtrips;	/* one task at a time, and ping-pongs */
-	size_t	kills;		/* kills, respawns (each forks a host); the
-				   spaced ones last SPACING_MS each */
+	size_t	kills;		/* kills, respawns (each forks a host), isolated
+				   rounds; spaced ones last SPACING_MS each */
 	size_t	stops;
 	size_t	limits;		/* each lasts LIMIT_MS at least */
 	size_t	queued;		/* futures held for the memory figure */
@@ -80,9 +85,10 @@ static const struct sizes quick_run = {
 /*
  * Every figure of the report, in the order of the table.  A target holds
  * when the value is at most max and its ratio to base lies within
- * [min_ratio, max_ratio]; a bound of 0 is no bound.
+ * [min_ratio, max_ratio]; a bound of 0 is no bound, but for a COUNT with
+ * a target, whose max always holds.
  */
-enum unit { US, PER_S, BYTES };
+enum unit { US, PER_S, BYTES, COUNT };
 
 struct metric {
 	const char		*key;		/* JSON key */
@@ -99,8 +105,9 @@ enum {
 	POOL_TPUT, POOL_RT_P50, POOL_RT_P99,
 	TPUT, TPUT_MAP, RT_P50, RT_P99, KILL_P50, KILL_P99,
 	RESPAWN_P50, RESPAWN_P99, GROWN_P50, GROWN_P99, BIG_P50, BIG_P99,
-	SPACED_P50, SPACED_P99,
-	LIMIT_P50, LIMIT_P99, STOP_P50, STOP_P99,
+	SPACED_P50, SPACED_P99, LIMIT_P50, LIMIT_P99,
+	ISO_COLLATERAL, ISO_RESPAWN_P50, ISO_RESPAWN_P99, ISO_ROUNDS,
+	STOP_P50, STOP_P99,
 	QUEUED_BYTES, QUEUED_RSS, SERVE, NMETRICS
 };
 
@@ -166,6 +173,21 @@ static struct metric metrics[NMETRICS] = {
 	[LIMIT_P99] = { "limit_late_p99_us",
 	    "kill_after_ms lateness p99", US, NULL,
 	    "<= 1 ms", 1000 },
+	/* Tasks that a kill of another task, each on a host of its own, did
+	 * not leave to end DONE at their first attempt, summed over every
+	 * round; null when the tasks could not be put on hosts of their
+	 * own.  Rounds follow each other with no pause: the kills are back
+	 * to back, and the spare the last one took may not be forked again
+	 * yet. */
+	[ISO_COLLATERAL] = { "isolated_kill_collateral",
+	    "isolated: collateral of kills", COUNT, NULL,
+	    "0", 0 },
+	[ISO_RESPAWN_P50] = { "isolated_respawn_p50_us",
+	    "isolated: kill -> next start p50", US },
+	[ISO_RESPAWN_P99] = { "isolated_respawn_p99_us",
+	    "isolated: kill -> next start p99", US },
+	[ISO_ROUNDS] = { "isolated_rounds",
+	    "  rounds, kills back to back", COUNT },
 	[STOP_P50] = { "stop_p50_us",
 	    "stop -> STOPPED p50", US },
 	[STOP_P99] = { "stop_p99_us",
@@ -262,6 +284,17 @@ percentile_us(const int64_t *ns, size_t n, unsigned p)
  * negative for a lateness. */
 typedef int64_t (*sample_fn)(void *ctx);
 
+/* Sorts the samples; none leave the figures unmeasured. */
+static void
+summarise(int p50, int p99, int64_t *ns, size_t n)
+{
+	if (n == 0)
+		return;
+	qsort(ns, n, sizeof(*ns), cmp_i64);
+	metrics[p50].value = percentile_us(ns, n, 50);
+	metrics[p99].value = percentile_us(ns, n, 99);
+}
+
 static void
 sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
 {
@@ -273,9 +306,7 @@ sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
 		one(ctx);
 	for (i = 0; i < n; i++)
 		ns[i] = one(ctx);
-	qsort(ns, n, sizeof(*ns), cmp_i64);
-	metrics[p50].value = percentile_us(ns, n, 50);
-	metrics[p99].value = percentile_us(ns, n, 99);
+	summarise(p50, p99, ns, n);
 	free(ns);
 }
 
@@ -1137,6 +1168,138 @@ bench_kills(const struct hkx_config *base, const struct sizes *sz)
 }
 
 /* ---------------------------------------------------------------------- */
+/* hkx: kills with every running task on a host of its own.                */
+
+/* A round: a task per host, then the one submitted after a kill. */
+struct isolated {
+	hkx_future	*fs[ISO_HOSTS + 1];
+	pid_t		 pids[ISO_HOSTS];
+};
+
+/* Hosts running the round's first tasks, counting each host once. */
+static unsigned
+distinct_hosts(struct isolated *r)
+{
+	unsigned i, j, n = 0;
+
+	for (i = 0; i < ISO_HOSTS; i++) {
+		if ((r->pids[i] = hkx_future_host_pid(r->fs[i])) == 0)
+			continue;
+		for (j = 0; j < i && r->pids[j] != r->pids[i]; j++)
+			;
+		n += j == i;
+	}
+	return n;
+}
+
+static bool
+on_own_hosts(void *ctx)
+{
+	return started() >= ISO_HOSTS && distinct_hosts(ctx) == ISO_HOSTS;
+}
+
+/* Waits for the n futures, whose tasks nothing holds back any more. */
+static void
+wait_all(hkx_future **fs, unsigned n, const char *what)
+{
+	int rc;
+
+	if ((rc = hkx_wait(fs, n, HKX_WAIT_ALL, WAIT_MS)) == -ETIMEDOUT)
+		errx(1, "%s: futures not ended %d ms after their tasks were "
+		    "let go", what, WAIT_MS);
+	check(rc, "hkx_wait");
+}
+
+/*
+ * A task on each host, one of them killed at random, and a task submitted
+ * right after the kill, which can only start on a host that replaces the
+ * dead one, the others being busy.  Returns false if the first tasks could
+ * not run each on a host of its own; else adds to *collateral those of the
+ * others that did not end DONE at their first attempt, and sets *respawn
+ * to the time from the kill to the start of the new task, or -1 if it did
+ * not start.
+ */
+static bool
+isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
+{
+	struct isolated r;
+	unsigned i, victim, n = ISO_HOSTS + 1;
+	int64_t t0;
+
+	round_begin();
+	submit_slots(ex, "block", r.fs, 0, ISO_HOSTS, NULL);
+	if (!until(ISO_MS, on_own_hosts, &r)) {
+		progress("isolated: after %d ms, %u of %u tasks running, on "
+		    "%u distinct hosts: not measured", ISO_MS, started(),
+		    ISO_HOSTS, distinct_hosts(&r));
+		gate_open();
+		wait_all(r.fs, ISO_HOSTS, "isolated");
+		finish(r.fs, ISO_HOSTS, HKX_DONE, "isolated, not killed");
+		return false;
+	}
+	victim = arc4random_uniform(ISO_HOSTS);
+	t0 = now_ns();
+	check(hkx_future_kill(r.fs[victim]), "hkx_future_kill");
+	submit_slots(ex, "block", r.fs, ISO_HOSTS, 1, NULL);
+	*respawn = -1;
+	if (until(START_MS, all_started, &n))
+		*respawn = shm->start_ns[ISO_HOSTS] - t0;
+	else {
+		warnx("isolated: no task started %d ms after a kill",
+		    START_MS);
+		anomalies++;
+	}
+	gate_open();
+	wait_all(r.fs, n, "isolated");
+	for (i = 0; i < ISO_HOSTS; i++)
+		if (i != victim && (hkx_future_state(r.fs[i]) != HKX_DONE ||
+		    hkx_future_attempts(r.fs[i]) != 1))
+			(*collateral)++;
+	finish(&r.fs[victim], 1, HKX_KILLED, "isolated, killed");
+	finish(&r.fs[ISO_HOSTS], 1, HKX_DONE, "isolated, after the kill");
+	for (i = 0; i < ISO_HOSTS; i++)
+		if (i != victim)
+			hkx_future_release(r.fs[i]);
+	return true;
+}
+
+/*
+ * hosts = ISO_HOSTS of one worker each, where a kill must take the task it
+ * is aimed at and nothing else.  No prefetch: a task runs on a host of its
+ * own or waits in the supervisor for one, never in a host behind a task
+ * that sleeps.  The rounds stop at the first that cannot be set up, so a
+ * library that does not isolate costs one ISO_MS, and says so.
+ */
+static void
+bench_isolated(const struct hkx_config *base, const struct sizes *sz)
+{
+	struct hkx_config c = *base;
+	size_t rounds, n = 0, warm = sz->kills / 10;
+	unsigned collateral = 0;
+	int64_t *ns, respawn;
+	hkx_executor *ex;
+
+	c.hosts = ISO_HOSTS;
+	c.threads = 1;
+	c.prefetch = 0;
+	progress("isolated kills, %u hosts of one worker", ISO_HOSTS);
+	ex = executor_new(&c);
+	ns = xcalloc(sz->kills, sizeof(*ns));
+	for (rounds = 0; rounds < warm + sz->kills; rounds++) {
+		if (!isolated_round(ex, &collateral, &respawn))
+			break;
+		if (rounds >= warm && respawn >= 0)
+			ns[n++] = respawn;
+	}
+	metrics[ISO_ROUNDS].value = rounds;
+	if (rounds > 0)
+		metrics[ISO_COLLATERAL].value = collateral;
+	summarise(ISO_RESPAWN_P50, ISO_RESPAWN_P99, ns, n);
+	hkx_executor_free(ex);
+	free(ns);
+}
+
+/* ---------------------------------------------------------------------- */
 /* hkx: respawn while the application holds 1 GiB.                         */
 
 static bool
@@ -1394,7 +1557,7 @@ verdict(const struct metric *m)
 		return -1;
 	if ((m->min_ratio > 0 || m->max_ratio > 0) && isnan(r))
 		return -1;
-	if (m->max > 0 && m->value > m->max)
+	if ((m->max > 0 || m->unit == COUNT) && m->value > m->max)
 		return 0;
 	if (m->min_ratio > 0 && r < m->min_ratio)
 		return 0;
@@ -1420,6 +1583,9 @@ format(char *buf, size_t len, enum unit unit, double v)
 		break;
 	case BYTES:
 		snprintf(buf, len, "%.0f B", v);
+		break;
+	case COUNT:
+		snprintf(buf, len, "%.0f", v);
 		break;
 	}
 	return buf;
@@ -1460,14 +1626,18 @@ report_json(bool quick, unsigned threads, double load)
 		if (isnan(m->value))
 			printf("\"%s\": null, ", m->key);
 		else
-			printf("\"%s\": %.3f, ", m->key, m->value);
+			printf("\"%s\": %.*f, ", m->key, m->unit == COUNT ? 0 : 3,
+			    m->value);
 		met += verdict(m) == 1;
 		missed += verdict(m) == 0;
 	}
+	/* The tallies, and the sizes that not every label says. */
 	printf("\"targets_met\": %u, \"targets_missed\": %u, "
-	    "\"anomalies\": %u, \"threads\": %u, \"load_average\": %.2f, "
-	    "\"quick\": %s}\n", met, missed, anomalies, threads, load,
-	    quick ? "true" : "false");
+	    "\"anomalies\": %u, \"threads\": %u, \"kill_threads\": %u, "
+	    "\"limit_ms\": %u, \"spacing_ms\": %u, \"isolated_hosts\": %u, "
+	    "\"load_average\": %.2f, \"quick\": %s}\n", met, missed,
+	    anomalies, threads, KILL_THREADS, LIMIT_MS, SPACING_MS, ISO_HOSTS,
+	    load, quick ? "true" : "false");
 }
 
 static void __attribute__((noreturn))
@@ -1496,6 +1666,7 @@ main(int argc, char *argv[])
 	struct bench b;
 	bool json = false, quick = false;
 	double load;
+	unsigned nslots;
 	int big = -1;	/* -1: if it fits */
 	long ncpu;
 	size_t i;
@@ -1547,7 +1718,10 @@ main(int argc, char *argv[])
 	hkx_config_init(&c);
 	c.tasks = tasks;
 	c.ntasks = nitems(tasks);
-	shared_map(c.threads > KILL_THREADS ? c.threads : KILL_THREADS);
+	/* Slots for every executor's tasks: the main one's, the kills' and
+	 * the isolated ones' with the task after the kill. */
+	nslots = c.threads > KILL_THREADS ? c.threads : KILL_THREADS;
+	shared_map(nslots > ISO_HOSTS + 1 ? nslots : ISO_HOSTS + 1);
 	ends_init();
 	b.ex = executor_new(&c);
 	b.threads = c.threads;
@@ -1557,6 +1731,7 @@ main(int argc, char *argv[])
 	bench_pool(sz, ncpu);
 	bench_hkx(&b, sz);
 	bench_kills(&c, sz);
+	bench_isolated(&c, sz);
 	if (big)
 		bench_big(&b, &c, sz);
 	hkx_executor_free(b.ex);
