@@ -138,6 +138,8 @@ static struct metric metrics[NMETRICS] = {
 	[RT_P99] = { "roundtrip_p99_us",
 	    "round trip p99", US, &metrics[PINGPONG_P99],
 	    "<= 100 us", 100 },
+	/* KILL_THREADS tasks asleep in one host, killed back to back: each
+	 * round waits only for the host that the last kill replaced. */
 	[KILL_P50] = { "kill_p50_us",
 	    "kill -> all running ended p50", US },
 	[KILL_P99] = { "kill_p99_us",
