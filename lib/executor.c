@@ -220,6 +220,7 @@ destroy(hkx_executor *ex)
 	hkx__lock(ex);
 	ex->freed = true;
 	hkx__unlock(ex);
+	hkx__deathwatch_stop(ex);
 	if (ex->thread_started) {
 		hkx__lock(ex);
 		ex->thread_exit = true;
@@ -312,7 +313,7 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hkx__lock(ex);
 	err = hkx__request_spawn(ex);
 	hkx__unlock(ex);
-	if (err < 0)
+	if (err < 0 || (err = hkx__deathwatch_start(ex)) < 0)
 		return err;
 	return hkx__start_thread(ex);
 }
@@ -460,7 +461,7 @@ enqueue(hkx_executor *ex, hkx_future *f)
 static void
 wake_for_work(hkx_executor *ex)
 {
-	if (hkx__host_takes_tasks(ex, ex->current))
+	if (hkx__hosts_take_tasks(ex))
 		hkx__wake(ex);
 }
 
@@ -560,29 +561,21 @@ with_executor(hkx_executor *ex, bool refuse_shut_down, int (*op)(hkx_executor *,
 	return err;
 }
 
-static void
-signal_live_hosts(hkx_executor *ex, bool freeze)
-{
-	struct hkx__host *h;
-
-	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (!h->ready || h->killing || h->settled)
-			continue;
-		if (freeze)
-			hkx__freeze_host(h);
-		else
-			hkx__signal_host(h, SIGCONT);
-	}
-}
-
 /* After a pause change: freeze or thaw the hosts, and have the supervisor
  * send what it held back and look at run-time limits again. */
 static void
 set_frozen(hkx_executor *ex, bool frozen)
 {
+	struct hkx__host *h;
+
 	if (ex->frozen != frozen) {
 		ex->frozen = frozen;
-		signal_live_hosts(ex, frozen);
+		if (frozen)
+			hkx__freeze_hosts(ex, NULL);
+		else
+			TAILQ_FOREACH(h, &ex->hosts, link)
+				if (hkx__host_live(h))
+					hkx__signal_host(h, SIGCONT);
 	}
 	ex->limits_dirty = true;
 	hkx__wake(ex);
@@ -791,7 +784,7 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	out->queued = (uint32_t)ex->queued;
 	out->running = (uint32_t)ex->running;
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (!h->ready || h->retiring || h->killing || h->settled)
+		if (!hkx__host_live(h) || h->retiring)
 			continue;
 		if (out->hosts_up++ == 0)
 			out->host_pid = h->pid;

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "deathwatch.h"
 #include "hkx.h"
 #include "host.h"
 #include "slots.h"
@@ -118,6 +119,7 @@ struct hkx_executor {
 
 	int epfd, wakefd, timerfd;
 	int lifefd;                    /* timer for starts, deaths and respawns */
+	struct hkx__deathwatch deathwatch;
 	pthread_t thread;
 	bool thread_started;
 	bool wake_pending;
@@ -128,7 +130,6 @@ struct hkx_executor {
 	struct hkx__future_list notify; /* ended, with callbacks to run */
 	TAILQ_HEAD(, hkx__host) hosts;
 	TAILQ_HEAD(, hkx__host) graveyard; /* supervisor thread only: freed after a batch */
-	struct hkx__host *current;     /* the host that takes new tasks, or NULL */
 	bool spawning;                 /* a SPAWN is unanswered */
 	uint64_t spawn_asked;          /* ... since then */
 	uint64_t respawn_at;           /* no SPAWN before this (back-off) */

@@ -24,10 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "deathwatch.h"
 #include "ending.h"
 #include "runlimits.h"
 #include "supervisor.h"
@@ -163,14 +165,35 @@ hkx__request_spawn(hkx_executor *ex)
 	return 0;
 }
 
+/* A host that counts toward config.hosts: not on its way out. */
+static bool
+serving(const struct hkx__host *h)
+{
+	return !h->retiring && !h->killing && !h->settled;
+}
+
+unsigned
+hkx__hosts_serving(hkx_executor *ex, bool ready)
+{
+	struct hkx__host *h;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		n += serving(h) && (h->ready || !ready);
+	return n;
+}
+
+/* One SPAWN at a time: each answer asks for the next while hosts are
+ * missing. A start that failed asks for none. */
 void
 hkx__respawn_if_needed(hkx_executor *ex)
 {
-	if (ex->current != NULL || !ex->started || ex->broken)
+	if (ex->broken || ex->start_error != 0)
 		return;
 	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
 		return;
-	(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
+	if (hkx__hosts_serving(ex, false) < ex->config.hosts)
+		(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
 }
 
 /*
@@ -224,16 +247,30 @@ all_stopped(pid_t pid)
 }
 
 /* SIGSTOP is asynchronous; a pause that returns while a task still runs
- * would be a lie. */
+ * would be a lie. Every host is signalled before any is waited for, so
+ * that they stop together. */
 void
-hkx__freeze_host(struct hkx__host *h)
+hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only)
 {
 	uint64_t deadline = hkx__now_ns() + FREEZE_WAIT_NS;
+	struct hkx__host *h;
 
-	hkx__signal_host(h, SIGSTOP);
-	while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
-	    hkx__now_ns() < deadline)
-		sched_yield();
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (only == NULL ? hkx__host_live(h) : h == only)
+			hkx__signal_host(h, SIGSTOP);
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (only == NULL ? !hkx__host_live(h) : h != only)
+			continue;
+		while (hkx__wait_readable(h->pidfd, 0) == 0 && !all_stopped(h->pid) &&
+		    hkx__now_ns() < deadline)
+			sched_yield();
+	}
+}
+
+bool
+hkx__host_live(const struct hkx__host *h)
+{
+	return h->ready && !h->killing && !h->settled;
 }
 
 void
@@ -245,8 +282,6 @@ hkx__retire(hkx_executor *ex, struct hkx__host *h)
 		return;
 	h->retiring = true;
 	hkx__out_push(ex, h, NULL, head, hkx__encode_quit(head));
-	if (ex->current == h)
-		ex->current = NULL;
 }
 
 void
@@ -257,11 +292,12 @@ hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
+	/* Its teardown must not slow down the start of its replacement. */
+	if (hkx__wait_readable(h->pidfd, 0) == 0)
+		setpriority(PRIO_PGRP, (id_t)h->pid, 19);
 	hkx__signal_host(h, SIGKILL);
-	if (ex->current == h) {
-		ex->current = NULL;
-		hkx__respawn_if_needed(ex);
-	}
+	hkx__deathwatch_changed(ex);
+	hkx__respawn_if_needed(ex);
 }
 
 void
@@ -394,6 +430,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct hkx__host *h;
+	bool keep;
 	int err;
 
 	err = host_new(ex, m, &h);
@@ -439,9 +476,11 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	 * of a pause since. */
 	hkx__slots_set_paused(&h->slots, ex->paused);
 	hkx__life_changed(ex);
+	keep = hkx__hosts_serving(ex, false) < ex->config.hosts &&
+	    !(ex->shutting_down && ex->pending == 0);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
-	if (ex->current == NULL && !(ex->shutting_down && ex->pending == 0))
-		ex->current = h;
+	if (keep)
+		hkx__respawn_if_needed(ex); /* the next one, while hosts are missing */
 	else
 		hkx__retire(ex, h);
 	hkx__unlock(ex);
@@ -611,8 +650,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx__drop_output(ex, h);
 	describe_death(ex, h, status, why, sizeof(why));
 	classify(ex, h, status);
-	if (ex->current == h)
-		ex->current = NULL;
+	hkx__deathwatch_changed(ex);
 	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
 	    (h->retiring && (status == STATUS_UNKNOWN ||
 	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
@@ -641,8 +679,6 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 {
 	hkx__lock(ex);
 	TAILQ_REMOVE(&ex->hosts, h, link);
-	if (ex->current == h)
-		ex->current = NULL;
 	hkx__drop_output(ex, h);
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
@@ -672,6 +708,26 @@ hkx__bury(hkx_executor *ex)
 	}
 }
 
+/* Supervisor thread: settles the hosts it killed whose workers are all
+ * gone, without waiting for the rest of their teardown; each leaves once
+ * its pidfd says it is gone. */
+void
+hkx__settle_killed(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	for (;;) {
+		hkx__lock(ex);
+		TAILQ_FOREACH(h, &ex->hosts, link)
+			if (h->workers_gone && !h->settled)
+				break;
+		hkx__unlock(ex);
+		if (h == NULL)
+			return;
+		settle(ex, h, SIGKILL);
+	}
+}
+
 /* The host's pidfd turned readable. A death the supervisor can explain
  * without the exit status (its own kill, or a crash note naming a running
  * task) is settled now, without waiting for the zygote to reap and
@@ -684,7 +740,11 @@ hkx__host_died(hkx_executor *ex, struct hkx__host *h)
 	bool explained;
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
-	if (h->settled || h->died_ns != 0)
+	if (h->settled) {
+		hkx__host_leave(ex, h); /* settled when its workers were gone */
+		return;
+	}
+	if (h->died_ns != 0)
 		return;
 	hkx__read_notes(ex, h, true);
 	hkx__lock(ex);
@@ -734,7 +794,6 @@ zygote_died(hkx_executor *ex)
 	 * whose parent is elsewhere in the session is not orphaned. */
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		hkx__pidfd_send_signal(h->pidfd, SIGCONT);
-	ex->current = NULL;
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
 	deadline = hkx__deadline(ORPHANED_HOST_MS);

@@ -28,6 +28,7 @@ struct hkx__host {
 	bool settled;        /* its tasks are accounted for */
 	bool start_timed_out;
 	bool gone;           /* in the graveyard: events for it are stale */
+	bool workers_gone;   /* killing, and no worker thread of it is left */
 	bool up_open, crash_open, down_polled;
 	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
 	uint64_t ready_ns;
@@ -61,8 +62,14 @@ void hkx__life_changed(hkx_executor *ex);
 void hkx__zygote_writable(hkx_executor *ex);
 int hkx__request_spawn(hkx_executor *ex);
 void hkx__respawn_if_needed(hkx_executor *ex);
+/* Hosts neither retiring nor killed nor settled: those that count toward
+ * config.hosts (only the ready ones, if ready). */
+unsigned hkx__hosts_serving(hkx_executor *ex, bool ready);
+/* Ready, and neither killed nor settled: signals reach its tasks. */
+bool hkx__host_live(const struct hkx__host *h);
 void hkx__signal_host(struct hkx__host *h, int sig);
-void hkx__freeze_host(struct hkx__host *h);
+/* Stops every live host (or only `only`) and returns once each is. */
+void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);
 void hkx__retire(hkx_executor *ex, struct hkx__host *h);
 void hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all);
 void hkx__kill_all_hosts(hkx_executor *ex);
@@ -73,6 +80,7 @@ int hkx__start_errno(int err);
 void hkx__host_leave(hkx_executor *ex, struct hkx__host *h);
 void hkx__bury(hkx_executor *ex);
 void hkx__host_died(hkx_executor *ex, struct hkx__host *h);
+void hkx__settle_killed(hkx_executor *ex);
 void hkx__zygote_readable(hkx_executor *ex);
 void hkx__arm_life(hkx_executor *ex);
 void hkx__life_tick(hkx_executor *ex);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/param.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -82,38 +83,92 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
 
-bool
-hkx__host_takes_tasks(hkx_executor *ex, struct hkx__host *h)
+/* With the lock held: how many more tasks h takes now, holding at most
+ * cap. Frames a host skipped unread may still wait to be written: their
+ * slots are free, their places in h->out are not. */
+static unsigned
+room(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
-	return h != NULL && h->ready && !h->retiring && !h->killing && !ex->paused &&
-	    h->inflight < ex->host_capacity;
+	unsigned max = ex->config.max_tasks_per_host, n;
+	size_t waiting = h->out_len - h->out_head;
+
+	if (!h->ready || h->retiring || h->killing || h->settled || ex->paused ||
+	    h->inflight >= cap || waiting >= ex->host_capacity ||
+	    (max && h->sent >= max))
+		return 0;
+	n = MIN(cap - h->inflight, ex->host_capacity - (unsigned)waiting);
+	return max ? (unsigned)MIN(n, max - h->sent) : n;
 }
 
-/* With the lock held: hand queued work to the host; wind hosts down once
+bool
+hkx__hosts_take_tasks(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (room(ex, h, ex->host_capacity) > 0)
+			return true;
+	return false;
+}
+
+/*
+ * With the lock held: the host to send the next tasks to, and how many.
+ * The one that holds the fewest, so idle workers first, then prefetch
+ * room, up to where another would hold as few. Until every host is up
+ * none is sent more than it has workers: a task must not wait behind
+ * another in one host while the host that would run it at once starts.
+ */
+static struct hkx__host *
+pick(hkx_executor *ex, unsigned *count)
+{
+	unsigned cap = hkx__hosts_serving(ex, true) >= ex->config.hosts ? ex->host_capacity
+	                                                                : ex->config.threads;
+	unsigned next = UINT_MAX, best_room = 0, n;
+	struct hkx__host *h, *best = NULL;
+
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		n = room(ex, h, cap);
+		if (n == 0)
+			continue;
+		if (best == NULL || h->inflight < best->inflight) {
+			if (best != NULL)
+				next = MIN(next, best->inflight);
+			best = h;
+			best_room = n;
+		} else
+			next = MIN(next, h->inflight);
+	}
+	if (best != NULL)
+		*count = next == UINT_MAX ? best_room : MIN(best_room, next - best->inflight + 1);
+	return best;
+}
+
+/* With the lock held: hand queued work to the hosts; wind hosts down once
  * a shutdown has nothing left to wait for. */
 static void
 pump(hkx_executor *ex)
 {
-	struct hkx__host *h = ex->current, *next;
-	unsigned max = ex->config.max_tasks_per_host;
+	unsigned max = ex->config.max_tasks_per_host, n;
+	struct hkx__host *h, *next;
+	bool retired = false;
 	hkx_future *f;
 
-	/* Not paused, or it would take nothing: undo a flag the host set. */
-	if (hkx__host_takes_tasks(ex, h) && !TAILQ_EMPTY(&ex->queue))
+	while (!TAILQ_EMPTY(&ex->queue) && (h = pick(ex, &n)) != NULL) {
+		/* Not paused, or it would take nothing: undo a flag the host
+		 * set. */
 		hkx__slots_assert_paused(&h->slots, false);
-	/* Frames a host skipped unread may still wait to be written: their
-	 * slots are free, their places in h->out are not. */
-	while (hkx__host_takes_tasks(ex, h) && h->out_len - h->out_head < ex->host_capacity &&
-	    (f = TAILQ_FIRST(&ex->queue)) != NULL) {
-		if (max && h->sent >= max)
-			break;
-		TAILQ_REMOVE(&ex->queue, f, link);
-		send_task(ex, h, f);
+		while (n-- > 0 && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+			TAILQ_REMOVE(&ex->queue, f, link);
+			send_task(ex, h, f);
+		}
 	}
-	if (h != NULL && max && h->sent >= max) {
-		hkx__retire(ex, h); /* gracefully: not a restart */
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (max && h->sent >= max && !h->retiring && !h->killing && !h->settled) {
+			hkx__retire(ex, h); /* gracefully: not a restart */
+			retired = true;
+		}
+	if (retired)
 		hkx__respawn_if_needed(ex);
-	}
 	if (ex->shutting_down && ex->pending == 0) {
 		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
 			next = TAILQ_NEXT(h, link);
@@ -230,12 +285,12 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 		h->ready = true;
 		h->ready_ns = hkx__now_ns();
 		ex->stats.host_starts++;
-		if (!ex->started) {
+		if (!ex->started && hkx__hosts_serving(ex, true) >= ex->config.hosts) {
 			ex->started = true;
 			pthread_cond_broadcast(&ex->cond);
 		}
 		if (ex->frozen)
-			hkx__freeze_host(h);
+			hkx__freeze_hosts(ex, h);
 		return 0;
 	case HKX__FRAME_STARTED:
 		f = owner_of(ex, h, fr,
@@ -580,6 +635,7 @@ supervisor_main(void *arg)
 		for (i = 0; i < n; i++)
 			if (evs[i].data.u64 == HKX__TAG_ZYGOTE)
 				dispatch(ex, HKX__TAG_ZYGOTE, evs[i].events);
+		hkx__settle_killed(ex);
 
 		hkx__lock(ex);
 		pump(ex);
@@ -609,17 +665,12 @@ supervisor_main(void *arg)
 int
 hkx__start_thread(hkx_executor *ex)
 {
-	sigset_t all, old;
 	int err;
 
-	/* The thread inherits a full mask: no signal of the application's is
-	 * ever delivered to it, and SIGPIPE stays pending for it to take. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&ex->thread, NULL, supervisor_main, ex);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err)
-		return -err;
+	/* Its EPIPEs' SIGPIPE stays pending for it to take. */
+	err = hkx__thread_start(&ex->thread, 0, supervisor_main, ex);
+	if (err < 0)
+		return err;
 	ex->thread_started = true;
 	return 0;
 }

@@ -25,11 +25,11 @@ enum {
 };
 
 /* With the lock held: wake the supervisor thread; queue a frame for a
- * host (supervisor thread only); whether a host takes tasks now. */
+ * host (supervisor thread only); whether any host takes tasks now. */
 void hkx__wake(hkx_executor *ex);
 void hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
                    size_t head_len);
-bool hkx__host_takes_tasks(hkx_executor *ex, struct hkx__host *h);
+bool hkx__hosts_take_tasks(hkx_executor *ex);
 /* With the lock held: a task returned; f ends. */
 void hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
                  const char *message, size_t message_len);

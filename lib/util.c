@@ -345,6 +345,28 @@ hkx__wait_readable(int fd, uint64_t deadline)
 }
 
 int
+hkx__thread_start(pthread_t *thread, size_t stack, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int err;
+
+	err = pthread_attr_init(&attr);
+	if (err)
+		return -err;
+	if (stack > 0)
+		err = pthread_attr_setstacksize(&attr, stack);
+	if (!err) {
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		err = pthread_create(thread, &attr, fn, arg);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	pthread_attr_destroy(&attr);
+	return -err;
+}
+
+int
 hkx__cond_init(pthread_cond_t *cond)
 {
 	pthread_condattr_t attr;

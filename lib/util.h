@@ -77,6 +77,12 @@ void hkx__set_title(const char *comm, const char *what, pid_t pid);
 /* A condition variable on CLOCK_MONOTONIC. */
 int hkx__cond_init(pthread_cond_t *cond);
 
+/* Starts a library thread with every signal blocked, so that no signal of
+ * the application's is ever delivered to it (and a SIGPIPE of its own
+ * stays pending for it to take); stack 0 is the default size. 0 or
+ * -errno. */
+int hkx__thread_start(pthread_t *thread, size_t stack, void *(*fn)(void *), void *arg);
+
 /* Every allocation of the supervisor side (executor, futures, groups):
  * libc's, except that the test hook below can make one fail with ENOMEM.
  * The host allocates with libc directly. */
