@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -292,9 +291,6 @@ hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
-	/* Its teardown must not slow down the start of its replacement. */
-	if (hkx__wait_readable(h->pidfd, 0) == 0)
-		setpriority(PRIO_PGRP, (id_t)h->pid, 19);
 	hkx__signal_host(h, SIGKILL);
 	hkx__deathwatch_changed(ex);
 	hkx__respawn_if_needed(ex);
