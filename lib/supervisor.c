@@ -84,20 +84,29 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 }
 
 /* With the lock held: how many more tasks h takes now, holding at most
- * cap. Frames a host skipped unread may still wait to be written: their
- * slots are free, their places in h->out are not. */
+ * cap. */
 static unsigned
 room(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
-	unsigned max = ex->config.max_tasks_per_host, n;
-	size_t waiting = h->out_len - h->out_head;
+	unsigned max = ex->config.max_tasks_per_host;
 
 	if (!h->ready || h->retiring || h->killing || h->settled || ex->paused ||
-	    h->inflight >= cap || waiting >= ex->host_capacity ||
-	    (max && h->sent >= max))
+	    h->inflight >= cap || (max && h->sent >= max))
 		return 0;
-	n = MIN(cap - h->inflight, ex->host_capacity - (unsigned)waiting);
-	return max ? (unsigned)MIN(n, max - h->sent) : n;
+	return max ? (unsigned)MIN(cap - h->inflight, max - h->sent) : cap - h->inflight;
+}
+
+/* Supervisor thread, with the lock held: the same, less the frames that
+ * wait to be written. A host may have skipped some unread: their slots
+ * are free, their places in h->out are not. */
+static unsigned
+room_to_send(hkx_executor *ex, struct hkx__host *h, unsigned cap)
+{
+	size_t waiting = h->out_len - h->out_head;
+
+	if (waiting >= ex->host_capacity)
+		return 0;
+	return MIN(room(ex, h, cap), ex->host_capacity - (unsigned)waiting);
 }
 
 bool
@@ -127,7 +136,7 @@ pick(hkx_executor *ex, unsigned *count)
 	struct hkx__host *h, *best = NULL;
 
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		n = room(ex, h, cap);
+		n = room_to_send(ex, h, cap);
 		if (n == 0)
 			continue;
 		if (best == NULL || h->inflight < best->inflight) {
