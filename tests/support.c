@@ -249,6 +249,19 @@ task_block(hkx_task *t, const void *arg, size_t len)
 	return tst_task_block();
 }
 
+/* Which process runs it is what several-host tests look at; the reply
+ * shows that its result survived whatever hit the other hosts. */
+static int
+task_hold(hkx_task *t, const void *arg, size_t len)
+{
+	int rc;
+
+	tst_task_started((int)getpid());
+	if ((rc = tst_task_block()) != 0)
+		return rc;
+	return hkx_task_reply(t, arg, len);
+}
+
 static int
 task_spin(hkx_task *t, const void *arg, size_t len)
 {
@@ -437,6 +450,7 @@ static const struct hkx_task_def common_tasks[] = {
 	{ "echo", task_echo },
 	{ "fail", task_fail },
 	{ "block", task_block },
+	{ "hold", task_hold },
 	{ "spin", task_spin },
 	{ "mark", task_mark },
 	{ "big", task_big },

@@ -39,6 +39,8 @@
  *   "echo"      replies its argument (-EFAULT if it is not max_align_t aligned)
  *   "fail"      replies "partial", sets message "bad input 42", returns 42
  *   "block"     signals start, waits for one release byte, returns 0
+ *   "hold"      signals start with getpid(), waits for one release byte,
+ *               replies its argument
  *   "spin"      signals start, returns -ECANCELED once a stop is asked
  *   "mark"      writes its first argument byte to the "ran" FIFO
  *   "big"       replies a patterned buffer of the uint64_t size it is given;
