@@ -68,12 +68,6 @@ config(struct hkx_config *c, unsigned hosts, unsigned threads)
 	c->max_restarts = 0;
 }
 
-static void
-stats(hkx_executor *ex, struct hkx_stats *st)
-{
-	tst_stats(ex, st);
-}
-
 /* hkx_executor_new() returns once every host is ready. */
 static hkx_executor *
 start(const struct hkx_config *c)
@@ -82,7 +76,7 @@ start(const struct hkx_config *c)
 	unsigned want = c->hosts ? c->hosts : 1;
 	struct hkx_stats st;
 
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert_msg(st.hosts_up == want, "hkx_executor_new returned with %u of %u hosts up",
 	    st.hosts_up, want);
 	ck_assert_int_ne(st.host_pid, 0);
@@ -96,38 +90,6 @@ executor(unsigned hosts, unsigned threads)
 
 	config(&c, hosts, threads);
 	return start(&c);
-}
-
-struct hosts_want {
-	hkx_executor *ex;
-	unsigned n;
-};
-
-static bool
-hosts_up_is(void *arg)
-{
-	struct hosts_want *w = arg;
-	struct hkx_stats st = { 0 };
-
-	return hkx_executor_stats(w->ex, &st) == 0 && st.hosts_up == w->n;
-}
-
-/* A replacement is asked for when a host dies or retires; nothing tells
- * the application when it is ready. */
-static void
-wait_hosts_up(hkx_executor *ex, unsigned n)
-{
-	struct hosts_want w = { ex, n };
-
-	tst_poll_until(hosts_up_is, &w, "the hosts to be up again");
-}
-
-static int
-cmp_pid(const void *a, const void *b)
-{
-	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
-
-	return (x > y) - (x < y);
 }
 
 static bool
@@ -153,17 +115,12 @@ struct holders {
 	unsigned n;
 };
 
-/*
- * Submits n "hold" tasks and waits until every one of them has started:
- * on one-worker hosts that takes n distinct hosts. Each RUNNING future
- * names, through hkx_future_host_pid(), one of the processes the tasks
- * said they run in, and no two name the same.
- */
+/* Submits n "hold" tasks and waits until every one of them has started:
+ * on one-worker hosts that takes n distinct hosts. */
 static void
 hold(hkx_executor *ex, struct holders *h, unsigned n)
 {
 	static uint64_t next_tag = 0x686f6c64;
-	pid_t named[HOLD_MAX];
 	unsigned i;
 
 	ck_assert_uint_le(n, HOLD_MAX);
@@ -175,18 +132,7 @@ hold(hkx_executor *ex, struct holders *h, unsigned n)
 	}
 	for (i = 0; i < n; i++)
 		h->pid[i] = tst_await_start();
-	qsort(h->pid, n, sizeof(h->pid[0]), cmp_pid);
-	for (i = 0; i < n; i++) {
-		ck_assert_int_gt(h->pid[i], 0);
-		ck_assert_msg(i == 0 || h->pid[i] != h->pid[i - 1],
-		    "two tasks held at once ran in one host, %d", (int)h->pid[i]);
-		tst_wait_state(h->f[i], HKX_RUNNING);
-		named[i] = hkx_future_host_pid(h->f[i]);
-	}
-	qsort(named, n, sizeof(named[0]), cmp_pid);
-	for (i = 0; i < n; i++)
-		ck_assert_msg(named[i] == h->pid[i], "hkx_future_host_pid: %d, tasks "
-		    "run in %d", (int)named[i], (int)h->pid[i]);
+	tst_assert_apart(h->f, h->pid, n);
 }
 
 /* Asserts that the holders are still running, untouched. */
@@ -257,7 +203,7 @@ START_TEST(test_config)
 	c.spare_hosts = 0;
 	ex = start(&c);
 	tst_run_one(ex, "echo", HKX_DONE);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.hosts_up, 1);
 	ck_assert_uint_eq(st.host_starts, 1);
 	hkx_executor_free(ex);
@@ -283,7 +229,7 @@ START_TEST(test_new_starts_every_host)
 
 	ck_assert_int_eq(tst_count_children(), 0);
 	hold(ex, &h, 3);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert_msg(pid_in(st.host_pid, h.pid, h.n), "host_pid %d is not a host",
 	    (int)st.host_pid);
 	for (i = 0; i < h.n; i++) {
@@ -377,15 +323,15 @@ one_of_four(enum blow how)
 	holders_running(&h);
 
 	/* Replaced while the others still run. */
-	wait_hosts_up(ex, 4);
+	tst_wait_hosts_up(ex, 4);
 	holders_running(&h);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts, 5);
 	ck_assert_uint_eq(st.running, 3);
 	ck_assert(!st.broken);
 
 	release_holders(&h);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ended = st.killed + st.timed_out + st.crashed;
 	ck_assert_uint_eq(st.done, 3);
 	ck_assert_uint_eq(ended, 1);
@@ -449,8 +395,8 @@ START_TEST(test_executor_kill_every_host)
 	}
 	for (i = 0; i < N; i++)
 		tst_wait_pid_gone(h.pid[i]);
-	wait_hosts_up(ex, N);
-	stats(ex, &st);
+	tst_wait_hosts_up(ex, N);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.killed, N);
 	ck_assert_uint_eq(st.host_starts, 2 * N);
 	ck_assert(!st.broken);
@@ -506,12 +452,12 @@ START_TEST(test_freeze_every_host)
 	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
 	for (i = 0; i < h.n; i++)
 		assert_all_threads_stopped(hkx_future_host_pid(h.f[i]));
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert(st.paused && st.frozen);
 	tst_release(h.n);
 	ck_assert_int_eq(hkx_executor_resume(ex), 0);
 	holders_done(&h);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert(!st.paused && !st.frozen);
 	hkx_executor_free(ex);
 }
@@ -563,14 +509,14 @@ START_TEST(test_one_restart_budget)
 
 	for (i = 0; i < 2; i++) {
 		one_crashes(f, &n);
-		stats(ex, &st);
+		tst_stats(ex, &st);
 		ck_assert_msg(!st.broken, "broken after %u crashes of a budget of 2", i + 1);
 		ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
 		ck_assert_str_eq(why, "");
 	}
 	tst_run_one(ex, "echo", HKX_DONE);
 	one_crashes(f, &n);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert(st.broken);
 	ck_assert_uint_eq(st.crashed, 3);
 	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
@@ -610,7 +556,7 @@ START_TEST(test_max_tasks_per_host)
 	c.max_tasks_per_host = MAX;
 	ex = start(&c);
 	for (r = 0; r < ROUNDS; r++) {
-		wait_hosts_up(ex, 2);
+		tst_wait_hosts_up(ex, 2);
 		hold(ex, &h, 2);
 		if (r % MAX == 0) {
 			ck_assert_msg(!pid_in(h.pid[0], pair, 2) && !pid_in(h.pid[1], pair, 2),
@@ -622,8 +568,8 @@ START_TEST(test_max_tasks_per_host)
 			    (int)h.pid[1], (int)pair[0], (int)pair[1]);
 		release_holders(&h);
 	}
-	wait_hosts_up(ex, 2);
-	stats(ex, &st);
+	tst_wait_hosts_up(ex, 2);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts, 2 + 2 * ROUNDS / MAX);
 	ck_assert_uint_eq(st.done, 2 * ROUNDS);
 	ck_assert(!st.broken);
@@ -635,7 +581,7 @@ START_TEST(test_max_tasks_per_host)
 		ran[i] = tst_reply_int(f[i]);
 		hkx_future_release(f[i]);
 	}
-	qsort(ran, FLOW, sizeof(ran[0]), cmp_pid);
+	tst_sort_pids(ran, FLOW);
 	for (i = 0; i < FLOW; i = j) {
 		for (j = i; j < FLOW && ran[j] == ran[i]; j++)
 			;
@@ -648,8 +594,8 @@ START_TEST(test_max_tasks_per_host)
 	ck_assert_uint_eq(total, FLOW);
 	/* Only the two hosts up at the end may have run fewer. */
 	ck_assert_uint_le(partial, 2);
-	wait_hosts_up(ex, 2);
-	stats(ex, &st);
+	tst_wait_hosts_up(ex, 2);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.host_starts - starts, full);
 	hkx_executor_free(ex);
 }
@@ -657,45 +603,6 @@ END_TEST
 
 /* ---------------------------------------------------------------------- */
 /* Invariants.                                                             */
-
-struct baseline {
-	int fds, threads, children;
-};
-
-static void *
-nothing(void *arg)
-{
-	return arg;
-}
-
-static void
-baseline_take(struct baseline *b)
-{
-	pthread_t th;
-
-	/* A sanitizer runtime starts a helper thread the first time the
-	 * program creates one: let that happen before counting. */
-	ck_assert_int_eq(pthread_create(&th, NULL, nothing, NULL), 0);
-	ck_assert_int_eq(pthread_join(th, NULL), 0);
-	b->fds = tst_fd_count();
-	b->threads = tst_count_dir("/proc/self/task");
-	b->children = tst_count_children();
-}
-
-static bool
-threads_back(void *arg)
-{
-	return tst_count_dir("/proc/self/task") == *(const int *)arg;
-}
-
-static void
-baseline_check(const struct baseline *b)
-{
-	/* A joined thread may stay listed a moment. */
-	tst_poll_until(threads_back, (void *)&b->threads, "the thread count to come back");
-	ck_assert_int_eq(tst_fd_count(), b->fds);
-	ck_assert_int_eq(tst_count_children(), b->children);
-}
 
 static bool
 in_group_of(const struct tst_proc *p, void *arg)
@@ -764,34 +671,29 @@ mix(void *arg)
 
 /*
  * Three hosts under three application threads that submit, cancel and
- * kill; then a DRAIN shutdown with work queued, and on a second executor
- * a KILL shutdown with a task running on every host. Every future ends
- * exactly once; the stats add up; afterwards the application has the fds,
- * threads and children it had, and no host, zygote or process in a host's
- * group is left.
+ * kill, then a DRAIN shutdown with work queued: every future ends exactly
+ * once and the stats add up; once the executor is freed the application
+ * has the fds, threads and children it had, and the zygote is gone.
  */
-START_TEST(test_nothing_left)
+START_TEST(test_mix_then_drain)
 {
 	enum { N = MIXERS * PER_MIXER, TAIL = 20 };
 	static struct mixer m[MIXERS];
 	static struct iovec none[TAIL];
-	hkx_future *tail[TAIL], *q[3];
+	hkx_future *tail[TAIL];
 	int tail_calls[TAIL] = { 0 };
-	pid_t hosts[4] = { 0 }, zygote;
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats st;
 	struct tst_proc p;
-	struct holders h;
 	pthread_t th[MIXERS];
 	hkx_executor *ex;
 	uint64_t ended;
 	unsigned i, k;
 
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	ex = executor(3, 1);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert(tst_proc_read(st.host_pid, &p));
-	zygote = p.ppid;
 	memset(m, 0, sizeof(m));
 	for (k = 0; k < MIXERS; k++) {
 		m[k].ex = ex;
@@ -805,7 +707,7 @@ START_TEST(test_nothing_left)
 	for (i = 0; i < TAIL; i++)
 		ck_assert_int_eq(hkx_future_on_done(tail[i], count_call, &tail_calls[i]), 0);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, -1), 0);
-	stats(ex, &st);
+	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.hosts_up, 0);
 	tst_free_bounded(ex, TST_DEADLINE_MS);
 	for (k = 0; k < MIXERS; k++)
@@ -826,16 +728,34 @@ START_TEST(test_nothing_left)
 	ck_assert_uint_eq(ended, N + TAIL);
 	ck_assert_uint_eq(st.crashed, 0);
 	ck_assert_uint_gt(st.timed_out, 0);
-	tst_wait_pid_gone(zygote);
-	baseline_check(&base);
+	tst_wait_pid_gone(p.ppid);
+	tst_baseline_check(&base);
+}
+END_TEST
 
+/*
+ * A KILL shutdown with a task running on each of three hosts and three
+ * more queued: the running ones end KILLED, the others CANCELLED, and
+ * nothing is left: no host, no zygote, nothing in a host's process group,
+ * no fd, thread or child of the application's.
+ */
+START_TEST(test_kill_shutdown)
+{
+	struct tst_baseline base;
+	struct tst_proc p;
+	struct holders h;
+	hkx_executor *ex;
+	hkx_future *q[3];
+	pid_t hosts[4] = { 0 };
+	unsigned i;
+
+	tst_baseline_take(&base);
 	ex = executor(3, 1);
 	hold(ex, &h, 3);
 	for (i = 0; i < 3; i++)
 		q[i] = tst_submit(ex, "echo", "q", 1);
 	memcpy(hosts, h.pid, 3 * sizeof(pid_t));
 	ck_assert(tst_proc_read(hosts[0], &p));
-	zygote = p.ppid;
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_KILL, -1), 0);
 	for (i = 0; i < 3; i++) {
 		ck_assert_int_eq(hkx_future_state(h.f[i]), HKX_KILLED);
@@ -846,9 +766,9 @@ START_TEST(test_nothing_left)
 	tst_free_bounded(ex, TST_DEADLINE_MS);
 	for (i = 0; i < 3; i++)
 		tst_wait_pid_gone(hosts[i]);
-	tst_wait_pid_gone(zygote);
+	tst_wait_pid_gone(p.ppid);
 	ck_assert_int_eq(tst_count_procs(in_group_of, hosts), 0);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 }
 END_TEST
 
@@ -899,7 +819,8 @@ hosts_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("invariants");
-	tcase_add_test(tc, test_nothing_left);
+	tcase_add_test(tc, test_mix_then_drain);
+	tcase_add_test(tc, test_kill_shutdown);
 	suite_add_tcase(s, tc);
 
 	return s;
