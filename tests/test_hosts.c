@@ -12,6 +12,8 @@
  * release FIFO, one byte each, only once the blow it is about has landed,
  * so none of them can end before it for any other reason.
  */
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <check.h>
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +54,26 @@ task_hold_crash(hkx_task *t, const void *arg, size_t len)
 	if ((rc = tst_task_block()) != 0)
 		return rc;
 	return tst_task_segv(t, arg, len);
+}
+
+/* The processes host_init ran in, in memory every host shares with the
+ * test (made before the executor, so inherited). */
+enum { INITS_MAX = 64 };
+
+struct inits {
+	atomic_uint n;
+	pid_t pid[INITS_MAX];
+};
+static struct inits *inits;
+
+static int
+record_init(void *arg)
+{
+	unsigned i = atomic_fetch_add(&inits->n, 1);
+
+	if (i < INITS_MAX)
+		inits->pid[i] = getpid();
+	return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -273,6 +296,40 @@ START_TEST(test_one_task_per_host)
 	ck_assert_int_eq(hkx_future_host_pid(q), 0);
 	hkx_future_release(q);
 	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * What is set up in "the host" is set up in each: host_init ran in every
+ * process a task runs in, and so did the sandbox's limits.
+ */
+START_TEST(test_every_host_set_up)
+{
+	struct hkx_config c;
+	struct rlimit rl;
+	struct holders h;
+	hkx_executor *ex;
+	unsigned i, n;
+
+	inits = mmap(NULL, sizeof(*inits), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(inits, MAP_FAILED);
+	config(&c, 3, 1);
+	c.host_init = record_init;
+	c.limit_open_files = 100;
+	ex = start(&c);
+	hold(ex, &h, 3);
+	n = atomic_load(&inits->n);
+	for (i = 0; i < h.n; i++) {
+		ck_assert_msg(pid_in(h.pid[i], inits->pid, n < INITS_MAX ? n : INITS_MAX),
+		    "host %d ran no host_init", (int)h.pid[i]);
+		ck_assert_int_eq(prlimit(h.pid[i], RLIMIT_NOFILE, NULL, &rl), 0);
+		ck_assert_uint_eq(rl.rlim_cur, 100);
+	}
+	release_holders(&h);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(munmap(inits, sizeof(*inits)), 0);
+	inits = NULL;
 }
 END_TEST
 
@@ -802,6 +859,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_config);
 	tcase_add_test(tc, test_new_starts_every_host);
 	tcase_add_test(tc, test_one_task_per_host);
+	tcase_add_test(tc, test_every_host_set_up);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("one host dies");
