@@ -333,6 +333,74 @@ START_TEST(test_every_host_set_up)
 }
 END_TEST
 
+struct zygote_children {
+	pid_t zygote;
+	int n;
+};
+
+static bool
+child_of_zygote(const struct tst_proc *p, void *arg)
+{
+	return p->ppid == *(const pid_t *)arg && p->state != 'Z';
+}
+
+static bool
+zygote_has(void *arg)
+{
+	struct zygote_children *w = arg;
+
+	return tst_count_procs(child_of_zygote, &w->zygote) == w->n;
+}
+
+/* Nothing tells when the zygote has forked a spare: polled. */
+static void
+wait_zygote_children(pid_t zygote, int n)
+{
+	struct zygote_children w = { zygote, n };
+
+	tst_poll_until(zygote_has, &w, "the zygote's hosts and spares");
+}
+
+/*
+ * The zygote keeps spare_hosts hosts forked besides the hosts in use, and
+ * forks another once one is handed over to replace a dead host. Spares are
+ * not up: hosts_up counts the hosts that take tasks. With no spare, the
+ * zygote's children are the hosts alone.
+ */
+START_TEST(test_spare_hosts)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	struct tst_proc p;
+	struct holders h;
+	hkx_executor *ex;
+	unsigned spares;
+
+	for (spares = 0; spares <= 3; spares += 3) {
+		config(&c, 2, 1);
+		c.spare_hosts = spares;
+		ex = start(&c);
+		hold(ex, &h, 2);
+		ck_assert(tst_proc_read(h.pid[0], &p));
+		wait_zygote_children(p.ppid, 2 + (int)spares);
+		ck_assert_int_eq(hkx_future_kill(h.f[0]), 0);
+		tst_wait_end(h.f[0], HKX_KILLED);
+		hkx_future_release(h.f[0]);
+		tst_wait_pid_gone(h.pid[0]);
+		tst_wait_hosts_up(ex, 2);
+		wait_zygote_children(p.ppid, 2 + (int)spares);
+		tst_stats(ex, &st);
+		ck_assert_uint_eq(st.hosts_up, 2);
+		ck_assert_uint_eq(st.host_starts, 3);
+		tst_release(1);
+		tst_wait_end(h.f[1], HKX_DONE);
+		hkx_future_release(h.f[1]);
+		hkx_executor_free(ex);
+		tst_wait_pid_gone(p.ppid);
+	}
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* One host dies, the others work on.                                      */
 
@@ -860,6 +928,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_new_starts_every_host);
 	tcase_add_test(tc, test_one_task_per_host);
 	tcase_add_test(tc, test_every_host_set_up);
+	tcase_add_test(tc, test_spare_hosts);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("one host dies");
