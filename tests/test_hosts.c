@@ -1,7 +1,8 @@
 /*
  * test_hosts: an executor of several host processes. Each host runs its
  * own tasks: a kill, time-out or crash ends the tasks of that one host, a
- * host that dies is replaced while the others work on, and pause, freeze,
+ * host that dies is replaced while the others work on (by a spare the
+ * zygote keeps ready), and host_init, the sandbox's limits, freeze,
  * hkx_executor_kill, shutdown, max_tasks_per_host, fail-fast groups and the
  * one restart budget act on all the hosts together.
  *
