@@ -57,24 +57,37 @@ task_hold_crash(hkx_task *t, const void *arg, size_t len)
 	return tst_task_segv(t, arg, len);
 }
 
-/* The processes host_init ran in, in memory every host shares with the
- * test (made before the executor, so inherited). */
+/* Memory every host shares with the test, made before the first executor
+ * (so inherited): the processes host_init ran in, and the word that lets
+ * "burn" tasks return. */
 enum { INITS_MAX = 64 };
 
-struct inits {
-	atomic_uint n;
-	pid_t pid[INITS_MAX];
+struct shared {
+	atomic_uint ninits;
+	pid_t init_pid[INITS_MAX];
+	atomic_uint go;
 };
-static struct inits *inits;
+static struct shared *shared;
 
 static int
 record_init(void *arg)
 {
-	unsigned i = atomic_fetch_add(&inits->n, 1);
+	unsigned i = atomic_fetch_add(&shared->ninits, 1);
 
 	if (i < INITS_MAX)
-		inits->pid[i] = getpid();
+		shared->init_pid[i] = getpid();
 	return 0;
+}
+
+/* Says which process it runs in, then keeps its CPU busy until the test
+ * sets shared->go, and replies its argument. */
+static int
+task_burn(hkx_task *t, const void *arg, size_t len)
+{
+	tst_task_started((int)getpid());
+	while (!atomic_load(&shared->go))
+		;
+	return hkx_task_reply(t, arg, len);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -86,6 +99,12 @@ config(struct hkx_config *c, unsigned hosts, unsigned threads)
 	tst_config(c, threads);
 	tst_add_task(c, "crash", task_crash);
 	tst_add_task(c, "hold_crash", task_hold_crash);
+	tst_add_task(c, "burn", task_burn);
+	if (shared == NULL) {
+		shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		ck_assert_ptr_ne(shared, MAP_FAILED);
+	}
 	c->hosts = hosts;
 	/* Nothing crashes unless a test says so: every host replacement is
 	 * one the executor ordered, and must not count. */
@@ -139,10 +158,10 @@ struct holders {
 	unsigned n;
 };
 
-/* Submits n "hold" tasks and waits until every one of them has started:
- * on one-worker hosts that takes n distinct hosts. */
+/* Submits n tasks ("hold" or "burn") and waits until every one of them
+ * has started: on one-worker hosts that takes n distinct hosts. */
 static void
-hold(hkx_executor *ex, struct holders *h, unsigned n)
+hold_with(hkx_executor *ex, struct holders *h, const char *task, unsigned n)
 {
 	static uint64_t next_tag = 0x686f6c64;
 	unsigned i;
@@ -152,11 +171,17 @@ hold(hkx_executor *ex, struct holders *h, unsigned n)
 	h->n = n;
 	for (i = 0; i < n; i++) {
 		h->tag[i] = next_tag++;
-		h->f[i] = tst_submit(ex, "hold", &h->tag[i], sizeof(h->tag[i]));
+		h->f[i] = tst_submit(ex, task, &h->tag[i], sizeof(h->tag[i]));
 	}
 	for (i = 0; i < n; i++)
 		h->pid[i] = tst_await_start();
 	tst_assert_apart(h->f, h->pid, n);
+}
+
+static void
+hold(hkx_executor *ex, struct holders *h, unsigned n)
+{
+	hold_with(ex, h, "hold", n);
 }
 
 /* Asserts that the holders are still running, untouched. */
@@ -312,25 +337,21 @@ START_TEST(test_every_host_set_up)
 	hkx_executor *ex;
 	unsigned i, n;
 
-	inits = mmap(NULL, sizeof(*inits), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ck_assert_ptr_ne(inits, MAP_FAILED);
 	config(&c, 3, 1);
+	atomic_store(&shared->ninits, 0);
 	c.host_init = record_init;
 	c.limit_open_files = 100;
 	ex = start(&c);
 	hold(ex, &h, 3);
-	n = atomic_load(&inits->n);
+	n = atomic_load(&shared->ninits);
 	for (i = 0; i < h.n; i++) {
-		ck_assert_msg(pid_in(h.pid[i], inits->pid, n < INITS_MAX ? n : INITS_MAX),
+		ck_assert_msg(pid_in(h.pid[i], shared->init_pid, n < INITS_MAX ? n : INITS_MAX),
 		    "host %d ran no host_init", (int)h.pid[i]);
 		ck_assert_int_eq(prlimit(h.pid[i], RLIMIT_NOFILE, NULL, &rl), 0);
 		ck_assert_uint_eq(rl.rlim_cur, 100);
 	}
 	release_holders(&h);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(munmap(inits, sizeof(*inits)), 0);
-	inits = NULL;
 }
 END_TEST
 
@@ -563,24 +584,28 @@ assert_all_threads_stopped(pid_t pid)
 
 /*
  * When hkx_executor_pause(FREEZE) returns, every thread of every host is
- * stopped, at once, with no poll: the call itself waits for it. A release
- * sent while frozen waits in the FIFO; after the resume every task ends
- * DONE.
+ * stopped: read at once, with no poll, since the call itself waits for it.
+ * The tasks keep their CPUs busy, on six hosts, more than a small machine
+ * has CPUs, so that a host the call did not wait for is likely still
+ * running or waiting for a CPU when the test looks. The word that lets
+ * them return is set while they are frozen; after the resume every one
+ * ends DONE.
  */
 START_TEST(test_freeze_every_host)
 {
-	hkx_executor *ex = executor(3, 1);
+	hkx_executor *ex = executor(6, 1);
 	struct hkx_stats st;
 	struct holders h;
 	unsigned i;
 
-	hold(ex, &h, 3);
+	atomic_store(&shared->go, 0);
+	hold_with(ex, &h, "burn", 6);
 	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_FREEZE), 0);
 	for (i = 0; i < h.n; i++)
-		assert_all_threads_stopped(hkx_future_host_pid(h.f[i]));
+		assert_all_threads_stopped(h.pid[i]);
 	tst_stats(ex, &st);
 	ck_assert(st.paused && st.frozen);
-	tst_release(h.n);
+	atomic_store(&shared->go, 1);
 	ck_assert_int_eq(hkx_executor_resume(ex), 0);
 	holders_done(&h);
 	tst_stats(ex, &st);
