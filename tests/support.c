@@ -249,6 +249,19 @@ task_block(hkx_task *t, const void *arg, size_t len)
 	return tst_task_block();
 }
 
+/* Which process runs it is what several-host tests look at; the reply
+ * shows that its result survived whatever hit the other hosts. */
+static int
+task_hold(hkx_task *t, const void *arg, size_t len)
+{
+	int rc;
+
+	tst_task_started((int)getpid());
+	if ((rc = tst_task_block()) != 0)
+		return rc;
+	return hkx_task_reply(t, arg, len);
+}
+
 static int
 task_spin(hkx_task *t, const void *arg, size_t len)
 {
@@ -437,6 +450,7 @@ static const struct hkx_task_def common_tasks[] = {
 	{ "echo", task_echo },
 	{ "fail", task_fail },
 	{ "block", task_block },
+	{ "hold", task_hold },
 	{ "spin", task_spin },
 	{ "mark", task_mark },
 	{ "big", task_big },
@@ -828,6 +842,42 @@ tst_count_children(void)
 	return tst_count_procs(is_child, &self);
 }
 
+static int
+cmp_pid(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+void
+tst_sort_pids(pid_t *pids, size_t n)
+{
+	qsort(pids, n, sizeof(pids[0]), cmp_pid);
+}
+
+void
+tst_assert_apart(hkx_future *const *fs, pid_t *pids, size_t n)
+{
+	pid_t named[64];
+	size_t i;
+
+	ck_assert_uint_le(n, sizeof(named) / sizeof(named[0]));
+	for (i = 0; i < n; i++) {
+		tst_wait_state(fs[i], HKX_RUNNING);
+		named[i] = hkx_future_host_pid(fs[i]);
+	}
+	tst_sort_pids(pids, n);
+	tst_sort_pids(named, n);
+	for (i = 0; i < n; i++) {
+		ck_assert_int_gt(pids[i], 0);
+		ck_assert_msg(i == 0 || pids[i] != pids[i - 1],
+		    "two tasks running at once in one host, %d", (int)pids[i]);
+		ck_assert_msg(named[i] == pids[i], "hkx_future_host_pid names %d, the "
+		    "tasks run in %d", (int)named[i], (int)pids[i]);
+	}
+}
+
 bool
 tst_pid_alive(pid_t pid)
 {
@@ -869,4 +919,66 @@ tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what)
 		ck_assert_msg(now_ms() < deadline, "timed out waiting for %s", what);
 		tst_sleep_us(1000);
 	}
+}
+
+struct hosts_want {
+	hkx_executor *ex;
+	unsigned n;
+};
+
+static bool
+hosts_up_is(void *arg)
+{
+	struct hosts_want *w = arg;
+	struct hkx_stats st = { 0 };
+
+	return hkx_executor_stats(w->ex, &st) == 0 && st.hosts_up == w->n;
+}
+
+void
+tst_wait_hosts_up(hkx_executor *ex, unsigned n)
+{
+	struct hosts_want w = { ex, n };
+	char what[64];
+
+	snprintf(what, sizeof(what), "%u hosts to be up", n);
+	tst_poll_until(hosts_up_is, &w, what);
+}
+
+static void *
+nothing(void *arg)
+{
+	return arg;
+}
+
+void
+tst_baseline_take(struct tst_baseline *b)
+{
+	pthread_t th;
+
+	/* A sanitizer runtime starts a helper thread of its own the first
+	 * time the program creates one: let that happen before counting. */
+	ck_assert_int_eq(pthread_create(&th, NULL, nothing, NULL), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	b->fds = tst_fd_count();
+	b->threads = tst_count_dir("/proc/self/task");
+	b->children = tst_count_children();
+}
+
+static bool
+threads_back(void *arg)
+{
+	return tst_count_dir("/proc/self/task") == *(const int *)arg;
+}
+
+void
+tst_baseline_check(const struct tst_baseline *b)
+{
+	int n;
+
+	tst_poll_until(threads_back, (void *)&b->threads, "the thread count to come back");
+	n = tst_fd_count();
+	ck_assert_msg(n == b->fds, "%d fds left open, %d before", n, b->fds);
+	n = tst_count_children();
+	ck_assert_msg(n == b->children, "%d children, %d before", n, b->children);
 }

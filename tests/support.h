@@ -39,6 +39,8 @@
  *   "echo"      replies its argument (-EFAULT if it is not max_align_t aligned)
  *   "fail"      replies "partial", sets message "bad input 42", returns 42
  *   "block"     signals start, waits for one release byte, returns 0
+ *   "hold"      signals start with getpid(), waits for one release byte,
+ *               replies its argument
  *   "spin"      signals start, returns -ECANCELED once a stop is asked
  *   "mark"      writes its first argument byte to the "ran" FIFO
  *   "big"       replies a patterned buffer of the uint64_t size it is given;
@@ -145,6 +147,12 @@ bool tst_proc_read_path(const char *path, struct tst_proc *p);
 int tst_count_procs(bool (*match)(const struct tst_proc *p, void *arg), void *arg);
 /* Children of the test process, zombies included. */
 int tst_count_children(void);
+/* Sorts pids in ascending order. */
+void tst_sort_pids(pid_t *pids, size_t n);
+/* For n "hold" tasks whose starts the test has read (pids, which this
+ * sorts): they run in n distinct processes, and hkx_future_host_pid() of
+ * their futures, once RUNNING, names those processes, one each. */
+void tst_assert_apart(hkx_future *const *fs, pid_t *pids, size_t n);
 /* Neither absent nor a zombie. */
 bool tst_pid_alive(pid_t pid);
 /* Polls until pid is no longer alive; fails the test past the deadline. */
@@ -154,5 +162,17 @@ void tst_wait_pid_gone(pid_t pid);
 void tst_sleep_us(unsigned us);
 /* Polls until pred(arg) holds; fails the test with `what` past the deadline. */
 void tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what);
+/* Polls until the stats say n hosts are up: nothing tells the application
+ * when a replacement host is ready. */
+void tst_wait_hosts_up(hkx_executor *ex, unsigned n);
+
+/* What the application owns, as an executor must leave it once freed. */
+struct tst_baseline {
+	int fds, threads, children;
+};
+void tst_baseline_take(struct tst_baseline *b);
+/* Asserts the counts are back (threads polled: a joined thread may stay
+ * listed a moment). */
+void tst_baseline_check(const struct tst_baseline *b);
 
 #endif

@@ -19,6 +19,9 @@
  *   fail fast    a thousand rounds of a fail-fast group whose first member
  *                fails while its host holds hundreds more, on one worker
  *                and on four: not one member starts after the failure.
+ *   isolated     four one-worker hosts, a thousand rounds of four tasks
+ *   kills        held at once and one of them killed from one of three
+ *                threads: the other three always end DONE, run once.
  *
  * Every run ends with the same account: each future ended exactly once
  * (one on_done call) in a state its task can reach, the stats add up to
@@ -44,6 +47,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,50 +133,6 @@ seed_for(const char *test, const char *role, unsigned k)
 
 /* ---------------------------------------------------------------------- */
 /* What the application owns, and what the executor leaves behind.         */
-
-struct baseline {
-	int fds, threads, children;
-};
-
-static void *
-nothing(void *arg)
-{
-	return arg;
-}
-
-static void
-baseline_take(struct baseline *b)
-{
-	pthread_t th;
-
-	/* A sanitizer runtime starts a helper thread of its own the first
-	 * time the program creates one: let that happen before counting. */
-	ck_assert_int_eq(pthread_create(&th, NULL, nothing, NULL), 0);
-	ck_assert_int_eq(pthread_join(th, NULL), 0);
-	b->fds = tst_count_dir("/proc/self/fd");
-	b->threads = tst_count_dir("/proc/self/task");
-	b->children = tst_count_children();
-}
-
-static bool
-threads_back(void *arg)
-{
-	return tst_count_dir("/proc/self/task") == *(const int *)arg;
-}
-
-static void
-baseline_check(const struct baseline *b)
-{
-	int n;
-
-	/* A joined thread may stay listed for the moment the kernel takes to
-	 * reap it: wait for the count rather than read it once. */
-	tst_poll_until(threads_back, (void *)&b->threads, "the thread count to come back");
-	n = tst_count_dir("/proc/self/fd");
-	ck_assert_msg(n == b->fds, "%d fds left open, %d before", n, b->fds);
-	n = tst_count_children();
-	ck_assert_msg(n == b->children, "%d children, %d before", n, b->children);
-}
 
 /* The executor's processes seen during a run: the zygote and hosts. */
 #define PIDS_MAX 4096
@@ -932,7 +892,7 @@ START_TEST(test_stress)
 	pthread_t subs[SUBMITTERS], meds[MEDDLERS], ctl, other;
 	struct worker sw[SUBMITTERS], mw[MEDDLERS], cw;
 	struct shutdown_arg sa;
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats stats;
 	struct tally t = { { 0 }, 0 };
 	enum hkx_shutdown mine;
@@ -942,7 +902,7 @@ START_TEST(test_stress)
 
 	memset(&st, 0, sizeof(st));
 	pthread_mutex_init(&st.err_lock, NULL);
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	/* Crashes are part of the mix: the restart budget must not run out. */
 	st.ex = executor(2, 8, UINT_MAX, 0);
 	ck_assert_int_eq(pids_note(st.ex, &st.pids), 0);
@@ -994,7 +954,7 @@ START_TEST(test_stress)
 		if (st.groups[gi] != NULL)
 			hkx_group_release(st.groups[gi]);
 	pids_wait_gone(&st.pids);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 	pthread_mutex_destroy(&st.err_lock);
 }
 END_TEST
@@ -1059,7 +1019,7 @@ START_TEST(test_crash_storm)
 	static uint64_t tags[CRASHES];
 	static struct pids pids;
 	struct tally t = { { 0 }, 0 };
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats st;
 	hkx_executor *ex;
 	hkx_future *last;
@@ -1068,7 +1028,7 @@ START_TEST(test_crash_storm)
 	pid_t first_host;
 	size_t i;
 
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	memset(&pids, 0, sizeof(pids));
 	ex = executor(1, 4, UINT_MAX, 0);
 	ck_assert_int_eq(pids_note(ex, &pids), 0);
@@ -1111,7 +1071,7 @@ START_TEST(test_crash_storm)
 	release_all(echo, CRASHES);
 	hkx_future_release(last);
 	pids_wait_gone(&pids);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 	ck_assert_msg(lost == 0, "%u of %d echoes that had returned 0 ended KILLED "
 	    "when the next task crashed their host", lost, CRASHES);
 }
@@ -1130,13 +1090,13 @@ START_TEST(test_crash_storm_breaks)
 	static struct pids pids;
 	struct tally t = { { 0 }, 0 };
 	struct iovec iov = { "x", 1 };
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats st;
 	hkx_executor *ex;
 	hkx_future *out = NULL;
 	size_t i;
 
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	memset(&pids, 0, sizeof(pids));
 	ex = executor(1, 0, BREAK_AFTER, 0);
 	ck_assert_int_eq(pids_note(ex, &pids), 0);
@@ -1168,7 +1128,7 @@ START_TEST(test_crash_storm_breaks)
 	release_all(crash, BREAK_AFTER + 1);
 	release_all(echo, QUEUED_AT_BREAK);
 	pids_wait_gone(&pids);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 }
 END_TEST
 
@@ -1236,7 +1196,7 @@ START_TEST(test_kill_storm)
 	struct tally t = { { 0 }, 0 };
 	struct iovec args[KS_BATCH];
 	struct hkx_opts o;
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats st;
 	pthread_t th;
 	unsigned killed[4] = { 0 };    /* by how far the task had got */
@@ -1250,7 +1210,7 @@ START_TEST(test_kill_storm)
 	marks = mmap(NULL, KS_TASKS * sizeof(*marks), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert(marks != MAP_FAILED);
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	ks.ex = executor(KS_THREADS, 32, 0, 0);
 	ck_assert_int_eq(pids_note(ks.ex, &pids), 0);
 	ck_assert_int_eq(pthread_create(&th, NULL, kill_loop, &ks), 0);
@@ -1297,7 +1257,7 @@ START_TEST(test_kill_storm)
 
 	release_all(fs, KS_TASKS);
 	pids_wait_gone(&pids);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 	ck_assert_int_eq(munmap(marks, KS_TASKS * sizeof(*marks)), 0);
 	marks = NULL;
 	ck_assert_msg(killed[3] == 0, "%u tasks that had returned 0 ended KILLED, "
@@ -1366,7 +1326,7 @@ START_TEST(test_soak)
 	static const struct iovec none[SOAK_BATCH];
 	hkx_executor *ex;
 	hkx_future **outs;
-	struct baseline base;
+	struct tst_baseline base;
 	struct hkx_stats st;
 	uint64_t began = now_us();
 	unsigned eagain = 0;
@@ -1375,7 +1335,7 @@ START_TEST(test_soak)
 
 	memset(&s, 0, sizeof(s));
 	memset(&pids, 0, sizeof(pids));
-	baseline_take(&base);
+	tst_baseline_take(&base);
 	ex = executor(2, 256, 0, SOAK_MAX_QUEUED);
 	ck_assert_int_eq(pids_note(ex, &pids), 0);
 
@@ -1417,7 +1377,7 @@ START_TEST(test_soak)
 
 	hkx_executor_free(ex);
 	pids_wait_gone(&pids);
-	baseline_check(&base);
+	tst_baseline_check(&base);
 }
 END_TEST
 
@@ -1534,6 +1494,154 @@ START_TEST(test_failfast_exact)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* 7. One host per task.                                                   */
+
+enum { ISO_ROUNDS = 1000, ISO_HOSTS = 4, ISO_KILLERS = 3 };
+
+/* An application thread that kills the future it is handed. */
+struct killer {
+	pthread_t th;
+	sem_t go, done;
+	hkx_future *victim;  /* NULL: leave */
+	int rc;              /* the first failed hkx_future_kill */
+};
+
+static void *
+killer_main(void *arg)
+{
+	struct killer *k = arg;
+	int rc;
+
+	for (;;) {
+		while (sem_wait(&k->go) != 0)
+			;
+		if (k->victim == NULL)
+			return NULL;
+		if ((rc = hkx_future_kill(k->victim)) != 0 && k->rc == 0)
+			k->rc = rc;
+		sem_post(&k->done);
+	}
+}
+
+/* Four "hold" tasks of round r, each on a host of its own. */
+static void
+iso_hold(hkx_executor *ex, unsigned r, hkx_future **f, uint64_t *tag, int *calls,
+    struct pids *seen)
+{
+	pid_t pid[ISO_HOSTS];
+	unsigned i;
+
+	for (i = 0; i < ISO_HOSTS; i++) {
+		tag[i] = (uint64_t)r * ISO_HOSTS + i;
+		f[i] = submit_counted(ex, "hold", &tag[i], sizeof(tag[i]), 0, &calls[i]);
+	}
+	for (i = 0; i < ISO_HOSTS; i++) {
+		pid[i] = tst_await_start();
+		pids_add(seen, pid[i]);
+	}
+	tst_assert_apart(f, pid, ISO_HOSTS);
+}
+
+/*
+ * hosts = 4, threads = 1: one process per running task. In each round
+ * four tasks hold the four hosts, a victim drawn at random is killed by
+ * one of three application threads, also drawn at random, and the other
+ * three, released, end DONE with their own replies after one start: in a
+ * thousand rounds not one dies as collateral, not one runs twice. A round
+ * begins once the killed host's replacement is up, so that every round
+ * has four hosts; the kills are the executor's own and never count
+ * against a restart budget of zero.
+ */
+START_TEST(test_isolated_kills)
+{
+	static int calls[ISO_ROUNDS][ISO_HOSTS];
+	static struct pids pids;
+	struct killer killers[ISO_KILLERS];
+	struct tst_baseline base;
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	hkx_future *f[ISO_HOSTS];
+	uint64_t tag[ISO_HOSTS];
+	uint64_t rs = seed_for("isolated kills", "main", 0);
+	unsigned r, i, v, k, by[ISO_KILLERS] = { 0 };
+
+	memset(calls, 0, sizeof(calls));
+	memset(&pids, 0, sizeof(pids));
+	tst_baseline_take(&base);
+	tst_config(&c, 1);
+	c.hosts = ISO_HOSTS;
+	c.max_restarts = 0;
+	ex = tst_new(&c);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.hosts_up, ISO_HOSTS);
+	ck_assert_int_eq(pids_note(ex, &pids), 0);
+	for (k = 0; k < ISO_KILLERS; k++) {
+		killers[k] = (struct killer){ .rc = 0 };
+		ck_assert_int_eq(sem_init(&killers[k].go, 0, 0), 0);
+		ck_assert_int_eq(sem_init(&killers[k].done, 0, 0), 0);
+		ck_assert_int_eq(pthread_create(&killers[k].th, NULL, killer_main, &killers[k]), 0);
+	}
+
+	for (r = 0; r < ISO_ROUNDS; r++) {
+		tst_wait_hosts_up(ex, ISO_HOSTS);
+		iso_hold(ex, r, f, tag, calls[r], &pids);
+		v = rnd_below(&rs, ISO_HOSTS);
+		k = rnd_below(&rs, ISO_KILLERS);
+		by[k]++;
+		killers[k].victim = f[v];
+		sem_post(&killers[k].go);
+		tst_await_end(f[v], "a killed task never ended");
+		while (sem_wait(&killers[k].done) != 0)
+			;
+		ck_assert_msg(hkx_future_state(f[v]) == HKX_KILLED, "round %u: the victim "
+		    "ended %s", r + 1, hkx_state_name(hkx_future_state(f[v])));
+		tst_release(ISO_HOSTS - 1);
+		for (i = 0; i < ISO_HOSTS; i++) {
+			if (i == v)
+				continue;
+			tst_await_end(f[i], "a released task never ended");
+			ck_assert_msg(hkx_future_state(f[i]) == HKX_DONE, "round %u: a task of "
+			    "another host ended %s (%s)", r + 1,
+			    hkx_state_name(hkx_future_state(f[i])),
+			    hkx_future_message(f[i]) ? hkx_future_message(f[i]) : "no message");
+			tst_assert_result(f[i], 0, &tag[i], sizeof(tag[i]));
+			ck_assert_uint_eq(hkx_future_attempts(f[i]), 1);
+		}
+		ck_assert_uint_eq(hkx_future_attempts(f[v]), 1);
+		release_all(f, ISO_HOSTS);
+	}
+	tst_wait_hosts_up(ex, ISO_HOSTS);
+	tst_stats(ex, &st);
+	for (k = 0; k < ISO_KILLERS; k++) {
+		killers[k].victim = NULL;
+		sem_post(&killers[k].go);
+		ck_assert_int_eq(pthread_join(killers[k].th, NULL), 0);
+		ck_assert_msg(killers[k].rc == 0, "hkx_future_kill: %s", strerror(-killers[k].rc));
+		sem_destroy(&killers[k].go);
+		sem_destroy(&killers[k].done);
+	}
+	hkx_executor_free(ex);
+	printf("isolated kills: %d rounds, victims killed by the three threads %u, %u, %u; "
+	    "%" PRIu64 " hosts\n", ISO_ROUNDS, by[0], by[1], by[2], st.host_starts);
+	fflush(stdout);
+
+	for (r = 0; r < ISO_ROUNDS; r++)
+		for (i = 0; i < ISO_HOSTS; i++)
+			ck_assert_msg(calls[r][i] == 1, "round %u: a future ended %d times",
+			    r + 1, calls[r][i]);
+	ck_assert_uint_eq(st.submitted, ISO_ROUNDS * ISO_HOSTS);
+	ck_assert_uint_eq(st.killed, ISO_ROUNDS);
+	ck_assert_uint_eq(st.done, ISO_ROUNDS * (ISO_HOSTS - 1));
+	ck_assert_uint_eq(st.timed_out + st.crashed + st.cancelled + st.failed + st.stopped, 0);
+	ck_assert_uint_eq(st.host_starts, ISO_HOSTS + ISO_ROUNDS);
+	ck_assert(!st.broken);
+	pids_wait_gone(&pids);
+	tst_baseline_check(&base);
+}
+END_TEST
+
 static TCase *
 chaos_tcase(const char *name, const TTest *test)
 {
@@ -1557,6 +1665,7 @@ chaos_suite(void)
 	suite_add_tcase(s, chaos_tcase("kill storm", test_kill_storm));
 	suite_add_tcase(s, chaos_tcase("soak", test_soak));
 	suite_add_tcase(s, chaos_tcase("fail fast", test_failfast_exact));
+	suite_add_tcase(s, chaos_tcase("isolated kills", test_isolated_kills));
 	return s;
 }
 
