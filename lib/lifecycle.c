@@ -883,10 +883,15 @@ zygote_owes_since(hkx_executor *ex)
 void
 hkx__arm_life(hkx_executor *ex)
 {
-	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes = zygote_owes_since(ex);
+	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes;
 	struct itimerspec its = { 0 };
 	struct hkx__host *h;
 
+	/* A back-off that ended before this look would arm nothing: its
+	 * host is asked for now. */
+	if (!ex->spawning && ex->respawn_at != 0 && ex->respawn_at <= now)
+		hkx__respawn_if_needed(ex);
+	owes = zygote_owes_since(ex);
 	if (owes != UINT64_MAX)
 		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;
 	if (ex->spawning)
