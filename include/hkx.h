@@ -140,14 +140,16 @@ void hkx_config_init(struct hkx_config *c);
 
 typedef struct hkx_executor hkx_executor;
 
-/* Starts the zygote and the first host; fails here if they cannot start:
+/* Starts the zygote and the hosts, and returns once every one of them is
+ * ready; fails here if they cannot start:
  * -EINVAL for a bad config (no tasks, a NULL or duplicate name, a NULL
- * function, threads 0, start_timeout_ms negative, reserved space not zero),
- * -ENOSYS without pidfd, -EPERM inside a host or in a fork() child of an
- * application that created an executor, -ECHILD if the zygote or the first
- * host died before it was ready (host_init failed: a negative errno that
- * host_init returned is passed on), -ETIMEDOUT if the first host was not
- * ready within start_timeout_ms (it is killed), -EMFILE or -ENFILE out of
+ * function, threads 0, start_timeout_ms negative, hosts over 1024,
+ * spare_hosts over 64, reserved space not zero), -ENOSYS without pidfd,
+ * -EPERM inside a host or in a fork() child of an application that created
+ * an executor, -ECHILD if the zygote or a host died before it was ready
+ * (host_init failed: a negative errno that host_init returned is passed
+ * on), -ETIMEDOUT if a host was not ready within start_timeout_ms (it is
+ * killed), -EMFILE or -ENFILE out of
  * fds, -EAGAIN out of processes (fork), -ENOMEM.
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
@@ -183,8 +185,8 @@ int hkx_executor_pause(hkx_executor *ex, enum hkx_pause how);
 int hkx_executor_resume(hkx_executor *ex);
 /* Cancel every queued task, ask every running one to stop. */
 int hkx_executor_stop(hkx_executor *ex);
-/* Hard-kill the host now; running tasks end KILLED, tasks not yet started
- * go back to the queue, a fresh host takes over. */
+/* Hard-kill every host now; running tasks end KILLED, tasks not yet
+ * started go back to the queue, fresh hosts take over. */
 int hkx_executor_kill(hkx_executor *ex);
 
 enum hkx_shutdown {
@@ -268,7 +270,13 @@ int hkx_future_progress(const hkx_future *f, uint64_t *done, uint64_t *total);
  * run: it ends KILLED, as that run did, and the call returns false. */
 bool hkx_future_cancel(hkx_future *f);
 int hkx_future_stop(hkx_future *f);    /* not started: cancel; running: ask it to stop */
-int hkx_future_kill(hkx_future *f);    /* not started: cancel; running: kill its host */
+/* Not started: cancel. Running: kill its host, and with it every task
+ * running there (with threads = 1, none but f). f and the others end as
+ * soon as every worker thread of the host is gone: SIGKILL has reached
+ * each thread of it by then, so no code of the host, not even a thread a
+ * task started, runs again (a system call one was in may complete); the
+ * process is reaped moments later. */
+int hkx_future_kill(hkx_future *f);
 typedef void (*hkx_done_fn)(hkx_future *f, void *arg);
 /* Called once when it ends, on the library's thread (must not block), or at
  * once in the caller if it has already ended. */
