@@ -62,6 +62,17 @@ struct cmd_options {
 
 #define OPTIONS_HELP (-2)     /* --help was given and the usage printed */
 
+/* The usage lines of the host options, the same for every command. */
+#define OPTIONS_HOSTS_HELP \
+"  -j, --threads N        worker threads in each host (default: CPUs); with\n" \
+"                         --isolate, the number of hosts\n" \
+"      --hosts N          host processes of -j threads each (1): a kill,\n" \
+"                         time-out or crash ends only the tasks of its host\n" \
+"      --isolate          one thread per host, -j hosts: a kill, time-out\n" \
+"                         or crash ends only the task it targets\n" \
+"      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n"
+
+
 /*
  * Parses argv (argv[0] is the subcommand's name). Options come before the
  * first operand. Returns the index of the first operand, OPTIONS_HELP, or -1
