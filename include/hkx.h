@@ -226,6 +226,7 @@ int hkx_executor_broken_why(hkx_executor *ex, char *buf, size_t len);
 
 typedef struct hkx_future hkx_future;
 typedef struct hkx_group hkx_group;
+typedef struct hkx_cq hkx_cq;
 
 struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	int stop_after_ms;     /* run time after which a stop is asked */
@@ -233,7 +234,11 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	int cpu_limit_ms;      /* the task's own CPU time after which the host is killed */
 	hkx_group *group;
 	unsigned retries;      /* re-runs allowed when it dies as collateral of another task */
-	uint64_t reserved[8];
+	hkx_cq *cq;            /* a completion queue of the same executor: the future is
+	                          added to it as it is submitted, with cq_user, so that
+	                          none can end unobserved (see hkx_cq_add) */
+	void *cq_user;
+	uint64_t reserved[6];
 };
 
 int hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
@@ -305,6 +310,21 @@ int hkx_group_stop(hkx_group *g);
 int hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure);
 hkx_group *hkx_group_retain(hkx_group *g);
 void hkx_group_release(hkx_group *g);
+
+/* ---------------------------------------------------------------------- */
+/* Completion queues: an fd for event loops.                               */
+
+struct hkx_completion {
+	hkx_future *future;    /* a reference, now the caller's: release it */
+	void *user;            /* as given to hkx_cq_add or opts.cq_user */
+	uint64_t reserved[2];
+};
+int hkx_cq_new(hkx_executor *ex, hkx_cq **out);
+int hkx_cq_fd(const hkx_cq *cq);            /* CLOEXEC, NONBLOCK */
+int hkx_cq_add(hkx_cq *cq, hkx_future *f, void *user);
+ssize_t hkx_cq_poll(hkx_cq *cq, struct hkx_completion *out, size_t max);
+int hkx_cq_wait(hkx_cq *cq, int timeout_ms);
+void hkx_cq_free(hkx_cq *cq);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
