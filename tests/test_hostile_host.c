@@ -14,7 +14,11 @@
  *   crash notes  a task that writes to the crash-note pipe has broken its
  *                host, a process that escaped the host cannot flood the
  *                supervisor through it, and a crashing thread never waits
- *                on it.
+ *                on it;
+ *   worker marks the robust mutex each worker holds in the slot table is
+ *                let go of by the kernel when the thread dies, killed with
+ *                its process; a host that forges them has only its own
+ *                kill judged early, and leaves nothing behind.
  *
  * The host puts its pipes at fds 3, 4 and 5 (down, up, crash notes: see
  * hkx__host_main()); tasks here write to fd 5 on purpose.
@@ -23,9 +27,11 @@
  */
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <check.h>
 #include <errno.h>
+#include <linux/futex.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -191,6 +197,19 @@ task_flood(hkx_task *t, const void *arg, size_t len)
 	return tst_task_segv(t, NULL, 0);
 }
 
+/* Lets go of every worker's mark in its host's slot table, as if every
+ * worker were gone, then blocks: its kill is judged at once. */
+static int
+task_forge_marks(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__slots *s = hkx__host_slots();
+
+	for (uint32_t i = 0; i < s->workers; i++)
+		atomic_store((_Atomic uint32_t *)(void *)&s->alive[i], 0);
+	tst_task_started(0);
+	return tst_task_block();
+}
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -204,6 +223,7 @@ config(struct hkx_config *c, unsigned threads)
 	tst_add_task(c, "note_garbage", task_note_garbage);
 	tst_add_task(c, "note_flags", task_note_flags);
 	tst_add_task(c, "flood", task_flood);
+	tst_add_task(c, "forge_marks", task_forge_marks);
 }
 
 static hkx_executor *
@@ -504,6 +524,98 @@ START_TEST(test_note_flood_escaped)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* Worker marks.                                                           */
+
+static int marks_ready[2];
+
+static void *
+enter_mark(void *arg)
+{
+	struct hkx__slots *s = arg;
+
+	ck_assert_int_eq(hkx__slots_worker_enter(s, 1), 0);
+	(void)!write(marks_ready[1], "t", 1);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/*
+ * A process whose two threads hold their marks is killed: each mark is
+ * let go of by the kernel, and a shared futex wait on it is woken, as the
+ * supervisor's thread is.
+ */
+START_TEST(test_marks_released_by_kill)
+{
+	struct timespec limit = { .tv_sec = TST_DEADLINE_MS / 1000 };
+	_Atomic uint32_t *word;
+	struct hkx__slots s;
+	uint32_t expect;
+	pthread_t thread;
+	char c[2];
+	pid_t pid;
+	int fd;
+
+	ck_assert_int_eq(hkx__slots_create(&s, 4, 2, &fd), 0);
+	ck_assert_int_eq(pipe(marks_ready), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (hkx__slots_worker_enter(&s, 0) != 0 ||
+		    pthread_create(&thread, NULL, enter_mark, &s) != 0)
+			_exit(1);
+		(void)!write(marks_ready[1], "m", 1);
+		for (;;)
+			pause();
+	}
+	ck_assert_int_eq(read(marks_ready[0], c, 1), 1);
+	ck_assert_int_eq(read(marks_ready[0], c + 1, 1), 1);
+	for (uint32_t i = 0; i < 2; i++)
+		ck_assert_msg(!hkx__slots_worker_gone(&s, i, &word, &expect),
+		    "worker %u held no mark", i);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	for (uint32_t i = 0; i < 2; i++) {
+		while (!hkx__slots_worker_gone(&s, i, &word, &expect))
+			ck_assert_msg(syscall(SYS_futex, word, FUTEX_WAIT, expect, &limit, NULL, 0) == 0 ||
+			    errno == EAGAIN || errno == EINTR, "mark %u never let go of: %s", i,
+			    strerror(errno));
+	}
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	hkx__slots_free(&s);
+	close(fd);
+	close(marks_ready[0]);
+	close(marks_ready[1]);
+}
+END_TEST
+
+/*
+ * A task lets go of its host's marks: the supervisor takes the host's
+ * workers for gone as soon as it kills it. The task still ends KILLED,
+ * once, the executor runs on, and the host is reaped: nothing is left.
+ */
+START_TEST(test_forged_marks)
+{
+	int fds = tst_fd_count();
+	hkx_executor *ex = executor(2);
+	struct hkx_stats st;
+	hkx_future *f;
+
+	f = tst_submit(ex, "forge_marks", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_kill(f), 0);
+	tst_wait_end(f, HKX_KILLED);
+	tst_run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(hkx_executor_stats(ex, &st), 0);
+	ck_assert_uint_eq(st.killed, 1);
+	ck_assert(!st.broken);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(tst_fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
 static Suite *
 hostile_host_suite(void)
 {
@@ -527,6 +639,11 @@ hostile_host_suite(void)
 	tcase_add_test(tc, test_note_garbage);
 	tcase_add_test(tc, test_note_pipe_nonblocking);
 	tcase_add_test(tc, test_note_flood_escaped);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("worker marks");
+	tcase_add_test(tc, test_marks_released_by_kill);
+	tcase_add_test(tc, test_forged_marks);
 	suite_add_tcase(s, tc);
 
 	return s;
