@@ -129,7 +129,10 @@ struct hkx_config {
 	                              A kill, time-out or crash ends the tasks of one
 	                              host only: hosts = N, threads = 1 isolates every
 	                              running task. Each task goes to the host with
-	                              the most idle workers, then the most room */
+	                              the most idle workers, then the most room; a
+	                              task prefetched into a host waits there behind
+	                              its running ones even if another host idles:
+	                              with several hosts set prefetch small, or 0 */
 	unsigned spare_hosts;      /* hosts the zygote keeps forked ahead of need, so
 	                              that a dead one is replaced at once; 0 = none,
 	                              hkx_config_init sets 1 */

@@ -101,16 +101,20 @@ deathwatch_main(void *arg)
 	hkx_executor *ex = arg;
 	unsigned n;
 	long rc;
+	int err;
 
 	hkx__lock(ex);
 	while (!ex->deathwatch.stopping) {
 		n = look(ex, waiters);
 		hkx__unlock(ex);
-		/* Any return is a reason to look again: a word moved, the
-		 * generation moved (EAGAIN), a table went away (EFAULT). */
+		/* A word moved, the generation moved (EAGAIN), a table went
+		 * away (EFAULT): look again. Anything else (ENOSYS, or EPERM
+		 * from a seccomp filter) would fail at once for ever: killed
+		 * hosts are then settled by their pidfds. */
 		rc = futex_waitv(waiters, n);
+		err = errno;
 		hkx__lock(ex);
-		if (rc < 0 && errno == ENOSYS)
+		if (rc < 0 && err != EAGAIN && err != EINTR && err != EFAULT)
 			break;
 	}
 	hkx__unlock(ex);

@@ -18,8 +18,9 @@
  * (the kill is one system call that marks each of them): no thread of it,
  * a task's own threads included, runs its code again; a system call one
  * of them was in may still complete. A host that forges its marks can only
- * have its own kill judged early. Without futex_waitv (Linux before 5.16)
- * the thread ends at once and killed hosts are settled by their pidfds.
+ * have its own kill judged early. Without futex_waitv (Linux before 5.16,
+ * or a seccomp filter that refuses it) the thread ends at its first try
+ * and killed hosts are settled by their pidfds.
  */
 #ifndef HKX_DEATHWATCH_H
 #define HKX_DEATHWATCH_H

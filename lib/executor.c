@@ -361,9 +361,11 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 		err = hkx__start_errno(err);
 	else {
 		hkx__lock(ex);
-		while (!ex->started && ex->start_error == 0)
+		/* A host that was ready and died before the others were can
+		 * break the executor: then no host is asked for again. */
+		while (!ex->started && ex->start_error == 0 && !ex->broken)
 			pthread_cond_wait(&ex->cond, &ex->lock);
-		err = ex->start_error;
+		err = ex->start_error != 0 ? ex->start_error : ex->broken ? -ECHILD : 0;
 		hkx__unlock(ex);
 	}
 	if (err < 0) {

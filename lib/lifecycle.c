@@ -43,6 +43,10 @@
  * host is let go without its exit status. */
 #define NUDGE_NS 100000000u
 #define EXIT_WAIT_NS 1000000000u
+/* The bytes of pipe, in each direction, that an executor's hosts share,
+ * and what a pipe holds unless told otherwise. */
+#define PIPE_BUDGET (1u << 20)
+#define PIPE_DEFAULT_LEN (64u * 1024)
 /* A wait status no process has: the zygote never reported it. */
 #define STATUS_UNKNOWN (-1)
 
@@ -452,9 +456,14 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	fcntl(h->down_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->up_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->crash_fd, F_SETFL, O_NONBLOCK);
-	/* A bigger pipe carries more frames per write; best effort. */
-	fcntl(h->down_fd, F_SETPIPE_SZ, 1 << 20);
-	fcntl(h->up_fd, F_SETPIPE_SZ, 1 << 20);
+	/* A bigger pipe carries more frames per write; best effort. The
+	 * kernel counts pipe memory per user, and past a soft limit gives
+	 * every new pipe of the user, the application's too, one page: an
+	 * executor's hosts share one budget. */
+	if (PIPE_BUDGET / ex->config.hosts > PIPE_DEFAULT_LEN) {
+		fcntl(h->down_fd, F_SETPIPE_SZ, (int)(PIPE_BUDGET / ex->config.hosts));
+		fcntl(h->up_fd, F_SETPIPE_SZ, (int)(PIPE_BUDGET / ex->config.hosts));
+	}
 	hkx__decoder_init(&h->decoder, ex->config.max_payload, NULL, NULL);
 	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_UP;
 	h->up_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->up_fd, &ev) == 0;
@@ -636,6 +645,9 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	char why[128];
 	bool ordered;
 
+	/* Settled early (its workers were gone), then reported: once is all. */
+	if (h->settled)
+		return;
 	/* The pipe holds at most what the dead host wrote into it. */
 	for (int reads = 0; reads < 64 && hkx__read_host(ex, h); reads++)
 		;

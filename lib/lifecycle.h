@@ -51,10 +51,12 @@ struct hkx__host {
 #define HKX__FOREACH_HELD(ex, h, i, f)                  \
 	for ((i) = 0; (i) < (ex)->host_capacity; (i)++) \
 		if (((f) = (h)->owners[(i)]) != NULL)
-/* The same over every host. */
+/* The same over every host that holds any. */
 #define HKX__FOREACH_HELD_ALL(ex, h, i, f)   \
 	TAILQ_FOREACH(h, &(ex)->hosts, link) \
-		HKX__FOREACH_HELD(ex, h, i, f)
+		if ((h)->inflight == 0) {    \
+		} else                       \
+			HKX__FOREACH_HELD(ex, h, i, f)
 
 /* Most with the lock held; the supervisor thread's own (the zygote's
  * socket, a host's death, hkx__life_tick) take it themselves. */

@@ -103,14 +103,25 @@ int
 hkx__slots_map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
 {
 	struct stat st;
-	int seals;
+	int seals, err;
 
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || fstat(fd, &st) < 0)
 		return -errno;
 	if ((seals & SEALS) != SEALS || (uint64_t)st.st_size != table_len(count, workers))
 		return -EPROTO;
-	return map(s, count, workers, fd);
+	err = map(s, count, workers, fd);
+	if (err < 0)
+		return err;
+	/* The zygote of an executor created later is forked from the
+	 * application: it, and every host of its, must not inherit this
+	 * table, which another executor's host would then write into. */
+	if (madvise(s->header, s->map_len, MADV_DONTFORK) < 0) {
+		err = -errno;
+		hkx__slots_free(s);
+		return err;
+	}
+	return 0;
 }
 
 int

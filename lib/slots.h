@@ -85,7 +85,8 @@ struct hkx__slots {
  * size. */
 int hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *fd);
 /* Supervisor: maps the table in memfd fd, once its size and seals are what
- * hkx__slots_create() makes for these counts; fd stays the caller's. */
+ * hkx__slots_create() makes for these counts, where no fork() reaches it;
+ * fd stays the caller's. */
 int hkx__slots_map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd);
 
 /*

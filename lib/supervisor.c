@@ -90,21 +90,22 @@ room(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
 	unsigned max = ex->config.max_tasks_per_host;
 
-	if (!h->ready || h->retiring || h->killing || h->settled || ex->paused ||
-	    h->inflight >= cap || (max && h->sent >= max))
+	if (!h->ready || h->retiring || h->killing || h->settled || h->died_ns != 0 ||
+	    ex->paused || h->inflight >= cap || (max && h->sent >= max))
 		return 0;
 	return max ? (unsigned)MIN(cap - h->inflight, max - h->sent) : cap - h->inflight;
 }
 
 /* Supervisor thread, with the lock held: the same, less the frames that
- * wait to be written. A host may have skipped some unread: their slots
- * are free, their places in h->out are not. */
+ * wait to be written, and nothing for a host that lost a pipe. A host may
+ * have skipped some unread: their slots are free, their places in h->out
+ * are not. */
 static unsigned
 room_to_send(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
 	size_t waiting = h->out_len - h->out_head;
 
-	if (waiting >= ex->host_capacity)
+	if (waiting >= ex->host_capacity || h->pipe_lost_at != 0)
 		return 0;
 	return MIN(room(ex, h, cap), ex->host_capacity - (unsigned)waiting);
 }
@@ -291,6 +292,8 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 	case HKX__FRAME_READY:
 		if (h->ready)
 			return -EPROTO;
+		if (h->killing || h->settled)
+			return 0; /* read as it dies: it is nobody's host now */
 		h->ready = true;
 		h->ready_ns = hkx__now_ns();
 		ex->stats.host_starts++;

@@ -14,15 +14,21 @@
  * so none of them can end before it for any other reason.
  */
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 
 #include <check.h>
 #include <dirent.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +72,7 @@ struct shared {
 	atomic_uint ninits;
 	pid_t init_pid[INITS_MAX];
 	atomic_uint go;
+	_Atomic pid_t first_pid;
 };
 static struct shared *shared;
 
@@ -90,6 +97,48 @@ task_burn(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, arg, len);
 }
 
+/* The first host_init returns; the second kills the host the first ran
+ * in and never returns: a host that was ready dies before the others
+ * are. */
+static int
+init_kill_first(void *arg)
+{
+	unsigned i = atomic_fetch_add(&shared->ninits, 1);
+	pid_t first;
+
+	(void)arg;
+	if (i == 0) {
+		atomic_store(&shared->first_pid, getpid());
+		return 0;
+	}
+	if (i == 1) {
+		while ((first = atomic_load(&shared->first_pid)) == 0)
+			sched_yield();
+		kill(first, SIGKILL);
+	}
+	for (;;)
+		pause();
+}
+
+/* Replies how many slot tables its process has mapped. */
+static int
+task_count_tables(hkx_task *t, const void *arg, size_t len)
+{
+	char line[512];
+	int n = 0;
+	FILE *maps;
+
+	(void)arg;
+	(void)len;
+	maps = fopen("/proc/self/maps", "re");
+	if (maps == NULL)
+		return -errno;
+	while (fgets(line, sizeof(line), maps) != NULL)
+		n += strstr(line, "hkx-slots") != NULL;
+	fclose(maps);
+	return hkx_task_reply(t, &n, sizeof(n));
+}
+
 /* ---------------------------------------------------------------------- */
 /* Executors of several hosts.                                             */
 
@@ -100,6 +149,7 @@ config(struct hkx_config *c, unsigned hosts, unsigned threads)
 	tst_add_task(c, "crash", task_crash);
 	tst_add_task(c, "hold_crash", task_hold_crash);
 	tst_add_task(c, "burn", task_burn);
+	tst_add_task(c, "count_tables", task_count_tables);
 	if (shared == NULL) {
 		shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE,
 		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -952,6 +1002,111 @@ START_TEST(test_failfast_four_hosts)
 }
 END_TEST
 
+struct new_call {
+	struct hkx_config c;
+	hkx_executor *ex;
+	int rc;
+};
+
+static void *
+call_new(void *arg)
+{
+	struct new_call *call = arg;
+
+	call->rc = hkx_executor_new(&call->c, &call->ex);
+	return NULL;
+}
+
+/*
+ * Two hosts, no restart allowed: the first is ready and dies before the
+ * second is. That breaks the executor, which then asks for no host:
+ * hkx_executor_new must say so, not wait for a second host for ever.
+ */
+START_TEST(test_new_ready_host_dies)
+{
+	int fds = tst_fd_count();
+	struct new_call call;
+
+	config(&call.c, 2, 1);
+	atomic_store(&shared->ninits, 0);
+	atomic_store(&shared->first_pid, 0);
+	call.c.host_init = init_kill_first;
+	/* Past the test's deadline: only the death may end the start. */
+	call.c.start_timeout_ms = 2 * TST_DEADLINE_MS;
+	tst_bounded(call_new, &call, TST_DEADLINE_MS, "hkx_executor_new");
+	ck_assert_int_eq(call.rc, -ECHILD);
+	ck_assert_int_eq(tst_fd_count(), fds);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
+/*
+ * The zygote of an executor made later is forked from the application:
+ * its hosts must not inherit the slot tables of an earlier executor's
+ * hosts, or they could write into them.
+ */
+START_TEST(test_tables_not_inherited)
+{
+	hkx_executor *first = executor(3, 1), *second = executor(1, 1);
+	const void *data;
+	hkx_future *f;
+	size_t len;
+	int n;
+
+	f = tst_submit(second, "count_tables", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &data, &len), 0);
+	ck_assert_uint_eq(len, sizeof(n));
+	memcpy(&n, data, sizeof(n));
+	ck_assert_int_eq(n, 1);
+	hkx_future_release(f);
+	hkx_executor_free(second);
+	hkx_executor_free(first);
+}
+END_TEST
+
+static int threads_then;
+
+static bool
+threads_back(void *arg)
+{
+	(void)arg;
+	return tst_count_dir("/proc/self/task") == threads_then;
+}
+
+/*
+ * A seccomp filter that refuses futex_waitv with EPERM, as container
+ * runtimes do with system calls they do not know: the thread that waits
+ * for killed hosts' workers gives up at once rather than spinning, and
+ * a kill still ends its task, by the host's pidfd.
+ */
+START_TEST(test_futex_waitv_refused)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex_waitv, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
+	hkx_executor *ex;
+	hkx_future *f;
+
+	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+	threads_then = tst_count_dir("/proc/self/task") + 1; /* the supervisor's */
+	ex = executor(2, 1);
+	tst_poll_until(threads_back, NULL, "the thread that waits for workers to end");
+	f = tst_submit(ex, "hold", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_kill(f), 0);
+	tst_wait_end(f, HKX_KILLED);
+	tst_run_one(ex, "echo", HKX_DONE);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static Suite *
 hosts_suite(void)
 {
@@ -983,6 +1138,9 @@ hosts_suite(void)
 	tc = tst_tcase("invariants");
 	tcase_add_test(tc, test_mix_then_drain);
 	tcase_add_test(tc, test_kill_shutdown);
+	tcase_add_test(tc, test_new_ready_host_dies);
+	tcase_add_test(tc, test_tables_not_inherited);
+	tcase_add_test(tc, test_futex_waitv_refused);
 	suite_add_tcase(s, tc);
 
 	return s;
