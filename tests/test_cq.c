@@ -219,6 +219,7 @@ START_TEST(test_level_triggered)
 	ck_assert(readable(cq));
 	ck_assert_int_eq(hkx_cq_poll(cq, c, 1), 1);
 	ck_assert_ptr_eq(c[0].future, b);
+	hkx_future_release(c[0].future);
 	ck_assert(readable(cq));
 	ck_assert_int_eq(hkx_cq_poll(cq, c, 2), 2);
 	ck_assert_ptr_eq(c[0].future, fs[0]);
