@@ -2,10 +2,12 @@
  * test_cq: completion queues as an event loop drives them, through the fd
  * and the calls hkx.h documents: every end handed out once and in the
  * order the futures ended, the fd readable exactly while the queue holds
- * something, references, -EBUSY and the other refusals, opts.cq with
- * hkx_submit and hkx_map, ends of every kind (kill, crash, cancel,
- * shutdown), a queue freed while full or while the supervisor delivers
- * into it, a queue outliving its executor, and nothing left behind.
+ * something, polls that never wait on the executor's lock (the one test
+ * that takes it, through executor.h), references, -EBUSY and the other
+ * refusals, opts.cq with hkx_submit and hkx_map, ends of every kind (kill,
+ * crash, cancel, shutdown), a queue freed while full or while the
+ * supervisor delivers into it, a queue outliving its executor, and nothing
+ * left behind.
  *
  * Readiness is looked at with poll() and a zero timeout, as a
  * level-triggered loop would see it; every wait is on the fd, a future or
@@ -28,6 +30,7 @@
 
 #include <hkx.h>
 
+#include "executor.h"
 #include "support.h"
 #include "util.h"
 
@@ -238,6 +241,37 @@ START_TEST(test_level_triggered)
 		hkx_future_release(fs[i]);
 	}
 	hkx_future_release(b);
+	hkx_cq_free(cq);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static void *
+poll_main(void *arg)
+{
+	hkx_cq *cq = arg;
+	struct hkx_completion c[1];
+
+	ck_assert_int_eq(hkx_cq_wait(cq, -1), 0);
+	ck_assert_int_eq(hkx_cq_poll(cq, c, 1), 1);
+	hkx_future_release(c[0].future);
+	return NULL;
+}
+
+/* Taking completions never waits on the executor: it goes on while
+ * another thread holds the executor's lock, as the supervisor does. */
+START_TEST(test_poll_without_executor_lock)
+{
+	hkx_executor *ex = tst_executor(1, 0);
+	hkx_cq *cq = new_cq(ex);
+	struct hkx_opts o = { .cq = cq };
+	hkx_future *f = tst_submit_opts(ex, "echo", "x", 1, &o);
+
+	tst_wait_end(f, HKX_DONE);
+	hkx__lock(ex);
+	tst_bounded(poll_main, cq, TST_DEADLINE_MS, "hkx_cq_poll under the executor's lock");
+	hkx__unlock(ex);
+	hkx_future_release(f);
 	hkx_cq_free(cq);
 	hkx_executor_free(ex);
 }
@@ -832,6 +866,7 @@ cq_suite(void)
 	tcase_add_test(tc, test_drain_100k_by_64);
 	tcase_add_test(tc, test_level_triggered);
 	tcase_add_test(tc, test_order_with_failfast);
+	tcase_add_test(tc, test_poll_without_executor_lock);
 	tcase_add_test(tc, test_wait);
 	tcase_add_test(tc, test_add_after_end);
 	tcase_add_test(tc, test_ebusy);
