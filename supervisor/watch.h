@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "hkx.h"
+#include "outcome.h"
 
 struct watch;
 
@@ -45,7 +46,5 @@ void watch_add(struct watch *w, struct watch_item *it, hkx_future *f);
 void watch_take(struct watch *w, struct watch_list *out);
 /* Milliseconds from submission to end. */
 double watch_elapsed_ms(const struct watch_item *it);
-/* Milliseconds from t0 to now on the same clock (negative if t0 is ahead). */
-double ms_since(const struct timespec *t0);
 
 #endif
