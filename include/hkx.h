@@ -234,10 +234,11 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	int cpu_limit_ms;      /* the task's own CPU time after which the host is killed */
 	hkx_group *group;
 	unsigned retries;      /* re-runs allowed when it dies as collateral of another task */
-	hkx_cq *cq;            /* a completion queue of the same executor: the future is
-	                          added to it as it is submitted, with cq_user, so that
-	                          none can end unobserved (see hkx_cq_add) */
-	void *cq_user;
+	hkx_cq *cq;            /* a completion queue of the same executor (else -EINVAL):
+	                          the future is added to it as it is submitted, with
+	                          cq_user, so that none can end unobserved (see
+	                          hkx_cq_add); hkx_map adds each of its futures */
+	void *cq_user;         /* not NULL without cq: -EINVAL */
 	uint64_t reserved[6];
 };
 
@@ -314,16 +315,85 @@ void hkx_group_release(hkx_group *g);
 /* ---------------------------------------------------------------------- */
 /* Completion queues: an fd for event loops.                               */
 
+/*
+ * A completion queue collects futures of one executor as they end, behind
+ * one fd for an event loop to watch (epoll, poll, libuv's uv_poll_t, GLib's
+ * g_unix_fd_add, libevent, asyncio's loop.add_reader), so that the loop
+ * learns of every end with no thread of its own and no callback on the
+ * library's thread:
+ *
+ *	hkx_cq_new(ex, &cq);
+ *	ev.events = EPOLLIN;
+ *	epoll_ctl(ep, EPOLL_CTL_ADD, hkx_cq_fd(cq), &ev);
+ *	opts.cq = cq;
+ *	opts.cq_user = ctx;
+ *	hkx_submit(ex, "task", arg, len, &opts, NULL);
+ *	...
+ *	// the fd is readable:
+ *	n = hkx_cq_poll(cq, c, 64);
+ *	for (i = 0; i < n; i++) {
+ *		use(c[i].future, c[i].user);
+ *		hkx_future_release(c[i].future);
+ *	}
+ *
+ * The fd (an eventfd, O_CLOEXEC, O_NONBLOCK) is readable while the queue
+ * holds a completion and stops being readable when a hkx_cq_poll empties
+ * it: level-triggered, so a poll that leaves completions behind leaves it
+ * readable and the loop comes back for them. Watched edge-triggered
+ * (EPOLLET), it must be polled until hkx_cq_poll returns fewer than asked.
+ * A wake-up may be spurious (another thread's hkx_cq_poll took the
+ * completions first): hkx_cq_poll then returns 0. Only watch the fd: never
+ * read, write or close it. hkx_cq_free closes it, so take it out of the
+ * loop first.
+ *
+ * Completions come out in the order they went in: a future's as it ends,
+ * so in the order the futures ended (as hkx_wait's FIRST_FAILURE sees it),
+ * or at once for one added after it had ended. Each holds a reference to
+ * its future, which hkx_cq_poll hands to the caller.
+ *
+ * A future goes into a queue once in its life: adding it again, to this
+ * queue or another, with hkx_cq_add or opts.cq, is -EBUSY, even after it
+ * was polled out or its queue freed. Several queues may serve one executor.
+ *
+ * hkx_cq_fd, hkx_cq_add, hkx_cq_poll and hkx_cq_wait may run on any
+ * threads at once, on the same queue too; hkx_cq_free must not race
+ * another call on the same queue, but may run while its futures end. Only
+ * hkx_cq_wait blocks; hkx_cq_poll and hkx_cq_fd never wait even on the
+ * executor, hkx_cq_add and hkx_cq_free take the executor's lock for a
+ * moment, as hkx_future_cancel does. All may be called from an on_done
+ * callback.
+ *
+ * A queue holds a reference on its executor and may outlive it, as a
+ * future does: hkx_executor_free ends every future first, into its queue,
+ * and the queue still hands out what it holds. In a fork() child and
+ * inside a host the calls that take a queue return -EPERM and
+ * hkx_cq_free does nothing.
+ */
 struct hkx_completion {
 	hkx_future *future;    /* a reference, now the caller's: release it */
 	void *user;            /* as given to hkx_cq_add or opts.cq_user */
-	uint64_t reserved[2];
+	uint64_t reserved[2];  /* zero */
 };
+/* An empty queue for ex's futures. -EINVAL, -EPERM, -ESHUTDOWN once ex is
+ * freed, -ENOMEM, -EMFILE or -ENFILE out of fds. */
 int hkx_cq_new(hkx_executor *ex, hkx_cq **out);
+/* The fd to watch, the same for the queue's life; -EINVAL for NULL. */
 int hkx_cq_fd(const hkx_cq *cq);            /* CLOEXEC, NONBLOCK */
+/* Takes a reference to f, and queues {f, user} when f ends, or now if it
+ * has ended. -EBUSY if f went into a queue before; -EINVAL if f is of
+ * another executor; -EPERM. */
 int hkx_cq_add(hkx_cq *cq, hkx_future *f, void *user);
+/* Never blocks. Moves up to max completions, the oldest first, into out
+ * and returns how many: 0 if none. -EINVAL (out NULL with max > 0),
+ * -EPERM. */
 ssize_t hkx_cq_poll(hkx_cq *cq, struct hkx_completion *out, size_t max);
+/* Blocks until the queue holds a completion (0; another thread's
+ * hkx_cq_poll may still take it first), or -ETIMEDOUT. Takes nothing out.
+ * -EINVAL (timeout_ms below -1), -EPERM. */
 int hkx_cq_wait(hkx_cq *cq, int timeout_ms);
+/* Releases every reference the queue still holds, to completions not
+ * polled and to futures not yet ended (which then end into no queue),
+ * closes the fd and frees the queue. */
 void hkx_cq_free(hkx_cq *cq);
 
 #if defined(__GNUC__)

@@ -1,9 +1,10 @@
 /*
  * ending: how a future ends, and where it is until then: in the queue or
  * in a slot of a host's table. Every end goes through hkx__end_future,
- * which wakes the waiters, queues the callbacks and tells the group, so
- * that each future ends exactly once; cancel, stop, requeue and the ends a
- * broken executor orders are decided here.
+ * which wakes the waiters, queues the callbacks, hands the future to its
+ * completion queue and tells the group, so that each future ends exactly
+ * once; cancel, stop, requeue and the ends a broken executor orders are
+ * decided here.
  *
  * Always with the executor's lock held, so it must never wait on a host or
  * the zygote: a stop or a cancel is a word in the slot, and what a host
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cq.h"
 #include "lifecycle.h"
 #include "supervisor.h"
 #include "util.h"
@@ -74,8 +76,10 @@ hkx__end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	ex->pending--;
 	count_end(ex, s);
 	hkx__future_wake(f);
-	/* Queued for its callbacks before its group can end other members:
-	 * callbacks run in the order futures ended. */
+	/* Queued for its callbacks and into its cq before its group can end
+	 * other members: both see futures in the order they ended. */
+	if (f->cq != NULL)
+		hkx__cq_deliver(f);
 	if (f->callbacks != NULL) {
 		TAILQ_INSERT_TAIL(&ex->notify, f, link);
 		hkx__wake(ex);

@@ -26,6 +26,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cq.h"
 #include "ending.h"
 #include "lifecycle.h"
 #include "runlimits.h"
@@ -388,7 +389,8 @@ check_opts(hkx_executor *ex, const struct hkx_opts *o)
 		return 0;
 	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->stop_after_ms < 0 ||
 	    o->kill_after_ms < 0 || o->cpu_limit_ms < 0 ||
-	    (o->group != NULL && o->group->ex != ex))
+	    (o->group != NULL && o->group->ex != ex) ||
+	    (o->cq != NULL && !hkx__cq_of(o->cq, ex)) || (o->cq == NULL && o->cq_user != NULL))
 		return -EINVAL;
 	return 0;
 }
@@ -499,6 +501,10 @@ submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 			if (outs != NULL)
 				made[i]->refs++;
 			enqueue(ex, made[i]);
+			/* Before the supervisor can send it, so it cannot end
+			 * unobserved. */
+			if (opts != NULL && opts->cq != NULL)
+				hkx__cq_take(opts->cq, made[i], opts->cq_user);
 			if (outs != NULL)
 				outs[i] = made[i];
 		}

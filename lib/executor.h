@@ -4,7 +4,7 @@
  * the queue, and is the only thread that writes to a host's pipe.
  *
  * Every field below is guarded by the executor's lock unless it says
- * otherwise. future.c, group.c and the supervisor's own modules
+ * otherwise. future.c, group.c, cq.c and the supervisor's own modules
  * (supervisor.c, lifecycle.c, ending.c, runlimits.c) share these
  * definitions; nothing outside lib/ sees them.
  */
@@ -45,8 +45,11 @@ enum hkx__cause {
 
 struct hkx_future {
 	TAILQ_ENTRY(hkx_future) link;  /* in the queue, or the list of ended futures to notify */
+	TAILQ_ENTRY(hkx_future) cq_link; /* in its cq's lists (cq.c says under which lock) */
 	hkx_executor *ex;              /* a reference */
 	hkx_group *group;              /* a reference, or NULL */
+	hkx_cq *cq;                    /* the cq its end goes to, or NULL */
+	void *cq_user;                 /* ... handed out with it */
 	struct hkx__wait_node *waiters;
 	struct hkx__callback *callbacks;
 	void *result;
@@ -71,6 +74,7 @@ struct hkx_future {
 	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
 	uint8_t cause;                 /* enum hkx__cause */
 	bool stop_asked;
+	bool cq_taken;                 /* added to a cq once: never again */
 	bool cpu_exceeded;             /* doomed by cpu_limit_ms, not kill_after_ms */
 	int stop_after_ms, kill_after_ms, cpu_limit_ms;
 	size_t arg_len;
