@@ -17,7 +17,6 @@
 #include "commands.h"
 #include "outcome.h"
 #include "plugin.h"
-#include "watch.h"
 
 #define DEMO_THREADS 4
 

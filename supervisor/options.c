@@ -474,7 +474,7 @@ host_address_space(unsigned threads, uint64_t base)
 
 int
 options_start_executor(const struct cmd_options *o, const struct task_table *tt,
-    hkx_executor **ex)
+    hkx_executor **ex, hkx_cq **cq)
 {
 	struct hkx_config c;
 	uint64_t base, need;
@@ -520,6 +520,12 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 		}
 		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
 		    strerror(-err));
+		return -1;
+	}
+	if ((err = hkx_cq_new(*ex, cq)) < 0) {
+		fprintf(stderr, "hkx %s: completion queue: %s\n", o->command, strerror(-err));
+		hkx_executor_free(*ex);
+		*ex = NULL;
 		return -1;
 	}
 	return 0;

@@ -89,12 +89,13 @@ void options_usage_error(const struct cmd_options *o, const char *fmt, ...)
 
 /* Built-ins plus every --plugin, in order; prints the error and returns -1. */
 int options_load_tasks(const struct cmd_options *o, struct task_table *tt);
-/* Creates the executor from the options; prints the error and returns -1,
- * or OPTIONS_LIMIT_TOO_SMALL when --memory-limit left the host no room for
+/* Creates the executor from the options, and the completion queue on it
+ * that the command's loop polls; prints the error and returns -1, or
+ * OPTIONS_LIMIT_TOO_SMALL when --memory-limit left the host no room for
  * its threads (a usage error). */
 #define OPTIONS_LIMIT_TOO_SMALL (-3)
 int options_start_executor(const struct cmd_options *o, const struct task_table *tt,
-    hkx_executor **ex);
+    hkx_executor **ex, hkx_cq **cq);
 /* The per-task limits of the options. */
 void options_task_opts(const struct cmd_options *o, struct hkx_opts *opts);
 

@@ -35,6 +35,15 @@ outcome_of_future(struct outcome *o, const hkx_future *f, double ms)
 	}
 }
 
+double
+ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1e3 + (now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
 /* Length of the valid UTF-8 sequence of a printable character at p (at
  * most n bytes), or 0: C1 controls, surrogates and overlong forms are 0. */
 static size_t

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -25,6 +26,9 @@ struct outcome {
 
 /* The outcome of an ended future; pointers stay valid while f is held. */
 void outcome_of_future(struct outcome *o, const hkx_future *f, double ms);
+/* Milliseconds from t0 to now on CLOCK_MONOTONIC (negative if t0 is ahead):
+ * an outcome's time, from a stamp taken at submission. */
+double ms_since(const struct timespec *t0);
 /* "done      12.3 ms  echo hello  hello": state, time, task and argument,
  * then the result or what went wrong, made visible and cut to one line. */
 void outcome_print(FILE *out, const struct outcome *o, const char *task,

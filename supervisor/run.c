@@ -3,10 +3,10 @@
  * per task as it ends (or in input order), a summary, and an exit status
  * that says whether all were DONE.
  *
- * Owns its loop: completions (through watch), interrupts (through
- * interrupt), the input, retry delays and the progress bar share one
- * poll(). It never blocks on a single future, so a line appears as soon as
- * its task ends, and input is read as it arrives, never all at once: at
+ * Owns its loop: completions (the executor's completion queue), interrupts
+ * (through interrupt), the input, retry delays and the progress bar share
+ * one poll(). It never blocks on a single future, so a line appears as soon
+ * as its task ends, and input is read as it arrives, never all at once: at
  * most MAX_AHEAD tasks exist at a time (queued, running, waiting for a
  * retry or for their turn to be printed), and input is read again only as
  * they go, so memory stays flat on endless input.
@@ -31,10 +31,10 @@
 #include "options.h"
 #include "outcome.h"
 #include "tasks.h"
-#include "watch.h"
 
 #define MAX_AHEAD 4096
 #define READ_CHUNK 65536
+#define TAKE_BATCH 64          /* completions moved out of the queue at a time */
 #define BAR_REFRESH_MS 100
 #define BAR_CELLS_MAX 30
 #define BAR_CELLS_MIN 5        /* fewer would say nothing: no bar at all */
@@ -77,14 +77,15 @@ OPTIONS_HOSTS_HELP
 "be written, 2 for a usage error.\n";
 
 struct job {
-	struct watch_item watch;   /* first: ended items are jobs */
+	hkx_future *future;        /* once ended: the completion's reference */
 	size_t index;
 	struct timespec started;   /* wall clock, at the first submission */
+	struct timespec submitted; /* the same moment, on the monotonic clock */
 	unsigned attempts;         /* runs of the futures before this one */
 	unsigned retried;          /* resubmissions after FAILED or TIMED_OUT */
 	struct timespec due;       /* of the next retry, while in the retry list */
 	TAILQ_ENTRY(job) retry_link;
-	struct outcome oc;         /* once ended; points into watch.future */
+	struct outcome oc;         /* once ended; points into future */
 	bool skipped;              /* --resume: done in the joblog */
 	char note[64];             /* the message of a task never submitted */
 	size_t arglen;
@@ -115,8 +116,8 @@ struct run {
 	struct job_list retries;
 	hkx_executor *ex;
 	hkx_group *group;
-	struct hkx_opts opts;
-	struct watch watch;
+	struct hkx_opts opts;      /* with cq: every submission lands in it */
+	hkx_cq *cq;
 	struct joblog joblog;
 	bool has_joblog;
 	int results_dir;           /* --results, -1: none */
@@ -253,8 +254,8 @@ fail:
 static void
 job_free(struct job *job)
 {
-	if (job->watch.future != NULL)
-		hkx_future_release(job->watch.future);
+	if (job->future != NULL)
+		hkx_future_release(job->future);
 	free(job);
 }
 
@@ -312,7 +313,7 @@ end_unsubmitted(struct run *r, struct job *job, enum hkx_state state, int code,
 	job->oc.code = code;
 	job->oc.message = job->note;
 	job->oc.attempts = job->attempts;
-	job->oc.ms = job->watch.submitted.tv_sec != 0 ? ms_since(&job->watch.submitted) : 0;
+	job->oc.ms = job->submitted.tv_sec != 0 ? ms_since(&job->submitted) : 0;
 	job_end(r, job);
 }
 
@@ -362,14 +363,13 @@ submit(struct run *r, struct job *job)
 	const char *arg = job->arg;
 	size_t len = job->arglen;
 	char *filled = NULL, text[64];
-	hkx_future *f;
 	int err;
 
 	/* A retry keeps the first submission's times: they cover every run
 	 * and every delay. */
 	if (job->retried == 0) {
 		clock_gettime(CLOCK_REALTIME, &job->started);
-		watch_submitted(&job->watch);
+		clock_gettime(CLOCK_MONOTONIC, &job->submitted);
 	} else {
 		opts.retries = r->o.retries - job->attempts;
 	}
@@ -385,18 +385,15 @@ submit(struct run *r, struct job *job)
 		}
 		arg = filled;
 	}
-	err = options_submit(r->ex, r->task, arg, len, &opts, r->o.stop_grace_ms, &f);
+	/* The completion hands over the future: nothing needs it before. */
+	opts.cq_user = job;
+	err = options_submit(r->ex, r->task, arg, len, &opts, r->o.stop_grace_ms, NULL);
 	free(filled);
-	if (err == -ECANCELED) {
+	if (err == -ECANCELED)
 		end_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
-		return;
-	}
-	if (err < 0) {
+	else if (err < 0)
 		end_unsubmitted(r, job, HKX_FAILED, err,
 		    options_submit_error(err, text, sizeof(text)));
-		return;
-	}
-	watch_add(&r->watch, &job->watch, f);
 }
 
 static void
@@ -450,8 +447,8 @@ retry_due(struct run *r)
 	while ((job = TAILQ_FIRST(&r->retries)) != NULL && ms_since(&job->due) >= 0) {
 		TAILQ_REMOVE(&r->retries, job, retry_link);
 		job->attempts = job->oc.attempts;
-		hkx_future_release(job->watch.future);
-		job->watch.future = NULL;
+		hkx_future_release(job->future);
+		job->future = NULL;
 		submit(r, job);
 	}
 }
@@ -469,26 +466,27 @@ retry_timeout(const struct run *r)
 	return ms <= 0 ? 0 : ms >= INT_MAX ? INT_MAX : (int)ms + 1;
 }
 
+/* Everything the queue holds, in the order the tasks ended. */
 static void
 take_ended(struct run *r)
 {
-	struct watch_list ended;
-	struct watch_item *it;
+	struct hkx_completion done[TAKE_BATCH];
 	struct job *job;
+	ssize_t i, n;
 
-	watch_take(&r->watch, &ended);
-	if (STAILQ_EMPTY(&ended))
-		return;
-	bar_erase(r);
-	while ((it = STAILQ_FIRST(&ended)) != NULL) {
-		STAILQ_REMOVE_HEAD(&ended, link);
-		job = (struct job *)it;
-		outcome_of_future(&job->oc, it->future, watch_elapsed_ms(it));
-		job->oc.attempts += job->attempts;
-		if (!retry_later(r, job))
-			job_end(r, job);
+	while ((n = hkx_cq_poll(r->cq, done, TAKE_BATCH)) > 0) {
+		bar_erase(r);
+		for (i = 0; i < n; i++) {
+			job = done[i].user;
+			job->future = done[i].future;
+			outcome_of_future(&job->oc, job->future, ms_since(&job->submitted));
+			job->oc.attempts += job->attempts;
+			if (!retry_later(r, job))
+				job_end(r, job);
+		}
+		if (n < TAKE_BATCH)
+			break;
 	}
-	output_flush(r);
 }
 
 static struct job *
@@ -668,7 +666,7 @@ static int
 loop(struct run *r, int sigfd)
 {
 	struct pollfd fds[3] = {
-		{ .fd = r->watch.fd, .events = POLLIN },
+		{ .fd = hkx_cq_fd(r->cq), .events = POLLIN },
 		{ .fd = sigfd, .events = POLLIN },
 		{ .fd = -1, .events = POLLIN },
 	};
@@ -879,15 +877,12 @@ cmd_run(int argc, char **argv)
 	}
 	if ((sigfd = interrupt_open("run")) == -1)
 		goto out_stdout;
-	if ((err = watch_init(&r.watch)) < 0) {
-		fprintf(stderr, "hkx run: %s\n", strerror(-err));
+	if ((err = options_start_executor(&r.o, &tt, &r.ex, &r.cq)) < 0) {
+		status = err == OPTIONS_LIMIT_TOO_SMALL ? EXIT_USAGE : 1;
 		goto out_sigfd;
 	}
-	if ((err = options_start_executor(&r.o, &tt, &r.ex)) < 0) {
-		status = err == OPTIONS_LIMIT_TOO_SMALL ? EXIT_USAGE : 1;
-		goto out_watch;
-	}
 	options_task_opts(&r.o, &r.opts);
+	r.opts.cq = r.cq;
 	if (r.o.fail_fast) {
 		if ((err = hkx_group_new(r.ex, HKX_GROUP_FAIL_FAST, &r.group)) < 0) {
 			fprintf(stderr, "hkx run: group: %s\n", strerror(-err));
@@ -907,10 +902,10 @@ cmd_run(int argc, char **argv)
 		hkx_group_release(r.group);
 out_executor:
 	hkx_executor_free(r.ex);
-	/* Only after a failed loop: every future has ended by now. */
+	/* Only after a failed loop: every future has ended by now, and the
+	 * queue outlives the executor to hand them over. */
 	drain(&r);
-out_watch:
-	watch_destroy(&r.watch);
+	hkx_cq_free(r.cq);
 out_sigfd:
 	close(sigfd);
 out_stdout:

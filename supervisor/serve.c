@@ -3,12 +3,12 @@
  * arrive as JSON lines on stdin; one response per request, as it ends, goes
  * out as a JSON line on stdout.
  *
- * Owns the protocol and its loop: one poll() over stdin, the completion
- * eventfd (watch) and the interrupt signalfd. Responses come from
- * hkx_future_on_done through watch, never from a blocking wait, so a slow
- * task holds up nothing. The client is not trusted: a malformed line gets
- * an {"error":...} line and the server carries on; it never exits because
- * of what a client sent. Only the command's private copy of stdout carries
+ * Owns the protocol and its loop: one poll() over stdin, the fd of the
+ * executor's completion queue and the interrupt signalfd. Responses come
+ * from that queue, never from a blocking wait, so a slow task holds up
+ * nothing. The client is not trusted: a malformed line gets an
+ * {"error":...} line and the server carries on; it never exits because of
+ * what a client sent. Only the command's private copy of stdout carries
  * JSON (see output_claim_stdout).
  *
  * The server outlives its executor: one that breaks (its restart budget
@@ -16,6 +16,7 @@
  * lines are still read, so control messages act at once, while task
  * requests wait in a bounded queue of their own.
  */
+#include <sys/queue.h>
 #include <sys/tree.h>
 
 #include <errno.h>
@@ -34,7 +35,6 @@
 #include "interrupt.h"
 #include "options.h"
 #include "outcome.h"
-#include "watch.h"
 
 /* A longer line is refused whole; 64 MiB of payload in base64 fits. */
 #define MAX_LINE (96u << 20)
@@ -45,6 +45,7 @@
 #define HELD_BYTES_MAX MAX_LINE
 #define READ_CHUNK 65536
 #define PROGRESS_MS 200
+#define TAKE_BATCH 64                /* completions moved out of the queue at a time */
 
 static const char usage[] =
 "usage: hkx serve [OPTIONS]\n"
@@ -77,7 +78,8 @@ OPTIONS_HOSTS_HELP
 "      --max-in-flight N  requests in flight before later ones wait (65536)\n";
 
 struct request {
-	struct watch_item watch;     /* first: ended items are requests */
+	hkx_future *future;          /* the submission's reference */
+	struct timespec submitted;
 	RB_ENTRY(request) by_key;
 	LIST_ENTRY(request) progress_link;
 	struct named_group *group;   /* NULL if none */
@@ -128,7 +130,7 @@ struct server {
 	struct cmd_options o;
 	struct task_table tasks;
 	hkx_executor *ex;
-	struct watch watch;
+	hkx_cq *cq;                  /* of ex: every submission lands in it */
 	FILE *out;
 	bool out_failed;
 	struct request_tree requests;
@@ -216,30 +218,47 @@ request_free(struct server *s, struct request *rq)
 		group_put(s, rq->group);
 	if (rq->progress)
 		LIST_REMOVE(rq, progress_link);
-	hkx_future_release(rq->watch.future);
+	hkx_future_release(rq->future);
 	json_decref(rq->id);
 	free(rq->key);
 	free(rq);
 	s->in_flight--;
 }
 
+/* Answers everything the queue holds, in the order the tasks ended. */
 static void
 take_ended(struct server *s)
 {
-	struct watch_list ended;
-	struct watch_item *it;
+	struct hkx_completion done[TAKE_BATCH];
 	struct request *rq;
 	struct outcome oc;
+	ssize_t i, n;
 
-	watch_take(&s->watch, &ended);
-	while ((it = STAILQ_FIRST(&ended)) != NULL) {
-		STAILQ_REMOVE_HEAD(&ended, link);
-		rq = (struct request *)it;
-		outcome_of_future(&oc, it->future, watch_elapsed_ms(it));
-		send_outcome(s, rq->id, &oc);
-		s->check_broken |= oc.state != HKX_DONE;
-		request_free(s, rq);
+	while ((n = hkx_cq_poll(s->cq, done, TAKE_BATCH)) > 0) {
+		for (i = 0; i < n; i++) {
+			rq = done[i].user;
+			/* The request holds the future from its submission. */
+			hkx_future_release(done[i].future);
+			outcome_of_future(&oc, rq->future, ms_since(&rq->submitted));
+			send_outcome(s, rq->id, &oc);
+			s->check_broken |= oc.state != HKX_DONE;
+			request_free(s, rq);
+		}
+		if (n < TAKE_BATCH)
+			break;
 	}
+}
+
+/* Ends what still runs on the executor and answers for it; the queue
+ * outlives the executor to hand those ends over. */
+static void
+end_executor(struct server *s)
+{
+	hkx_executor_free(s->ex);
+	s->ex = NULL;
+	take_ended(s);
+	hkx_cq_free(s->cq);
+	s->cq = NULL;
 }
 
 /* {"id":ID,"progress":{"done":D,"total":T}} for each watched request whose
@@ -253,7 +272,7 @@ send_progress(struct server *s)
 	if (LIST_EMPTY(&s->progress_watched) || ms_since(&s->next_progress) < 0)
 		return;
 	LIST_FOREACH(rq, &s->progress_watched, progress_link) {
-		if (hkx_future_progress(rq->watch.future, &done, &total) < 0 ||
+		if (hkx_future_progress(rq->future, &done, &total) < 0 ||
 		    (done == rq->shown_done && total == rq->shown_total))
 			continue;
 		rq->shown_done = done;
@@ -422,10 +441,8 @@ replace_executor(struct server *s)
 	if ((err = hkx_executor_shutdown(s->ex, HKX_SHUTDOWN_KILL, -1)) < 0 &&
 	    err != -ESHUTDOWN)
 		fprintf(stderr, "hkx serve: shutdown: %s\n", strerror(-err));
-	hkx_executor_free(s->ex);
-	s->ex = NULL;
-	take_ended(s);
-	if (options_start_executor(&s->o, &s->tasks, &s->ex) == -1) {
+	end_executor(s);
+	if (options_start_executor(&s->o, &s->tasks, &s->ex, &s->cq) < 0) {
 		s->fail_stopped = true;
 		drop_input(s);
 		return -1;
@@ -460,18 +477,18 @@ static int
 submit(struct server *s, struct request *rq, const char *group, const char *task,
     const void *arg, size_t len, struct hkx_opts *opts, int stop_grace_ms)
 {
-	hkx_future *f;
 	int err;
 
+	opts->cq_user = rq;
 	do {
 		if (group != NULL && (err = find_group(s, group, &rq->group)) < 0)
 			continue;
 		opts->group = rq->group != NULL ? rq->group->group : NULL;
+		/* A fresh executor comes with a fresh queue. */
+		opts->cq = s->cq;
 		if ((err = options_submit(s->ex, task, arg, len, opts, stop_grace_ms,
-		    &f)) == 0) {
-			watch_add(&s->watch, &rq->watch, f);
+		    &rq->future)) == 0)
 			return 0;
-		}
 		if (rq->group != NULL)
 			group_put(s, rq->group);
 		rq->group = NULL;
@@ -548,7 +565,7 @@ handle_request(struct server *s, json_t *req)
 		send_error(s, id, "out of memory");
 		goto fail;
 	}
-	watch_submitted(&rq->watch);
+	clock_gettime(CLOCK_MONOTONIC, &rq->submitted);
 	err = submit(s, rq, group, task, arg, arglen, &opts, stop_grace_ms);
 	if (err == -ECANCELED || err == -ENOTRECOVERABLE) {
 		/* Never run, as if it had been queued when that happened. */
@@ -603,11 +620,11 @@ handle_future_control(struct server *s, const char *verb, json_t *id)
 		return;
 	}
 	if (strcmp(verb, "cancel") == 0)
-		hkx_future_cancel(rq->watch.future);
+		hkx_future_cancel(rq->future);
 	else if (strcmp(verb, "stop") == 0)
-		err = hkx_future_stop(rq->watch.future);
+		err = hkx_future_stop(rq->future);
 	else
-		err = hkx_future_kill(rq->watch.future);
+		err = hkx_future_kill(rq->future);
 	/* -EALREADY: it ended meanwhile, and its response is on its way. */
 	if (err < 0 && err != -EALREADY)
 		send_error(s, id, "%s: %s", verb, strerror(-err));
@@ -882,7 +899,7 @@ static int
 loop(struct server *s, int sigfd)
 {
 	struct pollfd fds[3] = {
-		{ .fd = s->watch.fd, .events = POLLIN },
+		{ .fd = -1, .events = POLLIN },
 		{ .fd = sigfd, .events = POLLIN },
 		{ .fd = STDIN_FILENO, .events = POLLIN },
 	};
@@ -900,6 +917,9 @@ loop(struct server *s, int sigfd)
 		    STAILQ_EMPTY(&s->held))
 			break;
 
+		/* The executor's queue, which a replaced executor took along;
+		 * none once a broken one could not be replaced. */
+		fds[0].fd = s->cq != NULL ? hkx_cq_fd(s->cq) : -1;
 		/* Read more only when every buffered line has been handled. */
 		fds[2].fd = !s->eof && !hold_full(s) && !has_complete_line(s) ?
 		    STDIN_FILENO : -1;
@@ -978,13 +998,9 @@ cmd_serve(int argc, char **argv)
 	}
 	if ((sigfd = interrupt_open("serve")) == -1)
 		goto out_stdout;
-	if ((err = watch_init(&s.watch)) < 0) {
-		fprintf(stderr, "hkx serve: %s\n", strerror(-err));
-		goto out_sigfd;
-	}
-	if ((err = options_start_executor(&s.o, &s.tasks, &s.ex)) < 0) {
+	if ((err = options_start_executor(&s.o, &s.tasks, &s.ex, &s.cq)) < 0) {
 		status = err == OPTIONS_LIMIT_TOO_SMALL ? EXIT_USAGE : 1;
-		goto out_watch;
+		goto out_sigfd;
 	}
 
 	if (loop(&s, sigfd) == 0)
@@ -996,11 +1012,9 @@ cmd_serve(int argc, char **argv)
 		fprintf(stderr, "hkx serve: shutdown: %s\n", strerror(-err));
 		status = 1;
 	}
-	hkx_executor_free(s.ex);
 	s.out_failed = true;
-	take_ended(&s);
-out_watch:
-	watch_destroy(&s.watch);
+	if (s.ex != NULL)
+		end_executor(&s);
 out_sigfd:
 	close(sigfd);
 out_stdout:

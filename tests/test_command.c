@@ -1630,6 +1630,38 @@ START_TEST(run_keep_order)
 }
 END_TEST
 
+/* Tasks that end while the loop is busy reach it together: each is printed
+ * once, and without -k in the order they ended, which on one worker thread
+ * is the input order. */
+START_TEST(run_many_results_in_end_order)
+{
+	enum { N = 10000 };
+	char *lines = malloc(N * 8), *w = lines, want[24];
+	const char *path;
+	json_t *arr, *o;
+	struct proc p;
+	size_t i;
+
+	ck_assert(lines != NULL);
+	for (i = 0; i < N; i++)
+		w += sprintf(w, "%zu\n", i);
+	path = tmpfile_with("many", lines, w - lines);
+	free(lines);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "1", "--input", path, "echo",
+	    NULL), 0);
+	arr = all_json(&p);
+	ck_assert_int_eq(json_array_size(arr), N);
+	json_array_foreach(arr, i, o) {
+		ck_assert_msg(num(o, "index") == (json_int_t)i, "line %zu is task %lld", i,
+		    (long long)num(o, "index"));
+		snprintf(want, sizeof(want), "%zu", i);
+		ck_assert_str_eq(str(o, "result"), want);
+	}
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 /* Splits a text into lines, and a line into tab-separated fields, in place. */
 static size_t
 split(char *s, char sep, char **out, size_t max)
@@ -2785,6 +2817,7 @@ command_suite(void)
 	add(s, "run_input_null", run_input_null_separated, 60);
 	add(s, "run_fail_fast_exact", run_fail_fast_exact, 120);
 	add(s, "run_keep_order", run_keep_order, 60);
+	add(s, "run_many_in_end_order", run_many_results_in_end_order, 60);
 	add(s, "run_joblog", run_joblog, 60);
 	add(s, "run_resume", run_resume, 60);
 	add(s, "run_results", run_results_dir, 60);
