@@ -341,10 +341,10 @@ void hkx_group_release(hkx_group *g);
  * it: level-triggered, so a poll that leaves completions behind leaves it
  * readable and the loop comes back for them. Watched edge-triggered
  * (EPOLLET), it must be polled until hkx_cq_poll returns fewer than asked.
- * A wake-up may be spurious (another thread's hkx_cq_poll took the
- * completions first): hkx_cq_poll then returns 0. Only watch the fd: never
- * read, write or close it. hkx_cq_free closes it, so take it out of the
- * loop first.
+ * A wake-up may be spurious and find the queue empty (another thread's
+ * hkx_cq_poll took the completions first, say): hkx_cq_poll then returns
+ * 0, and the loop waits again. Only watch the fd: never read, write or
+ * close it. hkx_cq_free closes it, so take it out of the loop first.
  *
  * Completions come out in the order they went in: a future's as it ends,
  * so in the order the futures ended (as hkx_wait's FIRST_FAILURE sees it),
@@ -360,8 +360,8 @@ void hkx_group_release(hkx_group *g);
  * another call on the same queue, but may run while its futures end. Only
  * hkx_cq_wait blocks; hkx_cq_poll and hkx_cq_fd never wait even on the
  * executor, hkx_cq_add and hkx_cq_free take the executor's lock for a
- * moment, as hkx_future_cancel does. All may be called from an on_done
- * callback.
+ * moment, as hkx_future_cancel does, and never wait on a host. All but
+ * hkx_cq_wait may be called from an on_done callback.
  *
  * A queue holds a reference on its executor and may outlive it, as a
  * future does: hkx_executor_free ends every future first, into its queue,
