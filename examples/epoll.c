@@ -78,30 +78,6 @@ tick(struct app *app, int tfd)
 	return true;
 }
 
-/* Each future enters the queue as it is submitted (opts.cq), so none can
- * end unseen. The queue holds a reference of its own and hands it over
- * with the completion, so we take none (out NULL) but the crunch's, which
- * the timer needs. */
-static int
-submit(struct app *app, hkx_executor *ex)
-{
-	struct hkx_opts o = { .cq = app->cq };
-	size_t i;
-	int rc;
-
-	if ((rc = hkx_submit(ex, "crunch", NULL, 0, &o, &app->crunch)) < 0)
-		return rc;
-	app->pending++;
-	for (i = 0; i < WORK_NUMBERS; i++) {
-		o.cq_user = &work_numbers[i];
-		if ((rc = hkx_submit(ex, "square", &work_numbers[i],
-		    sizeof(work_numbers[i]), &o, NULL)) < 0)
-			return rc;
-		app->pending++;
-	}
-	return 0;
-}
-
 /* Turns until the last task has ended, or something fails. */
 static bool
 run(struct app *app, int epfd, int tfd)
@@ -172,7 +148,7 @@ main(void)
 		perror("epoll: epoll_ctl, timerfd_settime");
 		goto fail;
 	}
-	if ((rc = submit(&app, ex)) < 0) {
+	if ((rc = work_submit(ex, app.cq, &app.crunch, &app.pending)) < 0) {
 		fprintf(stderr, "epoll: hkx_submit: %s\n", strerror(-rc));
 		goto fail;
 	}

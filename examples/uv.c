@@ -88,30 +88,6 @@ on_tick(uv_timer_t *timer)
 		app_fail(app, "hkx_future_stop", strerror(-rc));
 }
 
-/* Each future enters the queue as it is submitted (opts.cq), so none can
- * end unseen. The queue holds a reference of its own and hands it over
- * with the completion, so we take none (out NULL) but the crunch's, which
- * the timer needs. */
-static int
-app_submit(struct app *app, hkx_executor *ex)
-{
-	struct hkx_opts o = { .cq = app->cq };
-	size_t i;
-	int rc;
-
-	if ((rc = hkx_submit(ex, "crunch", NULL, 0, &o, &app->crunch)) < 0)
-		return rc;
-	app->pending++;
-	for (i = 0; i < WORK_NUMBERS; i++) {
-		o.cq_user = &work_numbers[i];
-		if ((rc = hkx_submit(ex, "square", &work_numbers[i],
-		    sizeof(work_numbers[i]), &o, NULL)) < 0)
-			return rc;
-		app->pending++;
-	}
-	return 0;
-}
-
 int
 main(void)
 {
@@ -148,7 +124,7 @@ main(void)
 	if ((rc = uv_poll_start(&app.poll, UV_READABLE, on_readable)) < 0 ||
 	    (rc = uv_timer_start(&app.timer, on_tick, TICK_MS, TICK_MS)) < 0)
 		app_fail(&app, "uv_poll_start, uv_timer_start", uv_strerror(rc));
-	else if ((rc = app_submit(&app, ex)) < 0)
+	else if ((rc = work_submit(ex, app.cq, &app.crunch, &app.pending)) < 0)
 		app_fail(&app, "hkx_submit", strerror(-rc));
 	/* Until app_close(): the last task ended, or something failed. */
 	uv_run(&loop, UV_RUN_DEFAULT);

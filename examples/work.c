@@ -78,3 +78,27 @@ work_ended(hkx_future *f, const long *n, unsigned ticks)
 	    ticks);
 	return r == *n * *n;
 }
+
+/* Each future enters the queue as it is submitted (opts.cq), so none can
+ * end unseen. The queue holds a reference of its own and hands it over
+ * with the completion, so we take none (out NULL) but the crunch's, which
+ * the timer needs. */
+int
+work_submit(hkx_executor *ex, hkx_cq *cq, hkx_future **crunch, unsigned *pending)
+{
+	struct hkx_opts o = { .cq = cq };
+	size_t i;
+	int rc;
+
+	if ((rc = hkx_submit(ex, "crunch", NULL, 0, &o, crunch)) < 0)
+		return rc;
+	(*pending)++;
+	for (i = 0; i < WORK_NUMBERS; i++) {
+		o.cq_user = &work_numbers[i];
+		if ((rc = hkx_submit(ex, "square", &work_numbers[i],
+		    sizeof(work_numbers[i]), &o, NULL)) < 0)
+			return rc;
+		(*pending)++;
+	}
+	return 0;
+}

@@ -25,6 +25,11 @@
 extern const struct hkx_task_def work_tasks[WORK_NTASKS];
 extern long work_numbers[WORK_NUMBERS];
 
+/* Submits the crunch (*crunch: a reference for work_tick) and a square of
+ * every work_numbers[i] into cq, counting each in *pending. 0 or what
+ * hkx_submit() returned. */
+int work_submit(hkx_executor *ex, hkx_cq *cq, hkx_future **crunch, unsigned *pending);
+
 /* A tick of the loop's timer, the ticks-th: once there were
  * WORK_STOP_TICKS and the crunch runs (a stop would cancel a task not yet
  * started), asks it to stop and releases *crunch, setting it NULL.
