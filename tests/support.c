@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <sys/uio.h>
 
 #include <check.h>
@@ -981,4 +982,24 @@ tst_baseline_check(const struct tst_baseline *b)
 	ck_assert_msg(n == b->fds, "%d fds left open, %d before", n, b->fds);
 	n = tst_count_children();
 	ck_assert_msg(n == b->children, "%d children, %d before", n, b->children);
+}
+
+void
+tst_in_child(void (*fn)(void *arg, int *rcs), void *arg, int *rcs, size_t n)
+{
+	size_t len = n * sizeof(*rcs);
+	int p[2], status;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_ge(pid = fork(), 0);
+	if (pid == 0) {
+		fn(arg, rcs);
+		_exit(write(p[1], rcs, len) == (ssize_t)len ? 0 : 1);
+	}
+	close(p[1]);
+	ck_assert_int_eq(read(p[0], rcs, len), (ssize_t)len);
+	close(p[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

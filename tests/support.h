@@ -130,6 +130,11 @@ void tst_bounded(void *(*fn)(void *), void *arg, int ms, const char *what);
 void tst_free_bounded(hkx_executor *ex, int ms);
 int tst_shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
 
+/* Runs fn(arg, rcs) in a fork() child of the test, which fills in n
+ * return codes, and copies them back into rcs; asserts the child exited
+ * as it should. */
+void tst_in_child(void (*fn)(void *arg, int *rcs), void *arg, int *rcs, size_t n);
+
 /* Entries of a /proc directory such as /proc/self/fd or /proc/self/task. */
 int tst_count_dir(const char *path);
 /* The test process's open fds. */

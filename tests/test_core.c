@@ -1272,32 +1272,34 @@ START_TEST(test_future_outlives_executor)
 }
 END_TEST
 
+struct fork_calls {
+	hkx_executor *ex;
+	struct hkx_config *c;
+};
+
+static void
+executor_calls(void *arg, int *rcs)
+{
+	struct fork_calls *k = arg;
+	hkx_executor *ex2 = NULL;
+
+	rcs[0] = hkx_submit(k->ex, "echo", "x", 1, NULL, NULL);
+	rcs[1] = hkx_executor_new(k->c, &ex2);
+}
+
 /* In a fork() child of the application the executor belongs to the parent:
  * the child may not use it nor start one of its own. */
 START_TEST(test_eperm_fork_child)
 {
 	struct hkx_config c;
+	struct fork_calls k = { NULL, &c };
 	hkx_executor *ex;
 	hkx_future *f;
-	int p[2], rcs[2], status;
-	pid_t pid;
+	int rcs[2];
 
 	tst_config(&c, 1);
-	ex = tst_new(&c);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-	ck_assert_int_ge(pid = fork(), 0);
-	if (pid == 0) {
-		hkx_executor *ex2 = NULL;
-
-		rcs[0] = hkx_submit(ex, "echo", "x", 1, NULL, NULL);
-		rcs[1] = hkx_executor_new(&c, &ex2);
-		_exit(write(p[1], rcs, sizeof(rcs)) == sizeof(rcs) ? 0 : 1);
-	}
-	close(p[1]);
-	ck_assert_int_eq(read(p[0], rcs, sizeof(rcs)), (ssize_t)sizeof(rcs));
-	close(p[0]);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ex = k.ex = tst_new(&c);
+	tst_in_child(executor_calls, &k, rcs, 2);
 	ck_assert_int_eq(rcs[0], -EPERM);
 	ck_assert_int_eq(rcs[1], -EPERM);
 

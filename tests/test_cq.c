@@ -15,7 +15,6 @@
  */
 #include <sys/resource.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 
 #include <check.h>
 #include <errno.h>
@@ -815,34 +814,37 @@ START_TEST(test_new_fails_cleanly)
 }
 END_TEST
 
+struct fork_calls {
+	hkx_executor *ex;
+	hkx_cq *cq;
+	hkx_future *f;
+};
+
+static void
+cq_calls(void *arg, int *rcs)
+{
+	struct fork_calls *k = arg;
+	struct hkx_completion c[1];
+	hkx_cq *cq2 = NULL;
+
+	rcs[0] = hkx_cq_new(k->ex, &cq2);
+	rcs[1] = hkx_cq_add(k->cq, k->f, NULL);
+	rcs[2] = (int)hkx_cq_poll(k->cq, c, 1);
+	rcs[3] = hkx_cq_wait(k->cq, 0);
+	hkx_cq_free(k->cq);
+}
+
 /* In a fork() child the queue, like its executor, belongs to the parent. */
 START_TEST(test_eperm_fork_child)
 {
 	hkx_executor *ex = tst_executor(1, 0);
 	hkx_cq *cq = new_cq(ex);
 	hkx_future *f = tst_submit(ex, "echo", "x", 1);
-	struct hkx_completion c[1];
-	int p[2], rcs[4], status;
-	pid_t pid;
+	struct fork_calls k = { ex, cq, f };
+	int rcs[4];
 
 	tst_wait_end(f, HKX_DONE);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-	ck_assert_int_ge(pid = fork(), 0);
-	if (pid == 0) {
-		hkx_cq *cq2 = NULL;
-
-		rcs[0] = hkx_cq_new(ex, &cq2);
-		rcs[1] = hkx_cq_add(cq, f, NULL);
-		rcs[2] = (int)hkx_cq_poll(cq, c, 1);
-		rcs[3] = hkx_cq_wait(cq, 0);
-		hkx_cq_free(cq);
-		_exit(write(p[1], rcs, sizeof(rcs)) == sizeof(rcs) ? 0 : 1);
-	}
-	close(p[1]);
-	ck_assert_int_eq(read(p[0], rcs, sizeof(rcs)), (ssize_t)sizeof(rcs));
-	close(p[0]);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	tst_in_child(cq_calls, &k, rcs, 4);
 	for (size_t i = 0; i < 4; i++)
 		ck_assert_int_eq(rcs[i], -EPERM);
 	/* The parent's queue is untouched. */
