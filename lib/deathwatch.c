@@ -124,7 +124,8 @@ deathwatch_main(void *arg)
 int
 hkx__deathwatch_start(hkx_executor *ex)
 {
-	int err = hkx__thread_start(&ex->deathwatch.thread, STACK_LEN, deathwatch_main, ex);
+	int err = hkx__thread_start(&ex->deathwatch.thread, "hkx-deathwatch", STACK_LEN,
+	    deathwatch_main, ex);
 
 	if (err < 0)
 		return err;

@@ -680,7 +680,7 @@ hkx__start_thread(hkx_executor *ex)
 	int err;
 
 	/* Its EPIPEs' SIGPIPE stays pending for it to take. */
-	err = hkx__thread_start(&ex->thread, 0, supervisor_main, ex);
+	err = hkx__thread_start(&ex->thread, "hkx-supervisor", 0, supervisor_main, ex);
 	if (err < 0)
 		return err;
 	ex->thread_started = true;

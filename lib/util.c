@@ -345,7 +345,8 @@ hkx__wait_readable(int fd, uint64_t deadline)
 }
 
 int
-hkx__thread_start(pthread_t *thread, size_t stack, void *(*fn)(void *), void *arg)
+hkx__thread_start(pthread_t *thread, const char *name, size_t stack,
+                  void *(*fn)(void *), void *arg)
 {
 	pthread_attr_t attr;
 	sigset_t all, old;
@@ -362,6 +363,8 @@ hkx__thread_start(pthread_t *thread, size_t stack, void *(*fn)(void *), void *ar
 		err = pthread_create(thread, &attr, fn, arg);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
+	if (!err)
+		(void)pthread_setname_np(*thread, name); /* a name is a courtesy */
 	pthread_attr_destroy(&attr);
 	return -err;
 }

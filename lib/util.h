@@ -79,9 +79,11 @@ int hkx__cond_init(pthread_cond_t *cond);
 
 /* Starts a library thread with every signal blocked, so that no signal of
  * the application's is ever delivered to it (and a SIGPIPE of its own
- * stays pending for it to take); stack 0 is the default size. 0 or
+ * stays pending for it to take); stack 0 is the default size. Its name
+ * (at most 15 bytes) says whose it is in `top -H` and /proc. 0 or
  * -errno. */
-int hkx__thread_start(pthread_t *thread, size_t stack, void *(*fn)(void *), void *arg);
+int hkx__thread_start(pthread_t *thread, const char *name, size_t stack,
+                      void *(*fn)(void *), void *arg);
 
 /* Every allocation of the supervisor side (executor, futures, groups):
  * libc's, except that the test hook below can make one fail with ENOMEM.

@@ -1065,13 +1065,31 @@ START_TEST(test_tables_not_inherited)
 }
 END_TEST
 
-static int threads_then;
-
+/* True once no thread of the process is named name. */
 static bool
-threads_back(void *arg)
+no_thread_named(void *arg)
 {
-	(void)arg;
-	return tst_count_dir("/proc/self/task") == threads_then;
+	const char *name = arg;
+	char path[64], comm[32];
+	struct dirent *d;
+	bool none = true;
+	DIR *dir;
+	FILE *f;
+
+	dir = opendir("/proc/self/task");
+	ck_assert_ptr_nonnull(dir);
+	while (none && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.16s/comm", d->d_name);
+		if ((f = fopen(path, "re")) == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), f) != NULL)
+			none = strncmp(comm, name, strlen(name)) != 0;
+		fclose(f);
+	}
+	closedir(dir);
+	return none;
 }
 
 /*
@@ -1094,9 +1112,10 @@ START_TEST(test_futex_waitv_refused)
 
 	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
 	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
-	threads_then = tst_count_dir("/proc/self/task") + 1; /* the supervisor's */
 	ex = executor(2, 1);
-	tst_poll_until(threads_back, NULL, "the thread that waits for workers to end");
+	ck_assert(!no_thread_named("hkx-supervisor"));
+	tst_poll_until(no_thread_named, "hkx-deathwatch",
+	    "the thread that waits for workers to give up");
 	f = tst_submit(ex, "hold", NULL, 0);
 	tst_await_start();
 	ck_assert_int_eq(hkx_future_kill(f), 0);
