@@ -944,8 +944,11 @@ loop(struct server *s, int sigfd)
 			take_ended(s);
 			check_broken(s);
 		}
-		if (fds[2].fd != -1 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) &&
-		    read_input(s) == -1)
+		/* Not once this round dropped the input (an interrupt, an
+		 * executor that could not be replaced): what came with it is
+		 * dropped too. */
+		if (fds[2].fd != -1 && !s->eof &&
+		    (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && read_input(s) == -1)
 			return -1;
 	}
 	return 0;

@@ -2494,6 +2494,40 @@ START_TEST(serve_interrupt_while_frozen)
 }
 END_TEST
 
+/* A request that comes in the same round as an interrupt is dropped with
+ * the rest of the input, not read and handled after it. */
+START_TEST(serve_interrupt_drops_input_of_its_round)
+{
+	static const char *const args[] = { "serve", "-j", "1", NULL };
+	json_t *arr, *o;
+	struct proc p;
+	int status;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"id\":1,\"task\":\"sleep\",\"arg\":\"600000\",\"progress\":true}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL && json_object_get(o, "progress") != NULL);
+	json_decref(o);
+	/* Stopped, so that the line and the signal are both there when it
+	 * next looks. */
+	ck_assert_int_eq(kill(p.pid, SIGSTOP), 0);
+	ck_assert_int_eq(waitpid(p.pid, &status, WUNTRACED), p.pid);
+	ck_assert(WIFSTOPPED(status));
+	proc_write(&p, "{\"id\":2,\"task\":\"echo\",\"arg\":\"x\"}\n");
+	ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+	ck_assert_int_eq(kill(p.pid, SIGCONT), 0);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	arr = all_json(&p);
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		o = json_array_get(arr, i);
+		ck_assert_msg(json_object_get(o, "id") == NULL || num(o, "id") == 1,
+		    "a request read after the interrupt was handled: %s", p.outbuf);
+	}
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* Several hosts: --hosts, --isolate, --spare-hosts                        */
 
@@ -2837,6 +2871,7 @@ command_suite(void)
 	add(s, "serve_groups_memory", serve_groups_memory_stays_flat, 60);
 	add(s, "serve_in_flight_cap", serve_control_at_the_in_flight_cap, 60);
 	add(s, "serve_interrupt_frozen", serve_interrupt_while_frozen, 60);
+	add(s, "serve_interrupt_drops_its_round", serve_interrupt_drops_input_of_its_round, 60);
 	add(s, "hosts_options", hosts_options_and_mistakes, 60);
 	add(s, "run_isolate_crash", run_isolate_crash_ends_only_its_task, 60);
 	add(s, "run_hosts_crash", run_hosts_crash_ends_only_its_host, 60);
