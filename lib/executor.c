@@ -792,7 +792,7 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	out->queued = (uint32_t)ex->queued;
 	out->running = (uint32_t)ex->running;
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (!hkx__host_live(h) || h->retiring)
+		if (!hkx__host_up(h))
 			continue;
 		if (out->hosts_up++ == 0)
 			out->host_pid = h->pid;

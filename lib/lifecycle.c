@@ -182,7 +182,7 @@ hkx__hosts_serving(hkx_executor *ex, bool ready)
 	unsigned n = 0;
 
 	TAILQ_FOREACH(h, &ex->hosts, link)
-		n += serving(h) && (h->ready || !ready);
+		n += ready ? hkx__host_up(h) : serving(h);
 	return n;
 }
 
@@ -274,6 +274,12 @@ bool
 hkx__host_live(const struct hkx__host *h)
 {
 	return h->ready && !h->killing && !h->settled;
+}
+
+bool
+hkx__host_up(const struct hkx__host *h)
+{
+	return h->ready && serving(h);
 }
 
 void
@@ -429,6 +435,7 @@ static void
 host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
+	unsigned pipe_len = PIPE_BUDGET / ex->config.hosts;
 	struct hkx__host *h;
 	bool keep;
 	int err;
@@ -460,9 +467,9 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	 * kernel counts pipe memory per user, and past a soft limit gives
 	 * every new pipe of the user, the application's too, one page: an
 	 * executor's hosts share one budget. */
-	if (PIPE_BUDGET / ex->config.hosts > PIPE_DEFAULT_LEN) {
-		fcntl(h->down_fd, F_SETPIPE_SZ, (int)(PIPE_BUDGET / ex->config.hosts));
-		fcntl(h->up_fd, F_SETPIPE_SZ, (int)(PIPE_BUDGET / ex->config.hosts));
+	if (pipe_len > PIPE_DEFAULT_LEN) {
+		fcntl(h->down_fd, F_SETPIPE_SZ, (int)pipe_len);
+		fcntl(h->up_fd, F_SETPIPE_SZ, (int)pipe_len);
 	}
 	hkx__decoder_init(&h->decoder, ex->config.max_payload, NULL, NULL);
 	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_UP;

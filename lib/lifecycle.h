@@ -69,6 +69,8 @@ void hkx__respawn_if_needed(hkx_executor *ex);
 unsigned hkx__hosts_serving(hkx_executor *ex, bool ready);
 /* Ready, and neither killed nor settled: signals reach its tasks. */
 bool hkx__host_live(const struct hkx__host *h);
+/* Live and not retiring: it takes tasks, and counts in hosts_up. */
+bool hkx__host_up(const struct hkx__host *h);
 void hkx__signal_host(struct hkx__host *h, int sig);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);

@@ -90,8 +90,8 @@ room(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
 	unsigned max = ex->config.max_tasks_per_host;
 
-	if (!h->ready || h->retiring || h->killing || h->settled || h->died_ns != 0 ||
-	    ex->paused || h->inflight >= cap || (max && h->sent >= max))
+	if (!hkx__host_up(h) || h->died_ns != 0 || ex->paused || h->inflight >= cap ||
+	    (max && h->sent >= max))
 		return 0;
 	return max ? (unsigned)MIN(cap - h->inflight, max - h->sent) : cap - h->inflight;
 }
