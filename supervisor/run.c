@@ -87,7 +87,7 @@ struct job {
 	TAILQ_ENTRY(job) retry_link;
 	struct outcome oc;         /* once ended; points into future */
 	bool skipped;              /* --resume: done in the joblog */
-	char note[64];             /* the message of a task never submitted */
+	char note[256];            /* the message of a task never submitted */
 	size_t arglen;
 	char arg[];
 };
@@ -317,6 +317,18 @@ end_unsubmitted(struct run *r, struct job *job, enum hkx_state state, int code,
 	job_end(r, job);
 }
 
+/* The executor broke before this task was submitted: it ends as those
+ * queued at the break did, whichever came first. */
+static void
+end_broken(struct run *r, struct job *job)
+{
+	char why[sizeof(job->note)];
+
+	if (hkx_executor_broken_why(r->ex, why, sizeof(why)) < 0 || why[0] == '\0')
+		strlcpy(why, "executor broken", sizeof(why));
+	end_unsubmitted(r, job, HKX_CANCELLED, 0, why);
+}
+
 static void
 shell_quote(FILE *f, const char *arg, size_t len)
 {
@@ -391,6 +403,8 @@ submit(struct run *r, struct job *job)
 	free(filled);
 	if (err == -ECANCELED)
 		end_unsubmitted(r, job, HKX_CANCELLED, 0, "the group had already failed");
+	else if (err == -ENOTRECOVERABLE)
+		end_broken(r, job);
 	else if (err < 0)
 		end_unsubmitted(r, job, HKX_FAILED, err,
 		    options_submit_error(err, text, sizeof(text)));
@@ -673,10 +687,15 @@ loop(struct run *r, int sigfd)
 	int timeout;
 
 	for (;;) {
+		/* What fill() ended without a future goes out before the wait,
+		 * as what came from the queue does. */
 		if (fill(r) == -1)
 			return -1;
+		output_flush(r);
 		if (r->live == 0 && r->next_arg == r->nargs && r->in.fd == -1)
 			break;
+		if (r->bar)
+			bar_draw(r);
 		/* A whole item left in the buffer means no room for it. */
 		fds[2].fd = r->live < MAX_AHEAD ? r->in.fd : -1;
 		timeout = retry_timeout(r);
@@ -696,9 +715,6 @@ loop(struct run *r, int sigfd)
 		if (fds[0].revents & POLLIN)
 			take_ended(r);
 		retry_due(r);
-		output_flush(r);
-		if (r->bar)
-			bar_draw(r);
 	}
 	bar_erase(r);
 	return 0;

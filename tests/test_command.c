@@ -2272,6 +2272,29 @@ START_TEST(run_max_restarts_says_broken)
 }
 END_TEST
 
+/* The executor broke before the next item was read: that item ends as
+ * the queued ones of a broken executor do, not as a refused submission. */
+START_TEST(run_item_after_broken_ends_cancelled)
+{
+	static const char *const args[] = { "run", "-j", "1", "--max-restarts", "0",
+	    "--restart-window", "60000", "--json", "--input", "-", "crash", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "a\n");
+	ck_assert((o = proc_next_json(&p, DEADLINE_MS)) != NULL);
+	ck_assert_str_eq(str(o, "state"), "crashed");
+	json_decref(o);
+	proc_write(&p, "b\n");
+	ck_assert((o = proc_next_json(&p, DEADLINE_MS)) != NULL);
+	assert_broken_cancel(o);
+	json_decref(o);
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 1);
+	proc_free(&p);
+}
+END_TEST
+
 /* With one worker, members run in the order they came: every member
  * before the failing one ends done, every one after it cancelled. A
  * member after it ending done would have started after the failure. All
@@ -2865,6 +2888,7 @@ command_suite(void)
 	add(s, "serve_broken", serve_survives_a_broken_executor, 60);
 	add(s, "serve_max_restarts_0", serve_max_restarts_0_stops, 60);
 	add(s, "run_max_restarts", run_max_restarts_says_broken, 60);
+	add(s, "run_item_after_broken", run_item_after_broken_ends_cancelled, 60);
 	add(s, "serve_fail_fast_exact", serve_fail_fast_starts_nothing_after_a_failure, 60);
 	add(s, "serve_group_name_free", serve_failed_group_name_is_free_again, 60);
 	add(s, "serve_stop_group_message", serve_stop_group_message, 60);
