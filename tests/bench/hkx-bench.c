@@ -1,30 +1,44 @@
 /*
- * hkx-bench: the performance targets of DESIGN.md, measured in one run side
- * by side with the baselines they are stated against.  This file owns the
- * baselines (a pipe ping-pong between two processes, a plain mutex+condvar
- * thread pool with futures), the hkx measurements, made through the public
- * API only, and the report: a table on stdout, or one JSON object with
- * --json.  It is a measuring tool, not a test: it exits non-zero only when
- * something went wrong (a future in an unexpected state, an error), never
- * because a target was missed.
+ * hkx-bench: the performance targets of README.md ("How it performs"),
+ * measured in one run side by side with the baselines they are stated
+ * against.  This file owns the baselines (a pipe ping-pong between two
+ * processes, a plain mutex+condvar thread pool with futures, fed one by one
+ * or in batches, and memcpy), the hkx measurements, made through the public
+ * API only, and the report: a table with a legend on stdout, or one JSON
+ * object with --json.  It is a measuring tool, not a test: it exits
+ * non-zero only when something went wrong (a future in an unexpected
+ * state, a phase that failed), never because a target was missed.
+ *
+ * What makes it fair.  Every process of the run keeps the memory it frees
+ * (mallopt() before the first fork, so the zygote and every host inherit
+ * it), and every contender runs once untimed before it is timed, so that
+ * no side pays page faults the other does not.  A baseline and what is
+ * compared with it are measured in the same rounds, taking turns, in an
+ * order that rotates from round to round; a figure is the median of its
+ * rounds, shown with their spread.  The round trips and the ping-pong they
+ * are compared with are all left unpinned, on the bench's CPU mask.
  *
  * Latencies are taken per iteration with CLOCK_MONOTONIC and summarised as
- * nearest-rank p50/p99 after a warm-up of a tenth of the iterations.
+ * nearest-rank p50/p99 per round, after a warm-up of a tenth of a round.
  * Tasks run in the host, forked from the zygote that hkx_executor_new()
  * snapshots, so everything a task touches (the shared page below) exists
- * before the first executor.  A task that should have been killed but was
- * not is let go through that page, never waited on for ever: every wait
- * has a deadline, past which the bench says what did not happen and gives
- * up the figure, or the run.
+ * before the first executor.
+ *
+ * Nothing can hang the run: each phase runs on executors of its own, and
+ * every wait in it has a deadline.  A phase that fails says why, its
+ * figures stay unmeasured (null in JSON), what it held is let go (its
+ * executors are freed, which kills their hosts), and the run goes on with
+ * the next phase.  Heap of a failed phase is not recovered.
  */
 #include <sys/mman.h>
 #include <sys/queue.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #include <linux/futex.h>
 
+#include <dirent.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +49,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -54,158 +69,213 @@ extern char **environ;
 #define nitems(a)	(sizeof(a) / sizeof((a)[0]))
 
 #define WAIT_MS		30000	/* a future not ended by then means a hang */
-#define START_MS	10000	/* likewise for a task that should be running */
-#define MAP_BATCH	1024	/* futures per hkx_map() call */
+#define START_MS	10000	/* likewise for a task that should be running,
+				   and for a spare host that should be ready */
+#define MAP_BATCH	1024	/* futures per hkx_map() call and per batched
+				   submit to the pool */
 #define CQ_BATCH	64	/* completions per hkx_cq_poll() call */
 #define LIMIT_MS	20	/* kill_after_ms of the timed-out tasks */
 #define KILL_THREADS	4	/* workers busy when the host is killed */
-#define SPACING_MS	30	/* between spaced kills; the labels say it */
 #define ISO_HOSTS	4	/* hosts of one worker, a task on each */
 #define ISO_MS		2000	/* for ISO_HOSTS tasks to run on as many hosts */
 #define BIG_BYTES	((size_t)1 << 30)
+#define PAYLOAD_BYTES	((size_t)16 << 20)	/* argument, and reply */
+#define MAX_ROUNDS	5
+#define MAX_PHASES	16
+#define SKIP		INT64_MIN	/* a sample_fn's "nothing to time" */
+
+/*
+ * The memory policy of every process of the run: freed memory stays in the
+ * process (no trimming of the heap's top), and allocations up to glibc's
+ * largest mmap threshold come from the heap, so that a run reuses the
+ * pages of the run before it rather than faulting fresh ones in.
+ */
+#define TRIM_THRESHOLD	(1 << 30)
+#define MMAP_THRESHOLD	(32 << 20)
 
 /* Iteration counts; --quick divides the run time by about ten. */
 struct sizes {
-	size_t	inflight;	/* futures in flight for throughput */
-	size_t	roundtrips;	/* one task at a time, and ping-pongs */
-	size_t	kills;		/* kills, respawns (each forks a host), isolated
-				   rounds; spaced ones last SPACING_MS each */
+	unsigned rounds;	/* of every comparison */
+	size_t	inflight;	/* tasks in flight, per contender and round */
+	size_t	roundtrips;	/* one task at a time, and ping-pongs, per
+				   contender over all rounds */
+	size_t	kills;		/* kills and respawns (each forks a host) per
+				   kind, isolated rounds */
 	size_t	stops;
 	size_t	limits;		/* each lasts LIMIT_MS at least */
 	size_t	queued;		/* futures held for the memory figure */
-	size_t	serves;		/* requests through hkx serve */
+	size_t	serves;		/* requests through hkx serve, per round */
+	size_t	payloads;	/* 16 MiB round trips, per round */
 };
 
 static const struct sizes full_run = {
-	1000000, 20000, 200, 2000, 200, 200000, 100000
+	5, 300000, 20000, 200, 2000, 200, 200000, 100000, 4
 };
 static const struct sizes quick_run = {
-	100000, 2000, 30, 200, 30, 50000, 10000
+	3, 50000, 2000, 30, 200, 30, 50000, 10000, 1
 };
 
 /*
  * Every figure of the report, in the order of the table.  A target holds
- * when the value is at most max and its ratio to base lies within
+ * when the value lies within [min, max] and its ratio to base within
  * [min_ratio, max_ratio]; a bound of 0 is no bound, but for a COUNT with
- * a target, whose max always holds.
+ * a target, whose max always holds.  A figure measured in rounds is the
+ * median of them; lo and hi are the lowest and the highest.
  */
-enum unit { US, PER_S, BYTES, COUNT };
+enum unit { US, PER_S, MB_S, BYTES, COUNT };
 
 struct metric {
 	const char		*key;		/* JSON key */
 	const char		*label;
 	enum unit		 unit;
 	const struct metric	*base;		/* the baseline, or NULL */
-	const char		*target;	/* as DESIGN.md words it */
-	double			 max, min_ratio, max_ratio;
-	double			 value;		/* NAN until measured */
+	const char		*ratio_key;	/* JSON key of value / base */
+	const char		*target;	/* as README.md words it */
+	double			 min, max, min_ratio, max_ratio;
+	double			 value, lo, hi;	/* NAN until measured */
+	unsigned		 phase;		/* that measured it */
+	unsigned		 n;		/* rounds measured */
+	double			 rounds[MAX_ROUNDS];
 };
 
 enum {
-	PINGPONG_P50, PINGPONG_P99, PINGPONG_1CPU_P50, PINGPONG_1CPU_P99,
-	POOL_TPUT, POOL_RT_P50, POOL_RT_P99,
-	TPUT, TPUT_CQ, TPUT_MAP, RT_P50, RT_P99, KILL_P50, KILL_P99,
-	RESPAWN_P50, RESPAWN_P99, GROWN_P50, GROWN_P99, BIG_P50, BIG_P99,
-	SPACED_P50, SPACED_P99, LIMIT_P50, LIMIT_P99,
+	PINGPONG_P50, PINGPONG_P99, PINGPONG_2CPU_P50, PINGPONG_2CPU_P99,
+	PINGPONG_1CPU_P50, PINGPONG_1CPU_P99,
+	POOL_TPUT, POOL_BATCH_TPUT, POOL_RT_P50, POOL_RT_P99, MEMCPY,
+	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, PAYLOAD, SERVE,
+	QUEUED_BYTES, QUEUED_RSS,
+	KILL_P50, KILL_P99, RESPAWN_P50, RESPAWN_P99,
+	SPARE_P50, SPARE_P99, SPARE_WAIT, GROWN_P50, GROWN_P99, BIG_P50,
+	BIG_P99, LIMIT_P50, LIMIT_P99, LIMIT_UNSTARTED,
 	ISO_COLLATERAL, ISO_RESPAWN_P50, ISO_RESPAWN_P99, ISO_ROUNDS,
-	STOP_P50, STOP_P99,
-	QUEUED_BYTES, QUEUED_RSS, SERVE, NMETRICS
+	STOP_P50, STOP_P99, NMETRICS
 };
 
 static struct metric metrics[NMETRICS] = {
-	[PINGPONG_P50] = { "baseline_pingpong_p50_us",
-	    "baseline: ping-pong 2 CPUs p50", US },
-	[PINGPONG_P99] = { "baseline_pingpong_p99_us",
-	    "baseline: ping-pong 2 CPUs p99", US },
-	[PINGPONG_1CPU_P50] = { "baseline_pingpong_1cpu_p50_us",
-	    "  ping-pong on one CPU p50", US },
-	[PINGPONG_1CPU_P99] = { "baseline_pingpong_1cpu_p99_us",
-	    "  ping-pong on one CPU p99", US },
-	[POOL_TPUT] = { "baseline_pool_tasks_per_s",
-	    "baseline: pool empty tasks", PER_S },
-	[POOL_RT_P50] = { "baseline_pool_roundtrip_p50_us",
-	    "baseline: pool round trip p50", US },
-	[POOL_RT_P99] = { "baseline_pool_roundtrip_p99_us",
-	    "baseline: pool round trip p99", US },
-	[TPUT] = { "throughput_tasks_per_s",
-	    "empty tasks, hkx_submit", PER_S, &metrics[POOL_TPUT],
-	    ">= 1.0x pool", 0, 1.0 },
-	/* The same futures as TPUT's, ended into a completion queue and
-	 * taken out of it as an event loop would, rather than waited on. */
-	[TPUT_CQ] = { "cq_tasks_per_s",
-	    "  into a cq, drained by poll()", PER_S, &metrics[TPUT] },
-	[TPUT_MAP] = { "throughput_map_tasks_per_s",
-	    "empty tasks, hkx_map", PER_S, &metrics[POOL_TPUT],
-	    ">= 1.0x pool", 0, 1.0 },
-	[RT_P50] = { "roundtrip_p50_us",
-	    "round trip p50", US, &metrics[PINGPONG_P50],
-	    "<= 2.5x ping-pong", 0, 0, 2.5 },
-	[RT_P99] = { "roundtrip_p99_us",
-	    "round trip p99", US, &metrics[PINGPONG_P99],
-	    "<= 100 us", 100 },
-	/* KILL_THREADS tasks asleep in one host, killed back to back: each
-	 * round waits only for the host that the last kill replaced. */
-	[KILL_P50] = { "kill_p50_us",
-	    "kill -> all running ended p50", US },
-	[KILL_P99] = { "kill_p99_us",
-	    "kill -> all running ended p99", US, NULL,
-	    "<= 1 ms", 1000 },
-	/* Kills back to back: the zygote may still be forking the spare
-	 * that the last kill took. */
-	[RESPAWN_P50] = { "respawn_p50_us",
-	    "kills back to back: next done p50", US, NULL,
-	    "<= 1 ms", 1000 },
-	[RESPAWN_P99] = { "respawn_p99_us",
-	    "kills back to back: next done p99", US },
-	[GROWN_P50] = { "respawn_grown_p50_us",
-	    "  1 GiB after executor p50", US, &metrics[RESPAWN_P50],
-	    "<= 1 ms, no slower", 1000, 0, 1.25 },
-	[GROWN_P99] = { "respawn_grown_p99_us",
-	    "  1 GiB after executor p99", US, &metrics[RESPAWN_P99] },
+	/* Unpinned, as the round trips compared with them. */
+	[PINGPONG_P50] = { .key = "baseline_pingpong_p50_us",
+	    .label = "baseline: ping-pong p50", .unit = US },
+	[PINGPONG_P99] = { .key = "baseline_pingpong_p99_us",
+	    .label = "baseline: ping-pong p99", .unit = US },
+	[PINGPONG_2CPU_P50] = { .key = "baseline_pingpong_2cpu_p50_us",
+	    .label = "  pinned to 2 CPUs p50", .unit = US },
+	[PINGPONG_2CPU_P99] = { .key = "baseline_pingpong_2cpu_p99_us",
+	    .label = "  pinned to 2 CPUs p99", .unit = US },
+	[PINGPONG_1CPU_P50] = { .key = "baseline_pingpong_1cpu_p50_us",
+	    .label = "  pinned to one CPU p50", .unit = US },
+	[PINGPONG_1CPU_P99] = { .key = "baseline_pingpong_1cpu_p99_us",
+	    .label = "  pinned to one CPU p99", .unit = US },
+	[POOL_TPUT] = { .key = "baseline_pool_tasks_per_s",
+	    .label = "baseline: pool empty tasks", .unit = PER_S },
+	[POOL_BATCH_TPUT] = { .key = "baseline_pool_batched_tasks_per_s",
+	    .label = "baseline: pool, batched submit", .unit = PER_S },
+	[POOL_RT_P50] = { .key = "baseline_pool_roundtrip_p50_us",
+	    .label = "baseline: pool round trip p50", .unit = US },
+	[POOL_RT_P99] = { .key = "baseline_pool_roundtrip_p99_us",
+	    .label = "baseline: pool round trip p99", .unit = US },
+	[MEMCPY] = { .key = "baseline_memcpy_mb_per_s",
+	    .label = "baseline: memcpy 16+16 MiB", .unit = MB_S },
+	[TPUT] = { .key = "throughput_tasks_per_s",
+	    .label = "empty tasks, hkx_submit", .unit = PER_S,
+	    .base = &metrics[POOL_TPUT], .ratio_key = "submit_vs_pool",
+	    .target = ">= 1.0x pool", .min_ratio = 1.0 },
+	[TPUT_CQ] = { .key = "cq_tasks_per_s",
+	    .label = "  into a cq, drained by poll()", .unit = PER_S,
+	    .base = &metrics[TPUT], .ratio_key = "cq_vs_submit" },
+	[TPUT_MAP] = { .key = "throughput_map_tasks_per_s",
+	    .label = "empty tasks, hkx_map", .unit = PER_S,
+	    .base = &metrics[POOL_TPUT], .ratio_key = "map_vs_pool",
+	    .target = ">= 1.5x pool", .min_ratio = 1.5 },
+	/* The same figure as TPUT_MAP, against the pool fed as hkx_map is. */
+	[MAP_BATCHED] = { .key = "map_tasks_per_s",
+	    .label = "  hkx_map vs pool batched", .unit = PER_S,
+	    .base = &metrics[POOL_BATCH_TPUT],
+	    .ratio_key = "map_vs_pool_batched" },
+	[RT_P50] = { .key = "roundtrip_p50_us",
+	    .label = "round trip p50", .unit = US,
+	    .base = &metrics[PINGPONG_P50],
+	    .ratio_key = "roundtrip_p50_vs_pingpong",
+	    .target = "<= 2.0x ping-pong", .max_ratio = 2.0 },
+	[RT_P99] = { .key = "roundtrip_p99_us",
+	    .label = "round trip p99", .unit = US,
+	    .base = &metrics[PINGPONG_P99],
+	    .ratio_key = "roundtrip_p99_vs_pingpong",
+	    .target = "<= 100 us", .max = 100 },
+	[PAYLOAD] = { .key = "payload_mb_per_s",
+	    .label = "16 MiB argument + 16 MiB reply", .unit = MB_S,
+	    .base = &metrics[MEMCPY], .ratio_key = "payload_vs_memcpy",
+	    .target = ">= 50% memcpy", .min_ratio = 0.5 },
+	[SERVE] = { .key = "serve_requests_per_s",
+	    .label = "hkx serve requests", .unit = PER_S,
+	    .target = ">= 500 k/s", .min = 500000 },
+	[QUEUED_BYTES] = { .key = "bytes_per_queued_task",
+	    .label = "heap per queued task", .unit = BYTES,
+	    .target = "<= 256 B", .max = 256 },
+	[QUEUED_RSS] = { .key = "rss_bytes_per_queued_task",
+	    .label = "  RSS growth per queued task", .unit = BYTES },
+	[KILL_P50] = { .key = "kill_p50_us",
+	    .label = "kill -> all running ended p50", .unit = US },
+	[KILL_P99] = { .key = "kill_p99_us",
+	    .label = "kill -> all running ended p99", .unit = US,
+	    .target = "<= 1 ms", .max = 1000 },
+	[RESPAWN_P50] = { .key = "respawn_p50_us",
+	    .label = "kills back to back: next done p50", .unit = US,
+	    .target = "<= 1 ms", .max = 1000 },
+	[RESPAWN_P99] = { .key = "respawn_p99_us",
+	    .label = "kills back to back: next done p99", .unit = US },
+	[SPARE_P50] = { .key = "respawn_spaced_p50_us",
+	    .label = "spare ready: kill -> next done p50", .unit = US,
+	    .target = "<= 1 ms", .max = 1000 },
+	[SPARE_P99] = { .key = "respawn_spaced_p99_us",
+	    .label = "spare ready: kill -> next done p99", .unit = US },
+	[SPARE_WAIT] = { .key = "respawn_spare_wait_us",
+	    .label = "  wait for the spare, median", .unit = US },
+	[GROWN_P50] = { .key = "respawn_grown_p50_us",
+	    .label = "  1 GiB after executor p50", .unit = US,
+	    .base = &metrics[RESPAWN_P50],
+	    .ratio_key = "respawn_grown_vs_respawn",
+	    .target = "<= 1 ms, no slower", .max = 1000, .max_ratio = 1.25 },
+	[GROWN_P99] = { .key = "respawn_grown_p99_us",
+	    .label = "  1 GiB after executor p99", .unit = US,
+	    .base = &metrics[RESPAWN_P99] },
 	/* No target: the zygote is a copy of the application, so memory held
 	 * before hkx_executor_new is in every fork (README: create executors
 	 * early). Shown to make the cost of that visible. */
-	[BIG_P50] = { "respawn_big_p50_us",
-	    "  1 GiB before executor p50", US, &metrics[RESPAWN_P50] },
-	[BIG_P99] = { "respawn_big_p99_us",
-	    "  1 GiB before executor p99", US, &metrics[RESPAWN_P99] },
-	/* Kills SPACING_MS apart: the spare is ready when each comes. */
-	[SPACED_P50] = { "respawn_spaced_p50_us",
-	    "kills 30 ms apart: next done p50", US, NULL,
-	    "<= 1 ms", 1000 },
-	[SPACED_P99] = { "respawn_spaced_p99_us",
-	    "kills 30 ms apart: next done p99", US },
-	[LIMIT_P50] = { "limit_late_p50_us",
-	    "kill_after_ms lateness p50", US },
-	[LIMIT_P99] = { "limit_late_p99_us",
-	    "kill_after_ms lateness p99", US, NULL,
-	    "<= 1 ms", 1000 },
+	[BIG_P50] = { .key = "respawn_big_p50_us",
+	    .label = "  1 GiB before executor p50", .unit = US,
+	    .base = &metrics[RESPAWN_P50],
+	    .ratio_key = "respawn_big_vs_respawn" },
+	[BIG_P99] = { .key = "respawn_big_p99_us",
+	    .label = "  1 GiB before executor p99", .unit = US,
+	    .base = &metrics[RESPAWN_P99] },
+	[LIMIT_P50] = { .key = "limit_late_p50_us",
+	    .label = "kill_after_ms lateness p50", .unit = US },
+	[LIMIT_P99] = { .key = "limit_late_p99_us",
+	    .label = "kill_after_ms lateness p99", .unit = US,
+	    .target = "<= 1 ms", .max = 1000 },
+	/* Tasks the limit ended before they ran their first line: no start
+	 * to count the lateness from, so no sample. */
+	[LIMIT_UNSTARTED] = { .key = "limit_unstarted",
+	    .label = "  timed out before starting", .unit = COUNT },
 	/* Tasks that a kill of another task, each on a host of its own, did
 	 * not leave to end DONE at their first attempt, summed over every
 	 * round; null when the tasks could not be put on hosts of their
 	 * own.  Rounds follow each other with no pause: the kills are back
 	 * to back, and the spare the last one took may not be forked again
 	 * yet. */
-	[ISO_COLLATERAL] = { "isolated_kill_collateral",
-	    "isolated: collateral of kills", COUNT, NULL,
-	    "0", 0 },
-	[ISO_RESPAWN_P50] = { "isolated_respawn_p50_us",
-	    "isolated: kill -> next start p50", US },
-	[ISO_RESPAWN_P99] = { "isolated_respawn_p99_us",
-	    "isolated: kill -> next start p99", US },
-	[ISO_ROUNDS] = { "isolated_rounds",
-	    "  rounds, kills back to back", COUNT },
-	[STOP_P50] = { "stop_p50_us",
-	    "stop -> STOPPED p50", US },
-	[STOP_P99] = { "stop_p99_us",
-	    "stop -> STOPPED p99", US },
-	[QUEUED_BYTES] = { "bytes_per_queued_task",
-	    "heap per queued task", BYTES, NULL,
-	    "<= 256 B", 256 },
-	[QUEUED_RSS] = { "rss_bytes_per_queued_task",
-	    "  max RSS per queued task", BYTES },
-	[SERVE] = { "serve_requests_per_s",
-	    "hkx serve requests", PER_S },
+	[ISO_COLLATERAL] = { .key = "isolated_kill_collateral",
+	    .label = "isolated: collateral of kills", .unit = COUNT,
+	    .target = "0" },
+	[ISO_RESPAWN_P50] = { .key = "isolated_respawn_p50_us",
+	    .label = "isolated: kill -> next start p50", .unit = US },
+	[ISO_RESPAWN_P99] = { .key = "isolated_respawn_p99_us",
+	    .label = "isolated: kill -> next start p99", .unit = US },
+	[ISO_ROUNDS] = { .key = "isolated_rounds",
+	    .label = "  rounds, kills back to back", .unit = COUNT },
+	[STOP_P50] = { .key = "stop_p50_us",
+	    .label = "stop -> STOPPED p50", .unit = US },
+	[STOP_P99] = { .key = "stop_p99_us",
+	    .label = "stop -> STOPPED p99", .unit = US },
 };
 
 /*
@@ -213,17 +283,23 @@ static struct metric metrics[NMETRICS] = {
  * zygote inherits it, and the hosts keep it: they close fds, not
  * mappings): spin and block tasks note here that they run and when they
  * started, which tells the bench without a round trip through the
- * library, and block tasks wait here for the gate to open.
+ * library, and block tasks wait here for the gate to open.  Hosts of the
+ * respawn executor note here that they started, and their pid.
  */
 struct shared {
 	atomic_uint	started;	/* tasks that have begun */
 	atomic_uint	gate;		/* 0: block tasks wait; else they return */
+	atomic_uint	inits;		/* hosts that ran host_init */
+	atomic_int	init_pid;	/* the last of them */
 	unsigned	nslots;
 	int64_t		start_ns[];	/* per slot: when its task began */
 };
 
 static struct shared	*shm;
 static unsigned		 anomalies;	/* tasks that ended wrongly */
+static int64_t		 t_start;	/* of the run */
+static pthread_t	 main_thread;
+static cpu_set_t	 cpu_mask;	/* the main thread's, at the start */
 
 static int64_t
 now_ns(void)
@@ -235,14 +311,6 @@ now_ns(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 		err(1, "clock_gettime");
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* For the library's negative errno values, and pthreads' negated ones. */
-static void
-check(int rc, const char *what)
-{
-	if (rc < 0)
-		errx(1, "%s: %s", what, strerror(-rc));
 }
 
 static void *
@@ -260,7 +328,7 @@ progress(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("hkx-bench: ", stderr);
+	fprintf(stderr, "hkx-bench: %5.1f s: ", (now_ns() - t_start) / 1e9);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -268,7 +336,177 @@ progress(const char *fmt, ...)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Statistics: the one way every latency is sampled and summarised.        */
+/* Phases: a failure ends the phase, not the run.                          */
+
+struct pool;
+struct serve;
+
+static struct {
+	unsigned	 n;		/* phases run, the current one included */
+	const char	*failed[MAX_PHASES];
+	unsigned	 nfailed;
+	jmp_buf		*env;		/* while a phase runs */
+	/* What the current phase holds, let go of if it fails. */
+	hkx_executor	*ex[2];
+	struct pool	*pool;
+	struct serve	*serve;
+	void		*big;
+	bool		 alarm;		/* an interval timer is armed */
+} phase;
+
+static void	pool_free(struct pool *);
+static void	serve_kill(struct serve *);
+
+/* Ends the current phase: says why, and goes back to run_phase(). */
+static void __attribute__((noreturn)) HKX_PRINTF(1, 2)
+fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	/* Only the main thread runs phases; a failure elsewhere (a callback
+	 * on the library's thread) is a bug of the bench. */
+	if (phase.env == NULL || !pthread_equal(pthread_self(), main_thread)) {
+		va_start(ap, fmt);
+		verrx(1, fmt, ap);
+	}
+	fprintf(stderr, "hkx-bench: phase failed: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	longjmp(*phase.env, 1);
+}
+
+/* For the library's negative errno values: a failure ends the phase. */
+static void
+check(int rc, const char *what)
+{
+	if (rc < 0)
+		fail("%s: %s", what, strerror(-rc));
+}
+
+static void
+alarm_set(int ms)
+{
+	struct itimerval it = { .it_value = { ms / 1000, ms % 1000 * 1000 } };
+
+	if (setitimer(ITIMER_REAL, &it, NULL) == -1)
+		err(1, "setitimer");
+	phase.alarm = ms > 0;
+}
+
+static hkx_executor *
+executor_new(const struct hkx_config *c)
+{
+	hkx_executor *ex;
+	size_t i;
+
+	for (i = 0; i < nitems(phase.ex) && phase.ex[i] != NULL; i++)
+		;
+	if (i == nitems(phase.ex))
+		errx(1, "more executors in one phase than it can hold");
+	check(hkx_executor_new(c, &ex), "hkx_executor_new");
+	return phase.ex[i] = ex;
+}
+
+static void
+executor_free(hkx_executor *ex)
+{
+	size_t i;
+
+	for (i = 0; i < nitems(phase.ex); i++)
+		if (phase.ex[i] == ex)
+			phase.ex[i] = NULL;
+	hkx_executor_free(ex);
+}
+
+/* Lets go of what a failed phase held: freeing an executor kills its
+ * hosts, so no task of it can hold anything up. */
+static void
+phase_release(void)
+{
+	size_t i;
+
+	if (phase.alarm)
+		alarm_set(0);
+	if (sched_setaffinity(0, sizeof(cpu_mask), &cpu_mask) == -1)
+		err(1, "sched_setaffinity");
+	for (i = 0; i < nitems(phase.ex); i++)
+		if (phase.ex[i] != NULL)
+			executor_free(phase.ex[i]);
+	if (phase.pool != NULL)
+		pool_free(phase.pool);
+	if (phase.serve != NULL)
+		serve_kill(phase.serve);
+	if (phase.big != NULL && munmap(phase.big, BIG_BYTES) == -1)
+		err(1, "munmap");
+	phase.big = NULL;
+}
+
+/* One more round of m, measured in the current phase. */
+static void
+record(int m, double v)
+{
+	struct metric *mt = &metrics[m];
+
+	if (mt->n == MAX_ROUNDS)
+		errx(1, "%s: more than %d rounds", mt->key, MAX_ROUNDS);
+	mt->rounds[mt->n++] = v;
+	mt->phase = phase.n;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Each figure of the phase: the median of its rounds, and their range. */
+static void
+conclude(void)
+{
+	struct metric *m;
+
+	for (m = metrics; m < metrics + NMETRICS; m++) {
+		if (m->phase != phase.n || m->n == 0)
+			continue;
+		qsort(m->rounds, m->n, sizeof(m->rounds[0]), cmp_double);
+		m->value = m->n % 2 ? m->rounds[m->n / 2] :
+		    (m->rounds[m->n / 2 - 1] + m->rounds[m->n / 2]) / 2;
+		m->lo = m->rounds[0];
+		m->hi = m->rounds[m->n - 1];
+	}
+}
+
+static void
+run_phase(const char *name, void (*fn)(const struct sizes *),
+    const struct sizes *sz)
+{
+	jmp_buf env;
+	struct metric *m;
+
+	phase.n++;
+	progress("%s", name);
+	if (setjmp(env) == 0) {
+		phase.env = &env;
+		fn(sz);
+		conclude();
+	} else {
+		phase_release();
+		for (m = metrics; m < metrics + NMETRICS; m++)
+			if (m->phase == phase.n)
+				m->n = 0;
+		if (phase.nfailed < nitems(phase.failed))
+			phase.failed[phase.nfailed++] = name;
+		progress("%s: not measured", name);
+	}
+	phase.env = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rounds: the one way every figure is sampled and summarised.             */
 
 static int
 cmp_i64(const void *a, const void *b)
@@ -288,59 +526,111 @@ percentile_us(const int64_t *ns, size_t n, unsigned p)
 }
 
 /* One iteration; returns the nanoseconds of its timed part, which may be
- * negative for a lateness. */
+ * negative for a lateness, or SKIP if there was nothing to time. */
 typedef int64_t (*sample_fn)(void *ctx);
 
-/* Sorts the samples; none leave the figures unmeasured. */
-static void
-summarise(int p50, int p99, int64_t *ns, size_t n)
-{
-	if (n == 0)
-		return;
-	qsort(ns, n, sizeof(*ns), cmp_i64);
-	metrics[p50].value = percentile_us(ns, n, 50);
-	metrics[p99].value = percentile_us(ns, n, 99);
-}
+/* Puts n items through (for tasks: submit all, then wait for all);
+ * returns the nanoseconds from the first submission to the last end. */
+typedef int64_t (*batch_fn)(void *ctx, size_t n);
+
+/*
+ * What is measured in turns with the others of its phase: a rate (batch),
+ * or a latency (one, sampled) recorded as its p50 and p99.  Around each of
+ * its turns, enter and leave (if any) set up what the turn needs.
+ */
+struct contender {
+	int		 m, m99;
+	batch_fn	 batch;
+	double		 per;		/* units of m per item; 0 is 1 */
+	sample_fn	 one;
+	void		*ctx;
+	void		(*enter)(void *ctx);
+	void		(*leave)(void *ctx);
+};
 
 static void
-sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
+latency(const struct contender *c, size_t n, bool timed)
 {
-	int64_t *ns;
-	size_t i;
+	int64_t *ns, t;
+	size_t i, k = 0;
 
-	ns = xcalloc(n, sizeof(*ns));
-	for (i = 0; i < n / 10; i++)
-		one(ctx);
+	ns = xcalloc(n > 0 ? n : 1, sizeof(*ns));
 	for (i = 0; i < n; i++)
-		ns[i] = one(ctx);
-	summarise(p50, p99, ns, n);
+		if ((t = c->one(c->ctx)) != SKIP)
+			ns[k++] = t;
+	if (timed && k > 0) {
+		qsort(ns, k, sizeof(*ns), cmp_i64);
+		record(c->m, percentile_us(ns, k, 50));
+		record(c->m99, percentile_us(ns, k, 99));
+	}
 	free(ns);
 }
 
-/* Puts n tasks in flight (submit all, then wait for all); returns the
- * nanoseconds from the first submission to the last end. */
-typedef int64_t (*batch_fn)(void *ctx, size_t n);
-
+/* A turn of n items (samples), or the untimed one before the rounds: a
+ * whole batch, so that the heap has grown to what the batch needs, or a
+ * tenth of the samples. */
 static void
-rate(int m, size_t n, batch_fn run, void *ctx)
+turn(const struct contender *c, size_t n, bool timed)
 {
-	/* Once untimed first: the heap grows to the size the batch needs,
-	 * and page faults of fresh memory would otherwise dominate whichever
-	 * contender came first. */
-	run(ctx, n);
-	metrics[m].value = n * 1e9 / run(ctx, n);
+	if (c->enter != NULL)
+		c->enter(c->ctx);
+	if (c->batch == NULL)
+		latency(c, timed ? n : n / 10, timed);
+	else if (!timed)
+		c->batch(c->ctx, n);
+	else
+		record(c->m, n * (c->per > 0 ? c->per : 1) * 1e9 /
+		    c->batch(c->ctx, n));
+	if (c->leave != NULL)
+		c->leave(c->ctx);
+}
+
+/* Every contender warmed up, then nrounds rounds of a turn each, each
+ * round starting one further along, so that none always comes first. */
+static void
+rounds(const struct contender *cs, size_t nc, unsigned nrounds, size_t n)
+{
+	unsigned r;
+	size_t i;
+
+	for (i = 0; i < nc; i++)
+		turn(&cs[i], n, false);
+	for (r = 0; r < nrounds; r++)
+		for (i = 0; i < nc; i++)
+			turn(&cs[(r + i) % nc], n, true);
+}
+
+/* A latency alone, in one round. */
+static void
+sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
+{
+	const struct contender c = { .m = p50, .m99 = p99, .one = one,
+	    .ctx = ctx };
+
+	rounds(&c, 1, 1, n);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Baseline: 8-byte ping-pong over two pipes between two processes.       */
 
-struct pingpong {
+/*
+ * An echo process, forked at the start while this process has no other
+ * thread, and kept for the whole run: pinned to cpu (or not, -1), it
+ * sends back what it reads.  Its partner is this thread, pinned to
+ * self_cpu while it pings (or not).
+ */
+struct echo {
+	pid_t	pid;
 	int	wfd, rfd;
+	int	cpu, self_cpu;
 };
+
+static struct echo	echoes[3];
+static size_t		nechoes;
 
 /* The child: only read, write and _exit, as after any fork. */
 static void __attribute__((noreturn))
-pingpong_echo(int rfd, int wfd)
+echo_main(int rfd, int wfd)
 {
 	uint64_t msg;
 	ssize_t n;
@@ -350,25 +640,6 @@ pingpong_echo(int rfd, int wfd)
 		if (write(wfd, &msg, sizeof(msg)) != sizeof(msg))
 			_exit(1);
 	_exit(n == 0 ? 0 : 1);
-}
-
-static int64_t
-pingpong_one(void *ctx)
-{
-	struct pingpong *pp = ctx;
-	uint64_t msg = 0;
-	int64_t t0;
-	ssize_t n;
-
-	t0 = now_ns();
-	if (write(pp->wfd, &msg, sizeof(msg)) != sizeof(msg))
-		err(1, "ping-pong write");
-	if ((n = read(pp->rfd, &msg, sizeof(msg))) != sizeof(msg)) {
-		if (n == -1)
-			err(1, "ping-pong read");
-		errx(1, "ping-pong: the echo process went away");
-	}
-	return now_ns() - t0;
 }
 
 static int
@@ -381,73 +652,149 @@ pin(int cpu)
 	return sched_setaffinity(0, sizeof(set), &set);
 }
 
-/* This process on CPU a, the echo process on CPU b. */
 static void
-pingpong_on(const struct sizes *sz, int a, int b, int p50, int p99)
+echo_start(int cpu, int self_cpu)
 {
-	struct pingpong pp;
-	int down[2], up[2], status;
-	pid_t pid;
+	struct echo *e = &echoes[nechoes];
+	int down[2], up[2];
+	size_t i;
 
-	progress("pipe ping-pong, CPUs %d and %d", a, b);
-	if (pin(a) == -1)
-		err(1, "sched_setaffinity");
 	if (pipe2(down, O_CLOEXEC) == -1 || pipe2(up, O_CLOEXEC) == -1)
 		err(1, "pipe2");
-	if ((pid = fork()) == -1)
+	if ((e->pid = fork()) == -1)
 		err(1, "fork");
-	if (pid == 0) {
-		/* A failure here shows as EOF in pingpong_one(). */
-		if (pin(b) == -1)
+	if (e->pid == 0) {
+		/* The others' pipes too: each echo must see EOF when we
+		 * close its own.  A failure shows as EOF in pingpong_one(). */
+		for (i = 0; i < nechoes; i++)
+			if (close(echoes[i].wfd) == -1 ||
+			    close(echoes[i].rfd) == -1)
+				_exit(1);
+		if (cpu >= 0 && pin(cpu) == -1)
 			_exit(1);
 		close(down[1]);
 		close(up[0]);
-		pingpong_echo(down[0], up[1]);
+		echo_main(down[0], up[1]);
 	}
 	if (close(down[0]) == -1 || close(up[1]) == -1)
 		err(1, "close");
-	pp.wfd = down[1];
-	pp.rfd = up[0];
-	sample(p50, p99, sz->roundtrips, pingpong_one, &pp);
-	/* EOF ends the echo loop. */
-	if (close(pp.wfd) == -1 || close(pp.rfd) == -1)
-		err(1, "close");
-	if (waitpid(pid, &status, 0) == -1)
-		err(1, "waitpid");
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		errx(1, "ping-pong: the echo process failed (status %#x)",
-		    status);
+	e->wfd = down[1];
+	e->rfd = up[0];
+	e->cpu = cpu;
+	e->self_cpu = self_cpu;
+	nechoes++;
+}
+
+/* EOF ends each echo; a kill, one that would not have noticed. */
+static void
+echoes_stop(void)
+{
+	size_t i;
+
+	for (i = 0; i < nechoes; i++) {
+		if (close(echoes[i].wfd) == -1 || close(echoes[i].rfd) == -1)
+			err(1, "close");
+		(void)kill(echoes[i].pid, SIGKILL);
+		if (waitpid(echoes[i].pid, NULL, 0) == -1)
+			err(1, "waitpid");
+	}
+}
+
+static void
+on_alarm(int sig)
+{
 }
 
 /*
- * Left to itself the scheduler puts the two processes on one CPU or on two
- * by chance, and the round trip jumps between about 5 and 15 us from run
- * to run on this machine.  So the placement is chosen: two CPUs make the
- * baseline (a process boundary with work on both sides pays a cross-CPU
- * wake-up each way, and it is what DESIGN.md measured); one CPU is shown
- * beside it.  The process's own CPU mask is restored afterwards.
+ * A ping-pong that gets no answer must not hang the run, and a wait with
+ * a deadline on each read (poll) would add a syscall to the baseline: a
+ * timer armed for the whole turn interrupts a read that waits too long
+ * instead.  Its signal reaches this thread: the library's threads block
+ * every signal, and so do the pool's.
  */
 static void
-bench_pingpong(const struct sizes *sz)
+pingpong_enter(void *ctx)
 {
-	cpu_set_t mask;
+	struct echo *e = ctx;
+
+	if (e->self_cpu >= 0 && pin(e->self_cpu) == -1)
+		err(1, "sched_setaffinity");
+	alarm_set(WAIT_MS);
+}
+
+static void
+pingpong_leave(void *ctx)
+{
+	alarm_set(0);
+	if (sched_setaffinity(0, sizeof(cpu_mask), &cpu_mask) == -1)
+		err(1, "sched_setaffinity");
+}
+
+static int64_t
+pingpong_one(void *ctx)
+{
+	struct echo *e = ctx;
+	uint64_t msg = 0;
+	int64_t t0;
+	ssize_t n;
+
+	t0 = now_ns();
+	if (write(e->wfd, &msg, sizeof(msg)) != sizeof(msg))
+		fail("ping-pong: write: %s", strerror(errno));
+	if ((n = read(e->rfd, &msg, sizeof(msg))) != sizeof(msg)) {
+		if (n == -1 && errno == EINTR)
+			fail("ping-pong: no answer, %d ms into the turn",
+			    WAIT_MS);
+		if (n == -1)
+			fail("ping-pong: read: %s", strerror(errno));
+		fail("ping-pong: the echo process went away");
+	}
+	return now_ns() - t0;
+}
+
+/*
+ * The echoes: one unpinned, the baseline of the round trips, which are
+ * unpinned too; and, shown beside it, one on another CPU than this thread
+ * (a process boundary with work on both sides pays a cross-CPU wake-up
+ * each way) and one on the same CPU, where the machine has two.
+ */
+static void
+echoes_start(void)
+{
+	struct sigaction sa = { .sa_handler = on_alarm };
 	int a, b;
 
-	if (sched_getaffinity(0, sizeof(mask), &mask) == -1)
-		err(1, "sched_getaffinity");
-	for (a = 0; a < CPU_SETSIZE && !CPU_ISSET(a, &mask); a++)
+	/* No SA_RESTART: the read it interrupts must return. */
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGALRM, &sa, NULL) == -1)
+		err(1, "sigaction");
+	echo_start(-1, -1);
+	for (a = 0; a < CPU_SETSIZE && !CPU_ISSET(a, &cpu_mask); a++)
 		;
-	for (b = a + 1; b < CPU_SETSIZE && !CPU_ISSET(b, &mask); b++)
+	for (b = a + 1; b < CPU_SETSIZE && !CPU_ISSET(b, &cpu_mask); b++)
 		;
-	if (b == CPU_SETSIZE) {
-		/* One CPU: it is the only placement there is. */
-		pingpong_on(sz, a, a, PINGPONG_P50, PINGPONG_P99);
-	} else {
-		pingpong_on(sz, a, b, PINGPONG_P50, PINGPONG_P99);
-		pingpong_on(sz, a, a, PINGPONG_1CPU_P50, PINGPONG_1CPU_P99);
+	if (b < CPU_SETSIZE)
+		echo_start(b, a);
+	echo_start(a, a);
+}
+
+static void
+pingpong_contenders(struct contender *cs)
+{
+	static const int ms[][2] = {
+		{ PINGPONG_P50, PINGPONG_P99 },
+		{ PINGPONG_2CPU_P50, PINGPONG_2CPU_P99 },
+		{ PINGPONG_1CPU_P50, PINGPONG_1CPU_P99 },
+	};
+	size_t i, k;
+
+	for (i = 0; i < nechoes; i++) {
+		k = echoes[i].cpu < 0 ? 0 : echoes[i].cpu != echoes[i].self_cpu ?
+		    1 : 2;
+		cs[i] = (struct contender){ .m = ms[k][0], .m99 = ms[k][1],
+		    .one = pingpong_one, .ctx = &echoes[i],
+		    .enter = pingpong_enter, .leave = pingpong_leave };
 	}
-	if (sched_setaffinity(0, sizeof(mask), &mask) == -1)
-		err(1, "sched_setaffinity");
 }
 
 /* ---------------------------------------------------------------------- */
@@ -461,14 +808,24 @@ struct pool_future {
 	bool			  done;
 };
 
+STAILQ_HEAD(pool_queue, pool_future);
+
 struct pool {
 	pthread_mutex_t		  mu;
 	pthread_cond_t		  cv;
-	STAILQ_HEAD(, pool_future) queue;
+	struct pool_queue	  queue;
 	bool			  quit;
 	pthread_t		 *workers;
 	size_t			  nworkers;
 };
+
+/* Calls that fail only on a bug: no phase to end, wherever they run. */
+static void
+pcheck(int rc, const char *what)
+{
+	if (rc != 0)
+		errx(1, "%s: %s", what, strerror(rc));
+}
 
 static void
 pool_empty(void)
@@ -481,60 +838,85 @@ pool_worker(void *arg)
 	struct pool *p = arg;
 	struct pool_future *f;
 
-	check(-pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
+	pcheck(pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
 	for (;;) {
 		while (STAILQ_EMPTY(&p->queue) && !p->quit)
-			check(-pthread_cond_wait(&p->cv, &p->mu),
+			pcheck(pthread_cond_wait(&p->cv, &p->mu),
 			    "pthread_cond_wait");
 		if ((f = STAILQ_FIRST(&p->queue)) == NULL)
 			break;
 		STAILQ_REMOVE_HEAD(&p->queue, entry);
-		check(-pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
+		pcheck(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
 
 		f->fn();
 		/* Signal under the lock: the waiter may free f as soon as
 		 * it is released. */
-		check(-pthread_mutex_lock(&f->mu), "pthread_mutex_lock");
+		pcheck(pthread_mutex_lock(&f->mu), "pthread_mutex_lock");
 		f->done = true;
-		check(-pthread_cond_signal(&f->cv), "pthread_cond_signal");
-		check(-pthread_mutex_unlock(&f->mu), "pthread_mutex_unlock");
+		pcheck(pthread_cond_signal(&f->cv), "pthread_cond_signal");
+		pcheck(pthread_mutex_unlock(&f->mu), "pthread_mutex_unlock");
 
-		check(-pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
+		pcheck(pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
 	}
-	check(-pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
+	pcheck(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
 	return NULL;
 }
 
-static void
-pool_start(struct pool *p, size_t nworkers)
+/* Workers block every signal, as the library's threads do, so that the
+ * ping-pong's timer interrupts the main thread.  On the heap, where a
+ * failed phase can still find it. */
+static struct pool *
+pool_new(size_t nworkers)
 {
+	struct pool *p;
+	sigset_t all, old;
 	size_t i;
 
-	check(-pthread_mutex_init(&p->mu, NULL), "pthread_mutex_init");
-	check(-pthread_cond_init(&p->cv, NULL), "pthread_cond_init");
+	p = xcalloc(1, sizeof(*p));
+	pcheck(pthread_mutex_init(&p->mu, NULL), "pthread_mutex_init");
+	pcheck(pthread_cond_init(&p->cv, NULL), "pthread_cond_init");
 	STAILQ_INIT(&p->queue);
 	p->quit = false;
 	p->workers = xcalloc(nworkers, sizeof(*p->workers));
 	p->nworkers = nworkers;
+	sigfillset(&all);
+	pcheck(pthread_sigmask(SIG_SETMASK, &all, &old), "pthread_sigmask");
 	for (i = 0; i < nworkers; i++)
-		check(-pthread_create(&p->workers[i], NULL, pool_worker, p),
+		pcheck(pthread_create(&p->workers[i], NULL, pool_worker, p),
 		    "pthread_create");
+	pcheck(pthread_sigmask(SIG_SETMASK, &old, NULL), "pthread_sigmask");
+	return phase.pool = p;
 }
 
+/* The workers finish what is queued, then leave. */
 static void
-pool_stop(struct pool *p)
+pool_free(struct pool *p)
 {
 	size_t i;
 
-	check(-pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
+	phase.pool = NULL;
+	pcheck(pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
 	p->quit = true;
-	check(-pthread_cond_broadcast(&p->cv), "pthread_cond_broadcast");
-	check(-pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
+	pcheck(pthread_cond_broadcast(&p->cv), "pthread_cond_broadcast");
+	pcheck(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
 	for (i = 0; i < p->nworkers; i++)
-		check(-pthread_join(p->workers[i], NULL), "pthread_join");
+		pcheck(pthread_join(p->workers[i], NULL), "pthread_join");
 	free(p->workers);
-	check(-pthread_cond_destroy(&p->cv), "pthread_cond_destroy");
-	check(-pthread_mutex_destroy(&p->mu), "pthread_mutex_destroy");
+	pcheck(pthread_cond_destroy(&p->cv), "pthread_cond_destroy");
+	pcheck(pthread_mutex_destroy(&p->mu), "pthread_mutex_destroy");
+	free(p);
+}
+
+static struct pool_future *
+pool_future_new(void (*fn)(void))
+{
+	struct pool_future *f;
+
+	f = xcalloc(1, sizeof(*f));
+	f->fn = fn;
+	pcheck(pthread_mutex_init(&f->mu, NULL), "pthread_mutex_init");
+	pcheck(pthread_cond_init(&f->cv, NULL), "pthread_cond_init");
+	return f;
 }
 
 static struct pool_future *
@@ -542,38 +924,61 @@ pool_submit(struct pool *p, void (*fn)(void))
 {
 	struct pool_future *f;
 
-	f = xcalloc(1, sizeof(*f));
-	f->fn = fn;
-	check(-pthread_mutex_init(&f->mu, NULL), "pthread_mutex_init");
-	check(-pthread_cond_init(&f->cv, NULL), "pthread_cond_init");
-	check(-pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
+	f = pool_future_new(fn);
+	pcheck(pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
 	STAILQ_INSERT_TAIL(&p->queue, f, entry);
-	check(-pthread_cond_signal(&p->cv), "pthread_cond_signal");
-	check(-pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
+	pcheck(pthread_cond_signal(&p->cv), "pthread_cond_signal");
+	pcheck(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
 	return f;
 }
 
-/* Waits for every future in order and frees them; returns when the last
- * had ended, before the freeing. */
-static int64_t
-pool_settle(struct pool_future **fs, size_t n)
+/* The pool's best for many tasks at once, as hkx_map() takes them: the
+ * futures queued under one taking of the lock, one wake-up for all. */
+static void
+pool_submit_many(struct pool *p, void (*fn)(void), struct pool_future **fs,
+    size_t n)
 {
-	int64_t t;
+	struct pool_queue q = STAILQ_HEAD_INITIALIZER(q);
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		check(-pthread_mutex_lock(&fs[i]->mu), "pthread_mutex_lock");
-		while (!fs[i]->done)
-			check(-pthread_cond_wait(&fs[i]->cv, &fs[i]->mu),
-			    "pthread_cond_wait");
-		check(-pthread_mutex_unlock(&fs[i]->mu),
+		fs[i] = pool_future_new(fn);
+		STAILQ_INSERT_TAIL(&q, fs[i], entry);
+	}
+	pcheck(pthread_mutex_lock(&p->mu), "pthread_mutex_lock");
+	STAILQ_CONCAT(&p->queue, &q);
+	pcheck(pthread_cond_broadcast(&p->cv), "pthread_cond_broadcast");
+	pcheck(pthread_mutex_unlock(&p->mu), "pthread_mutex_unlock");
+}
+
+/* Waits for every future in order, up to WAIT_MS each, and frees them;
+ * returns when the last had ended, before the freeing. */
+static int64_t
+pool_settle(struct pool_future **fs, size_t n)
+{
+	struct timespec ts;
+	int64_t t;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n; i++) {
+		t = now_ns() + (int64_t)WAIT_MS * 1000000;
+		ts = (struct timespec){ t / 1000000000, t % 1000000000 };
+		pcheck(pthread_mutex_lock(&fs[i]->mu), "pthread_mutex_lock");
+		while (!fs[i]->done && rc != ETIMEDOUT)
+			if ((rc = pthread_cond_clockwait(&fs[i]->cv, &fs[i]->mu,
+			    CLOCK_MONOTONIC, &ts)) != ETIMEDOUT)
+				pcheck(rc, "pthread_cond_clockwait");
+		pcheck(pthread_mutex_unlock(&fs[i]->mu),
 		    "pthread_mutex_unlock");
+		if (rc == ETIMEDOUT)
+			fail("pool: a task not done after %d ms", WAIT_MS);
 	}
 	t = now_ns();
 	for (i = 0; i < n; i++) {
-		check(-pthread_cond_destroy(&fs[i]->cv),
+		pcheck(pthread_cond_destroy(&fs[i]->cv),
 		    "pthread_cond_destroy");
-		check(-pthread_mutex_destroy(&fs[i]->mu),
+		pcheck(pthread_mutex_destroy(&fs[i]->mu),
 		    "pthread_mutex_destroy");
 		free(fs[i]);
 	}
@@ -607,17 +1012,23 @@ pool_batch(void *ctx, size_t n)
 	return t;
 }
 
-static void
-bench_pool(const struct sizes *sz, size_t nworkers)
+/* MAP_BATCH at a time, as map_batch() below. */
+static int64_t
+pool_batched(void *ctx, size_t n)
 {
-	struct pool p;
+	struct pool_future **fs;
+	int64_t t0, t;
+	size_t i, k;
 
-	progress("in-process pool, %zu workers", nworkers);
-	pool_start(&p, nworkers);
-	rate(POOL_TPUT, sz->inflight, pool_batch, &p);
-	sample(POOL_RT_P50, POOL_RT_P99, sz->roundtrips, pool_roundtrip_one,
-	    &p);
-	pool_stop(&p);
+	fs = xcalloc(n, sizeof(*fs));
+	t0 = now_ns();
+	for (i = 0; i < n; i += k) {
+		k = n - i < MAP_BATCH ? n - i : MAP_BATCH;
+		pool_submit_many(ctx, pool_empty, &fs[i], k);
+	}
+	t = pool_settle(fs, n) - t0;
+	free(fs);
+	return t;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -627,6 +1038,14 @@ static int
 task_empty(hkx_task *t, const void *arg, size_t len)
 {
 	return 0;
+}
+
+/* The argument back as the reply: what a task that transforms its input
+ * in place moves. */
+static int
+task_echo(hkx_task *t, const void *arg, size_t len)
+{
+	return hkx_task_reply(t, arg, len);
 }
 
 /* Notes the start of a task in its slot of the shared page, the slot
@@ -680,9 +1099,20 @@ task_block(hkx_task *t, const void *arg, size_t len)
 
 static const struct hkx_task_def tasks[] = {
 	{ "empty", task_empty },
+	{ "echo", task_echo },
 	{ "spin", task_spin },
 	{ "block", task_block },
 };
+
+/* host_init of the respawn executor: the host (a spare, or the first) is
+ * forked and set up. */
+static int
+host_noted(void *arg)
+{
+	atomic_store_explicit(&shm->init_pid, getpid(), memory_order_relaxed);
+	atomic_fetch_add_explicit(&shm->inits, 1, memory_order_release);
+	return 0;
+}
 
 /* Lets every block task return, those to come too, until the next round
  * closes it again. */
@@ -736,20 +1166,29 @@ finish(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
 	}
 }
 
-/* Waits for every future in order, then finishes them; returns when the
- * last had ended, before the releasing. */
+/* Waits for every future in order, up to WAIT_MS each; returns when the
+ * last had ended. */
 static int64_t
-settle(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
+await(hkx_future **fs, size_t n, const char *what)
 {
-	int64_t t;
 	size_t i;
 
 	for (i = 0; i < n; i++)
 		if (hkx_future_wait(fs[i], WAIT_MS) == -ETIMEDOUT)
-			errx(1, "%s: future %llu still %s after %d ms", what,
+			fail("%s: future %llu still %s after %d ms", what,
 			    (unsigned long long)hkx_future_id(fs[i]),
 			    hkx_state_name(hkx_future_state(fs[i])), WAIT_MS);
-	t = now_ns();
+	return now_ns();
+}
+
+/* Waits for the futures, then finishes them; returns when the last had
+ * ended, before the releasing. */
+static int64_t
+settle(hkx_future **fs, size_t n, enum hkx_state want, const char *what)
+{
+	int64_t t;
+
+	t = await(fs, n, what);
 	finish(fs, n, want, what);
 	return t;
 }
@@ -772,12 +1211,12 @@ ends_init(void)
 {
 	pthread_condattr_t attr;
 
-	check(-pthread_mutex_init(&ends.mu, NULL), "pthread_mutex_init");
-	check(-pthread_condattr_init(&attr), "pthread_condattr_init");
-	check(-pthread_condattr_setclock(&attr, CLOCK_MONOTONIC),
+	pcheck(pthread_mutex_init(&ends.mu, NULL), "pthread_mutex_init");
+	pcheck(pthread_condattr_init(&attr), "pthread_condattr_init");
+	pcheck(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC),
 	    "pthread_condattr_setclock");
-	check(-pthread_cond_init(&ends.cv, &attr), "pthread_cond_init");
-	check(-pthread_condattr_destroy(&attr), "pthread_condattr_destroy");
+	pcheck(pthread_cond_init(&ends.cv, &attr), "pthread_cond_init");
+	pcheck(pthread_condattr_destroy(&attr), "pthread_condattr_destroy");
 }
 
 /* Must not block: it runs on the library's thread. */
@@ -786,12 +1225,12 @@ ends_note(hkx_future *f, void *arg)
 {
 	int64_t t = now_ns();
 
-	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	pcheck(pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
 	ends.n++;
 	if (t > ends.last_ns)
 		ends.last_ns = t;
-	check(-pthread_cond_signal(&ends.cv), "pthread_cond_signal");
-	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+	pcheck(pthread_cond_signal(&ends.cv), "pthread_cond_signal");
+	pcheck(pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
 }
 
 static void
@@ -799,10 +1238,10 @@ ends_watch(hkx_future **fs, unsigned n)
 {
 	unsigned i;
 
-	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	pcheck(pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
 	ends.n = 0;
 	ends.last_ns = 0;
-	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+	pcheck(pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
 	for (i = 0; i < n; i++)
 		check(hkx_future_on_done(fs[i], ends_note, NULL),
 		    "hkx_future_on_done");
@@ -818,14 +1257,14 @@ ends_within(unsigned n, int ms, int64_t *last)
 	unsigned ended;
 	int rc = 0;
 
-	check(-pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
+	pcheck(pthread_mutex_lock(&ends.mu), "pthread_mutex_lock");
 	while (ends.n < n && rc != ETIMEDOUT)
 		if ((rc = pthread_cond_timedwait(&ends.cv, &ends.mu, &ts)) != 0 &&
 		    rc != ETIMEDOUT)
-			check(-rc, "pthread_cond_timedwait");
+			pcheck(rc, "pthread_cond_timedwait");
 	ended = ends.n;
 	*last = ends.last_ns;
-	check(-pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
+	pcheck(pthread_mutex_unlock(&ends.mu), "pthread_mutex_unlock");
 	return ended;
 }
 
@@ -833,7 +1272,7 @@ ends_within(unsigned n, int ms, int64_t *last)
  * Waits for the n futures watched to end, then finishes them; returns when
  * the last ended.  Block tasks that a kill or a limit should have ended
  * but did not are let go through the gate, never waited on for ever, and
- * the run stops there: every further round would wait as long.
+ * the phase stops there: every further round would wait as long.
  */
 static int64_t
 ends_settle(hkx_future **fs, unsigned n, enum hkx_state want,
@@ -846,15 +1285,9 @@ ends_settle(hkx_future **fs, unsigned n, enum hkx_state want,
 		finish(fs, n, want, what);
 		return last;
 	}
-	warnx("%s: %u of %u futures not ended after %d ms; letting their "
-	    "tasks return", what, n - ended, n, WAIT_MS);
 	gate_open();
-	if ((ended = ends_within(n, WAIT_MS, &last)) == n)
-		finish(fs, n, want, what);
-	else
-		warnx("%s: %u of %u futures not ended even so", what,
-		    n - ended, n);
-	errx(1, "%s: not measured", what);
+	fail("%s: %u of %u futures not ended after %d ms", what, n - ended, n,
+	    WAIT_MS);
 }
 
 static void
@@ -931,73 +1364,41 @@ tasks_start(hkx_executor *ex, const char *task, hkx_future **fs,
 	submit_slots(ex, task, fs, 0, n, opts);
 	if (watch)
 		ends_watch(fs, n);
-	if (!until(START_MS, all_started, &n))
-		errx(1, "%s tasks: %u of %u running after %d ms", task,
+	if (!until(START_MS, all_started, &n)) {
+		gate_open();
+		fail("%s tasks: %u of %u running after %d ms", task,
 		    started(), n, START_MS);
+	}
 }
 
 /* ---------------------------------------------------------------------- */
 /* hkx: the measurements.                                                  */
 
-/* The executor under test and what a measurement needs beside it. */
+static struct hkx_config	 conf;		/* every executor's, unless said */
+static long			 ncpu;
+
+/* An executor under test and what a measurement needs beside it. */
 struct bench {
 	hkx_executor	*ex;
 	unsigned	 threads;
 	hkx_future	**fs;		/* threads of them, for spin tasks */
+	unsigned	 unstarted;	/* limits hit before the task's start */
 };
 
-static hkx_executor *
-executor_new(const struct hkx_config *c)
+static void
+bench_new(struct bench *b, const struct hkx_config *c)
 {
-	hkx_executor *ex;
-
-	check(hkx_executor_new(c, &ex), "hkx_executor_new");
-	return ex;
+	b->ex = executor_new(c);
+	b->threads = c->threads;
+	b->fs = xcalloc(c->threads, sizeof(*b->fs));
+	b->unstarted = 0;
 }
 
-/*
- * Heap per queued future: mallinfo2() counts every arena, so what the
- * supervisor thread allocates for the queue counts as well as what
- * hkx_submit() does.  The host is paused at checkpoints, so nothing runs
- * and every task stays queued (a few hundred sit in the host).  This runs
- * first: the peak RSS is still the start-up one, and its growth is a
- * cross-check of the heap figure.
- */
 static void
-bench_queue_memory(struct bench *b, size_t n)
+bench_free(struct bench *b)
 {
-	struct mallinfo2 m0, m1;
-	struct rusage r0, r1;
-	hkx_future **fs;
-	size_t i;
-
-	progress("memory of %zu queued tasks", n);
-	fs = xcalloc(n, sizeof(*fs));
-	/* Touch the array now, so its pages count before, not in between
-	 * (calloc hands out fresh pages untouched). */
-	memset(fs, 0xff, n * sizeof(*fs));
-	check(hkx_executor_pause(b->ex, HKX_PAUSE_CHECKPOINT),
-	    "hkx_executor_pause");
-	if (getrusage(RUSAGE_SELF, &r0) == -1)
-		err(1, "getrusage");
-	m0 = mallinfo2();
-	for (i = 0; i < n; i++)
-		check(hkx_submit(b->ex, "empty", NULL, 0, NULL, &fs[i]),
-		    "hkx_submit");
-	m1 = mallinfo2();
-	if (getrusage(RUSAGE_SELF, &r1) == -1)
-		err(1, "getrusage");
-	/* A heap that did not grow at all is not glibc's (a sanitizer's, a
-	 * preloaded one), and mallinfo2() knows nothing of it. */
-	if (m1.uordblks + m1.hblkhd != m0.uordblks + m0.hblkhd)
-		metrics[QUEUED_BYTES].value = ((double)m1.uordblks +
-		    m1.hblkhd - m0.uordblks - m0.hblkhd) / n;
-	metrics[QUEUED_RSS].value = (r1.ru_maxrss - r0.ru_maxrss) * 1024.0 / n;
-
-	check(hkx_executor_stop(b->ex), "hkx_executor_stop");
-	check(hkx_executor_resume(b->ex), "hkx_executor_resume");
-	settle(fs, n, HKX_CANCELLED, "queued tasks stopped");
-	free(fs);
+	executor_free(b->ex);
+	free(b->fs);
 }
 
 /* hkx_submit() one by one. */
@@ -1053,7 +1454,7 @@ cq_batch(void *ctx, size_t n)
 			err(1, "poll");
 		}
 		if (rc == 0)
-			errx(1, "cq: %zu of %zu futures not out after %d ms",
+			fail("cq: %zu of %zu futures not out after %d ms",
 			    n - drained, n, WAIT_MS);
 		do {
 			check(k = hkx_cq_poll(o.cq, c, CQ_BATCH),
@@ -1065,7 +1466,7 @@ cq_batch(void *ctx, size_t n)
 	}
 	t = now_ns() - t0;
 	if (drained != n)
-		errx(1, "cq: %zu completions out of %zu futures", drained, n);
+		fail("cq: %zu completions out of %zu futures", drained, n);
 	finish(fs, n, HKX_DONE, "cq");
 	hkx_cq_free(o.cq);
 	free(fs);
@@ -1152,24 +1553,14 @@ respawn_one(void *ctx)
 	return now_ns() - t0;
 }
 
-/* The same, SPACING_MS after the last task ended. */
-static int64_t
-respawn_spaced_one(void *ctx)
-{
-	const struct timespec gap = { 0, SPACING_MS * 1000000L };
-
-	/* Not a wait for anything: the gap is the condition measured. */
-	if (nanosleep(&gap, NULL) == -1 && errno != EINTR)
-		err(1, "nanosleep");
-	return respawn_one(ctx);
-}
-
 /*
  * How late a kill_after_ms limit ends the future of a task that sleeps:
  * the end as its on_done callback sees it, minus the deadline counted from
  * the start the task itself noted.  The library starts its clock when the
  * task is claimed, a little before the task notes the time, so this errs
- * towards "early", never towards "late".
+ * towards "early", never towards "late".  A task whose host the limit
+ * killed before it noted its start (a loaded machine) has no start to
+ * count from: it is counted apart, not waited for.
  */
 static int64_t
 limit_one(void *ctx)
@@ -1178,30 +1569,69 @@ limit_one(void *ctx)
 	struct bench *b = ctx;
 	int64_t end;
 
-	tasks_start(b->ex, "block", b->fs, 1, &opts, true);
+	round_begin();
+	submit_slots(b->ex, "block", b->fs, 0, 1, &opts);
+	ends_watch(b->fs, 1);
 	end = ends_settle(b->fs, 1, HKX_TIMED_OUT, "kill_after_ms");
+	if (started() == 0) {
+		b->unstarted++;
+		return SKIP;
+	}
 	return end - (shm->start_ns[0] + (int64_t)LIMIT_MS * 1000000);
 }
 
 static void
-bench_hkx(struct bench *b, const struct sizes *sz)
+phase_roundtrip(const struct sizes *sz)
 {
-	progress("throughput, %zu tasks in flight", sz->inflight);
-	rate(TPUT, sz->inflight, submit_batch, b);
-	rate(TPUT_CQ, sz->inflight, cq_batch, b);
-	rate(TPUT_MAP, sz->inflight, map_batch, b);
-	progress("round trip");
-	sample(RT_P50, RT_P99, sz->roundtrips, roundtrip_one, b);
-	progress("stop");
-	sample(STOP_P50, STOP_P99, sz->stops, stop_one, b);
-	progress("kill and respawn, back to back");
-	sample(RESPAWN_P50, RESPAWN_P99, sz->kills, respawn_one, b);
-	progress("kill and respawn, %d ms apart", SPACING_MS);
-	sample(SPACED_P50, SPACED_P99, sz->kills, respawn_spaced_one, b);
+	struct contender cs[nitems(echoes) + 2];
+	struct bench b;
+	struct pool *p;
+	size_t n = nechoes;
+
+	bench_new(&b, &conf);
+	p = pool_new(ncpu);
+	pingpong_contenders(cs);
+	cs[n++] = (struct contender){ .m = POOL_RT_P50, .m99 = POOL_RT_P99,
+	    .one = pool_roundtrip_one, .ctx = p };
+	cs[n++] = (struct contender){ .m = RT_P50, .m99 = RT_P99,
+	    .one = roundtrip_one, .ctx = &b };
+	rounds(cs, n, sz->rounds, sz->roundtrips / sz->rounds);
+	pool_free(p);
+	bench_free(&b);
 }
 
-/* ---------------------------------------------------------------------- */
-/* hkx: kills and limits.                                                  */
+static void
+phase_throughput(const struct sizes *sz)
+{
+	struct contender cs[] = {
+		{ .m = POOL_TPUT, .batch = pool_batch },
+		{ .m = POOL_BATCH_TPUT, .batch = pool_batched },
+		{ .m = TPUT, .batch = submit_batch },
+		{ .m = TPUT_CQ, .batch = cq_batch },
+		{ .m = TPUT_MAP, .batch = map_batch },
+	};
+	struct bench b;
+	unsigned i;
+
+	bench_new(&b, &conf);
+	cs[0].ctx = cs[1].ctx = pool_new(ncpu);
+	cs[2].ctx = cs[3].ctx = cs[4].ctx = &b;
+	rounds(cs, nitems(cs), sz->rounds, sz->inflight);
+	for (i = 0; i < metrics[TPUT_MAP].n; i++)
+		record(MAP_BATCHED, metrics[TPUT_MAP].rounds[i]);
+	pool_free(cs[0].ctx);
+	bench_free(&b);
+}
+
+static void
+phase_stop(const struct sizes *sz)
+{
+	struct bench b;
+
+	bench_new(&b, &conf);
+	sample(STOP_P50, STOP_P99, sz->stops, stop_one, &b);
+	bench_free(&b);
+}
 
 /*
  * Kills and kill_after_ms limits, on an executor of their own: one host of
@@ -1210,22 +1640,132 @@ bench_hkx(struct bench *b, const struct sizes *sz)
  * supervisor.
  */
 static void
-bench_kills(const struct hkx_config *base, const struct sizes *sz)
+phase_kills(const struct sizes *sz)
 {
-	struct hkx_config c = *base;
+	struct hkx_config c = conf;
 	struct bench k;
 
 	c.hosts = 1;
 	c.threads = KILL_THREADS;
-	k.ex = executor_new(&c);
-	k.threads = c.threads;
-	k.fs = xcalloc(k.threads, sizeof(*k.fs));
-	progress("kill with %u tasks running", k.threads);
+	bench_new(&k, &c);
 	sample(KILL_P50, KILL_P99, sz->kills, kill_one, &k);
-	progress("kill_after_ms of %d ms", LIMIT_MS);
 	sample(LIMIT_P50, LIMIT_P99, sz->limits, limit_one, &k);
-	hkx_executor_free(k.ex);
-	free(k.fs);
+	record(LIMIT_UNSTARTED, k.unstarted);
+	bench_free(&k);
+}
+
+/* ---------------------------------------------------------------------- */
+/* hkx: respawn, with a spare ready and without.                           */
+
+struct respawn {
+	struct bench	 b;
+	unsigned	 spares;	/* the executor keeps */
+	unsigned	 streak;	/* looks at a ready spare in a row */
+	int64_t		*waits;		/* for a spare, before each kill */
+	size_t		 nwaits, cap;
+};
+
+/* Whether every thread of the process sleeps. */
+static bool
+asleep(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	struct dirent *d;
+	bool all = true;
+	ssize_t n;
+	DIR *dir;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if ((dir = opendir(path)) == NULL)
+		return false;
+	while (all && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/stat",
+		    (int)pid, d->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			all = false;
+		else {
+			n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			buf[n > 0 ? n : 0] = '\0';
+			/* "pid (comm) S ...", comm may hold anything. */
+			p = strrchr(buf, ')');
+			all = p != NULL && p[1] == ' ' && p[2] == 'S';
+		}
+	}
+	closedir(dir);
+	return all;
+}
+
+/*
+ * A spare is ready when the zygote has forked it, it has run host_init
+ * (every host of this executor counts itself in the shared page: one more
+ * than the hosts the supervisor has seen start), and all its threads
+ * sleep, waiting for work, twice in a row.  Meanwhile the host that
+ * replaced the last one must be up.
+ */
+static bool
+spare_ready(void *ctx)
+{
+	struct respawn *r = ctx;
+	struct hkx_stats st;
+	unsigned inits;
+
+	check(hkx_executor_stats(r->b.ex, &st), "hkx_executor_stats");
+	inits = atomic_load_explicit(&shm->inits, memory_order_acquire);
+	if (st.hosts_up < 1 || inits < st.host_starts + r->spares ||
+	    !asleep(atomic_load_explicit(&shm->init_pid,
+	    memory_order_relaxed))) {
+		r->streak = 0;
+		return false;
+	}
+	return ++r->streak >= 2;
+}
+
+/* The same as respawn_one(), once the spare is ready. */
+static int64_t
+respawn_spare_one(void *ctx)
+{
+	struct respawn *r = ctx;
+	int64_t t0;
+
+	t0 = now_ns();
+	r->streak = 0;
+	if (!until(START_MS, spare_ready, r))
+		fail("respawn: no spare host ready %d ms after the last task "
+		    "ended", START_MS);
+	if (r->nwaits < r->cap)
+		r->waits[r->nwaits++] = now_ns() - t0;
+	return respawn_one(&r->b);
+}
+
+static void
+phase_respawn(const struct sizes *sz)
+{
+	struct hkx_config c = conf;
+	struct respawn r = { 0 };
+	const struct contender cs[] = {
+		{ .m = RESPAWN_P50, .m99 = RESPAWN_P99, .one = respawn_one,
+		    .ctx = &r.b },
+		{ .m = SPARE_P50, .m99 = SPARE_P99, .one = respawn_spare_one,
+		    .ctx = &r },
+	};
+
+	c.host_init = host_noted;
+	atomic_store(&shm->inits, 0);
+	bench_new(&r.b, &c);
+	r.spares = c.spare_hosts;
+	r.cap = sz->kills * 2;
+	r.waits = xcalloc(r.cap, sizeof(*r.waits));
+	rounds(cs, nitems(cs), sz->rounds, sz->kills / sz->rounds);
+	if (r.nwaits > 0) {
+		qsort(r.waits, r.nwaits, sizeof(*r.waits), cmp_i64);
+		record(SPARE_WAIT, percentile_us(r.waits, r.nwaits, 50));
+	}
+	free(r.waits);
+	bench_free(&r.b);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1266,7 +1806,7 @@ wait_all(hkx_future **fs, unsigned n, const char *what)
 	int rc;
 
 	if ((rc = hkx_wait(fs, n, HKX_WAIT_ALL, WAIT_MS)) == -ETIMEDOUT)
-		errx(1, "%s: futures not ended %d ms after their tasks were "
+		fail("%s: futures not ended %d ms after their tasks were "
 		    "let go", what, WAIT_MS);
 	check(rc, "hkx_wait");
 }
@@ -1277,8 +1817,7 @@ wait_all(hkx_future **fs, unsigned n, const char *what)
  * dead one, the others being busy.  Returns false if the first tasks could
  * not run each on a host of its own; else adds to *collateral those of the
  * others that did not end DONE at their first attempt, and sets *respawn
- * to the time from the kill to the start of the new task, or -1 if it did
- * not start.
+ * to the time from the kill to the start of the new task.
  */
 static bool
 isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
@@ -1302,14 +1841,12 @@ isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
 	t0 = now_ns();
 	check(hkx_future_kill(r.fs[victim]), "hkx_future_kill");
 	submit_slots(ex, "block", r.fs, ISO_HOSTS, 1, NULL);
-	*respawn = -1;
-	if (until(START_MS, all_started, &n))
-		*respawn = shm->start_ns[ISO_HOSTS] - t0;
-	else {
-		warnx("isolated: no task started %d ms after a kill",
+	if (!until(START_MS, all_started, &n)) {
+		gate_open();
+		fail("isolated: no task started %d ms after a kill",
 		    START_MS);
-		anomalies++;
 	}
+	*respawn = shm->start_ns[ISO_HOSTS] - t0;
 	gate_open();
 	wait_all(r.fs, n, "isolated");
 	for (i = 0; i < ISO_HOSTS; i++)
@@ -1332,10 +1869,10 @@ isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
  * library that does not isolate costs one ISO_MS, and says so.
  */
 static void
-bench_isolated(const struct hkx_config *base, const struct sizes *sz)
+phase_isolated(const struct sizes *sz)
 {
-	struct hkx_config c = *base;
-	size_t rounds, n = 0, warm = sz->kills / 10;
+	struct hkx_config c = conf;
+	size_t round, n = 0, warm = sz->kills / 10;
 	unsigned collateral = 0;
 	int64_t *ns, respawn;
 	hkx_executor *ex;
@@ -1343,21 +1880,165 @@ bench_isolated(const struct hkx_config *base, const struct sizes *sz)
 	c.hosts = ISO_HOSTS;
 	c.threads = 1;
 	c.prefetch = 0;
-	progress("isolated kills, %u hosts of one worker", ISO_HOSTS);
 	ex = executor_new(&c);
 	ns = xcalloc(sz->kills, sizeof(*ns));
-	for (rounds = 0; rounds < warm + sz->kills; rounds++) {
+	for (round = 0; round < warm + sz->kills; round++) {
 		if (!isolated_round(ex, &collateral, &respawn))
 			break;
-		if (rounds >= warm && respawn >= 0)
+		if (round >= warm)
 			ns[n++] = respawn;
 	}
-	metrics[ISO_ROUNDS].value = rounds;
-	if (rounds > 0)
-		metrics[ISO_COLLATERAL].value = collateral;
-	summarise(ISO_RESPAWN_P50, ISO_RESPAWN_P99, ns, n);
-	hkx_executor_free(ex);
+	record(ISO_ROUNDS, round);
+	if (round > 0)
+		record(ISO_COLLATERAL, collateral);
+	if (n > 0) {
+		qsort(ns, n, sizeof(*ns), cmp_i64);
+		record(ISO_RESPAWN_P50, percentile_us(ns, n, 50));
+		record(ISO_RESPAWN_P99, percentile_us(ns, n, 99));
+	}
+	executor_free(ex);
 	free(ns);
+}
+
+/* ---------------------------------------------------------------------- */
+/* hkx: memory of queued tasks.                                            */
+
+/* Pages of this process in memory. */
+static long
+resident(void)
+{
+	long size, pages;
+	FILE *fp;
+
+	if ((fp = fopen("/proc/self/statm", "re")) == NULL)
+		err(1, "/proc/self/statm");
+	if (fscanf(fp, "%ld %ld", &size, &pages) != 2)
+		errx(1, "/proc/self/statm: unexpected contents");
+	fclose(fp);
+	return pages;
+}
+
+/*
+ * Heap per queued future: mallinfo2() counts every arena, so what the
+ * supervisor thread allocates for the queue counts as well as what
+ * hkx_submit() does.  The host is paused at checkpoints, so nothing runs
+ * and every task stays queued (a few hundred sit in the host).  This runs
+ * before the throughput, while the heap kept from earlier phases is
+ * small: the growth of the resident set is a cross-check of the heap
+ * figure.
+ */
+static void
+phase_queue_memory(const struct sizes *sz)
+{
+	struct mallinfo2 m0, m1;
+	long rss0, rss1;
+	hkx_executor *ex;
+	hkx_future **fs;
+	size_t i, n = sz->queued;
+
+	ex = executor_new(&conf);
+	fs = xcalloc(n, sizeof(*fs));
+	/* Touch the array now, so its pages count before, not in between
+	 * (calloc hands out fresh pages untouched). */
+	memset(fs, 0xff, n * sizeof(*fs));
+	check(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT),
+	    "hkx_executor_pause");
+	rss0 = resident();
+	m0 = mallinfo2();
+	for (i = 0; i < n; i++)
+		check(hkx_submit(ex, "empty", NULL, 0, NULL, &fs[i]),
+		    "hkx_submit");
+	m1 = mallinfo2();
+	rss1 = resident();
+	/* A heap that did not grow at all is not glibc's (a sanitizer's, a
+	 * preloaded one), and mallinfo2() knows nothing of it. */
+	if (m1.uordblks + m1.hblkhd != m0.uordblks + m0.hblkhd)
+		record(QUEUED_BYTES, ((double)m1.uordblks + m1.hblkhd -
+		    m0.uordblks - m0.hblkhd) / n);
+	record(QUEUED_RSS, (double)(rss1 - rss0) * getpagesize() / n);
+
+	check(hkx_executor_stop(ex), "hkx_executor_stop");
+	check(hkx_executor_resume(ex), "hkx_executor_resume");
+	settle(fs, n, HKX_CANCELLED, "queued tasks stopped");
+	free(fs);
+	executor_free(ex);
+}
+
+/* ---------------------------------------------------------------------- */
+/* hkx: large payloads, against memcpy.                                    */
+
+struct payload {
+	hkx_executor	*ex;
+	char		*src, *mid, *dst;	/* PAYLOAD_BYTES each */
+};
+
+/* The bytes an echo moves, copied in this process: the argument to where
+ * a task would read it, its reply back. */
+static int64_t
+memcpy_batch(void *ctx, size_t n)
+{
+	struct payload *p = ctx;
+	int64_t t0;
+	size_t i;
+
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		memcpy(p->mid, p->src, PAYLOAD_BYTES);
+		memcpy(p->dst, p->mid, PAYLOAD_BYTES);
+	}
+	return now_ns() - t0;
+}
+
+/* Echo tasks one after the other, from hkx_submit() to the future done
+ * with its reply; the check of the reply is not timed. */
+static int64_t
+echo_batch(void *ctx, size_t n)
+{
+	struct payload *p = ctx;
+	const void *data;
+	hkx_future *f;
+	int64_t t = 0, t0;
+	size_t i, len;
+
+	for (i = 0; i < n; i++) {
+		t0 = now_ns();
+		check(hkx_submit(p->ex, "echo", p->src, PAYLOAD_BYTES, NULL,
+		    &f), "hkx_submit");
+		t += await(&f, 1, "echo") - t0;
+		expect_state(f, HKX_DONE, "echo");
+		if (hkx_future_result(f, &data, &len) < 0 ||
+		    len != PAYLOAD_BYTES || memcmp(data, p->src, len) != 0) {
+			warnx("echo: the reply is not the argument");
+			anomalies++;
+		}
+		hkx_future_release(f);
+	}
+	return t;
+}
+
+static void
+phase_payload(const struct sizes *sz)
+{
+	struct payload p;
+	size_t i;
+	const struct contender cs[] = {
+		{ .m = MEMCPY, .batch = memcpy_batch, .ctx = &p,
+		    .per = 2.0 * PAYLOAD_BYTES / 1e6 },
+		{ .m = PAYLOAD, .batch = echo_batch, .ctx = &p,
+		    .per = 2.0 * PAYLOAD_BYTES / 1e6 },
+	};
+
+	p.ex = executor_new(&conf);
+	p.src = xcalloc(3, PAYLOAD_BYTES);
+	p.mid = p.src + PAYLOAD_BYTES;
+	p.dst = p.mid + PAYLOAD_BYTES;
+	for (i = 0; i < PAYLOAD_BYTES; i++)
+		p.src[i] = (char)(i * 7 + i / 4096);
+	rounds(cs, nitems(cs), sz->rounds, sz->payloads);
+	if (memcmp(p.dst, p.src, PAYLOAD_BYTES) != 0)
+		errx(1, "memcpy: the copy is not the source");
+	free(p.src);
+	executor_free(p.ex);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1387,7 +2068,7 @@ big_fits(void)
 	return fits;
 }
 
-static void *
+static void
 big_alloc(void)
 {
 	void *p;
@@ -1395,41 +2076,55 @@ big_alloc(void)
 	p = mmap(NULL, BIG_BYTES, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
-		err(1, "mmap 1 GiB");
+		fail("mmap 1 GiB: %s", strerror(errno));
+	phase.big = p;
 	/* Small pages, as a heap of ordinary allocations has them: fork
 	 * copies one page-table entry per page, and with huge pages there
 	 * would be 512 times fewer to copy and nothing to see. */
 	if (madvise(p, BIG_BYTES, MADV_NOHUGEPAGE) == -1)
-		err(1, "madvise");
-	memset(p, 1, BIG_BYTES);
-	return p;
+		fail("madvise: %s", strerror(errno));
+	/* Every page present and private, as touched ones: faulted in by
+	 * the kernel in one call (seconds fewer than a memset here), or by
+	 * a memset before Linux 5.14. */
+	if (madvise(p, BIG_BYTES, MADV_POPULATE_WRITE) == -1) {
+		if (errno != EINVAL)
+			fail("madvise: %s", strerror(errno));
+		memset(p, 1, BIG_BYTES);
+	}
 }
 
 /*
- * The same kill -> next task figure twice: with 1 GiB touched after the
- * executor was made (the zygote is small: DESIGN.md's claim), and with an
- * executor made while the application already held it (the zygote holds
+ * The same kill -> next task figure twice, in turns: on an executor made
+ * before the application touched 1 GiB (the zygote is small: the design's
+ * claim), and on one made while the application held it (the zygote holds
  * it too, and forks every host from it).
  */
 static void
-bench_big(struct bench *b, const struct hkx_config *c, const struct sizes *sz)
+phase_big(const struct sizes *sz)
 {
-	void *big;
+	struct bench grown, big;
+	const struct contender cs[] = {
+		{ .m = GROWN_P50, .m99 = GROWN_P99, .one = respawn_one,
+		    .ctx = &grown },
+		{ .m = BIG_P50, .m99 = BIG_P99, .one = respawn_one,
+		    .ctx = &big },
+	};
 
-	progress("respawn with 1 GiB touched after hkx_executor_new");
-	big = big_alloc();
-	sample(GROWN_P50, GROWN_P99, sz->kills, respawn_one, b);
-	hkx_executor_free(b->ex);
-
-	progress("respawn with 1 GiB touched before hkx_executor_new");
-	b->ex = executor_new(c);
-	sample(BIG_P50, BIG_P99, sz->kills, respawn_one, b);
-	if (munmap(big, BIG_BYTES) == -1)
+	bench_new(&grown, &conf);
+	big_alloc();
+	bench_new(&big, &conf);
+	rounds(cs, nitems(cs), sz->rounds, sz->kills / sz->rounds);
+	bench_free(&big);
+	bench_free(&grown);
+	if (munmap(phase.big, BIG_BYTES) == -1)
 		err(1, "munmap");
+	phase.big = NULL;
 }
 
 /* ---------------------------------------------------------------------- */
 /* hkx serve.                                                              */
+
+static char	hkx_path[PATH_MAX + 32];
 
 /* The command built beside the bench: build/tests/bench/hkx-bench runs
  * build/supervisor/hkx. */
@@ -1459,32 +2154,41 @@ struct serve {
 	size_t	linelen;
 };
 
-static void
-serve_spawn(struct serve *s, const char *hkx)
+/* On the heap, where a failed phase can still find it. */
+static struct serve *
+serve_spawn(const char *hkx)
 {
 	char *const argv[] = { (char *)hkx, "serve", NULL };
 	posix_spawn_file_actions_t fa;
+	struct serve *s;
 	sigset_t pipe_set;
 	int in[2], out[2], rc;
+	pid_t pid;
 
 	if (pipe2(in, O_CLOEXEC) == -1 || pipe2(out, O_CLOEXEC) == -1)
 		err(1, "pipe2");
 	/* posix_spawn: this process may have threads, so no bare fork. */
-	check(-posix_spawn_file_actions_init(&fa),
+	pcheck(posix_spawn_file_actions_init(&fa),
 	    "posix_spawn_file_actions_init");
-	check(-posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO),
+	pcheck(posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO),
 	    "posix_spawn_file_actions_adddup2");
-	check(-posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO),
+	pcheck(posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO),
 	    "posix_spawn_file_actions_adddup2");
-	rc = posix_spawn(&s->pid, hkx, &fa, NULL, argv, environ);
-	check(-posix_spawn_file_actions_destroy(&fa),
+	rc = posix_spawn(&pid, hkx, &fa, NULL, argv, environ);
+	pcheck(posix_spawn_file_actions_destroy(&fa),
 	    "posix_spawn_file_actions_destroy");
-	if (rc != 0)
-		errx(1, "posix_spawn %s: %s", hkx, strerror(rc));
 	if (close(in[0]) == -1 || close(out[1]) == -1)
 		err(1, "close");
+	if (rc != 0) {
+		close(in[1]);
+		close(out[0]);
+		fail("posix_spawn %s: %s", hkx, strerror(rc));
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->pid = pid;
 	s->in = in[1];
 	s->out = out[0];
+	phase.serve = s;
 	/* Our end only: a pipe's two ends have their own flags. Writing
 	 * never blocks, so responses are always read in time. */
 	if (fcntl(s->in, F_SETFL, O_NONBLOCK) == -1)
@@ -1494,8 +2198,23 @@ serve_spawn(struct serve *s, const char *hkx)
 	 * the mask. */
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
-	check(-pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), "pthread_sigmask");
-	s->sent = s->answered = s->linelen = 0;
+	pcheck(pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), "pthread_sigmask");
+	return s;
+}
+
+/* A server in a phase that failed: none of its answers are wanted. */
+static void
+serve_kill(struct serve *s)
+{
+	phase.serve = NULL;
+	if (s->in != -1)
+		close(s->in);
+	if (s->out != -1)
+		close(s->out);
+	(void)kill(s->pid, SIGKILL);
+	if (waitpid(s->pid, NULL, 0) == -1)
+		err(1, "waitpid");
+	free(s);
 }
 
 /* Reads what responses there are; each must say the task is done. */
@@ -1506,9 +2225,9 @@ serve_read(struct serve *s)
 	ssize_t n;
 
 	if ((n = read(s->out, buf, sizeof(buf))) == -1)
-		err(1, "hkx serve: read");
+		fail("hkx serve: read: %s", strerror(errno));
 	if (n == 0)
-		errx(1, "hkx serve: exited with %zu requests unanswered",
+		fail("hkx serve: exited with %zu requests unanswered",
 		    s->sent - s->answered);
 	for (p = buf, end = buf + n; p < end; p++) {
 		if (*p != '\n') {
@@ -1529,8 +2248,9 @@ serve_read(struct serve *s)
 /* Sends n requests as fast as the server reads them, while reading the
  * responses; returns the nanoseconds until the last response. */
 static int64_t
-serve_run(struct serve *s, size_t n)
+serve_run(void *ctx, size_t n)
 {
+	struct serve *s = ctx;
 	char buf[65536];
 	struct pollfd pfd[2];
 	size_t off = 0, len = 0, last = s->sent + n, target = s->answered + n;
@@ -1551,14 +2271,17 @@ serve_run(struct serve *s, size_t n)
 		pfd[0] = (struct pollfd){ .fd = s->out, .events = POLLIN };
 		pfd[1] = (struct pollfd){ .fd = off < len ? s->in : -1,
 		    .events = POLLOUT };
-		if ((rc = poll(pfd, 2, WAIT_MS)) == -1)
+		if ((rc = poll(pfd, 2, WAIT_MS)) == -1) {
+			if (errno == EINTR)
+				continue;
 			err(1, "poll");
+		}
 		if (rc == 0)
-			errx(1, "hkx serve: no progress in %d ms", WAIT_MS);
+			fail("hkx serve: no progress in %d ms", WAIT_MS);
 		if (pfd[1].revents != 0) {
 			if ((w = write(s->in, buf + off, len - off)) == -1 &&
 			    errno != EAGAIN)
-				err(1, "hkx serve: write");
+				fail("hkx serve: write: %s", strerror(errno));
 			if (w > 0)
 				off += w;
 		}
@@ -1574,33 +2297,47 @@ serve_run(struct serve *s, size_t n)
  * way.  Not measured where the command is missing.
  */
 static void
-bench_serve(const char *hkx, size_t n)
+phase_serve(const struct sizes *sz)
 {
-	struct serve s;
-	int status;
+	struct contender c = { .m = SERVE, .batch = serve_run };
+	struct pollfd pfd = { .events = POLLIN };
+	struct serve *s;
+	int rc, status;
 
-	if (access(hkx, X_OK) == -1) {
-		progress("hkx serve: no command at %s, not measured", hkx);
+	if (access(hkx_path, X_OK) == -1) {
+		progress("no command at %s: not measured", hkx_path);
 		return;
 	}
-	progress("hkx serve, %zu requests", n);
-	serve_spawn(&s, hkx);
+	c.ctx = s = serve_spawn(hkx_path);
 	/* The first answer says the server and its host are up. */
-	serve_run(&s, 1);
-	metrics[SERVE].value = n * 1e9 / serve_run(&s, n);
+	serve_run(s, 1);
+	rounds(&c, 1, sz->rounds, sz->serves);
 	/* EOF: the server finishes what is in flight (nothing) and exits. */
-	if (close(s.in) == -1)
+	if ((pfd.fd = syscall(SYS_pidfd_open, s->pid, 0)) == -1)
+		err(1, "pidfd_open");
+	if (close(s->in) == -1 || close(s->out) == -1)
 		err(1, "close");
-	if (close(s.out) == -1)
+	s->in = s->out = -1;
+	while ((rc = poll(&pfd, 1, WAIT_MS)) == -1 && errno == EINTR)
+		;
+	if (rc == -1)
+		err(1, "poll");
+	if (close(pfd.fd) == -1)
 		err(1, "close");
-	if (waitpid(s.pid, &status, 0) == -1)
+	if (rc == 0)
+		fail("hkx serve: still running %d ms after EOF", WAIT_MS);
+	if (waitpid(s->pid, &status, 0) == -1)
 		err(1, "waitpid");
+	phase.serve = NULL;
+	free(s);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		errx(1, "hkx serve: ended with status %#x", status);
+		fail("hkx serve: ended with status %#x", status);
 }
 
 /* ---------------------------------------------------------------------- */
 /* The report.                                                             */
+
+static const char	*memory_policy = "retain";
 
 static double
 ratio(const struct metric *m)
@@ -1619,6 +2356,8 @@ verdict(const struct metric *m)
 	if ((m->min_ratio > 0 || m->max_ratio > 0) && isnan(r))
 		return -1;
 	if ((m->max > 0 || m->unit == COUNT) && m->value > m->max)
+		return 0;
+	if (m->min > 0 && m->value < m->min)
 		return 0;
 	if (m->min_ratio > 0 && r < m->min_ratio)
 		return 0;
@@ -1642,6 +2381,9 @@ format(char *buf, size_t len, enum unit unit, double v)
 		else
 			snprintf(buf, len, "%.1f k/s", v / 1e3);
 		break;
+	case MB_S:
+		snprintf(buf, len, "%.0f MB/s", v);
+		break;
 	case BYTES:
 		snprintf(buf, len, "%.0f B", v);
 		break;
@@ -1652,35 +2394,75 @@ format(char *buf, size_t len, enum unit unit, double v)
 	return buf;
 }
 
+/* What each row covers, for the table's reader. */
+static const char legend[] =
+"Each figure is the median of its rounds; a baseline is measured in the\n"
+"same rounds as what is compared with it, taking turns; spread is\n"
+"(highest - lowest round) / median.  Every process keeps the memory it\n"
+"frees (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB, inherited by the\n"
+"zygote and hosts) and each contender runs once untimed first, so neither\n"
+"side pays page faults the other does not.\n"
+"  ping-pong: 8 bytes each way over two pipes between two processes, not\n"
+"    pinned, as the round trips are not; pinned rows: this thread and the\n"
+"    echo on two CPUs, or on one.\n"
+"  pool: a mutex+condvar pool, a worker per CPU, a future with its own\n"
+"    lock per task; batched: 1024 futures queued under one lock taking,\n"
+"    one wake-up, as hkx_map takes them.\n"
+"  empty tasks: in flight at once, from the first submit to the last end;\n"
+"    hkx_submit one by one, into a cq drained by poll(), or hkx_map 1024\n"
+"    at a time.  round trip: hkx_submit + hkx_future_wait, one at a time.\n"
+"  16 MiB argument + 16 MiB reply: an echo task, submit to reply in hand;\n"
+"    MB/s of argument and reply bytes (1 MB = 10^6 B); memcpy: the same\n"
+"    two 16 MiB copies in this process.\n"
+"  hkx serve: empty echo requests, a JSON line each way, from one client.\n"
+"  heap per queued task: heap growth per hkx_submit, the host paused.\n"
+"  kill: hkx_executor_kill, 4 tasks asleep in one host, to the last end.\n"
+"  respawn: hkx_executor_kill of an idle host to an empty task done on\n"
+"    the next; back to back, or once the spare host is forked and asleep\n"
+"    (wait: from the last task's end until then); 1 GiB: held by the\n"
+"    application, touched after or before the executor was made.\n"
+"  kill_after_ms: a 20 ms limit on a sleeping task, end - deadline.\n"
+"  isolated: 4 hosts of one worker, one task killed among four running.\n"
+"  stop: hkx_future_stop of a spinning task to STOPPED.\n";
+
 static void
-report_table(double load)
+report_table(const struct sizes *sz, double load)
 {
 	static const char *const result[] = { "", "FAIL", "pass" };
 	const struct metric *m;
-	char value[32], base[32], r[16];
+	char value[32], base[32], r[16], spread[16];
+	unsigned i;
 
-	printf("%-34s %12s %12s %7s  %-20s %s\n", "metric", "value",
-	    "baseline", "ratio", "target", "result");
+	printf("%-34s %12s %12s %7s %6s  %-20s %s\n", "metric", "value",
+	    "baseline", "ratio", "spread", "target", "result");
 	for (m = metrics; m < metrics + NMETRICS; m++) {
-		if (isnan(ratio(m)))
-			r[0] = '\0';
-		else
+		r[0] = spread[0] = '\0';
+		if (!isnan(ratio(m)))
 			snprintf(r, sizeof(r), "%.2fx", ratio(m));
-		printf("%-34s %12s %12s %7s  %-20s %s\n", m->label,
+		if (!isnan(m->value) && m->n > 1 && m->value != 0)
+			snprintf(spread, sizeof(spread), "%.0f%%",
+			    (m->hi - m->lo) / fabs(m->value) * 100);
+		printf("%-34s %12s %12s %7s %6s  %-20s %s\n", m->label,
 		    format(value, sizeof(value), m->unit, m->value),
 		    m->base != NULL ? format(base, sizeof(base), m->unit,
-		    m->base->value) : "", r, m->target != NULL ? m->target : "",
-		    result[verdict(m) + 1]);
+		    m->base->value) : "", r, spread,
+		    m->target != NULL ? m->target : "", result[verdict(m) + 1]);
 	}
-	printf("\nload average %.2f at the start; on a busy machine the "
-	    "figures say little\n", load);
+	printf("\n%u rounds; memory policy: %s; round trips and ping-pong: "
+	    "not pinned\n", sz->rounds, memory_policy);
+	for (i = 0; i < phase.nfailed; i++)
+		printf("phase failed, not measured: %s\n", phase.failed[i]);
+	printf("load average %.2f at the start; on a busy machine the "
+	    "figures say little\n\n%s", load, legend);
 }
 
 static void
-report_json(bool quick, unsigned threads, double load)
+report_json(const struct sizes *sz, bool quick, unsigned threads,
+    double load)
 {
 	const struct metric *m;
-	unsigned met = 0, missed = 0;
+	unsigned i, met = 0, missed = 0;
+	const char *sep = "";
 
 	printf("{");
 	for (m = metrics; m < metrics + NMETRICS; m++) {
@@ -1689,16 +2471,42 @@ report_json(bool quick, unsigned threads, double load)
 		else
 			printf("\"%s\": %.*f, ", m->key, m->unit == COUNT ? 0 : 3,
 			    m->value);
+		if (m->ratio_key != NULL && isnan(ratio(m)))
+			printf("\"%s\": null, ", m->ratio_key);
+		else if (m->ratio_key != NULL)
+			printf("\"%s\": %.3f, ", m->ratio_key, ratio(m));
 		met += verdict(m) == 1;
 		missed += verdict(m) == 0;
 	}
+	/* The lowest and highest round of what was measured in rounds. */
+	printf("\"spread\": {");
+	for (m = metrics; m < metrics + NMETRICS; m++)
+		if (!isnan(m->value) && m->n > 1) {
+			printf("%s\"%s\": [%.3f, %.3f]", sep, m->key, m->lo,
+			    m->hi);
+			sep = ", ";
+		}
+	printf("}, \"failed_phases\": [");
+	for (i = 0; i < phase.nfailed; i++)
+		printf("%s\"%s\"", i > 0 ? ", " : "", phase.failed[i]);
+	printf("], ");
 	/* The tallies, and the sizes that not every label says. */
 	printf("\"targets_met\": %u, \"targets_missed\": %u, "
 	    "\"anomalies\": %u, \"threads\": %u, \"cq_batch\": %u, "
-	    "\"kill_threads\": %u, \"limit_ms\": %u, \"spacing_ms\": %u, "
-	    "\"isolated_hosts\": %u, \"load_average\": %.2f, \"quick\": %s}\n",
-	    met, missed, anomalies, threads, CQ_BATCH, KILL_THREADS, LIMIT_MS,
-	    SPACING_MS, ISO_HOSTS, load, quick ? "true" : "false");
+	    "\"map_batch\": %u, \"kill_threads\": %u, \"limit_ms\": %u, ",
+	    met, missed, anomalies, threads, CQ_BATCH, MAP_BATCH,
+	    KILL_THREADS, LIMIT_MS);
+	/* Kills with a spare ready are spaced by the wait for it. */
+	if (isnan(metrics[SPARE_WAIT].value))
+		printf("\"spacing_ms\": null, ");
+	else
+		printf("\"spacing_ms\": %.3f, ",
+		    metrics[SPARE_WAIT].value / 1e3);
+	printf("\"isolated_hosts\": %u, \"payload_bytes\": %zu, "
+	    "\"rounds\": %u, \"memory_policy\": \"%s\", "
+	    "\"roundtrip_pinning\": \"none\", \"load_average\": %.2f, "
+	    "\"quick\": %s}\n", ISO_HOSTS, PAYLOAD_BYTES, sz->rounds,
+	    memory_policy, load, quick ? "true" : "false");
 }
 
 static void __attribute__((noreturn))
@@ -1722,17 +2530,15 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct sizes *sz = &full_run;
-	char hkx[PATH_MAX + 32] = "";
-	struct hkx_config c;
-	struct bench b;
 	bool json = false, quick = false;
 	double load;
 	unsigned nslots;
 	int big = -1;	/* -1: if it fits */
-	long ncpu;
 	size_t i;
 	int ch;
 
+	t_start = now_ns();
+	main_thread = pthread_self();
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'j':
@@ -1749,8 +2555,8 @@ main(int argc, char *argv[])
 			big = 0;
 			break;
 		case 'x':
-			if ((size_t)snprintf(hkx, sizeof(hkx), "%s", optarg) >=
-			    sizeof(hkx))
+			if ((size_t)snprintf(hkx_path, sizeof(hkx_path), "%s",
+			    optarg) >= sizeof(hkx_path))
 				errx(1, "%s: path too long", optarg);
 			break;
 		case 'h':
@@ -1761,8 +2567,8 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc)
 		usage(2);
-	if (hkx[0] == '\0')
-		default_hkx_path(hkx, sizeof(hkx));
+	if (hkx_path[0] == '\0')
+		default_hkx_path(hkx_path, sizeof(hkx_path));
 	if (big == -1 && !(big = big_fits()))
 		progress("less than 1.5 GiB available: no 1 GiB respawn");
 	if ((ncpu = sysconf(_SC_NPROCESSORS_ONLN)) < 1)
@@ -1772,38 +2578,54 @@ main(int argc, char *argv[])
 		errx(1, "getloadavg failed");
 	for (i = 0; i < NMETRICS; i++)
 		metrics[i].value = NAN;
+	if (sched_getaffinity(0, sizeof(cpu_mask), &cpu_mask) == -1)
+		err(1, "sched_getaffinity");
+	/* Before the first fork, so that every process of the run has it;
+	 * a malloc that is not glibc's (a sanitizer's) may refuse. */
+	if (mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1 ||
+	    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1) {
+		progress("mallopt refused: the malloc's own memory policy");
+		memory_policy = "malloc default";
+	}
 
-	/* A plain fork first, while this process has no other thread. */
-	bench_pingpong(sz);
+	/* Plain forks first, while this process has no other thread. */
+	echoes_start();
 
-	hkx_config_init(&c);
-	c.tasks = tasks;
-	c.ntasks = nitems(tasks);
+	hkx_config_init(&conf);
+	conf.tasks = tasks;
+	conf.ntasks = nitems(tasks);
 	/* Slots for every executor's tasks: the main one's, the kills' and
 	 * the isolated ones' with the task after the kill. */
-	nslots = c.threads > KILL_THREADS ? c.threads : KILL_THREADS;
+	nslots = conf.threads > KILL_THREADS ? conf.threads : KILL_THREADS;
 	shared_map(nslots > ISO_HOSTS + 1 ? nslots : ISO_HOSTS + 1);
 	ends_init();
-	b.ex = executor_new(&c);
-	b.threads = c.threads;
-	b.fs = xcalloc(c.threads, sizeof(*b.fs));
 
-	bench_queue_memory(&b, sz->queued);
-	bench_pool(sz, ncpu);
-	bench_hkx(&b, sz);
-	bench_kills(&c, sz);
-	bench_isolated(&c, sz);
+	/*
+	 * Those that fork hosts first, while this process and so every
+	 * zygote is small; those that leave the heap large (it keeps what
+	 * is freed) last.
+	 */
+	run_phase("round trip, pool and ping-pong", phase_roundtrip, sz);
+	run_phase("stop", phase_stop, sz);
+	run_phase("respawn, back to back and with a spare ready",
+	    phase_respawn, sz);
+	run_phase("kill with 4 tasks running, kill_after_ms", phase_kills,
+	    sz);
+	run_phase("isolated kills, 4 hosts of one worker", phase_isolated,
+	    sz);
 	if (big)
-		bench_big(&b, &c, sz);
-	hkx_executor_free(b.ex);
-	free(b.fs);
-	bench_serve(hkx, sz->serves);
+		run_phase("respawn with 1 GiB held", phase_big, sz);
+	run_phase("memory of queued tasks", phase_queue_memory, sz);
+	run_phase("empty tasks, hkx and pool", phase_throughput, sz);
+	run_phase("16 MiB payloads, hkx and memcpy", phase_payload, sz);
+	run_phase("hkx serve", phase_serve, sz);
+	echoes_stop();
 
 	if (json)
-		report_json(quick, c.threads, load);
+		report_json(sz, quick, conf.threads, load);
 	else
-		report_table(load);
+		report_table(sz, load);
 	if (fflush(stdout) == EOF)
 		err(1, "stdout");
-	return anomalies > 0;
+	return anomalies > 0 || phase.nfailed > 0;
 }
