@@ -8,12 +8,13 @@
  * an entry is never acknowledged without its result, and a result whose
  * reply was lost with the connection is not stored twice when sent again.
  */
+#include <sys/time.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 

@@ -125,6 +125,7 @@ struct worker {
 	size_t nfinished;
 	bool check_broken;
 
+	bool connected_once;
 	bool failing;                /* the queue failed; calls wait for retry_at */
 	struct timespec retry_at, next_tick;
 	int backoff_ms;
@@ -170,7 +171,8 @@ queue_failed(struct worker *w, int err)
 {
 	if (!w->failing)
 		fprintf(stderr, "hkx worker: %s %s: %s; retrying (%zu job%s running, "
-		    "%zu result%s held)\n", err == -ENOTCONN ? "lost" : "error from",
+		    "%zu result%s held)\n", err != -ENOTCONN ? "error from" :
+		    w->connected_once ? "lost" : "cannot reach",
 		    jobq_name(w->q), jobq_error(w->q), w->nrunning, w->nrunning == 1 ? "" : "s",
 		    w->nfinished, w->nfinished == 1 ? "" : "s");
 	w->failing = true;
@@ -192,8 +194,12 @@ queue_ready(struct worker *w)
 			queue_failed(w, err);
 			return false;
 		}
-		fprintf(stderr, "hkx worker: connected to %s as %s (stream %s, group %s)\n",
-		    jobq_name(w->q), w->consumer, w->o.stream, w->o.group);
+		if (w->connected_once)
+			fprintf(stderr, "hkx worker: connected to %s again\n", jobq_name(w->q));
+		else
+			fprintf(stderr, "hkx worker: connected to %s as %s (stream %s, "
+			    "group %s)\n", jobq_name(w->q), w->consumer, w->o.stream, w->o.group);
+		w->connected_once = true;
 	} else if (w->failing) {
 		fprintf(stderr, "hkx worker: %s answers again\n", jobq_name(w->q));
 	}

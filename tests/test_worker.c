@@ -679,12 +679,13 @@ START_TEST(server_restarted)
 {
 	enum { N = 400 };
 	struct worker a, b;
+	char back[128];
 	char **ids;
 
 	redis_kill(SIGTERM);
 	srv.persistent = true;
 	redis_start();
-	ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"5\"}", N);
+	ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"20\"}", N);
 	worker_start(&a, "a", "-j", "4", "--lease-ms", "3000", NULL);
 	worker_start(&b, "b", "-j", "4", "--lease-ms", "3000", NULL);
 	POLL_UNTIL(xlen("jobs:results") >= N / 4, DEADLINE_MS, "no progress");
@@ -696,9 +697,29 @@ START_TEST(server_restarted)
 	    "%lld results of %d", xlen("jobs:results"), N);
 	worker_stop(&a);
 	worker_stop(&b);
-	ck_assert_ptr_nonnull(strstr(read_log(&a), "again"));
+	snprintf(back, sizeof(back), "connected to redis://127.0.0.1:%d/0 again\n", srv.port);
+	ck_assert_ptr_nonnull(strstr(read_log(&a), back));
 	assert_each_once(ids, N, "done");
 	free_ids(ids, N);
+}
+END_TEST
+
+/* A worker started before its server waits for it. */
+START_TEST(server_late)
+{
+	struct worker w;
+	char **ids;
+
+	redis_kill(SIGTERM);
+	worker_start(&w, "w", NULL);
+	POLL_UNTIL(strstr(read_log(&w), "cannot reach") != NULL, DEADLINE_MS,
+	    "no word of the missing server:\n%s", read_log(&w));
+	redis_start();
+	ids = add_jobs("{\"task\":\"echo\"}", 1);
+	POLL_UNTIL(xlen("jobs:results") == 1, DEADLINE_MS, "no result:\n%s", read_log(&w));
+	worker_stop(&w);
+	assert_each_once(ids, 1, "done");
+	free_ids(ids, 1);
 }
 END_TEST
 
@@ -835,6 +856,7 @@ main(void)
 		add(s, "lease_renewed", lease_renewed, 60);
 		add(s, "kill9_taken_over", kill9_taken_over, 120);
 		add(s, "server_restarted", server_restarted, 120);
+		add(s, "server_late", server_late, 60);
 		add(s, "ten_thousand_across_two", ten_thousand_across_two, 280);
 	}
 	sr = srunner_create(s);
