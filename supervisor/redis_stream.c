@@ -42,6 +42,7 @@ struct jobq {
 	char error[256];
 	bool own_done;               /* read past this consumer's own pending entries */
 	char own_cursor[64];         /* the last own entry read */
+	char reclaim_cursor[64];     /* where the next XAUTOCLAIM scan starts */
 };
 
 static int
@@ -116,6 +117,7 @@ jobq_new(const struct jobq_config *c, struct jobq **out, char *err, size_t errsi
 	}
 	q->c = *c;
 	strlcpy(q->own_cursor, "0", sizeof(q->own_cursor));
+	strlcpy(q->reclaim_cursor, "0-0", sizeof(q->reclaim_cursor));
 	if ((e = parse_url(q, c->url)) < 0) {
 		snprintf(err, errsize, "%s", q->error);
 		jobq_free(q);
@@ -409,7 +411,7 @@ jobq_reclaim(struct jobq *q, int min_idle_ms, size_t max, struct jobq_entry **ou
 {
 	char idle[24], count[24];
 	const char *argv[] = { "XAUTOCLAIM", q->c.stream, q->c.group, q->c.consumer, idle,
-	    "0-0", "COUNT", count };
+	    q->reclaim_cursor, "COUNT", count };
 	redisReply *r;
 	int err = 0;
 
@@ -417,12 +419,16 @@ jobq_reclaim(struct jobq *q, int min_idle_ms, size_t max, struct jobq_entry **ou
 	*n = 0;
 	snprintf(idle, sizeof(idle), "%d", min_idle_ms);
 	snprintf(count, sizeof(count), "%zu", max);
-	/* From the start each time: what was scanned past may have gone
-	 * idle since, and a short scan is cheap next to a lease. */
 	if ((err = missing_group(q, call(q, 0, &r, 8, argv))) < 0)
 		return err;
-	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
+	/* A scan covers a few times COUNT entries: the next one goes on
+	 * from there, past entries other consumers keep alive, and starts
+	 * over at the end (the cursor is 0-0 again). */
+	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+	    r->element[0]->type == REDIS_REPLY_STRING) {
+		strlcpy(q->reclaim_cursor, r->element[0]->str, sizeof(q->reclaim_cursor));
 		err = take_entries(q, r->element[1], out, n);
+	}
 	if (r != NULL)
 		freeReplyObject(r);
 	if (err == 0 && *n > 0)

@@ -552,16 +552,18 @@ END_TEST
 START_TEST(no_hoarding)
 {
 	struct worker a, b;
-	char **ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"1000\"}", 2);
+	char **ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"60000\"}", 2);
 
-	worker_start(&a, "a", "-j", "1", NULL);
+	worker_start(&a, "a", "-j", "1", "--grace-ms", "0", NULL);
 	POLL_UNTIL(pending("a") > 0, DEADLINE_MS, "worker a takes no job");
 	ck_assert_int_eq(pending("a"), 1);
-	worker_start(&b, "b", "-j", "1", NULL);
+	worker_start(&b, "b", "-j", "1", "--grace-ms", "0", NULL);
 	POLL_UNTIL(pending("b") == 1, DEADLINE_MS, "worker b finds no job");
+	/* Stopped by the shutdown: left for others. */
 	worker_stop(&a);
 	worker_stop(&b);
-	assert_each_once(ids, 2, "done");
+	ck_assert_int_eq(pending("a"), 1);
+	ck_assert_int_eq(xlen("jobs:results"), 0);
 	free_ids(ids, 2);
 }
 END_TEST
@@ -594,6 +596,33 @@ START_TEST(lease_renewed)
 	runs[n] = '\0';
 	ck_assert_str_eq(runs, "run\n");
 	free_ids(ids, 1);
+}
+END_TEST
+
+/* Entries another worker keeps alive do not hide one a dead consumer
+ * left behind them, however many they are for a scan. */
+START_TEST(reclaim_past_live_entries)
+{
+	struct worker a, b;
+	char **live = add_jobs("{\"task\":\"sleep\",\"arg\":\"60000\"}", 24);
+	char **lost;
+	redisReply *r;
+
+	worker_start(&a, "a", "-j", "24", "--lease-ms", "300", "--grace-ms", "0", NULL);
+	POLL_UNTIL(pending("a") == 24, DEADLINE_MS, "worker a does not take 24 jobs");
+	lost = add_jobs("{\"task\":\"echo\",\"arg\":\"late\"}", 1);
+	/* A consumer that reads it and is never heard of again. */
+	r = cmd("XREADGROUP GROUP hkx gone COUNT 1 STREAMS jobs >");
+	freeReplyObject(r);
+	ck_assert_int_eq(pending("gone"), 1);
+	worker_start(&b, "b", "-j", "1", "--lease-ms", "300", NULL);
+	POLL_UNTIL(xlen("jobs:results") == 1, DEADLINE_MS, "the lost job is never taken over");
+	worker_stop(&b);
+	worker_stop(&a);
+	ck_assert_int_eq(pending("a"), 24);
+	ck_assert_int_eq(pending("gone"), 0);
+	free_ids(live, 24);
+	free_ids(lost, 1);
 }
 END_TEST
 
@@ -632,7 +661,7 @@ END_TEST
 START_TEST(sigterm_drains)
 {
 	struct worker w;
-	char **ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"300\"}", 4);
+	char **ids = add_jobs("{\"task\":\"sleep\",\"arg\":\"1500\"}", 4);
 	char **later;
 
 	worker_start(&w, "w", "-j", "4", "--grace-ms", "30000", NULL);
@@ -854,6 +883,7 @@ main(void)
 		add(s, "poison_to_dead_letter", poison_to_dead_letter, 60);
 		add(s, "no_hoarding", no_hoarding, 60);
 		add(s, "lease_renewed", lease_renewed, 60);
+		add(s, "reclaim_past_live_entries", reclaim_past_live_entries, 120);
 		add(s, "kill9_taken_over", kill9_taken_over, 120);
 		add(s, "server_restarted", server_restarted, 120);
 		add(s, "server_late", server_late, 60);
