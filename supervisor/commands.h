@@ -11,5 +11,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif

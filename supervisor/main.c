@@ -29,6 +29,8 @@ static const char usage[] =
 "  run [OPTIONS] TASK [--] [ARG...]\n"
 "                           run TASK once per ARG, one line per task\n"
 "  serve [OPTIONS]          JSON lines on stdin -> JSON lines on stdout\n"
+"  worker --stream KEY [OPTIONS]\n"
+"                           jobs from a Redis stream -> results to another\n"
 "\n"
 "A --plugin is loaded with dlopen() in this process before the host\n"
 "starts: its constructors and hkx_plugin_tasks run in this process, and\n"
@@ -96,6 +98,7 @@ static const struct {
 	{ "tasks", cmd_tasks },
 	{ "run", cmd_run },
 	{ "serve", cmd_serve },
+	{ "worker", cmd_worker },
 };
 
 int

@@ -54,6 +54,23 @@ enum {
 	OPT_SPARE_HOSTS,
 };
 
+/* worker's own, in a range of their own */
+enum {
+	OPT_REDIS = 1024,
+	OPT_STREAM,
+	OPT_GROUP,
+	OPT_CONSUMER,
+	OPT_RESULTS_STREAM,
+	OPT_DEAD_STREAM,
+	OPT_STATS_KEY,
+	OPT_LEASE,
+	OPT_GRACE,
+	OPT_MAX_DELIVERIES,
+};
+#define WORKER_LEASE_MS 30000
+#define WORKER_GRACE_MS 10000
+#define WORKER_MAX_DELIVERIES 5
+
 /* What serve accepts in flight before it holds requests back. */
 #define DEFAULT_MAX_IN_FLIGHT 65536
 /* The library's bounds on hosts and spare hosts. */
@@ -90,6 +107,17 @@ static const struct {
 	{ { "max-restarts", required_argument, NULL, OPT_MAX_RESTARTS }, OPTS_HOST },
 	{ { "restart-window", required_argument, NULL, OPT_RESTART_WINDOW }, OPTS_HOST },
 	{ { "max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT }, OPTS_SERVE },
+
+	{ { "redis", required_argument, NULL, OPT_REDIS }, OPTS_WORKER },
+	{ { "stream", required_argument, NULL, OPT_STREAM }, OPTS_WORKER },
+	{ { "group", required_argument, NULL, OPT_GROUP }, OPTS_WORKER },
+	{ { "consumer", required_argument, NULL, OPT_CONSUMER }, OPTS_WORKER },
+	{ { "results", required_argument, NULL, OPT_RESULTS_STREAM }, OPTS_WORKER },
+	{ { "dead", required_argument, NULL, OPT_DEAD_STREAM }, OPTS_WORKER },
+	{ { "stats-key", required_argument, NULL, OPT_STATS_KEY }, OPTS_WORKER },
+	{ { "lease-ms", required_argument, NULL, OPT_LEASE }, OPTS_WORKER },
+	{ { "grace-ms", required_argument, NULL, OPT_GRACE }, OPTS_WORKER },
+	{ { "max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES }, OPTS_WORKER },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -205,10 +233,60 @@ add_plugin(struct cmd_options *o, const char *path)
 }
 
 static int
+apply_worker(struct cmd_options *o, int opt, const char *arg)
+{
+	long long n;
+
+	switch (opt) {
+	case OPT_REDIS:
+		o->redis = arg;
+		return 0;
+	case OPT_STREAM:
+		o->stream = arg;
+		return 0;
+	case OPT_GROUP:
+		o->group = arg;
+		return 0;
+	case OPT_CONSUMER:
+		o->consumer = arg;
+		return 0;
+	case OPT_RESULTS_STREAM:
+		o->results_stream = arg;
+		return 0;
+	case OPT_DEAD_STREAM:
+		o->dead_stream = arg;
+		return 0;
+	case OPT_STATS_KEY:
+		o->stats_key = arg;
+		return 0;
+	case OPT_LEASE:
+		/* A third of it is the renewal period: at least a few ms. */
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		if (n < 30) {
+			options_usage_error(o, "lease-ms must be at least 30");
+			return -1;
+		}
+		o->lease_ms = n;
+		return 0;
+	case OPT_GRACE:
+		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
+			return -1;
+		o->grace_ms = n;
+		return 0;
+	case OPT_MAX_DELIVERIES:
+		return parse_positive(o, "max-deliveries", arg, 1000000, &o->max_deliveries);
+	}
+	return -1;
+}
+
+static int
 apply(struct cmd_options *o, int opt, const char *arg)
 {
 	long long n;
 
+	if (opt >= OPT_REDIS)
+		return apply_worker(o, opt, arg);
 	switch (opt) {
 	case OPT_THREADS:
 		return parse_positive(o, "threads", arg, 1024, &o->threads);
@@ -352,6 +430,11 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	o->restart_window_ms = defaults.restart_window_ms;
 	o->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 	o->spare_hosts = defaults.spare_hosts;
+	o->redis = "redis://127.0.0.1:6379/0";
+	o->group = "hkx";
+	o->lease_ms = WORKER_LEASE_MS;
+	o->grace_ms = WORKER_GRACE_MS;
+	o->max_deliveries = WORKER_MAX_DELIVERIES;
 	for (i = 0; i < NOPTIONS; i++)
 		if (all_options[i].group == 0 || (all_options[i].group & accepted))
 			longopts[n++] = all_options[i].long_opt;

@@ -25,6 +25,7 @@
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */
 #define OPTS_SERVE   0x10u  /* --max-in-flight */
+#define OPTS_WORKER  0x100u /* --redis, --stream, ... (worker's own below) */
 /* OPTS_HOST also brings --max-restarts and --restart-window. */
 
 struct cmd_options {
@@ -56,6 +57,14 @@ struct cmd_options {
 	 * requests in flight. */
 	unsigned max_restarts, restart_window_ms;
 	unsigned max_in_flight;
+
+	/* worker's own (OPTS_WORKER): the queue, the streams, the leases */
+	const char *redis;        /* redis:// URL */
+	const char *stream, *group, *consumer;
+	const char *results_stream, *dead_stream; /* NULL: STREAM:results, :dead */
+	const char *stats_key;    /* NULL: none */
+	int lease_ms, grace_ms;
+	unsigned max_deliveries;
 };
 
 #define RETRY_DELAY_MS 100    /* --retry-delay by default */

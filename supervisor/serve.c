@@ -20,7 +20,6 @@
 #include <sys/tree.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,11 +29,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base64.h"
 #include "commands.h"
 #include "interrupt.h"
 #include "options.h"
 #include "outcome.h"
+#include "request.h"
 
 /* A longer line is refused whole; 64 MiB of payload in base64 fits. */
 #define MAX_LINE (96u << 20)
@@ -173,30 +172,17 @@ send_error(struct server *s, json_t *id, const char *fmt, ...)
 {
 	char text[512];
 	va_list ap;
-	json_t *obj;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	obj = json_pack("{s:s, s:I}", "error", text, "line", (json_int_t)s->line_no);
-	if (obj != NULL && id != NULL && json_object_set(obj, "id", id) == -1) {
-		json_decref(obj);
-		obj = NULL;
-	}
-	write_json(s, obj);
+	write_json(s, request_error_json(id, s->line_no, text));
 }
 
 static void
 send_outcome(struct server *s, json_t *id, const struct outcome *oc)
 {
-	json_t *obj = json_object();
-
-	if (obj != NULL && (json_object_set(obj, "id", id) == -1 ||
-	    outcome_to_json(obj, oc) == -1)) {
-		json_decref(obj);
-		obj = NULL;
-	}
-	write_json(s, obj);
+	write_json(s, request_outcome_json(id, oc));
 }
 
 static void
@@ -288,23 +274,6 @@ send_progress(struct server *s)
 	}
 }
 
-/* A non-negative integer field; absent leaves *out as it was. */
-static int
-get_count(struct server *s, json_t *req, json_t *id, const char *field, int *out)
-{
-	json_t *v = json_object_get(req, field);
-
-	if (v == NULL)
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-	    json_integer_value(v) > INT_MAX) {
-		send_error(s, id, "%s must be an integer from 0 to %d", field, INT_MAX);
-		return -1;
-	}
-	*out = json_integer_value(v);
-	return 0;
-}
-
 /* The group of that name, created if none is in flight; the caller
  * holds it until group_put. */
 static int
@@ -328,68 +297,6 @@ find_group(struct server *s, const char *name, struct named_group **out)
 	}
 	g->in_flight++;
 	*out = g;
-	return 0;
-}
-
-static const char *const request_fields[] = {
-	"id", "task", "arg", "arg_b64", "stop_after_ms", "kill_after_ms",
-	"stop_grace_ms", "cpu_limit_ms", "retries", "group", "progress",
-};
-
-static bool
-known_field(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(request_fields) / sizeof(request_fields[0]); i++)
-		if (strcmp(name, request_fields[i]) == 0)
-			return true;
-	return false;
-}
-
-/* The argument bytes; *owned is set when they were decoded into a new
- * buffer the caller frees. */
-static int
-get_arg(struct server *s, json_t *req, json_t *id, const char **arg, size_t *len,
-    char **owned)
-{
-	json_t *text = json_object_get(req, "arg");
-	json_t *b64 = json_object_get(req, "arg_b64");
-	long n;
-
-	*arg = "";
-	*len = 0;
-	*owned = NULL;
-	if (text != NULL && b64 != NULL) {
-		send_error(s, id, "give arg or arg_b64, not both");
-		return -1;
-	}
-	if (text != NULL) {
-		if (!json_is_string(text)) {
-			send_error(s, id, "arg must be a string");
-			return -1;
-		}
-		*arg = json_string_value(text);
-		*len = json_string_length(text);
-	} else if (b64 != NULL) {
-		if (!json_is_string(b64)) {
-			send_error(s, id, "arg_b64 must be a string");
-			return -1;
-		}
-		if ((*owned = malloc(base64_decoded_max(json_string_length(b64)) + 1)) == NULL) {
-			send_error(s, id, "out of memory");
-			return -1;
-		}
-		n = base64_decode(json_string_value(b64), json_string_length(b64), *owned);
-		if (n < 0) {
-			free(*owned);
-			*owned = NULL;
-			send_error(s, id, "arg_b64 is not valid base64");
-			return -1;
-		}
-		*arg = *owned;
-		*len = n;
-	}
 	return 0;
 }
 
@@ -499,24 +406,15 @@ submit(struct server *s, struct request *rq, const char *group, const char *task
 static void
 handle_request(struct server *s, json_t *req)
 {
-	json_t *id = json_object_get(req, "id"), *v;
-	const char *field, *task, *arg, *group = NULL;
 	struct request *rq = NULL, probe;
-	struct hkx_opts opts;
-	char *owned_arg = NULL;
-	size_t arglen;
-	int retries, stop_grace_ms, err;
-	char text[64];
+	struct request_spec rs = { .owned_arg = NULL };
+	json_t *id;
+	int err;
+	char text[512];
 
-	if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
-		send_error(s, NULL, "a request needs an id, a string or an integer");
+	if (request_check(req, &id, text, sizeof(text)) == -1) {
+		send_error(s, id, "%s", text);
 		return;
-	}
-	json_object_foreach(req, field, v) {
-		if (!known_field(field)) {
-			send_error(s, id, "unknown field \"%s\"", field);
-			return;
-		}
 	}
 	if ((probe.key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL) {
 		send_error(s, id, "out of memory");
@@ -526,47 +424,16 @@ handle_request(struct server *s, json_t *req)
 		send_error(s, id, "duplicate id: a request with this id is in flight");
 		goto fail;
 	}
-	v = json_object_get(req, "task");
-	if (v == NULL || !json_is_string(v)) {
-		send_error(s, id, "task must be a string");
+	if (request_parse(req, &s->o, &s->tasks, &rs, text, sizeof(text)) == -1) {
+		send_error(s, id, "%s", text);
 		goto fail;
 	}
-	task = json_string_value(v);
-	if (task_table_find(&s->tasks, task) == NULL) {
-		send_error(s, id, "unknown task \"%s\"", task);
-		goto fail;
-	}
-
-	options_task_opts(&s->o, &opts);
-	retries = opts.retries;
-	stop_grace_ms = s->o.stop_grace_ms;
-	if (get_count(s, req, id, "stop_after_ms", &opts.stop_after_ms) == -1 ||
-	    get_count(s, req, id, "stop_grace_ms", &stop_grace_ms) == -1 ||
-	    get_count(s, req, id, "kill_after_ms", &opts.kill_after_ms) == -1 ||
-	    get_count(s, req, id, "cpu_limit_ms", &opts.cpu_limit_ms) == -1 ||
-	    get_count(s, req, id, "retries", &retries) == -1)
-		goto fail;
-	opts.retries = retries;
-	if ((v = json_object_get(req, "group")) != NULL) {
-		if (!json_is_string(v)) {
-			send_error(s, id, "group must be a string");
-			goto fail;
-		}
-		group = json_string_value(v);
-	}
-	if ((v = json_object_get(req, "progress")) != NULL && !json_is_boolean(v)) {
-		send_error(s, id, "progress must be true or false");
-		goto fail;
-	}
-	if (get_arg(s, req, id, &arg, &arglen, &owned_arg) == -1)
-		goto fail;
-
 	if ((rq = calloc(1, sizeof(*rq))) == NULL) {
 		send_error(s, id, "out of memory");
 		goto fail;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &rq->submitted);
-	err = submit(s, rq, group, task, arg, arglen, &opts, stop_grace_ms);
+	err = submit(s, rq, rs.group, rs.task, rs.arg, rs.arglen, &rs.opts, rs.stop_grace_ms);
 	if (err == -ECANCELED || err == -ENOTRECOVERABLE) {
 		/* Never run, as if it had been queued when that happened. */
 		struct outcome oc = { .state = HKX_CANCELLED, .message =
@@ -582,15 +449,15 @@ handle_request(struct server *s, json_t *req)
 	}
 	rq->key = probe.key;
 	rq->id = json_incref(id);
-	rq->progress = v != NULL && json_is_true(v);
+	rq->progress = rs.progress;
 	if (rq->progress)
 		LIST_INSERT_HEAD(&s->progress_watched, rq, progress_link);
 	RB_INSERT(request_tree, &s->requests, rq);
 	s->in_flight++;
-	free(owned_arg);
+	request_spec_free(&rs);
 	return;
 fail:
-	free(owned_arg);
+	request_spec_free(&rs);
 	free(rq);
 	free(probe.key);
 }
