@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "cache.h"
 #include "deathwatch.h"
 #include "hkx.h"
 #include "host.h"
@@ -54,7 +55,6 @@ struct hkx_future {
 	struct hkx__callback *callbacks;
 	void *result;
 	char *message;
-	size_t result_len;
 	uint64_t id;
 	uint64_t seq;                  /* slot word sequence while in a host */
 	uint64_t end_order;            /* global order of ending, for FIRST_FAILURE */
@@ -62,13 +62,16 @@ struct hkx_future {
 	uint64_t started_ns;           /* with run-time limits: when it started */
 	uint64_t paused_at_start;      /* the executor's paused time then */
 	uint64_t cpu_base_ns;          /* with cpu_limit_ms: its worker's CPU time at the start */
+	struct hkx__host *host;        /* the host holding it, or NULL */
 	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
-	struct hkx__host *host;        /* the host holding it, or NULL */
 	int32_t slot;                  /* its slot in that host's table; -1 unless in a host */
 	uint32_t task_index;
 	int code;
+	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	uint32_t result_len;           /* lengths fit: max_payload is at most 1 GiB */
+	uint32_t arg_len;
 	uint16_t attempts;
 	uint16_t retries_left;
 	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
@@ -76,10 +79,12 @@ struct hkx_future {
 	bool stop_asked;
 	bool cq_taken;                 /* added to a cq once: never again */
 	bool cpu_exceeded;             /* doomed by cpu_limit_ms, not kill_after_ms */
-	int stop_after_ms, kill_after_ms, cpu_limit_ms;
-	size_t arg_len;
 	max_align_t arg[];
 };
+
+/* Packed so that a future with an argument of up to 24 bytes takes one
+ * 256-byte block of the cache, malloc's header included. */
+_Static_assert(sizeof(struct hkx_future) <= 224, "a future outgrew its cache class");
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
 
@@ -112,6 +117,7 @@ struct hkx_executor {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;           /* the first host, shutdown, teardown */
 	_Atomic uint32_t refs;         /* the application's, plus one per future and group */
+	struct hkx__cache cache;       /* the futures' memory; its own lock */
 	unsigned fork_generation;      /* calls from a fork() child are refused */
 
 	struct hkx_config config;      /* tasks point at the copies below */

@@ -636,7 +636,9 @@ supervisor_main(void *arg)
 	int n, i;
 
 	while (!exiting) {
-		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), -1);
+		/* The futures' cache is trimmed here, idle or not. */
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs),
+		    hkx__cache_trim(&ex->cache, hkx__now_ns()));
 		for (i = 0; i < n; i++) {
 			/* A host may be gone by now: its events in this batch
 			 * are stale. Zygote messages come last for that reason. */
