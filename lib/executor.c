@@ -42,6 +42,8 @@ _Static_assert(MAX_PAYLOAD_LIMIT <= UINT32_MAX, "a future's lengths are 32 bits"
 #define DEFAULT_START_TIMEOUT_MS 10000
 /* Shutdown's second phase, the KILL past the caller's timeout. */
 #define KILL_PHASE_MS 5000
+/* The most tasks of a chunk that hkx_map makes by itself (chunk 0). */
+#define AUTO_CHUNK_MAX 32u
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned fork_generation;
@@ -400,7 +402,8 @@ check_opts(hkx_executor *ex, const struct hkx_opts *o)
 {
 	if (o == NULL)
 		return 0;
-	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->stop_after_ms < 0 ||
+	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->reserved32 != 0 ||
+	    o->stop_after_ms < 0 ||
 	    o->kill_after_ms < 0 || o->cpu_limit_ms < 0 ||
 	    (o->group != NULL && o->group->ex != ex) ||
 	    (o->cq != NULL && !hkx__cq_of(o->cq, ex)) || (o->cq == NULL && o->cq_user != NULL))
@@ -458,6 +461,18 @@ drop_futures(hkx_executor *ex, const struct iovec *args, size_t n, hkx_future **
 			hkx__cache_give(&ex->cache, made[i], sizeof(hkx_future) + args[i].iov_len);
 }
 
+/* The tasks of one chunk of a map of n: chunk as asked, or automatic. */
+static size_t
+chunk_size(hkx_executor *ex, const struct hkx_opts *o, size_t n)
+{
+	size_t workers = (size_t)ex->config.hosts * ex->config.threads;
+	size_t c = o != NULL ? o->chunk : 0;
+
+	if (c == 0)
+		c = MIN((n + workers - 1) / workers, AUTO_CHUNK_MAX);
+	return MAX(MIN(c, ex->host_capacity), 1);
+}
+
 /* With the lock held: whether n more futures may be queued now. */
 static int
 admit(hkx_executor *ex, hkx_group *g, size_t n)
@@ -506,7 +521,7 @@ static int
 submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
        const struct hkx_opts *opts, hkx_future **outs, hkx_future **made)
 {
-	size_t i;
+	size_t i, chunk;
 	bool trim;
 	int err, index;
 
@@ -531,8 +546,13 @@ submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 		return 0;
 	memset(made, 0, n * sizeof(*made));
 	err = new_futures(ex, args, n, made, &trim);
-	for (i = 0; i < n && err == 0; i++)
+	chunk = chunk_size(ex, opts, n);
+	for (i = 0; i < n && err == 0; i++) {
 		init_future(made[i], index, args[i].iov_base, args[i].iov_len, opts);
+		/* Ids are consecutive: all are queued under one hold of the
+		 * lock. */
+		made[i]->chunk_left = (uint16_t)MIN(chunk - 1 - i % chunk, n - 1 - i);
+	}
 	hkx__lock(ex);
 	if (trim)
 		hkx__wake(ex); /* to arm its timer for the trim */

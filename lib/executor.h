@@ -74,6 +74,8 @@ struct hkx_future {
 	uint32_t arg_len;
 	uint16_t attempts;
 	uint16_t retries_left;
+	uint16_t chunk_left;           /* members of its chunk after it: the futures whose
+	                                  ids follow its own up to this many (hkx_map) */
 	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
 	uint8_t cause;                 /* enum hkx__cause */
 	bool stop_asked;

@@ -1,10 +1,13 @@
 /*
- * test_cache: the memory of futures.
+ * test_cache: the memory of futures and the chunks of hkx_map.
  *
  *   cache   a burst of futures reuses the blocks of the one before it,
  *           an idle executor gives back what a burst left beyond its
  *           bound, futures released after hkx_executor_free still are
- *           freed, and under ASan a released future is poisoned.
+ *           freed, and under ASan a released future is poisoned;
+ *   chunks  opts.chunk keeps the layout of struct hkx_opts, a chunk goes
+ *           to one host whole and is flagged so in the slots, and each of
+ *           its tasks still ends, fails and is cancelled on its own.
  *
  * The cache is looked at from inside (executor.h): how many blocks exist,
  * which is what malloc was asked for.
@@ -21,6 +24,7 @@
 #include <hkx.h>
 
 #include "executor.h"
+#include "slots.h"
 #include "support.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -61,6 +65,20 @@ task_unit(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, arg, len);
 }
 
+/* Replies whether its slot says that the next task is of its chunk; on a
+ * one-worker host its slot is the one CLAIMED. */
+static int
+task_flags(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	int chunk = -1;
+
+	for (uint32_t i = 0; i < s->count; i++)
+		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) == HKX__SLOT_CLAIMED)
+			chunk = (s->slot[i].flags & HKX__SLOT_CHUNK) != 0;
+	return chunk < 0 ? -ESRCH : hkx_task_reply(t, &chunk, sizeof(chunk));
+}
+
 /* ---------------------------------------------------------------------- */
 /* Helpers.                                                                */
 
@@ -71,6 +89,7 @@ executor(unsigned hosts, unsigned threads, unsigned prefetch)
 
 	tst_config(&c, threads);
 	tst_add_task(&c, "unit", task_unit);
+	tst_add_task(&c, "flags", task_flags);
 	c.hosts = hosts;
 	c.prefetch = prefetch;
 	return tst_new(&c);
@@ -89,11 +108,11 @@ blocks(hkx_executor *ex)
 	return n;
 }
 
-/* hkx_map of the tasks named by the bytes of roles. */
+/* hkx_map of the tasks named by the bytes of roles, in chunks of chunk. */
 static void
-map(hkx_executor *ex, const char *task, const char *roles, hkx_future **fs)
+map(hkx_executor *ex, const char *task, const char *roles, unsigned chunk, hkx_future **fs)
 {
-	struct hkx_opts o = { 0 };
+	struct hkx_opts o = { .chunk = chunk };
 	struct iovec iov[64];
 	size_t i, n = strlen(roles);
 
@@ -199,7 +218,7 @@ START_TEST(test_release_after_free)
 	char big[5000];
 
 	memset(big, 'z', sizeof(big));
-	map(ex, "unit", "oooooooo", done);
+	map(ex, "unit", "oooooooo", 0, done);
 	ck_assert_int_eq(hkx_wait(done, 8, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
 	held = tst_submit(ex, "unit", "b", 1);
 	tst_await_start();
@@ -248,6 +267,167 @@ START_TEST(test_released_is_poisoned)
 END_TEST
 #endif
 
+/* ---------------------------------------------------------------------- */
+/* Chunks.                                                                 */
+
+/* The struct the field was taken from, as it was. */
+struct opts_before {
+	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	hkx_group *group;
+	unsigned retries;
+	hkx_cq *cq;
+	void *cq_user;
+	uint64_t reserved[6];
+};
+_Static_assert(sizeof(struct hkx_opts) == sizeof(struct opts_before), "hkx_opts resized");
+_Static_assert(offsetof(struct hkx_opts, chunk) == offsetof(struct opts_before, reserved),
+    "chunk is not where the reserved space began");
+
+START_TEST(test_chunk_values)
+{
+	hkx_executor *ex = executor(1, 2, 4);
+	struct hkx_opts o = { .reserved32 = 1 };
+	struct iovec iov = { "o", 1 };
+	hkx_future *fs[8] = { NULL };
+
+	ck_assert_int_eq(hkx_map(ex, "unit", &iov, 1, &o, fs), -EINVAL);
+	ck_assert_int_eq(hkx_submit(ex, "unit", "o", 1, &o, fs), -EINVAL);
+	ck_assert_ptr_null(fs[0]);
+	/* More than a host holds: as much as one holds. */
+	map(ex, "unit", "oooooooo", UINT_MAX, fs);
+	ck_assert_int_eq(hkx_wait(fs, 8, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (int i = 0; i < 8; i++)
+		tst_assert_result(fs[i], 0, "o", 1);
+	release_all(fs, 8);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* Members of a chunk end as each ran: DONE with its reply, or FAILED. */
+START_TEST(test_chunk_own_ends)
+{
+	hkx_executor *ex = executor(1, 2, 8);
+	const char *roles = "ofoofoof";
+	hkx_future *fs[8];
+
+	map(ex, "unit", roles, 8, fs);
+	ck_assert_int_eq(hkx_wait(fs, 8, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (int i = 0; i < 8; i++) {
+		if (roles[i] == 'o') {
+			tst_assert_result(fs[i], 0, "o", 1);
+			continue;
+		}
+		ck_assert_int_eq(hkx_future_state(fs[i]), HKX_FAILED);
+		ck_assert_int_eq(hkx_future_code(fs[i]), 42);
+		ck_assert_str_eq(hkx_future_message(fs[i]), "failed on purpose");
+	}
+	release_all(fs, 8);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* One member cancelled while the chunk waits in the host behind its first
+ * member, another while it is still queued: only those two never run. */
+START_TEST(test_chunk_cancel_middle)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	hkx_future *first[5], *second[8];
+	int i;
+
+	map(ex, "unit", "boooo", 5, first);
+	tst_await_start();
+	/* 1 + 8 slots, 4 left: this chunk of 8 waits whole in the queue. */
+	map(ex, "unit", "oooooooo", 8, second);
+	ck_assert(hkx_future_cancel(first[2]));
+	ck_assert(hkx_future_cancel(second[5]));
+	tst_release(1);
+	ck_assert_int_eq(hkx_wait(first, 5, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	ck_assert_int_eq(hkx_wait(second, 8, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (i = 0; i < 5; i++)
+		tst_wait_end(first[i], i == 2 ? HKX_CANCELLED : HKX_DONE);
+	for (i = 0; i < 8; i++) {
+		tst_wait_end(second[i], i == 5 ? HKX_CANCELLED : HKX_DONE);
+		ck_assert_uint_eq(hkx_future_attempts(second[i]), i == 5 ? 0 : 1);
+	}
+	release_all(first, 5);
+	release_all(second, 8);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* Two hosts: each chunk of two runs in one of them, both at once. Without
+ * chunks they would alternate between the hosts. */
+START_TEST(test_chunk_one_host)
+{
+	hkx_executor *ex = executor(2, 2, 2);
+	pid_t host[4];
+	hkx_future *fs[4];
+	int i;
+
+	map(ex, "unit", "bbbb", 2, fs);
+	for (i = 0; i < 4; i++)
+		tst_await_start();
+	for (i = 0; i < 4; i++) {
+		tst_wait_state(fs[i], HKX_RUNNING);
+		host[i] = hkx_future_host_pid(fs[i]);
+		ck_assert_int_gt(host[i], 0);
+	}
+	ck_assert_int_eq(host[0], host[1]);
+	ck_assert_int_eq(host[2], host[3]);
+	ck_assert_int_ne(host[0], host[2]);
+	tst_release(4);
+	ck_assert_int_eq(hkx_wait(fs, 4, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (i = 0; i < 4; i++)
+		tst_assert_result(fs[i], 0, "b", 1);
+	release_all(fs, 4);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* Each member but a chunk's last says so in its slot. */
+START_TEST(test_chunk_flagged)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	const int want[] = { 1, 1, 0, 1, 0, 0, 0 }, *reply;
+	hkx_future *fs[7];
+	size_t len;
+	int i;
+
+	map(ex, "flags", "xxxxx", 3, fs);
+	map(ex, "flags", "xx", 1, fs + 5);
+	ck_assert_int_eq(hkx_wait(fs, 7, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (i = 0; i < 7; i++) {
+		ck_assert_int_eq(hkx_future_result(fs[i], (const void **)&reply, &len), 0);
+		ck_assert_uint_eq(len, sizeof(*reply));
+		ck_assert_msg(*reply == want[i], "member %d: flag %d", i, *reply);
+	}
+	release_all(fs, 7);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* A host replaced after 3 tasks cannot take a chunk of 4 whole: it takes
+ * what it can, and nothing waits forever. */
+START_TEST(test_chunk_recycled_host)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *fs[10];
+
+	tst_config(&c, 1);
+	tst_add_task(&c, "unit", task_unit);
+	c.prefetch = 8;
+	c.max_tasks_per_host = 3;
+	ex = tst_new(&c);
+	map(ex, "unit", "oooooooooo", 4, fs);
+	ck_assert_int_eq(hkx_wait(fs, 10, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (int i = 0; i < 10; i++)
+		tst_assert_result(fs[i], 0, "o", 1);
+	release_all(fs, 10);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static Suite *
 cache_suite(void)
 {
@@ -261,6 +441,15 @@ cache_suite(void)
 #ifdef TEST_ASAN
 	tcase_add_test(tc, test_released_is_poisoned);
 #endif
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("chunks");
+	tcase_add_test(tc, test_chunk_values);
+	tcase_add_test(tc, test_chunk_own_ends);
+	tcase_add_test(tc, test_chunk_cancel_middle);
+	tcase_add_test(tc, test_chunk_one_host);
+	tcase_add_test(tc, test_chunk_flagged);
+	tcase_add_test(tc, test_chunk_recycled_host);
 	suite_add_tcase(s, tc);
 	return s;
 }
