@@ -84,9 +84,10 @@ struct hkx_future {
 	max_align_t arg[];
 };
 
-/* Packed so that a future with an argument of up to 24 bytes takes one
- * 256-byte block of the cache, malloc's header included. */
-_Static_assert(sizeof(struct hkx_future) <= 224, "a future outgrew its cache class");
+/* A queued task costs at most 256 bytes of heap: a future with no argument
+ * must fit the cache's smallest block (256 bytes, malloc's header of 8
+ * included). Packed as it is (224), one with up to 24 bytes does. */
+_Static_assert(sizeof(struct hkx_future) <= 248, "a future outgrew the smallest cache block");
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
 
