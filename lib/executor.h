@@ -55,6 +55,7 @@ struct hkx_future {
 	struct hkx__callback *callbacks;
 	void *result;
 	char *message;
+	struct hkx__host *host;        /* the host holding it, or NULL */
 	uint64_t id;
 	uint64_t seq;                  /* slot word sequence while in a host */
 	uint64_t end_order;            /* global order of ending, for FIRST_FAILURE */
@@ -62,7 +63,6 @@ struct hkx_future {
 	uint64_t started_ns;           /* with run-time limits: when it started */
 	uint64_t paused_at_start;      /* the executor's paused time then */
 	uint64_t cpu_base_ns;          /* with cpu_limit_ms: its worker's CPU time at the start */
-	struct hkx__host *host;        /* the host holding it, or NULL */
 	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
