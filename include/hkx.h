@@ -128,7 +128,8 @@ struct hkx_config {
 	unsigned hosts;            /* host processes of `threads` workers each; 0 = 1.
 	                              A kill, time-out or crash ends the tasks of one
 	                              host only: hosts = N, threads = 1 isolates every
-	                              running task. Each task goes to the host with
+	                              running task. Each task (each chunk of hkx_map:
+	                              see hkx_opts) goes to the host with
 	                              the most idle workers, then the most room; a
 	                              task prefetched into a host waits there behind
 	                              its running ones even if another host idles:
@@ -242,7 +243,18 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	                          cq_user, so that none can end unobserved (see
 	                          hkx_cq_add); hkx_map adds each of its futures */
 	void *cq_user;         /* not NULL without cq: -EINVAL */
-	uint64_t reserved[6];
+	unsigned chunk;        /* hkx_map: tasks that travel as one unit, submitted
+	                          together, sent together to one host and flagged
+	                          there as one run; each stays its own future, with
+	                          its own cancel and its own end. 1 = none; n = up to
+	                          n (at most threads + prefetch: more is taken as
+	                          that); 0 = automatic: ceil(n / (hosts * threads))
+	                          of the map's n tasks, so that every worker gets
+	                          some, and at most 32. A chunk is split across
+	                          hosts only when its host dies or is replaced by
+	                          max_tasks_per_host. hkx_submit ignores it */
+	uint32_t reserved32;   /* must be zero, as reserved[] */
+	uint64_t reserved[5];
 };
 
 int hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,

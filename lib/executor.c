@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/param.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -34,12 +35,15 @@
 #include "util.h"
 
 #define MAX_PAYLOAD_LIMIT ((size_t)1 << 30)
+_Static_assert(MAX_PAYLOAD_LIMIT <= UINT32_MAX, "a future's lengths are 32 bits");
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_HOSTS 1024u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define DEFAULT_START_TIMEOUT_MS 10000
 /* Shutdown's second phase, the KILL past the caller's timeout. */
 #define KILL_PHASE_MS 5000
+/* The most tasks of a chunk that hkx_map makes by itself (chunk 0). */
+#define AUTO_CHUNK_MAX 32u
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned fork_generation;
@@ -87,6 +91,7 @@ hkx__executor_release(hkx_executor *ex)
 {
 	if (atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	hkx__cache_destroy(&ex->cache);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
 	free(ex);
@@ -252,6 +257,8 @@ destroy(hkx_executor *ex)
 	free(ex->by_name);
 	free(ex->restarts);
 	free(ex->inbuf);
+	/* Futures that outlive the executor are freed as they are released. */
+	hkx__cache_close(&ex->cache);
 	hkx__executor_release(ex);
 }
 
@@ -347,13 +354,19 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 	TAILQ_INIT(&ex->notify);
 	TAILQ_INIT(&ex->hosts);
 	TAILQ_INIT(&ex->graveyard);
+	if (hkx__cache_init(&ex->cache) < 0) {
+		free(ex);
+		return -ENOMEM;
+	}
 	if (pthread_mutex_init(&ex->lock, NULL) != 0) {
+		hkx__cache_destroy(&ex->cache);
 		free(ex);
 		return -ENOMEM;
 	}
 	err = hkx__cond_init(&ex->cond);
 	if (err < 0) {
 		pthread_mutex_destroy(&ex->lock);
+		hkx__cache_destroy(&ex->cache);
 		free(ex);
 		return err;
 	}
@@ -389,7 +402,8 @@ check_opts(hkx_executor *ex, const struct hkx_opts *o)
 {
 	if (o == NULL)
 		return 0;
-	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->stop_after_ms < 0 ||
+	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->reserved32 != 0 ||
+	    o->stop_after_ms < 0 ||
 	    o->kill_after_ms < 0 || o->cpu_limit_ms < 0 ||
 	    (o->group != NULL && o->group->ex != ex) ||
 	    (o->cq != NULL && !hkx__cq_of(o->cq, ex)) || (o->cq == NULL && o->cq_user != NULL))
@@ -397,17 +411,10 @@ check_opts(hkx_executor *ex, const struct hkx_opts *o)
 	return 0;
 }
 
-static int
-new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
-           const struct hkx_opts *o, hkx_future **out)
+static void
+init_future(hkx_future *f, int task_index, const void *arg, size_t len,
+            const struct hkx_opts *o)
 {
-	hkx_future *f;
-
-	if (len > ex->config.max_payload)
-		return -E2BIG;
-	f = hkx__malloc(sizeof(*f) + len);
-	if (f == NULL)
-		return -ENOMEM;
 	memset(f, 0, sizeof(*f));
 	f->refs = 1; /* the executor's, until the future ends */
 	f->slot = -1;
@@ -419,11 +426,51 @@ new_future(hkx_executor *ex, int task_index, const void *arg, size_t len,
 		f->cpu_limit_ms = o->cpu_limit_ms;
 		f->group = o->group;
 	}
-	f->arg_len = len;
+	f->arg_len = (uint32_t)len;
 	if (len > 0)
 		memcpy(f->arg, arg, len);
-	*out = f;
-	return 0;
+}
+
+/* The memory of n futures, from the cache under one hold of its lock, or
+ * from malloc beyond its classes; all or none. *trim: the cache grew past
+ * what it keeps, and the supervisor must arm its timer to trim it. */
+static int
+new_futures(hkx_executor *ex, const struct iovec *args, size_t n, hkx_future **made,
+            bool *trim)
+{
+	size_t i;
+	int err = 0;
+
+	hkx__cache_lock(&ex->cache);
+	for (i = 0; i < n && err == 0; i++)
+		err = hkx__cache_take(&ex->cache, sizeof(hkx_future) + args[i].iov_len,
+		    (void **)&made[i]);
+	*trim = hkx__cache_unlock(&ex->cache);
+	for (i = 0; i < n && err == 0; i++)
+		if (made[i] == NULL && (made[i] = hkx__malloc(sizeof(hkx_future) +
+		    args[i].iov_len)) == NULL)
+			err = -ENOMEM;
+	return err;
+}
+
+static void
+drop_futures(hkx_executor *ex, const struct iovec *args, size_t n, hkx_future **made)
+{
+	for (size_t i = 0; i < n; i++)
+		if (made[i] != NULL)
+			hkx__cache_give(&ex->cache, made[i], sizeof(hkx_future) + args[i].iov_len);
+}
+
+/* The tasks of one chunk of a map of n: chunk as asked, or automatic. */
+static size_t
+chunk_size(hkx_executor *ex, const struct hkx_opts *o, size_t n)
+{
+	size_t workers = (size_t)ex->config.hosts * ex->config.threads;
+	size_t c = o != NULL ? o->chunk : 0;
+
+	if (c == 0)
+		c = MIN((n + workers - 1) / workers, AUTO_CHUNK_MAX);
+	return MAX(MIN(c, ex->host_capacity), 1);
 }
 
 /* With the lock held: whether n more futures may be queued now. */
@@ -474,7 +521,8 @@ static int
 submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
        const struct hkx_opts *opts, hkx_future **outs, hkx_future **made)
 {
-	size_t i;
+	size_t i, chunk;
+	bool trim;
 	int err, index;
 
 	if (ex == NULL || task == NULL || (args == NULL && n > 0))
@@ -488,16 +536,27 @@ submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 	index = find_task(ex, task);
 	if (index < 0)
 		return index;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		if (args[i].iov_base == NULL && args[i].iov_len > 0)
 			return -EINVAL;
+		if (args[i].iov_len > ex->config.max_payload)
+			return -E2BIG;
+	}
 	if (n == 0)
 		return 0;
 	memset(made, 0, n * sizeof(*made));
-	for (i = 0, err = 0; i < n && err == 0; i++)
-		err = new_future(ex, index, args[i].iov_base, args[i].iov_len, opts, &made[i]);
+	err = new_futures(ex, args, n, made, &trim);
+	chunk = chunk_size(ex, opts, n);
+	for (i = 0; i < n && err == 0; i++) {
+		init_future(made[i], index, args[i].iov_base, args[i].iov_len, opts);
+		/* Ids are consecutive: all are queued under one hold of the
+		 * lock. */
+		made[i]->chunk_left = (uint16_t)MIN(chunk - 1 - i % chunk, n - 1 - i);
+	}
+	hkx__lock(ex);
+	if (trim)
+		hkx__wake(ex); /* to arm its timer for the trim */
 	if (err == 0) {
-		hkx__lock(ex);
 		err = admit(ex, opts != NULL ? opts->group : NULL, n);
 		for (i = 0; i < n && err == 0; i++) {
 			if (outs != NULL)
@@ -512,11 +571,10 @@ submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 		}
 		if (err == 0)
 			wake_for_work(ex);
-		hkx__unlock(ex);
 	}
+	hkx__unlock(ex);
 	if (err < 0)
-		for (i = 0; i < n; i++)
-			free(made[i]);
+		drop_futures(ex, args, n, made);
 	return err;
 }
 

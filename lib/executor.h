@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "cache.h"
 #include "deathwatch.h"
 #include "hkx.h"
 #include "host.h"
@@ -54,7 +55,7 @@ struct hkx_future {
 	struct hkx__callback *callbacks;
 	void *result;
 	char *message;
-	size_t result_len;
+	struct hkx__host *host;        /* the host holding it, or NULL */
 	uint64_t id;
 	uint64_t seq;                  /* slot word sequence while in a host */
 	uint64_t end_order;            /* global order of ending, for FIRST_FAILURE */
@@ -65,21 +66,28 @@ struct hkx_future {
 	int32_t cpu_tid;               /* ... and that worker's tid, or 0 until read */
 	_Atomic uint32_t refs;
 	_Atomic uint32_t state;        /* enum hkx_state; written under the lock */
-	struct hkx__host *host;        /* the host holding it, or NULL */
 	int32_t slot;                  /* its slot in that host's table; -1 unless in a host */
 	uint32_t task_index;
 	int code;
+	int stop_after_ms, kill_after_ms, cpu_limit_ms;
+	uint32_t result_len;           /* lengths fit: max_payload is at most 1 GiB */
+	uint32_t arg_len;
 	uint16_t attempts;
 	uint16_t retries_left;
+	uint16_t chunk_left;           /* members of its chunk after it: the futures whose
+	                                  ids follow its own up to this many (hkx_map) */
 	uint8_t doom;                  /* end state a kill ordered for it, or 0 */
 	uint8_t cause;                 /* enum hkx__cause */
 	bool stop_asked;
 	bool cq_taken;                 /* added to a cq once: never again */
 	bool cpu_exceeded;             /* doomed by cpu_limit_ms, not kill_after_ms */
-	int stop_after_ms, kill_after_ms, cpu_limit_ms;
-	size_t arg_len;
 	max_align_t arg[];
 };
+
+/* A queued task costs at most 256 bytes of heap: a future with no argument
+ * must fit the cache's smallest block (256 bytes, malloc's header of 8
+ * included). Packed as it is (224), one with up to 24 bytes does. */
+_Static_assert(sizeof(struct hkx_future) <= 248, "a future outgrew the smallest cache block");
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
 
@@ -112,6 +120,7 @@ struct hkx_executor {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;           /* the first host, shutdown, teardown */
 	_Atomic uint32_t refs;         /* the application's, plus one per future and group */
+	struct hkx__cache cache;       /* the futures' memory; its own lock */
 	unsigned fork_generation;      /* calls from a fork() child are refused */
 
 	struct hkx_config config;      /* tasks point at the copies below */

@@ -362,7 +362,8 @@ hkx__future_free(hkx_future *f)
 		hkx_group_release(f->group);
 	free(f->result);
 	free(f->message);
-	free(f);
+	/* Into the cache of its executor, which outlives every future. */
+	hkx__cache_give(&ex->cache, f, sizeof(*f) + f->arg_len);
 	hkx__executor_release(ex);
 }
 

@@ -50,6 +50,8 @@ enum hkx__slot_state {
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
 #define HKX__SLOT_FAIL_FAST 2u    /* its group fails with its first failed member */
+#define HKX__SLOT_CHUNK 4u        /* the task sent next to this host is of its chunk
+                                     (hkx_map): the two may run as one run */
 
 struct hkx__slot {
 	_Atomic uint64_t word;

@@ -60,12 +60,13 @@ hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_
 	h->out_len++;
 }
 
+/* more: the next task sent to h is of f's chunk. */
 static void
-send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 {
 	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
 	struct hkx__slot *slot;
-	uint32_t flags = 0;
+	uint32_t flags = more ? HKX__SLOT_CHUNK : 0;
 
 	hkx__slot_take(ex, f, h);
 	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
@@ -121,24 +122,50 @@ hkx__hosts_take_tasks(hkx_executor *ex)
 	return false;
 }
 
+/* With the lock held: f, the head of the queue, and the members of its
+ * chunk queued right after it (their ids follow its own); 1 for a task of
+ * no chunk. */
+static unsigned
+chunk_run(const hkx_future *f)
+{
+	const hkx_future *g;
+	unsigned n = 1;
+
+	for (g = TAILQ_NEXT(f, link); g != NULL && g->id > f->id && g->id - f->id <= f->chunk_left;
+	     g = TAILQ_NEXT(g, link))
+		n++;
+	return n;
+}
+
+/* With the lock held: whether h is replaced once sent n more tasks. */
+static bool
+retires_after(hkx_executor *ex, struct hkx__host *h, unsigned n)
+{
+	return ex->config.max_tasks_per_host && h->sent + n >= ex->config.max_tasks_per_host;
+}
+
 /*
  * With the lock held: the host to send the next tasks to, and how many.
  * The one that holds the fewest, so idle workers first, then prefetch
  * room, up to where another would hold as few. Until every host is up
  * none is sent more than it has workers: a task must not wait behind
  * another in one host while the host that would run it at once starts.
+ * A chunk at the head of the queue goes whole to a host that has room for
+ * it, or waits until one has; only a host that is replaced once it has
+ * taken what it can takes part of one.
  */
 static struct hkx__host *
 pick(hkx_executor *ex, unsigned *count)
 {
-	unsigned cap = hkx__hosts_serving(ex, true) >= ex->config.hosts ? ex->host_capacity
-	                                                                : ex->config.threads;
+	unsigned need = chunk_run(TAILQ_FIRST(&ex->queue));
+	unsigned cap = need > 1 || hkx__hosts_serving(ex, true) >= ex->config.hosts
+	    ? ex->host_capacity : ex->config.threads;
 	unsigned next = UINT_MAX, best_room = 0, n;
 	struct hkx__host *h, *best = NULL;
 
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		n = room_to_send(ex, h, cap);
-		if (n == 0)
+		if (n == 0 || (n < need && !retires_after(ex, h, n)))
 			continue;
 		if (best == NULL || h->inflight < best->inflight) {
 			if (best != NULL)
@@ -148,9 +175,35 @@ pick(hkx_executor *ex, unsigned *count)
 		} else
 			next = MIN(next, h->inflight);
 	}
-	if (best != NULL)
+	if (best != NULL) {
 		*count = next == UINT_MAX ? best_room : MIN(best_room, next - best->inflight + 1);
+		*count = MAX(*count, MIN(need, best_room));
+	}
 	return best;
+}
+
+/* With the lock held: sends h up to n tasks from the head of the queue,
+ * each chunk whole but the first, which pick() chose h for. */
+static void
+send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n)
+{
+	bool first = true;
+	hkx_future *f;
+	unsigned run;
+
+	while (n > 0 && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
+		run = chunk_run(f);
+		if (run > n && !first)
+			break; /* for the next pick */
+		run = MIN(run, n);
+		n -= run;
+		while (run-- > 0) {
+			f = TAILQ_FIRST(&ex->queue);
+			TAILQ_REMOVE(&ex->queue, f, link);
+			send_task(ex, h, f, run > 0);
+		}
+		first = false;
+	}
 }
 
 /* With the lock held: hand queued work to the hosts; wind hosts down once
@@ -161,16 +214,12 @@ pump(hkx_executor *ex)
 	unsigned max = ex->config.max_tasks_per_host, n;
 	struct hkx__host *h, *next;
 	bool retired = false;
-	hkx_future *f;
 
 	while (!TAILQ_EMPTY(&ex->queue) && (h = pick(ex, &n)) != NULL) {
 		/* Not paused, or it would take nothing: undo a flag the host
 		 * set. */
 		hkx__slots_assert_paused(&h->slots, false);
-		while (n-- > 0 && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
-			TAILQ_REMOVE(&ex->queue, f, link);
-			send_task(ex, h, f);
-		}
+		send_chunks(ex, h, n);
 	}
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		if (max && h->sent >= max && !h->retiring && !h->killing && !h->settled) {
@@ -636,7 +685,9 @@ supervisor_main(void *arg)
 	int n, i;
 
 	while (!exiting) {
-		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), -1);
+		/* The futures' cache is trimmed here, idle or not. */
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs),
+		    hkx__cache_trim(&ex->cache, hkx__now_ns()));
 		for (i = 0; i < n; i++) {
 			/* A host may be gone by now: its events in this batch
 			 * are stale. Zygote messages come last for that reason. */

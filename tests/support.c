@@ -705,6 +705,8 @@ tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
 		failfast->holders = threads - 1;
 		ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &g), 0);
 		o.group = g;
+		/* No chunks: the holders must take every other worker first. */
+		o.chunk = 1;
 		ck_assert_int_eq(hkx_map(ex, "member", args, MEMBERS, &o, f), 0);
 		tst_wait_end(f[0], HKX_FAILED);
 		tst_release(threads - 1);

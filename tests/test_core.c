@@ -284,7 +284,7 @@ START_TEST(test_einval_calls)
 	ck_assert_int_eq(hkx_submit(ex, NULL, "x", 1, NULL, &f), -EINVAL);
 	ck_assert_int_eq(hkx_submit(ex, "echo", NULL, 1, NULL, &f), -EINVAL);
 	memset(&opts, 0, sizeof(opts));
-	opts.reserved[5] = 1;
+	opts.reserved[4] = 1;
 	ck_assert_int_eq(hkx_submit(ex, "echo", "x", 1, &opts, &f), -EINVAL);
 	ck_assert_int_eq(hkx_map(ex, "echo", NULL, 2, NULL, outs), -EINVAL);
 	ck_assert_int_eq(hkx_map(NULL, "echo", NULL, 0, NULL, outs), -EINVAL);
