@@ -184,7 +184,18 @@ struct hkx_sandbox {
 	bool no_network;             /* a network namespace of its own: loopback only */
 	bool private_ipc;            /* an IPC namespace of its own (System V, POSIX mqueues) */
 	uint8_t padding[3];          /* ignored */
-	uint64_t reserved[8];        /* must be zero */
+	/* cgroup v2: a directory delegated to the application (systemd
+	 * Delegate=yes, or one it made), NULL for none. Each host runs in a
+	 * cgroup of its own below it, moved there before it takes a task, and
+	 * dies with everything in it through cgroup.kill (kernel 5.14), even
+	 * what left its session; the cgroup goes with it. Limits need their
+	 * controller in the directory's cgroup.controllers (-EOPNOTSUPP). */
+	const char *cgroup;
+	uint64_t memory_max;         /* memory.max of each host, bytes, with
+	                                memory.oom.group 1: the OOM killer takes a
+	                                host whole; 0 = none */
+	uint64_t pids_max;           /* pids.max of each host; 0 = none */
+	uint64_t reserved[5];        /* must be zero */
 };
 /* Zero: no layer. */
 void hkx_sandbox_init(struct hkx_sandbox *s);

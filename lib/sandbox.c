@@ -2,15 +2,21 @@
  * sandbox: the host's isolation layers. hkx__sandbox_prepare() runs in the
  * application, once per executor: it checks the request, copies the path
  * lists, probes the kernel's Landlock ABI and trims the rights to it, and
- * compiles the seccomp filter (libseccomp) into a BPF program. The host
- * then applies each layer with plain system calls, in its set-up, in the
- * order host.c calls them.
+ * compiles the seccomp filter (libseccomp) into a BPF program, and enables
+ * the controllers the limits need in the delegated cgroup. The host then
+ * applies each layer with plain system calls, in its set-up, in the order
+ * host.c calls them; the zygote puts each host it forks into a cgroup of
+ * its own, and kills and removes that cgroup when the host dies.
  */
 #include "sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <linux/landlock.h>
+#include <linux/magic.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -21,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -60,6 +67,29 @@ hkx_sandbox_init(struct hkx_sandbox *s)
 }
 
 /* --- in the application -------------------------------------------------- */
+
+static int
+write_file(const char *path, const char *text)
+{
+	size_t len = strlen(text);
+	int fd, err = 0;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, len) != (ssize_t)len)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* The file name in dir, or -ENAMETOOLONG. */
+static int
+path_in(char *buf, const char *dir, const char *name)
+{
+	return snprintf(buf, PATH_MAX, "%s/%s", dir, name) < PATH_MAX ? 0 : -ENAMETOOLONG;
+}
+
 
 static int
 landlock_abi(void)
@@ -288,6 +318,163 @@ hkx__syscall_name(int nr, char *buf, size_t len)
 }
 #endif
 
+/* --- cgroup v2 ------------------------------------------------------------- */
+
+/* Whether the space-separated words of text hold word. */
+static bool
+has_word(const char *text, const char *word)
+{
+	size_t len = strlen(word);
+
+	for (const char *p = text; (p = strstr(p, word)) != NULL; p += len)
+		if ((p == text || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\n' || p[len] == '\0'))
+			return true;
+	return false;
+}
+
+static int
+read_small(const char *dir, const char *name, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	ssize_t n;
+	int fd, err;
+
+	if ((err = path_in(path, dir, name)) < 0)
+		return err;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	err = n < 0 ? -errno : 0;
+	buf[n < 0 ? 0 : n] = '\0';
+	close(fd);
+	return err;
+}
+
+static int
+write_in(const char *dir, const char *name, const char *text)
+{
+	char path[PATH_MAX];
+	int err = path_in(path, dir, name);
+
+	return err < 0 ? err : write_file(path, text);
+}
+
+/* The hosts' cgroups get the controller: the directory must have it. */
+static int
+enable_controller(const char *dir, const char *name)
+{
+	char buf[512], plus[32];
+	int err;
+
+	if ((err = read_small(dir, "cgroup.controllers", buf, sizeof(buf))) < 0)
+		return err;
+	if (!has_word(buf, name))
+		return -EOPNOTSUPP;
+	if ((err = read_small(dir, "cgroup.subtree_control", buf, sizeof(buf))) < 0)
+		return err;
+	if (has_word(buf, name))
+		return 0;
+	snprintf(plus, sizeof(plus), "+%s", name);
+	return write_in(dir, "cgroup.subtree_control", plus);
+}
+
+static int
+prepare_cgroup(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
+{
+	struct statfs fs;
+	int err;
+
+	if (s->cgroup == NULL)
+		return s->memory_max || s->pids_max ? -EINVAL : 0;
+	if (s->cgroup[0] == '\0')
+		return -EINVAL;
+	if (statfs(s->cgroup, &fs) < 0)
+		return -errno;
+	if (fs.f_type != CGROUP2_SUPER_MAGIC)
+		return -EOPNOTSUPP;
+	if ((sb->cgroup = hkx__strdup(s->cgroup)) == NULL)
+		return -ENOMEM;
+	sb->memory_max = s->memory_max;
+	sb->pids_max = s->pids_max;
+	if (s->memory_max && (err = enable_controller(s->cgroup, "memory")) < 0)
+		return err;
+	if (s->pids_max && (err = enable_controller(s->cgroup, "pids")) < 0)
+		return err;
+	return 0;
+}
+
+/* Each host's own cgroup: named by the zygote and the host, so that a
+ * zygote finds its own among those of other executors. */
+static int
+host_cgroup(char *buf, const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
+{
+	return snprintf(buf, PATH_MAX, "%s/hkx-%d-%d", sb->cgroup, (int)zygote, (int)host) <
+	    PATH_MAX ? 0 : -ENAMETOOLONG;
+}
+
+int
+hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
+{
+	char path[PATH_MAX], num[32];
+	int err;
+
+	if (sb->cgroup == NULL)
+		return 0;
+	if ((err = host_cgroup(path, sb, zygote, host)) < 0)
+		return err;
+	/* One left by an earlier host of the same pid is empty: reused. */
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	if (sb->memory_max) {
+		snprintf(num, sizeof(num), "%" PRIu64, sb->memory_max);
+		if ((err = write_in(path, "memory.max", num)) < 0 ||
+		    (err = write_in(path, "memory.oom.group", "1")) < 0)
+			goto fail;
+	}
+	if (sb->pids_max) {
+		snprintf(num, sizeof(num), "%" PRIu64, sb->pids_max);
+		if ((err = write_in(path, "pids.max", num)) < 0)
+			goto fail;
+	}
+	snprintf(num, sizeof(num), "%d", (int)host);
+	if ((err = write_in(path, "cgroup.procs", num)) == 0)
+		return 0;
+fail:
+	rmdir(path);
+	return err;
+}
+
+void
+hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
+{
+	char prefix[32], path[PATH_MAX];
+	struct dirent *d;
+	DIR *dir;
+
+	if (sb->cgroup == NULL || (dir = opendir(sb->cgroup)) == NULL)
+		return;
+	snprintf(prefix, sizeof(prefix), "hkx-%d-", (int)zygote);
+	/* A cgroup still in use refuses (EBUSY): a live host's, or one whose
+	 * processes are still dying; a later prune takes it. */
+	while ((d = readdir(dir)) != NULL)
+		if (strncmp(d->d_name, prefix, strlen(prefix)) == 0 &&
+		    path_in(path, sb->cgroup, d->d_name) == 0)
+			rmdir(path);
+	closedir(dir);
+}
+
+void
+hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
+{
+	char path[PATH_MAX];
+
+	if (sb->cgroup == NULL || host_cgroup(path, sb, zygote, host) < 0)
+		return;
+	/* Before 5.14 there is no cgroup.kill: the zygote's sweep of what
+	 * the host orphaned is all there is. */
+	(void)write_in(path, "cgroup.kill", "1");
+}
+
 static bool
 all_zero(const uint64_t *words, size_t n)
 {
@@ -313,7 +500,7 @@ hkx__sandbox_prepare(struct hkx__sandbox *out, const struct hkx_sandbox *s)
 	out->private_ipc = s->private_ipc;
 	if ((err = copy_paths(&out->ro, s->landlock_ro)) < 0 ||
 	    (err = copy_paths(&out->rw, s->landlock_rw)) < 0 ||
-	    (err = prepare_landlock(out, s)) < 0)
+	    (err = prepare_landlock(out, s)) < 0 || (err = prepare_cgroup(out, s)) < 0)
 		return err;
 	if (s->seccomp != HKX_SECCOMP_OFF)
 		return prepare_seccomp(out, s);
@@ -326,25 +513,11 @@ hkx__sandbox_free(struct hkx__sandbox *sb)
 	free_list(sb->ro);
 	free_list(sb->rw);
 	free(sb->filter);
+	free(sb->cgroup);
 	memset(sb, 0, sizeof(*sb));
 }
 
 /* --- in the host ------------------------------------------------------------ */
-
-static int
-write_file(const char *path, const char *text)
-{
-	size_t len = strlen(text);
-	int fd, err = 0;
-
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, text, len) != (ssize_t)len)
-		err = -errno;
-	close(fd);
-	return err;
-}
 
 /* Without privilege, a user namespace of our own grants it: the host's
  * user is the same there, and has the capabilities the other namespaces

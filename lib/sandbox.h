@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "hkx.h"
 
@@ -35,6 +36,9 @@ struct hkx__sandbox {
 	unsigned short filter_len;
 	uint32_t audit_arch;         /* the native one: syscall numbers of another
 	                                are not named */
+	/* cgroup v2: the delegated directory, or NULL */
+	char *cgroup;
+	uint64_t memory_max, pids_max;
 };
 
 /* Validates and builds *out from s (NULL: nothing); -EINVAL, -ENOENT,
@@ -46,6 +50,15 @@ void hkx__sandbox_free(struct hkx__sandbox *sb);
 int hkx__sandbox_enter_namespaces(const struct hkx__sandbox *sb);
 int hkx__sandbox_landlock(const struct hkx__sandbox *sb);
 int hkx__sandbox_seccomp(const struct hkx__sandbox *sb);
+
+/* In the zygote: puts the host just forked into a cgroup of its own below
+ * the delegated directory, with the limits; 0 or a negative errno. */
+int hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
+/* In the zygote: kills everything in a dead host's cgroup (cgroup.kill),
+ * wherever it went, then removes every cgroup of this zygote's that is
+ * empty by now. */
+void hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
+void hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote);
 
 /* Writes the name of system call nr of the native architecture, or its
  * number where it has no name. */

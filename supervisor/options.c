@@ -58,6 +58,9 @@ enum {
 	OPT_LANDLOCK_RW,
 	OPT_SCOPE_SIGNALS,
 	OPT_NO_NETWORK,
+	OPT_CGROUP,
+	OPT_MEMORY_MAX,
+	OPT_PIDS_MAX,
 };
 
 /* What serve accepts in flight before it holds requests back. */
@@ -101,6 +104,9 @@ static const struct {
 	{ { "landlock-rw", required_argument, NULL, OPT_LANDLOCK_RW }, OPTS_HOST },
 	{ { "scope-signals", no_argument, NULL, OPT_SCOPE_SIGNALS }, OPTS_HOST },
 	{ { "no-network", no_argument, NULL, OPT_NO_NETWORK }, OPTS_HOST },
+	{ { "cgroup", required_argument, NULL, OPT_CGROUP }, OPTS_HOST },
+	{ { "memory-max", required_argument, NULL, OPT_MEMORY_MAX }, OPTS_HOST },
+	{ { "pids-max", required_argument, NULL, OPT_PIDS_MAX }, OPTS_HOST },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -236,6 +242,8 @@ add_path(struct cmd_options *o, const char ***list, size_t *n, const char *path)
 static int
 apply_sandbox(struct cmd_options *o, int opt, const char *arg)
 {
+	long long n;
+
 	switch (opt) {
 	case OPT_SECCOMP:
 		o->seccomp = arg;
@@ -249,6 +257,20 @@ apply_sandbox(struct cmd_options *o, int opt, const char *arg)
 		return 0;
 	case OPT_NO_NETWORK:
 		o->no_network = true;
+		return 0;
+	case OPT_CGROUP:
+		o->cgroup = arg;
+		return 0;
+	case OPT_MEMORY_MAX:
+		return parse_size(o, arg, &o->memory_max);
+	case OPT_PIDS_MAX:
+		if (parse_count(o, "pids-max", arg, INT_MAX, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "pids-max must be at least 1");
+			return -1;
+		}
+		o->pids_max = (uint64_t)n;
 		return 0;
 	}
 	return -1;
@@ -492,6 +514,10 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	}
 	/* As for the other pairs that contradict each other, an error
 	 * rather than one silently winning. */
+	if ((o->memory_max || o->pids_max) && o->cgroup == NULL) {
+		options_usage_error(o, "--memory-max and --pids-max need --cgroup");
+		return -1;
+	}
 	if (o->isolate && o->hosts != 0) {
 		options_usage_error(o, "--isolate and --hosts do not go together: "
 		    "with --isolate, -j gives the number of hosts");
@@ -600,7 +626,11 @@ sandbox_of(const struct cmd_options *o, struct hkx_sandbox *sb, char **seccomp_n
 	sb->landlock_scope_signals = o->scope_signals || o->landlock_ro != NULL ||
 	    o->landlock_rw != NULL;
 	sb->no_network = o->no_network;
-	return o->seccomp != NULL || sb->landlock_scope_signals || o->no_network;
+	sb->cgroup = o->cgroup;
+	sb->memory_max = o->memory_max;
+	sb->pids_max = o->pids_max;
+	return o->seccomp != NULL || sb->landlock_scope_signals || o->no_network ||
+	    o->cgroup != NULL;
 }
 
 /* The library's errno for a sandbox the hosts cannot have, in words. */
@@ -610,11 +640,12 @@ sandbox_error(int err)
 	switch (-err) {
 	case EOPNOTSUPP:
 		return "the sandbox asked for is not supported here (hkx built without "
-		    "libseccomp, or a kernel without it)";
+		    "libseccomp, --cgroup not a cgroup v2 directory, or a controller "
+		    "--memory-max or --pids-max needs missing there)";
 	case EINVAL:
 		return "invalid sandbox (an unknown system call name in --seccomp?)";
 	case ENOENT:
-		return "a --landlock-ro or --landlock-rw path does not exist";
+		return "a --landlock-ro, --landlock-rw or --cgroup path does not exist";
 	case EPERM:
 		return "the sandbox was refused (user namespaces forbidden?)";
 	default:

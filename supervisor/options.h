@@ -58,6 +58,8 @@ struct cmd_options {
 	size_t nlandlock_ro, nlandlock_rw;
 	bool scope_signals;       /* also implied by any --landlock-* */
 	bool no_network;
+	const char *cgroup;       /* --cgroup DIR */
+	uint64_t memory_max, pids_max;
 
 	/* The executor's restart budget (OPTS_HOST), and serve's cap on
 	 * requests in flight. */
@@ -89,7 +91,11 @@ struct cmd_options {
 "      --landlock-rw PATH  read and write beneath PATH (repeatable)\n" \
 "      --scope-signals    no signal to any process outside the host\n" \
 "                         (implied by --landlock-*)\n" \
-"      --no-network       a network namespace of the hosts' own: loopback only\n"
+"      --no-network       a network namespace of the hosts' own: loopback only\n" \
+"      --cgroup DIR       each host in a cgroup of its own below DIR, a cgroup\n" \
+"                         v2 directory delegated to hkx; a kill takes all in it\n" \
+"      --memory-max SIZE  with --cgroup: memory.max of each host (K, M, G, T)\n" \
+"      --pids-max N       with --cgroup: pids.max of each host\n"
 
 /*
  * Parses argv (argv[0] is the subcommand's name). Options come before the

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -2901,6 +2902,42 @@ START_TEST(no_network_has_loopback_only)
 }
 END_TEST
 
+/* --cgroup: each host in a cgroup of its own below DIR, gone after; the
+ * limits need --cgroup. Skipped where no cgroup v2 hierarchy is writable. */
+START_TEST(run_cgroup)
+{
+	static const char *const roots[] = { "/sys/fs/cgroup/unified", "/sys/fs/cgroup" };
+	char dir[128] = "", want[160];
+	const char *root = NULL;
+	struct statfs fs;
+	json_t *arr;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--pids-max", "10", "echo", NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "need --cgroup") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+	for (i = 0; i < sizeof(roots) / sizeof(roots[0]) && root == NULL; i++)
+		if (statfs(roots[i], &fs) == 0 && fs.f_type == 0x63677270 /* cgroup2 */ &&
+		    access(roots[i], W_OK) == 0)
+			root = roots[i];
+	if (root == NULL) {
+		printf("skipped: no writable cgroup v2 hierarchy here\n");
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s/hkx-test-XXXXXX", root);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--cgroup", dir, "sh",
+	    "grep ^0:: /proc/self/cgroup", NULL), 0);
+	arr = all_json(&p);
+	snprintf(want, sizeof(want), "%s/hkx-", strrchr(dir, '/'));
+	ck_assert_msg(strstr(str(by_index(arr, 0), "result"), want) != NULL, "%s", p.outbuf);
+	json_decref(arr);
+	proc_free(&p);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 START_TEST(demo_shows_the_sandbox)
 {
 	struct proc p;
@@ -3003,6 +3040,7 @@ command_suite(void)
 	add(s, "run_landlock", run_landlock_paths, 60);
 	add(s, "run_scope_signals", run_scope_signals, 60);
 	add(s, "no_network", no_network_has_loopback_only, 60);
+	add(s, "run_cgroup", run_cgroup, 60);
 	add(s, "demo_sandbox", demo_shows_the_sandbox, 60);
 	return s;
 }

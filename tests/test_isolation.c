@@ -11,11 +11,14 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <linux/magic.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
@@ -637,6 +640,183 @@ START_TEST(test_namespaces_forbidden)
 END_TEST
 #endif
 
+/* --- cgroup v2 ------------------------------------------------------------ */
+
+/* A cgroup v2 hierarchy we may create directories in: the unified one, or
+ * the unified part of a hybrid one. */
+static const char *
+cgroup2_root(void)
+{
+	static const char *const roots[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+	struct statfs fs;
+
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++)
+		if (statfs(roots[i], &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC &&
+		    access(roots[i], W_OK) == 0)
+			return roots[i];
+	return NULL;
+}
+
+/* A directory delegated to the test, as systemd's Delegate=yes would;
+ * false, and why, if this machine has none. */
+static bool
+make_delegated(char *dir, size_t len)
+{
+	const char *root = cgroup2_root();
+
+	if (skip(root == NULL, "no writable cgroup v2 hierarchy here"))
+		return false;
+	snprintf(dir, len, "%s/hkx-test-XXXXXX", root);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	return true;
+}
+
+static int
+count_hkx_cgroups(const char *dir)
+{
+	struct dirent *d;
+	DIR *dp = opendir(dir);
+	int n = 0;
+
+	ck_assert_ptr_nonnull(dp);
+	while ((d = readdir(dp)) != NULL)
+		n += strncmp(d->d_name, "hkx-", 4) == 0;
+	closedir(dp);
+	return n;
+}
+
+static bool
+no_hkx_cgroup_but_one(void *arg)
+{
+	return count_hkx_cgroups(arg) == 1;
+}
+
+/* Starts a child in a session of its own, says its pid, and waits. */
+static int
+task_setsid_child(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		setsid();
+		for (;;)
+			pause();
+	}
+	tst_task_started(pid);
+	return tst_task_block();
+}
+
+static bool
+in_cgroup_below(pid_t pid, const char *dir)
+{
+	char path[64], line[512];
+	const char *base = strrchr(dir, '/');
+	FILE *f;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0 && strstr(line, base) != NULL &&
+		    strstr(line, "/hkx-") != NULL)
+			found = true;
+	fclose(f);
+	return found;
+}
+
+/* Each host in a cgroup of its own below the directory; a process that
+ * left the host's session dies with a kill, and the cgroups go. */
+START_TEST(test_cgroup_kill_takes_escapee)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	char dir[128];
+	pid_t child;
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	tst_add_task(&c, "setsid", task_setsid_child);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "setsid", NULL, 0);
+	child = tst_await_start();
+	ck_assert(in_cgroup_below(child, dir));
+	ck_assert(in_cgroup_below(hkx_future_host_pid(f), dir));
+	ck_assert_int_eq(hkx_future_kill(f), 0);
+	tst_wait_end(f, HKX_KILLED);
+	tst_wait_pid_gone(child);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	/* The zygote removes each as soon as it is empty, and the last ones
+	 * before it leaves. */
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* A dead host's cgroup goes while the executor lives on. */
+START_TEST(test_cgroup_removed_after_crash)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	char dir[128];
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	ex = tst_new(&c);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 1);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	tst_wait_hosts_up(ex, 1);
+	tst_poll_until(no_hkx_cgroup_but_one, dir, "the dead host's cgroup to go");
+	hkx_executor_free(ex);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* Limits need their controller in the directory; not a cgroup v2
+ * directory, or limits without one: refused. */
+START_TEST(test_cgroup_refusals)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+	char dir[128], controllers[256] = "";
+	FILE *f;
+
+	hkx_sandbox_init(&sb);
+	config(&c, &sb);
+	sb.memory_max = 64 << 20;
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EINVAL);
+	sb.cgroup = "/tmp";
+	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EOPNOTSUPP);
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
+	ck_assert_ptr_nonnull(f = fopen(controllers, "re"));
+	if (fgets(controllers, sizeof(controllers), f) == NULL)
+		controllers[0] = '\0';
+	fclose(f);
+	sb.cgroup = dir;
+	if (strstr(controllers, "memory") == NULL)
+		ck_assert_int_eq(hkx_executor_new(&c, &ex), -EOPNOTSUPP);
+	else
+		skip(true, "the memory controller is here: nothing to refuse");
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 static Suite *
 isolation_suite(void)
 {
@@ -670,6 +850,12 @@ isolation_suite(void)
 #ifdef HKX_HAVE_SECCOMP
 	tcase_add_test(tc, test_namespaces_forbidden);
 #endif
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("cgroup");
+	tcase_add_test(tc, test_cgroup_kill_takes_escapee);
+	tcase_add_test(tc, test_cgroup_removed_after_crash);
+	tcase_add_test(tc, test_cgroup_refusals);
 	suite_add_tcase(s, tc);
 	return s;
 }
