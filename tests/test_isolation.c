@@ -357,6 +357,15 @@ remove_dirs(const struct dirs *d)
 	rmdir(d->out);
 }
 
+static bool
+executor_broken(void *arg)
+{
+	struct hkx_stats st;
+
+	tst_stats(arg, &st);
+	return st.broken;
+}
+
 static int
 open_in(hkx_executor *ex, char mode, const char *dir)
 {
@@ -414,6 +423,37 @@ START_TEST(test_landlock_paths)
 	ck_assert_uint_eq(st.landlock_abi, (unsigned)kernel_landlock_abi());
 	hkx_executor_free(ex);
 	remove_dirs(&d);
+}
+END_TEST
+
+/* A later host that cannot apply a layer counts as a restart, and says
+ * which layer and why. */
+START_TEST(test_later_setup_failure_says_why)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	struct dirs d;
+	char why[256];
+	const char *rw[2] = { NULL, NULL };
+
+	if (skip(kernel_landlock_abi() < 1, "the kernel has no Landlock"))
+		return;
+	make_dirs(&d);
+	rw[0] = d.rw;
+	hkx_sandbox_init(&sb);
+	sb.landlock_rw = rw;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	c.max_restarts = 0;
+	ex = tst_new(&c);
+	remove_dirs(&d);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	tst_poll_until(executor_broken, ex, "the executor to break");
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
+	ck_assert_msg(strstr(why, "could not set up its Landlock ruleset: No such file or "
+	    "directory") != NULL, "%s", why);
+	hkx_executor_free(ex);
 }
 END_TEST
 
@@ -837,6 +877,7 @@ isolation_suite(void)
 
 	tc = tst_tcase("landlock");
 	tcase_add_test(tc, test_landlock_paths);
+	tcase_add_test(tc, test_later_setup_failure_says_why);
 	tcase_add_test(tc, test_scope_signals);
 	tcase_add_test(tc, test_landlock_tcp);
 #ifdef HKX_HAVE_SECCOMP
