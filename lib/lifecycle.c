@@ -621,12 +621,7 @@ host_by_pid(hkx_executor *ex, pid_t pid)
 	return NULL;
 }
 
-/*
- * The host is dead: settle every task it held. Everything it said before
- * it died counts: a result that arrived wins over the death.
- */
-/* With the lock held, before its tasks are settled: what killed h, in a
- * few words, for the message of a broken executor. */
+/* The sandbox layer a host's set-up note names. */
 static const char *
 layer_name(unsigned layer)
 {
@@ -638,6 +633,12 @@ layer_name(unsigned layer)
 	}
 }
 
+/*
+ * The host is dead: settle every task it held. Everything it said before
+ * it died counts: a result that arrived wins over the death.
+ */
+/* With the lock held, before its tasks are settled: what killed h, in a
+ * few words, for the message of a broken executor. */
 static void
 describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, size_t len)
 {

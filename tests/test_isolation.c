@@ -35,6 +35,17 @@
 
 #include "support.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN true
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN true
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN false
+#endif
+
 /* What "call" tries, by its argument byte. */
 enum call {
 	CALL_PTRACE = 'p',  /* ptrace(PTRACE_TRACEME) */
@@ -140,15 +151,6 @@ task_ns(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, ns, sizeof(ns));
 }
 
-/* host_init: the sandbox is already there (EPERM from the filter, when
- * lenient); fails the start with what it got. */
-static int
-init_unshare(void *arg)
-{
-	(void)arg;
-	return make_call(CALL_UNSHARE);
-}
-
 static void
 config(struct hkx_config *c, const struct hkx_sandbox *sb)
 {
@@ -173,12 +175,6 @@ run_int(hkx_executor *ex, const char *task, const void *arg, size_t len)
 	return rc;
 }
 
-static int
-call(hkx_executor *ex, char which)
-{
-	return run_int(ex, "call", &which, 1);
-}
-
 /* --- seccomp ------------------------------------------------------------- */
 
 /* The config keeps its size: the sandbox pointer came from reserved space. */
@@ -200,6 +196,21 @@ START_TEST(test_config_layout)
 END_TEST
 
 #ifdef HKX_HAVE_SECCOMP
+static int
+call(hkx_executor *ex, char which)
+{
+	return run_int(ex, "call", &which, 1);
+}
+
+/* host_init: the sandbox is already there (EPERM from the filter, when
+ * lenient); fails the start with what it got. */
+static int
+init_unshare(void *arg)
+{
+	(void)arg;
+	return make_call(CALL_UNSHARE);
+}
+
 /* A blocked call ends its task CRASHED, named; a task in another host goes
  * on; the executor replaces the host. */
 START_TEST(test_blocked_call_crashes)
@@ -642,6 +653,9 @@ START_TEST(test_no_network_unprivileged)
 	struct as_nobody a;
 	int rcs[2], fd;
 
+	if (skip(UNDER_TSAN, "TSan's runtime thread makes the host multi-threaded, and "
+	    "unshare(CLONE_NEWUSER) needs a single-threaded process"))
+		return;
 	fd = listen_loopback(&a.port);
 	tst_in_child(no_network_as_nobody, &a, rcs, 2);
 	ck_assert_int_eq(rcs[0], 0);
@@ -824,6 +838,64 @@ START_TEST(test_cgroup_removed_after_crash)
 }
 END_TEST
 
+static void
+assert_cgroup_file(pid_t pid, const char *name, const char *want)
+{
+	char path[512], line[256], rel[256] = "", got[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	ck_assert_ptr_nonnull(f = fopen(path, "re"));
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0)
+			snprintf(rel, sizeof(rel), "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s%s/%s", cgroup2_root(), rel, name);
+	ck_assert_ptr_nonnull(f = fopen(path, "re"));
+	if (fgets(got, sizeof(got), f) == NULL)
+		got[0] = '\0';
+	fclose(f);
+	ck_assert_str_eq(got, want);
+}
+
+/* memory.max, memory.oom.group and pids.max of each host's own cgroup. */
+START_TEST(test_cgroup_limits)
+{
+	char dir[128], controllers[256] = "";
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	pid_t host;
+	FILE *f;
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
+	ck_assert_ptr_nonnull(f = fopen(controllers, "re"));
+	if (fgets(controllers, sizeof(controllers), f) == NULL)
+		controllers[0] = '\0';
+	fclose(f);
+	if (skip(strstr(controllers, "memory") == NULL || strstr(controllers, "pids") == NULL,
+	    "the cgroup v2 hierarchy here has no memory and pids controllers (they are "
+	    "bound to cgroup v1)")) {
+		ck_assert_int_eq(rmdir(dir), 0);
+		return;
+	}
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	sb.memory_max = 256 << 20;
+	sb.pids_max = 64;
+	config(&c, &sb);
+	ex = tst_new(&c);
+	host = (pid_t)run_int(ex, "pid", NULL, 0);
+	assert_cgroup_file(host, "memory.max", "268435456\n");
+	assert_cgroup_file(host, "memory.oom.group", "1\n");
+	assert_cgroup_file(host, "pids.max", "64\n");
+	hkx_executor_free(ex);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* Limits need their controller in the directory; not a cgroup v2
  * directory, or limits without one: refused. */
 START_TEST(test_cgroup_refusals)
@@ -897,6 +969,7 @@ isolation_suite(void)
 	tcase_add_test(tc, test_cgroup_kill_takes_escapee);
 	tcase_add_test(tc, test_cgroup_removed_after_crash);
 	tcase_add_test(tc, test_cgroup_refusals);
+	tcase_add_test(tc, test_cgroup_limits);
 	suite_add_tcase(s, tc);
 	return s;
 }
