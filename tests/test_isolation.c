@@ -217,6 +217,7 @@ START_TEST(test_blocked_call_crashes)
 {
 	struct hkx_sandbox sb;
 	struct hkx_config c;
+	struct tst_baseline base;
 	hkx_executor *ex;
 	hkx_future *neighbour, *f;
 	char which = CALL_PTRACE;
@@ -225,6 +226,7 @@ START_TEST(test_blocked_call_crashes)
 	sb.seccomp = HKX_SECCOMP_TRAP;
 	config(&c, &sb);
 	c.hosts = 2;
+	tst_baseline_take(&base);
 	ex = tst_new(&c);
 	tst_wait_hosts_up(ex, 2);
 	neighbour = tst_submit(ex, "block", NULL, 0);
@@ -239,6 +241,7 @@ START_TEST(test_blocked_call_crashes)
 	hkx_future_release(f);
 	hkx_future_release(neighbour);
 	hkx_executor_free(ex);
+	tst_baseline_check(&base);
 }
 END_TEST
 
@@ -783,6 +786,7 @@ in_cgroup_below(pid_t pid, const char *dir)
  * left the host's session dies with a kill, and the cgroups go. */
 START_TEST(test_cgroup_kill_takes_escapee)
 {
+	struct tst_baseline base;
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
@@ -796,6 +800,7 @@ START_TEST(test_cgroup_kill_takes_escapee)
 	sb.cgroup = dir;
 	config(&c, &sb);
 	tst_add_task(&c, "setsid", task_setsid_child);
+	tst_baseline_take(&base);
 	ex = tst_new(&c);
 	f = tst_submit(ex, "setsid", NULL, 0);
 	child = tst_await_start();
@@ -806,6 +811,7 @@ START_TEST(test_cgroup_kill_takes_escapee)
 	tst_wait_pid_gone(child);
 	hkx_future_release(f);
 	hkx_executor_free(ex);
+	tst_baseline_check(&base);
 	/* The zygote removes each as soon as it is empty, and the last ones
 	 * before it leaves. */
 	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
