@@ -193,7 +193,9 @@ struct hkx_sandbox {
 	const char *cgroup;
 	uint64_t memory_max;         /* memory.max of each host, bytes, with
 	                                memory.oom.group 1: the OOM killer takes a
-	                                host whole; 0 = none */
+	                                host whole, and its running tasks end
+	                                CRASHED, "out of memory (cgroup
+	                                memory.max)"; 0 = none */
 	uint64_t pids_max;           /* pids.max of each host; 0 = none */
 	uint64_t reserved[5];        /* must be zero */
 };

@@ -532,6 +532,9 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 		}
 		hkx__set_message(f, "killed with its host");
 		hkx__end_future(ex, f, HKX_KILLED, SIGKILL);
+	} else if (h->oom_killed) {
+		hkx__set_message(f, "out of memory (cgroup memory.max)");
+		hkx__end_future(ex, f, HKX_CRASHED, SIGKILL);
 	} else if (sig) {
 		hkx__set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
 		hkx__end_future(ex, f, HKX_CRASHED, sig);
@@ -663,6 +666,8 @@ describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, siz
 		snprintf(buf, len, "host_init returned %d", h->init_rc);
 	else if (h->start_timed_out)
 		snprintf(buf, len, "a host was not ready within %d ms", ex->config.start_timeout_ms);
+	else if (h->oom_killed)
+		snprintf(buf, len, "a host ran out of memory (cgroup memory.max)");
 	else if (status == STATUS_UNKNOWN)
 		snprintf(buf, len, "a host died, its exit status unknown");
 	else if (WIFSIGNALED(status)) {
@@ -885,6 +890,12 @@ hkx__zygote_readable(hkx_executor *ex)
 			break;
 		case HKX__ZYGOTE_SPAWN_FAILED:
 			spawn_failed(ex, m.value < 0 ? m.value : -ECHILD);
+			break;
+		case HKX__ZYGOTE_OOM:
+			hkx__lock(ex);
+			if ((h = host_by_pid(ex, m.pid)) != NULL)
+				h->oom_killed = true;
+			hkx__unlock(ex);
 			break;
 		case HKX__ZYGOTE_EXITED:
 			h = host_by_pid(ex, m.pid);

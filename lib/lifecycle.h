@@ -37,6 +37,7 @@ struct hkx__host {
 	uint64_t crash_id;
 	int crash_signal;
 	bool crash_blocked;  /* SIGSYS of the filter: crash_syscall says which */
+	bool oom_killed;     /* the OOM killer took its cgroup (memory.max) */
 	int crash_syscall;   /* -1 if the host could not say */
 	int init_rc;
 	int setup_rc;        /* a layer of the sandbox failed: its errno, else 0 */

@@ -463,6 +463,21 @@ hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
 	closedir(dir);
 }
 
+bool
+hkx__cgroup_oom_killed(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
+{
+	char path[PATH_MAX], buf[512];
+	const char *line;
+
+	if (sb->cgroup == NULL || sb->memory_max == 0 || host_cgroup(path, sb, zygote, host) < 0 ||
+	    read_small(path, "memory.events", buf, sizeof(buf)) < 0)
+		return false;
+	for (line = buf; line != NULL; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+		if (strncmp(line, "oom_kill ", 9) == 0)
+			return strtoull(line + 9, NULL, 10) > 0;
+	return false;
+}
+
 void
 hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
 {

@@ -59,6 +59,9 @@ int hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
  * empty by now. */
 void hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
 void hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote);
+/* In the zygote: whether the OOM killer took a process in a host's cgroup
+ * (memory.events), before it is killed. */
+bool hkx__cgroup_oom_killed(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
 
 /* Writes the name of system call nr of the native architecture, or its
  * number where it has no name. */

@@ -189,12 +189,14 @@ reap(size_t i)
 {
 	struct child c = zy.children[i];
 	int status = 0;
+	bool oom = false;
 
 	/* Kill the group before reaping: the leader's pid cannot be reused
 	 * while it is a zombie, so this can only hit the host's own group,
 	 * and with it every process a task started there at once. What left
 	 * the group is orphaned to us and swept up next. */
 	if (c.host) {
+		oom = hkx__cgroup_oom_killed(&zy.hc->sandbox, getpid(), c.pid);
 		hkx__cgroup_kill(&zy.hc->sandbox, getpid(), c.pid);
 		killpg(c.pid, SIGKILL);
 	}
@@ -210,6 +212,8 @@ reap(size_t i)
 			zy.spares[k] = zy.spares[--zy.nspares];
 			break;
 		}
+	if (oom)
+		(void)send_msg(zy.sock, HKX__ZYGOTE_OOM, c.pid, 0, NULL, 0);
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
 }
 

@@ -33,6 +33,8 @@
 #include <seccomp.h>
 #endif
 
+#include "sandbox.h"
+#include "sanitized.h"
 #include "support.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -902,6 +904,90 @@ START_TEST(test_cgroup_limits)
 }
 END_TEST
 
+/* Touches memory until something stops it. */
+static int
+task_hog(hkx_task *t, const void *arg, size_t len)
+{
+	for (int i = 0; i < 1024; i++) {
+		char *p = malloc(1 << 20);
+
+		if (p == NULL)
+			return -ENOMEM;
+		memset(p, i, 1 << 20);
+	}
+	return 0;
+}
+
+/* The OOM killer takes the host whole at memory.max: its tasks end
+ * CRASHED and say so; the application is untouched. */
+START_TEST(test_cgroup_oom)
+{
+	char dir[128], controllers[256] = "";
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	FILE *f_in;
+
+	if (skip(SANITIZED, "a sanitizer's shadow memory counts against memory.max") ||
+	    !make_delegated(dir, sizeof(dir)))
+		return;
+	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
+	ck_assert_ptr_nonnull(f_in = fopen(controllers, "re"));
+	if (fgets(controllers, sizeof(controllers), f_in) == NULL)
+		controllers[0] = '\0';
+	fclose(f_in);
+	if (skip(strstr(controllers, "memory") == NULL,
+	    "the cgroup v2 hierarchy here has no memory controller (bound to cgroup v1)")) {
+		ck_assert_int_eq(rmdir(dir), 0);
+		return;
+	}
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	sb.memory_max = 64 << 20;
+	config(&c, &sb);
+	tst_add_task(&c, "hog", task_hog);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "hog", NULL, 0);
+	tst_wait_end(f, HKX_CRASHED);
+	ck_assert_str_eq(hkx_future_message(f), "out of memory (cgroup memory.max)");
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* What the zygote reads of a dead host's memory.events, on a copy of the
+ * file's format where no memory controller can be had. */
+START_TEST(test_cgroup_oom_events)
+{
+	static const char *const events[] = {
+		"low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n",
+		"low 0\nhigh 0\nmax 12\noom 1\noom_kill 0\n",
+	};
+	struct hkx__sandbox sb = { .memory_max = 1 };
+	char dir[] = "/tmp/hkx-events-XXXXXX", sub[64], path[96];
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	sb.cgroup = dir;
+	snprintf(sub, sizeof(sub), "%s/hkx-1-2", dir);
+	ck_assert_int_eq(mkdir(sub, 0700), 0);
+	snprintf(path, sizeof(path), "%s/memory.events", sub);
+	ck_assert(!hkx__cgroup_oom_killed(&sb, 1, 2)); /* no file */
+	for (size_t i = 0; i < 2; i++) {
+		ck_assert_int_ge(fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), 0);
+		ck_assert_int_eq(write(fd, events[i], strlen(events[i])), (ssize_t)strlen(events[i]));
+		close(fd);
+		ck_assert(hkx__cgroup_oom_killed(&sb, 1, 2) == (i == 0));
+		ck_assert(!hkx__cgroup_oom_killed(&sb, 1, 3));
+	}
+	unlink(path);
+	rmdir(sub);
+	rmdir(dir);
+}
+END_TEST
+
 /* Limits need their controller in the directory; not a cgroup v2
  * directory, or limits without one: refused. */
 START_TEST(test_cgroup_refusals)
@@ -976,6 +1062,8 @@ isolation_suite(void)
 	tcase_add_test(tc, test_cgroup_removed_after_crash);
 	tcase_add_test(tc, test_cgroup_refusals);
 	tcase_add_test(tc, test_cgroup_limits);
+	tcase_add_test(tc, test_cgroup_oom);
+	tcase_add_test(tc, test_cgroup_oom_events);
 	suite_add_tcase(s, tc);
 	return s;
 }
