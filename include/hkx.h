@@ -197,7 +197,10 @@ struct hkx_sandbox {
 	                                CRASHED, "out of memory (cgroup
 	                                memory.max)"; 0 = none */
 	uint64_t pids_max;           /* pids.max of each host; 0 = none */
-	uint64_t reserved[5];        /* must be zero */
+	uint64_t cpu_max_us;         /* cpu.max of each host: CPU time in each 100 ms
+	                                period, in microseconds (100000: one CPU's
+	                                worth); 0 = none */
+	uint64_t reserved[4];        /* must be zero */
 };
 /* Zero: no layer. */
 void hkx_sandbox_init(struct hkx_sandbox *s);

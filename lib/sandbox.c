@@ -385,7 +385,7 @@ prepare_cgroup(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
 	int err;
 
 	if (s->cgroup == NULL)
-		return s->memory_max || s->pids_max ? -EINVAL : 0;
+		return s->memory_max || s->pids_max || s->cpu_max_us ? -EINVAL : 0;
 	if (s->cgroup[0] == '\0')
 		return -EINVAL;
 	if (statfs(s->cgroup, &fs) < 0)
@@ -396,9 +396,12 @@ prepare_cgroup(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
 		return -ENOMEM;
 	sb->memory_max = s->memory_max;
 	sb->pids_max = s->pids_max;
+	sb->cpu_max_us = s->cpu_max_us;
 	if (s->memory_max && (err = enable_controller(s->cgroup, "memory")) < 0)
 		return err;
 	if (s->pids_max && (err = enable_controller(s->cgroup, "pids")) < 0)
+		return err;
+	if (s->cpu_max_us && (err = enable_controller(s->cgroup, "cpu")) < 0)
 		return err;
 	return 0;
 }
@@ -434,6 +437,11 @@ hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
 	if (sb->pids_max) {
 		snprintf(num, sizeof(num), "%" PRIu64, sb->pids_max);
 		if ((err = write_in(path, "pids.max", num)) < 0)
+			goto fail;
+	}
+	if (sb->cpu_max_us) {
+		snprintf(num, sizeof(num), "%" PRIu64 " 100000", sb->cpu_max_us);
+		if ((err = write_in(path, "cpu.max", num)) < 0)
 			goto fail;
 	}
 	snprintf(num, sizeof(num), "%d", (int)host);

@@ -38,7 +38,7 @@ struct hkx__sandbox {
 	                                are not named */
 	/* cgroup v2: the delegated directory, or NULL */
 	char *cgroup;
-	uint64_t memory_max, pids_max;
+	uint64_t memory_max, pids_max, cpu_max_us;
 };
 
 /* Validates and builds *out from s (NULL: nothing); -EINVAL, -ENOENT,

@@ -744,6 +744,24 @@ count_hkx_cgroups(const char *dir)
 	return n;
 }
 
+/* Whether the directory offers the controller ("cpu" is also the start of
+ * "cpuset": a word of the list, then). */
+static bool
+has_controller(const char *dir, const char *name)
+{
+	char path[160], list[256] = "", padded[300], word[40];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "re"));
+	if (fgets(list, sizeof(list), f) == NULL)
+		list[0] = '\0';
+	fclose(f);
+	snprintf(padded, sizeof(padded), " %.*s ", (int)strcspn(list, "\n"), list);
+	snprintf(word, sizeof(word), " %s ", name);
+	return strstr(padded, word) != NULL;
+}
+
 static bool
 no_hkx_cgroup_but_one(void *arg)
 {
@@ -866,26 +884,21 @@ assert_cgroup_file(pid_t pid, const char *name, const char *want)
 	ck_assert_str_eq(got, want);
 }
 
-/* memory.max, memory.oom.group and pids.max of each host's own cgroup. */
+/* memory.max, memory.oom.group, pids.max and cpu.max of each host's own
+ * cgroup. */
 START_TEST(test_cgroup_limits)
 {
-	char dir[128], controllers[256] = "";
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
+	char dir[128];
 	pid_t host;
-	FILE *f;
 
 	if (!make_delegated(dir, sizeof(dir)))
 		return;
-	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
-	ck_assert_ptr_nonnull(f = fopen(controllers, "re"));
-	if (fgets(controllers, sizeof(controllers), f) == NULL)
-		controllers[0] = '\0';
-	fclose(f);
-	if (skip(strstr(controllers, "memory") == NULL || strstr(controllers, "pids") == NULL,
-	    "the cgroup v2 hierarchy here has no memory and pids controllers (they are "
-	    "bound to cgroup v1)")) {
+	if (skip(!has_controller(dir, "memory") || !has_controller(dir, "pids") ||
+	    !has_controller(dir, "cpu"), "the cgroup v2 hierarchy here has no memory, "
+	    "pids and cpu controllers (they are bound to cgroup v1)")) {
 		ck_assert_int_eq(rmdir(dir), 0);
 		return;
 	}
@@ -893,9 +906,11 @@ START_TEST(test_cgroup_limits)
 	sb.cgroup = dir;
 	sb.memory_max = 256 << 20;
 	sb.pids_max = 64;
+	sb.cpu_max_us = 50000;
 	config(&c, &sb);
 	ex = tst_new(&c);
 	host = (pid_t)run_int(ex, "pid", NULL, 0);
+	assert_cgroup_file(host, "cpu.max", "50000 100000\n");
 	assert_cgroup_file(host, "memory.max", "268435456\n");
 	assert_cgroup_file(host, "memory.oom.group", "1\n");
 	assert_cgroup_file(host, "pids.max", "64\n");
@@ -922,22 +937,16 @@ task_hog(hkx_task *t, const void *arg, size_t len)
  * CRASHED and say so; the application is untouched. */
 START_TEST(test_cgroup_oom)
 {
-	char dir[128], controllers[256] = "";
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
 	hkx_future *f;
-	FILE *f_in;
+	char dir[128];
 
 	if (skip(SANITIZED, "a sanitizer's shadow memory counts against memory.max") ||
 	    !make_delegated(dir, sizeof(dir)))
 		return;
-	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
-	ck_assert_ptr_nonnull(f_in = fopen(controllers, "re"));
-	if (fgets(controllers, sizeof(controllers), f_in) == NULL)
-		controllers[0] = '\0';
-	fclose(f_in);
-	if (skip(strstr(controllers, "memory") == NULL,
+	if (skip(!has_controller(dir, "memory"),
 	    "the cgroup v2 hierarchy here has no memory controller (bound to cgroup v1)")) {
 		ck_assert_int_eq(rmdir(dir), 0);
 		return;
@@ -995,8 +1004,7 @@ START_TEST(test_cgroup_refusals)
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex = NULL;
-	char dir[128], controllers[256] = "";
-	FILE *f;
+	char dir[128];
 
 	hkx_sandbox_init(&sb);
 	config(&c, &sb);
@@ -1006,16 +1014,17 @@ START_TEST(test_cgroup_refusals)
 	ck_assert_int_eq(hkx_executor_new(&c, &ex), -EOPNOTSUPP);
 	if (!make_delegated(dir, sizeof(dir)))
 		return;
-	snprintf(controllers, sizeof(controllers), "%s/cgroup.controllers", dir);
-	ck_assert_ptr_nonnull(f = fopen(controllers, "re"));
-	if (fgets(controllers, sizeof(controllers), f) == NULL)
-		controllers[0] = '\0';
-	fclose(f);
 	sb.cgroup = dir;
-	if (strstr(controllers, "memory") == NULL)
+	if (!has_controller(dir, "memory"))
 		ck_assert_int_eq(hkx_executor_new(&c, &ex), -EOPNOTSUPP);
 	else
 		skip(true, "the memory controller is here: nothing to refuse");
+	sb.memory_max = 0;
+	sb.cpu_max_us = 10000;
+	if (!has_controller(dir, "cpu"))
+		ck_assert_int_eq(hkx_executor_new(&c, &ex), -EOPNOTSUPP);
+	else
+		skip(true, "the cpu controller is here: nothing to refuse");
 	ck_assert_ptr_null(ex);
 	ck_assert_int_eq(rmdir(dir), 0);
 }
