@@ -138,9 +138,73 @@ struct hkx_config {
 	                              that a dead one is replaced at once; 0 = none,
 	                              hkx_config_init sets 1 */
 	uint32_t reserved32;       /* must be zero, as reserved[] */
-	uint64_t reserved[6];
+	const struct hkx_sandbox *sandbox; /* the host's isolation layers, copied;
+	                              NULL = rlimits and no_new_privs only */
+	uint64_t reserved[5];
 };
 void hkx_config_init(struct hkx_config *c);
+
+/*
+ * The host's isolation layers, applied in every host after the fork while
+ * it is single-threaded, before any worker thread or host_init runs, in the
+ * order the trusted sandboxes use: namespaces, then the rlimits and
+ * no_new_privs of hkx_config, then Landlock, then seccomp (so that the
+ * set-up itself is not filtered). Seccomp or Landlock imply no_new_privs.
+ * A layer asked for that the host cannot apply fails the host's set-up:
+ * hkx_executor_new returns its errno (-EOPNOTSUPP, -EPERM), never a
+ * weaker sandbox, except where Landlock is asked best effort.
+ */
+enum hkx_seccomp {
+	HKX_SECCOMP_OFF,   /* no filter */
+	HKX_SECCOMP_TRAP,  /* a denied call kills the host with SIGSYS: the task
+	                      that made it ends CRASHED, "blocked system call
+	                      NAME", its neighbours as collateral of a crash */
+	HKX_SECCOMP_ERRNO, /* lenient: a denied call fails with EPERM */
+};
+
+struct hkx_sandbox {
+	/* seccomp (needs libseccomp at build time, else -EOPNOTSUPP): the
+	 * built-in deny list (mount, ptrace, bpf, kernel modules, keys,
+	 * namespaces, clocks, ...: README.md) plus these names, a
+	 * NULL-terminated list (an unknown name: -EINVAL) */
+	enum hkx_seccomp seccomp;
+	const char *const *seccomp_deny;
+	/* Landlock: NULL-terminated path lists, read-and-execute and
+	 * read-write beneath each (a missing path: -ENOENT); once either holds
+	 * a path every other path is denied */
+	const char *const *landlock_ro;
+	const char *const *landlock_rw;
+	bool landlock_scope_signals; /* no signal to any process outside the
+	                                host and what it starts (Landlock ABI 6) */
+	bool landlock_deny_tcp;      /* no TCP bind or connect (ABI 4) */
+	bool landlock_strict;        /* a Landlock feature the kernel lacks fails
+	                                hkx_executor_new (-EOPNOTSUPP); else it is
+	                                left out: hkx_stats.landlock_abi says what
+	                                was applied */
+	/* namespaces: through a user namespace when not privileged */
+	bool no_network;             /* a network namespace of its own: loopback only */
+	bool private_ipc;            /* an IPC namespace of its own (System V, POSIX mqueues) */
+	uint8_t padding[3];          /* ignored */
+	/* cgroup v2: a directory delegated to the application (systemd
+	 * Delegate=yes, or one it made), NULL for none. Each host runs in a
+	 * cgroup of its own below it, moved there before it takes a task, and
+	 * dies with everything in it through cgroup.kill (kernel 5.14), even
+	 * what left its session; the cgroup goes with it. Limits need their
+	 * controller in the directory's cgroup.controllers (-EOPNOTSUPP). */
+	const char *cgroup;
+	uint64_t memory_max;         /* memory.max of each host, bytes, with
+	                                memory.oom.group 1: the OOM killer takes a
+	                                host whole, and its running tasks end
+	                                CRASHED, "out of memory (cgroup
+	                                memory.max)"; 0 = none */
+	uint64_t pids_max;           /* pids.max of each host; 0 = none */
+	uint64_t cpu_max_us;         /* cpu.max of each host: CPU time in each 100 ms
+	                                period, in microseconds (100000: one CPU's
+	                                worth); 0 = none */
+	uint64_t reserved[4];        /* must be zero */
+};
+/* Zero: no layer. */
+void hkx_sandbox_init(struct hkx_sandbox *s);
 
 typedef struct hkx_executor hkx_executor;
 
@@ -154,7 +218,11 @@ typedef struct hkx_executor hkx_executor;
  * (host_init failed: a negative errno that host_init returned is passed
  * on), -ETIMEDOUT if a host was not ready within start_timeout_ms (it is
  * killed), -EMFILE or -ENFILE out of
- * fds, -EAGAIN out of processes (fork), -ENOMEM.
+ * fds, -EAGAIN out of processes (fork), -ENOMEM; for the sandbox: -EINVAL
+ * (an unknown system call name), -ENOENT or -EACCES (a Landlock path),
+ * -EOPNOTSUPP (a filter without libseccomp, a strict Landlock feature the
+ * kernel lacks), -EPERM (namespaces forbidden), or the errno of a layer
+ * the host could not apply.
  * The zygote is started with a double fork: the middle process lives for a
  * moment and is reaped here, so the application may see one SIGCHLD during
  * this call (a handler that reaps every child may reap it first, which is
@@ -217,7 +285,7 @@ struct hkx_stats {
 	pid_t host_pid;       /* the first host up, or 0 while none is */
 	bool paused, frozen, broken, shut_down;
 	uint32_t hosts_up;    /* hosts ready for tasks, at most config.hosts */
-	uint32_t reserved32;
+	uint32_t landlock_abi; /* the Landlock ABI version the hosts apply; 0 none */
 	uint64_t reserved[7];
 };
 int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);

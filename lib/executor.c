@@ -259,6 +259,7 @@ destroy(hkx_executor *ex)
 	free(ex->inbuf);
 	/* Futures that outlive the executor are freed as they are released. */
 	hkx__cache_close(&ex->cache);
+	hkx__sandbox_free(&ex->host_config.sandbox);
 	hkx__executor_release(ex);
 }
 
@@ -301,8 +302,15 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hc->limit_memory_bytes = c->limit_memory_bytes;
 	hc->limit_open_files = c->limit_open_files;
 	hc->allow_core_dumps = c->allow_core_dumps;
-	hc->no_new_privs = c->no_new_privs;
 	hc->spare_hosts = c->spare_hosts;
+	err = hkx__sandbox_prepare(&hc->sandbox, c->sandbox);
+	if (err < 0)
+		return err;
+	/* Without it, neither layer may be set up by an unprivileged host,
+	 * and a privileged one could undo them through a set-uid program. */
+	hc->no_new_privs = c->no_new_privs || hc->sandbox.filter_len > 0 ||
+	    hc->sandbox.landlock_abi > 0;
+	ex->stats.landlock_abi = (uint32_t)hc->sandbox.landlock_abi;
 
 	ex->epfd = hkx__above_stdio(epoll_create1(EPOLL_CLOEXEC));
 	ex->wakefd = hkx__above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

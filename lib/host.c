@@ -45,6 +45,9 @@
 #ifndef sigev_notify_thread_id
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
+#ifndef SYS_SECCOMP
+#define SYS_SECCOMP 1 /* si_code of a filter's SIGSYS; the C library lacks it */
+#endif
 
 #define READ_BUF_LEN (256 * 1024)
 #define ALTSTACK_LEN (64 * 1024)
@@ -360,10 +363,16 @@ static void
 on_fatal_signal(int sig, siginfo_t *info, void *context)
 {
 	struct worker *w = current_worker;
+	uint64_t id = w != NULL ? atomic_load(&w->task_id) : 0;
 
-	(void)info;
 	(void)context;
-	note(w != NULL ? atomic_load(&w->task_id) : 0, HKX__NOTE_CRASH, sig);
+	/* The filter refused a system call: say which, if it is one of the
+	 * architecture the supervisor can name. */
+	if (sig == SIGSYS && info->si_code == SYS_SECCOMP)
+		note(id, HKX__NOTE_BLOCKED,
+		    info->si_arch == host.hc->sandbox.audit_arch ? info->si_syscall : -1);
+	else
+		note(id, HKX__NOTE_CRASH, sig);
 	/* SA_RESETHAND restored the default: the signal, pending until we
 	 * return, ends the host with the status the supervisor expects. */
 	raise(sig);
@@ -699,6 +708,22 @@ watch_descendants(pid_t zygote_pid)
 		die(HOST_EXIT_SETUP);
 }
 
+/* A layer of the sandbox that was asked for and cannot be applied: the
+ * host must not run tasks in a weaker one. */
+static void
+apply_layer(enum hkx__layer layer, int err)
+{
+	if (err == 0)
+		return;
+	note(layer, HKX__NOTE_SETUP_FAILED, err);
+	die(HOST_EXIT_SETUP);
+}
+
+/*
+ * Namespaces first (their set-up needs what the later layers take away),
+ * seccomp last, once nothing of the set-up is left to filter; all before
+ * the first thread and host_init.
+ */
 static void
 set_up_process(const struct hkx__host_config *hc)
 {
@@ -716,6 +741,7 @@ set_up_process(const struct hkx__host_config *hc)
 	hkx__set_title("hkx-host", "host", hkx__app_pid);
 	raise_oom_score();
 
+	apply_layer(HKX__LAYER_NAMESPACES, hkx__sandbox_enter_namespaces(&hc->sandbox));
 	if (hc->limit_memory_bytes)
 		set_limit(RLIMIT_AS, hc->limit_memory_bytes);
 	if (hc->limit_open_files)
@@ -724,6 +750,7 @@ set_up_process(const struct hkx__host_config *hc)
 		set_limit(RLIMIT_CORE, 0);
 	if (hc->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		die(HOST_EXIT_SETUP);
+	apply_layer(HKX__LAYER_LANDLOCK, hkx__sandbox_landlock(&hc->sandbox));
 
 	sa.sa_sigaction = on_fatal_signal;
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
@@ -733,6 +760,7 @@ set_up_process(const struct hkx__host_config *hc)
 	sa.sa_sigaction = on_cpu_limit;
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
 	sigaction(SIGRTMIN, &sa, NULL);
+	apply_layer(HKX__LAYER_SECCOMP, hkx__sandbox_seccomp(&hc->sandbox));
 }
 
 static void

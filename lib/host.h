@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "hkx.h"
+#include "sandbox.h"
 #include "slots.h"
 
 /* Everything a host needs, in memory that the zygote inherited. */
@@ -31,6 +32,7 @@ struct hkx__host_config {
 	uint64_t limit_open_files;
 	bool allow_core_dumps;
 	bool no_new_privs;
+	struct hkx__sandbox sandbox;
 	uint32_t nslots;               /* in each host's slot table */
 	unsigned spare_hosts;          /* the zygote keeps this many ready */
 };
@@ -46,6 +48,9 @@ enum hkx__note_kind {
 	HKX__NOTE_CRASH = 1,   /* value: the fatal signal */
 	HKX__NOTE_CPU_LIMIT,   /* value: 0; the task used up its CPU time */
 	HKX__NOTE_INIT_FAILED, /* value: what host_init returned */
+	HKX__NOTE_BLOCKED,     /* value: the system call the filter refused
+	                          with SIGSYS, -1 if of another architecture */
+	HKX__NOTE_SETUP_FAILED,/* id: the enum hkx__layer; value: its errno */
 };
 #define HKX__NOTE_MAGIC 0x6e786b68u /* "hkxn" */
 struct hkx__note {

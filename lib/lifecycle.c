@@ -352,6 +352,7 @@ hkx__start_errno(int err)
 	switch (-err) {
 	case EINVAL: case ENOSYS: case EPERM: case ECHILD: case ETIMEDOUT:
 	case ENOMEM: case EMFILE: case ENFILE: case EAGAIN:
+	case EOPNOTSUPP: case ENOENT: case EACCES: /* the sandbox */
 		return err;
 	default:
 		return -ECHILD; /* the zygote died or spoke nonsense */
@@ -503,6 +504,7 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
             int status, struct hkx__future_list *back)
 {
 	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	char name[32];
 
 	if (h->protocol_error) {
 		f->cause = HKX__CAUSE_PROTOCOL;
@@ -514,7 +516,12 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 		                      : "run-time limit reached; host killed");
 		hkx__end_future(ex, f, f->doom, SIGKILL);
 	} else if (h->crash_noted && h->crash_id == f->id) {
-		hkx__set_message(f, "crashed: signal %d (%s)", h->crash_signal, strsignal(h->crash_signal));
+		if (h->crash_blocked) {
+			hkx__syscall_name(h->crash_syscall, name, sizeof(name));
+			hkx__set_message(f, "blocked system call %s", name);
+		} else
+			hkx__set_message(f, "crashed: signal %d (%s)", h->crash_signal,
+			    strsignal(h->crash_signal));
 		hkx__end_future(ex, f, HKX_CRASHED, h->crash_signal);
 	} else if (culprit_known) {
 		if (f->retries_left > 0 && !h->kill_all && !f->stop_asked &&
@@ -525,6 +532,9 @@ end_running(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool culprit_k
 		}
 		hkx__set_message(f, "killed with its host");
 		hkx__end_future(ex, f, HKX_KILLED, SIGKILL);
+	} else if (h->oom_killed) {
+		hkx__set_message(f, "out of memory (cgroup memory.max)");
+		hkx__end_future(ex, f, HKX_CRASHED, SIGKILL);
 	} else if (sig) {
 		hkx__set_message(f, "host died of signal %d (%s)", sig, strsignal(sig));
 		hkx__end_future(ex, f, HKX_CRASHED, sig);
@@ -614,6 +624,18 @@ host_by_pid(hkx_executor *ex, pid_t pid)
 	return NULL;
 }
 
+/* The sandbox layer a host's set-up note names. */
+static const char *
+layer_name(unsigned layer)
+{
+	switch (layer) {
+	case HKX__LAYER_NAMESPACES: return "namespaces";
+	case HKX__LAYER_LANDLOCK: return "Landlock ruleset";
+	case HKX__LAYER_SECCOMP: return "seccomp filter";
+	default: return "sandbox";
+	}
+}
+
 /*
  * The host is dead: settle every task it held. Everything it said before
  * it died counts: a result that arrived wins over the death.
@@ -624,11 +646,19 @@ static void
 describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, size_t len)
 {
 	const char *name;
+	char call[32];
 	int sig;
 
 	if (h->protocol_error)
 		snprintf(buf, len, "a host broke the protocol");
-	else if (h->crash_noted && hkx__running_by_id(ex, h, h->crash_id) != NULL) {
+	else if (h->setup_rc < 0)
+		snprintf(buf, len, "a host could not set up its %s: %s",
+		    layer_name(h->setup_layer), strerror(-h->setup_rc));
+	else if (h->crash_noted && h->crash_blocked &&
+	    hkx__running_by_id(ex, h, h->crash_id) != NULL) {
+		hkx__syscall_name(h->crash_syscall, call, sizeof(call));
+		snprintf(buf, len, "task %" PRIu64 " made blocked system call %s", h->crash_id, call);
+	} else if (h->crash_noted && hkx__running_by_id(ex, h, h->crash_id) != NULL) {
 		name = sigabbrev_np(h->crash_signal);
 		snprintf(buf, len, "task %" PRIu64 " died of SIG%s", h->crash_id,
 		    name != NULL ? name : "?");
@@ -636,6 +666,8 @@ describe_death(hkx_executor *ex, struct hkx__host *h, int status, char *buf, siz
 		snprintf(buf, len, "host_init returned %d", h->init_rc);
 	else if (h->start_timed_out)
 		snprintf(buf, len, "a host was not ready within %d ms", ex->config.start_timeout_ms);
+	else if (h->oom_killed)
+		snprintf(buf, len, "a host ran out of memory (cgroup memory.max)");
 	else if (status == STATUS_UNKNOWN)
 		snprintf(buf, len, "a host died, its exit status unknown");
 	else if (WIFSIGNALED(status)) {
@@ -671,6 +703,7 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
 	if (!ex->started && !h->ready) {
 		ex->start_error = h->start_timed_out ? -ETIMEDOUT
+		    : h->setup_rc < 0 ? h->setup_rc
 		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
 	} else if (!ordered) {
@@ -857,6 +890,12 @@ hkx__zygote_readable(hkx_executor *ex)
 			break;
 		case HKX__ZYGOTE_SPAWN_FAILED:
 			spawn_failed(ex, m.value < 0 ? m.value : -ECHILD);
+			break;
+		case HKX__ZYGOTE_OOM:
+			hkx__lock(ex);
+			if ((h = host_by_pid(ex, m.pid)) != NULL)
+				h->oom_killed = true;
+			hkx__unlock(ex);
 			break;
 		case HKX__ZYGOTE_EXITED:
 			h = host_by_pid(ex, m.pid);

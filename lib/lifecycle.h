@@ -36,7 +36,12 @@ struct hkx__host {
 	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
 	uint64_t crash_id;
 	int crash_signal;
+	bool crash_blocked;  /* SIGSYS of the filter: crash_syscall says which */
+	bool oom_killed;     /* the OOM killer took its cgroup (memory.max) */
+	int crash_syscall;   /* -1 if the host could not say */
 	int init_rc;
+	int setup_rc;        /* a layer of the sandbox failed: its errno, else 0 */
+	unsigned setup_layer;/* ... and which (enum hkx__layer) */
 	unsigned inflight;   /* slots it holds */
 	uint64_t sent;       /* tasks sent over its life */
 	struct hkx__slots slots;  /* its own table, host_capacity slots */

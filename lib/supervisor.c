@@ -430,11 +430,19 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 		return -EPROTO;
 	switch (note->kind) {
 	case HKX__NOTE_CRASH:
+	case HKX__NOTE_BLOCKED:
 		if (!h->crash_noted) {
 			h->crash_noted = true;
 			h->crash_id = note->id;
-			h->crash_signal = note->value;
+			h->crash_blocked = note->kind == HKX__NOTE_BLOCKED;
+			h->crash_signal = h->crash_blocked ? SIGSYS : note->value;
+			h->crash_syscall = h->crash_blocked ? note->value : -1;
 		}
+		return 0;
+	case HKX__NOTE_SETUP_FAILED:
+		/* Taken for what it says only if it is an errno. */
+		h->setup_rc = note->value < 0 && note->value > -4096 ? note->value : -ECHILD;
+		h->setup_layer = (unsigned)note->id;
 		return 0;
 	case HKX__NOTE_CPU_LIMIT:
 		f = hkx__running_by_id(ex, h, note->id);

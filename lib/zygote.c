@@ -1,7 +1,8 @@
 /*
  * zygote: forks hosts from a small single-threaded snapshot of the
- * application, reaps them and kills whatever a dead one leaves, and takes
- * them down with it.
+ * application (each into a cgroup of its own, with a delegated cgroup),
+ * reaps them and kills whatever a dead one leaves, and takes them down
+ * with it.
  *
  * The zygote side runs only in the forked process and must never return
  * into the application's code; the supervisor side never blocks on the
@@ -188,13 +189,17 @@ reap(size_t i)
 {
 	struct child c = zy.children[i];
 	int status = 0;
+	bool oom = false;
 
 	/* Kill the group before reaping: the leader's pid cannot be reused
 	 * while it is a zombie, so this can only hit the host's own group,
 	 * and with it every process a task started there at once. What left
 	 * the group is orphaned to us and swept up next. */
-	if (c.host)
+	if (c.host) {
+		oom = hkx__cgroup_oom_killed(&zy.hc->sandbox, getpid(), c.pid);
+		hkx__cgroup_kill(&zy.hc->sandbox, getpid(), c.pid);
 		killpg(c.pid, SIGKILL);
+	}
 	while (waitpid(c.pid, &status, __WALL) < 0 && errno == EINTR)
 		;
 	close(c.pidfd);
@@ -207,6 +212,8 @@ reap(size_t i)
 			zy.spares[k] = zy.spares[--zy.nspares];
 			break;
 		}
+	if (oom)
+		(void)send_msg(zy.sock, HKX__ZYGOTE_OOM, c.pid, 0, NULL, 0);
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
 }
 
@@ -266,8 +273,10 @@ zygote_leave(void)
 {
 	for (;;) {
 		sweep();
-		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
+		if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD) {
+			hkx__cgroup_prune(&zy.hc->sandbox, getpid());
 			_exit(0);
+		}
 	}
 }
 
@@ -304,7 +313,9 @@ fork_host(struct ready_host *out)
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
-	pidfd = hkx__pidfd_open(pid);
+	/* Before the supervisor hears of it, so before any task. */
+	err = hkx__cgroup_enter(&zy.hc->sandbox, self, pid);
+	pidfd = err < 0 ? err : hkx__pidfd_open(pid);
 	if (pidfd < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
@@ -485,8 +496,10 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 				reap(i - 2);
 				reaped = true;
 			}
-		if (reaped)
+		if (reaped) {
 			sweep();
+			hkx__cgroup_prune(&zy.hc->sandbox, getpid());
+		}
 		if (zy.exiting)
 			continue;
 		if (pfds[0].revents & POLLIN)

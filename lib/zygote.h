@@ -36,6 +36,8 @@ enum hkx__zygote_msg_type {
 	                          slot table memfd */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
+	HKX__ZYGOTE_OOM,       /* zygote -> supervisor, just before EXITED: pid; the
+	                          OOM killer took the host's cgroup */
 };
 
 #define HKX__ZYGOTE_MAX_FDS 5

@@ -7,7 +7,10 @@
  * 30 seconds and must not depend on the machine's CPU count (it asks for
  * four worker threads), and every step checks what the library returned.
  */
+#include <sys/ptrace.h>
+
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +27,9 @@ static const char usage[] =
 "usage: hkx demo\n"
 "\n"
 "A tour, in a few seconds, of cancel, stop, pause and resume, freeze, kill\n"
-"and recovery, a crash survived, a timeout escalating and a fail-fast\n"
-"group, on the built-in tasks, ending with the executor's statistics.\n";
+"and recovery, a crash survived, a timeout escalating, a fail-fast group\n"
+"and a sandboxed host refusing a task's ptrace and kill, on the built-in\n"
+"tasks, ending with the executor's statistics.\n";
 
 struct job {
 	hkx_future *future;
@@ -325,6 +329,100 @@ fail:
 	return -1;
 }
 
+/* The sandbox tour's tasks: each tries to reach the supervisor, whose pid
+ * is its argument. */
+static int
+task_try_ptrace(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t pid = (pid_t)strtol(arg, NULL, 10);
+
+	int err;
+
+	(void)len;
+	if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) == 0)
+		return 0; /* not reached: the filter kills the host first */
+	err = errno;
+	hkx_task_message(t, "ptrace: %s", strerror(err));
+	return err;
+}
+
+static int
+task_try_signal(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t pid = (pid_t)strtol(arg, NULL, 10);
+
+	int err;
+
+	(void)len;
+	if (kill(pid, SIGTERM) == 0)
+		return 0; /* not reached: the scope was checked first */
+	err = errno;
+	hkx_task_message(t, "kill(supervisor, SIGTERM): %s", strerror(err));
+	return err;
+}
+
+static const struct hkx_task_def sandbox_tasks[] = {
+	{ "ptrace", task_try_ptrace },
+	{ "signal", task_try_signal },
+};
+
+static int
+tour_sandbox(void)
+{
+	hkx_executor *main_ex = ex;
+	struct hkx_sandbox sb;
+	struct hkx_stats st;
+	struct hkx_config c;
+	struct job attach, signal;
+	char pid[16];
+	int err;
+
+	section("a sandboxed host: seccomp and Landlock refuse a hostile task");
+	hkx_sandbox_init(&sb);
+	sb.seccomp = HKX_SECCOMP_TRAP;
+	sb.landlock_scope_signals = true;
+	hkx_config_init(&c);
+	c.tasks = sandbox_tasks;
+	c.ntasks = sizeof(sandbox_tasks) / sizeof(sandbox_tasks[0]);
+	c.threads = 1;
+	c.sandbox = &sb;
+	err = hkx_executor_new(&c, &ex);
+	if (err == -EOPNOTSUPP) {
+		say("skipped: this hkx was built without libseccomp");
+		ex = main_ex;
+		return 0;
+	}
+	if (check(err, "cannot start a sandboxed host") < 0) {
+		ex = main_ex;
+		return -1;
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	if (submit(&attach, "ptrace", pid, NULL) < 0)
+		goto fail;
+	show(&attach);
+	/* Best effort: a kernel without signal scoping would let it through,
+	 * and the tour would end here. */
+	if (stats(&st) < 0)
+		goto fail;
+	if (st.landlock_abi < 6)
+		say("signal scoping skipped: this kernel's Landlock ABI is %u, it needs 6",
+		    (unsigned)st.landlock_abi);
+	else {
+		if (submit(&signal, "signal", pid, NULL) < 0)
+			goto fail;
+		show(&signal);
+	}
+	say("the ptrace attempt killed its host (SIGSYS); the kill was refused; "
+	    "this process lives on.");
+	hkx_executor_free(ex);
+	ex = main_ex;
+	return 0;
+fail:
+	hkx_executor_free(ex);
+	ex = main_ex;
+	return -1;
+}
+
 static int
 summary(void)
 {
@@ -380,7 +478,7 @@ cmd_demo(int argc, char **argv)
 	if (tour_cancel() == 0 && tour_stop() == 0 && tour_pause() == 0 &&
 	    tour_freeze(&runaway) == 0 && tour_kill(&runaway) == 0 &&
 	    tour_crash() == 0 && tour_timeout() == 0 && tour_group() == 0 &&
-	    summary() == 0)
+	    tour_sandbox() == 0 && summary() == 0)
 		status = 0;
 	if (check(hkx_executor_shutdown(ex, HKX_SHUTDOWN_KILL, -1), "shutdown") < 0)
 		status = 1;

@@ -52,6 +52,15 @@ enum {
 	OPT_HOSTS,
 	OPT_ISOLATE,
 	OPT_SPARE_HOSTS,
+	/* the sandbox */
+	OPT_SECCOMP = 768,
+	OPT_LANDLOCK_RO,
+	OPT_LANDLOCK_RW,
+	OPT_SCOPE_SIGNALS,
+	OPT_NO_NETWORK,
+	OPT_CGROUP,
+	OPT_MEMORY_MAX,
+	OPT_PIDS_MAX,
 };
 
 /* worker's own, in a range of their own */
@@ -118,6 +127,14 @@ static const struct {
 	{ { "lease-ms", required_argument, NULL, OPT_LEASE }, OPTS_WORKER },
 	{ { "grace-ms", required_argument, NULL, OPT_GRACE }, OPTS_WORKER },
 	{ { "max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES }, OPTS_WORKER },
+	{ { "seccomp", required_argument, NULL, OPT_SECCOMP }, OPTS_HOST },
+	{ { "landlock-ro", required_argument, NULL, OPT_LANDLOCK_RO }, OPTS_HOST },
+	{ { "landlock-rw", required_argument, NULL, OPT_LANDLOCK_RW }, OPTS_HOST },
+	{ { "scope-signals", no_argument, NULL, OPT_SCOPE_SIGNALS }, OPTS_HOST },
+	{ { "no-network", no_argument, NULL, OPT_NO_NETWORK }, OPTS_HOST },
+	{ { "cgroup", required_argument, NULL, OPT_CGROUP }, OPTS_HOST },
+	{ { "memory-max", required_argument, NULL, OPT_MEMORY_MAX }, OPTS_HOST },
+	{ { "pids-max", required_argument, NULL, OPT_PIDS_MAX }, OPTS_HOST },
 };
 #define NOPTIONS (sizeof(all_options) / sizeof(all_options[0]))
 
@@ -232,6 +249,119 @@ add_plugin(struct cmd_options *o, const char *path)
 	return 0;
 }
 
+/* --- the sandbox --------------------------------------------------------- */
+
+/* Appends to a NULL-terminated list. */
+static int
+add_path(struct cmd_options *o, const char ***list, size_t *n, const char *path)
+{
+	const char **p;
+
+	if ((p = reallocarray(*list, *n + 2, sizeof(*p))) == NULL) {
+		options_usage_error(o, "out of memory");
+		return -1;
+	}
+	p[(*n)++] = path;
+	p[*n] = NULL;
+	*list = p;
+	return 0;
+}
+
+static int
+apply_sandbox(struct cmd_options *o, int opt, const char *arg)
+{
+	long long n;
+
+	switch (opt) {
+	case OPT_SECCOMP:
+		o->seccomp = arg;
+		return 0;
+	case OPT_LANDLOCK_RO:
+		return add_path(o, &o->landlock_ro, &o->nlandlock_ro, arg);
+	case OPT_LANDLOCK_RW:
+		return add_path(o, &o->landlock_rw, &o->nlandlock_rw, arg);
+	case OPT_SCOPE_SIGNALS:
+		o->scope_signals = true;
+		return 0;
+	case OPT_NO_NETWORK:
+		o->no_network = true;
+		return 0;
+	case OPT_CGROUP:
+		o->cgroup = arg;
+		return 0;
+	case OPT_MEMORY_MAX:
+		return parse_size(o, arg, &o->memory_max);
+	case OPT_PIDS_MAX:
+		if (parse_count(o, "pids-max", arg, INT_MAX, &n) == -1)
+			return -1;
+		if (n == 0) {
+			options_usage_error(o, "pids-max must be at least 1");
+			return -1;
+		}
+		o->pids_max = (uint64_t)n;
+		return 0;
+	}
+	return -1;
+}
+
+static void
+free_names(char **names)
+{
+	for (size_t i = 0; names != NULL && names[i] != NULL; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The names of a --seccomp FILE, one a line (blank lines and #comments
+ * skipped), NULL-terminated; NULL for "default". Prints the error and
+ * returns -1. */
+static int
+read_seccomp_names(const struct cmd_options *o, char ***out)
+{
+	char **names, **grown, *line = NULL, *name;
+	size_t n = 0, cap = 0;
+	int err = 0;
+	FILE *f;
+
+	*out = NULL;
+	if (strcmp(o->seccomp, "default") == 0)
+		return 0;
+	if ((f = fopen(o->seccomp, "re")) == NULL) {
+		fprintf(stderr, "hkx %s: --seccomp %s: %s\n", o->command, o->seccomp,
+		    strerror(errno));
+		return -1;
+	}
+	if ((names = calloc(1, sizeof(*names))) == NULL)
+		err = ENOMEM;
+	while (err == 0 && getline(&line, &cap, f) >= 0) {
+		name = line + strspn(line, " \t");
+		name[strcspn(name, " \t\r\n#")] = '\0';
+		if (*name == '\0')
+			continue;
+		if ((grown = reallocarray(names, n + 2, sizeof(*names))) == NULL) {
+			err = ENOMEM;
+			break;
+		}
+		names = grown;
+		if ((names[n] = strdup(name)) == NULL)
+			err = ENOMEM;
+		else
+			names[++n] = NULL;
+	}
+	if (err == 0 && ferror(f))
+		err = errno;
+	free(line);
+	fclose(f);
+	if (err != 0) {
+		fprintf(stderr, "hkx %s: --seccomp %s: %s\n", o->command, o->seccomp,
+		    strerror(err));
+		free_names(names);
+		return -1;
+	}
+	*out = names;
+	return 0;
+}
+
 static int
 apply_worker(struct cmd_options *o, int opt, const char *arg)
 {
@@ -287,6 +417,8 @@ apply(struct cmd_options *o, int opt, const char *arg)
 
 	if (opt >= OPT_REDIS)
 		return apply_worker(o, opt, arg);
+	if (opt >= OPT_SECCOMP)
+		return apply_sandbox(o, opt, arg);
 	switch (opt) {
 	case OPT_THREADS:
 		return parse_positive(o, "threads", arg, 1024, &o->threads);
@@ -465,6 +597,10 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	}
 	/* As for the other pairs that contradict each other, an error
 	 * rather than one silently winning. */
+	if ((o->memory_max || o->pids_max) && o->cgroup == NULL) {
+		options_usage_error(o, "--memory-max and --pids-max need --cgroup");
+		return -1;
+	}
 	if (o->isolate && o->hosts != 0) {
 		options_usage_error(o, "--isolate and --hosts do not go together: "
 		    "with --isolate, -j gives the number of hosts");
@@ -479,6 +615,10 @@ options_free(struct cmd_options *o)
 	free(o->plugins);
 	o->plugins = NULL;
 	o->nplugins = 0;
+	free(o->landlock_ro);
+	free(o->landlock_rw);
+	o->landlock_ro = o->landlock_rw = NULL;
+	o->nlandlock_ro = o->nlandlock_rw = 0;
 }
 
 int
@@ -555,16 +695,64 @@ host_address_space(unsigned threads, uint64_t base)
 	return (need + (1 << 20) - 1) >> 20 << 20;
 }
 
+/* What the sandbox options ask for; false if none. */
+static bool
+sandbox_of(const struct cmd_options *o, struct hkx_sandbox *sb, char **seccomp_names)
+{
+	hkx_sandbox_init(sb);
+	if (o->seccomp != NULL) {
+		sb->seccomp = HKX_SECCOMP_TRAP;
+		sb->seccomp_deny = (const char *const *)seccomp_names;
+	}
+	sb->landlock_ro = o->landlock_ro;
+	sb->landlock_rw = o->landlock_rw;
+	sb->landlock_scope_signals = o->scope_signals || o->landlock_ro != NULL ||
+	    o->landlock_rw != NULL;
+	sb->no_network = o->no_network;
+	sb->cgroup = o->cgroup;
+	sb->memory_max = o->memory_max;
+	sb->pids_max = o->pids_max;
+	return o->seccomp != NULL || sb->landlock_scope_signals || o->no_network ||
+	    o->cgroup != NULL;
+}
+
+/* The library's errno for a sandbox the hosts cannot have, in words. */
+static const char *
+sandbox_error(int err)
+{
+	switch (-err) {
+	case EOPNOTSUPP:
+		return "the sandbox asked for is not supported here (hkx built without "
+		    "libseccomp, --cgroup not a cgroup v2 directory, or a controller "
+		    "--memory-max or --pids-max needs missing there)";
+	case EINVAL:
+		return "invalid sandbox (an unknown system call name in --seccomp?)";
+	case ENOENT:
+		return "a --landlock-ro, --landlock-rw or --cgroup path does not exist";
+	case EPERM:
+		return "the sandbox was refused (user namespaces forbidden?)";
+	default:
+		return strerror(-err);
+	}
+}
+
 int
 options_start_executor(const struct cmd_options *o, const struct task_table *tt,
     hkx_executor **ex, hkx_cq **cq)
 {
+	struct hkx_sandbox sb;
 	struct hkx_config c;
+	char **seccomp_names = NULL;
 	uint64_t base, need;
 	char limit[32];
+	bool sandboxed;
 	int err;
 
+	if (o->seccomp != NULL && read_seccomp_names(o, &seccomp_names) == -1)
+		return -1;
 	hkx_config_init(&c);
+	if ((sandboxed = sandbox_of(o, &sb, seccomp_names)))
+		c.sandbox = &sb;
 	c.tasks = tt->defs;
 	c.ntasks = tt->n;
 	c.max_payload = TASK_MAX_PAYLOAD;
@@ -589,7 +777,9 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	base = address_space();
 	c.max_restarts = o->max_restarts;
 	c.restart_window_ms = o->restart_window_ms;
-	if ((err = hkx_executor_new(&c, ex)) < 0) {
+	err = hkx_executor_new(&c, ex);
+	free_names(seccomp_names);
+	if (err < 0) {
 		/* A host under RLIMIT_AS that cannot map its threads' stacks
 		 * dies before it is ready: the library can only say -ECHILD. */
 		need = host_address_space(c.threads, base);
@@ -602,7 +792,7 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 			return OPTIONS_LIMIT_TOO_SMALL;
 		}
 		fprintf(stderr, "hkx %s: cannot start the host: %s\n", o->command,
-		    strerror(-err));
+		    sandboxed ? sandbox_error(err) : strerror(-err));
 		return -1;
 	}
 	if ((err = hkx_cq_new(*ex, cq)) < 0) {

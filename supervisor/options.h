@@ -53,6 +53,15 @@ struct cmd_options {
 	bool retry_failed;        /* --retries also for FAILED and TIMED_OUT */
 	int retry_delay_ms;       /* before the first such retry; doubles */
 
+	/* The hosts' sandbox (OPTS_HOST), for struct hkx_sandbox. */
+	const char *seccomp;      /* --seccomp: "default", or a file of names */
+	const char **landlock_ro, **landlock_rw; /* NULL-terminated, or NULL */
+	size_t nlandlock_ro, nlandlock_rw;
+	bool scope_signals;       /* also implied by any --landlock-* */
+	bool no_network;
+	const char *cgroup;       /* --cgroup DIR */
+	uint64_t memory_max, pids_max;
+
 	/* The executor's restart budget (OPTS_HOST), and serve's cap on
 	 * requests in flight. */
 	unsigned max_restarts, restart_window_ms;
@@ -81,6 +90,21 @@ struct cmd_options {
 "                         or crash ends only the task it targets\n" \
 "      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n"
 
+/* The usage lines of the sandbox options, the same for every command. */
+#define OPTIONS_SANDBOX_HELP \
+"      --seccomp default|FILE  refuse the built-in deny list of system calls\n" \
+"                         (ptrace, mount, bpf, ...; README.md), and those\n" \
+"                         FILE names one a line: the task crashes (SIGSYS)\n" \
+"      --landlock-ro PATH  read and execute beneath PATH (repeatable); once\n" \
+"                         any --landlock-* is given, no other path\n" \
+"      --landlock-rw PATH  read and write beneath PATH (repeatable)\n" \
+"      --scope-signals    no signal to any process outside the host\n" \
+"                         (implied by --landlock-*)\n" \
+"      --no-network       a network namespace of the hosts' own: loopback only\n" \
+"      --cgroup DIR       each host in a cgroup of its own below DIR, a cgroup\n" \
+"                         v2 directory delegated to hkx; a kill takes all in it\n" \
+"      --memory-max SIZE  with --cgroup: memory.max of each host (K, M, G, T)\n" \
+"      --pids-max N       with --cgroup: pids.max of each host\n"
 
 /*
  * Parses argv (argv[0] is the subcommand's name). Options come before the

@@ -70,6 +70,7 @@ OPTIONS_HOSTS_HELP
 "      --retries N        default retries of requests\n"
 "      --memory-limit SIZE  address-space limit of each host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the hosts\n"
+OPTIONS_SANDBOX_HELP
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --max-restarts N   host deaths allowed in the restart window (5); one\n"
 "                         more breaks the executor, which is replaced (0: exit)\n"

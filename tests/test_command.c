@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -2815,6 +2816,163 @@ START_TEST(serve_hosts_kill_ends_only_its_host)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------- */
+/* The hosts' sandbox                                                      */
+
+/* A program the filter refuses dies of SIGSYS: the shell says 128 + SIGSYS
+ * as for any signal; a FILE adds its names; a bad one is an error. */
+START_TEST(run_seccomp_refuses_calls)
+{
+	const char *names = tmpfile_with("seccomp-names", "# extra\nuname\n\n", 15);
+	const char *bogus = tmpfile_with("seccomp-bogus", "no_such_call\n", 13);
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--seccomp", "default", "sh",
+	    "unshare -n true", "echo fine", NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_int_eq(num(o, "code"), 128 + SIGSYS);
+	ck_assert_str_eq(str(by_index(arr, 1), "state"), "done");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--seccomp", names, "sh", "uname",
+	    NULL), 1);
+	arr = all_json(&p);
+	ck_assert_int_eq(num(by_index(arr, 0), "code"), 128 + SIGSYS);
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--seccomp", bogus, "echo", NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "unknown system call name") != NULL, "%s", p.errbuf);
+	ck_assert_str_eq(p.outbuf, "");
+	proc_free(&p);
+}
+END_TEST
+
+/* Once a --landlock-* path is given, every other path is denied; a path
+ * that does not exist is an error. */
+START_TEST(run_landlock_paths)
+{
+	const char *secret = tmpfile_with("landlock-secret", "secret", 6);
+	char ro[300], rw[300], read_it[400], write_it[400];
+	json_t *arr;
+	struct proc p;
+
+	snprintf(ro, sizeof(ro), "%s/ro", tmpdir);
+	snprintf(rw, sizeof(rw), "%s/rw", tmpdir);
+	ck_assert_int_eq(mkdir(ro, 0700), 0);
+	ck_assert_int_eq(mkdir(rw, 0700), 0);
+	snprintf(read_it, sizeof(read_it), "cat %s", secret);
+	snprintf(write_it, sizeof(write_it), "echo x > %s/f && echo wrote", rw);
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--landlock-ro", "/usr", "--landlock-ro",
+	    ro, "--landlock-rw", rw, "sh", read_it, write_it, NULL), 1);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "state"), "failed");
+	ck_assert_msg(strstr(p.errbuf, "Permission denied") != NULL, "%s", p.errbuf);
+	ck_assert_str_eq(str(by_index(arr, 1), "result"), "wrote\n");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--landlock-rw", "/nonexistent/hkx", "echo",
+	    NULL), 1);
+	ck_assert_msg(strstr(p.errbuf, "does not exist") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+}
+END_TEST
+
+/* --scope-signals: no signal leaves the host, here to the test itself. */
+START_TEST(run_scope_signals)
+{
+	char cmd[64];
+	json_t *arr, *o;
+	struct proc p;
+
+	snprintf(cmd, sizeof(cmd), "kill -CONT %d", (int)getpid());
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--scope-signals", "sh", cmd, NULL), 1);
+	arr = all_json(&p);
+	o = by_index(arr, 0);
+	ck_assert_str_eq(str(o, "state"), "failed");
+	ck_assert_msg(strstr(p.errbuf, "not permitted") != NULL, "%s", p.errbuf);
+	json_decref(arr);
+	proc_free(&p);
+}
+END_TEST
+
+/* --no-network: the host's network namespace has a loopback device only;
+ * serve takes the sandbox options too. */
+START_TEST(no_network_has_loopback_only)
+{
+	json_t *arr, *o;
+	struct proc p;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--no-network", "sh",
+	    "grep -c : /proc/net/dev; grep -c lo: /proc/net/dev", NULL), 0);
+	arr = all_json(&p);
+	ck_assert_str_eq(str(by_index(arr, 0), "result"), "1\n1\n");
+	json_decref(arr);
+	proc_free(&p);
+
+	ck_assert_int_eq(hkx(&p, "{\"id\":1,\"task\":\"sh\",\"arg\":\"grep -c : /proc/net/dev\"}\n",
+	    "serve", "--no-network", "--seccomp", "default", NULL), 0);
+	o = json_loads(p.outbuf, 0, NULL);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(str(o, "result"), "1\n");
+	json_decref(o);
+	proc_free(&p);
+}
+END_TEST
+
+/* --cgroup: each host in a cgroup of its own below DIR, gone after; the
+ * limits need --cgroup. Skipped where no cgroup v2 hierarchy is writable. */
+START_TEST(run_cgroup)
+{
+	static const char *const roots[] = { "/sys/fs/cgroup/unified", "/sys/fs/cgroup" };
+	char dir[128] = "", want[160];
+	const char *root = NULL;
+	struct statfs fs;
+	json_t *arr;
+	struct proc p;
+	size_t i;
+
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--pids-max", "10", "echo", NULL), 2);
+	ck_assert_msg(strstr(p.errbuf, "need --cgroup") != NULL, "%s", p.errbuf);
+	proc_free(&p);
+	for (i = 0; i < sizeof(roots) / sizeof(roots[0]) && root == NULL; i++)
+		if (statfs(roots[i], &fs) == 0 && fs.f_type == 0x63677270 /* cgroup2 */ &&
+		    access(roots[i], W_OK) == 0)
+			root = roots[i];
+	if (root == NULL) {
+		printf("skipped: no writable cgroup v2 hierarchy here\n");
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s/hkx-test-XXXXXX", root);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "--cgroup", dir, "sh",
+	    "grep ^0:: /proc/self/cgroup", NULL), 0);
+	arr = all_json(&p);
+	snprintf(want, sizeof(want), "%s/hkx-", strrchr(dir, '/'));
+	ck_assert_msg(strstr(str(by_index(arr, 0), "result"), want) != NULL, "%s", p.outbuf);
+	json_decref(arr);
+	proc_free(&p);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+START_TEST(demo_shows_the_sandbox)
+{
+	struct proc p;
+
+	ck_assert_msg(hkx(&p, NULL, "demo", NULL) == 0, "stderr:\n%s", p.errbuf);
+	ck_assert_msg(strstr(p.outbuf, "blocked system call ptrace") != NULL, "%s", p.outbuf);
+	ck_assert_msg(strstr(p.outbuf, "kill(supervisor, SIGTERM): Operation not permitted") !=
+	    NULL, "%s", p.outbuf);
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -2902,6 +3060,12 @@ command_suite(void)
 	add(s, "run_isolate_timeout", run_isolate_nothing_waits_behind_a_timeout, 60);
 	add(s, "serve_isolate", serve_isolate_kill_and_timeout_end_only_their_task, 60);
 	add(s, "serve_hosts_kill", serve_hosts_kill_ends_only_its_host, 60);
+	add(s, "run_seccomp", run_seccomp_refuses_calls, 60);
+	add(s, "run_landlock", run_landlock_paths, 60);
+	add(s, "run_scope_signals", run_scope_signals, 60);
+	add(s, "no_network", no_network_has_loopback_only, 60);
+	add(s, "run_cgroup", run_cgroup, 60);
+	add(s, "demo_sandbox", demo_shows_the_sandbox, 60);
 	return s;
 }
 
