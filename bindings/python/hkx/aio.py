@@ -166,14 +166,16 @@ class Executor:
     def _check_open(self) -> None:
         if self._proc is None:
             raise RuntimeError("start the executor first: async with hkx.aio.Executor()")
-        if self._why is not None:
-            raise ExecutorBroken(self._why)
         if self._closing:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._why is not None:
+            raise ExecutorBroken(self._why)
 
     async def _exchange(self, lines: bytes = b"") -> dict:
         """Control lines and a stats request after them: the stats come once
         serve has acted on the lines, and what it said was wrong before."""
+        if self._proc is None:
+            raise RuntimeError("start the executor first: async with hkx.aio.Executor()")
         if self._why is not None:
             raise ExecutorBroken(self._why)
         answer = self._loop.create_future()
@@ -190,6 +192,8 @@ class Executor:
             self._send(b"".join(protocol.control(verb, rid) for rid in self._pending))
 
     def _send(self, data: bytes) -> None:
+        if self._proc.stdin.closed:
+            raise RuntimeError("the executor has shut down")
         if not self._backlog:
             try:
                 n = os.write(self._in, data)

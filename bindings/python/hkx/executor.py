@@ -8,10 +8,10 @@ threads and native libraries are loaded.
 
 One thread per executor, the channel's, does all the reading: it turns
 serve's answers into ended futures, and runs their done callbacks, as an
-executor's worker would. Writes are made by whichever thread submits,
-without blocking: what the pipe cannot take at once waits in a backlog
-that the channel's thread writes out, so that it never blocks on a write
-while serve blocks on writing an answer it does not read.
+executor's worker would. No thread ever blocks on a write: a line for an
+idle serve is written at once by the thread that submits it, others go
+into a backlog that the channel's thread writes out in one go; so that
+thread never waits for serve to read while serve waits for it to read.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
-from concurrent.futures._base import PENDING
 
 from . import protocol
 from .errors import ExecutorBroken, RequestRefused
@@ -121,10 +120,10 @@ class _Channel:
         self.control("cancel", asked)
         for f in asked:
             if self._on_thread():
-                self._pump(lambda f=f: f._state != PENDING)
+                self._pump(lambda f=f: f._answered())
             else:
                 with f._condition:
-                    while f._state == PENDING and not self._dead:
+                    while not f._answered() and not self._dead:
                         f._condition.wait()
 
     def exchange(self, lines: bytes = b"") -> dict:

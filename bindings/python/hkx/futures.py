@@ -111,13 +111,17 @@ class Future(concurrent.futures.Future):
         """The standard future raises a bare CancelledError; ours says why."""
         return CancelledError(self._reason) if self._reason and not e.args else e
 
+    def _answered(self) -> bool:
+        """serve has said whether the task started: a cancel has its answer."""
+        return self.running() or self.done()
+
     # What the executor's reader thread learns about the task.
 
     def _started(self, progress: tuple[int, int] | None) -> None:
         if progress is not None:
             self._progress = progress
         with self._condition:
-            if self._state == concurrent.futures._base.PENDING:
+            if not self.running() and not self.done():
                 self._hkx_state = "running"
                 self.set_running_or_notify_cancel()
                 # cancel() waits to learn whether the task started.

@@ -19,8 +19,11 @@ def _fds() -> set[str]:
 def _children() -> list[str]:
     kids: list[str] = []
     for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
-        with open(path) as f:
-            kids += f.read().split()
+        try:
+            with open(path) as f:
+                kids += f.read().split()
+        except FileNotFoundError:
+            pass                # a thread that ended since: it has no child
     return kids
 
 

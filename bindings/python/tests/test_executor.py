@@ -268,7 +268,8 @@ def test_pause_and_freeze(ex1):
     ex1.pause(freeze=True)
     stats = ex1.stats()
     assert stats["frozen"]
-    assert proc_state(stats["host_pid"]) == "T"
+    # SIGSTOP has been sent; the kernel stops the host in its own time.
+    poll_until("a stopped host", lambda: proc_state(stats["host_pid"]) == "T")
     ex1.resume()
     assert not ex1.stats()["paused"]
     first.stop()
@@ -366,3 +367,20 @@ def test_bad_option_is_a_value_error():
         hkx.Executor(1, memory_limit="1K")
     with pytest.raises(ValueError):
         hkx.Executor(0)
+
+
+def test_an_executor_broken_by_host_deaths_is_replaced():
+    """More host deaths in a row than max_restarts break serve's executor:
+    what it still held raises ExecutorBroken, and a fresh one takes the
+    next tasks."""
+    with hkx.Executor(1, max_restarts=1) as ex:
+        crashes = [ex.submit("crash") for _ in range(2)]
+        queued = [ex.submit("echo", str(i)) for i in range(3)]
+        for f in crashes:
+            with pytest.raises(hkx.TaskCrashed):
+                f.result()
+        for f in queued:
+            with pytest.raises(hkx.ExecutorBroken, match="executor broken"):
+                f.result()
+            assert f.state == "broken"
+        assert ex.submit("echo", "fresh").result() == b"fresh"
