@@ -90,6 +90,12 @@ def test_run_in_executor_takes_a_task_and_its_argument(ex):
     assert asyncio.run(main()) == want
 
 
+@pytest.mark.skipif("HKX_TEST_PLUGIN" not in os.environ, reason="meson test sets it")
+def test_plugin_tasks():
+    with hkx.Executor(1, plugins=[os.environ["HKX_TEST_PLUGIN"]]) as ex:
+        assert ex.submit("upper", "shout").result() == b"SHOUT"
+
+
 def test_unknown_task_is_refused(ex):
     f = ex.submit("no-such-task")
     with pytest.raises(hkx.RequestRefused, match="unknown task"):
@@ -144,6 +150,13 @@ def test_executor_wide_limits_are_defaults():
             ex.submit("spin", "0").result()
         # 0: none, for this task.
         assert ex.submit("sleep", "300", kill_after=0).result() == b""
+
+
+def test_cpu_limit_kills_a_runaway():
+    with hkx.Executor(1, cpu_limit=30) as ex:
+        f = ex.submit("spin", "0", cpu_limit=0.1)
+        with pytest.raises(hkx.TaskTimedOut, match="CPU time"):
+            f.result()
 
 
 def test_retries_rerun_a_bystander():
