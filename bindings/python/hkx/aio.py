@@ -237,7 +237,7 @@ class Executor:
         end = data.rfind(b"\n")
         self._partial = data[end + 1:]
         if end >= 0:
-            for msg in protocol.decode(data[:end].decode()):
+            for msg in protocol.decode(data[:end]):
                 protocol.route(msg, self)
         self._maybe_close_input()
 
@@ -283,6 +283,12 @@ class Executor:
         await self._eof
 
     # protocol.Handler
+
+    def on_done(self, rid: int, result: bytes, elapsed: float, attempts: int) -> None:
+        entry = self._pending.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            future, text = entry
+            future.set_result(result.decode() if text else result)
 
     def on_outcome(self, rid: int, msg: dict) -> None:
         entry = self._pending.pop(rid, None)

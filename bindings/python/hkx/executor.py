@@ -81,7 +81,7 @@ class _Channel:
         self._dead = False               # serve's stdout has ended
         self._why = "hkx serve has exited"   # what a broken executor raises
         self.returncode: int | None = None
-        self._messages: collections.deque[dict] = collections.deque()
+        self._messages: collections.deque[protocol.Message] = collections.deque()
         self._partial = b""
         self._poll = select.poll()
         self._poll.register(self._out, select.POLLIN)
@@ -271,7 +271,7 @@ class _Channel:
         end = data.rfind(b"\n")
         self._partial = data[end + 1:]
         if end >= 0:
-            self._messages.extend(protocol.decode(data[:end].decode()))
+            self._messages.extend(protocol.decode(data[:end]))
 
     def _finish(self) -> None:
         """serve's stdout has ended: it exited, or died. Whatever it had
@@ -312,6 +312,11 @@ class _Channel:
 
     # A dict's pop and get are atomic: no lock for the common lines. Only
     # _finish() replaces _pending, under the lock, on this thread.
+
+    def on_done(self, rid: int, result: bytes, elapsed: float, attempts: int) -> None:
+        future = self._pending.pop(rid, None)
+        if future is not None:
+            future._done(result, elapsed, attempts)
 
     def on_outcome(self, rid: int, msg: dict) -> None:
         future = self._pending.pop(rid, None)

@@ -127,6 +127,13 @@ class Future(concurrent.futures.Future):
                 # cancel() waits to learn whether the task started.
                 self._condition.notify_all()
 
+    def _done(self, result: bytes, elapsed: float, attempts: int) -> None:
+        """The common end, spared the building of an Outcome."""
+        self._attempts = attempts
+        self._elapsed = elapsed
+        self._hkx_state = "done"
+        self.set_result(result.decode() if self._text else result)
+
     def _end(self, outcome: Outcome) -> None:
         self._attempts = outcome.attempts
         self._elapsed = outcome.elapsed
