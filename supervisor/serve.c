@@ -476,7 +476,9 @@ find_request(struct server *s, json_t *id)
 }
 
 /* {"cancel":ID}, {"stop":ID}, {"kill":ID}: the request's own response
- * tells how it ended; only a mistake gets an answer of its own. */
+ * tells how it ended; only a mistake gets an answer of its own, and a
+ * cancel that came too late, since nothing else would tell before the
+ * request ends. */
 static void
 handle_future_control(struct server *s, const char *verb, json_t *id)
 {
@@ -487,9 +489,10 @@ handle_future_control(struct server *s, const char *verb, json_t *id)
 		send_error(s, id, "%s: no request with this id is in flight", verb);
 		return;
 	}
-	if (strcmp(verb, "cancel") == 0)
-		hkx_future_cancel(rq->future);
-	else if (strcmp(verb, "stop") == 0)
+	if (strcmp(verb, "cancel") == 0) {
+		if (!hkx_future_cancel(rq->future))
+			write_json(s, json_pack("{s:O, s:b}", "id", rq->id, "cancelled", 0));
+	} else if (strcmp(verb, "stop") == 0)
 		err = hkx_future_stop(rq->future);
 	else
 		err = hkx_future_kill(rq->future);

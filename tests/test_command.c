@@ -2973,6 +2973,38 @@ START_TEST(demo_shows_the_sandbox)
 }
 END_TEST
 
+/*
+ * A cancel that comes too late is said at once: a client cannot tell it
+ * otherwise before the request ends, maybe hours later. A cancel that
+ * takes gets no answer but the response.
+ */
+START_TEST(serve_cancel_of_a_started_request_says_so)
+{
+	static const char *const args[] = { "serve", "-j", "1", NULL };
+	json_t *o;
+	struct proc p;
+
+	proc_start(&p, args);
+	proc_write(&p, "{\"id\":\"s\",\"task\":\"sh\",\"arg\":\"echo started >&2; exec sleep 20\"}\n");
+	proc_wait_stderr(&p, "started");
+	proc_write(&p, "{\"cancel\":\"s\"}\n{\"kill\":\"s\"}\n");
+	o = proc_next_json(&p, DEADLINE_MS);
+	ck_assert(o != NULL);
+	ck_assert_str_eq(str(o, "id"), "s");
+	ck_assert_msg(json_is_false(json_object_get(o, "cancelled")) &&
+	    json_object_get(o, "state") == NULL, "not an answer to the cancel: %s", p.outbuf);
+	json_decref(o);
+	assert_next_end(&p, "id", "\"s\"", "killed");
+
+	proc_write(&p, "{\"pause\":\"checkpoint\"}\n{\"id\":\"q\",\"task\":\"echo\"}\n"
+	    "{\"cancel\":\"q\"}\n{\"resume\":true}\n");
+	assert_next_end(&p, "id", "\"q\"", "cancelled");
+	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);
+	ck_assert_ptr_null(proc_next_json(&p, 0));
+	proc_free(&p);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -3066,6 +3098,7 @@ command_suite(void)
 	add(s, "no_network", no_network_has_loopback_only, 60);
 	add(s, "run_cgroup", run_cgroup, 60);
 	add(s, "demo_sandbox", demo_shows_the_sandbox, 60);
+	add(s, "serve_cancel_started", serve_cancel_of_a_started_request_says_so, 60);
 	return s;
 }
 
