@@ -8,10 +8,11 @@
  * slot, runs it and appends its result to one output buffer, which leaves
  * in writes of many frames. A result must never die
  * with the host once its task has returned: a small one is stored in the
- * task's shared slot first, and its frame may then wait for the writer
- * thread while the worker goes on (that is where batching comes from); a
- * worker with a bigger result or a message moves on only once its frame is
- * in the pipe.
+ * task's shared slot first, and goes to the supervisor by the up ring (no
+ * write at all unless the supervisor sleeps), or, after a STARTED frame,
+ * by a frame that may wait for the writer thread while the worker goes on;
+ * a worker with a bigger result or a message moves on only once its frame
+ * is in the pipe.
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
@@ -106,6 +107,8 @@ static struct {
 	size_t out_len, out_cap, spare_cap;
 	uint64_t appended, written; /* bytes over the host's life */
 	bool flushing;
+
+	pthread_mutex_t up_lock;  /* the workers' side of the up ring */
 
 	struct worker *workers;
 } host;
@@ -469,6 +472,22 @@ fail_group(struct hkx_task *t, uint64_t group)
 	pthread_mutex_unlock(&failed.lock);
 }
 
+/* A result stored in its slot goes to the supervisor by the up ring, and a
+ * wake-up by pipe only if it said that it sleeps. */
+static void
+publish_result(uint32_t slot)
+{
+	uint8_t wake[HKX__HEADER_LEN];
+	bool due;
+
+	pthread_mutex_lock(&host.up_lock);
+	hkx__ring_push(&host.slots.up, HKX__RING_RECORD(HKX__RING_FINISHED, slot));
+	due = hkx__ring_wake_due(&host.slots.up);
+	pthread_mutex_unlock(&host.up_lock);
+	if (due)
+		emit(wake, hkx__encode_wake(wake), NULL, 0, NULL, 0, EMIT_NOW);
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
@@ -516,6 +535,11 @@ run_task(struct worker *w, struct hkx_task *t)
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
 		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
+		/* A STARTED frame must reach the supervisor first. */
+		if (!(flags & HKX__SLOT_NOTIFY_START)) {
+			publish_result(t->slot);
+			return;
+		}
 		/* Safe in the slot: only a worker with nothing queued writes
 		 * at once, since it would only wait otherwise. */
 		mode = atomic_load_explicit(&host.queued, memory_order_relaxed) == 0 ? EMIT_NOW
@@ -857,7 +881,7 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	current_worker = NULL;
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
-	    pthread_mutex_init(&host.out_lock, NULL) ||
+	    pthread_mutex_init(&host.out_lock, NULL) || pthread_mutex_init(&host.up_lock, NULL) ||
 	    pthread_cond_init(&host.out_cond, NULL) || pthread_cond_init(&host.writer_cond, NULL))
 		die(HOST_EXIT_SETUP);
 

@@ -15,6 +15,11 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
+ * A result that fits the slot, with no message, goes to the supervisor in
+ * it: the host pushes the slot's index on the up ring once FINISHED
+ * (ring.h). Any other result, and that of every task with a run-time limit
+ * (whose STARTED frame must come before it), still goes by pipe.
+ *
  * A member of a group carries the group's id in its slot, and a member of
  * a fail-fast group a flag that says so: a host that sees such a member
  * fail starts no other member of its group from then on (host.c), so that
@@ -32,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ring.h"
+
 enum hkx__slot_state {
 	HKX__SLOT_FREE,
 	HKX__SLOT_SENT,
@@ -45,7 +52,7 @@ enum hkx__slot_state {
 #define HKX__SLOT_STATE(word) ((unsigned)((word) & 7u))
 
 /* Reply bytes a slot can hold for a FINISHED task. */
-#define HKX__SLOT_INLINE 48
+#define HKX__SLOT_INLINE 128
 
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
@@ -70,12 +77,17 @@ struct hkx__slots_header {
 	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
 	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
 	uint8_t pad[56];         /* room for more words of the whole host's */
+	struct hkx__ring_shared up, down; /* their records follow the marks */
 };
 
+/* Each process that maps a table has its own copy: the rings' positions
+ * in it are that process's. */
 struct hkx__slots {
 	struct hkx__slots_header *header;
 	struct hkx__slot *slot;
 	pthread_mutex_t *alive;  /* one per worker, after the slots */
+	struct hkx__ring up;     /* results: the host's workers push */
+	struct hkx__ring down;   /* tasks: the supervisor pushes (ring.h) */
 	uint32_t count, workers;
 	size_t map_len;
 };
@@ -117,6 +129,11 @@ bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state t
  * bytes; CLAIMED -> FINISHED once they are stored. */
 void hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const void *reply,
                       size_t len);
+
+/* Supervisor: the result in a slot that should be FINISHED with sequence
+ * seq, each shared word read once: 0, or -EPROTO if the slot is not that
+ * or its length is more than it holds. */
+int hkx__slot_result(struct hkx__slot *slot, uint64_t seq, int32_t *rc, uint32_t *reply_len);
 
 /* Host: publish progress; supervisor: read it consistently. */
 void hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total);

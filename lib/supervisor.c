@@ -2,13 +2,16 @@
  * supervisor: the one thread per executor, every signal blocked, that
  * watches the hosts (pipes, crash notes, pidfds), the zygote and two timers
  * over epoll, reads and writes the frames, hands queued tasks to the host
- * that takes them and runs on_done callbacks.
+ * that takes them and runs on_done callbacks. After every batch of events
+ * it reads each host's up ring (results inline in their slots); before it
+ * sleeps it says so in each host's table, so that a host with a result
+ * wakes it by pipe.
  *
  * Only this thread writes to a host's pipe or reads from one, and never
  * with the executor's lock held: a host that stops reading or floods its
- * pipes must not hold anyone else. Nothing the hosts send, in frames or in
- * crash notes, is trusted: anything malformed kills the host and ends its
- * running tasks CRASHED with -EPROTO.
+ * pipes must not hold anyone else. Nothing the hosts send, in frames, in
+ * crash notes or in their rings, is trusted: anything malformed kills the
+ * host and ends its running tasks CRASHED with -EPROTO.
  */
 #include "supervisor.h"
 
@@ -330,9 +333,91 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 	case HKX__FRAME_RESULT:
 		ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
 		return take_result(ex, h, fr);
+	case HKX__FRAME_WAKE:
+		return 0; /* the rings are read after every batch of events */
 	default:
 		return -EPROTO;
 	}
+}
+
+/* --- results by ring ------------------------------------------------------ */
+
+/* A record of h's up ring: its slot must hold the result of the task h was
+ * given there, as owner_of() has it for a RESULT frame. */
+static int
+take_ring_result(hkx_executor *ex, struct hkx__host *h, uint32_t record)
+{
+	uint32_t i, reply_len;
+	hkx_future *f;
+	int32_t rc;
+
+	if (hkx__ring_decode(record, HKX__RING_FINISHED, ex->host_capacity, &i) < 0)
+		return -EPROTO;
+	f = h->owners[i];
+	if (f == NULL || hkx__is_end(f) ||
+	    hkx__slot_result(&h->slots.slot[i], f->seq, &rc, &reply_len) < 0)
+		return -EPROTO;
+	hkx__finish(ex, f, rc, h->slots.slot[i].reply, reply_len, NULL, 0);
+	return 0;
+}
+
+/* With the lock held: the results h's workers left in its up ring. At
+ * most one ring's worth per call: a host cannot hold this thread. */
+static void
+drain_ring(hkx_executor *ex, struct hkx__host *h)
+{
+	uint32_t records[64], total = 0;
+	ssize_t n, i;
+
+	do {
+		n = hkx__ring_pop(&h->slots.up, records, HKX__ARRAY_LEN(records));
+		for (i = 0; i < n; i++)
+			if (take_ring_result(ex, h, records[i]) < 0)
+				n = -EPROTO;
+		if (n < 0) {
+			hkx__protocol_error(ex, h);
+			return;
+		}
+		if (n > 0)
+			ex->backoff_ms = 0;
+		total += (uint32_t)n;
+	} while (n == HKX__ARRAY_LEN(records) && total <= h->slots.up.mask);
+}
+
+/* A host's rings are read while its results count: until it is settled,
+ * or caught lying. */
+static bool
+rings_read(const struct hkx__host *h)
+{
+	return !h->settled && !h->protocol_error;
+}
+
+/* With the lock held, after a batch of events: what every host left in
+ * its up ring; the supervisor is awake, so no host need wake it. */
+static void
+drain_rings(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		hkx__ring_awake(&h->slots.up);
+		if (rings_read(h))
+			drain_ring(ex, h);
+	}
+}
+
+/* With the lock held, before epoll_wait: says to every host that the
+ * supervisor sleeps; the timeout for the wait: 0 if a result came
+ * meanwhile, else none. */
+static int
+rings_sleep(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (rings_read(h) && !hkx__ring_sleep(&h->slots.up))
+			return 0;
+	return -1;
 }
 
 /* Reads what the host sent; false once there is nothing more to read. */
@@ -633,10 +718,10 @@ supervisor_main(void *arg)
 	struct epoll_event evs[32];
 	struct hkx__host *h, *next;
 	bool exiting = false;
-	int n, i;
+	int n, i, timeout = -1;
 
 	while (!exiting) {
-		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), -1);
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), timeout);
 		for (i = 0; i < n; i++) {
 			/* A host may be gone by now: its events in this batch
 			 * are stale. Zygote messages come last for that reason. */
@@ -650,6 +735,7 @@ supervisor_main(void *arg)
 		hkx__settle_killed(ex);
 
 		hkx__lock(ex);
+		drain_rings(ex);
 		pump(ex);
 		if (ex->limits_dirty) {
 			ex->limits_dirty = false;
@@ -662,6 +748,7 @@ supervisor_main(void *arg)
 		TAILQ_INIT(&done);
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
+		timeout = rings_sleep(ex);
 		hkx__unlock(ex);
 
 		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {

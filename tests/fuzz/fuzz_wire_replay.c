@@ -96,7 +96,7 @@ put_frame(struct input *in)
 
 	if (in->nframes < sizeof(in->frame_at) / sizeof(in->frame_at[0]))
 		in->frame_at[in->nframes++] = in->len;
-	switch (below(6)) {
+	switch (below(7)) {
 	case 0:
 		var = payload_len();
 		n = hkx__encode_task(buf, task_id(), (uint32_t)below(300),
@@ -116,6 +116,9 @@ put_frame(struct input *in)
 		break;
 	case 4:
 		put(in, buf, hkx__encode_skipped(buf, task_id(), (uint32_t)below(300)));
+		break;
+	case 5:
+		put(in, buf, hkx__encode_wake(buf));
 		break;
 	default: {
 		size_t message = below(3) == 0 ? HKX__MESSAGE_MAX - 1 + below(3) :
