@@ -19,7 +19,8 @@
  * The supervisor trusts nothing of the host's: hkx__ring_pop() refuses a
  * count more than the capacity ahead of its own position, and
  * hkx__ring_decode() a record of a kind its direction does not carry or one
- * that names no slot of the table. Each shared word is read once.
+ * that names no slot of the table; hkx__slots_take_results() (slots.h)
+ * checks the slot itself. Each shared word is read once.
  */
 #ifndef HKX_RING_H
 #define HKX_RING_H

@@ -224,6 +224,31 @@ hkx__slot_result(struct hkx__slot *slot, uint64_t seq, int32_t *rc, uint32_t *re
 	return 0;
 }
 
+ssize_t
+hkx__slots_take_results(struct hkx__slots *s, const struct hkx__results_ops *ops, void *ctx)
+{
+	uint32_t records[64], i, reply_len, cap = s->up.mask + 1;
+	const ssize_t batch = (ssize_t)(sizeof(records) / sizeof(records[0]));
+	ssize_t n, k, total = 0;
+	uint64_t seq;
+	int32_t rc;
+
+	do {
+		n = hkx__ring_pop(&s->up, records, (size_t)batch);
+		for (k = 0; k < n; k++) {
+			if (hkx__ring_decode(records[k], HKX__RING_FINISHED, s->count, &i) < 0 ||
+			    !ops->held(ctx, i, &seq) ||
+			    hkx__slot_result(&s->slot[i], seq, &rc, &reply_len) < 0)
+				return -EPROTO;
+			ops->finish(ctx, i, rc, s->slot[i].reply, reply_len);
+		}
+		if (n < 0)
+			return n;
+		total += n;
+	} while (n == batch && total < cap);
+	return total;
+}
+
 void
 hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total)
 {

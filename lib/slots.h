@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ring.h"
 
@@ -134,6 +135,21 @@ void hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const vo
  * seq, each shared word read once: 0, or -EPROTO if the slot is not that
  * or its length is more than it holds. */
 int hkx__slot_result(struct hkx__slot *slot, uint64_t seq, int32_t *rc, uint32_t *reply_len);
+
+/* What the supervisor knows of a table's slots, for the decoder below. */
+struct hkx__results_ops {
+	/* true, with the sequence it was sent with, if slot i holds a task
+	 * of the host's that has not ended */
+	bool (*held)(void *ctx, uint32_t i, uint64_t *seq);
+	/* slot i's task returned rc with these bytes (in the table) */
+	void (*finish)(void *ctx, uint32_t i, int32_t rc, const void *reply, uint32_t len);
+};
+/* Supervisor: takes the results the host's up ring names, at most one
+ * ring's worth, each record checked as owner_of() in supervisor.c checks a
+ * frame. Their number, or -EPROTO at the first record that breaks a rule
+ * (those before it were taken). */
+ssize_t hkx__slots_take_results(struct hkx__slots *s, const struct hkx__results_ops *ops,
+                                void *ctx);
 
 /* Host: publish progress; supervisor: read it consistently. */
 void hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total);

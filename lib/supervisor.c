@@ -342,46 +342,43 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 
 /* --- results by ring ------------------------------------------------------ */
 
-/* A record of h's up ring: its slot must hold the result of the task h was
- * given there, as owner_of() has it for a RESULT frame. */
-static int
-take_ring_result(hkx_executor *ex, struct hkx__host *h, uint32_t record)
-{
-	uint32_t i, reply_len;
-	hkx_future *f;
-	int32_t rc;
+struct ring_reader {
+	hkx_executor *ex;
+	struct hkx__host *h;
+};
 
-	if (hkx__ring_decode(record, HKX__RING_FINISHED, ex->host_capacity, &i) < 0)
-		return -EPROTO;
-	f = h->owners[i];
-	if (f == NULL || hkx__is_end(f) ||
-	    hkx__slot_result(&h->slots.slot[i], f->seq, &rc, &reply_len) < 0)
-		return -EPROTO;
-	hkx__finish(ex, f, rc, h->slots.slot[i].reply, reply_len, NULL, 0);
-	return 0;
+/* A record of the up ring may name slot i: its task is the host's and has
+ * not ended (a cancelled one has, and the host may not finish it). */
+static bool
+ring_held(void *ctx, uint32_t i, uint64_t *seq)
+{
+	struct ring_reader *r = ctx;
+	hkx_future *f = r->h->owners[i];
+
+	if (f == NULL || hkx__is_end(f))
+		return false;
+	*seq = f->seq;
+	return true;
 }
 
-/* With the lock held: the results h's workers left in its up ring. At
- * most one ring's worth per call: a host cannot hold this thread. */
+static void
+ring_finish(void *ctx, uint32_t i, int32_t rc, const void *reply, uint32_t len)
+{
+	struct ring_reader *r = ctx;
+
+	r->ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
+	hkx__finish(r->ex, r->h->owners[i], rc, reply, len, NULL, 0);
+}
+
+/* With the lock held: the results h's workers left in its up ring. */
 static void
 drain_ring(hkx_executor *ex, struct hkx__host *h)
 {
-	uint32_t records[64], total = 0;
-	ssize_t n, i;
+	static const struct hkx__results_ops ops = { ring_held, ring_finish };
+	struct ring_reader r = { ex, h };
 
-	do {
-		n = hkx__ring_pop(&h->slots.up, records, HKX__ARRAY_LEN(records));
-		for (i = 0; i < n; i++)
-			if (take_ring_result(ex, h, records[i]) < 0)
-				n = -EPROTO;
-		if (n < 0) {
-			hkx__protocol_error(ex, h);
-			return;
-		}
-		if (n > 0)
-			ex->backoff_ms = 0;
-		total += (uint32_t)n;
-	} while (n == HKX__ARRAY_LEN(records) && total <= h->slots.up.mask);
+	if (hkx__slots_take_results(&h->slots, &ops, &r) < 0)
+		hkx__protocol_error(ex, h);
 }
 
 /* A host's rings are read while its results count: until it is settled,
