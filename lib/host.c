@@ -2,8 +2,9 @@
  * host: runs tasks in the process the zygote forked.
  *
  * Threads: N workers (the main thread is the first) in leader/follower
- * fashion: an idle worker takes the reader role, reads a batch of frames
- * from the down pipe, queues them and runs the first task itself, so a
+ * fashion: an idle worker takes the reader role, takes a batch of tasks
+ * from the down ring and the down pipe (blocking on the pipe only once it
+ * said that it sleeps), queues them and runs the first task itself, so a
  * lone task costs no hand-off between threads. A worker claims its task's
  * slot, runs it and appends its result to one output buffer, which leaves
  * in writes of many frames. A result must never die
@@ -99,6 +100,7 @@ static struct {
 	bool quitting;           /* QUIT came: finish what is held, then exit */
 	uint8_t *inbuf;          /* the reader role's */
 	struct hkx__decoder decoder;
+	uint32_t frames_read;    /* the reader role's: TASKs and QUITs decoded */
 
 	pthread_mutex_t out_lock;
 	pthread_cond_t out_cond;  /* more bytes reached the pipe */
@@ -785,28 +787,64 @@ start_threads(const struct hkx__host_config *hc)
 /* --- the reader role ------------------------------------------------------- */
 
 static struct hkx_task *
-task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
+new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t slot,
+         uint32_t task_index, uint32_t attempt, const void *arg, size_t arg_len)
 {
 	struct hkx_task *t;
 
-	if (f->u.task.task_index >= hc->ntasks || f->slot >= host.slots.count)
+	if (task_index >= hc->ntasks || slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
-	t = malloc(sizeof(*t) + f->u.task.arg_len);
+	t = malloc(sizeof(*t) + arg_len);
 	if (t == NULL)
 		die(HOST_EXIT_SETUP);
-	t->id = f->id;
-	t->seq = f->u.task.seq;
-	t->slot = f->slot;
-	t->task_index = f->u.task.task_index;
-	t->attempt = f->u.task.attempt;
+	t->id = id;
+	t->seq = seq;
+	t->slot = slot;
+	t->task_index = task_index;
+	t->attempt = attempt;
 	t->reply = NULL;
 	t->reply_len = 0;
 	t->message = NULL;
 	t->message_len = 0;
-	t->arg_len = f->u.task.arg_len;
-	if (t->arg_len)
-		memcpy(t->arg, f->u.task.arg, t->arg_len);
+	t->arg_len = arg_len;
+	if (arg_len)
+		memcpy(t->arg, arg, arg_len);
 	return t;
+}
+
+static struct hkx_task *
+task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
+{
+	return new_task(hc, f->id, f->u.task.seq, f->slot, f->u.task.task_index,
+	    f->u.task.attempt, f->u.task.arg, f->u.task.arg_len);
+}
+
+/* The tasks the supervisor pushed on the down ring, appended to batch. */
+static void
+take_ring(struct task_queue *batch, unsigned *count)
+{
+	uint32_t records[64], i, arg_len;
+	struct hkx__slot *slot;
+	struct hkx_task *t;
+	ssize_t n, k;
+
+	do {
+		n = hkx__ring_pop(&host.slots.down, records, HKX__ARRAY_LEN(records));
+		if (n < 0)
+			die(HOST_EXIT_PROTOCOL);
+		for (k = 0; k < n; k++) {
+			if (hkx__ring_decode(records[k], HKX__RING_TASK, host.slots.count, &i) < 0)
+				die(HOST_EXIT_PROTOCOL);
+			slot = &host.slots.slot[i];
+			arg_len = slot->arg_len;
+			if (arg_len > HKX__SLOT_ARG_INLINE)
+				die(HOST_EXIT_PROTOCOL);
+			t = new_task(host.hc, slot->task_id, slot->task_seq, i, slot->task_index,
+			    slot->attempt, slot->arg, arg_len);
+			STAILQ_INSERT_TAIL(batch, t, link);
+			(*count)++;
+		}
+	} while (n == HKX__ARRAY_LEN(records));
 }
 
 /* QUIT, and nothing is queued or running: say everything, leave. Called
@@ -824,10 +862,10 @@ quit(void)
 	_exit(0);
 }
 
-/* The reader role: one read of the down pipe, its TASKs appended to batch;
- * true if QUIT came. */
+/* One read of the down pipe, its TASKs appended to batch; true if QUIT
+ * came. */
 static bool
-read_batch(struct task_queue *batch, unsigned *count)
+read_frames(struct task_queue *batch, unsigned *count)
 {
 	struct hkx__frame frame;
 	struct hkx_task *t;
@@ -851,12 +889,40 @@ read_batch(struct task_queue *batch, unsigned *count)
 			t = task_from_frame(host.hc, &frame);
 			STAILQ_INSERT_TAIL(batch, t, link);
 			(*count)++;
-		} else if (frame.type == HKX__FRAME_QUIT)
+			host.frames_read++;
+		} else if (frame.type == HKX__FRAME_QUIT) {
 			quitting = true;
-		else
+			host.frames_read++;
+		} else if (frame.type != HKX__FRAME_WAKE)
 			die(HOST_EXIT_PROTOCOL);
 	}
 	return quitting;
+}
+
+/*
+ * The reader role: the tasks that came, by pipe and by ring, appended to
+ * batch; true if QUIT came. The pipe first while it holds frames the
+ * supervisor queued (a QUIT comes after the tasks it pushed before), then
+ * the ring; with neither, it says it sleeps and blocks on the pipe, which
+ * a frame or a wake-up ends.
+ */
+static bool
+read_batch(struct task_queue *batch, unsigned *count)
+{
+	bool quitting = false;
+
+	for (;;) {
+		if (atomic_load_explicit(&host.slots.header->frames, memory_order_acquire) !=
+		    host.frames_read)
+			quitting = read_frames(batch, count);
+		take_ring(batch, count);
+		if (*count > 0 || quitting)
+			return quitting;
+		if (hkx__ring_sleep(&host.slots.down)) {
+			quitting = read_frames(batch, count);
+			hkx__ring_awake(&host.slots.down);
+		}
+	}
 }
 
 _Noreturn void

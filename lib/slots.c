@@ -189,6 +189,19 @@ hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu
 	return word;
 }
 
+void
+hkx__slot_put_task(struct hkx__slot *slot, uint64_t id, uint64_t seq, uint32_t task_index,
+                   uint32_t attempt, const void *arg, size_t arg_len)
+{
+	slot->task_id = id;
+	slot->task_seq = seq;
+	slot->task_index = task_index;
+	slot->attempt = attempt;
+	slot->arg_len = (uint32_t)arg_len;
+	if (arg_len > 0)
+		memcpy(slot->arg, arg, arg_len);
+}
+
 bool
 hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to)
 {

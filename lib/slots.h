@@ -15,9 +15,11 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
- * A result that fits the slot, with no message, goes to the supervisor in
- * it: the host pushes the slot's index on the up ring once FINISHED
- * (ring.h). Any other result, and that of every task with a run-time limit
+ * A task whose argument fits the slot travels in it: the supervisor writes
+ * it there before SENT and pushes the slot's index on the down ring. A
+ * result that fits the slot, with no message, goes back the same way: the
+ * host pushes the slot's index on the up ring once FINISHED (ring.h). Any
+ * other task or result, and the result of every task with a run-time limit
  * (whose STARTED frame must come before it), still goes by pipe.
  *
  * A member of a group carries the group's id in its slot, and a member of
@@ -52,8 +54,10 @@ enum hkx__slot_state {
 #define HKX__SLOT_SEQ(word) ((uint64_t)(word) >> 3)
 #define HKX__SLOT_STATE(word) ((unsigned)((word) & 7u))
 
-/* Reply bytes a slot can hold for a FINISHED task. */
+/* Reply bytes a slot can hold for a FINISHED task, and argument bytes for
+ * a task sent by ring. */
 #define HKX__SLOT_INLINE 128
+#define HKX__SLOT_ARG_INLINE 128
 
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
@@ -72,12 +76,21 @@ struct hkx__slot {
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
+	/* A task sent by ring, written before SENT. */
+	uint64_t task_id;
+	uint64_t task_seq;
+	uint32_t task_index, attempt;
+	uint32_t arg_len;
+	_Alignas(16) uint8_t arg[HKX__SLOT_ARG_INLINE];
 };
 
 struct hkx__slots_header {
 	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
 	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
-	uint8_t pad[56];         /* room for more words of the whole host's */
+	/* TASK and QUIT frames queued for the host, ever: while it has read
+	 * fewer, the host reads its pipe before it looks at the down ring. */
+	_Atomic uint32_t frames;
+	uint8_t pad[52];         /* room for more words of the whole host's */
 	struct hkx__ring_shared up, down; /* their records follow the marks */
 };
 
@@ -124,6 +137,10 @@ void hkx__slots_free(struct hkx__slots *s);
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
 uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
                        uint32_t cpu_limit_ms, uint64_t group);
+/* Supervisor: a task goes by ring; its argument is at most
+ * HKX__SLOT_ARG_INLINE bytes. Before hkx__slot_arm(). */
+void hkx__slot_put_task(struct hkx__slot *slot, uint64_t id, uint64_t seq, uint32_t task_index,
+                        uint32_t attempt, const void *arg, size_t arg_len);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
 /* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE

@@ -44,15 +44,15 @@ hkx__wake(hkx_executor *ex)
 
 /*
  * Never grows, so never fails: a TASK is queued only while fewer than
- * host_capacity frames wait (pump), a QUIT once, so the array made with
- * the host holds them all once moved to its front. Supervisor thread only,
- * as the frames are.
+ * host_capacity frames wait (pump), a QUIT once, a WAKE while none waits,
+ * so the array made with the host holds them all once moved to its front.
+ * Supervisor thread only, as the frames are.
  */
-void
-hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
-              size_t head_len)
+static void
+queue_frame(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+            size_t head_len)
 {
-	if (h->out_len == ex->host_capacity + 1) {
+	if (h->out_len == ex->host_capacity + 2) {
 		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
 		h->out_len -= h->out_head;
 		h->out_head = 0;
@@ -61,6 +61,27 @@ hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_
 	memcpy(h->out[h->out_len].head, head, head_len);
 	h->out[h->out_len].head_len = (uint8_t)head_len;
 	h->out_len++;
+}
+
+void
+hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+              size_t head_len)
+{
+	queue_frame(ex, h, f, head, head_len);
+	atomic_fetch_add_explicit(&h->slots.header->frames, 1, memory_order_release);
+}
+
+/* After tasks went on h's down ring: a WAKE, if its reader said it sleeps
+ * and none is on its way. */
+static void
+wake_host(hkx_executor *ex, struct hkx__host *h)
+{
+	uint8_t head[HKX__HEADER_LEN];
+
+	if (hkx__ring_wake_due(&h->slots.down) && !h->wake_queued) {
+		h->wake_queued = true;
+		queue_frame(ex, h, NULL, head, hkx__encode_wake(head));
+	}
 }
 
 static void
@@ -79,9 +100,16 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
 	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
+	if (f->arg_len <= HKX__SLOT_ARG_INLINE)
+		hkx__slot_put_task(slot, f->id, f->seq, f->task_index, (uint32_t)f->attempts + 1,
+		    f->arg, f->arg_len);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
 	    f->group != NULL ? f->group->id : 0);
 	h->sent++;
+	if (f->arg_len <= HKX__SLOT_ARG_INLINE) {
+		hkx__ring_push(&h->slots.down, HKX__RING_RECORD(HKX__RING_TASK, f->slot));
+		return;
+	}
 	hkx__out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
@@ -174,6 +202,7 @@ pump(hkx_executor *ex)
 			TAILQ_REMOVE(&ex->queue, f, link);
 			send_task(ex, h, f);
 		}
+		wake_host(ex, h);
 	}
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		if (max && h->sent >= max && !h->retiring && !h->killing && !h->settled) {
@@ -543,12 +572,12 @@ hkx__read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
 static void
 poll_down(hkx_executor *ex, struct hkx__host *h, bool on)
 {
-	struct epoll_event ev = { .events = EPOLLOUT,
+	struct epoll_event ev = { .events = on ? EPOLLOUT : 0,
 	                          .data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_DOWN };
 
 	if (on == h->down_polled)
 		return;
-	epoll_ctl(ex->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, h->down_fd, &ev);
+	epoll_ctl(ex->epfd, EPOLL_CTL_MOD, h->down_fd, &ev);
 	h->down_polled = on;
 }
 
@@ -558,6 +587,7 @@ hkx__drop_output(hkx_executor *ex, struct hkx__host *h)
 	for (size_t i = h->out_head; i < h->out_len; i++)
 		hkx_future_release(h->out[i].future);
 	h->out_head = h->out_len = h->out_partial = 0;
+	h->wake_queued = false;
 	poll_down(ex, h, false);
 }
 
@@ -696,6 +726,8 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		break;
 	case HKX__HOST_DOWN:
 		if (events & (EPOLLERR | EPOLLHUP)) {
+			/* Reported until it is no longer watched. */
+			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->down_fd, NULL);
 			hkx__drop_output(ex, h);
 			pipe_lost(ex, h);
 		} else

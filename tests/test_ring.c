@@ -2,9 +2,10 @@
  * test_ring: tasks and results through the rings of a host's slot table
  * (lib/ring.h), and a host that lies there.
  *
- * A result that fits its slot goes back by the up ring, one that does not
- * (or has a message, or follows a STARTED frame) by pipe; either way the
- * future gets the same bytes. Wake-ups cross the pipes only when the other
+ * A task whose argument fits its slot goes down by the down ring, and a
+ * result that fits goes back by the up ring; one that does not (or has a
+ * message, or follows a STARTED frame) by pipe; either way the task and
+ * the future get the same bytes. Wake-ups cross the pipes only when the other
  * side sleeps, and none may be lost: rounds of lone tasks, each submitted
  * while both sides sleep, all complete.
  *
@@ -189,6 +190,16 @@ task_ring_count(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, &n, sizeof(n));
 }
 
+/* Replies how many records this host took from its down ring so far: on
+ * a one-worker host, the worker is the reader. */
+static int
+task_down_count(hkx_task *t, const void *arg, size_t len)
+{
+	uint32_t n = hkx__host_slots()->down.pos;
+
+	return hkx_task_reply(t, &n, sizeof(n));
+}
+
 /* Finishes its task into the slot and pushes the record, as a worker does,
  * then the host dies before anyone is woken. */
 static int
@@ -304,6 +315,7 @@ executor(unsigned threads, unsigned prefetch)
 	tst_config(&c, threads);
 	tst_add_task(&c, "liar", task_liar);
 	tst_add_task(&c, "ringcount", task_ring_count);
+	tst_add_task(&c, "downcount", task_down_count);
 	tst_add_task(&c, "finishdie", task_finish_then_die);
 	c.prefetch = prefetch;
 	return tst_new(&c);
@@ -365,9 +377,9 @@ START_TEST(test_ring_lie)
 END_TEST
 
 static uint32_t
-ring_count(hkx_executor *ex)
+count_of(hkx_executor *ex, const char *task)
 {
-	hkx_future *f = tst_submit(ex, "ringcount", NULL, 0);
+	hkx_future *f = tst_submit(ex, task, NULL, 0);
 	const void *data;
 	size_t len;
 	uint32_t n;
@@ -398,7 +410,7 @@ static void
 assert_route(hkx_executor *ex, const char *task, const void *arg, size_t len,
              const struct hkx_opts *o, bool by_ring)
 {
-	uint32_t before = ring_count(ex);
+	uint32_t before = count_of(ex, "ringcount");
 	hkx_future *f = tst_submit_opts(ex, task, arg, len, o);
 
 	tst_await_end(f, task);
@@ -408,7 +420,7 @@ assert_route(hkx_executor *ex, const char *task, const void *arg, size_t len,
 		tst_assert_result(f, 0, arg, len);
 	hkx_future_release(f);
 	/* The count's own result went by ring too. */
-	ck_assert_uint_eq(ring_count(ex), before + 1 + by_ring);
+	ck_assert_uint_eq(count_of(ex, "ringcount"), before + 1 + by_ring);
 }
 
 /*
@@ -432,6 +444,30 @@ START_TEST(test_ring_routes)
 	tst_wait_end(f, HKX_FAILED);
 	ck_assert_str_eq(hkx_future_message(f), "bad input 42");
 	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* An argument that fits the slot goes down by ring, one byte more by
+ * pipe; the task gets the same bytes either way. */
+START_TEST(test_ring_task_routes)
+{
+	hkx_executor *ex = executor(1, 4);
+	static char arg[HKX__SLOT_ARG_INLINE + 1];
+	uint32_t before;
+	hkx_future *f;
+
+	tst_fill_pattern(arg, sizeof(arg));
+	for (size_t len = HKX__SLOT_ARG_INLINE; len <= HKX__SLOT_ARG_INLINE + 1; len++) {
+		before = count_of(ex, "downcount");
+		f = tst_submit(ex, "echo", arg, len);
+		tst_await_end(f, "echo");
+		tst_assert_result(f, 0, arg, len);
+		hkx_future_release(f);
+		/* The count's own task came by ring too. */
+		ck_assert_uint_eq(count_of(ex, "downcount"),
+		    before + 1 + (len <= HKX__SLOT_ARG_INLINE));
+	}
 	tst_free_bounded(ex, TST_DEADLINE_MS);
 }
 END_TEST
@@ -516,6 +552,7 @@ ring_suite(void)
 
 	tc = tst_tcase("paths");
 	tcase_add_test(tc, test_ring_routes);
+	tcase_add_test(tc, test_ring_task_routes);
 	tcase_add_loop_test(tc, test_ring_lone_tasks, 1, 3);
 	tcase_add_test(tc, test_ring_bursts);
 	tcase_add_test(tc, test_ring_result_survives_death);
