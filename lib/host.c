@@ -534,7 +534,6 @@ run_task(struct worker *w, struct hkx_task *t)
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
 
-	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
 		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
 		/* A STARTED frame must reach the supervisor first. */
@@ -548,6 +547,7 @@ run_task(struct worker *w, struct hkx_task *t)
 		                                                                     : EMIT_LATER;
 	} else
 		mode = EMIT_WAIT;
+	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len, mode);
 }
 
