@@ -325,6 +325,10 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	uint64_t reserved[5];
 };
 
+/* Tasks leave the queue in submission order, but start in none promised:
+ * a host's workers run side by side, and a task with an argument of up to
+ * 128 bytes (it travels in shared memory) may start before a larger one
+ * submitted earlier (it travels by pipe). */
 int hkx_submit(hkx_executor *ex, const char *task, const void *arg, size_t len,
                const struct hkx_opts *opts, hkx_future **out);
 /* All or none: on failure no task was submitted and outs is untouched. */

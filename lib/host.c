@@ -2,16 +2,18 @@
  * host: runs tasks in the process the zygote forked.
  *
  * Threads: N workers (the main thread is the first) in leader/follower
- * fashion: an idle worker takes the reader role, reads a batch of frames
- * from the down pipe, queues them and runs the first task itself, so a
+ * fashion: an idle worker takes the reader role, takes a batch of tasks
+ * from the down ring and the down pipe (blocking on the pipe only once it
+ * said that it sleeps), queues them and runs the first task itself, so a
  * lone task costs no hand-off between threads. A worker claims its task's
  * slot, runs it and appends its result to one output buffer, which leaves
  * in writes of many frames. A result must never die
  * with the host once its task has returned: a small one is stored in the
- * task's shared slot first, and its frame may then wait for the writer
- * thread while the worker goes on (that is where batching comes from); a
- * worker with a bigger result or a message moves on only once its frame is
- * in the pipe.
+ * task's shared slot first, and goes to the supervisor by the up ring (no
+ * write at all unless the supervisor sleeps), or, after a STARTED frame,
+ * by a frame that may wait for the writer thread while the worker goes on;
+ * a worker with a bigger result or a message moves on only once its frame
+ * is in the pipe.
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
@@ -101,6 +103,7 @@ static struct {
 	bool quitting;           /* QUIT came: finish what is held, then exit */
 	uint8_t *inbuf;          /* the reader role's */
 	struct hkx__decoder decoder;
+	uint32_t frames_read;    /* the reader role's: TASKs and QUITs decoded */
 
 	pthread_mutex_t out_lock;
 	pthread_cond_t out_cond;  /* more bytes reached the pipe */
@@ -109,6 +112,8 @@ static struct {
 	size_t out_len, out_cap, spare_cap;
 	uint64_t appended, written; /* bytes over the host's life */
 	bool flushing;
+
+	pthread_mutex_t up_lock;  /* the workers' side of the up ring */
 
 	struct worker *workers;
 } host;
@@ -478,6 +483,22 @@ fail_group(struct hkx_task *t, uint64_t group)
 	pthread_mutex_unlock(&failed.lock);
 }
 
+/* A result stored in its slot goes to the supervisor by the up ring, and a
+ * wake-up by pipe only if it said that it sleeps. */
+static void
+publish_result(uint32_t slot)
+{
+	uint8_t wake[HKX__HEADER_LEN];
+	bool due;
+
+	pthread_mutex_lock(&host.up_lock);
+	hkx__ring_push(&host.slots.up, HKX__RING_RECORD(HKX__RING_FINISHED, slot));
+	due = hkx__ring_wake_due(&host.slots.up);
+	pthread_mutex_unlock(&host.up_lock);
+	if (due)
+		emit(wake, hkx__encode_wake(wake), NULL, 0, NULL, 0, EMIT_NOW);
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
@@ -522,15 +543,20 @@ run_task(struct worker *w, struct hkx_task *t)
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
 
-	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
 		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
+		/* A STARTED frame must reach the supervisor first. */
+		if (!(flags & HKX__SLOT_NOTIFY_START)) {
+			publish_result(t->slot);
+			return;
+		}
 		/* Safe in the slot: only a worker with nothing queued writes
 		 * at once, since it would only wait otherwise. */
 		mode = atomic_load_explicit(&host.queued, memory_order_relaxed) == 0 ? EMIT_NOW
 		                                                                     : EMIT_LATER;
 	} else
 		mode = EMIT_WAIT;
+	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len, mode);
 }
 
@@ -789,28 +815,64 @@ start_threads(const struct hkx__host_config *hc)
 /* --- the reader role ------------------------------------------------------- */
 
 static struct hkx_task *
-task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
+new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t slot,
+         uint32_t task_index, uint32_t attempt, const void *arg, size_t arg_len)
 {
 	struct hkx_task *t;
 
-	if (f->u.task.task_index >= hc->ntasks || f->slot >= host.slots.count)
+	if (task_index >= hc->ntasks || slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
-	t = malloc(sizeof(*t) + f->u.task.arg_len);
+	t = malloc(sizeof(*t) + arg_len);
 	if (t == NULL)
 		die(HOST_EXIT_SETUP);
-	t->id = f->id;
-	t->seq = f->u.task.seq;
-	t->slot = f->slot;
-	t->task_index = f->u.task.task_index;
-	t->attempt = f->u.task.attempt;
+	t->id = id;
+	t->seq = seq;
+	t->slot = slot;
+	t->task_index = task_index;
+	t->attempt = attempt;
 	t->reply = NULL;
 	t->reply_len = 0;
 	t->message = NULL;
 	t->message_len = 0;
-	t->arg_len = f->u.task.arg_len;
-	if (t->arg_len)
-		memcpy(t->arg, f->u.task.arg, t->arg_len);
+	t->arg_len = arg_len;
+	if (arg_len)
+		memcpy(t->arg, arg, arg_len);
 	return t;
+}
+
+static struct hkx_task *
+task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
+{
+	return new_task(hc, f->id, f->u.task.seq, f->slot, f->u.task.task_index,
+	    f->u.task.attempt, f->u.task.arg, f->u.task.arg_len);
+}
+
+/* The tasks the supervisor pushed on the down ring, appended to batch. */
+static void
+take_ring(struct task_queue *batch, unsigned *count)
+{
+	uint32_t records[64], i, arg_len;
+	struct hkx__slot *slot;
+	struct hkx_task *t;
+	ssize_t n, k;
+
+	do {
+		n = hkx__ring_pop(&host.slots.down, records, HKX__ARRAY_LEN(records));
+		if (n < 0)
+			die(HOST_EXIT_PROTOCOL);
+		for (k = 0; k < n; k++) {
+			if (hkx__ring_decode(records[k], HKX__RING_TASK, host.slots.count, &i) < 0)
+				die(HOST_EXIT_PROTOCOL);
+			slot = &host.slots.slot[i];
+			arg_len = slot->arg_len;
+			if (arg_len > HKX__SLOT_ARG_INLINE)
+				die(HOST_EXIT_PROTOCOL);
+			t = new_task(host.hc, slot->task_id, slot->task_seq, i, slot->task_index,
+			    slot->attempt, slot->arg, arg_len);
+			STAILQ_INSERT_TAIL(batch, t, link);
+			(*count)++;
+		}
+	} while (n == HKX__ARRAY_LEN(records));
 }
 
 /* QUIT, and nothing is queued or running: say everything, leave. Called
@@ -828,10 +890,10 @@ quit(void)
 	_exit(0);
 }
 
-/* The reader role: one read of the down pipe, its TASKs appended to batch;
- * true if QUIT came. */
+/* One read of the down pipe, its TASKs appended to batch; true if QUIT
+ * came. */
 static bool
-read_batch(struct task_queue *batch, unsigned *count)
+read_frames(struct task_queue *batch, unsigned *count)
 {
 	struct hkx__frame frame;
 	struct hkx_task *t;
@@ -855,12 +917,40 @@ read_batch(struct task_queue *batch, unsigned *count)
 			t = task_from_frame(host.hc, &frame);
 			STAILQ_INSERT_TAIL(batch, t, link);
 			(*count)++;
-		} else if (frame.type == HKX__FRAME_QUIT)
+			host.frames_read++;
+		} else if (frame.type == HKX__FRAME_QUIT) {
 			quitting = true;
-		else
+			host.frames_read++;
+		} else if (frame.type != HKX__FRAME_WAKE)
 			die(HOST_EXIT_PROTOCOL);
 	}
 	return quitting;
+}
+
+/*
+ * The reader role: the tasks that came, by pipe and by ring, appended to
+ * batch; true if QUIT came. The pipe first while it holds frames the
+ * supervisor queued (a QUIT comes after the tasks it pushed before), then
+ * the ring; with neither, it says it sleeps and blocks on the pipe, which
+ * a frame or a wake-up ends.
+ */
+static bool
+read_batch(struct task_queue *batch, unsigned *count)
+{
+	bool quitting = false;
+
+	for (;;) {
+		if (atomic_load_explicit(&host.slots.header->frames, memory_order_acquire) !=
+		    host.frames_read)
+			quitting = read_frames(batch, count);
+		take_ring(batch, count);
+		if (*count > 0 || quitting)
+			return quitting;
+		if (hkx__ring_sleep(&host.slots.down)) {
+			quitting = read_frames(batch, count);
+			hkx__ring_awake(&host.slots.down);
+		}
+	}
 }
 
 _Noreturn void
@@ -885,7 +975,7 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	current_worker = NULL;
 	STAILQ_INIT(&host.queue);
 	if (pthread_mutex_init(&host.queue_lock, NULL) || pthread_cond_init(&host.queue_cond, NULL) ||
-	    pthread_mutex_init(&host.out_lock, NULL) ||
+	    pthread_mutex_init(&host.out_lock, NULL) || pthread_mutex_init(&host.up_lock, NULL) ||
 	    pthread_cond_init(&host.out_cond, NULL) || pthread_cond_init(&host.writer_cond, NULL))
 		die(HOST_EXIT_SETUP);
 

@@ -416,7 +416,7 @@ host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **o
 		return -ENOMEM;
 	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
 	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
-	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
+	h->out = hkx__calloc(ex->host_capacity + 2, sizeof(*h->out));
 	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
 		host_free(h);
 		return -ENOMEM;
@@ -479,6 +479,11 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	h->crash_open = epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->crash_fd, &ev) == 0;
 	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_PID;
 	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->pidfd, &ev);
+	/* Watched for its error alone until a write waits: a host that
+	 * closes its end is found out even if every task goes by ring. */
+	ev.events = 0;
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_DOWN;
+	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->down_fd, &ev);
 
 	hkx__lock(ex);
 	/* Its start deadline runs from the request, even if the zygote
@@ -732,6 +737,7 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 	hkx__unlock(ex);
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->down_fd, NULL);
 	if (h->up_open)
 		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
 	if (h->crash_open)

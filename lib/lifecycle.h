@@ -48,8 +48,9 @@ struct hkx__host {
 	hkx_future **owners;      /* of each slot (a reference), or NULL */
 	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
-	struct hkx__out_frame *out; /* host_capacity TASKs and a QUIT, at most */
+	struct hkx__out_frame *out; /* host_capacity TASKs, a QUIT and a WAKE, at most */
 	size_t out_head, out_len, out_partial;
+	bool wake_queued;    /* a WAKE is among them; supervisor thread only */
 };
 
 /* Every future host h holds, as f, in slot i. */

@@ -31,16 +31,25 @@ _Static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0,
     "the futex word of a pthread mutex is not where the supervisor looks");
 
 static size_t
-table_len(uint32_t count, uint32_t workers)
+marks_end(uint32_t count, uint32_t workers)
 {
 	return sizeof(struct hkx__slots_header) + (size_t)count * sizeof(struct hkx__slot) +
 	    (size_t)workers * sizeof(pthread_mutex_t);
+}
+
+/* The header, the slots, the marks, then each ring's records. */
+static size_t
+table_len(uint32_t count, uint32_t workers)
+{
+	return marks_end(count, workers) + 2 * (size_t)hkx__ring_capacity(count) * sizeof(uint32_t);
 }
 
 static int
 map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
 {
 	size_t len = table_len(count, workers);
+	uint32_t cap = hkx__ring_capacity(count);
+	_Atomic uint32_t *rec;
 	void *p;
 
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -49,6 +58,9 @@ map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
 	s->header = p;
 	s->slot = (struct hkx__slot *)(s->header + 1);
 	s->alive = (pthread_mutex_t *)(s->slot + count);
+	rec = (_Atomic uint32_t *)((char *)p + marks_end(count, workers));
+	hkx__ring_attach(&s->up, &s->header->up, rec, cap);
+	hkx__ring_attach(&s->down, &s->header->down, rec + cap, cap);
 	s->count = count;
 	s->workers = workers;
 	s->map_len = len;
@@ -177,6 +189,19 @@ hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags, uint32_t cpu
 	return word;
 }
 
+void
+hkx__slot_put_task(struct hkx__slot *slot, uint64_t id, uint64_t seq, uint32_t task_index,
+                   uint32_t attempt, const void *arg, size_t arg_len)
+{
+	slot->task_id = id;
+	slot->task_seq = seq;
+	slot->task_index = task_index;
+	slot->attempt = attempt;
+	slot->arg_len = (uint32_t)arg_len;
+	if (arg_len > 0)
+		memcpy(slot->arg, arg, arg_len);
+}
+
 bool
 hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to)
 {
@@ -197,6 +222,44 @@ hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const void *r
 	/* Release: whoever sees FINISHED sees the result. */
 	atomic_store_explicit(&slot->word, HKX__SLOT_WORD(seq, HKX__SLOT_FINISHED),
 	    memory_order_release);
+}
+
+int
+hkx__slot_result(struct hkx__slot *slot, uint64_t seq, int32_t *rc, uint32_t *reply_len)
+{
+	/* Acquire: the result was stored before the word. */
+	uint64_t word = atomic_load_explicit(&slot->word, memory_order_acquire);
+
+	*reply_len = *(volatile uint32_t *)&slot->reply_len;
+	*rc = *(volatile int32_t *)&slot->rc;
+	if (word != HKX__SLOT_WORD(seq, HKX__SLOT_FINISHED) || *reply_len > HKX__SLOT_INLINE)
+		return -EPROTO;
+	return 0;
+}
+
+ssize_t
+hkx__slots_take_results(struct hkx__slots *s, const struct hkx__results_ops *ops, void *ctx)
+{
+	uint32_t records[64], i, reply_len, cap = s->up.mask + 1;
+	const ssize_t batch = (ssize_t)(sizeof(records) / sizeof(records[0]));
+	ssize_t n, k, total = 0;
+	uint64_t seq;
+	int32_t rc;
+
+	do {
+		n = hkx__ring_pop(&s->up, records, (size_t)batch);
+		for (k = 0; k < n; k++) {
+			if (hkx__ring_decode(records[k], HKX__RING_FINISHED, s->count, &i) < 0 ||
+			    !ops->held(ctx, i, &seq) ||
+			    hkx__slot_result(&s->slot[i], seq, &rc, &reply_len) < 0)
+				return -EPROTO;
+			ops->finish(ctx, i, rc, s->slot[i].reply, reply_len);
+		}
+		if (n < 0)
+			return n;
+		total += n;
+	} while (n == batch && total < cap);
+	return total;
 }
 
 void

@@ -15,6 +15,13 @@
  * host's death even if the frame never left. The supervisor also writes the
  * per-task stop flag and limits here, and the host writes progress.
  *
+ * A task whose argument fits the slot travels in it: the supervisor writes
+ * it there before SENT and pushes the slot's index on the down ring. A
+ * result that fits the slot, with no message, goes back the same way: the
+ * host pushes the slot's index on the up ring once FINISHED (ring.h). Any
+ * other task or result, and the result of every task with a run-time limit
+ * (whose STARTED frame must come before it), still goes by pipe.
+ *
  * A member of a group carries the group's id in its slot, and a member of
  * a fail-fast group a flag that says so: a host that sees such a member
  * fail starts no other member of its group from then on (host.c), so that
@@ -31,6 +38,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "ring.h"
 
 enum hkx__slot_state {
 	HKX__SLOT_FREE,
@@ -44,8 +54,10 @@ enum hkx__slot_state {
 #define HKX__SLOT_SEQ(word) ((uint64_t)(word) >> 3)
 #define HKX__SLOT_STATE(word) ((unsigned)((word) & 7u))
 
-/* Reply bytes a slot can hold for a FINISHED task. */
-#define HKX__SLOT_INLINE 48
+/* Reply bytes a slot can hold for a FINISHED task, and argument bytes for
+ * a task sent by ring. */
+#define HKX__SLOT_INLINE 128
+#define HKX__SLOT_ARG_INLINE 128
 
 /* Flags the supervisor sets before a task is sent. */
 #define HKX__SLOT_NOTIFY_START 1u /* send STARTED at once: a run-time or CPU limit is armed */
@@ -66,18 +78,32 @@ struct hkx__slot {
 	int32_t rc;                    /* FINISHED: what the task returned */
 	uint32_t reply_len;            /* FINISHED: bytes in reply */
 	uint8_t reply[HKX__SLOT_INLINE];
+	/* A task sent by ring, written before SENT. */
+	uint64_t task_id;
+	uint64_t task_seq;
+	uint32_t task_index, attempt;
+	uint32_t arg_len;
+	_Alignas(16) uint8_t arg[HKX__SLOT_ARG_INLINE];
 };
 
 struct hkx__slots_header {
 	_Atomic uint32_t paused; /* 1 while paused at checkpoints */
 	_Atomic uint32_t gate;   /* futex word: bumped by every pause change or stop */
-	uint8_t pad[56];         /* room for more words of the whole host's */
+	/* TASK and QUIT frames queued for the host, ever: while it has read
+	 * fewer, the host reads its pipe before it looks at the down ring. */
+	_Atomic uint32_t frames;
+	uint8_t pad[52];         /* room for more words of the whole host's */
+	struct hkx__ring_shared up, down; /* their records follow the marks */
 };
 
+/* Each process that maps a table has its own copy: the rings' positions
+ * in it are that process's. */
 struct hkx__slots {
 	struct hkx__slots_header *header;
 	struct hkx__slot *slot;
 	pthread_mutex_t *alive;  /* one per worker, after the slots */
+	struct hkx__ring up;     /* results: the host's workers push */
+	struct hkx__ring down;   /* tasks: the supervisor pushes (ring.h) */
 	uint32_t count, workers;
 	size_t map_len;
 };
@@ -113,12 +139,36 @@ void hkx__slots_free(struct hkx__slots *s);
 /* Supervisor: arm a free slot for a new send; returns the word to expect. */
 uint64_t hkx__slot_arm(struct hkx__slot *slot, uint64_t seq, uint32_t flags,
                        uint32_t cpu_limit_ms, uint64_t group);
+/* Supervisor: a task goes by ring; its argument is at most
+ * HKX__SLOT_ARG_INLINE bytes. Before hkx__slot_arm(). */
+void hkx__slot_put_task(struct hkx__slot *slot, uint64_t id, uint64_t seq, uint32_t task_index,
+                        uint32_t attempt, const void *arg, size_t arg_len);
 /* Either side: SENT -> to; true if this call won. */
 bool hkx__slot_move(struct hkx__slot *slot, uint64_t seq, enum hkx__slot_state to);
 /* Host: a claimed task returned rc with a reply of at most HKX__SLOT_INLINE
  * bytes; CLAIMED -> FINISHED once they are stored. */
 void hkx__slot_finish(struct hkx__slot *slot, uint64_t seq, int32_t rc, const void *reply,
                       size_t len);
+
+/* Supervisor: the result in a slot that should be FINISHED with sequence
+ * seq, each shared word read once: 0, or -EPROTO if the slot is not that
+ * or its length is more than it holds. */
+int hkx__slot_result(struct hkx__slot *slot, uint64_t seq, int32_t *rc, uint32_t *reply_len);
+
+/* What the supervisor knows of a table's slots, for the decoder below. */
+struct hkx__results_ops {
+	/* true, with the sequence it was sent with, if slot i holds a task
+	 * of the host's that has not ended */
+	bool (*held)(void *ctx, uint32_t i, uint64_t *seq);
+	/* slot i's task returned rc with these bytes (in the table) */
+	void (*finish)(void *ctx, uint32_t i, int32_t rc, const void *reply, uint32_t len);
+};
+/* Supervisor: takes the results the host's up ring names, at most one
+ * ring's worth, each record checked as owner_of() in supervisor.c checks a
+ * frame. Their number, or -EPROTO at the first record that breaks a rule
+ * (those before it were taken). */
+ssize_t hkx__slots_take_results(struct hkx__slots *s, const struct hkx__results_ops *ops,
+                                void *ctx);
 
 /* Host: publish progress; supervisor: read it consistently. */
 void hkx__slot_set_progress(struct hkx__slot *slot, uint64_t done, uint64_t total);

@@ -2,13 +2,16 @@
  * supervisor: the one thread per executor, every signal blocked, that
  * watches the hosts (pipes, crash notes, pidfds), the zygote and two timers
  * over epoll, reads and writes the frames, hands queued tasks to the host
- * that takes them and runs on_done callbacks.
+ * that takes them and runs on_done callbacks. After every batch of events
+ * it reads each host's up ring (results inline in their slots); before it
+ * sleeps it says so in each host's table, so that a host with a result
+ * wakes it by pipe.
  *
  * Only this thread writes to a host's pipe or reads from one, and never
  * with the executor's lock held: a host that stops reading or floods its
- * pipes must not hold anyone else. Nothing the hosts send, in frames or in
- * crash notes, is trusted: anything malformed kills the host and ends its
- * running tasks CRASHED with -EPROTO.
+ * pipes must not hold anyone else. Nothing the hosts send, in frames, in
+ * crash notes or in their rings, is trusted: anything malformed kills the
+ * host and ends its running tasks CRASHED with -EPROTO.
  */
 #include "supervisor.h"
 
@@ -41,15 +44,15 @@ hkx__wake(hkx_executor *ex)
 
 /*
  * Never grows, so never fails: a TASK is queued only while fewer than
- * host_capacity frames wait (pump), a QUIT once, so the array made with
- * the host holds them all once moved to its front. Supervisor thread only,
- * as the frames are.
+ * host_capacity frames wait (pump), a QUIT once, a WAKE while none waits,
+ * so the array made with the host holds them all once moved to its front.
+ * Supervisor thread only, as the frames are.
  */
-void
-hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
-              size_t head_len)
+static void
+queue_frame(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+            size_t head_len)
 {
-	if (h->out_len == ex->host_capacity + 1) {
+	if (h->out_len == ex->host_capacity + 2) {
 		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
 		h->out_len -= h->out_head;
 		h->out_head = 0;
@@ -60,6 +63,27 @@ hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_
 	h->out_len++;
 }
 
+void
+hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
+              size_t head_len)
+{
+	queue_frame(ex, h, f, head, head_len);
+	atomic_fetch_add_explicit(&h->slots.header->frames, 1, memory_order_release);
+}
+
+/* After tasks went on h's down ring: a WAKE, if its reader said it sleeps
+ * and none is on its way. */
+static void
+wake_host(hkx_executor *ex, struct hkx__host *h)
+{
+	uint8_t head[HKX__HEADER_LEN];
+
+	if (hkx__ring_wake_due(&h->slots.down) && !h->wake_queued) {
+		h->wake_queued = true;
+		queue_frame(ex, h, NULL, head, hkx__encode_wake(head));
+	}
+}
+
 /* more: the next task sent to h is of f's chunk. */
 static void
 send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
@@ -67,6 +91,7 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
 	struct hkx__slot *slot;
 	uint32_t flags = more ? HKX__SLOT_CHUNK : 0;
+	bool by_ring = f->arg_len <= HKX__SLOT_ARG_INLINE;
 
 	hkx__slot_take(ex, f, h);
 	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
@@ -77,9 +102,16 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
+	if (by_ring)
+		hkx__slot_put_task(slot, f->id, f->seq, f->task_index, (uint32_t)f->attempts + 1,
+		    f->arg, f->arg_len);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
 	    f->group != NULL ? f->group->id : 0);
 	h->sent++;
+	if (by_ring) {
+		hkx__ring_push(&h->slots.down, HKX__RING_RECORD(HKX__RING_TASK, f->slot));
+		return;
+	}
 	hkx__out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
 	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
@@ -220,6 +252,7 @@ pump(hkx_executor *ex)
 		 * set. */
 		hkx__slots_assert_paused(&h->slots, false);
 		send_chunks(ex, h, n);
+		wake_host(ex, h);
 	}
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		if (max && h->sent >= max && !h->retiring && !h->killing && !h->settled) {
@@ -379,9 +412,88 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 	case HKX__FRAME_RESULT:
 		ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
 		return take_result(ex, h, fr);
+	case HKX__FRAME_WAKE:
+		return 0; /* the rings are read after every batch of events */
 	default:
 		return -EPROTO;
 	}
+}
+
+/* --- results by ring ------------------------------------------------------ */
+
+struct ring_reader {
+	hkx_executor *ex;
+	struct hkx__host *h;
+};
+
+/* A record of the up ring may name slot i: its task is the host's and has
+ * not ended (a cancelled one has, and the host may not finish it). */
+static bool
+ring_held(void *ctx, uint32_t i, uint64_t *seq)
+{
+	struct ring_reader *r = ctx;
+	hkx_future *f = r->h->owners[i];
+
+	if (f == NULL || hkx__is_end(f))
+		return false;
+	*seq = f->seq;
+	return true;
+}
+
+static void
+ring_finish(void *ctx, uint32_t i, int32_t rc, const void *reply, uint32_t len)
+{
+	struct ring_reader *r = ctx;
+
+	r->ex->backoff_ms = 0; /* a host that runs tasks: starts work again */
+	hkx__finish(r->ex, r->h->owners[i], rc, reply, len, NULL, 0);
+}
+
+/* With the lock held: the results h's workers left in its up ring. */
+static void
+drain_ring(hkx_executor *ex, struct hkx__host *h)
+{
+	static const struct hkx__results_ops ops = { ring_held, ring_finish };
+	struct ring_reader r = { ex, h };
+
+	if (hkx__slots_take_results(&h->slots, &ops, &r) < 0)
+		hkx__protocol_error(ex, h);
+}
+
+/* A host's rings are read while its results count: until it is settled,
+ * or caught lying. */
+static bool
+rings_read(const struct hkx__host *h)
+{
+	return !h->settled && !h->protocol_error;
+}
+
+/* With the lock held, after a batch of events: what every host left in
+ * its up ring; the supervisor is awake, so no host need wake it. */
+static void
+drain_rings(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		hkx__ring_awake(&h->slots.up);
+		if (rings_read(h))
+			drain_ring(ex, h);
+	}
+}
+
+/* With the lock held, before epoll_wait: says to every host that the
+ * supervisor sleeps; the timeout for the wait: 0 if a result came
+ * meanwhile, else none. */
+static int
+rings_sleep(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (rings_read(h) && !hkx__ring_sleep(&h->slots.up))
+			return 0;
+	return -1;
 }
 
 /* Reads what the host sent; false once there is nothing more to read. */
@@ -518,12 +630,12 @@ hkx__read_notes(hkx_executor *ex, struct hkx__host *h, bool dead)
 static void
 poll_down(hkx_executor *ex, struct hkx__host *h, bool on)
 {
-	struct epoll_event ev = { .events = EPOLLOUT,
+	struct epoll_event ev = { .events = on ? EPOLLOUT : 0,
 	                          .data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_DOWN };
 
 	if (on == h->down_polled)
 		return;
-	epoll_ctl(ex->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, h->down_fd, &ev);
+	epoll_ctl(ex->epfd, EPOLL_CTL_MOD, h->down_fd, &ev);
 	h->down_polled = on;
 }
 
@@ -533,6 +645,7 @@ hkx__drop_output(hkx_executor *ex, struct hkx__host *h)
 	for (size_t i = h->out_head; i < h->out_len; i++)
 		hkx_future_release(h->out[i].future);
 	h->out_head = h->out_len = h->out_partial = 0;
+	h->wake_queued = false;
 	poll_down(ex, h, false);
 }
 
@@ -671,6 +784,8 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		break;
 	case HKX__HOST_DOWN:
 		if (events & (EPOLLERR | EPOLLHUP)) {
+			/* Reported until it is no longer watched. */
+			epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->down_fd, NULL);
 			hkx__drop_output(ex, h);
 			pipe_lost(ex, h);
 		} else
@@ -690,12 +805,12 @@ supervisor_main(void *arg)
 	struct epoll_event evs[32];
 	struct hkx__host *h, *next;
 	bool exiting = false;
-	int n, i;
+	int n, i, timeout = -1, trim;
 
 	while (!exiting) {
 		/* The futures' cache is trimmed here, idle or not. */
-		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs),
-		    hkx__cache_trim(&ex->cache, hkx__now_ns()));
+		trim = hkx__cache_trim(&ex->cache, hkx__now_ns());
+		n = epoll_wait(ex->epfd, evs, HKX__ARRAY_LEN(evs), timeout == 0 ? 0 : trim);
 		for (i = 0; i < n; i++) {
 			/* A host may be gone by now: its events in this batch
 			 * are stale. Zygote messages come last for that reason. */
@@ -709,6 +824,7 @@ supervisor_main(void *arg)
 		hkx__settle_killed(ex);
 
 		hkx__lock(ex);
+		drain_rings(ex);
 		pump(ex);
 		if (ex->limits_dirty) {
 			ex->limits_dirty = false;
@@ -721,6 +837,7 @@ supervisor_main(void *arg)
 		TAILQ_INIT(&done);
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
+		timeout = rings_sleep(ex);
 		hkx__unlock(ex);
 
 		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {

@@ -100,6 +100,12 @@ hkx__encode_quit(uint8_t *buf)
 }
 
 size_t
+hkx__encode_wake(uint8_t *buf)
+{
+	return put_header(buf, HKX__HEADER_LEN, HKX__FRAME_WAKE, 0);
+}
+
+size_t
 hkx__encode_ready(uint8_t *buf, uint32_t pid)
 {
 	uint8_t *body = buf + HKX__HEADER_LEN;
@@ -183,6 +189,7 @@ frame_bounds(const struct hkx__decoder *d, uint16_t type, uint64_t *min,
 		variable = d->max_payload;
 		break;
 	case HKX__FRAME_QUIT:
+	case HKX__FRAME_WAKE:
 		fixed = 0;
 		variable = 0;
 		break;
@@ -259,6 +266,7 @@ parse_frame(const struct hkx__decoder *d, const uint8_t *hdr,
 		f.u.task.arg_len = body_len - HKX__TASK_FIXED;
 		break;
 	case HKX__FRAME_QUIT:
+	case HKX__FRAME_WAKE:
 		names_task = false;
 		break;
 	case HKX__FRAME_READY:

@@ -22,6 +22,7 @@
  *   SKIPPED  up    u32 slot, u32 pad     (the slot was cancelled before claim)
  *   RESULT   up    u32 slot, i32 return value, u32 reply len, u32 message len,
  *                  then reply bytes, then message bytes
+ *   WAKE     both  empty: look at your ring (ring.h), you said you sleep
  *
  * The decoder trusts nothing: a length outside [header + fixed body,
  * header + fixed body + max_payload + HKX__MESSAGE_MAX], an unknown type, a
@@ -46,6 +47,7 @@ enum hkx__frame_type {
 	HKX__FRAME_STARTED,
 	HKX__FRAME_SKIPPED,
 	HKX__FRAME_RESULT,
+	HKX__FRAME_WAKE,
 };
 
 /* Fixed body length of each type (the part before variable bytes). */
@@ -79,6 +81,7 @@ struct hkx__frame {
 size_t hkx__encode_task(uint8_t *buf, uint64_t id, uint32_t slot, uint32_t task_index,
                         uint32_t attempt, uint64_t seq, size_t arg_len);
 size_t hkx__encode_quit(uint8_t *buf);
+size_t hkx__encode_wake(uint8_t *buf);
 size_t hkx__encode_ready(uint8_t *buf, uint32_t pid);
 size_t hkx__encode_started(uint8_t *buf, uint64_t id, uint32_t slot, uint64_t start_ns);
 size_t hkx__encode_skipped(uint8_t *buf, uint64_t id, uint32_t slot);

@@ -74,6 +74,14 @@ put_quit(struct stream *s)
 }
 
 static void
+put_wake(struct stream *s)
+{
+	uint8_t buf[HKX__HEADER_LEN];
+
+	stream_put(s, buf, hkx__encode_wake(buf));
+}
+
+static void
 put_ready(struct stream *s, uint32_t pid)
 {
 	uint8_t buf[HKX__HEADER_LEN + HKX__READY_FIXED];
@@ -244,6 +252,7 @@ put_every_type(struct stream *s)
 	put_result(s, 1, 0, -5, reply, sizeof(reply), message, strlen(message));
 	put_result(s, 3, 7, 0, NULL, 0, NULL, 0);
 	put_quit(s);
+	put_wake(s);
 }
 
 static void
@@ -251,7 +260,7 @@ check_every_type(const struct decode_run *run)
 {
 	const struct hkx__frame *f;
 
-	ck_assert_uint_eq(run->nframes, 8);
+	ck_assert_uint_eq(run->nframes, 9);
 
 	f = &run->frames[0].frame;
 	ck_assert_uint_eq(f->type, HKX__FRAME_READY);
@@ -299,6 +308,8 @@ check_every_type(const struct decode_run *run)
 	ck_assert_uint_eq(f->u.result.message_len, 0);
 
 	ck_assert_uint_eq(run->frames[7].frame.type, HKX__FRAME_QUIT);
+	ck_assert_uint_eq(run->frames[8].frame.type, HKX__FRAME_WAKE);
+	ck_assert_uint_eq(run->frames[8].frame.id, 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -725,6 +736,7 @@ START_TEST(oversized_length)
 {
 	static const struct { uint16_t type; uint32_t len; } cases[] = {
 		{ HKX__FRAME_QUIT, HKX__HEADER_LEN + 1 },
+		{ HKX__FRAME_WAKE, HKX__HEADER_LEN + 1 },
 		{ HKX__FRAME_READY, HKX__HEADER_LEN + HKX__READY_FIXED + 1 },
 		{ HKX__FRAME_STARTED, HKX__HEADER_LEN + HKX__STARTED_FIXED + 1 },
 		{ HKX__FRAME_SKIPPED, HKX__HEADER_LEN + HKX__SKIPPED_FIXED + 1 },
@@ -772,7 +784,7 @@ END_TEST
 
 START_TEST(unknown_type)
 {
-	static const uint16_t types[] = { 0, HKX__FRAME_RESULT + 1, 0x100, 0xffff };
+	static const uint16_t types[] = { 0, HKX__FRAME_WAKE + 1, 0x100, 0xffff };
 	uint8_t hdr[HKX__HEADER_LEN];
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -895,6 +907,10 @@ START_TEST(control_frames_name_no_task)
 	stream_free(&s);
 	put_ready(&s, 1);
 	s.data[15] = 1;
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+	put_wake(&s);
+	s.data[8] = 1;
 	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
 	stream_free(&s);
 }

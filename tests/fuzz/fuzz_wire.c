@@ -107,6 +107,7 @@ take_frame(struct run *r, const struct hkx__frame *f)
 		mix(h, f->u.task.arg, f->u.task.arg_len);
 		break;
 	case HKX__FRAME_QUIT:
+	case HKX__FRAME_WAKE:
 		break;
 	case HKX__FRAME_READY:
 		mix_u64(h, f->u.ready.pid);

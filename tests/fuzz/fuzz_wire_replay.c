@@ -11,15 +11,13 @@
  *
  * Must never read the clock or anything else that varies between runs.
  */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "replay.h"
 #include "wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SEED 0x686b78u
 #define INPUTS 30000
@@ -37,11 +35,7 @@ static uint64_t random_state = SEED;
 static uint64_t
 next_random(void)
 {
-	uint64_t z = (random_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return replay_random(&random_state);
 }
 
 static size_t
@@ -96,7 +90,7 @@ put_frame(struct input *in)
 
 	if (in->nframes < sizeof(in->frame_at) / sizeof(in->frame_at[0]))
 		in->frame_at[in->nframes++] = in->len;
-	switch (below(6)) {
+	switch (below(7)) {
 	case 0:
 		var = payload_len();
 		n = hkx__encode_task(buf, task_id(), (uint32_t)below(300),
@@ -116,6 +110,9 @@ put_frame(struct input *in)
 		break;
 	case 4:
 		put(in, buf, hkx__encode_skipped(buf, task_id(), (uint32_t)below(300)));
+		break;
+	case 5:
+		put(in, buf, hkx__encode_wake(buf));
 		break;
 	default: {
 		size_t message = below(3) == 0 ? HKX__MESSAGE_MAX - 1 + below(3) :
@@ -218,43 +215,6 @@ make_input(struct input *in)
 		mutate(in);
 }
 
-static int
-replay_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *data = NULL;
-	size_t len = 0, cap = 0, n;
-
-	if (f == NULL) {
-		fprintf(stderr, "fuzz_wire_replay: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	do {
-		if (len == cap) {
-			uint8_t *grown = realloc(data, cap = cap * 2 + 4096);
-
-			if (grown == NULL) {
-				fclose(f);
-				free(data);
-				return -1;
-			}
-			data = grown;
-		}
-		n = fread(data + len, 1, cap - len, f);
-		len += n;
-	} while (n > 0);
-	if (ferror(f)) {
-		fprintf(stderr, "fuzz_wire_replay: %s: read error\n", path);
-		fclose(f);
-		free(data);
-		return -1;
-	}
-	fclose(f);
-	LLVMFuzzerTestOneInput(data, len);
-	free(data);
-	return 0;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -263,7 +223,7 @@ main(int argc, char **argv)
 
 	if (argc > 1) {
 		for (int i = 1; i < argc; i++)
-			if (replay_file(argv[i]) < 0)
+			if (replay_file("fuzz_wire_replay", argv[i]) < 0)
 				return EXIT_FAILURE;
 		printf("fuzz_wire_replay: %d files replayed\n", argc - 1);
 		return EXIT_SUCCESS;

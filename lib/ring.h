@@ -1,0 +1,82 @@
+/*
+ * ring: a single-producer, single-consumer ring of 32-bit records in a
+ * host's shared slot table. There is one for each direction: down carries
+ * the slots of tasks the supervisor sent whose argument is inline in the
+ * slot (TASK), up the slots of tasks the host finished whose result is
+ * inline in the slot (FINISHED). A task or a result that goes by ring
+ * costs neither side a system call while the other side is awake.
+ *
+ * Only the producer's count of records (tail) and the consumer's
+ * "sleeping" word are shared, each on a cache line of its own; each side
+ * keeps its own position in its private memory, so that nothing the other
+ * side writes can move it. A consumer about to block publishes that it
+ * sleeps, then looks at the ring once more; a producer that pushed looks at
+ * that word and, if it is set, takes it and sends one wake-up frame on the
+ * pipe. Both order their store before their load with a full fence (the
+ * Dekker pattern): at least one of them sees the other's, so no wake-up is
+ * lost, and there is one wake-up per sleep at most.
+ *
+ * The supervisor trusts nothing of the host's: hkx__ring_pop() refuses a
+ * count more than the capacity ahead of its own position, and
+ * hkx__ring_decode() a record of a kind its direction does not carry or one
+ * that names no slot of the table; hkx__slots_take_results() (slots.h)
+ * checks the slot itself. Each shared word is read once.
+ */
+#ifndef HKX_RING_H
+#define HKX_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum hkx__ring_kind {
+	HKX__RING_TASK = 1, /* down: the slot holds a task to run */
+	HKX__RING_FINISHED, /* up: the slot holds the result of its task */
+};
+
+/* A record: its kind in the top byte, a slot index below. */
+#define HKX__RING_SLOT_BITS 24
+#define HKX__RING_RECORD(kind, slot) \
+	(((uint32_t)(kind) << HKX__RING_SLOT_BITS) | (uint32_t)(slot))
+
+struct hkx__ring_shared {
+	_Alignas(64) _Atomic uint32_t tail;     /* records pushed, ever */
+	_Alignas(64) _Atomic uint32_t sleeping; /* 1: the consumer blocks; wake it */
+};
+
+struct hkx__ring {
+	struct hkx__ring_shared *shared;
+	_Atomic uint32_t *rec;
+	uint32_t mask;  /* capacity - 1 */
+	uint32_t pos;   /* private: the producer's tail, or the consumer's head */
+};
+
+/* Records a ring of a table of count slots holds: a power of two, so that
+ * a side that never has more than count records pushed and unread never
+ * overwrites one. */
+uint32_t hkx__ring_capacity(uint32_t count);
+void hkx__ring_attach(struct hkx__ring *r, struct hkx__ring_shared *shared,
+                      _Atomic uint32_t *rec, uint32_t capacity);
+
+/* Producer: append one record; it is visible once published. */
+void hkx__ring_push(struct hkx__ring *r, uint32_t record);
+/* Producer, after pushes: true if the consumer said it sleeps and this
+ * call took its word: the caller sends one wake-up. */
+bool hkx__ring_wake_due(struct hkx__ring *r);
+
+/* Consumer: up to max records into out; their number, or -EPROTO if the
+ * producer's count is further ahead than the ring holds. */
+ssize_t hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max);
+/* Consumer: says it sleeps; true if the ring is empty, so it may block
+ * until woken, else takes its word back. */
+bool hkx__ring_sleep(struct hkx__ring *r);
+/* Consumer: awake again; producers need not wake it. */
+void hkx__ring_awake(struct hkx__ring *r);
+
+/* The slot a record of kind names in a table of count slots, or -EPROTO. */
+int hkx__ring_decode(uint32_t record, enum hkx__ring_kind kind, uint32_t count,
+                     uint32_t *slot);
+
+#endif

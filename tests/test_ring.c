@@ -1,0 +1,567 @@
+/*
+ * test_ring: tasks and results through the rings of a host's slot table
+ * (lib/ring.h), and a host that lies there.
+ *
+ * A task whose argument fits its slot goes down by the down ring, and a
+ * result that fits goes back by the up ring; one that does not (or has a
+ * message, or follows a STARTED frame) by pipe; either way the task and
+ * the future get the same bytes. Wake-ups cross the pipes only when the other
+ * side sleeps, and none may be lost: rounds of lone tasks, each submitted
+ * while both sides sleep, all complete.
+ *
+ * The hostile cases play a broken host from inside a task, as
+ * test_hostile.c does: the "liar" runs alone on a one-worker host, finds
+ * the future submitted after it (its target) in the table, breaks one rule
+ * of the up ring, wakes the supervisor and blocks. Each rule broken ends
+ * the liar CRASHED with -EPROTO, every future once, and the executor goes
+ * on with a new host.
+ *
+ * Every test runs in a process of its own, as Check forks by default.
+ */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <hkx.h>
+
+#include "host.h"
+#include "ring.h"
+#include "slots.h"
+#include "support.h"
+#include "wire.h"
+
+/* ---------------------------------------------------------------------- */
+/* Playing a host (runs in the host).                                      */
+
+enum lie {
+	LIE_TAIL_PAST,     /* the ring's count further ahead than it holds */
+	LIE_SLOT_RANGE,    /* a record for a slot past the table */
+	LIE_NEVER_GIVEN,   /* a record for a slot the host holds no task in */
+	LIE_STALE_SEQ,     /* the target's slot FINISHED with another sequence */
+	LIE_REPLY_LEN,     /* the target FINISHED with more bytes than a slot holds */
+	LIE_CANCELLED,     /* the target FINISHED after the application cancelled it */
+	LIE_TWICE,         /* the target FINISHED, its record pushed twice */
+	LIE_KIND,          /* the target FINISHED, its record of a kind the up ring
+	                    * does not carry */
+	LIE_COUNT,
+};
+
+static uint64_t
+word_of(uint32_t i)
+{
+	return atomic_load(&hkx__host_slots()->slot[i].word);
+}
+
+/* The slot whose word is exactly `word`, or -1. */
+static int
+slot_with(uint64_t word)
+{
+	for (uint32_t i = 0; i < hkx__host_slots()->count; i++)
+		if (word_of(i) == word)
+			return (int)i;
+	return -1;
+}
+
+/* The slot the running task holds: this host's only CLAIMED one. */
+static int
+own_slot(uint64_t *seq)
+{
+	for (uint32_t i = 0; i < hkx__host_slots()->count; i++)
+		if (HKX__SLOT_STATE(word_of(i)) == HKX__SLOT_CLAIMED) {
+			*seq = HKX__SLOT_SEQ(word_of(i));
+			return (int)i;
+		}
+	return -1;
+}
+
+/* The supervisor arms the target's slot before it sends it, and says
+ * nothing to the host until then: poll, within a deadline. */
+static int
+await_slot(uint64_t word)
+{
+	int i, waited;
+
+	for (waited = 0; (i = slot_with(word)) < 0 && waited < TST_DEADLINE_MS; waited++)
+		tst_sleep_us(1000);
+	return i;
+}
+
+static void
+push_up(uint32_t record)
+{
+	hkx__ring_push(&hkx__host_slots()->up, record);
+}
+
+static void
+wake_supervisor(void)
+{
+	uint8_t buf[HKX__HEADER_LEN];
+
+	hkx__host_inject(buf, hkx__encode_wake(buf));
+}
+
+/* Stores a result in slot i as hkx__slot_finish() does, whatever its word
+ * said. */
+static void
+forge_finished(uint32_t i, uint64_t seq, uint32_t reply_len)
+{
+	struct hkx__slot *slot = &hkx__host_slots()->slot[i];
+
+	slot->rc = 0;
+	slot->reply_len = reply_len;
+	atomic_store(&slot->word, HKX__SLOT_WORD(seq, HKX__SLOT_FINISHED));
+}
+
+static int
+task_liar(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	uint64_t seq;
+	int me, target, rc, lie;
+
+	if (len != sizeof(lie))
+		return -EINVAL;
+	memcpy(&lie, arg, sizeof(lie));
+	if ((me = own_slot(&seq)) < 0)
+		return -ESRCH;
+	if ((target = await_slot(HKX__SLOT_WORD(seq + 1, HKX__SLOT_SENT))) < 0)
+		return -ETIMEDOUT;
+
+	switch (lie) {
+	case LIE_TAIL_PAST:
+		atomic_store(&s->up.shared->tail, s->up.pos + s->up.mask + 2);
+		break;
+	case LIE_SLOT_RANGE:
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, s->count));
+		break;
+	case LIE_NEVER_GIVEN: {
+		int free_slot = slot_with(0);
+
+		if (free_slot < 0)
+			return -ENOSPC;
+		forge_finished((uint32_t)free_slot, seq + 1, 0);
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, free_slot));
+		break;
+	}
+	case LIE_STALE_SEQ:
+		forge_finished((uint32_t)target, seq, 0);
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, target));
+		break;
+	case LIE_REPLY_LEN:
+		forge_finished((uint32_t)target, seq + 1, HKX__SLOT_INLINE + 1);
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, target));
+		break;
+	case LIE_CANCELLED:
+		tst_task_started(target);
+		if ((rc = tst_task_block()) != 0)
+			return rc;
+		if (word_of((uint32_t)target) != HKX__SLOT_WORD(seq + 1, HKX__SLOT_CANCELLED))
+			return -ESTALE;
+		forge_finished((uint32_t)target, seq + 1, 0);
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, target));
+		break;
+	case LIE_TWICE:
+		forge_finished((uint32_t)target, seq + 1, 0);
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, target));
+		push_up(HKX__RING_RECORD(HKX__RING_FINISHED, target));
+		break;
+	case LIE_KIND:
+		/* All else lawful-looking: only the kind gives it away. */
+		forge_finished((uint32_t)target, seq + 1, 0);
+		push_up(HKX__RING_RECORD(0xab, target));
+		break;
+	default:
+		return -EINVAL;
+	}
+	wake_supervisor();
+	/* Still running when the supervisor kills the host for the lie. */
+	return tst_task_block();
+}
+
+/* Replies how many records this host pushed on its up ring so far. */
+static int
+task_ring_count(hkx_task *t, const void *arg, size_t len)
+{
+	uint32_t n = hkx__host_slots()->up.pos;
+
+	return hkx_task_reply(t, &n, sizeof(n));
+}
+
+/* Replies how many records this host took from its down ring so far: on
+ * a one-worker host, the worker is the reader. */
+static int
+task_down_count(hkx_task *t, const void *arg, size_t len)
+{
+	uint32_t n = hkx__host_slots()->down.pos;
+
+	return hkx_task_reply(t, &n, sizeof(n));
+}
+
+/* Finishes its task into the slot and pushes the record, as a worker does,
+ * then the host dies before anyone is woken. */
+static int
+task_finish_then_die(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	uint64_t seq;
+	int me;
+
+	if ((me = own_slot(&seq)) < 0)
+		return -ESRCH;
+	hkx__slot_finish(&s->slot[me], seq, 0, "kept", 4);
+	push_up(HKX__RING_RECORD(HKX__RING_FINISHED, me));
+	raise(SIGKILL);
+	return -EINTR;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The ring alone, in this process.                                        */
+
+struct local_ring {
+	struct hkx__ring_shared shared;
+	_Atomic uint32_t rec[8];
+	struct hkx__ring producer, consumer;
+};
+
+static void
+local_ring(struct local_ring *l)
+{
+	memset(l, 0, sizeof(*l));
+	hkx__ring_attach(&l->producer, &l->shared, l->rec, 8);
+	hkx__ring_attach(&l->consumer, &l->shared, l->rec, 8);
+}
+
+/* A count up to the capacity ahead is read, in order and across the wrap;
+ * one further ahead is refused, whatever the records say. */
+START_TEST(test_ring_pop_bounds)
+{
+	struct local_ring l;
+	uint32_t out[16];
+
+	local_ring(&l);
+	ck_assert_uint_eq(hkx__ring_capacity(5), 8);
+	ck_assert_uint_eq(hkx__ring_capacity(8), 8);
+	for (uint32_t i = 0; i < 6; i++)
+		hkx__ring_push(&l.producer, i);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 4), 4);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), 2);
+	ck_assert_uint_eq(out[1], 5);
+	for (uint32_t i = 0; i < 8; i++)
+		hkx__ring_push(&l.producer, 100 + i);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), 8);
+	ck_assert_uint_eq(out[0], 100);
+	ck_assert_uint_eq(out[7], 107);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), 0);
+
+	atomic_store(&l.shared.tail, l.consumer.pos + 9);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), -EPROTO);
+	atomic_store(&l.shared.tail, l.consumer.pos - 1);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), -EPROTO);
+	atomic_store(&l.shared.tail, l.consumer.pos + 8);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), 8);
+}
+END_TEST
+
+START_TEST(test_ring_decode)
+{
+	uint32_t slot = 99;
+
+	ck_assert_int_eq(hkx__ring_decode(HKX__RING_RECORD(HKX__RING_FINISHED, 4),
+	    HKX__RING_FINISHED, 5, &slot), 0);
+	ck_assert_uint_eq(slot, 4);
+	ck_assert_int_eq(hkx__ring_decode(HKX__RING_RECORD(HKX__RING_FINISHED, 5),
+	    HKX__RING_FINISHED, 5, &slot), -EPROTO);
+	ck_assert_int_eq(hkx__ring_decode(HKX__RING_RECORD(HKX__RING_TASK, 0),
+	    HKX__RING_FINISHED, 5, &slot), -EPROTO);
+	ck_assert_int_eq(hkx__ring_decode(0, HKX__RING_FINISHED, 5, &slot), -EPROTO);
+	ck_assert_int_eq(hkx__ring_decode(UINT32_MAX, HKX__RING_FINISHED, 5, &slot), -EPROTO);
+}
+END_TEST
+
+/* One wake-up per sleep, none while awake, and none for a consumer that
+ * finds the ring full as it goes to sleep. */
+START_TEST(test_ring_wake_once)
+{
+	struct local_ring l;
+	uint32_t out[8];
+
+	local_ring(&l);
+	hkx__ring_push(&l.producer, 1);
+	ck_assert(!hkx__ring_wake_due(&l.producer));
+	ck_assert(!hkx__ring_sleep(&l.consumer));
+	ck_assert(!hkx__ring_wake_due(&l.producer));
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 8), 1);
+	ck_assert(hkx__ring_sleep(&l.consumer));
+	hkx__ring_push(&l.producer, 2);
+	ck_assert(hkx__ring_wake_due(&l.producer));
+	hkx__ring_push(&l.producer, 3);
+	ck_assert(!hkx__ring_wake_due(&l.producer));
+	hkx__ring_awake(&l.consumer);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 8), 2);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* Test side.                                                              */
+
+static hkx_executor *
+executor(unsigned threads, unsigned prefetch)
+{
+	struct hkx_config c;
+
+	tst_config(&c, threads);
+	tst_add_task(&c, "liar", task_liar);
+	tst_add_task(&c, "ringcount", task_ring_count);
+	tst_add_task(&c, "downcount", task_down_count);
+	tst_add_task(&c, "finishdie", task_finish_then_die);
+	c.prefetch = prefetch;
+	return tst_new(&c);
+}
+
+static atomic_int ends;
+
+static void
+count_end(hkx_future *f, void *arg)
+{
+	atomic_fetch_add(&ends, 1);
+}
+
+static void
+assert_each_ended_once(hkx_executor *ex)
+{
+	struct hkx_stats st;
+
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.queued + st.running, 0);
+	ck_assert_uint_eq(st.done + st.failed + st.cancelled + st.stopped + st.timed_out +
+	    st.killed + st.crashed, st.submitted);
+}
+
+/* Each rule of the up ring, broken: the liar ends CRASHED with -EPROTO, its
+ * target once, and the executor runs tasks on. */
+START_TEST(test_ring_lie)
+{
+	int lie = _i, fds = tst_fd_count();
+	hkx_future *evil, *target;
+	hkx_executor *ex;
+
+	ex = executor(1, 4);
+	evil = tst_submit(ex, "liar", &lie, sizeof(lie));
+	target = tst_submit(ex, "echo", "x", 1);
+	ck_assert_uint_eq(hkx_future_id(target), hkx_future_id(evil) + 1);
+	ck_assert_int_eq(hkx_future_on_done(target, count_end, NULL), 0);
+	if (lie == LIE_CANCELLED) {
+		tst_await_start(); /* the target waits in the host, unstarted */
+		ck_assert(hkx_future_cancel(target));
+		tst_release(1);
+	}
+
+	tst_await_end(evil, "the host was let off its lie");
+	tst_wait_end(evil, HKX_CRASHED);
+	tst_assert_result(evil, -EPROTO, NULL, 0);
+	tst_await_end(target, "the liar's target never ended");
+	if (lie == LIE_CANCELLED)
+		ck_assert_int_eq(hkx_future_state(target), HKX_CANCELLED);
+	tst_run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(atomic_load(&ends), 1);
+	hkx_future_release(evil);
+	hkx_future_release(target);
+	ck_assert_int_eq(tst_fd_count(), fds);
+}
+END_TEST
+
+static uint32_t
+count_of(hkx_executor *ex, const char *task)
+{
+	hkx_future *f = tst_submit(ex, task, NULL, 0);
+	const void *data;
+	size_t len;
+	uint32_t n;
+
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &data, &len), 0);
+	ck_assert_uint_eq(len, sizeof(n));
+	memcpy(&n, data, sizeof(n));
+	hkx_future_release(f);
+	return n;
+}
+
+/* The patterned bytes "big" replies, len of them. */
+static void
+assert_big(hkx_future *f, uint64_t len)
+{
+	const void *data;
+	size_t got;
+
+	ck_assert_int_eq(hkx_future_result(f, &data, &got), 0);
+	ck_assert_uint_eq(got, len);
+	ck_assert(tst_check_pattern(data, got));
+}
+
+/* Runs task with arg of len bytes and asserts its result and whether it
+ * came by ring: on a one-worker host, the count before and after. */
+static void
+assert_route(hkx_executor *ex, const char *task, const void *arg, size_t len,
+             const struct hkx_opts *o, bool by_ring)
+{
+	uint32_t before = count_of(ex, "ringcount");
+	hkx_future *f = tst_submit_opts(ex, task, arg, len, o);
+
+	tst_await_end(f, task);
+	if (strcmp(task, "big") == 0)
+		assert_big(f, *(const uint64_t *)arg);
+	else if (strcmp(task, "echo") == 0)
+		tst_assert_result(f, 0, arg, len);
+	hkx_future_release(f);
+	/* The count's own result went by ring too. */
+	ck_assert_uint_eq(count_of(ex, "ringcount"), before + 1 + by_ring);
+}
+
+/*
+ * A result that fits the slot, with no message, comes back by ring; one
+ * byte more, a message, or a start the supervisor must hear of first
+ * (a run-time limit) sends it by pipe. The bytes are the same either way.
+ */
+START_TEST(test_ring_routes)
+{
+	struct hkx_opts limited = { .kill_after_ms = 60000 };
+	uint64_t fits = HKX__SLOT_INLINE, over = HKX__SLOT_INLINE + 1;
+	hkx_executor *ex = executor(1, 4);
+	hkx_future *f;
+
+	assert_route(ex, "echo", "x", 1, NULL, true);
+	assert_route(ex, "big", &fits, sizeof(fits), NULL, true);
+	assert_route(ex, "big", &over, sizeof(over), NULL, false);
+	assert_route(ex, "echo", "x", 1, &limited, false);
+	assert_route(ex, "fail", "x", 1, NULL, false);
+	f = tst_submit(ex, "fail", "x", 1);
+	tst_wait_end(f, HKX_FAILED);
+	ck_assert_str_eq(hkx_future_message(f), "bad input 42");
+	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* An argument that fits the slot goes down by ring, one byte more by
+ * pipe; the task gets the same bytes either way. */
+START_TEST(test_ring_task_routes)
+{
+	hkx_executor *ex = executor(1, 4);
+	static char arg[HKX__SLOT_ARG_INLINE + 1];
+	uint32_t before;
+	hkx_future *f;
+
+	tst_fill_pattern(arg, sizeof(arg));
+	for (size_t len = HKX__SLOT_ARG_INLINE; len <= HKX__SLOT_ARG_INLINE + 1; len++) {
+		before = count_of(ex, "downcount");
+		f = tst_submit(ex, "echo", arg, len);
+		tst_await_end(f, "echo");
+		tst_assert_result(f, 0, arg, len);
+		hkx_future_release(f);
+		/* The count's own task came by ring too. */
+		ck_assert_uint_eq(count_of(ex, "downcount"),
+		    before + 1 + (len <= HKX__SLOT_ARG_INLINE));
+	}
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* Lone tasks, each submitted once the last one's end was seen: the
+ * supervisor and the host's workers are asleep, or about to be, every
+ * time. A lost wake-up hangs a round. */
+START_TEST(test_ring_lone_tasks)
+{
+	unsigned threads = (unsigned)_i;
+	hkx_executor *ex = executor(threads, 4);
+	uint32_t v;
+	hkx_future *f;
+
+	for (v = 0; v < 300; v++) {
+		f = tst_submit(ex, "echo", &v, sizeof(v));
+		tst_await_end(f, "a lone task never ended: a wake-up was lost");
+		tst_assert_result(f, 0, &v, sizeof(v));
+		hkx_future_release(f);
+	}
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* Bursts of many small tasks on several workers, ring and pipe mixed:
+ * each future gets its own bytes. */
+START_TEST(test_ring_bursts)
+{
+	enum { N = 2000 };
+	static hkx_future *fs[N];
+	hkx_executor *ex = executor(3, 64);
+	uint64_t over = HKX__SLOT_INLINE + 1;
+	uint32_t v;
+
+	for (unsigned round = 0; round < 3; round++) {
+		for (v = 0; v < N; v++)
+			fs[v] = v % 97 == 0 ? tst_submit(ex, "big", &over, sizeof(over))
+			                    : tst_submit(ex, "echo", &v, sizeof(v));
+		for (v = 0; v < N; v++) {
+			tst_await_end(fs[v], "a task of a burst never ended");
+			if (v % 97 == 0)
+				assert_big(fs[v], over);
+			else
+				tst_assert_result(fs[v], 0, &v, sizeof(v));
+			hkx_future_release(fs[v]);
+		}
+	}
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* A result in the ring counts even when the host dies before anyone read
+ * it: the future ends DONE with its bytes, never CRASHED. */
+START_TEST(test_ring_result_survives_death)
+{
+	hkx_executor *ex = executor(1, 4);
+	hkx_future *f = tst_submit(ex, "finishdie", NULL, 0);
+
+	tst_await_end(f, "a result left in the ring was lost with its host");
+	tst_assert_result(f, 0, "kept", 4);
+	hkx_future_release(f);
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+static Suite *
+ring_suite(void)
+{
+	Suite *s = suite_create("ring");
+	TCase *tc;
+
+	tc = tcase_create("ring");
+	tcase_add_test(tc, test_ring_pop_bounds);
+	tcase_add_test(tc, test_ring_decode);
+	tcase_add_test(tc, test_ring_wake_once);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("lies");
+	tcase_add_loop_test(tc, test_ring_lie, 0, LIE_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("paths");
+	tcase_add_test(tc, test_ring_routes);
+	tcase_add_test(tc, test_ring_task_routes);
+	tcase_add_loop_test(tc, test_ring_lone_tasks, 1, 3);
+	tcase_add_test(tc, test_ring_bursts);
+	tcase_add_test(tc, test_ring_result_survives_death);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return tst_run(ring_suite());
+}
