@@ -11,7 +11,8 @@
  * task's shared slot first, and its frame may then wait for the writer
  * thread while the worker goes on (that is where batching comes from); a
  * worker with a bigger result or a message moves on only once its frame is
- * in the pipe.
+ * in the pipe. A big argument is read in place in the host's arena, and a
+ * big reply is written there (arena.h), unless the arena has no room.
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
@@ -39,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "util.h"
 #include "wire.h"
 
@@ -67,10 +69,12 @@ struct hkx_task {
 	STAILQ_ENTRY(hkx_task) link;
 	uint64_t id, seq;
 	uint32_t slot, task_index, attempt;
-	void *reply;
+	void *reply;             /* malloc'd, a region of the arena, or in arena_arg */
 	size_t reply_len;
+	bool reply_in_arg;       /* reply is a piece of its argument in the arena */
 	char *message;
 	size_t message_len;
+	const void *arena_arg;   /* its argument in the arena, or NULL: in arg[] */
 	size_t arg_len;
 	max_align_t arg[];
 };
@@ -87,6 +91,11 @@ struct worker {
 static struct {
 	const struct hkx__host_config *hc;
 	struct hkx__slots slots;   /* this host's own */
+	struct hkx__arena mapped;  /* this host's own arena, once mapped */
+	/* ... as the workers see it: they start before it is mapped, so it is
+	 * published to them; no_arena until then, or for good if there was no
+	 * room for it. */
+	struct hkx__arena *_Atomic arena;
 	int down_fd, up_fd, crash_fd;
 
 	pthread_mutex_t queue_lock;
@@ -111,6 +120,7 @@ static struct {
 } host;
 
 static __thread struct worker *current_worker;
+static struct hkx__arena no_arena = { .fd = -1 };
 
 /*
  * Fail fast, here: the fail-fast groups a member of which failed in this
@@ -244,6 +254,18 @@ hkx__host_slots(void)
 	return &host.slots;
 }
 
+static struct hkx__arena *
+arena(void)
+{
+	return atomic_load_explicit(&host.arena, memory_order_acquire);
+}
+
+struct hkx__arena *
+hkx__host_arena(void)
+{
+	return arena();
+}
+
 void
 hkx__host_inject(const void *bytes, size_t len)
 {
@@ -251,6 +273,43 @@ hkx__host_inject(const void *bytes, size_t len)
 }
 
 /* --- the task API ------------------------------------------------------ */
+
+/* Room for a reply of len bytes: in the arena if it is big and there is
+ * room, else on the heap; NULL for no memory. */
+static void *
+reply_room(hkx_task *t, size_t len)
+{
+	void *p = NULL;
+
+	if (len >= HKX__BIG_PAYLOAD)
+		p = hkx__arena_reply_alloc(arena(), len, t->slot, t->seq);
+	return p != NULL ? p : malloc(len > 0 ? len : 1);
+}
+
+/* The task's reply is now p, after the one before goes: p may have been
+ * copied from it. */
+static void
+set_reply(hkx_task *t, void *p, size_t len, bool in_arg)
+{
+	if (hkx__arena_holds(arena(), t->reply))
+		hkx__arena_reply_drop(arena(), t->reply);
+	else if (!t->reply_in_arg)
+		free(t->reply);
+	t->reply = p;
+	t->reply_len = len;
+	t->reply_in_arg = in_arg;
+}
+
+/* Whether [data, data + len) is a big piece of the task's argument in the
+ * arena, which the supervisor can copy from as well as from a copy. */
+static bool
+in_own_arg(const hkx_task *t, const void *data, size_t len)
+{
+	const uint8_t *d = data, *arg = t->arena_arg;
+
+	return arg != NULL && len >= HKX__BIG_PAYLOAD && d >= arg &&
+	    (size_t)(d - arg) <= t->arg_len && len <= t->arg_len - (size_t)(d - arg);
+}
 
 int
 hkx_task_reply(hkx_task *t, const void *data, size_t len)
@@ -261,16 +320,39 @@ hkx_task_reply(hkx_task *t, const void *data, size_t len)
 		return -EINVAL;
 	if (len > host.hc->max_payload)
 		return -E2BIG;
+	if (in_own_arg(t, data, len)) {
+		set_reply(t, (void *)data, len, true);
+		return 0;
+	}
 	if (len > 0) {
-		copy = malloc(len);
+		copy = reply_room(t, len);
 		if (copy == NULL)
 			return -ENOMEM;
 		memcpy(copy, data, len);
 	}
-	free(t->reply);
-	t->reply = copy;
-	t->reply_len = len;
+	set_reply(t, copy, len, false);
 	return 0;
+}
+
+void *
+hkx_task_reply_buffer(hkx_task *t, size_t len)
+{
+	void *p;
+
+	if (t == NULL) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (len > host.hc->max_payload) {
+		errno = E2BIG;
+		return NULL;
+	}
+	if ((p = reply_room(t, len)) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	set_reply(t, p, len, false);
+	return p;
 }
 
 void
@@ -469,6 +551,24 @@ fail_group(struct hkx_task *t, uint64_t group)
 	pthread_mutex_unlock(&failed.lock);
 }
 
+/* The reply is in the arena: its RESULT names where, and a region of the
+ * host's part is the supervisor's to copy from until it says it took it
+ * (a piece of the argument is, until the slot is reused). As with any big
+ * reply, the worker moves on once the frame is in the pipe. */
+static void
+send_big_reply(struct hkx_task *t, int rc)
+{
+	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN];
+	uint64_t off = t->reply_in_arg ? hkx__arena_offset(arena(), t->reply)
+	                               : hkx__arena_reply_send(arena(), t->reply);
+
+	emit(head, hkx__encode_result_arena(head, t->id, t->slot, rc, off, t->reply_len,
+	    t->message_len), NULL, 0, t->message, t->message_len, EMIT_WAIT);
+	t->reply = NULL;
+	t->reply_len = 0;
+	t->reply_in_arg = false;
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
@@ -505,7 +605,8 @@ run_task(struct worker *w, struct hkx_task *t)
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, cpu_limit_ms);
-	rc = host.hc->tasks[t->task_index].fn(t, t->arg, t->arg_len);
+	rc = host.hc->tasks[t->task_index].fn(t, t->arena_arg != NULL ? t->arena_arg : t->arg,
+	    t->arg_len);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
@@ -513,6 +614,10 @@ run_task(struct worker *w, struct hkx_task *t)
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
 
+	if (t->reply_in_arg || hkx__arena_holds(arena(), t->reply)) {
+		send_big_reply(t, rc);
+		return;
+	}
 	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
 		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
@@ -763,11 +868,20 @@ start_threads(const struct hkx__host_config *hc)
 static struct hkx_task *
 task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 {
+	size_t copied = f->u.task.arg_len;
+	const void *in_arena = NULL;
 	struct hkx_task *t;
 
 	if (f->u.task.task_index >= hc->ntasks || f->slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
-	t = malloc(sizeof(*t) + f->u.task.arg_len);
+	/* A big argument stays where it is: the task reads it in place. */
+	if (f->flags & HKX__FRAME_ARENA) {
+		in_arena = hkx__arena_arg_at(arena(), f->u.task.arena_off, f->u.task.arg_len);
+		if (in_arena == NULL)
+			die(HOST_EXIT_PROTOCOL);
+		copied = 0;
+	}
+	t = malloc(sizeof(*t) + copied);
 	if (t == NULL)
 		die(HOST_EXIT_SETUP);
 	t->id = f->id;
@@ -777,11 +891,13 @@ task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 	t->attempt = f->u.task.attempt;
 	t->reply = NULL;
 	t->reply_len = 0;
+	t->reply_in_arg = false;
 	t->message = NULL;
 	t->message_len = 0;
+	t->arena_arg = in_arena;
 	t->arg_len = f->u.task.arg_len;
-	if (t->arg_len)
-		memcpy(t->arg, f->u.task.arg, t->arg_len);
+	if (copied)
+		memcpy(t->arg, f->u.task.arg, copied);
 	return t;
 }
 
@@ -837,15 +953,15 @@ read_batch(struct task_queue *batch, unsigned *count)
 
 _Noreturn void
 hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
-               int up_fd, int crash_fd, pid_t zygote_pid)
+               int up_fd, int crash_fd, int arena_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[3] = { down_fd, up_fd, crash_fd };
+	int fds[4] = { down_fd, up_fd, crash_fd, arena_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 3) < 0)
+	if (hkx__keep_fds(fds, 4) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
 	host.slots = *slots;
@@ -874,7 +990,15 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	if (host.inbuf == NULL || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
+	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);
 	start_threads(hc);
+	/* After the threads' stacks: under an address-space limit, an arena
+	 * that does not fit leaves the host without one (the header says so,
+	 * and big payloads go through the pipe) rather than unable to start.
+	 * No TASK comes before READY: none can find the arena unmapped. */
+	if (hkx__arena_attach(&host.mapped, hc->max_payload, hc->nslots, fds[3]) == 0)
+		atomic_store_explicit(&host.arena, &host.mapped, memory_order_release);
+	close(fds[3]);
 	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, EMIT_NOW);
 	worker_main(&host.workers[0]);
 	die(0); /* not reached: workers leave only through _exit() */
