@@ -64,8 +64,21 @@ struct hkx_task_def {
 	hkx_task_fn fn;
 };
 
-/* Result bytes, copied; the last call wins. -E2BIG past max_payload. */
+/* Result bytes, copied; the last call wins. -E2BIG past max_payload.
+ * A reply of 64 KiB or more is copied into shared memory the supervisor
+ * reads it from (the host's arena), when there is room there; else it
+ * goes through the pipe, as smaller ones do. One that is the task's own
+ * argument, or a piece of it, lying in the arena is not copied at all. */
 int hkx_task_reply(hkx_task *t, const void *data, size_t len);
+/* A buffer of len bytes that is the task's reply, for it to write in place
+ * rather than have hkx_task_reply copy it: the reply is whatever the buffer
+ * holds when the task returns. For 64 KiB or more it lies in the host's
+ * arena when there is room, so no copy of the reply is made in the host;
+ * else it is ordinary memory. Replaces any earlier reply (and frees its
+ * buffer), as a later hkx_task_reply or hkx_task_reply_buffer replaces
+ * this one. Valid until then or until the task returns. NULL with errno
+ * EINVAL (t NULL), E2BIG (past max_payload) or ENOMEM. */
+void *hkx_task_reply_buffer(hkx_task *t, size_t len);
 /* Failure text, printf-style; the last call wins; cut at 4095 bytes. */
 void hkx_task_message(hkx_task *t, const char *fmt, ...) HKX_PRINTF(2, 3);
 void hkx_task_vmessage(hkx_task *t, const char *fmt, va_list ap)

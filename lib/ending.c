@@ -180,6 +180,7 @@ hkx__slot_put(hkx_executor *ex, hkx_future *f)
 	uint32_t i = (uint32_t)f->slot;
 
 	(void)ex;
+	hkx__arena_arg_free(&h->arena, i); /* the host is done with its argument */
 	h->owners[i] = NULL;
 	h->free_slots[--h->inflight] = i;
 	f->host = NULL;

@@ -13,7 +13,8 @@
  * write at all unless the supervisor sleeps), or, after a STARTED frame,
  * by a frame that may wait for the writer thread while the worker goes on;
  * a worker with a bigger result or a message moves on only once its frame
- * is in the pipe.
+ * is in the pipe. A big argument is read in place in the host's arena, and
+ * a big reply is written there (arena.h), unless the arena has no room.
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
@@ -41,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "util.h"
 #include "wire.h"
 
@@ -72,10 +74,12 @@ struct hkx_task {
 	STAILQ_ENTRY(hkx_task) link;
 	uint64_t id, seq;
 	uint32_t slot, task_index, attempt;
-	void *reply;
+	void *reply;             /* malloc'd, a region of the arena, or in arena_arg */
 	size_t reply_len;
+	bool reply_in_arg;       /* reply is a piece of its argument in the arena */
 	char *message;
 	size_t message_len;
+	const void *arena_arg;   /* its argument in the arena, or NULL: in arg[] */
 	size_t arg_len;
 	max_align_t arg[];
 };
@@ -92,6 +96,11 @@ struct worker {
 static struct {
 	const struct hkx__host_config *hc;
 	struct hkx__slots slots;   /* this host's own */
+	struct hkx__arena mapped;  /* this host's own arena, once mapped */
+	/* ... as the workers see it: they start before it is mapped, so it is
+	 * published to them; no_arena until then, or for good if there was no
+	 * room for it. */
+	struct hkx__arena *_Atomic arena;
 	int down_fd, up_fd, crash_fd;
 
 	pthread_mutex_t queue_lock;
@@ -119,6 +128,7 @@ static struct {
 } host;
 
 static __thread struct worker *current_worker;
+static struct hkx__arena no_arena = { .fd = -1 };
 
 /*
  * Fail fast, here: the fail-fast groups a member of which failed in this
@@ -252,6 +262,18 @@ hkx__host_slots(void)
 	return &host.slots;
 }
 
+static struct hkx__arena *
+arena(void)
+{
+	return atomic_load_explicit(&host.arena, memory_order_acquire);
+}
+
+struct hkx__arena *
+hkx__host_arena(void)
+{
+	return arena();
+}
+
 void
 hkx__host_inject(const void *bytes, size_t len)
 {
@@ -259,6 +281,43 @@ hkx__host_inject(const void *bytes, size_t len)
 }
 
 /* --- the task API ------------------------------------------------------ */
+
+/* Room for a reply of len bytes: in the arena if it is big and there is
+ * room, else on the heap; NULL for no memory. */
+static void *
+reply_room(hkx_task *t, size_t len)
+{
+	void *p = NULL;
+
+	if (len >= HKX__BIG_PAYLOAD)
+		p = hkx__arena_reply_alloc(arena(), len, t->slot, t->seq);
+	return p != NULL ? p : malloc(len > 0 ? len : 1);
+}
+
+/* The task's reply is now p, after the one before goes: p may have been
+ * copied from it. */
+static void
+set_reply(hkx_task *t, void *p, size_t len, bool in_arg)
+{
+	if (hkx__arena_holds(arena(), t->reply))
+		hkx__arena_reply_drop(arena(), t->reply);
+	else if (!t->reply_in_arg)
+		free(t->reply);
+	t->reply = p;
+	t->reply_len = len;
+	t->reply_in_arg = in_arg;
+}
+
+/* Whether [data, data + len) is a big piece of the task's argument in the
+ * arena, which the supervisor can copy from as well as from a copy. */
+static bool
+in_own_arg(const hkx_task *t, const void *data, size_t len)
+{
+	const uint8_t *d = data, *arg = t->arena_arg;
+
+	return arg != NULL && len >= HKX__BIG_PAYLOAD && d >= arg &&
+	    (size_t)(d - arg) <= t->arg_len && len <= t->arg_len - (size_t)(d - arg);
+}
 
 int
 hkx_task_reply(hkx_task *t, const void *data, size_t len)
@@ -269,16 +328,39 @@ hkx_task_reply(hkx_task *t, const void *data, size_t len)
 		return -EINVAL;
 	if (len > host.hc->max_payload)
 		return -E2BIG;
+	if (in_own_arg(t, data, len)) {
+		set_reply(t, (void *)data, len, true);
+		return 0;
+	}
 	if (len > 0) {
-		copy = malloc(len);
+		copy = reply_room(t, len);
 		if (copy == NULL)
 			return -ENOMEM;
 		memcpy(copy, data, len);
 	}
-	free(t->reply);
-	t->reply = copy;
-	t->reply_len = len;
+	set_reply(t, copy, len, false);
 	return 0;
+}
+
+void *
+hkx_task_reply_buffer(hkx_task *t, size_t len)
+{
+	void *p;
+
+	if (t == NULL) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (len > host.hc->max_payload) {
+		errno = E2BIG;
+		return NULL;
+	}
+	if ((p = reply_room(t, len)) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	set_reply(t, p, len, false);
+	return p;
 }
 
 void
@@ -499,6 +581,24 @@ publish_result(uint32_t slot)
 		emit(wake, hkx__encode_wake(wake), NULL, 0, NULL, 0, EMIT_NOW);
 }
 
+/* The reply is in the arena: its RESULT names where, and a region of the
+ * host's part is the supervisor's to copy from until it says it took it
+ * (a piece of the argument is, until the slot is reused). As with any big
+ * reply, the worker moves on once the frame is in the pipe. */
+static void
+send_big_reply(struct hkx_task *t, int rc)
+{
+	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN];
+	uint64_t off = t->reply_in_arg ? hkx__arena_offset(arena(), t->reply)
+	                               : hkx__arena_reply_send(arena(), t->reply);
+
+	emit(head, hkx__encode_result_arena(head, t->id, t->slot, rc, off, t->reply_len,
+	    t->message_len), NULL, 0, t->message, t->message_len, EMIT_WAIT);
+	t->reply = NULL;
+	t->reply_len = 0;
+	t->reply_in_arg = false;
+}
+
 static void
 run_task(struct worker *w, struct hkx_task *t)
 {
@@ -535,7 +635,8 @@ run_task(struct worker *w, struct hkx_task *t)
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, cpu_limit_ms);
-	rc = host.hc->tasks[t->task_index].fn(t, t->arg, t->arg_len);
+	rc = host.hc->tasks[t->task_index].fn(t, t->arena_arg != NULL ? t->arena_arg : t->arg,
+	    t->arg_len);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
@@ -543,6 +644,10 @@ run_task(struct worker *w, struct hkx_task *t)
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
 
+	if (t->reply_in_arg || hkx__arena_holds(arena(), t->reply)) {
+		send_big_reply(t, rc);
+		return;
+	}
 	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
 		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
 		/* A STARTED frame must reach the supervisor first. */
@@ -814,15 +919,19 @@ start_threads(const struct hkx__host_config *hc)
 
 /* --- the reader role ------------------------------------------------------- */
 
+/* A task the supervisor sent: its argument copied, or, in_arena, read in
+ * place there. */
 static struct hkx_task *
 new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t slot,
-         uint32_t task_index, uint32_t attempt, const void *arg, size_t arg_len)
+         uint32_t task_index, uint32_t attempt, const void *arg, size_t arg_len,
+         const void *in_arena)
 {
+	size_t copied = in_arena != NULL ? 0 : arg_len;
 	struct hkx_task *t;
 
 	if (task_index >= hc->ntasks || slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
-	t = malloc(sizeof(*t) + arg_len);
+	t = malloc(sizeof(*t) + copied);
 	if (t == NULL)
 		die(HOST_EXIT_SETUP);
 	t->id = id;
@@ -832,19 +941,29 @@ new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t 
 	t->attempt = attempt;
 	t->reply = NULL;
 	t->reply_len = 0;
+	t->reply_in_arg = false;
 	t->message = NULL;
 	t->message_len = 0;
+	t->arena_arg = in_arena;
 	t->arg_len = arg_len;
-	if (arg_len)
-		memcpy(t->arg, arg, arg_len);
+	if (copied)
+		memcpy(t->arg, arg, copied);
 	return t;
 }
 
 static struct hkx_task *
 task_from_frame(const struct hkx__host_config *hc, const struct hkx__frame *f)
 {
+	const void *in_arena = NULL;
+
+	/* A big argument stays where it is: the task reads it in place. */
+	if (f->flags & HKX__FRAME_ARENA) {
+		in_arena = hkx__arena_arg_at(arena(), f->u.task.arena_off, f->u.task.arg_len);
+		if (in_arena == NULL)
+			die(HOST_EXIT_PROTOCOL);
+	}
 	return new_task(hc, f->id, f->u.task.seq, f->slot, f->u.task.task_index,
-	    f->u.task.attempt, f->u.task.arg, f->u.task.arg_len);
+	    f->u.task.attempt, f->u.task.arg, f->u.task.arg_len, in_arena);
 }
 
 /* The tasks the supervisor pushed on the down ring, appended to batch. */
@@ -868,7 +987,7 @@ take_ring(struct task_queue *batch, unsigned *count)
 			if (arg_len > HKX__SLOT_ARG_INLINE)
 				die(HOST_EXIT_PROTOCOL);
 			t = new_task(host.hc, slot->task_id, slot->task_seq, i, slot->task_index,
-			    slot->attempt, slot->arg, arg_len);
+			    slot->attempt, slot->arg, arg_len, NULL);
 			STAILQ_INSERT_TAIL(batch, t, link);
 			(*count)++;
 		}
@@ -955,15 +1074,15 @@ read_batch(struct task_queue *batch, unsigned *count)
 
 _Noreturn void
 hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
-               int up_fd, int crash_fd, pid_t zygote_pid)
+               int up_fd, int crash_fd, int arena_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[3] = { down_fd, up_fd, crash_fd };
+	int fds[4] = { down_fd, up_fd, crash_fd, arena_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 3) < 0)
+	if (hkx__keep_fds(fds, 4) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
 	host.slots = *slots;
@@ -992,7 +1111,15 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 	if (host.inbuf == NULL || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
+	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);
 	start_threads(hc);
+	/* After the threads' stacks: under an address-space limit, an arena
+	 * that does not fit leaves the host without one (the header says so,
+	 * and big payloads go through the pipe) rather than unable to start.
+	 * No TASK comes before READY: none can find the arena unmapped. */
+	if (hkx__arena_attach(&host.mapped, hc->max_payload, hc->nslots, fds[3]) == 0)
+		atomic_store_explicit(&host.arena, &host.mapped, memory_order_release);
+	close(fds[3]);
 	emit(ready, hkx__encode_ready(ready, (uint32_t)getpid()), NULL, 0, NULL, 0, EMIT_NOW);
 	worker_main(&host.workers[0]);
 	die(0); /* not reached: workers leave only through _exit() */

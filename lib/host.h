@@ -90,10 +90,12 @@ extern bool hkx__in_host;
 /* Set in the zygote and every host: the application's pid, for `ps`. */
 extern pid_t hkx__app_pid;
 
-/* Runs a host on the given pipe ends and its own slot table, mapped by the
- * zygote before the fork; never returns. */
+/* Runs a host on the given pipe ends, its own slot table, mapped by the
+ * zygote before the fork, and the memfd of its arena, which it maps
+ * itself; never returns. */
 _Noreturn void hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots,
-                              int down_fd, int up_fd, int crash_fd, pid_t zygote_pid);
+                              int down_fd, int up_fd, int crash_fd, int arena_fd,
+                              pid_t zygote_pid);
 
 /* Test hook: writes raw bytes on the up pipe from inside a task, after
  * whatever is already queued, so that tests can play a broken host. */
@@ -101,5 +103,8 @@ void hkx__host_inject(const void *bytes, size_t len);
 /* Test hook: the host's slot table, so that tests can play a host that
  * rewrites slots. */
 struct hkx__slots *hkx__host_slots(void);
+/* Test hook: the host's arena (arena.h), for tests that play a host that
+ * names regions of it. */
+struct hkx__arena *hkx__host_arena(void);
 
 #endif

@@ -2,8 +2,9 @@
  * lifecycle: a host's life as the supervisor sees it, from the SPAWN asked
  * of the zygote to the burial of its memory. It owns the zygote's socket,
  * the restart budget and its back-off, the timer of hosts' lives (start
- * deadlines, deaths the zygote has not reported, respawn back-off), and
- * decides how the tasks of a dead host end.
+ * deadlines, deaths the zygote has not reported, respawn back-off, arenas
+ * that may give pages back), and decides how the tasks of a dead host
+ * end.
  *
  * It never waits on the zygote: hosts are signalled through their pidfds,
  * leave on their pidfds' word, and requests the zygote's socket will not
@@ -395,6 +396,7 @@ static void
 host_free(struct hkx__host *h)
 {
 	hkx__slots_free(&h->slots);
+	hkx__arena_free(&h->arena);
 	free(h->owners);
 	free(h->free_slots);
 	free(h->out);
@@ -422,6 +424,9 @@ host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **o
 		return -ENOMEM;
 	}
 	err = hkx__slots_map(&h->slots, ex->host_capacity, ex->config.threads, m->fds[4]);
+	if (err == 0)
+		err = hkx__arena_map(&h->arena, ex->config.max_payload, ex->host_capacity,
+		    m->fds[5]);
 	if (err < 0) {
 		host_free(h);
 		return err;
@@ -455,7 +460,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 		hkx__unlock(ex);
 		return;
 	}
-	close(m->fds[4]); /* the mapping holds the table */
+	close(m->fds[4]); /* the mapping holds the table; the arena keeps its fd */
 	h->pid = m->pid;
 	h->pidfd = m->fds[0];
 	h->down_fd = m->fds[1];
@@ -943,7 +948,8 @@ zygote_owes_since(hkx_executor *ex)
 }
 
 /* With the lock held: lifefd fires at the next start deadline, unanswered
- * request, unreported death or end of a back-off. */
+ * request, unreported death, end of a back-off, or look at an arena that
+ * may give pages back. */
 void
 hkx__arm_life(hkx_executor *ex)
 {
@@ -969,6 +975,7 @@ hkx__arm_life(hkx_executor *ex)
 			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
 		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
 			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+		next = earlier(next, hkx__arena_trim_at(&h->arena));
 	}
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
@@ -1038,6 +1045,8 @@ hkx__life_tick(hkx_executor *ex)
 		hkx__zygote_nudge(&ex->zygote);
 	enforce_starts(ex, now);
 	enforce_pipes(ex, now);
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		hkx__arena_trim(&h->arena, now);
 	hkx__respawn_if_needed(ex); /* a back-off may be over */
 	ex->life_dirty = true;
 	hkx__unlock(ex);

@@ -6,11 +6,13 @@
 #ifndef HKX_LIFECYCLE_H
 #define HKX_LIFECYCLE_H
 
+#include "arena.h"
 #include "executor.h"
 
 struct hkx__out_frame {
-	hkx_future *future; /* a reference, for its argument; NULL for QUIT */
-	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
+	hkx_future *future; /* a reference, for its argument; NULL for QUIT,
+	                       or for a TASK whose argument is in the arena */
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED + HKX__ARENA_REF_LEN];
 	uint8_t head_len;
 };
 
@@ -45,6 +47,7 @@ struct hkx__host {
 	unsigned inflight;   /* slots it holds */
 	uint64_t sent;       /* tasks sent over its life */
 	struct hkx__slots slots;  /* its own table, host_capacity slots */
+	struct hkx__arena arena;  /* its own, for big payloads */
 	hkx_future **owners;      /* of each slot (a reference), or NULL */
 	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;

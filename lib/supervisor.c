@@ -63,6 +63,29 @@ queue_frame(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t 
 	h->out_len++;
 }
 
+/*
+ * A big argument goes into the host's arena when there is room: copied
+ * there once, and the frame names its region. Else it follows its frame
+ * through the pipe, as any other.
+ */
+static bool
+send_big_arg(hkx_executor *ex, struct hkx__host *h, hkx_future *f)
+{
+	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED + HKX__ARENA_REF_LEN];
+	uint64_t off;
+	void *p;
+
+	if (f->arg_len < HKX__BIG_PAYLOAD ||
+	    (p = hkx__arena_arg_alloc(&h->arena, (uint32_t)f->slot, f->arg_len, &off)) == NULL)
+		return false;
+	memcpy(p, f->arg, f->arg_len);
+	if (hkx__arena_used(&h->arena, hkx__now_ns()))
+		hkx__life_changed(ex);
+	hkx__out_push(ex, h, NULL, head, hkx__encode_task_arena(head, f->id, (uint32_t)f->slot,
+	    f->task_index, (uint32_t)f->attempts + 1, f->seq, off, f->arg_len));
+	return true;
+}
+
 void
 hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
               size_t head_len)
@@ -112,8 +135,9 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 		hkx__ring_push(&h->slots.down, HKX__RING_RECORD(HKX__RING_TASK, f->slot));
 		return;
 	}
-	hkx__out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot, f->task_index,
-	    (uint32_t)f->attempts + 1, f->seq, f->arg_len));
+	if (!send_big_arg(ex, h, f))
+		hkx__out_push(ex, h, f, head, hkx__encode_task(head, f->id, (uint32_t)f->slot,
+		    f->task_index, (uint32_t)f->attempts + 1, f->seq, f->arg_len));
 }
 
 /* With the lock held: how many more tasks h takes now, holding at most
@@ -351,6 +375,34 @@ hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size
 	hkx__end_future(ex, f, s, s == HKX_FAILED ? rc : 0);
 }
 
+/*
+ * The reply lies in the host's arena, where the host says: if all of it
+ * lies in the host's part, or in the task's own argument, it is copied out
+ * once, into f's result, and a region of the host's part goes back to the
+ * host; else the host lied.
+ */
+static int
+take_big_reply(hkx_executor *ex, struct hkx__host *h, hkx_future *f,
+               const struct hkx__frame *fr)
+{
+	uint32_t slot = (uint32_t)f->slot;
+	uint64_t seq = f->seq;
+	const void *reply;
+	bool host_part;
+
+	reply = hkx__arena_reply_at(&h->arena, slot, fr->u.result.arena_off,
+	    fr->u.result.reply_len, &host_part);
+	if (reply == NULL)
+		return -EPROTO;
+	hkx__finish(ex, f, fr->u.result.rc, reply, fr->u.result.reply_len,
+	    fr->u.result.message, fr->u.result.message_len);
+	if (host_part)
+		hkx__arena_reply_taken(&h->arena, slot, seq);
+	if (hkx__arena_used(&h->arena, hkx__now_ns()))
+		hkx__life_changed(ex);
+	return 0;
+}
+
 static int
 take_result(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 {
@@ -359,6 +411,8 @@ take_result(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 
 	if (f == NULL)
 		return -EPROTO;
+	if (fr->flags & HKX__FRAME_ARENA)
+		return take_big_reply(ex, h, f, fr);
 	hkx__finish(ex, f, fr->u.result.rc, fr->u.result.reply, fr->u.result.reply_len,
 	    fr->u.result.message, fr->u.result.message_len);
 	return 0;

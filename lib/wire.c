@@ -68,11 +68,11 @@ get_u64(const uint8_t *p)
 }
 
 static size_t
-put_header(uint8_t *buf, uint64_t len, enum hkx__frame_type type, uint64_t id)
+put_header(uint8_t *buf, uint64_t len, enum hkx__frame_type type, uint16_t flags, uint64_t id)
 {
 	put_u32(buf, (uint32_t)len);
 	put_u16(buf + 4, (uint16_t)type);
-	put_u16(buf + 6, 0);
+	put_u16(buf + 6, flags);
 	put_u64(buf + 8, id);
 	return HKX__HEADER_LEN;
 }
@@ -84,7 +84,7 @@ hkx__encode_task(uint8_t *buf, uint64_t id, uint32_t slot, uint32_t task_index,
 	uint8_t *body = buf + HKX__HEADER_LEN;
 
 	put_header(buf, (uint64_t)HKX__HEADER_LEN + HKX__TASK_FIXED + arg_len,
-	    HKX__FRAME_TASK, id);
+	    HKX__FRAME_TASK, 0, id);
 	put_u32(body, slot);
 	put_u32(body + 4, task_index);
 	put_u32(body + 8, attempt);
@@ -93,16 +93,35 @@ hkx__encode_task(uint8_t *buf, uint64_t id, uint32_t slot, uint32_t task_index,
 	return HKX__HEADER_LEN + HKX__TASK_FIXED;
 }
 
+static size_t
+put_arena_ref(uint8_t *buf, size_t at, uint64_t off, size_t len)
+{
+	put_u16(buf + 6, HKX__FRAME_ARENA);
+	put_u64(buf + at, off);
+	put_u64(buf + at + 8, len);
+	return at + HKX__ARENA_REF_LEN;
+}
+
+size_t
+hkx__encode_task_arena(uint8_t *buf, uint64_t id, uint32_t slot, uint32_t task_index,
+    uint32_t attempt, uint64_t seq, uint64_t off, size_t arg_len)
+{
+	size_t at = hkx__encode_task(buf, id, slot, task_index, attempt, seq,
+	    HKX__ARENA_REF_LEN);
+
+	return put_arena_ref(buf, at, off, arg_len);
+}
+
 size_t
 hkx__encode_quit(uint8_t *buf)
 {
-	return put_header(buf, HKX__HEADER_LEN, HKX__FRAME_QUIT, 0);
+	return put_header(buf, HKX__HEADER_LEN, HKX__FRAME_QUIT, 0, 0);
 }
 
 size_t
 hkx__encode_wake(uint8_t *buf)
 {
-	return put_header(buf, HKX__HEADER_LEN, HKX__FRAME_WAKE, 0);
+	return put_header(buf, HKX__HEADER_LEN, HKX__FRAME_WAKE, 0, 0);
 }
 
 size_t
@@ -110,7 +129,7 @@ hkx__encode_ready(uint8_t *buf, uint32_t pid)
 {
 	uint8_t *body = buf + HKX__HEADER_LEN;
 
-	put_header(buf, HKX__HEADER_LEN + HKX__READY_FIXED, HKX__FRAME_READY, 0);
+	put_header(buf, HKX__HEADER_LEN + HKX__READY_FIXED, HKX__FRAME_READY, 0, 0);
 	put_u32(body, pid);
 	put_u32(body + 4, 0);
 	return HKX__HEADER_LEN + HKX__READY_FIXED;
@@ -121,7 +140,7 @@ hkx__encode_started(uint8_t *buf, uint64_t id, uint32_t slot, uint64_t start_ns)
 {
 	uint8_t *body = buf + HKX__HEADER_LEN;
 
-	put_header(buf, HKX__HEADER_LEN + HKX__STARTED_FIXED, HKX__FRAME_STARTED, id);
+	put_header(buf, HKX__HEADER_LEN + HKX__STARTED_FIXED, HKX__FRAME_STARTED, 0, id);
 	put_u32(body, slot);
 	put_u32(body + 4, 0);
 	put_u64(body + 8, start_ns);
@@ -133,7 +152,7 @@ hkx__encode_skipped(uint8_t *buf, uint64_t id, uint32_t slot)
 {
 	uint8_t *body = buf + HKX__HEADER_LEN;
 
-	put_header(buf, HKX__HEADER_LEN + HKX__SKIPPED_FIXED, HKX__FRAME_SKIPPED, id);
+	put_header(buf, HKX__HEADER_LEN + HKX__SKIPPED_FIXED, HKX__FRAME_SKIPPED, 0, id);
 	put_u32(body, slot);
 	put_u32(body + 4, 0);
 	return HKX__HEADER_LEN + HKX__SKIPPED_FIXED;
@@ -146,12 +165,22 @@ hkx__encode_result(uint8_t *buf, uint64_t id, uint32_t slot, int32_t rc,
 	uint8_t *body = buf + HKX__HEADER_LEN;
 
 	put_header(buf, (uint64_t)HKX__HEADER_LEN + HKX__RESULT_FIXED + reply_len +
-	    message_len, HKX__FRAME_RESULT, id);
+	    message_len, HKX__FRAME_RESULT, 0, id);
 	put_u32(body, slot);
 	put_u32(body + 4, (uint32_t)rc);
 	put_u32(body + 8, (uint32_t)reply_len);
 	put_u32(body + 12, (uint32_t)message_len);
 	return HKX__HEADER_LEN + HKX__RESULT_FIXED;
+}
+
+size_t
+hkx__encode_result_arena(uint8_t *buf, uint64_t id, uint32_t slot, int32_t rc,
+    uint64_t off, size_t reply_len, size_t message_len)
+{
+	size_t at = hkx__encode_result(buf, id, slot, rc, HKX__ARENA_REF_LEN, message_len);
+
+	put_u32(buf + HKX__HEADER_LEN + 8, 0);
+	return put_arena_ref(buf, at, off, reply_len);
 }
 
 /*
@@ -168,21 +197,27 @@ add_capped(uint64_t a, uint64_t b)
 size_t
 hkx__frame_max(size_t max_payload)
 {
-	/* RESULT is the longest type: a reply and a message. */
+	/* RESULT is the longest type: a reply, or a reference to one in the
+	 * arena, and a message. */
 	return (size_t)add_capped(add_capped(HKX__HEADER_LEN + HKX__RESULT_FIXED,
-	    max_payload), HKX__MESSAGE_MAX);
+	    max_payload > HKX__ARENA_REF_LEN ? max_payload : HKX__ARENA_REF_LEN),
+	    HKX__MESSAGE_MAX);
 }
 
 /*
- * The length a frame of this type may have, header included, or -EPROTO for
- * a type we do not know.
+ * The length a frame of this type and flags may have, header included, or
+ * -EPROTO for a type we do not know or flags it does not take.
  */
 static int
-frame_bounds(const struct hkx__decoder *d, uint16_t type, uint64_t *min,
+frame_bounds(const struct hkx__decoder *d, uint16_t type, uint16_t flags, uint64_t *min,
     uint64_t *max)
 {
 	uint64_t fixed, variable;
 
+	/* The one flag there is: only on the types that carry a payload. */
+	if (flags != 0 && (flags != HKX__FRAME_ARENA ||
+	    (type != HKX__FRAME_TASK && type != HKX__FRAME_RESULT)))
+		return -EPROTO;
 	switch (type) {
 	case HKX__FRAME_TASK:
 		fixed = HKX__TASK_FIXED;
@@ -212,6 +247,11 @@ frame_bounds(const struct hkx__decoder *d, uint16_t type, uint64_t *min,
 	default:
 		return -EPROTO;
 	}
+	if (flags & HKX__FRAME_ARENA) {
+		/* The reference takes the payload's place. */
+		fixed += HKX__ARENA_REF_LEN;
+		variable = type == HKX__FRAME_RESULT ? HKX__MESSAGE_MAX : 0;
+	}
 	*min = HKX__HEADER_LEN + fixed;
 	*max = add_capped(*min, variable);
 	return 0;
@@ -225,15 +265,26 @@ check_header(const struct hkx__decoder *d, const uint8_t *hdr, uint32_t *frame_l
 	uint32_t len = get_u32(hdr);
 	uint64_t min, max;
 
-	if (frame_bounds(d, get_u16(hdr + 4), &min, &max) < 0)
+	/* A bit we do not know means a peer we do not understand. */
+	if (frame_bounds(d, get_u16(hdr + 4), get_u16(hdr + 6), &min, &max) < 0)
 		return -EPROTO;
 	if (len < min || len > max)
 		return -EPROTO;
-	/* No type defines a flag yet: a bit we do not know means a peer we do
-	 * not understand. */
-	if (get_u16(hdr + 6) != 0)
-		return -EPROTO;
 	*frame_len = len;
+	return 0;
+}
+
+/* An arena reference: its length is a payload's, so at most max_payload;
+ * where the offset points is the receiver's call. */
+static int
+get_arena_ref(const struct hkx__decoder *d, const uint8_t *p, uint64_t *off, size_t *len)
+{
+	uint64_t n = get_u64(p + 8);
+
+	if (n > d->max_payload)
+		return -EPROTO;
+	*off = get_u64(p);
+	*len = (size_t)n;
 	return 0;
 }
 
@@ -261,6 +312,13 @@ parse_frame(const struct hkx__decoder *d, const uint8_t *hdr,
 		if (get_u32(body + 12) != 0)
 			return -EPROTO;
 		f.u.task.seq = get_u64(body + 16);
+		if (f.flags & HKX__FRAME_ARENA) {
+			/* check_header left room for the reference alone. */
+			if (get_arena_ref(d, body + HKX__TASK_FIXED, &f.u.task.arena_off,
+			    &f.u.task.arg_len) < 0)
+				return -EPROTO;
+			break;
+		}
 		f.u.task.arg = body + HKX__TASK_FIXED;
 		/* At most max_payload: check_header bounded the length. */
 		f.u.task.arg_len = body_len - HKX__TASK_FIXED;
@@ -289,15 +347,26 @@ parse_frame(const struct hkx__decoder *d, const uint8_t *hdr,
 	case HKX__FRAME_RESULT: {
 		uint64_t reply_len = get_u32(body + 8);
 		uint64_t message_len = get_u32(body + 12);
+		uint64_t in_frame = reply_len;
 
 		f.slot = get_u32(body);
 		f.u.result.rc = (int32_t)get_u32(body + 4);
-		if (message_len > HKX__MESSAGE_MAX || reply_len > d->max_payload ||
-		    reply_len + message_len != body_len - HKX__RESULT_FIXED)
+		if (f.flags & HKX__FRAME_ARENA) {
+			/* In the frame, the reference stands for the reply. */
+			if (reply_len != 0 || get_arena_ref(d, body + HKX__RESULT_FIXED,
+			    &f.u.result.arena_off, &f.u.result.reply_len) < 0)
+				return -EPROTO;
+			in_frame = HKX__ARENA_REF_LEN;
+		} else if (reply_len > d->max_payload)
 			return -EPROTO;
-		f.u.result.reply = body + HKX__RESULT_FIXED;
-		f.u.result.reply_len = reply_len;
-		f.u.result.message = (const char *)body + HKX__RESULT_FIXED + reply_len;
+		else {
+			f.u.result.reply = body + HKX__RESULT_FIXED;
+			f.u.result.reply_len = reply_len;
+		}
+		if (message_len > HKX__MESSAGE_MAX ||
+		    in_frame + message_len != body_len - HKX__RESULT_FIXED)
+			return -EPROTO;
+		f.u.result.message = (const char *)body + HKX__RESULT_FIXED + in_frame;
 		f.u.result.message_len = message_len;
 		break;
 	}

@@ -24,6 +24,14 @@
  *                  then reply bytes, then message bytes
  *   WAKE     both  empty: look at your ring (ring.h), you said you sleep
  *
+ * Flags: HKX__FRAME_ARENA, on TASK and RESULT only, says that the argument
+ * or reply lies in the host's arena (arena.h): the frame carries, where
+ * its bytes would be, a reference of u64 offset (from the start of the
+ * arena's parts), u64 length. The length is at most max_payload; a
+ * RESULT's reply len field is then 0, and its message follows the
+ * reference. Whether the region lies where it may is the receiver's
+ * call. Any other bit, or this one on another type, is -EPROTO.
+ *
  * The decoder trusts nothing: a length outside [header + fixed body,
  * header + fixed body + max_payload + HKX__MESSAGE_MAX], an unknown type, a
  * body that does not match its type, or (through the known_id callback) a
@@ -57,6 +65,11 @@ enum hkx__frame_type {
 #define HKX__SKIPPED_FIXED 8
 #define HKX__RESULT_FIXED 16
 
+/* Header flag: the payload is in the arena (see above), and the length of
+ * the reference that stands for it. */
+#define HKX__FRAME_ARENA 1u
+#define HKX__ARENA_REF_LEN 16
+
 /* A decoded frame. The pointers stay valid until the next call on the
  * decoder that produced it. */
 struct hkx__frame {
@@ -66,11 +79,13 @@ struct hkx__frame {
 	uint32_t slot;
 	union {
 		struct { uint32_t task_index, attempt; uint64_t seq;
-		         const void *arg; size_t arg_len; } task;
+		         const void *arg; size_t arg_len;
+		         uint64_t arena_off; } task; /* with HKX__FRAME_ARENA: arg NULL */
 		struct { uint32_t pid; } ready;
 		struct { uint64_t start_ns; } started;
 		struct { int32_t rc; const void *reply; size_t reply_len;
-		         const char *message; size_t message_len; } result;
+		         const char *message; size_t message_len;
+		         uint64_t arena_off; } result; /* with HKX__FRAME_ARENA: reply NULL */
 	} u;
 };
 
@@ -87,6 +102,12 @@ size_t hkx__encode_started(uint8_t *buf, uint64_t id, uint32_t slot, uint64_t st
 size_t hkx__encode_skipped(uint8_t *buf, uint64_t id, uint32_t slot);
 size_t hkx__encode_result(uint8_t *buf, uint64_t id, uint32_t slot, int32_t rc,
                           size_t reply_len, size_t message_len);
+/* The same with HKX__FRAME_ARENA: buf must hold HKX__ARENA_REF_LEN bytes
+ * more, the reference; only a RESULT's message follows. */
+size_t hkx__encode_task_arena(uint8_t *buf, uint64_t id, uint32_t slot, uint32_t task_index,
+                              uint32_t attempt, uint64_t seq, uint64_t off, size_t arg_len);
+size_t hkx__encode_result_arena(uint8_t *buf, uint64_t id, uint32_t slot, int32_t rc,
+                                uint64_t off, size_t reply_len, size_t message_len);
 
 /* Incremental decoder. Zero-initialise, then call hkx__decoder_init. */
 struct hkx__decoder {

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "util.h"
 
 #define START_TIMEOUT_MS 30000
@@ -142,7 +143,7 @@ struct child {
 
 /* A host forked ahead of need: pid 0 if none. fds: its pidfd (also in
  * children), the supervisor's ends of its down, up and crash pipes, and
- * the memfd of its slot table. */
+ * the memfds of its slot table and its arena. */
 struct ready_host {
 	pid_t pid;
 	int fds[HKX__ZYGOTE_MAX_FDS];
@@ -281,9 +282,10 @@ zygote_leave(void)
 }
 
 /*
- * Each host gets a slot table of its own, mapped here only until the fork:
- * no later host inherits it, so nothing a host (or a process that escaped
- * it) writes there can reach another.
+ * Each host gets a slot table of its own, mapped here only until the fork,
+ * and an arena, never mapped here: no later host inherits either, so
+ * nothing a host (or a process that escaped it) writes there can reach
+ * another.
  */
 static int
 fork_host(struct ready_host *out)
@@ -291,7 +293,7 @@ fork_host(struct ready_host *out)
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
 	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
-	int pidfd, memfd = -1, err;
+	int pidfd, memfd = -1, arenafd = -1, err;
 
 	if (!grow_children())
 		return -ENOMEM;
@@ -302,13 +304,16 @@ fork_host(struct ready_host *out)
 	err = hkx__slots_create(&slots, zy.hc->nslots, zy.hc->threads, &memfd);
 	if (err < 0)
 		goto fail;
+	err = hkx__arena_create(zy.hc->max_payload, zy.hc->nslots, &arenafd);
+	if (err < 0)
+		goto fail;
 	pid = fork();
 	if (pid < 0) {
 		err = -errno;
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], self);
+		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, self);
 	hkx__slots_free(&slots);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
@@ -325,11 +330,13 @@ fork_host(struct ready_host *out)
 	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd, .host = true };
 	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
 	out->pid = pid;
-	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd }, sizeof(out->fds));
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd, arenafd },
+	    sizeof(out->fds));
 	return 0;
 fail:
 	hkx__slots_free(&slots);
-	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd }, 7);
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd },
+	    8);
 	return err;
 }
 

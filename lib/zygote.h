@@ -5,7 +5,7 @@
  * never the application's child) as a snapshot taken at hkx_executor_new.
  * It then serves requests on a SOCK_SEQPACKET socket: SPAWN hands a host's
  * pidfd, pipe ends and slot table over with SCM_RIGHTS (a spare forked
- * ahead of need, then forks the next spare); SIGNAL sends a signal to a
+ * ahead of need, then forks the next spare), with its arena; SIGNAL sends a signal to a
  * host's whole process group (the supervisor signals hosts itself, and asks
  * this only for a host whose pidfd never reached it). It reaps its hosts,
  * killing each one's group first, and reports each exit status. It is a
@@ -33,14 +33,14 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_SPAWN,     /* supervisor -> zygote */
 	HKX__ZYGOTE_SIGNAL,    /* supervisor -> zygote: pid, value = signal */
 	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid; fds: pidfd, down, up, crash,
-	                          slot table memfd */
+	                          slot table memfd, arena memfd */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
 	HKX__ZYGOTE_OOM,       /* zygote -> supervisor, just before EXITED: pid; the
 	                          OOM killer took the host's cgroup */
 };
 
-#define HKX__ZYGOTE_MAX_FDS 5
+#define HKX__ZYGOTE_MAX_FDS 6
 
 struct hkx__zygote_msg {
 	int32_t type;

@@ -143,18 +143,21 @@ keep_frame(struct decode_run *run, const struct hkx__frame *f)
 	k->frame = *f;
 	k->bytes = NULL;
 	k->bytes_len = 0;
-	if (f->type == HKX__FRAME_TASK) {
+	/* An arena frame's payload is not in it: only a message is. */
+	if (f->type == HKX__FRAME_TASK && !(f->flags & HKX__FRAME_ARENA)) {
 		k->bytes_len = f->u.task.arg_len;
 		k->bytes = malloc(k->bytes_len + 1);
 		ck_assert_ptr_nonnull(k->bytes);
 		memcpy(k->bytes, f->u.task.arg, k->bytes_len);
 	} else if (f->type == HKX__FRAME_RESULT) {
-		k->bytes_len = f->u.result.reply_len + f->u.result.message_len;
+		size_t reply_len = f->flags & HKX__FRAME_ARENA ? 0 : f->u.result.reply_len;
+
+		k->bytes_len = reply_len + f->u.result.message_len;
 		k->bytes = malloc(k->bytes_len + 1);
 		ck_assert_ptr_nonnull(k->bytes);
-		memcpy(k->bytes, f->u.result.reply, f->u.result.reply_len);
-		memcpy(k->bytes + f->u.result.reply_len, f->u.result.message,
-		    f->u.result.message_len);
+		if (reply_len > 0)
+			memcpy(k->bytes, f->u.result.reply, reply_len);
+		memcpy(k->bytes + reply_len, f->u.result.message, f->u.result.message_len);
 	}
 }
 
@@ -410,8 +413,9 @@ END_TEST
 
 START_TEST(frame_max)
 {
+	/* An arena reference is longer than a payload this small. */
 	ck_assert_uint_eq(hkx__frame_max(0),
-	    HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__MESSAGE_MAX);
+	    HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN + HKX__MESSAGE_MAX);
 	ck_assert_uint_eq(hkx__frame_max(MAX_PAYLOAD),
 	    HKX__HEADER_LEN + HKX__RESULT_FIXED + MAX_PAYLOAD + HKX__MESSAGE_MAX);
 	/* The length field is a u32: no frame can claim more. */
@@ -806,6 +810,154 @@ START_TEST(unknown_flags)
 }
 END_TEST
 
+static void
+put_task_arena(struct stream *s, uint64_t id, uint32_t slot, uint64_t seq, uint64_t off,
+    size_t len)
+{
+	uint8_t buf[HKX__HEADER_LEN + HKX__TASK_FIXED + HKX__ARENA_REF_LEN];
+
+	stream_put(s, buf, hkx__encode_task_arena(buf, id, slot, 2, 1, seq, off, len));
+}
+
+static void
+put_result_arena(struct stream *s, uint64_t id, uint32_t slot, int32_t rc, uint64_t off,
+    size_t len, const char *message)
+{
+	uint8_t buf[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN];
+	size_t message_len = message != NULL ? strlen(message) : 0;
+
+	stream_put(s, buf, hkx__encode_result_arena(buf, id, slot, rc, off, len, message_len));
+	stream_put(s, message, message_len);
+}
+
+/* TASK and RESULT with their payload in the arena: the frame carries the
+ * reference, every field of it comes back, and a message still follows a
+ * RESULT's. Split or whole, the same. */
+START_TEST(arena_frames_roundtrip)
+{
+	struct decode_run run = {0};
+	const struct hkx__frame *f;
+	struct stream s = {0};
+	size_t chunks[] = { 1, 7, 4096 };
+
+	put_task_arena(&s, 5, 3, 77, 0x123456789abcull, MAX_PAYLOAD);
+	put_result_arena(&s, 5, 3, -2, UINT64_MAX, 0, "failed");
+	put_result_arena(&s, 6, 4, 0, 8192, 1, NULL);
+	ck_assert_uint_eq(s.len, 3 * HKX__HEADER_LEN + HKX__TASK_FIXED +
+	    2 * HKX__RESULT_FIXED + 3 * HKX__ARENA_REF_LEN + strlen("failed"));
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		ck_assert_int_eq(decode_all(s.data, s.len, chunks[c], &run), 0);
+		ck_assert_uint_eq(run.nframes, 3);
+		f = &run.frames[0].frame;
+		ck_assert_uint_eq(f->type, HKX__FRAME_TASK);
+		ck_assert_uint_eq(f->flags, HKX__FRAME_ARENA);
+		ck_assert_uint_eq(f->id, 5);
+		ck_assert_uint_eq(f->slot, 3);
+		ck_assert_uint_eq(f->u.task.task_index, 2);
+		ck_assert_uint_eq(f->u.task.attempt, 1);
+		ck_assert_uint_eq(f->u.task.seq, 77);
+		ck_assert_uint_eq(f->u.task.arena_off, 0x123456789abcull);
+		ck_assert_uint_eq(f->u.task.arg_len, MAX_PAYLOAD);
+		ck_assert_ptr_null(f->u.task.arg);
+		f = &run.frames[1].frame;
+		ck_assert_uint_eq(f->type, HKX__FRAME_RESULT);
+		ck_assert_uint_eq(f->flags, HKX__FRAME_ARENA);
+		ck_assert_int_eq(f->u.result.rc, -2);
+		ck_assert_uint_eq(f->u.result.arena_off, UINT64_MAX);
+		ck_assert_uint_eq(f->u.result.reply_len, 0);
+		ck_assert_ptr_null(f->u.result.reply);
+		ck_assert_uint_eq(run.frames[1].bytes_len, strlen("failed"));
+		ck_assert_mem_eq(run.frames[1].bytes, "failed", strlen("failed"));
+		f = &run.frames[2].frame;
+		ck_assert_uint_eq(f->u.result.arena_off, 8192);
+		ck_assert_uint_eq(f->u.result.reply_len, 1);
+		ck_assert_uint_eq(f->u.result.message_len, 0);
+		run_free(&run);
+	}
+	stream_free(&s);
+}
+END_TEST
+
+/* The arena flag only on the types that carry a payload, and nothing but
+ * the reference (and a RESULT's message) after the fixed body. */
+START_TEST(arena_flag_rules)
+{
+	static const uint16_t others[] = { HKX__FRAME_QUIT, HKX__FRAME_READY,
+	                                   HKX__FRAME_STARTED, HKX__FRAME_SKIPPED };
+	struct stream s = {0};
+	uint8_t *fixed;
+
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		if (others[i] == HKX__FRAME_QUIT)
+			put_quit(&s);
+		else if (others[i] == HKX__FRAME_READY)
+			put_ready(&s, 1);
+		else if (others[i] == HKX__FRAME_STARTED)
+			put_started(&s, 1, 0, 1);
+		else
+			put_skipped(&s, 1, 0);
+		poke_u16(s.data + 6, HKX__FRAME_ARENA);
+		ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+		stream_free(&s);
+	}
+
+	/* Another bit beside it. */
+	put_task_arena(&s, 1, 0, 1, 0, 1);
+	poke_u16(s.data + 6, HKX__FRAME_ARENA | 2);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+
+	/* A TASK with argument bytes after its reference. */
+	put_task_arena(&s, 1, 0, 1, 0, 1);
+	stream_put(&s, "x", 1);
+	poke_u32(s.data, (uint32_t)s.len);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+
+	/* A TASK cut short of its reference. */
+	put_task_arena(&s, 1, 0, 1, 0, 1);
+	poke_u32(s.data, (uint32_t)s.len - 1);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len - 1), -EPROTO);
+	stream_free(&s);
+
+	/* A RESULT whose reply length field is not 0: bytes and a reference. */
+	put_result_arena(&s, 1, 0, 0, 0, 1, NULL);
+	fixed = s.data + HKX__HEADER_LEN;
+	poke_u32(fixed + 8, 1);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+
+	/* A RESULT whose message length disagrees with the frame's. */
+	put_result_arena(&s, 1, 0, 0, 0, 1, "abc");
+	fixed = s.data + HKX__HEADER_LEN;
+	poke_u32(fixed + 12, 2);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+}
+END_TEST
+
+/* A reference's length is a payload's: past max_payload it is refused, on
+ * both types, even where the frame itself is small. */
+START_TEST(arena_length_bounded)
+{
+	struct stream s = {0};
+
+	put_task_arena(&s, 1, 0, 1, 0, MAX_PAYLOAD + 1);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+	put_result_arena(&s, 1, 0, 0, 0, MAX_PAYLOAD + 1, NULL);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+	put_result_arena(&s, 1, 0, 0, 0, (size_t)UINT64_MAX, NULL);
+	ck_assert_int_eq(decode_status(MAX_PAYLOAD, s.data, s.len), -EPROTO);
+	stream_free(&s);
+	/* At the bound, and with a max_payload smaller than the reference. */
+	put_result_arena(&s, 1, 0, 0, 0, 0, "m");
+	ck_assert_int_eq(decode_status(0, s.data, s.len), 0);
+	stream_free(&s);
+}
+END_TEST
+
 START_TEST(result_lengths_must_add_up)
 {
 	struct stream s = {0};
@@ -1086,6 +1238,7 @@ wire_suite(void)
 	tcase_add_test(decode, truncated_at_eof);
 	tcase_add_test(decode, large_payload_near_max);
 	tcase_add_test(decode, zero_max_payload);
+	tcase_add_test(decode, arena_frames_roundtrip);
 	suite_add_tcase(s, decode);
 
 	tcase_set_timeout(malformed, 10);
@@ -1093,6 +1246,8 @@ wire_suite(void)
 	tcase_add_test(malformed, undersized_length);
 	tcase_add_test(malformed, unknown_type);
 	tcase_add_test(malformed, unknown_flags);
+	tcase_add_test(malformed, arena_flag_rules);
+	tcase_add_test(malformed, arena_length_bounded);
 	tcase_add_test(malformed, result_lengths_must_add_up);
 	tcase_add_test(malformed, result_message_too_long);
 	tcase_add_test(malformed, result_reply_too_long);

@@ -99,11 +99,18 @@ take_frame(struct run *r, const struct hkx__frame *f)
 	case HKX__FRAME_TASK:
 		if (f->u.task.arg_len > r->max_payload)
 			fail("argument over max_payload");
-		check_inside(r, f->u.task.arg, f->u.task.arg_len);
 		mix_u64(h, f->u.task.task_index);
 		mix_u64(h, f->u.task.attempt);
 		mix_u64(h, f->u.task.seq);
 		mix_u64(h, f->u.task.arg_len);
+		if (f->flags & HKX__FRAME_ARENA) {
+			/* Nothing to read: the argument is elsewhere. */
+			if (f->u.task.arg != NULL)
+				fail("an argument in the arena came with bytes");
+			mix_u64(h, f->u.task.arena_off);
+			break;
+		}
+		check_inside(r, f->u.task.arg, f->u.task.arg_len);
 		mix(h, f->u.task.arg, f->u.task.arg_len);
 		break;
 	case HKX__FRAME_QUIT:
@@ -122,11 +129,17 @@ take_frame(struct run *r, const struct hkx__frame *f)
 			fail("reply over max_payload");
 		if (f->u.result.message_len > HKX__MESSAGE_MAX)
 			fail("message over HKX__MESSAGE_MAX");
-		check_inside(r, f->u.result.reply, f->u.result.reply_len);
 		check_inside(r, f->u.result.message, f->u.result.message_len);
 		mix_u64(h, (uint32_t)f->u.result.rc);
 		mix_u64(h, f->u.result.reply_len);
-		mix(h, f->u.result.reply, f->u.result.reply_len);
+		if (f->flags & HKX__FRAME_ARENA) {
+			if (f->u.result.reply != NULL)
+				fail("a reply in the arena came with bytes");
+			mix_u64(h, f->u.result.arena_off);
+		} else {
+			check_inside(r, f->u.result.reply, f->u.result.reply_len);
+			mix(h, f->u.result.reply, f->u.result.reply_len);
+		}
 		mix_u64(h, f->u.result.message_len);
 		mix(h, f->u.result.message, f->u.result.message_len);
 		break;

@@ -85,12 +85,12 @@ task_id(void)
 static void
 put_frame(struct input *in)
 {
-	uint8_t buf[HKX__HEADER_LEN + 32];
+	uint8_t buf[HKX__HEADER_LEN + 48];
 	size_t n, var;
 
 	if (in->nframes < sizeof(in->frame_at) / sizeof(in->frame_at[0]))
 		in->frame_at[in->nframes++] = in->len;
-	switch (below(7)) {
+	switch (below(9)) {
 	case 0:
 		var = payload_len();
 		n = hkx__encode_task(buf, task_id(), (uint32_t)below(300),
@@ -114,6 +114,18 @@ put_frame(struct input *in)
 	case 5:
 		put(in, buf, hkx__encode_wake(buf));
 		break;
+	case 6: /* an argument in the arena */
+		put(in, buf, hkx__encode_task_arena(buf, task_id(), (uint32_t)below(300),
+		    (uint32_t)below(8), 1, next_random(), next_random(), payload_len()));
+		break;
+	case 7: { /* a reply in the arena, with a message */
+		size_t message = below(40);
+
+		put(in, buf, hkx__encode_result_arena(buf, task_id(), (uint32_t)below(300),
+		    (int32_t)next_random(), next_random(), payload_len(), message));
+		put_junk(in, message);
+		break;
+	}
 	default: {
 		size_t message = below(3) == 0 ? HKX__MESSAGE_MAX - 1 + below(3) :
 		    below(40);
