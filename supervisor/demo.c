@@ -330,15 +330,24 @@ fail:
 }
 
 /* The sandbox tour's tasks: each tries to reach the supervisor, whose pid
- * is its argument. */
+ * is its argument, in decimal; an argument is bytes, not a string. */
+static pid_t
+pid_of(const void *arg, size_t len)
+{
+	char digits[16];
+
+	len = len < sizeof(digits) - 1 ? len : sizeof(digits) - 1;
+	memcpy(digits, arg, len);
+	digits[len] = '\0';
+	return (pid_t)strtol(digits, NULL, 10);
+}
+
 static int
 task_try_ptrace(hkx_task *t, const void *arg, size_t len)
 {
-	pid_t pid = (pid_t)strtol(arg, NULL, 10);
-
+	pid_t pid = pid_of(arg, len);
 	int err;
 
-	(void)len;
 	if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) == 0)
 		return 0; /* not reached: the filter kills the host first */
 	err = errno;
@@ -349,11 +358,9 @@ task_try_ptrace(hkx_task *t, const void *arg, size_t len)
 static int
 task_try_signal(hkx_task *t, const void *arg, size_t len)
 {
-	pid_t pid = (pid_t)strtol(arg, NULL, 10);
-
+	pid_t pid = pid_of(arg, len);
 	int err;
 
-	(void)len;
 	if (kill(pid, SIGTERM) == 0)
 		return 0; /* not reached: the scope was checked first */
 	err = errno;
