@@ -340,12 +340,13 @@ owner_of(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr, uns
 }
 
 /*
- * The task returned rc with these bytes: the future ends DONE, STOPPED or
- * FAILED. The slot's reference goes first, then the executor's with
- * hkx__end_future: the caller must not touch f afterwards.
+ * The task returned rc, and result (result_len bytes, taken over; NULL if
+ * they found no memory): the future ends DONE, STOPPED or FAILED. The
+ * slot's reference goes first, then the executor's with hkx__end_future:
+ * the caller must not touch f afterwards.
  */
-void
-hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
+static void
+finish_with(hkx_executor *ex, hkx_future *f, int32_t rc, void *result, size_t result_len,
             const char *message, size_t message_len)
 {
 	enum hkx_state s;
@@ -354,16 +355,13 @@ hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size
 	hkx__copy_progress(ex, f);
 	if (message_len > 0)
 		f->message = hkx__strndup(message, message_len);
-	if (reply_len > 0) {
-		f->result = hkx__malloc(reply_len);
-		if (f->result != NULL) {
-			memcpy(f->result, reply, reply_len);
-			f->result_len = reply_len;
-		} else {
-			/* DONE without its bytes would be a lie. */
-			rc = -ENOMEM;
-			hkx__set_message(f, "no memory for the result");
-		}
+	if (result_len > 0 && result == NULL) {
+		/* DONE without its bytes would be a lie. */
+		rc = -ENOMEM;
+		hkx__set_message(f, "no memory for the result");
+	} else if (result_len > 0) {
+		f->result = result;
+		f->result_len = result_len;
 	}
 	if (rc == 0)
 		s = HKX_DONE;
@@ -373,6 +371,17 @@ hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size
 		s = HKX_FAILED;
 	hkx__slot_put(ex, f);
 	hkx__end_future(ex, f, s, s == HKX_FAILED ? rc : 0);
+}
+
+void
+hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
+            const char *message, size_t message_len)
+{
+	void *copy = NULL;
+
+	if (reply_len > 0 && (copy = hkx__malloc(reply_len)) != NULL)
+		memcpy(copy, reply, reply_len);
+	finish_with(ex, f, rc, copy, reply_len, message, message_len);
 }
 
 /*
@@ -386,16 +395,26 @@ take_big_reply(hkx_executor *ex, struct hkx__host *h, hkx_future *f,
                const struct hkx__frame *fr)
 {
 	uint32_t slot = (uint32_t)f->slot;
+	size_t len = fr->u.result.reply_len;
 	uint64_t seq = f->seq;
 	const void *reply;
 	bool host_part;
+	void *copy;
 
 	reply = hkx__arena_reply_at(&h->arena, slot, fr->u.result.arena_off,
 	    fr->u.result.reply_len, &host_part);
 	if (reply == NULL)
 		return -EPROTO;
-	hkx__finish(ex, f, fr->u.result.rc, reply, fr->u.result.reply_len,
-	    fr->u.result.message, fr->u.result.message_len);
+	/* Through the memfd, not the mapping: a page the host punched out
+	 * reads as zeros, where a fault through the mapping would wait for
+	 * the punch and charge a fresh page to the application. */
+	if ((copy = hkx__malloc(len)) != NULL &&
+	    hkx__pread_all(h->arena.fd, copy, len, (const uint8_t *)reply - h->arena.base) < 0) {
+		free(copy);
+		copy = NULL;
+	}
+	finish_with(ex, f, fr->u.result.rc, copy, len, fr->u.result.message,
+	    fr->u.result.message_len);
 	if (host_part)
 		hkx__arena_reply_taken(&h->arena, slot, seq);
 	if (hkx__arena_used(&h->arena, hkx__now_ns()))

@@ -330,6 +330,27 @@ hkx__write_all(int fd, const void *buf, size_t len)
 }
 
 int
+hkx__pread_all(int fd, void *buf, size_t len, off_t off)
+{
+	char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = pread(fd, p, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
 hkx__wait_readable(int fd, uint64_t deadline)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };

@@ -55,6 +55,9 @@ int hkx__kill_child(pid_t pid);
 
 /* Writes all of buf to a blocking fd: 0 or a negative errno. */
 int hkx__write_all(int fd, const void *buf, size_t len);
+/* Reads len bytes at offset off of fd: 0, a negative errno, or -EIO for
+ * an end of file before them. */
+int hkx__pread_all(int fd, void *buf, size_t len, off_t off);
 /* Waits until fd is readable or the deadline passes: 1, 0 or -errno. */
 int hkx__wait_readable(int fd, uint64_t deadline);
 

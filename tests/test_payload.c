@@ -13,6 +13,7 @@
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <check.h>
@@ -135,6 +136,23 @@ task_echo_slice(hkx_task *t, const void *arg, size_t len)
 	return rc;
 }
 
+/* "holes": a reply of 8 MiB in the arena that it never wrote, its pages
+ * given back before it returns: what the supervisor copies out is holes
+ * in the memfd, all of it. */
+static int
+task_holes(hkx_task *t, const void *arg, size_t len)
+{
+	void *p = hkx_task_reply_buffer(t, 8 * MIB);
+
+	(void)arg;
+	(void)len;
+	if (p == NULL)
+		return -errno;
+	if (!hkx__arena_holds(hkx__host_arena(), p))
+		return -ENOSPC;
+	return madvise(p, 8 * MIB, MADV_REMOVE) < 0 ? -errno : 0;
+}
+
 enum lie {
 	LIE_PAST_END,  /* starts at the end of the host's part */
 	LIE_OVERLAPS,  /* starts inside, ends past it */
@@ -158,8 +176,11 @@ task_liar(hkx_task *t, const void *arg, size_t len)
 	if (len != sizeof(lie) || a->base == NULL)
 		return -EINVAL;
 	memcpy(&lie, arg, sizeof(lie));
+	/* Its own slot, not that of a task running beside it: it came by
+	 * ring, which names the task in the slot. */
 	for (slot = 0; slot < s->count; slot++)
-		if (HKX__SLOT_STATE(atomic_load(&s->slot[slot].word)) == HKX__SLOT_CLAIMED)
+		if (HKX__SLOT_STATE(atomic_load(&s->slot[slot].word)) == HKX__SLOT_CLAIMED &&
+		    s->slot[slot].task_id == hkx_task_id(t))
 			break;
 	if (slot == s->count)
 		return -ESRCH;
@@ -193,6 +214,7 @@ config(struct hkx_config *c, unsigned threads, size_t max_payload)
 	tst_add_task(c, "rebuf", task_rebuf);
 	tst_add_task(c, "liar", task_liar);
 	tst_add_task(c, "echo_slice", task_echo_slice);
+	tst_add_task(c, "holes", task_holes);
 	c->max_payload = max_payload;
 }
 
@@ -566,6 +588,65 @@ START_TEST(test_reply_out_of_bounds)
 }
 END_TEST
 
+/* A RESULT that names the argument of another task the host holds, all
+ * of it inside the arguments' part, is a lie as well: the liar and the
+ * task whose argument it named end CRASHED, the supervisor's region of
+ * that argument goes with the host, and the executor goes on. */
+START_TEST(test_reply_names_other_arg)
+{
+	struct tst_baseline b;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *holder, *f;
+	int lie = LIE_ARGS;
+
+	tst_baseline_take(&b);
+	config(&c, 2, MIB);
+	ex = tst_new(&c);
+	/* Its argument, the only one in the part, lies at its start. */
+	holder = submit_fill(ex, 16, MIB, true);
+	ck_assert_int_eq(tst_await_start(), 2);
+	f = tst_submit(ex, "liar", &lie, sizeof(lie));
+	tst_wait_end(f, HKX_CRASHED);
+	ck_assert_int_eq(hkx_future_result(f, NULL, NULL), -EPROTO);
+	tst_wait_end(holder, HKX_CRASHED);
+	hkx_future_release(f);
+	hkx_future_release(holder);
+	echo(ex, HKX__BIG_PAYLOAD, true);
+	tst_poll_until(args_free, ex, "the new host's arguments' part is free");
+	hkx_executor_free(ex);
+	tst_baseline_check(&b);
+}
+END_TEST
+
+/* Copying out a reply the host left as holes allocates no page of the
+ * arena: pages the supervisor faulted in for it would be charged to the
+ * application's memory cgroup, not the host's, and stay there for as long
+ * as the host keeps its part from being trimmed. */
+START_TEST(test_copy_allocates_nothing)
+{
+	static const uint8_t zero[4096];
+	struct hkx_config c;
+	hkx_executor *ex;
+	const uint8_t *data;
+	hkx_future *f;
+	size_t n;
+
+	config(&c, 1, 8 * MIB);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "holes", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, (const void **)&data, &n), 0);
+	ck_assert_uint_eq(n, 8 * MIB);
+	for (size_t off = 0; off < n; off += sizeof(zero))
+		ck_assert(memcmp(data + off, zero, sizeof(zero)) == 0);
+	hkx_future_release(f);
+	/* Before the part is trimmed, a second after the last big payload. */
+	ck_assert_int_lt(arena_fact(ex, BLOCKS), (long long)HKX__BIG_PAYLOAD);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* Under an address-space limit with room for the host's threads but not
  * for its arena (twice 64 MiB here), the host starts all the same, without
  * one, and big payloads cross the pipe. */
@@ -601,6 +682,8 @@ payload_suite(void)
 	tcase_add_test(tc, test_pages_given_back);
 	tcase_add_test(tc, test_no_room_for_arena);
 	tcase_add_loop_test(tc, test_reply_out_of_bounds, LIE_PAST_END, LIE_ARGS + 1);
+	tcase_add_test(tc, test_reply_names_other_arg);
+	tcase_add_test(tc, test_copy_allocates_nothing);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -17,7 +17,6 @@
  * input alone.
  */
 #include <errno.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +25,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_COUNT 40
+/* Up to the ring of 256 records: more than one batch of the reader's. */
+#define MAX_COUNT 255
 
 struct cursor {
 	const uint8_t *p;
@@ -37,7 +37,7 @@ struct table {
 	struct hkx__slots slots;
 	struct hkx__slots_header header;
 	struct hkx__slot slot[MAX_COUNT];
-	_Atomic uint32_t rec[64]; /* the capacity of MAX_COUNT slots */
+	_Atomic uint32_t rec[256]; /* the capacity of MAX_COUNT slots */
 	bool held[MAX_COUNT];
 	uint64_t seq[MAX_COUNT];
 	size_t taken;
