@@ -28,6 +28,7 @@ hkx__ring_attach(struct hkx__ring *r, struct hkx__ring_shared *shared, _Atomic u
 	r->rec = rec;
 	r->mask = capacity - 1;
 	r->pos = 0;
+	r->ahead = 0;
 }
 
 void
@@ -58,7 +59,7 @@ hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max)
 	uint32_t avail = tail - r->pos;
 	size_t i;
 
-	if (avail > r->mask + 1)
+	if (avail > r->mask + 1 || avail < r->ahead)
 		return -EPROTO;
 	if (avail < max)
 		max = avail;
@@ -66,16 +67,23 @@ hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max)
 		out[i] = atomic_load_explicit(&r->rec[(r->pos + i) & r->mask],
 		    memory_order_relaxed);
 	r->pos += (uint32_t)max;
+	r->ahead = avail - (uint32_t)max;
 	return (ssize_t)max;
 }
 
 bool
 hkx__ring_sleep(struct hkx__ring *r)
 {
+	uint32_t avail;
+
 	atomic_store_explicit(&r->shared->sleeping, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&r->shared->tail, memory_order_relaxed) == r->pos)
+	avail = atomic_load_explicit(&r->shared->tail, memory_order_relaxed) - r->pos;
+	if (avail == 0)
 		return true;
+	/* Records to read: the next pop must find at least as many. */
+	if (avail <= r->mask + 1 && avail > r->ahead)
+		r->ahead = avail;
 	hkx__ring_awake(r);
 	return false;
 }

@@ -17,7 +17,9 @@
  * lost, and there is one wake-up per sleep at most.
  *
  * The supervisor trusts nothing of the host's: hkx__ring_pop() refuses a
- * count more than the capacity ahead of its own position, and
+ * count more than the capacity ahead of its own position or behind what it
+ * saw of it before (a count moved forth and back would keep the supervisor
+ * from sleeping), and
  * hkx__ring_decode() a record of a kind its direction does not carry or one
  * that names no slot of the table; hkx__slots_take_results() (slots.h)
  * checks the slot itself. Each shared word is read once.
@@ -51,6 +53,8 @@ struct hkx__ring {
 	_Atomic uint32_t *rec;
 	uint32_t mask;  /* capacity - 1 */
 	uint32_t pos;   /* private: the producer's tail, or the consumer's head */
+	uint32_t ahead; /* consumer: records seen beyond pos, which an honest
+	                 * producer never takes back */
 };
 
 /* Records a ring of a table of count slots holds: a power of two, so that
@@ -67,7 +71,8 @@ void hkx__ring_push(struct hkx__ring *r, uint32_t record);
 bool hkx__ring_wake_due(struct hkx__ring *r);
 
 /* Consumer: up to max records into out; their number, or -EPROTO if the
- * producer's count is further ahead than the ring holds. */
+ * producer's count is further ahead than the ring holds, or went back
+ * from what this side saw of it. */
 ssize_t hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max);
 /* Consumer: says it sleeps; true if the ring is empty, so it may block
  * until woken, else takes its word back. */

@@ -265,6 +265,37 @@ START_TEST(test_ring_pop_bounds)
 }
 END_TEST
 
+/* A count that goes back is a lie, though what is left looks lawful: else
+ * a host that moves it forth and back keeps the supervisor from sleeping
+ * without ever being caught. */
+START_TEST(test_ring_count_never_goes_back)
+{
+	struct local_ring l;
+	uint32_t out[16], pos;
+
+	local_ring(&l);
+	pos = l.consumer.pos;
+	atomic_store(&l.shared.tail, pos + 2);
+	ck_assert(!hkx__ring_sleep(&l.consumer));
+	atomic_store(&l.shared.tail, pos + 1);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), -EPROTO);
+
+	local_ring(&l);
+	pos = l.consumer.pos;
+	atomic_store(&l.shared.tail, pos + 3);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 1), 1);
+	atomic_store(&l.shared.tail, pos + 2);
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), -EPROTO);
+
+	local_ring(&l);
+	pos = l.consumer.pos;
+	atomic_store(&l.shared.tail, pos + 1);
+	ck_assert(!hkx__ring_sleep(&l.consumer));
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 16), 1);
+	ck_assert(hkx__ring_sleep(&l.consumer));
+}
+END_TEST
+
 START_TEST(test_ring_decode)
 {
 	uint32_t slot = 99;
@@ -542,6 +573,7 @@ ring_suite(void)
 
 	tc = tcase_create("ring");
 	tcase_add_test(tc, test_ring_pop_bounds);
+	tcase_add_test(tc, test_ring_count_never_goes_back);
 	tcase_add_test(tc, test_ring_decode);
 	tcase_add_test(tc, test_ring_wake_once);
 	suite_add_tcase(s, tc);
