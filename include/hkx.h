@@ -331,9 +331,17 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	                          n (at most threads + prefetch: more is taken as
 	                          that); 0 = automatic: ceil(n / (hosts * threads))
 	                          of the map's n tasks, so that every worker gets
-	                          some, and at most 32. A chunk is split across
-	                          hosts only when its host dies or is replaced by
-	                          max_tasks_per_host. hkx_submit ignores it */
+	                          some, and at most 32. A chunk goes whole to a
+	                          host with room for all of it, but is only a
+	                          preference, never a reason for a task to wait
+	                          while a worker idles or prefetch room is free:
+	                          when no host has room for all of it, one with
+	                          room takes what fits (as it would single tasks)
+	                          and the rest stays first in the queue. A host
+	                          that dies or is replaced by max_tasks_per_host
+	                          splits one too. Only members sent together to a
+	                          host are flagged there as one run.
+	                          hkx_submit ignores it */
 	uint32_t reserved32;   /* must be zero, as reserved[] */
 	uint64_t reserved[5];
 };

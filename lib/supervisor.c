@@ -207,22 +207,34 @@ retires_after(hkx_executor *ex, struct hkx__host *h, unsigned n)
  * none is sent more than it has workers: a task must not wait behind
  * another in one host while the host that would run it at once starts.
  * A chunk at the head of the queue goes whole to a host that has room for
- * it, or waits until one has; only a host that is replaced once it has
- * taken what it can takes part of one.
+ * it (or is replaced once it has taken what it can). A chunk is only a
+ * preference, never a reason to leave a worker idle or prefetch room
+ * empty (a running task may wait for the chunk): when no host has room
+ * for all of it, the one with the most room for single tasks takes what
+ * fits, and the rest stays at the head.
  */
 static struct hkx__host *
 pick(hkx_executor *ex, unsigned *count)
 {
 	unsigned need = chunk_run(TAILQ_FIRST(&ex->queue));
-	unsigned cap = need > 1 || hkx__hosts_serving(ex, true) >= ex->config.hosts
-	    ? ex->host_capacity : ex->config.threads;
-	unsigned next = UINT_MAX, best_room = 0, n;
-	struct hkx__host *h, *best = NULL;
+	unsigned single = hkx__hosts_serving(ex, true) >= ex->config.hosts ? ex->host_capacity
+	                                                                   : ex->config.threads;
+	unsigned cap = need > 1 ? ex->host_capacity : single;
+	unsigned next = UINT_MAX, best_room = 0, part_room = 0, n;
+	struct hkx__host *h, *best = NULL, *part = NULL;
 
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		n = room_to_send(ex, h, cap);
-		if (n == 0 || (n < need && !retires_after(ex, h, n)))
+		if (n == 0)
 			continue;
+		if (n < need && !retires_after(ex, h, n)) {
+			n = room_to_send(ex, h, single);
+			if (n > part_room) {
+				part = h;
+				part_room = n;
+			}
+			continue;
+		}
 		if (best == NULL || h->inflight < best->inflight) {
 			if (best != NULL)
 				next = MIN(next, best->inflight);
@@ -231,10 +243,12 @@ pick(hkx_executor *ex, unsigned *count)
 		} else
 			next = MIN(next, h->inflight);
 	}
-	if (best != NULL) {
-		*count = next == UINT_MAX ? best_room : MIN(best_room, next - best->inflight + 1);
-		*count = MAX(*count, MIN(need, best_room));
+	if (best == NULL) {
+		*count = part_room;
+		return part;
 	}
+	*count = next == UINT_MAX ? best_room : MIN(best_room, next - best->inflight + 1);
+	*count = MAX(*count, MIN(need, best_room));
 	return best;
 }
 

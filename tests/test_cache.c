@@ -7,7 +7,9 @@
  *           freed, and under ASan a released future is poisoned;
  *   chunks  opts.chunk keeps the layout of struct hkx_opts, a chunk goes
  *           to one host whole and is flagged so in the slots, and each of
- *           its tasks still ends, fails and is cancelled on its own.
+ *           its tasks still ends, fails and is cancelled on its own; when
+ *           no host has room for all of it, what fits goes at once (an
+ *           idle worker, a full host, a pause, a host not ready yet).
  *
  * The cache is looked at from inside (executor.h): how many blocks exist,
  * which is what malloc was asked for.
@@ -18,7 +20,9 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <hkx.h>
@@ -77,6 +81,17 @@ task_flags(hkx_task *t, const void *arg, size_t len)
 		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) == HKX__SLOT_CLAIMED)
 			chunk = (s->slot[i].flags & HKX__SLOT_CHUNK) != 0;
 	return chunk < 0 ? -ESRCH : hkx_task_reply(t, &chunk, sizeof(chunk));
+}
+
+/* Host inits so far, in memory shared with every host. */
+static _Atomic unsigned *inits;
+
+/* Every host started after the first two waits for a release first. */
+static int
+init_third_waits(void *arg)
+{
+	(void)arg;
+	return atomic_fetch_add(inits, 1) < 2 ? 0 : tst_task_block();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -428,6 +443,159 @@ START_TEST(test_chunk_recycled_host)
 }
 END_TEST
 
+/* A worker is idle, but the automatic chunk of 2 needs two free slots of
+ * the host: the map must still run beside the blocked task. */
+START_TEST(test_chunk_idle_worker)
+{
+	hkx_executor *ex = executor(1, 2, 0);
+	hkx_future *b, *fs[4];
+
+	map(ex, "unit", "b", 1, &b);
+	tst_await_start();
+	map(ex, "unit", "oooo", 0, fs);
+	ck_assert_int_eq(hkx_wait(fs, 4, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	tst_release(1);
+	tst_wait_end(b, HKX_DONE);
+	hkx_future_release(b);
+	release_all(fs, 4);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* A chunk as big as the host, while one task holds a slot of it: what
+ * fits runs at once, paused or not, and the rest as room comes. */
+START_TEST(test_chunk_host_full)
+{
+	hkx_executor *ex;
+	hkx_future *b, *fs[4];
+
+	for (int paused = 0; paused < 2; paused++) {
+		ex = executor(1, 2, 2);
+		map(ex, "unit", "b", 1, &b);
+		tst_await_start();
+		if (paused)
+			ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
+		map(ex, "unit", "oooo", 4, fs);
+		if (paused)
+			ck_assert_int_eq(hkx_executor_resume(ex), 0);
+		ck_assert_int_eq(hkx_wait(fs, 4, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+		for (int i = 0; i < 4; i++)
+			tst_assert_result(fs[i], 0, "o", 1);
+		tst_release(1);
+		tst_wait_end(b, HKX_DONE);
+		hkx_future_release(b);
+		release_all(fs, 4);
+		hkx_executor_free(ex);
+	}
+}
+END_TEST
+
+struct in_host {
+	hkx_executor *ex;
+	hkx_future *f;
+};
+
+static bool
+is_in_host(void *arg)
+{
+	struct in_host *w = arg;
+	bool in;
+
+	hkx__lock(w->ex);
+	in = w->f->host != NULL;
+	hkx__unlock(w->ex);
+	return in;
+}
+
+/*
+ * A chunk of 5 queued while paused loses its member 1 to a cancel, then
+ * meets a host with room for 3: members 0, 2 and 3 go together, flagged
+ * as such up to the last of them; member 4 goes on its own, and so does
+ * the next chunk.
+ */
+START_TEST(test_chunk_split_flagged)
+{
+	hkx_executor *ex = executor(1, 1, 4);
+	const int want[] = { 1, -1, 1, 0, 0, 0 }, *reply;
+	hkx_future *b[2], *fs[6];
+	struct in_host w;
+	size_t len;
+	int i;
+
+	map(ex, "unit", "bb", 1, b);
+	tst_await_start();
+	ck_assert_int_eq(hkx_executor_pause(ex, HKX_PAUSE_CHECKPOINT), 0);
+	map(ex, "flags", "xxxxxx", 5, fs);
+	ck_assert(hkx_future_cancel(fs[1]));
+	ck_assert_int_eq(hkx_executor_resume(ex), 0);
+	w = (struct in_host){ ex, fs[3] };
+	tst_poll_until(is_in_host, &w, "what fits of a chunk sent");
+	tst_release(1);
+	tst_await_start();
+	tst_release(1);
+	ck_assert_int_eq(hkx_wait(fs, 6, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (i = 0; i < 6; i++) {
+		if (want[i] < 0) {
+			tst_wait_end(fs[i], HKX_CANCELLED);
+			continue;
+		}
+		ck_assert_int_eq(hkx_future_result(fs[i], (const void **)&reply, &len), 0);
+		ck_assert_uint_eq(len, sizeof(*reply));
+		ck_assert_msg(*reply == want[i], "member %d: flag %d", i, *reply);
+	}
+	ck_assert_int_eq(hkx_wait(b, 2, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	release_all(b, 2);
+	release_all(fs, 6);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * Two hosts of two workers: one runs a blocked task, the other died and
+ * its replacement is not ready. A chunk of 2 does not wait for it: one
+ * member runs beside the blocked task.
+ */
+START_TEST(test_chunk_host_starting)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *b[2], *fs[2];
+	pid_t dead;
+	int i;
+
+	inits = mmap(NULL, sizeof(*inits), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	    -1, 0);
+	ck_assert_ptr_ne(inits, MAP_FAILED);
+	tst_config(&c, 2);
+	tst_add_task(&c, "unit", task_unit);
+	c.hosts = 2;
+	c.prefetch = 0;
+	c.host_init = init_third_waits;
+	c.spare_hosts = 0; /* a spare would run its host_init among the first two */
+	/* Past the test's deadline: the replacement is never ready by itself. */
+	c.start_timeout_ms = 2 * TST_DEADLINE_MS;
+	ex = tst_new(&c);
+	map(ex, "unit", "bb", 1, b);
+	ck_assert_int_ne(tst_await_start(), (dead = tst_await_start()));
+	ck_assert_int_eq(kill(dead, SIGKILL), 0);
+	i = hkx_wait(b, 2, HKX_WAIT_ANY, TST_DEADLINE_MS);
+	ck_assert_int_ge(i, 0);
+	tst_wait_end(b[i], HKX_CRASHED);
+	map(ex, "unit", "oo", 2, fs);
+	ck_assert_int_ge(hkx_wait(fs, 2, HKX_WAIT_ANY, TST_DEADLINE_MS), 0);
+	/* The blocked task, and the replacement's start. */
+	tst_release(2);
+	ck_assert_int_eq(hkx_wait(fs, 2, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (int k = 0; k < 2; k++)
+		tst_assert_result(fs[k], 0, "o", 1);
+	tst_wait_end(b[1 - i], HKX_DONE);
+	release_all(b, 2);
+	release_all(fs, 2);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(munmap(inits, sizeof(*inits)), 0);
+}
+END_TEST
+
 static Suite *
 cache_suite(void)
 {
@@ -450,6 +618,10 @@ cache_suite(void)
 	tcase_add_test(tc, test_chunk_one_host);
 	tcase_add_test(tc, test_chunk_flagged);
 	tcase_add_test(tc, test_chunk_recycled_host);
+	tcase_add_test(tc, test_chunk_idle_worker);
+	tcase_add_test(tc, test_chunk_host_full);
+	tcase_add_test(tc, test_chunk_split_flagged);
+	tcase_add_test(tc, test_chunk_host_starting);
 	suite_add_tcase(s, tc);
 	return s;
 }
