@@ -16,6 +16,7 @@
 
 #include <netinet/in.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -828,6 +829,62 @@ START_TEST(stats_key)
 }
 END_TEST
 
+/* The pid of the zygote of process pid, found by its title; 0 if none. */
+static pid_t
+zygote_of(pid_t pid)
+{
+	char want[64], path[300], buf[128];
+	struct dirent *d;
+	pid_t found = 0;
+	DIR *dp;
+	ssize_t n;
+	int fd;
+
+	snprintf(want, sizeof(want), "hkx: zygote of pid %d", (int)pid);
+	ck_assert_ptr_nonnull(dp = opendir("/proc"));
+	while (found == 0 && (d = readdir(dp)) != NULL) {
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", d->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		/* The title is padded: pid 12 is not pid 123. */
+		if (strncmp(buf, want, strlen(want)) == 0 &&
+		    (buf[strlen(want)] == ' ' || buf[strlen(want)] == '\0'))
+			found = atoi(d->d_name);
+	}
+	closedir(dp);
+	return found;
+}
+
+/* The executor breaks while idle and no fresh one starts: the worker
+ * exits, saying why, and acknowledges no job it did not run. */
+START_TEST(executor_not_replaced)
+{
+	struct worker w;
+	char ro[128], **ids;
+	pid_t zygote = 0;
+
+	snprintf(ro, sizeof(ro), "%s/ro", srv.dir);
+	ck_assert_int_eq(mkdir(ro, 0700), 0);
+	worker_start(&w, "w", "-j", "1", "--landlock-ro", ro, NULL);
+	POLL_UNTIL((zygote = zygote_of(w.pid)) > 0 && strstr(read_log(&w), "connected"),
+	    DEADLINE_MS, "no zygote:\n%s", read_log(&w));
+	ck_assert_int_eq(rmdir(ro), 0);
+	ck_assert_int_eq(kill(zygote, SIGKILL), 0);
+	ids = add_jobs("{\"task\":\"echo\"}", 3);
+	ck_assert_int_eq(worker_wait(&w, DEADLINE_MS), 1);
+	ck_assert_msg(strstr(read_log(&w), "no executor to run jobs on: exiting") != NULL,
+	    "no word of it:\n%s", read_log(&w));
+	ck_assert_msg(xlen("jobs:results") == 0 && xlen("jobs:dead") == 0,
+	    "a job acknowledged unrun:\n%s", read_log(&w));
+	/* Each still there for another worker: unread or pending. */
+	ck_assert_int_eq(cmd_int("XLEN jobs"), 3);
+	free_ids(ids, 3);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -887,6 +944,7 @@ main(void)
 		add(s, "kill9_taken_over", kill9_taken_over, 120);
 		add(s, "server_restarted", server_restarted, 120);
 		add(s, "server_late", server_late, 60);
+		add(s, "executor_not_replaced", executor_not_replaced, 60);
 		add(s, "ten_thousand_across_two", ten_thousand_across_two, 280);
 	}
 	sr = srunner_create(s);
