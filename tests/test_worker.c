@@ -885,6 +885,224 @@ START_TEST(executor_not_replaced)
 }
 END_TEST
 
+/* Entries taken over each get their own delivery count, though this
+ * consumer holds others between them. */
+START_TEST(reclaim_counts_each)
+{
+	static const char *const ids[] = { "1-1", "2-1", "3-1", "4-1" };
+	struct result *res;
+	struct worker w;
+	redisReply *r;
+	size_t i, n;
+
+	for (i = 0; i < 4; i++)
+		freeReplyObject(cmd("XADD jobs %s job {\"task\":\"echo\"}", ids[i]));
+	freeReplyObject(cmd("XGROUP CREATE jobs hkx 0"));
+	/* 1-1 and 4-1 left long ago by a dead consumer, delivered 3 times;
+	 * 2-1 and 3-1 just read by the worker's own name. */
+	freeReplyObject(cmd("XREADGROUP GROUP hkx gone COUNT 1 STREAMS jobs >"));
+	freeReplyObject(cmd("XREADGROUP GROUP hkx w COUNT 2 STREAMS jobs >"));
+	freeReplyObject(cmd("XREADGROUP GROUP hkx gone COUNT 1 STREAMS jobs >"));
+	r = cmd("XCLAIM jobs hkx gone 0 1-1 4-1 IDLE 100000 RETRYCOUNT 3 JUSTID");
+	ck_assert_int_eq(r->elements, 2);
+	freeReplyObject(r);
+	worker_start(&w, "w", "-j", "4", "--max-deliveries", "2", NULL);
+	POLL_UNTIL(xlen("jobs:results") + xlen("jobs:dead") == 4 && pending(NULL) == 0,
+	    DEADLINE_MS, "%lld results, %lld dead:\n%s", xlen("jobs:results"),
+	    xlen("jobs:dead"), read_log(&w));
+	worker_stop(&w);
+	res = read_results("jobs:dead", &n);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(res[0].entry, "1-1");
+	ck_assert_str_eq(res[1].entry, "4-1");
+	ck_assert_int_ge(res[1].deliveries, 4);
+	free_results(res, n);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* A fake server: replies no Redis gives, to see what the worker makes of  */
+/* them. One client at a time, served from the test itself.                */
+
+static int fake_lfd = -1, fake_cfd = -1, fake_conns;
+static char fake_buf[65536];
+static size_t fake_len;
+
+static void
+setup_fake(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+
+	strcpy(srv.dir, "/tmp/hkx-test-worker-XXXXXX");
+	ck_assert(mkdtemp(srv.dir) != NULL);
+	srv.pid = 0;
+	fake_lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ne(fake_lfd, -1);
+	ck_assert_int_eq(bind(fake_lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fake_lfd, 4), 0);
+	ck_assert_int_eq(getsockname(fake_lfd, (struct sockaddr *)&a, &len), 0);
+	srv.port = ntohs(a.sin_port);
+}
+
+static void
+teardown_fake(void)
+{
+	if (fake_cfd != -1)
+		close(fake_cfd);
+	close(fake_lfd);
+	fake_cfd = fake_lfd = -1;
+	fake_len = 0;
+	fake_conns = 0;
+	teardown();
+}
+
+/* One whole command at the start of fake_buf: its length, or 0. */
+static size_t
+fake_parse(char **argv, size_t *argc)
+{
+	char *p = fake_buf, *end = fake_buf + fake_len, *nl;
+	long i, n, l;
+
+	if ((nl = memchr(p, '\n', end - p)) == NULL)
+		return 0;
+	ck_assert_int_eq(*p, '*');
+	n = strtol(p + 1, NULL, 10);
+	ck_assert(n > 0 && n <= 64);
+	p = nl + 1;
+	for (i = 0; i < n; i++) {
+		if (p >= end || (nl = memchr(p, '\n', end - p)) == NULL)
+			return 0;
+		l = strtol(p + 1, NULL, 10);
+		if (end - (nl + 1) < l + 2)
+			return 0;
+		argv[i] = nl + 1;
+		argv[i][l] = '\0';
+		p = nl + 1 + l + 2;
+	}
+	*argc = n;
+	return p - fake_buf;
+}
+
+/* The next command of worker w; fails the test if w dies, or past the
+ * deadline. */
+static void
+fake_next(struct worker *w, char cmd[][256], size_t *argc)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	char *argv[64];
+	size_t used, i;
+	ssize_t got;
+	int status;
+
+	for (;;) {
+		if (fake_len > 0 && (used = fake_parse(argv, argc)) > 0) {
+			for (i = 0; i < *argc; i++)
+				snprintf(cmd[i], 256, "%s", argv[i]);
+			memmove(fake_buf, fake_buf + used, fake_len - used);
+			fake_len -= used;
+			return;
+		}
+		ck_assert_msg(now_ms() < deadline, "the worker sends nothing");
+		ck_assert_msg(waitpid(w->pid, &status, WNOHANG) == 0, "the worker died (%#x):\n%s",
+		    status, read_log(w));
+		if (fake_cfd == -1) {
+			fake_cfd = accept4(fake_lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fake_cfd == -1)
+				pause_briefly();
+			else
+				fake_conns++;
+			continue;
+		}
+		got = read(fake_cfd, fake_buf + fake_len, sizeof(fake_buf) - fake_len);
+		if (got == 0 || (got == -1 && errno != EAGAIN)) {
+			/* Gone: the next connection starts afresh. */
+			close(fake_cfd);
+			fake_cfd = -1;
+			fake_len = 0;
+		} else if (got == -1) {
+			pause_briefly();
+		} else {
+			fake_len += got;
+		}
+	}
+}
+
+static void
+fake_reply(const char *resp)
+{
+	ck_assert_int_eq(write(fake_cfd, resp, strlen(resp)), (ssize_t)strlen(resp));
+}
+
+/* Replies as an empty stream would, to anything but XAUTOCLAIM and EVAL,
+ * which it returns in cmd. */
+static void
+fake_serve(struct worker *w, char cmd[][256], size_t *argc)
+{
+	for (;;) {
+		fake_next(w, cmd, argc);
+		if (strcmp(cmd[0], "XAUTOCLAIM") == 0 || strcmp(cmd[0], "EVAL") == 0)
+			return;
+		fake_reply(strcmp(cmd[0], "XREADGROUP") == 0 ? "*-1\r\n" :
+		    strcmp(cmd[0], "XCLAIM") == 0 ? "*0\r\n" : "+OK\r\n");
+	}
+}
+
+/* A field name that is no string: said, and the server left as one
+ * that broke the connection; no crash. */
+START_TEST(reply_of_bad_type)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", "--lease-ms", "300", NULL);
+	fake_serve(&w, cmd, &argc);
+	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	fake_reply("*2\r\n$3\r\n0-0\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n:5\r\n$1\r\nx\r\n");
+	/* Asked again on a connection of its own. */
+	fake_serve(&w, cmd, &argc);
+	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	ck_assert_int_eq(fake_conns, 2);
+	fake_reply("*2\r\n$3\r\n0-0\r\n*0\r\n");
+	ck_assert_msg(strstr(read_log(&w), "protocol error: unexpected reply to XAUTOCLAIM"),
+	    "not said:\n%s", read_log(&w));
+	worker_stop(&w);
+}
+END_TEST
+
+/* Redis 6.2's XAUTOCLAIM gives nil for a deleted entry: the others of
+ * its batch still run. */
+START_TEST(reclaim_nil_entry)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", "--lease-ms", "300", NULL);
+	fake_serve(&w, cmd, &argc);
+	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	fake_reply("*2\r\n$3\r\n0-0\r\n*2\r\n*-1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$3\r\njob\r\n"
+	    "$15\r\n{\"task\":\"echo\"}\r\n");
+	/* Its delivery count, then its result. */
+	fake_serve(&w, cmd, &argc);
+	ck_assert_str_eq(cmd[0], "EVAL");
+	ck_assert_int_eq(argc, 6);
+	ck_assert_str_eq(cmd[5], "1-1");
+	fake_reply("*1\r\n:2\r\n");
+	for (;;) {
+		fake_serve(&w, cmd, &argc);
+		if (strcmp(cmd[0], "EVAL") == 0)
+			break;
+		fake_reply("*2\r\n$3\r\n0-0\r\n*0\r\n");
+	}
+	ck_assert_str_eq(cmd[6], "1-1");
+	ck_assert_str_eq(cmd[7], "entry");
+	fake_reply(":1\r\n");
+	worker_stop(&w);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -892,6 +1110,17 @@ add(Suite *s, const char *name, const TTest *test, int timeout)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, timeout);
+	tcase_add_test(tc, test);
+	suite_add_tcase(s, tc);
+}
+
+static void
+add_fake(Suite *s, const char *name, const TTest *test)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, setup_fake, teardown_fake);
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test);
 	suite_add_tcase(s, tc);
 }
@@ -945,6 +1174,9 @@ main(void)
 		add(s, "server_restarted", server_restarted, 120);
 		add(s, "server_late", server_late, 60);
 		add(s, "executor_not_replaced", executor_not_replaced, 60);
+		add(s, "reclaim_counts_each", reclaim_counts_each, 60);
+		add_fake(s, "reply_of_bad_type", reply_of_bad_type);
+		add_fake(s, "reclaim_nil_entry", reclaim_nil_entry);
 		add(s, "ten_thousand_across_two", ten_thousand_across_two, 280);
 	}
 	sr = srunner_create(s);
