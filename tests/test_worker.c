@@ -859,12 +859,15 @@ zygote_of(pid_t pid)
 }
 
 /* The executor breaks while idle and no fresh one starts: the worker
- * exits, saying why, and acknowledges no job it did not run. */
+ * exits, saying why, and acknowledges no job it did not run (one read
+ * before the break was seen may have run on the host still up). */
 START_TEST(executor_not_replaced)
 {
 	struct worker w;
+	struct result *res;
 	char ro[128], **ids;
 	pid_t zygote = 0;
+	size_t i, n;
 
 	snprintf(ro, sizeof(ro), "%s/ro", srv.dir);
 	ck_assert_int_eq(mkdir(ro, 0700), 0);
@@ -877,10 +880,12 @@ START_TEST(executor_not_replaced)
 	ck_assert_int_eq(worker_wait(&w, DEADLINE_MS), 1);
 	ck_assert_msg(strstr(read_log(&w), "no executor to run jobs on: exiting") != NULL,
 	    "no word of it:\n%s", read_log(&w));
-	ck_assert_msg(xlen("jobs:results") == 0 && xlen("jobs:dead") == 0,
-	    "a job acknowledged unrun:\n%s", read_log(&w));
-	/* Each still there for another worker: unread or pending. */
-	ck_assert_int_eq(cmd_int("XLEN jobs"), 3);
+	ck_assert_int_eq(xlen("jobs:dead"), 0);
+	res = read_results("jobs:results", &n);
+	for (i = 0; i < n; i++)
+		ck_assert_msg(strcmp(state_of(&res[i]), "done") == 0,
+		    "%s acknowledged unrun:\n%s", res[i].entry, read_log(&w));
+	free_results(res, n);
 	free_ids(ids, 3);
 }
 END_TEST
@@ -1034,16 +1039,20 @@ fake_reply(const char *resp)
 	ck_assert_int_eq(write(fake_cfd, resp, strlen(resp)), (ssize_t)strlen(resp));
 }
 
-/* Replies as an empty stream would, to anything but XAUTOCLAIM and EVAL,
- * which it returns in cmd. */
+/* Replies as an empty stream would, until a command named in stop (" A B
+ * "), which it returns in cmd unanswered. */
 static void
-fake_serve(struct worker *w, char cmd[][256], size_t *argc)
+fake_serve(struct worker *w, const char *stop, char cmd[][256], size_t *argc)
 {
+	char name[260];
+
 	for (;;) {
 		fake_next(w, cmd, argc);
-		if (strcmp(cmd[0], "XAUTOCLAIM") == 0 || strcmp(cmd[0], "EVAL") == 0)
+		snprintf(name, sizeof(name), " %s ", cmd[0]);
+		if (strstr(stop, name) != NULL)
 			return;
 		fake_reply(strcmp(cmd[0], "XREADGROUP") == 0 ? "*-1\r\n" :
+		    strcmp(cmd[0], "XAUTOCLAIM") == 0 ? "*2\r\n$3\r\n0-0\r\n*0\r\n" :
 		    strcmp(cmd[0], "XCLAIM") == 0 ? "*0\r\n" : "+OK\r\n");
 	}
 }
@@ -1057,12 +1066,10 @@ START_TEST(reply_of_bad_type)
 	size_t argc;
 
 	worker_start(&w, "w", "--lease-ms", "300", NULL);
-	fake_serve(&w, cmd, &argc);
-	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
 	fake_reply("*2\r\n$3\r\n0-0\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n:5\r\n$1\r\nx\r\n");
 	/* Asked again on a connection of its own. */
-	fake_serve(&w, cmd, &argc);
-	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
 	ck_assert_int_eq(fake_conns, 2);
 	fake_reply("*2\r\n$3\r\n0-0\r\n*0\r\n");
 	ck_assert_msg(strstr(read_log(&w), "protocol error: unexpected reply to XAUTOCLAIM"),
@@ -1080,25 +1087,42 @@ START_TEST(reclaim_nil_entry)
 	size_t argc;
 
 	worker_start(&w, "w", "--lease-ms", "300", NULL);
-	fake_serve(&w, cmd, &argc);
-	ck_assert_str_eq(cmd[0], "XAUTOCLAIM");
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
 	fake_reply("*2\r\n$3\r\n0-0\r\n*2\r\n*-1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$3\r\njob\r\n"
 	    "$15\r\n{\"task\":\"echo\"}\r\n");
 	/* Its delivery count, then its result. */
-	fake_serve(&w, cmd, &argc);
+	fake_serve(&w, " EVAL XPENDING ", cmd, &argc);
 	ck_assert_str_eq(cmd[0], "EVAL");
 	ck_assert_int_eq(argc, 6);
 	ck_assert_str_eq(cmd[5], "1-1");
 	fake_reply("*1\r\n:2\r\n");
-	for (;;) {
-		fake_serve(&w, cmd, &argc);
-		if (strcmp(cmd[0], "EVAL") == 0)
-			break;
-		fake_reply("*2\r\n$3\r\n0-0\r\n*0\r\n");
-	}
+	fake_serve(&w, " EVAL ", cmd, &argc);
 	ck_assert_str_eq(cmd[6], "1-1");
 	ck_assert_str_eq(cmd[7], "entry");
 	fake_reply(":1\r\n");
+	worker_stop(&w);
+}
+END_TEST
+
+/* Entries whose delivery counts cannot be read are read again, from
+ * the same place: not skipped, nor kept (a leak ASan finds). */
+START_TEST(count_failed_read_again)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", NULL);
+	/* This consumer's own entries first. */
+	fake_serve(&w, " XREADGROUP ", cmd, &argc);
+	ck_assert_str_eq(cmd[argc - 1], "0");
+	fake_reply("*1\r\n*2\r\n$4\r\njobs\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$3\r\njob\r\n"
+	    "$15\r\n{\"task\":\"echo\"}\r\n");
+	fake_serve(&w, " EVAL XPENDING ", cmd, &argc);
+	fake_reply("-ERR not now\r\n");
+	fake_serve(&w, " XREADGROUP ", cmd, &argc);
+	ck_assert_str_eq(cmd[argc - 1], "0");
+	fake_reply("*1\r\n*2\r\n$4\r\njobs\r\n*0\r\n");
 	worker_stop(&w);
 }
 END_TEST
@@ -1177,6 +1201,7 @@ main(void)
 		add(s, "reclaim_counts_each", reclaim_counts_each, 60);
 		add_fake(s, "reply_of_bad_type", reply_of_bad_type);
 		add_fake(s, "reclaim_nil_entry", reclaim_nil_entry);
+		add_fake(s, "count_failed_read_again", count_failed_read_again);
 		add(s, "ten_thousand_across_two", ten_thousand_across_two, 280);
 	}
 	sr = srunner_create(s);
