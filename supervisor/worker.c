@@ -455,9 +455,9 @@ start_job(struct worker *w, struct jobq_entry *e)
 		    rs.stop_grace_ms, &j->future);
 	} while (err == -ENOTRECOVERABLE && replace_executor(w) == 0);
 	if (err < 0) {
-		char why[64];
+		char buf[64];
+		const char *why = options_submit_error(err, buf, sizeof(buf));
 
-		options_submit_error(err, why, sizeof(why));
 		if (submit_unlucky(err)) {
 			/* No executor left is said once, by the loop. */
 			if (w->ex != NULL)
