@@ -11,6 +11,7 @@
 #include <sys/time.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,15 @@ static const char finish_script[] =
 "end\n"
 "redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))\n"
 "return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n";
+
+/* Each entry's own delivery count, 0 once it is no longer pending. */
+static const char deliveries_script[] =
+"local counts = {}\n"
+"for i = 2, #ARGV do\n"
+"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+"  counts[i - 1] = p[1] and p[1][4] or 0\n"
+"end\n"
+"return counts\n";
 
 struct jobq {
 	struct jobq_config c;
@@ -201,6 +211,22 @@ call(struct jobq *q, int block_ms, redisReply **reply, int argc, const char **ar
 	return 0;
 }
 
+/* A reply of a shape no command here gives: the server is not what it
+ * should be, and is left like a lost connection. */
+static int
+bad_reply(struct jobq *q, const char *command)
+{
+	fail(q, -ENOTCONN, "protocol error: unexpected reply to %s", command);
+	disconnect(q);
+	return -ENOTCONN;
+}
+
+static bool
+is_string(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_STRING;
+}
+
 static int
 call_ignored(struct jobq *q, int argc, const char **argv)
 {
@@ -283,78 +309,141 @@ jobq_entries_free(struct jobq_entry *e, size_t n)
 	free(e);
 }
 
-/* [[ID, [FIELD, VALUE, ...]], ...] into entries; a deleted entry has no
- * fields (nil). Each starts delivered once. */
+/*
+ * [[ID, [FIELD, VALUE, ...]], ...] into entries; a deleted entry has no
+ * fields (nil), and XAUTOCLAIM of Redis 6.2 gives nil for it instead of
+ * the pair: skipped. Each starts delivered once.
+ */
 static int
-take_entries(struct jobq *q, const redisReply *list, struct jobq_entry **out, size_t *n)
+take_entries(struct jobq *q, const char *command, const redisReply *list,
+    struct jobq_entry **out, size_t *n)
 {
 	struct jobq_entry *e;
 	const redisReply *item, *fields;
-	size_t i, j;
+	size_t i, j, k = 0;
 
 	*out = NULL;
 	*n = 0;
-	if (list->type != REDIS_REPLY_ARRAY || list->elements == 0)
+	if (list->type == REDIS_REPLY_NIL)
+		return 0;
+	if (list->type != REDIS_REPLY_ARRAY)
+		return bad_reply(q, command);
+	if (list->elements == 0)
 		return 0;
 	if ((e = calloc(list->elements, sizeof(*e))) == NULL)
 		return fail(q, -ENOMEM, "out of memory");
 	for (i = 0; i < list->elements; i++) {
 		item = list->element[i];
-		if (item->type != REDIS_REPLY_ARRAY || item->elements < 1 ||
-		    item->element[0]->type != REDIS_REPLY_STRING) {
-			jobq_entries_free(e, i);
-			return fail(q, -EPROTO, "unexpected reply shape");
+		if (item->type == REDIS_REPLY_NIL)
+			continue;
+		fields = item->type == REDIS_REPLY_ARRAY && item->elements == 2 ?
+		    item->element[1] : NULL;
+		if (fields == NULL || !is_string(item->element[0]) ||
+		    (fields->type != REDIS_REPLY_NIL &&
+		    (fields->type != REDIS_REPLY_ARRAY || fields->elements % 2 != 0))) {
+			jobq_entries_free(e, k);
+			return bad_reply(q, command);
 		}
-		e[i].deliveries = 1;
-		if ((e[i].id = strdup(item->element[0]->str)) == NULL)
+		for (j = 0; fields->type == REDIS_REPLY_ARRAY && j < fields->elements; j++)
+			if (!is_string(fields->element[j])) {
+				jobq_entries_free(e, k);
+				return bad_reply(q, command);
+			}
+		e[k].deliveries = 1;
+		if ((e[k].id = strdup(item->element[0]->str)) == NULL)
 			goto nomem;
-		fields = item->elements > 1 ? item->element[1] : NULL;
-		for (j = 0; fields != NULL && fields->type == REDIS_REPLY_ARRAY &&
-		    j + 1 < fields->elements; j += 2) {
-			if (strcmp(fields->element[j]->str, "job") != 0 || e[i].job != NULL)
+		for (j = 0; fields->type == REDIS_REPLY_ARRAY && j < fields->elements; j += 2) {
+			if (strcmp(fields->element[j]->str, "job") != 0 || e[k].job != NULL)
 				continue;
-			e[i].job_len = fields->element[j + 1]->len;
-			if ((e[i].job = malloc(e[i].job_len + 1)) == NULL)
+			e[k].job_len = fields->element[j + 1]->len;
+			if ((e[k].job = malloc(e[k].job_len + 1)) == NULL)
 				goto nomem;
-			memcpy(e[i].job, fields->element[j + 1]->str, e[i].job_len);
-			e[i].job[e[i].job_len] = '\0';
+			memcpy(e[k].job, fields->element[j + 1]->str, e[k].job_len);
+			e[k].job[e[k].job_len] = '\0';
 		}
+		k++;
+	}
+	if (k == 0) {
+		free(e);
+		return 0;
 	}
 	*out = e;
-	*n = list->elements;
+	*n = k;
 	return 0;
 nomem:
-	jobq_entries_free(e, i + 1);
+	jobq_entries_free(e, k + 1);
 	return fail(q, -ENOMEM, "out of memory");
 }
 
-/* Sets the delivery counts of entries this consumer holds, from one
- * XPENDING over their range. */
+/*
+ * Sets the delivery counts of entries this consumer holds, each from its
+ * own XPENDING (a range would share its count with the other entries in
+ * it); on failure, frees them.
+ */
 static int
-count_deliveries(struct jobq *q, struct jobq_entry *e, size_t n)
+count_deliveries(struct jobq *q, struct jobq_entry **e, size_t *n)
 {
-	char count[24];
-	const char *argv[] = { "XPENDING", q->c.stream, q->c.group, e[0].id, e[n - 1].id,
-	    count, q->c.consumer };
-	redisReply *r, *p;
-	size_t i, j;
+	const char **argv;
+	redisReply *r, *c;
+	size_t i;
 	int err;
 
-	snprintf(count, sizeof(count), "%zu", n);
-	if ((err = call(q, 0, &r, 7, argv)) < 0)
-		return err;
-	for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-		p = r->element[i];
-		if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 ||
-		    p->element[0]->type != REDIS_REPLY_STRING ||
-		    p->element[3]->type != REDIS_REPLY_INTEGER)
-			continue;
-		for (j = 0; j < n; j++)
-			if (strcmp(e[j].id, p->element[0]->str) == 0)
-				e[j].deliveries = p->element[3]->integer;
+	if ((argv = calloc(*n + 5, sizeof(*argv))) == NULL) {
+		err = fail(q, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	argv[0] = "EVAL";
+	argv[1] = deliveries_script;
+	argv[2] = "1";
+	argv[3] = q->c.stream;
+	argv[4] = q->c.group;
+	for (i = 0; i < *n; i++)
+		argv[5 + i] = (*e)[i].id;
+	err = call(q, 0, &r, (int)(*n + 5), argv);
+	free(argv);
+	if (err < 0)
+		goto fail;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != *n) {
+		freeReplyObject(r);
+		err = bad_reply(q, "EVAL");
+		goto fail;
+	}
+	for (i = 0; i < *n; i++) {
+		c = r->element[i];
+		if (c->type != REDIS_REPLY_INTEGER || c->integer < 0 ||
+		    c->integer > UINT_MAX) {
+			freeReplyObject(r);
+			err = bad_reply(q, "EVAL");
+			goto fail;
+		}
+		/* 0: acknowledged meanwhile; delivered at least this once. */
+		(*e)[i].deliveries = c->integer > 0 ? (unsigned)c->integer : 1;
 	}
 	freeReplyObject(r);
 	return 0;
+fail:
+	jobq_entries_free(*e, *n);
+	*e = NULL;
+	*n = 0;
+	return err;
+}
+
+/* The entries of XREADGROUP's reply, nil or [[STREAM, ENTRIES]]. */
+static int
+take_read(struct jobq *q, const redisReply *r, struct jobq_entry **out, size_t *n)
+{
+	const redisReply *s;
+
+	*out = NULL;
+	*n = 0;
+	if (r->type == REDIS_REPLY_NIL)
+		return 0;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 1)
+		return bad_reply(q, "XREADGROUP");
+	s = r->element[0];
+	if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !is_string(s->element[0]))
+		return bad_reply(q, "XREADGROUP");
+	return take_entries(q, "XREADGROUP", s->element[1], out, n);
 }
 
 int
@@ -377,18 +466,21 @@ jobq_read(struct jobq *q, size_t max, int block_ms, struct jobq_entry **out, siz
 		argv[8] = q->own_cursor;
 		if ((err = missing_group(q, call(q, 0, &r, 9, argv))) < 0)
 			return err;
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-		    r->element[0]->elements == 2)
-			err = take_entries(q, r->element[0]->element[1], out, n);
-		if (r != NULL)
+		/* No reply: the group was made again, with nothing in it. */
+		if (r != NULL) {
+			err = take_read(q, r, out, n);
 			freeReplyObject(r);
+		}
 		if (err < 0)
 			return err;
 		if (*n == 0) {
 			q->own_done = true;
 		} else {
+			/* Read again from the same place if not counted. */
+			if ((err = count_deliveries(q, out, n)) < 0)
+				return err;
 			strlcpy(q->own_cursor, (*out)[*n - 1].id, sizeof(q->own_cursor));
-			return count_deliveries(q, *out, *n);
+			return 0;
 		}
 	}
 	argv[6] = block_ms == 0 ? "STREAMS" : "BLOCK";
@@ -397,11 +489,10 @@ jobq_read(struct jobq *q, size_t max, int block_ms, struct jobq_entry **out, siz
 	if ((err = missing_group(q, call(q, block_ms, &r, block_ms == 0 ? 9 : 11, argv))) < 0)
 		return err;
 	/* Nil when nothing came in time. */
-	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-	    r->element[0]->elements == 2)
-		err = take_entries(q, r->element[0]->element[1], out, n);
-	if (r != NULL)
+	if (r != NULL) {
+		err = take_read(q, r, out, n);
 		freeReplyObject(r);
+	}
 	return err;
 }
 
@@ -412,6 +503,7 @@ jobq_reclaim(struct jobq *q, int min_idle_ms, size_t max, struct jobq_entry **ou
 	char idle[24], count[24];
 	const char *argv[] = { "XAUTOCLAIM", q->c.stream, q->c.group, q->c.consumer, idle,
 	    q->reclaim_cursor, "COUNT", count };
+	char cursor[sizeof(q->reclaim_cursor)];
 	redisReply *r;
 	int err = 0;
 
@@ -424,15 +516,21 @@ jobq_reclaim(struct jobq *q, int min_idle_ms, size_t max, struct jobq_entry **ou
 	/* A scan covers a few times COUNT entries: the next one goes on
 	 * from there, past entries other consumers keep alive, and starts
 	 * over at the end (the cursor is 0-0 again). */
-	if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
-	    r->element[0]->type == REDIS_REPLY_STRING) {
-		strlcpy(q->reclaim_cursor, r->element[0]->str, sizeof(q->reclaim_cursor));
-		err = take_entries(q, r->element[1], out, n);
-	}
-	if (r != NULL)
+	if (r == NULL)
+		return 0;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || !is_string(r->element[0]) ||
+	    r->element[0]->len >= sizeof(cursor)) {
 		freeReplyObject(r);
+		return bad_reply(q, "XAUTOCLAIM");
+	}
+	strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+	err = take_entries(q, "XAUTOCLAIM", r->element[1], out, n);
+	freeReplyObject(r);
+	/* Scanned again from the same place if not counted. */
 	if (err == 0 && *n > 0)
-		err = count_deliveries(q, *out, *n);
+		err = count_deliveries(q, out, n);
+	if (err == 0)
+		strlcpy(q->reclaim_cursor, cursor, sizeof(q->reclaim_cursor));
 	return err;
 }
 
@@ -485,7 +583,11 @@ jobq_finish(struct jobq *q, const char *id, bool dead, const char *const *fields
 		argv[7 + i] = fields[i];
 	if ((err = call(q, 0, &r, (int)(7 + nfields), argv)) < 0)
 		return err;
-	stored = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		freeReplyObject(r);
+		return bad_reply(q, "EVAL");
+	}
+	stored = r->integer > 0;
 	freeReplyObject(r);
 	return stored;
 }

@@ -123,7 +123,6 @@ struct worker {
 	size_t nrunning, capacity;
 	STAILQ_HEAD(, finished) finished;
 	size_t nfinished;
-	bool check_broken;
 
 	bool connected_once;
 	bool failing;                /* the queue failed; calls wait for retry_at */
@@ -326,7 +325,6 @@ take_ended(struct worker *w)
 			j = done[i].user;
 			hkx_future_release(done[i].future);
 			outcome_of_future(&oc, j->future, ms_since(&j->submitted));
-			w->check_broken |= oc.state != HKX_DONE;
 			again = redeliverable(w, oc.state);
 			/* Left pending, its lease no longer renewed: taken
 			 * over once it runs out. */
@@ -351,7 +349,7 @@ end_executor(struct worker *w)
 }
 
 /* Replaces a broken executor; what it ended is delivered again. Returns
- * -1 if no fresh one starts. */
+ * -1, w->ex NULL, if no fresh one starts. */
 static int
 replace_executor(struct worker *w)
 {
@@ -368,20 +366,31 @@ replace_executor(struct worker *w)
 	return options_start_executor(&w->o, &w->tasks, &w->ex, &w->cq) < 0 ? -1 : 0;
 }
 
+/* Before jobs are read for it: an executor that broke while idle
+ * would fail them all. */
 static int
 check_broken(struct worker *w)
 {
 	struct hkx_stats st;
 
-	if (!w->check_broken)
-		return 0;
-	w->check_broken = false;
 	if (hkx_executor_stats(w->ex, &st) == 0 && st.broken)
 		return replace_executor(w);
 	return 0;
 }
 
-/* The job in entry e, submitted; or its error result, to be stored. */
+/*
+ * Whether a failed submit is this worker's fault, not the job's: the
+ * entry is then left unacknowledged, to be delivered again.
+ */
+static bool
+submit_unlucky(int err)
+{
+	return err == -ENOTRECOVERABLE || err == -ESHUTDOWN || err == -ENOMEM ||
+	    err == -EAGAIN;
+}
+
+/* The job in entry e, submitted; or its error result, to be stored; or,
+ * if this worker cannot run it now, nothing: left unacknowledged. */
 static void
 start_job(struct worker *w, struct jobq_entry *e)
 {
@@ -419,7 +428,7 @@ start_job(struct worker *w, struct jobq_entry *e)
 	}
 	if (json_object_get(req, "id") == NULL &&
 	    json_object_set_new(req, "id", json_string(e->id)) == -1) {
-		push_error(w, e->id, e->job, e->deliveries, false, NULL, "out of memory");
+		fprintf(stderr, "hkx worker: out of memory for %s\n", e->id);
 		goto out;
 	}
 	if (request_check(req, &id, text, sizeof(text)) == -1 ||
@@ -435,7 +444,7 @@ start_job(struct worker *w, struct jobq_entry *e)
 		goto out;
 	}
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		push_error(w, e->id, e->job, e->deliveries, false, id, "out of memory");
+		fprintf(stderr, "hkx worker: out of memory for %s\n", e->id);
 		goto out;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &j->submitted);
@@ -446,11 +455,17 @@ start_job(struct worker *w, struct jobq_entry *e)
 		    rs.stop_grace_ms, &j->future);
 	} while (err == -ENOTRECOVERABLE && replace_executor(w) == 0);
 	if (err < 0) {
-		char why[64];
+		char buf[64];
+		const char *why = options_submit_error(err, buf, sizeof(buf));
 
-		snprintf(text, sizeof(text), "cannot submit: %s",
-		    options_submit_error(err, why, sizeof(why)));
-		push_error(w, e->id, e->job, e->deliveries, false, id, text);
+		if (submit_unlucky(err)) {
+			/* No executor left is said once, by the loop. */
+			if (w->ex != NULL)
+				fprintf(stderr, "hkx worker: cannot submit %s: %s\n", e->id, why);
+		} else {
+			snprintf(text, sizeof(text), "cannot submit: %s", why);
+			push_error(w, e->id, e->job, e->deliveries, false, id, text);
+		}
 		free(j);
 		goto out;
 	}
@@ -474,7 +489,8 @@ start_jobs(struct worker *w, struct jobq_entry *e, size_t n)
 	struct job probe;
 	size_t i;
 
-	for (i = 0; i < n; i++) {
+	/* Without an executor the rest is left unacknowledged. */
+	for (i = 0; i < n && w->ex != NULL; i++) {
 		/* Taken over from this worker itself, whose renewal came
 		 * late: it runs already. */
 		probe.entry = e[i].id;
@@ -493,7 +509,8 @@ read_jobs(struct worker *w)
 	size_t n, free_slots;
 	int err, block_ms;
 
-	if (w->draining || w->nrunning >= w->capacity || !queue_ready(w))
+	if (w->draining || w->nrunning >= w->capacity || !queue_ready(w) ||
+	    check_broken(w) < 0)
 		return;
 	if (w->reclaim_due) {
 		free_slots = w->capacity - w->nrunning;
@@ -631,16 +648,22 @@ loop(struct worker *w, int sigfd)
 		{ .fd = sigfd, .events = POLLIN },
 		{ .fd = -1, .events = POLLIN },
 	};
-	int timeout, t;
+	int timeout, t, status = 0;
 
 	for (;;) {
 		handle_signals(w, sigfd);
 		take_ended(w);
-		if (check_broken(w) < 0)
-			return -1;
 		store_results(w);
 		tick(w);
 		read_jobs(w);
+		if (w->ex == NULL) {
+			fprintf(stderr, "hkx worker: no executor to run jobs on: exiting; "
+			    "jobs read and not run are delivered again\n");
+			/* Those read with them that needed no executor. */
+			store_results(w);
+			status = -1;
+			break;
+		}
 		if (w->draining && w->nrunning == 0 &&
 		    (w->nfinished == 0 || ms_until(&w->kill_at) == 0))
 			break;
@@ -663,7 +686,7 @@ loop(struct worker *w, int sigfd)
 	if (w->nfinished > 0)
 		fprintf(stderr, "hkx worker: %zu result%s not stored: delivered again\n",
 		    w->nfinished, w->nfinished == 1 ? "" : "s");
-	return 0;
+	return status;
 }
 
 /* The host's worker threads in all: what may run at once. */

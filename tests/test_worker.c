@@ -3,7 +3,9 @@
  * test on a private port of 127.0.0.1 with its data in a fresh directory
  * (no persistence, unless a test restarts it and needs its data back).
  * The binary (HKX_BIN) is driven as a user drives it; the streams are read
- * and written with hiredis, and results parsed with jansson.
+ * and written with hiredis, and results parsed with jansson. A few tests
+ * talk to the worker as a fake server instead, served by the test itself,
+ * for replies no Redis gives.
  *
  * Nothing signals how far a worker has got but the streams themselves:
  * tests poll them, each wait bounded by a deadline so a hang fails with a
@@ -16,9 +18,11 @@
 
 #include <netinet/in.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -828,6 +832,304 @@ START_TEST(stats_key)
 }
 END_TEST
 
+/* The pid of the zygote of process pid, found by its title; 0 if none. */
+static pid_t
+zygote_of(pid_t pid)
+{
+	char want[64], path[300], buf[128];
+	struct dirent *d;
+	pid_t found = 0;
+	DIR *dp;
+	ssize_t n;
+	int fd;
+
+	snprintf(want, sizeof(want), "hkx: zygote of pid %d", (int)pid);
+	ck_assert_ptr_nonnull(dp = opendir("/proc"));
+	while (found == 0 && (d = readdir(dp)) != NULL) {
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", d->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		/* The title is padded: pid 12 is not pid 123. */
+		if (strncmp(buf, want, strlen(want)) == 0 &&
+		    (buf[strlen(want)] == ' ' || buf[strlen(want)] == '\0'))
+			found = atoi(d->d_name);
+	}
+	closedir(dp);
+	return found;
+}
+
+/* The executor breaks while idle and no fresh one starts: the worker
+ * exits, saying why, and acknowledges no job it did not run (one read
+ * before the break was seen may have run on the host still up). */
+START_TEST(executor_not_replaced)
+{
+	struct worker w;
+	struct result *res;
+	char ro[128], **ids;
+	pid_t zygote = 0;
+	size_t i, n;
+
+	snprintf(ro, sizeof(ro), "%s/ro", srv.dir);
+	ck_assert_int_eq(mkdir(ro, 0700), 0);
+	worker_start(&w, "w", "-j", "1", "--landlock-ro", ro, NULL);
+	POLL_UNTIL((zygote = zygote_of(w.pid)) > 0 && strstr(read_log(&w), "connected"),
+	    DEADLINE_MS, "no zygote:\n%s", read_log(&w));
+	ck_assert_int_eq(rmdir(ro), 0);
+	ck_assert_int_eq(kill(zygote, SIGKILL), 0);
+	ids = add_jobs("{\"task\":\"echo\"}", 3);
+	ck_assert_int_eq(worker_wait(&w, DEADLINE_MS), 1);
+	ck_assert_msg(strstr(read_log(&w), "no executor to run jobs on: exiting") != NULL,
+	    "no word of it:\n%s", read_log(&w));
+	ck_assert_int_eq(xlen("jobs:dead"), 0);
+	res = read_results("jobs:results", &n);
+	for (i = 0; i < n; i++)
+		ck_assert_msg(strcmp(state_of(&res[i]), "done") == 0,
+		    "%s acknowledged unrun:\n%s", res[i].entry, read_log(&w));
+	free_results(res, n);
+	free_ids(ids, 3);
+}
+END_TEST
+
+/* Entries taken over each get their own delivery count, though this
+ * consumer holds others between them. */
+START_TEST(reclaim_counts_each)
+{
+	static const char *const ids[] = { "1-1", "2-1", "3-1", "4-1" };
+	struct result *res;
+	struct worker w;
+	redisReply *r;
+	size_t i, n;
+
+	for (i = 0; i < 4; i++)
+		freeReplyObject(cmd("XADD jobs %s job {\"task\":\"echo\"}", ids[i]));
+	freeReplyObject(cmd("XGROUP CREATE jobs hkx 0"));
+	/* 1-1 and 4-1 left long ago by a dead consumer, delivered 3 times;
+	 * 2-1 and 3-1 just read by the worker's own name. */
+	freeReplyObject(cmd("XREADGROUP GROUP hkx gone COUNT 1 STREAMS jobs >"));
+	freeReplyObject(cmd("XREADGROUP GROUP hkx w COUNT 2 STREAMS jobs >"));
+	freeReplyObject(cmd("XREADGROUP GROUP hkx gone COUNT 1 STREAMS jobs >"));
+	r = cmd("XCLAIM jobs hkx gone 0 1-1 4-1 IDLE 100000 RETRYCOUNT 3 JUSTID");
+	ck_assert_int_eq(r->elements, 2);
+	freeReplyObject(r);
+	worker_start(&w, "w", "-j", "4", "--max-deliveries", "2", NULL);
+	POLL_UNTIL(xlen("jobs:results") + xlen("jobs:dead") == 4 && pending(NULL) == 0,
+	    DEADLINE_MS, "%lld results, %lld dead:\n%s", xlen("jobs:results"),
+	    xlen("jobs:dead"), read_log(&w));
+	worker_stop(&w);
+	res = read_results("jobs:dead", &n);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(res[0].entry, "1-1");
+	ck_assert_str_eq(res[1].entry, "4-1");
+	ck_assert_int_ge(res[1].deliveries, 4);
+	free_results(res, n);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* A fake server: replies no Redis gives, to see what the worker makes of  */
+/* them. One client at a time, served from the test itself.                */
+
+static int fake_lfd = -1, fake_cfd = -1, fake_conns;
+static char fake_buf[65536];
+static size_t fake_len;
+
+static void
+setup_fake(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+
+	strcpy(srv.dir, "/tmp/hkx-test-worker-XXXXXX");
+	ck_assert(mkdtemp(srv.dir) != NULL);
+	srv.pid = 0;
+	fake_lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ne(fake_lfd, -1);
+	ck_assert_int_eq(bind(fake_lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fake_lfd, 4), 0);
+	ck_assert_int_eq(getsockname(fake_lfd, (struct sockaddr *)&a, &len), 0);
+	srv.port = ntohs(a.sin_port);
+}
+
+static void
+teardown_fake(void)
+{
+	if (fake_cfd != -1)
+		close(fake_cfd);
+	close(fake_lfd);
+	fake_cfd = fake_lfd = -1;
+	fake_len = 0;
+	fake_conns = 0;
+	teardown();
+}
+
+/* One whole command at the start of fake_buf: its length, or 0. */
+static size_t
+fake_parse(char **argv, size_t *argc)
+{
+	char *p = fake_buf, *end = fake_buf + fake_len, *nl;
+	long i, n, l;
+
+	if ((nl = memchr(p, '\n', end - p)) == NULL)
+		return 0;
+	ck_assert_int_eq(*p, '*');
+	n = strtol(p + 1, NULL, 10);
+	ck_assert(n > 0 && n <= 64);
+	p = nl + 1;
+	for (i = 0; i < n; i++) {
+		if (p >= end || (nl = memchr(p, '\n', end - p)) == NULL)
+			return 0;
+		l = strtol(p + 1, NULL, 10);
+		if (end - (nl + 1) < l + 2)
+			return 0;
+		argv[i] = nl + 1;
+		argv[i][l] = '\0';
+		p = nl + 1 + l + 2;
+	}
+	*argc = n;
+	return p - fake_buf;
+}
+
+/* The next command of worker w; fails the test if w dies, or past the
+ * deadline. */
+static void
+fake_next(struct worker *w, char cmd[][256], size_t *argc)
+{
+	long long deadline = now_ms() + DEADLINE_MS;
+	char *argv[64];
+	size_t used, i;
+	struct pollfd pfd = { .events = POLLIN };
+	ssize_t got;
+	int status;
+
+	for (;;) {
+		if (fake_len > 0 && (used = fake_parse(argv, argc)) > 0) {
+			for (i = 0; i < *argc; i++)
+				snprintf(cmd[i], 256, "%s", argv[i]);
+			memmove(fake_buf, fake_buf + used, fake_len - used);
+			fake_len -= used;
+			return;
+		}
+		ck_assert_msg(now_ms() < deadline, "the worker sends nothing");
+		ck_assert_msg(waitpid(w->pid, &status, WNOHANG) == 0, "the worker died (%#x):\n%s",
+		    status, read_log(w));
+		/* Bounded, to look at the worker again. */
+		pfd.fd = fake_cfd != -1 ? fake_cfd : fake_lfd;
+		if (poll(&pfd, 1, 100) != 1)
+			continue;
+		if (fake_cfd == -1) {
+			ck_assert_int_ne(fake_cfd = accept4(fake_lfd, NULL, NULL, SOCK_CLOEXEC), -1);
+			fake_conns++;
+			continue;
+		}
+		got = read(fake_cfd, fake_buf + fake_len, sizeof(fake_buf) - fake_len);
+		if (got <= 0) {
+			/* Gone: the next connection starts afresh. */
+			close(fake_cfd);
+			fake_cfd = -1;
+			fake_len = 0;
+		} else {
+			fake_len += got;
+		}
+	}
+}
+
+static void
+fake_reply(const char *resp)
+{
+	ck_assert_int_eq(write(fake_cfd, resp, strlen(resp)), (ssize_t)strlen(resp));
+}
+
+/* Replies as an empty stream would, until a command named in stop (" A B
+ * "), which it returns in cmd unanswered. */
+static void
+fake_serve(struct worker *w, const char *stop, char cmd[][256], size_t *argc)
+{
+	char name[260];
+
+	for (;;) {
+		fake_next(w, cmd, argc);
+		snprintf(name, sizeof(name), " %s ", cmd[0]);
+		if (strstr(stop, name) != NULL)
+			return;
+		fake_reply(strcmp(cmd[0], "XREADGROUP") == 0 ? "*-1\r\n" :
+		    strcmp(cmd[0], "XAUTOCLAIM") == 0 ? "*2\r\n$3\r\n0-0\r\n*0\r\n" :
+		    strcmp(cmd[0], "XCLAIM") == 0 ? "*0\r\n" : "+OK\r\n");
+	}
+}
+
+/* A field name that is no string: said, and the server left as one
+ * that broke the connection; no crash. */
+START_TEST(reply_of_bad_type)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", "--lease-ms", "300", NULL);
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
+	fake_reply("*2\r\n$3\r\n0-0\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n:5\r\n$1\r\nx\r\n");
+	/* Asked again on a connection of its own. */
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
+	ck_assert_int_eq(fake_conns, 2);
+	fake_reply("*2\r\n$3\r\n0-0\r\n*0\r\n");
+	ck_assert_msg(strstr(read_log(&w), "protocol error: unexpected reply to XAUTOCLAIM"),
+	    "not said:\n%s", read_log(&w));
+	worker_stop(&w);
+}
+END_TEST
+
+/* Redis 6.2's XAUTOCLAIM gives nil for a deleted entry: the others of
+ * its batch still run. */
+START_TEST(reclaim_nil_entry)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", "--lease-ms", "300", NULL);
+	fake_serve(&w, " XAUTOCLAIM ", cmd, &argc);
+	fake_reply("*2\r\n$3\r\n0-0\r\n*2\r\n*-1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$3\r\njob\r\n"
+	    "$15\r\n{\"task\":\"echo\"}\r\n");
+	/* Its delivery count, then its result. */
+	fake_serve(&w, " EVAL XPENDING ", cmd, &argc);
+	ck_assert_str_eq(cmd[0], "EVAL");
+	ck_assert_int_eq(argc, 6);
+	ck_assert_str_eq(cmd[5], "1-1");
+	fake_reply("*1\r\n:2\r\n");
+	fake_serve(&w, " EVAL ", cmd, &argc);
+	ck_assert_str_eq(cmd[6], "1-1");
+	ck_assert_str_eq(cmd[7], "entry");
+	fake_reply(":1\r\n");
+	worker_stop(&w);
+}
+END_TEST
+
+/* Entries whose delivery counts cannot be read are read again, from
+ * the same place: not skipped, nor kept (a leak ASan finds). */
+START_TEST(count_failed_read_again)
+{
+	char cmd[64][256];
+	struct worker w;
+	size_t argc;
+
+	worker_start(&w, "w", NULL);
+	/* This consumer's own entries first. */
+	fake_serve(&w, " XREADGROUP ", cmd, &argc);
+	ck_assert_str_eq(cmd[argc - 1], "0");
+	fake_reply("*1\r\n*2\r\n$4\r\njobs\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$3\r\njob\r\n"
+	    "$15\r\n{\"task\":\"echo\"}\r\n");
+	fake_serve(&w, " EVAL XPENDING ", cmd, &argc);
+	fake_reply("-ERR not now\r\n");
+	fake_serve(&w, " XREADGROUP ", cmd, &argc);
+	ck_assert_str_eq(cmd[argc - 1], "0");
+	fake_reply("*1\r\n*2\r\n$4\r\njobs\r\n*0\r\n");
+	worker_stop(&w);
+}
+END_TEST
+
 static void
 add(Suite *s, const char *name, const TTest *test, int timeout)
 {
@@ -835,6 +1137,17 @@ add(Suite *s, const char *name, const TTest *test, int timeout)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, timeout);
+	tcase_add_test(tc, test);
+	suite_add_tcase(s, tc);
+}
+
+static void
+add_fake(Suite *s, const char *name, const TTest *test)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, setup_fake, teardown_fake);
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test);
 	suite_add_tcase(s, tc);
 }
@@ -887,6 +1200,11 @@ main(void)
 		add(s, "kill9_taken_over", kill9_taken_over, 120);
 		add(s, "server_restarted", server_restarted, 120);
 		add(s, "server_late", server_late, 60);
+		add(s, "executor_not_replaced", executor_not_replaced, 60);
+		add(s, "reclaim_counts_each", reclaim_counts_each, 60);
+		add_fake(s, "reply_of_bad_type", reply_of_bad_type);
+		add_fake(s, "reclaim_nil_entry", reclaim_nil_entry);
+		add_fake(s, "count_failed_read_again", count_failed_read_again);
 		add(s, "ten_thousand_across_two", ten_thousand_across_two, 280);
 	}
 	sr = srunner_create(s);
