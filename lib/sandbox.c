@@ -184,10 +184,11 @@ prepare_landlock(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
 #ifdef HKX_HAVE_SECCOMP
 /*
  * Denied to worker hosts: what systemd's @system-service leaves out and a
- * task has no business with (mounts, tracing other processes, kernel
- * modules and keys, BPF, clocks, swap, reboot, raw I/O, new namespaces),
- * and what only helps to attack the kernel (userfaultfd, perf_event_open).
- * Names this architecture lacks are skipped.
+ * task has no business with (mounts, tracing other processes, taking their
+ * fds or advising on their memory, kernel modules and keys, BPF, clocks,
+ * swap, reboot, raw I/O, new namespaces), and what only helps to attack
+ * the kernel (userfaultfd, perf_event_open). Names this architecture lacks
+ * are skipped.
  */
 static const char *const deny_list[] = {
 	"acct", "add_key", "adjtimex", "bpf", "chroot", "clock_adjtime", "clock_settime",
@@ -195,11 +196,11 @@ static const char *const deny_list[] = {
 	"fspick", "get_kernel_syms", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load",
 	"kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
 	"nfsservctl", "open_by_handle_at", "open_tree", "pciconfig_iobase", "pciconfig_read",
-	"pciconfig_write", "perf_event_open", "pivot_root", "process_vm_readv",
-	"process_vm_writev", "ptrace", "query_module", "quotactl", "quotactl_fd", "reboot",
-	"request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "syslog",
-	"umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vhangup", "_sysctl",
-	"sysfs",
+	"pciconfig_write", "perf_event_open", "pidfd_getfd", "pivot_root", "process_madvise",
+	"process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
+	"quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff",
+	"swapon", "syslog", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+	"vhangup", "_sysctl", "sysfs",
 };
 
 /* clone() with any of these makes a namespace, as unshare() would. */

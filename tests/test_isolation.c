@@ -864,6 +864,114 @@ START_TEST(test_cgroup_removed_after_crash)
 }
 END_TEST
 
+#ifdef HKX_HAVE_SECCOMP
+/* Takes fd arg[1] of process arg[0] with pidfd_getfd; replies the fd's
+ * target, or "-errno". */
+static int
+task_getfd(hkx_task *t, const void *arg, size_t len)
+{
+	const int *a = arg;
+	char path[64], target[256] = "";
+	int pidfd, fd;
+
+	(void)len;
+	pidfd = (int)syscall(SYS_pidfd_open, a[0], 0);
+	fd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, a[1], 0);
+	if (fd < 0)
+		snprintf(target, sizeof(target), "-%d", errno);
+	else {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		if (readlink(path, target, sizeof(target) - 1) < 0)
+			snprintf(target, sizeof(target), "?");
+	}
+	return hkx_task_reply(t, target, strlen(target) + 1);
+}
+
+/* Under the default filter, a task cannot take the application's fds
+ * (what ptrace would give it). */
+START_TEST(test_seccomp_getfd)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	const void *res;
+	size_t rlen;
+	int a[2];
+
+	hkx_sandbox_init(&sb);
+	sb.seccomp = HKX_SECCOMP_ERRNO;
+	config(&c, &sb);
+	tst_add_task(&c, "getfd", task_getfd);
+	ex = tst_new(&c);
+	a[0] = getpid();
+	a[1] = open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(a[1], 0);
+	f = tst_submit(ex, "getfd", a, sizeof(a));
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &res, &rlen), 0);
+	ck_assert_msg(((const char *)res)[0] == '-', "the task took the application's fd: %s",
+	    (const char *)res);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	close(a[1]);
+}
+END_TEST
+#endif
+
+/* Reads 16 bytes at address arg[1] of process arg[0] through its
+ * /proc/PID/mem; replies them, or nothing. */
+static int
+task_peek(hkx_task *t, const void *arg, size_t len)
+{
+	const uint64_t *a = arg;
+	char path[64], buf[16];
+	int fd;
+	ssize_t n = -1;
+
+	(void)len;
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)a[0]);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = pread(fd, buf, sizeof(buf), (off_t)a[1]);
+		close(fd);
+	}
+	return hkx_task_reply(t, buf, n > 0 ? (size_t)n : 0);
+}
+
+static char app_secret[16] = "app-secret";
+
+/* seccomp leaves /proc/PID/mem open to a task (the kernel lets the same
+ * user read it, as it would ptrace): Landlock, with /proc not listed, is
+ * what stops it. */
+START_TEST(test_landlock_peek)
+{
+	static const char *const ro[] = { "/usr", NULL };
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	const void *res;
+	size_t rlen;
+	uint64_t a[2] = { (uint64_t)getpid(), (uint64_t)(uintptr_t)app_secret };
+
+	if (skip(kernel_landlock_abi() < 1, "the kernel has no Landlock"))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.landlock_ro = ro;
+	config(&c, &sb);
+	tst_add_task(&c, "peek", task_peek);
+	ex = tst_new(&c);
+	strcpy(app_secret, "changed-in-app");
+	f = tst_submit(ex, "peek", a, sizeof(a));
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &res, &rlen), 0);
+	ck_assert_msg(rlen == 0, "the task read the application's memory: %.*s", (int)rlen,
+	    (const char *)res);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static void
 assert_cgroup_file(pid_t pid, const char *name, const char *want)
 {
@@ -1040,6 +1148,7 @@ isolation_suite(void)
 	tcase_add_test(tc, test_config_layout);
 #ifdef HKX_HAVE_SECCOMP
 	tcase_add_test(tc, test_blocked_call_crashes);
+	tcase_add_test(tc, test_seccomp_getfd);
 	tcase_add_test(tc, test_lenient_and_extra_names);
 	tcase_add_test(tc, test_bad_requests);
 	tcase_add_test(tc, test_sandbox_before_host_init);
@@ -1050,6 +1159,7 @@ isolation_suite(void)
 
 	tc = tst_tcase("landlock");
 	tcase_add_test(tc, test_landlock_paths);
+	tcase_add_test(tc, test_landlock_peek);
 	tcase_add_test(tc, test_later_setup_failure_says_why);
 	tcase_add_test(tc, test_scope_signals);
 	tcase_add_test(tc, test_landlock_tcp);
