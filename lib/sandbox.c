@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/landlock.h>
@@ -453,6 +454,16 @@ fail:
 	return err;
 }
 
+static int
+remove_dir(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (type == FTW_DP)
+		rmdir(path);
+	return 0;
+}
+
 void
 hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
 {
@@ -464,11 +475,12 @@ hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
 		return;
 	snprintf(prefix, sizeof(prefix), "hkx-%d-", (int)zygote);
 	/* A cgroup still in use refuses (EBUSY): a live host's, or one whose
-	 * processes are still dying; a later prune takes it. */
+	 * processes are still dying; a later prune takes it. Those a task
+	 * made below its host's go first, or the host's would stay. */
 	while ((d = readdir(dir)) != NULL)
 		if (strncmp(d->d_name, prefix, strlen(prefix)) == 0 &&
 		    path_in(path, sb->cgroup, d->d_name) == 0)
-			rmdir(path);
+			(void)nftw(path, remove_dir, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	closedir(dir);
 }
 

@@ -55,8 +55,8 @@ int hkx__sandbox_seccomp(const struct hkx__sandbox *sb);
  * the delegated directory, with the limits; 0 or a negative errno. */
 int hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
 /* In the zygote: kills everything in a dead host's cgroup (cgroup.kill),
- * wherever it went, then removes every cgroup of this zygote's that is
- * empty by now. */
+ * wherever it went, then removes every cgroup of this zygote's, depth
+ * first, that is empty by now. */
 void hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
 void hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote);
 /* In the zygote: whether the OOM killer took a process in a host's cgroup

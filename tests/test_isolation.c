@@ -864,6 +864,51 @@ START_TEST(test_cgroup_removed_after_crash)
 }
 END_TEST
 
+/* Makes a cgroup below its host's own, as the owner of that directory
+ * may; replies 0 or -errno. */
+static int
+task_subcgroup(hkx_task *t, const void *arg, size_t len)
+{
+	char line[512], path[1024];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int rc = -ENOENT;
+
+	(void)arg;
+	(void)len;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(path, sizeof(path), "%s%s/sub", cgroup2_root(), line + 3);
+			rc = mkdir(path, 0755) < 0 ? -errno : 0;
+		}
+	if (f != NULL)
+		fclose(f);
+	return hkx_task_reply(t, &rc, sizeof(rc));
+}
+
+/* A task that makes a cgroup in its host's: nothing is left after free. */
+START_TEST(test_cgroup_sub_left)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	char dir[128];
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	tst_add_task(&c, "subcg", task_subcgroup);
+	ex = tst_new(&c);
+	ck_assert_int_eq(run_int(ex, "subcg", NULL, 0), 0);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 #ifdef HKX_HAVE_SECCOMP
 /* Takes fd arg[1] of process arg[0] with pidfd_getfd; replies the fd's
  * target, or "-errno". */
@@ -1179,6 +1224,7 @@ isolation_suite(void)
 	tc = tst_tcase("cgroup");
 	tcase_add_test(tc, test_cgroup_kill_takes_escapee);
 	tcase_add_test(tc, test_cgroup_removed_after_crash);
+	tcase_add_test(tc, test_cgroup_sub_left);
 	tcase_add_test(tc, test_cgroup_refusals);
 	tcase_add_test(tc, test_cgroup_limits);
 	tcase_add_test(tc, test_cgroup_oom);
