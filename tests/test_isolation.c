@@ -964,6 +964,91 @@ START_TEST(test_seccomp_getfd)
 END_TEST
 #endif
 
+/* Moves process *arg (0: the zygote) into its host's own cgroup, as the
+ * owner of the delegated directory may; replies 0 or -errno. */
+static int
+task_adopt(hkx_task *t, const void *arg, size_t len)
+{
+	char line[512], path[1024], num[32];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int rc = -ENOENT, fd;
+
+	(void)len;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(path, sizeof(path), "%s%s/cgroup.procs", cgroup2_root(), line + 3);
+			snprintf(num, sizeof(num), "%d",
+			    *(const int *)arg != 0 ? *(const int *)arg : (int)getppid());
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+			rc = fd < 0 || write(fd, num, strlen(num)) < 0 ? -errno : 0;
+			if (fd >= 0)
+				close(fd);
+		}
+	if (f != NULL)
+		fclose(f);
+	return hkx_task_reply(t, &rc, sizeof(rc));
+}
+
+/* The cgroup of this process, as /proc/self/cgroup names it. */
+static void
+own_cgroup(char *buf, size_t len)
+{
+	char line[512];
+	FILE *f;
+
+	buf[0] = '\0';
+	ck_assert_ptr_nonnull(f = fopen("/proc/self/cgroup", "re"));
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0)
+			snprintf(buf, len, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+	fclose(f);
+}
+
+static bool
+back_in(void *arg)
+{
+	char now[256];
+
+	own_cgroup(now, sizeof(now));
+	return strcmp(now, arg) == 0;
+}
+
+/* A task puts the application, then the zygote, into its host's cgroup;
+ * the host crashes: both live on, back where they were. */
+START_TEST(test_cgroup_app_adopted)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	char dir[128], before[256], after[256];
+	int pid = getpid(), zygote = 0;
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	own_cgroup(before, sizeof(before));
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	tst_add_task(&c, "adopt", task_adopt);
+	ex = tst_new(&c);
+	ck_assert_int_eq(run_int(ex, "adopt", &pid, sizeof(pid)), 0);
+	own_cgroup(after, sizeof(after));
+	ck_assert_str_ne(after, before);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	/* Still alive here: the zygote's kill did not take us. */
+	tst_poll_until(back_in, before, "the application back in its cgroup");
+	ck_assert_int_eq(run_int(ex, "adopt", &zygote, sizeof(zygote)), 0);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	/* The zygote too: it starts the next host. */
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* Reads 16 bytes at address arg[1] of process arg[0] through its
  * /proc/PID/mem; replies them, or nothing. */
 static int
@@ -1038,9 +1123,11 @@ assert_cgroup_file(pid_t pid, const char *name, const char *want)
 }
 
 /* memory.max, memory.oom.group, pids.max and cpu.max of each host's own
- * cgroup. */
+ * cgroup; memory.oom.group only where Landlock keeps tasks from moving the
+ * application into it. */
 START_TEST(test_cgroup_limits)
 {
+	static const char *const ro[] = { "/usr", NULL };
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
@@ -1065,9 +1152,16 @@ START_TEST(test_cgroup_limits)
 	host = (pid_t)run_int(ex, "pid", NULL, 0);
 	assert_cgroup_file(host, "cpu.max", "50000 100000\n");
 	assert_cgroup_file(host, "memory.max", "268435456\n");
-	assert_cgroup_file(host, "memory.oom.group", "1\n");
+	assert_cgroup_file(host, "memory.oom.group", "0\n");
 	assert_cgroup_file(host, "pids.max", "64\n");
 	hkx_executor_free(ex);
+	if (!skip(kernel_landlock_abi() < 1, "the kernel has no Landlock")) {
+		sb.landlock_ro = ro;
+		ex = tst_new(&c);
+		host = (pid_t)run_int(ex, "pid", NULL, 0);
+		assert_cgroup_file(host, "memory.oom.group", "1\n");
+		hkx_executor_free(ex);
+	}
 	ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
@@ -1225,6 +1319,7 @@ isolation_suite(void)
 	tcase_add_test(tc, test_cgroup_kill_takes_escapee);
 	tcase_add_test(tc, test_cgroup_removed_after_crash);
 	tcase_add_test(tc, test_cgroup_sub_left);
+	tcase_add_test(tc, test_cgroup_app_adopted);
 	tcase_add_test(tc, test_cgroup_refusals);
 	tcase_add_test(tc, test_cgroup_limits);
 	tcase_add_test(tc, test_cgroup_oom);
