@@ -33,6 +33,7 @@
 #include <seccomp.h>
 #endif
 
+#include "host.h"
 #include "sandbox.h"
 #include "sanitized.h"
 #include "support.h"
@@ -399,6 +400,51 @@ skip(bool missing, const char *why)
 		printf("skipped: %s\n", why);
 	return missing;
 }
+
+/* Writes, on the host's crash pipe (its one non-blocking write end), the
+ * note a host sends when it cannot set up its seccomp filter, then
+ * crashes. */
+static int
+task_spoof_setup(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__note n;
+	struct stat st;
+	int fd, fl;
+
+	(void)t;
+	(void)arg;
+	(void)len;
+	hkx__note_seal(&n, HKX__LAYER_SECCOMP, HKX__NOTE_SETUP_FAILED, -EPERM);
+	for (fd = 3; fd < 1024; fd++)
+		if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (fl = fcntl(fd, F_GETFL)) >= 0 &&
+		    (fl & O_ACCMODE) == O_WRONLY && (fl & O_NONBLOCK))
+			(void)!write(fd, &n, sizeof(n));
+	raise(SIGSEGV);
+	return 0;
+}
+
+/* A host that said READY has set up its sandbox: a note from its tasks
+ * that says otherwise is not believed. */
+START_TEST(test_setup_note_after_ready)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	char why[256];
+
+	config(&c, NULL);
+	c.spare_hosts = 0;
+	c.max_restarts = 0;
+	tst_add_task(&c, "spoof", task_spoof_setup);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "spoof", NULL, 0);
+	tst_poll_until(executor_broken, ex, "the executor to break");
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
+	ck_assert_msg(strstr(why, "could not set up") == NULL, "%s", why);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
 
 static int
 kernel_landlock_abi(void)
@@ -1285,6 +1331,7 @@ isolation_suite(void)
 
 	tc = tst_tcase("seccomp");
 	tcase_add_test(tc, test_config_layout);
+	tcase_add_test(tc, test_setup_note_after_ready);
 #ifdef HKX_HAVE_SECCOMP
 	tcase_add_test(tc, test_blocked_call_crashes);
 	tcase_add_test(tc, test_seccomp_getfd);
