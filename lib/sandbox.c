@@ -205,6 +205,14 @@ static const char *const deny_list[] = {
 	"vhangup", "_sysctl", "sysfs",
 };
 
+/* What the host cannot do without once filtered: start its threads
+ * (clone3 answers ENOSYS, below, so that the C library falls back to
+ * clone), wait for them, return from a signal handler and end. Not to be
+ * denied by name. */
+static const char *const needed_list[] = {
+	"clone", "clone3", "exit", "exit_group", "futex", "rt_sigreturn",
+};
+
 /* clone() with any of these makes a namespace, as unshare() would. */
 static const unsigned long clone_ns_flags[] = {
 	CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
@@ -215,6 +223,10 @@ static int
 deny(scmp_filter_ctx ctx, uint32_t action, const char *name, bool must_exist)
 {
 	int nr = seccomp_syscall_resolve_name(name);
+
+	for (size_t i = 0; must_exist && i < HKX__ARRAY_LEN(needed_list); i++)
+		if (strcmp(name, needed_list[i]) == 0)
+			return -EINVAL;
 
 	if (nr < 0) /* unknown, or not of this architecture */
 		return must_exist ? -EINVAL : 0;
