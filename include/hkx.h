@@ -179,7 +179,8 @@ struct hkx_sandbox {
 	/* seccomp (needs libseccomp at build time, else -EOPNOTSUPP): the
 	 * built-in deny list (mount, ptrace, bpf, kernel modules, keys,
 	 * namespaces, clocks, ...: README.md) plus these names, a
-	 * NULL-terminated list (an unknown name: -EINVAL) */
+	 * NULL-terminated list (an unknown name, or one the host needs, such
+	 * as clone: -EINVAL) */
 	enum hkx_seccomp seccomp;
 	const char *const *seccomp_deny;
 	/* Landlock: NULL-terminated path lists, read-and-execute and

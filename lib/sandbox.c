@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/landlock.h>
@@ -20,6 +21,7 @@
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,10 +186,11 @@ prepare_landlock(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
 #ifdef HKX_HAVE_SECCOMP
 /*
  * Denied to worker hosts: what systemd's @system-service leaves out and a
- * task has no business with (mounts, tracing other processes, kernel
- * modules and keys, BPF, clocks, swap, reboot, raw I/O, new namespaces),
- * and what only helps to attack the kernel (userfaultfd, perf_event_open).
- * Names this architecture lacks are skipped.
+ * task has no business with (mounts, tracing other processes, taking their
+ * fds or advising on their memory, kernel modules and keys, BPF, clocks,
+ * swap, reboot, raw I/O, new namespaces), and what only helps to attack
+ * the kernel (userfaultfd, perf_event_open). Names this architecture lacks
+ * are skipped.
  */
 static const char *const deny_list[] = {
 	"acct", "add_key", "adjtimex", "bpf", "chroot", "clock_adjtime", "clock_settime",
@@ -195,11 +198,19 @@ static const char *const deny_list[] = {
 	"fspick", "get_kernel_syms", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load",
 	"kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
 	"nfsservctl", "open_by_handle_at", "open_tree", "pciconfig_iobase", "pciconfig_read",
-	"pciconfig_write", "perf_event_open", "pivot_root", "process_vm_readv",
-	"process_vm_writev", "ptrace", "query_module", "quotactl", "quotactl_fd", "reboot",
-	"request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "syslog",
-	"umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vhangup", "_sysctl",
-	"sysfs",
+	"pciconfig_write", "perf_event_open", "pidfd_getfd", "pivot_root", "process_madvise",
+	"process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
+	"quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff",
+	"swapon", "syslog", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+	"vhangup", "_sysctl", "sysfs",
+};
+
+/* What the host cannot do without once filtered: start its threads
+ * (clone3 answers ENOSYS, below, so that the C library falls back to
+ * clone), wait for them, return from a signal handler and end. Not to be
+ * denied by name. */
+static const char *const needed_list[] = {
+	"clone", "clone3", "exit", "exit_group", "futex", "rt_sigreturn",
 };
 
 /* clone() with any of these makes a namespace, as unshare() would. */
@@ -212,6 +223,10 @@ static int
 deny(scmp_filter_ctx ctx, uint32_t action, const char *name, bool must_exist)
 {
 	int nr = seccomp_syscall_resolve_name(name);
+
+	for (size_t i = 0; must_exist && i < HKX__ARRAY_LEN(needed_list); i++)
+		if (strcmp(name, needed_list[i]) == 0)
+			return -EINVAL;
 
 	if (nr < 0) /* unknown, or not of this architecture */
 		return must_exist ? -EINVAL : 0;
@@ -378,22 +393,156 @@ enable_controller(const char *dir, const char *name)
 	return write_in(dir, "cgroup.subtree_control", plus);
 }
 
+static bool
+on_cgroup2(const char *path)
+{
+	struct statfs fs;
+
+	return statfs(path, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+/* A pid as cgroup.procs writes it, one a line; anything else is refused. */
+static bool
+parse_pid(const char *s, pid_t *out)
+{
+	char *end;
+	long v;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v <= 0 || v > INT_MAX)
+		return false;
+	*out = (pid_t)v;
+	return true;
+}
+
+/*
+ * Calls fn with each pid of a cgroup's cgroup.procs until it returns false.
+ * The kernel writes the file, but a task chooses what is in it (it can
+ * write its own cgroup's): read through a small buffer, each line checked.
+ */
+static void
+each_pid(const char *dir, bool (*fn)(pid_t, void *), void *arg)
+{
+	char path[PATH_MAX], buf[256], *line, *nl;
+	size_t have = 0;
+	ssize_t n;
+	pid_t pid;
+	int fd;
+
+	if (path_in(path, dir, "cgroup.procs") < 0 || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	while ((n = read(fd, buf + have, sizeof(buf) - 1 - have)) > 0) {
+		have += (size_t)n;
+		buf[have] = '\0';
+		for (line = buf; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+			*nl = '\0';
+			if (parse_pid(line, &pid) && !fn(pid, arg))
+				goto out;
+		}
+		have -= (size_t)(line - buf);
+		if (have == sizeof(buf) - 1)
+			break; /* no pid is that long */
+		memmove(buf, line, have);
+	}
+out:
+	close(fd);
+}
+
+static bool
+not_it(pid_t pid, void *arg)
+{
+	pid_t *want = arg;
+
+	if (pid != *want)
+		return true;
+	*want = 0;
+	return false;
+}
+
+static bool
+lists(const char *dir, pid_t pid)
+{
+	each_pid(dir, not_it, &pid);
+	return pid == 0;
+}
+
+/*
+ * The application's cgroup, as a directory: /proc/self/cgroup names it
+ * below the root of the hierarchy, which is mounted at one of the
+ * ancestors of the delegated directory; the one under which that cgroup
+ * lists this process is it. NULL where it is out of sight (another cgroup
+ * namespace, a mount of a subtree).
+ */
+static int
+find_home(struct hkx__sandbox *sb)
+{
+	char line[PATH_MAX + 8], root[PATH_MAX], path[PATH_MAX], *rel = NULL, *slash;
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	if (f == NULL)
+		return 0;
+	while (rel == NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::/", 4) == 0)
+			rel = line + 3;
+	fclose(f);
+	if (rel == NULL || realpath(sb->cgroup, root) == NULL)
+		return 0;
+	rel[strcspn(rel, "\n")] = '\0';
+	if (strcmp(rel, "/") == 0)
+		rel = "";
+	while (on_cgroup2(root)) {
+		if (snprintf(path, sizeof(path), "%s%s", root, rel) < (int)sizeof(path) &&
+		    lists(path, getpid()))
+			return (sb->cgroup_home = hkx__strdup(path)) == NULL ? -ENOMEM : 0;
+		if ((slash = strrchr(root, '/')) == NULL || slash == root)
+			break;
+		*slash = '\0';
+	}
+	return 0;
+}
+
+/* Whether Landlock keeps tasks from writing any cgroup file: it handles
+ * the file system and no read-write path is on a cgroup hierarchy or above
+ * the delegated directory. Another mount of the hierarchy beneath a
+ * read-write path is the caller's to avoid. */
+static bool
+sealed(const struct hkx__sandbox *sb)
+{
+	char dir[PATH_MAX], rw[PATH_MAX];
+	size_t len;
+
+	if (sb->handled_fs == 0 || realpath(sb->cgroup, dir) == NULL)
+		return false;
+	for (size_t i = 0; sb->rw != NULL && sb->rw[i] != NULL; i++) {
+		if (realpath(sb->rw[i], rw) == NULL || on_cgroup2(rw))
+			return false;
+		len = strlen(rw);
+		if (strcmp(rw, "/") == 0 ||
+		    (strncmp(dir, rw, len) == 0 && (dir[len] == '/' || dir[len] == '\0')))
+			return false;
+	}
+	return true;
+}
+
 static int
 prepare_cgroup(struct hkx__sandbox *sb, const struct hkx_sandbox *s)
 {
-	struct statfs fs;
 	int err;
 
 	if (s->cgroup == NULL)
 		return s->memory_max || s->pids_max || s->cpu_max_us ? -EINVAL : 0;
 	if (s->cgroup[0] == '\0')
 		return -EINVAL;
-	if (statfs(s->cgroup, &fs) < 0)
-		return -errno;
-	if (fs.f_type != CGROUP2_SUPER_MAGIC)
-		return -EOPNOTSUPP;
+	if (!on_cgroup2(s->cgroup))
+		return access(s->cgroup, F_OK) < 0 ? -errno : -EOPNOTSUPP;
 	if ((sb->cgroup = hkx__strdup(s->cgroup)) == NULL)
 		return -ENOMEM;
+	if ((err = find_home(sb)) < 0)
+		return err;
+	sb->cgroup_sealed = sealed(sb);
 	sb->memory_max = s->memory_max;
 	sb->pids_max = s->pids_max;
 	sb->cpu_max_us = s->cpu_max_us;
@@ -430,8 +579,10 @@ hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
 		return -errno;
 	if (sb->memory_max) {
 		snprintf(num, sizeof(num), "%" PRIu64, sb->memory_max);
+		/* The OOM killer takes the whole group only where no task can
+		 * have moved the application into it. */
 		if ((err = write_in(path, "memory.max", num)) < 0 ||
-		    (err = write_in(path, "memory.oom.group", "1")) < 0)
+		    (sb->cgroup_sealed && (err = write_in(path, "memory.oom.group", "1")) < 0))
 			goto fail;
 	}
 	if (sb->pids_max) {
@@ -452,6 +603,16 @@ fail:
 	return err;
 }
 
+static int
+remove_dir(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (type == FTW_DP)
+		rmdir(path);
+	return 0;
+}
+
 void
 hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
 {
@@ -463,11 +624,12 @@ hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote)
 		return;
 	snprintf(prefix, sizeof(prefix), "hkx-%d-", (int)zygote);
 	/* A cgroup still in use refuses (EBUSY): a live host's, or one whose
-	 * processes are still dying; a later prune takes it. */
+	 * processes are still dying; a later prune takes it. Those a task
+	 * made below its host's go first, or the host's would stay. */
 	while ((d = readdir(dir)) != NULL)
 		if (strncmp(d->d_name, prefix, strlen(prefix)) == 0 &&
 		    path_in(path, sb->cgroup, d->d_name) == 0)
-			rmdir(path);
+			(void)nftw(path, remove_dir, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	closedir(dir);
 }
 
@@ -486,16 +648,111 @@ hkx__cgroup_oom_killed(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
 	return false;
 }
 
+#define KILL_BATCH 128
+#define KILL_ROUNDS 4
+
+/* What kill_cgroup() spares, for nftw(), which passes no argument: the
+ * zygote is single-threaded. */
+static struct {
+	const char *home;
+	pid_t keep[2];
+} killing;
+
+struct pids {
+	pid_t *pids;
+	size_t n;
+};
+
+static bool
+collect(pid_t pid, void *arg)
+{
+	struct pids *c = arg;
+
+	c->pids[c->n++] = pid;
+	return c->n < KILL_BATCH;
+}
+
+static size_t
+read_pids(const char *dir, pid_t *pids)
+{
+	struct pids c = { pids, 0 };
+
+	each_pid(dir, collect, &c);
+	return c.n;
+}
+
+static bool
+kept(pid_t pid)
+{
+	return pid == killing.keep[0] || pid == killing.keep[1];
+}
+
+/*
+ * One cgroup of a dead host's, or below it. Each process is killed by
+ * pidfd, and only if the cgroup lists it both before and after its pidfd
+ * is open: a pid that was reused meanwhile is left alone. The application
+ * and the zygote never are killed: moved back home (without a home, they
+ * stay, and so does the cgroup).
+ */
+static int
+kill_cgroup(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	pid_t seen[KILL_BATCH], again[KILL_BATCH];
+	int fds[KILL_BATCH], round;
+	char num[32];
+	size_t n, m, i, k;
+
+	(void)st;
+	(void)ftw;
+	if (type != FTW_DP)
+		return 0;
+	for (round = 0; round < KILL_ROUNDS && (n = read_pids(path, seen)) > 0; round++) {
+		for (i = 0; i < n; i++) {
+			fds[i] = -1;
+			if (!kept(seen[i]))
+				fds[i] = hkx__pidfd_open(seen[i]);
+			else if (killing.home != NULL) {
+				snprintf(num, sizeof(num), "%d", (int)seen[i]);
+				(void)write_in(killing.home, "cgroup.procs", num);
+			}
+		}
+		m = read_pids(path, again);
+		for (i = 0; i < n; i++) {
+			if (fds[i] < 0)
+				continue;
+			for (k = 0; k < m && again[k] != seen[i]; k++)
+				;
+			if (k < m)
+				(void)hkx__pidfd_send_signal(fds[i], SIGKILL);
+			close(fds[i]);
+		}
+	}
+	return 0;
+}
+
+/*
+ * A task can write its own cgroup's files: it can move any process of the
+ * application's user there whose cgroup shares a writable ancestor with it,
+ * the application and the zygote included (the zygote itself moves each
+ * host there, so they always do). Whatever is checked before a cgroup.kill,
+ * such a process can be moved in after, so cgroup.kill is used only where
+ * Landlock keeps tasks from cgroup files; elsewhere each process is killed
+ * on its own.
+ */
 void
-hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host)
+hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host, pid_t app)
 {
 	char path[PATH_MAX];
 
 	if (sb->cgroup == NULL || host_cgroup(path, sb, zygote, host) < 0)
 		return;
-	/* Before 5.14 there is no cgroup.kill: the zygote's sweep of what
-	 * the host orphaned is all there is. */
-	(void)write_in(path, "cgroup.kill", "1");
+	/* Before 5.14 there is no cgroup.kill: what follows is all there is. */
+	if (sb->cgroup_sealed)
+		(void)write_in(path, "cgroup.kill", "1");
+	killing.home = sb->cgroup_home;
+	killing.keep[0] = app;
+	killing.keep[1] = zygote;
+	(void)nftw(path, kill_cgroup, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 static bool
@@ -537,6 +794,7 @@ hkx__sandbox_free(struct hkx__sandbox *sb)
 	free_list(sb->rw);
 	free(sb->filter);
 	free(sb->cgroup);
+	free(sb->cgroup_home);
 	memset(sb, 0, sizeof(*sb));
 }
 

@@ -36,8 +36,11 @@ struct hkx__sandbox {
 	unsigned short filter_len;
 	uint32_t audit_arch;         /* the native one: syscall numbers of another
 	                                are not named */
-	/* cgroup v2: the delegated directory, or NULL */
-	char *cgroup;
+	/* cgroup v2: the delegated directory, or NULL; the application's own
+	   cgroup when the executor was made, or NULL where it is out of
+	   sight; whether Landlock keeps tasks from every cgroup file */
+	char *cgroup, *cgroup_home;
+	bool cgroup_sealed;
 	uint64_t memory_max, pids_max, cpu_max_us;
 };
 
@@ -54,10 +57,11 @@ int hkx__sandbox_seccomp(const struct hkx__sandbox *sb);
 /* In the zygote: puts the host just forked into a cgroup of its own below
  * the delegated directory, with the limits; 0 or a negative errno. */
 int hkx__cgroup_enter(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
-/* In the zygote: kills everything in a dead host's cgroup (cgroup.kill),
- * wherever it went, then removes every cgroup of this zygote's that is
- * empty by now. */
-void hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host);
+/* In the zygote: kills everything in a dead host's cgroup and below, but
+ * the application and the zygote, which a task may have moved there: they
+ * go back to the application's cgroup. Then removes every cgroup of this
+ * zygote's, depth first, that is empty by now. */
+void hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host, pid_t app);
 void hkx__cgroup_prune(const struct hkx__sandbox *sb, pid_t zygote);
 /* In the zygote: whether the OOM killer took a process in a host's cgroup
  * (memory.events), before it is killed. */

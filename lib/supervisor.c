@@ -639,7 +639,11 @@ take_note(hkx_executor *ex, struct hkx__host *h, const struct hkx__note *note)
 		}
 		return 0;
 	case HKX__NOTE_SETUP_FAILED:
-		/* Taken for what it says only if it is an errno. */
+		/* A host sends it in its set-up, never once READY: then it
+		 * comes from a task. Taken for what it says only if it is an
+		 * errno. */
+		if (h->ready)
+			return -EPROTO;
 		h->setup_rc = note->value < 0 && note->value > -4096 ? note->value : -ECHILD;
 		h->setup_layer = (unsigned)note->id;
 		return 0;

@@ -194,11 +194,11 @@ reap(size_t i)
 
 	/* Kill the group before reaping: the leader's pid cannot be reused
 	 * while it is a zombie, so this can only hit the host's own group,
-	 * and with it every process a task started there at once. What left
-	 * the group is orphaned to us and swept up next. */
+	 * and with it every process a task started there. What left the
+	 * group is orphaned to us and swept up next. */
 	if (c.host) {
 		oom = hkx__cgroup_oom_killed(&zy.hc->sandbox, getpid(), c.pid);
-		hkx__cgroup_kill(&zy.hc->sandbox, getpid(), c.pid);
+		hkx__cgroup_kill(&zy.hc->sandbox, getpid(), c.pid, hkx__app_pid);
 		killpg(c.pid, SIGKILL);
 	}
 	while (waitpid(c.pid, &status, __WALL) < 0 && errno == EINTR)

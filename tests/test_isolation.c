@@ -33,6 +33,7 @@
 #include <seccomp.h>
 #endif
 
+#include "host.h"
 #include "sandbox.h"
 #include "sanitized.h"
 #include "support.h"
@@ -269,6 +270,30 @@ START_TEST(test_lenient_and_extra_names)
 END_TEST
 
 /* An unknown name, an unknown mode, names without a filter: -EINVAL. */
+/* Names the host cannot do without once filtered (clone3 also has a rule
+ * of its own): refused by hkx_executor_new, not a host that cannot start. */
+START_TEST(test_deny_needed_names)
+{
+	static const char *const names[] = { "clone", "clone3", "exit_group", "rt_sigreturn",
+	                                     "futex" };
+	const char *deny[2] = { NULL, NULL };
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex = NULL;
+
+	hkx_sandbox_init(&sb);
+	config(&c, &sb);
+	sb.seccomp = HKX_SECCOMP_ERRNO;
+	sb.seccomp_deny = deny;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		deny[0] = names[i];
+		ck_assert_msg(hkx_executor_new(&c, &ex) == -EINVAL, "%s", names[i]);
+	}
+	ck_assert_ptr_null(ex);
+	ck_assert_int_eq(tst_count_children(), 0);
+}
+END_TEST
+
 START_TEST(test_bad_requests)
 {
 	static const char *const bogus[] = { "no_such_call", NULL };
@@ -399,6 +424,51 @@ skip(bool missing, const char *why)
 		printf("skipped: %s\n", why);
 	return missing;
 }
+
+/* Writes, on the host's crash pipe (its one non-blocking write end), the
+ * note a host sends when it cannot set up its seccomp filter, then
+ * crashes. */
+static int
+task_spoof_setup(hkx_task *t, const void *arg, size_t len)
+{
+	struct hkx__note n;
+	struct stat st;
+	int fd, fl;
+
+	(void)t;
+	(void)arg;
+	(void)len;
+	hkx__note_seal(&n, HKX__LAYER_SECCOMP, HKX__NOTE_SETUP_FAILED, -EPERM);
+	for (fd = 3; fd < 1024; fd++)
+		if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (fl = fcntl(fd, F_GETFL)) >= 0 &&
+		    (fl & O_ACCMODE) == O_WRONLY && (fl & O_NONBLOCK))
+			(void)!write(fd, &n, sizeof(n));
+	raise(SIGSEGV);
+	return 0;
+}
+
+/* A host that said READY has set up its sandbox: a note from its tasks
+ * that says otherwise is not believed. */
+START_TEST(test_setup_note_after_ready)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	char why[256];
+
+	config(&c, NULL);
+	c.spare_hosts = 0;
+	c.max_restarts = 0;
+	tst_add_task(&c, "spoof", task_spoof_setup);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "spoof", NULL, 0);
+	tst_poll_until(executor_broken, ex, "the executor to break");
+	ck_assert_int_eq(hkx_executor_broken_why(ex, why, sizeof(why)), 0);
+	ck_assert_msg(strstr(why, "could not set up") == NULL, "%s", why);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
 
 static int
 kernel_landlock_abi(void)
@@ -864,6 +934,244 @@ START_TEST(test_cgroup_removed_after_crash)
 }
 END_TEST
 
+/* Makes a cgroup below its host's own, as the owner of that directory
+ * may; replies 0 or -errno. */
+static int
+task_subcgroup(hkx_task *t, const void *arg, size_t len)
+{
+	char line[512], path[1024];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int rc = -ENOENT;
+
+	(void)arg;
+	(void)len;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(path, sizeof(path), "%s%s/sub", cgroup2_root(), line + 3);
+			rc = mkdir(path, 0755) < 0 ? -errno : 0;
+		}
+	if (f != NULL)
+		fclose(f);
+	return hkx_task_reply(t, &rc, sizeof(rc));
+}
+
+/* A task that makes a cgroup in its host's: nothing is left after free. */
+START_TEST(test_cgroup_sub_left)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	char dir[128];
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	tst_add_task(&c, "subcg", task_subcgroup);
+	ex = tst_new(&c);
+	ck_assert_int_eq(run_int(ex, "subcg", NULL, 0), 0);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+#ifdef HKX_HAVE_SECCOMP
+/* Takes fd arg[1] of process arg[0] with pidfd_getfd; replies the fd's
+ * target, or "-errno". */
+static int
+task_getfd(hkx_task *t, const void *arg, size_t len)
+{
+	const int *a = arg;
+	char path[64], target[256] = "";
+	int pidfd, fd;
+
+	(void)len;
+	pidfd = (int)syscall(SYS_pidfd_open, a[0], 0);
+	fd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, a[1], 0);
+	if (fd < 0)
+		snprintf(target, sizeof(target), "-%d", errno);
+	else {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		if (readlink(path, target, sizeof(target) - 1) < 0)
+			snprintf(target, sizeof(target), "?");
+	}
+	return hkx_task_reply(t, target, strlen(target) + 1);
+}
+
+/* Under the default filter, a task cannot take the application's fds
+ * (what ptrace would give it). */
+START_TEST(test_seccomp_getfd)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	const void *res;
+	size_t rlen;
+	int a[2];
+
+	hkx_sandbox_init(&sb);
+	sb.seccomp = HKX_SECCOMP_ERRNO;
+	config(&c, &sb);
+	tst_add_task(&c, "getfd", task_getfd);
+	ex = tst_new(&c);
+	a[0] = getpid();
+	a[1] = open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(a[1], 0);
+	f = tst_submit(ex, "getfd", a, sizeof(a));
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &res, &rlen), 0);
+	ck_assert_msg(((const char *)res)[0] == '-', "the task took the application's fd: %s",
+	    (const char *)res);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+	close(a[1]);
+}
+END_TEST
+#endif
+
+/* Moves process *arg (0: the zygote) into its host's own cgroup, as the
+ * owner of the delegated directory may; replies 0 or -errno. */
+static int
+task_adopt(hkx_task *t, const void *arg, size_t len)
+{
+	char line[512], path[1024], num[32];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int rc = -ENOENT, fd;
+
+	(void)len;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(path, sizeof(path), "%s%s/cgroup.procs", cgroup2_root(), line + 3);
+			snprintf(num, sizeof(num), "%d",
+			    *(const int *)arg != 0 ? *(const int *)arg : (int)getppid());
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+			rc = fd < 0 || write(fd, num, strlen(num)) < 0 ? -errno : 0;
+			if (fd >= 0)
+				close(fd);
+		}
+	if (f != NULL)
+		fclose(f);
+	return hkx_task_reply(t, &rc, sizeof(rc));
+}
+
+/* The cgroup of this process, as /proc/self/cgroup names it. */
+static void
+own_cgroup(char *buf, size_t len)
+{
+	char line[512];
+	FILE *f;
+
+	buf[0] = '\0';
+	ck_assert_ptr_nonnull(f = fopen("/proc/self/cgroup", "re"));
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0)
+			snprintf(buf, len, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+	fclose(f);
+}
+
+static bool
+back_in(void *arg)
+{
+	char now[256];
+
+	own_cgroup(now, sizeof(now));
+	return strcmp(now, arg) == 0;
+}
+
+/* A task puts the application, then the zygote, into its host's cgroup;
+ * the host crashes: both live on, back where they were. */
+START_TEST(test_cgroup_app_adopted)
+{
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	char dir[128], before[256], after[256];
+	int pid = getpid(), zygote = 0;
+
+	if (!make_delegated(dir, sizeof(dir)))
+		return;
+	own_cgroup(before, sizeof(before));
+	hkx_sandbox_init(&sb);
+	sb.cgroup = dir;
+	config(&c, &sb);
+	c.spare_hosts = 0;
+	tst_add_task(&c, "adopt", task_adopt);
+	ex = tst_new(&c);
+	ck_assert_int_eq(run_int(ex, "adopt", &pid, sizeof(pid)), 0);
+	own_cgroup(after, sizeof(after));
+	ck_assert_str_ne(after, before);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	/* Still alive here: the zygote's kill did not take us. */
+	tst_poll_until(back_in, before, "the application back in its cgroup");
+	ck_assert_int_eq(run_int(ex, "adopt", &zygote, sizeof(zygote)), 0);
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	/* The zygote too: it starts the next host. */
+	tst_run_one(ex, "segv", HKX_CRASHED);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* Reads 16 bytes at address arg[1] of process arg[0] through its
+ * /proc/PID/mem; replies them, or nothing. */
+static int
+task_peek(hkx_task *t, const void *arg, size_t len)
+{
+	const uint64_t *a = arg;
+	char path[64], buf[16];
+	int fd;
+	ssize_t n = -1;
+
+	(void)len;
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)a[0]);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = pread(fd, buf, sizeof(buf), (off_t)a[1]);
+		close(fd);
+	}
+	return hkx_task_reply(t, buf, n > 0 ? (size_t)n : 0);
+}
+
+static char app_secret[16] = "app-secret";
+
+/* seccomp leaves /proc/PID/mem open to a task (the kernel lets the same
+ * user read it, as it would ptrace): Landlock, with /proc not listed, is
+ * what stops it. */
+START_TEST(test_landlock_peek)
+{
+	static const char *const ro[] = { "/usr", NULL };
+	struct hkx_sandbox sb;
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *f;
+	const void *res;
+	size_t rlen;
+	uint64_t a[2] = { (uint64_t)getpid(), (uint64_t)(uintptr_t)app_secret };
+
+	if (skip(kernel_landlock_abi() < 1, "the kernel has no Landlock"))
+		return;
+	hkx_sandbox_init(&sb);
+	sb.landlock_ro = ro;
+	config(&c, &sb);
+	tst_add_task(&c, "peek", task_peek);
+	ex = tst_new(&c);
+	strcpy(app_secret, "changed-in-app");
+	f = tst_submit(ex, "peek", a, sizeof(a));
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(hkx_future_result(f, &res, &rlen), 0);
+	ck_assert_msg(rlen == 0, "the task read the application's memory: %.*s", (int)rlen,
+	    (const char *)res);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static void
 assert_cgroup_file(pid_t pid, const char *name, const char *want)
 {
@@ -885,9 +1193,11 @@ assert_cgroup_file(pid_t pid, const char *name, const char *want)
 }
 
 /* memory.max, memory.oom.group, pids.max and cpu.max of each host's own
- * cgroup. */
+ * cgroup; memory.oom.group only where Landlock keeps tasks from moving the
+ * application into it. */
 START_TEST(test_cgroup_limits)
 {
+	static const char *const ro[] = { "/usr", NULL };
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
@@ -912,9 +1222,16 @@ START_TEST(test_cgroup_limits)
 	host = (pid_t)run_int(ex, "pid", NULL, 0);
 	assert_cgroup_file(host, "cpu.max", "50000 100000\n");
 	assert_cgroup_file(host, "memory.max", "268435456\n");
-	assert_cgroup_file(host, "memory.oom.group", "1\n");
+	assert_cgroup_file(host, "memory.oom.group", "0\n");
 	assert_cgroup_file(host, "pids.max", "64\n");
 	hkx_executor_free(ex);
+	if (!skip(kernel_landlock_abi() < 1, "the kernel has no Landlock")) {
+		sb.landlock_ro = ro;
+		ex = tst_new(&c);
+		host = (pid_t)run_int(ex, "pid", NULL, 0);
+		assert_cgroup_file(host, "memory.oom.group", "1\n");
+		hkx_executor_free(ex);
+	}
 	ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
@@ -1038,10 +1355,13 @@ isolation_suite(void)
 
 	tc = tst_tcase("seccomp");
 	tcase_add_test(tc, test_config_layout);
+	tcase_add_test(tc, test_setup_note_after_ready);
 #ifdef HKX_HAVE_SECCOMP
 	tcase_add_test(tc, test_blocked_call_crashes);
+	tcase_add_test(tc, test_seccomp_getfd);
 	tcase_add_test(tc, test_lenient_and_extra_names);
 	tcase_add_test(tc, test_bad_requests);
+	tcase_add_test(tc, test_deny_needed_names);
 	tcase_add_test(tc, test_sandbox_before_host_init);
 #else
 	tcase_add_test(tc, test_seccomp_unsupported);
@@ -1050,6 +1370,7 @@ isolation_suite(void)
 
 	tc = tst_tcase("landlock");
 	tcase_add_test(tc, test_landlock_paths);
+	tcase_add_test(tc, test_landlock_peek);
 	tcase_add_test(tc, test_later_setup_failure_says_why);
 	tcase_add_test(tc, test_scope_signals);
 	tcase_add_test(tc, test_landlock_tcp);
@@ -1069,6 +1390,8 @@ isolation_suite(void)
 	tc = tst_tcase("cgroup");
 	tcase_add_test(tc, test_cgroup_kill_takes_escapee);
 	tcase_add_test(tc, test_cgroup_removed_after_crash);
+	tcase_add_test(tc, test_cgroup_sub_left);
+	tcase_add_test(tc, test_cgroup_app_adopted);
 	tcase_add_test(tc, test_cgroup_refusals);
 	tcase_add_test(tc, test_cgroup_limits);
 	tcase_add_test(tc, test_cgroup_oom);
