@@ -117,15 +117,6 @@ hkx__executor_usable(hkx_executor *ex)
 
 /* --- configuration --------------------------------------------------------- */
 
-static bool
-all_zero(const uint64_t *words, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (words[i] != 0)
-			return false;
-	return true;
-}
-
 void
 hkx_config_init(struct hkx_config *c)
 {
@@ -204,8 +195,8 @@ find_task(const hkx_executor *ex, const char *name)
 static int
 check_config(const struct hkx_config *c)
 {
-	if (!all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) || c->reserved32 != 0 ||
-	    c->threads == 0 || c->start_timeout_ms < 0 ||
+	if (!hkx__all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) ||
+	    c->reserved32 != 0 || c->threads == 0 || c->start_timeout_ms < 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY ||
@@ -410,8 +401,8 @@ check_opts(hkx_executor *ex, const struct hkx_opts *o)
 {
 	if (o == NULL)
 		return 0;
-	if (!all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) || o->reserved32 != 0 ||
-	    o->stop_after_ms < 0 ||
+	if (!hkx__all_zero(o->reserved, HKX__ARRAY_LEN(o->reserved)) ||
+	    o->reserved32 != 0 || o->stop_after_ms < 0 ||
 	    o->kill_after_ms < 0 || o->cpu_limit_ms < 0 ||
 	    (o->group != NULL && o->group->ex != ex) ||
 	    (o->cq != NULL && !hkx__cq_of(o->cq, ex)) || (o->cq == NULL && o->cq_user != NULL))

@@ -755,15 +755,6 @@ hkx__cgroup_kill(const struct hkx__sandbox *sb, pid_t zygote, pid_t host, pid_t 
 	(void)nftw(path, kill_cgroup, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-static bool
-all_zero(const uint64_t *words, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (words[i] != 0)
-			return false;
-	return true;
-}
-
 int
 hkx__sandbox_prepare(struct hkx__sandbox *out, const struct hkx_sandbox *s)
 {
@@ -772,7 +763,7 @@ hkx__sandbox_prepare(struct hkx__sandbox *out, const struct hkx_sandbox *s)
 	memset(out, 0, sizeof(*out));
 	if (s == NULL)
 		return 0;
-	if (!all_zero(s->reserved, HKX__ARRAY_LEN(s->reserved)) ||
+	if (!hkx__all_zero(s->reserved, HKX__ARRAY_LEN(s->reserved)) ||
 	    (unsigned)s->seccomp > HKX_SECCOMP_ERRNO)
 		return -EINVAL;
 	out->active = true;

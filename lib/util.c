@@ -1,6 +1,7 @@
 /*
  * util: clock, deadlines, pidfd system calls, robust writes, the walk
- * over a process's children, allocation, the process title.
+ * over a process's children, allocation, the process title, reserved
+ * words.
  *
  * Everything here is a thin wrapper. Only the allocation wrappers allocate
  * and only they look at state (the test hook); the rest the host may call
@@ -34,6 +35,15 @@
 #ifndef PIDFD_SIGNAL_PROCESS_GROUP
 #define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
 #endif
+
+bool
+hkx__all_zero(const uint64_t *words, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (words[i] != 0)
+			return false;
+	return true;
+}
 
 uint64_t
 hkx__now_ns(void)

@@ -2,7 +2,8 @@
  * util: the few system helpers every module needs: the monotonic clock,
  * deadlines, pidfd system calls (not all libcs wrap them), a blocking
  * write that survives signals, the walk over a process's children, the
- * supervisor side's allocations, and the title `ps` shows.
+ * supervisor side's allocations, the title `ps` shows, and the check
+ * that a public struct's reserved words are zero.
  *
  * Nothing here keeps state but the allocation test hook; nothing but the
  * allocation wrappers allocates.
@@ -20,6 +21,10 @@
 #include <time.h>
 
 #define HKX__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* True if words[0..n) are all 0: a public struct's reserved words must be,
+ * so that a later version can give them a meaning. */
+bool hkx__all_zero(const uint64_t *words, size_t n);
 
 uint64_t hkx__now_ns(void);
 
