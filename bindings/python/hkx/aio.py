@@ -251,9 +251,7 @@ class Executor:
             self._proc.stdin.close()
         self._proc.stdout.close()
         status = self._proc.poll()
-        self._why = "hkx serve " + ("closed its output" if status is None else
-                                    f"killed by signal {-status}" if status < 0 else
-                                    f"exited with status {status}")
+        self._why = protocol.serve_ended(status)
         pending = list(self._pending.values())
         self._pending.clear()
         for future, _ in pending:

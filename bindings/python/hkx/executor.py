@@ -56,10 +56,6 @@ class _Answer:
         self.broken: ExecutorBroken | None = None
 
 
-def _exit_words(status: int) -> str:
-    return f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-
-
 class _Channel:
     """One ``hkx serve`` child: the pipes to it, the requests in flight, and
     the thread that reads its answers."""
@@ -289,9 +285,9 @@ class _Channel:
         if pending or answers:
             try:
                 status = self._proc.wait(timeout=0.5)
-                why = f"hkx serve {_exit_words(status)}"
             except subprocess.TimeoutExpired:
-                why = "hkx serve closed its output"
+                status = None
+            why = protocol.serve_ended(status)
             self._why = why
             for f in pending.values():
                 f._fail(ExecutorBroken(why), "broken")

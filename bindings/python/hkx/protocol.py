@@ -34,6 +34,7 @@ __all__ = [
     "request",
     "route",
     "serve_command",
+    "serve_ended",
 ]
 
 Arg = bytes | bytearray | memoryview | str
@@ -125,6 +126,16 @@ def serve_command(
     if no_new_privs:
         argv.append("--no-new-privs")
     return argv
+
+
+def serve_ended(status: int | None) -> str:
+    """Why serve's unanswered requests fail once its output has ended:
+    from its exit status, None if it has not exited."""
+    if status is None:
+        return "hkx serve closed its output"
+    if status < 0:
+        return f"hkx serve killed by signal {-status}"
+    return f"hkx serve exited with status {status}"
 
 
 def _arg_field(arg: Arg) -> str:
