@@ -9,8 +9,8 @@ killed while this process and the executor carry on.
 
 from concurrent.futures import CancelledError
 
-from .errors import (ExecutorBroken, RequestRefused, TaskCrashed, TaskError,
-                     TaskFailed, TaskKilled, TaskTimedOut)
+from . import errors
+from .errors import *
 from .executor import Executor
 from .futures import Future, Group
 
@@ -18,16 +18,10 @@ __all__ = [
     "aio",
     "CancelledError",
     "Executor",
-    "ExecutorBroken",
     "Future",
     "Group",
-    "RequestRefused",
-    "TaskCrashed",
-    "TaskError",
-    "TaskFailed",
-    "TaskKilled",
-    "TaskTimedOut",
 ]
+__all__ += errors.__all__
 
 
 def __getattr__(name: str) -> object:
