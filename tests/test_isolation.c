@@ -838,6 +838,28 @@ no_hkx_cgroup_but_one(void *arg)
 	return count_hkx_cgroups(arg) == 1;
 }
 
+/* A configuration whose hosts each go in a cgroup below a directory
+ * delegated to the test (dir); false, and why, if this machine has none. */
+static bool
+cgroup_config(struct hkx_config *c, struct hkx_sandbox *sb, char *dir, size_t len)
+{
+	if (!make_delegated(dir, len))
+		return false;
+	hkx_sandbox_init(sb);
+	sb->cgroup = dir;
+	config(c, sb);
+	return true;
+}
+
+/* Once the executor is freed: no host's cgroup is left, and the
+ * directory goes. */
+static void
+assert_cgroups_gone(const char *dir)
+{
+	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+
 /* Starts a child in a session of its own, says its pid, and waits. */
 static int
 task_setsid_child(hkx_task *t, const void *arg, size_t len)
@@ -884,11 +906,8 @@ START_TEST(test_cgroup_kill_takes_escapee)
 	char dir[128];
 	pid_t child;
 
-	if (!make_delegated(dir, sizeof(dir)))
+	if (!cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
-	config(&c, &sb);
 	tst_add_task(&c, "setsid", task_setsid_child);
 	tst_baseline_take(&base);
 	ex = tst_new(&c);
@@ -904,8 +923,7 @@ START_TEST(test_cgroup_kill_takes_escapee)
 	tst_baseline_check(&base);
 	/* The zygote removes each as soon as it is empty, and the last ones
 	 * before it leaves. */
-	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
-	ck_assert_int_eq(rmdir(dir), 0);
+	assert_cgroups_gone(dir);
 }
 END_TEST
 
@@ -917,11 +935,8 @@ START_TEST(test_cgroup_removed_after_crash)
 	hkx_executor *ex;
 	char dir[128];
 
-	if (!make_delegated(dir, sizeof(dir)))
+	if (!cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
-	config(&c, &sb);
 	c.spare_hosts = 0;
 	ex = tst_new(&c);
 	ck_assert_int_eq(count_hkx_cgroups(dir), 1);
@@ -929,8 +944,7 @@ START_TEST(test_cgroup_removed_after_crash)
 	tst_wait_hosts_up(ex, 1);
 	tst_poll_until(no_hkx_cgroup_but_one, dir, "the dead host's cgroup to go");
 	hkx_executor_free(ex);
-	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
-	ck_assert_int_eq(rmdir(dir), 0);
+	assert_cgroups_gone(dir);
 }
 END_TEST
 
@@ -964,18 +978,14 @@ START_TEST(test_cgroup_sub_left)
 	hkx_executor *ex;
 	char dir[128];
 
-	if (!make_delegated(dir, sizeof(dir)))
+	if (!cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
-	config(&c, &sb);
 	c.spare_hosts = 0;
 	tst_add_task(&c, "subcg", task_subcgroup);
 	ex = tst_new(&c);
 	ck_assert_int_eq(run_int(ex, "subcg", NULL, 0), 0);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
-	ck_assert_int_eq(rmdir(dir), 0);
+	assert_cgroups_gone(dir);
 }
 END_TEST
 
@@ -1094,12 +1104,9 @@ START_TEST(test_cgroup_app_adopted)
 	char dir[128], before[256], after[256];
 	int pid = getpid(), zygote = 0;
 
-	if (!make_delegated(dir, sizeof(dir)))
+	if (!cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
 	own_cgroup(before, sizeof(before));
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
-	config(&c, &sb);
 	c.spare_hosts = 0;
 	tst_add_task(&c, "adopt", task_adopt);
 	ex = tst_new(&c);
@@ -1114,8 +1121,7 @@ START_TEST(test_cgroup_app_adopted)
 	/* The zygote too: it starts the next host. */
 	tst_run_one(ex, "segv", HKX_CRASHED);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(count_hkx_cgroups(dir), 0);
-	ck_assert_int_eq(rmdir(dir), 0);
+	assert_cgroups_gone(dir);
 }
 END_TEST
 
@@ -1204,7 +1210,7 @@ START_TEST(test_cgroup_limits)
 	char dir[128];
 	pid_t host;
 
-	if (!make_delegated(dir, sizeof(dir)))
+	if (!cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
 	if (skip(!has_controller(dir, "memory") || !has_controller(dir, "pids") ||
 	    !has_controller(dir, "cpu"), "the cgroup v2 hierarchy here has no memory, "
@@ -1212,12 +1218,9 @@ START_TEST(test_cgroup_limits)
 		ck_assert_int_eq(rmdir(dir), 0);
 		return;
 	}
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
 	sb.memory_max = 256 << 20;
 	sb.pids_max = 64;
 	sb.cpu_max_us = 50000;
-	config(&c, &sb);
 	ex = tst_new(&c);
 	host = (pid_t)run_int(ex, "pid", NULL, 0);
 	assert_cgroup_file(host, "cpu.max", "50000 100000\n");
@@ -1261,17 +1264,14 @@ START_TEST(test_cgroup_oom)
 	char dir[128];
 
 	if (skip(SANITIZED, "a sanitizer's shadow memory counts against memory.max") ||
-	    !make_delegated(dir, sizeof(dir)))
+	    !cgroup_config(&c, &sb, dir, sizeof(dir)))
 		return;
 	if (skip(!has_controller(dir, "memory"),
 	    "the cgroup v2 hierarchy here has no memory controller (bound to cgroup v1)")) {
 		ck_assert_int_eq(rmdir(dir), 0);
 		return;
 	}
-	hkx_sandbox_init(&sb);
-	sb.cgroup = dir;
 	sb.memory_max = 64 << 20;
-	config(&c, &sb);
 	tst_add_task(&c, "hog", task_hog);
 	ex = tst_new(&c);
 	f = tst_submit(ex, "hog", NULL, 0);
