@@ -682,6 +682,37 @@ tst_stats(hkx_executor *ex, struct hkx_stats *st)
 }
 
 void
+tst_assert_each_ended_once(hkx_executor *ex)
+{
+	struct hkx_stats st;
+
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.queued + st.running, 0);
+	ck_assert_uint_eq(st.done + st.failed + st.cancelled + st.stopped + st.timed_out +
+	    st.killed + st.crashed, st.submitted);
+}
+
+static atomic_int ends;
+
+static void
+count_end(hkx_future *f, void *arg)
+{
+	atomic_fetch_add(&ends, 1);
+}
+
+void
+tst_watch_end(hkx_future *f)
+{
+	ck_assert_int_eq(hkx_future_on_done(f, count_end, NULL), 0);
+}
+
+int
+tst_ends(void)
+{
+	return atomic_load(&ends);
+}
+
+void
 tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
 {
 	enum { MEMBERS = 1 + 1000 };

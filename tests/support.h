@@ -81,6 +81,12 @@ void tst_assert_result(hkx_future *f, int rc, const void *data, size_t len);
 /* The int a task replied ("pid", "nested", "initval"; pid_t is an int). */
 int tst_reply_int(hkx_future *f);
 void tst_stats(hkx_executor *ex, struct hkx_stats *st);
+/* Every future submitted ended, in exactly one state: none is queued or
+ * running, and the end counters add up to the submissions. */
+void tst_assert_each_ended_once(hkx_executor *ex);
+/* Counts f's end, through a done callback, in what tst_ends() says. */
+void tst_watch_end(hkx_future *f);
+int tst_ends(void);
 
 /* Rounds of a fail-fast group of one failing member and 1,000 quick ones,
  * on an executor of `threads` workers made by tst_config(): asserts that no

@@ -351,33 +351,6 @@ assert_target(const hkx_future *hostile, const hkx_future *target, uint32_t ahea
 	ck_assert_uint_eq(hkx_future_id(target), hkx_future_id(hostile) + ahead);
 }
 
-static atomic_int ends;
-
-static void
-count_end(hkx_future *f, void *arg)
-{
-	atomic_fetch_add(&ends, 1);
-}
-
-static void
-watch_end(hkx_future *f)
-{
-	ck_assert_int_eq(hkx_future_on_done(f, count_end, NULL), 0);
-}
-
-/* Every future submitted ended, in exactly one state: the end counters add
- * up to the submissions. */
-static void
-assert_each_ended_once(hkx_executor *ex)
-{
-	struct hkx_stats st;
-
-	tst_stats(ex, &st);
-	ck_assert_uint_eq(st.queued + st.running, 0);
-	ck_assert_uint_eq(st.done + st.failed + st.cancelled + st.stopped + st.timed_out +
-	    st.killed + st.crashed, st.submitted);
-}
-
 /* ---------------------------------------------------------------------- */
 /* Frames and slots a host forges.                                         */
 
@@ -397,7 +370,7 @@ START_TEST(test_result_for_cancelled)
 	evil = submit_hostile(ex, ACT_RESULT_CANCELLED, 1);
 	target = tst_submit(ex, "echo", "x", 1);
 	assert_target(evil, target, 1);
-	watch_end(target);
+	tst_watch_end(target);
 	tst_await_start(); /* the target is in the host, unstarted */
 	ck_assert(hkx_future_cancel(target));
 	tst_release(1);
@@ -410,10 +383,10 @@ START_TEST(test_result_for_cancelled)
 	ck_assert_int_eq(hkx_future_state(target), HKX_CANCELLED);
 	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
-	assert_each_ended_once(ex);
+	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
 	/* free runs what callbacks are left before it returns */
-	ck_assert_int_eq(atomic_load(&ends), 1);
+	ck_assert_int_eq(tst_ends(), 1);
 	ck_assert_int_eq(hkx_future_state(target), HKX_CANCELLED);
 	tst_assert_result(target, -ECANCELED, NULL, 0);
 	hkx_future_release(evil);
@@ -437,7 +410,7 @@ START_TEST(test_skipped_not_cancelled)
 	evil = submit_hostile(ex, ACT_SKIP_SENT, 1);
 	target = tst_submit(ex, "echo", "x", 1);
 	assert_target(evil, target, 1);
-	watch_end(target);
+	tst_watch_end(target);
 
 	tst_await_end(target, "a future the host skipped on its own never ended");
 	tst_await_end(evil, "the host was let off its lie");
@@ -445,9 +418,9 @@ START_TEST(test_skipped_not_cancelled)
 	tst_assert_result(evil, -EPROTO, NULL, 0);
 	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
-	assert_each_ended_once(ex);
+	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(atomic_load(&ends), 1);
+	ck_assert_int_eq(tst_ends(), 1);
 	hkx_future_release(evil);
 	hkx_future_release(target);
 	ck_assert_int_eq(tst_fd_count(), fds);
@@ -486,7 +459,7 @@ START_TEST(test_skipped_while_frame_queued)
 		big[i] = tst_submit(ex, "id", arg, BIG_ARG);
 	target = tst_submit(ex, "id", arg, HUGE_ARG);
 	assert_target(evil, target, NBIG + 1);
-	watch_end(target);
+	tst_watch_end(target);
 	tst_release(1);
 	tst_await_start(); /* the target has a slot: it was sent */
 	ck_assert(hkx_future_cancel(target));
@@ -497,13 +470,13 @@ START_TEST(test_skipped_while_frame_queued)
 	 * therefore took first. */
 	tst_wait_end(evil, HKX_DONE);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_KILL, TST_DEADLINE_MS), 0);
-	assert_each_ended_once(ex);
+	tst_assert_each_ended_once(ex);
 	for (i = 0; i < NBIG; i++) {
 		tst_wait_end(big[i], HKX_CANCELLED);
 		hkx_future_release(big[i]);
 	}
 	hkx_executor_free(ex);
-	ck_assert_int_eq(atomic_load(&ends), 1);
+	ck_assert_int_eq(tst_ends(), 1);
 	hkx_future_release(evil);
 	free(arg);
 	ck_assert_int_eq(tst_fd_count(), fds);

@@ -352,25 +352,6 @@ executor(unsigned threads, unsigned prefetch)
 	return tst_new(&c);
 }
 
-static atomic_int ends;
-
-static void
-count_end(hkx_future *f, void *arg)
-{
-	atomic_fetch_add(&ends, 1);
-}
-
-static void
-assert_each_ended_once(hkx_executor *ex)
-{
-	struct hkx_stats st;
-
-	tst_stats(ex, &st);
-	ck_assert_uint_eq(st.queued + st.running, 0);
-	ck_assert_uint_eq(st.done + st.failed + st.cancelled + st.stopped + st.timed_out +
-	    st.killed + st.crashed, st.submitted);
-}
-
 /* Each rule of the up ring, broken: the liar ends CRASHED with -EPROTO, its
  * target once, and the executor runs tasks on. */
 START_TEST(test_ring_lie)
@@ -383,7 +364,7 @@ START_TEST(test_ring_lie)
 	evil = tst_submit(ex, "liar", &lie, sizeof(lie));
 	target = tst_submit(ex, "echo", "x", 1);
 	ck_assert_uint_eq(hkx_future_id(target), hkx_future_id(evil) + 1);
-	ck_assert_int_eq(hkx_future_on_done(target, count_end, NULL), 0);
+	tst_watch_end(target);
 	if (lie == LIE_CANCELLED) {
 		tst_await_start(); /* the target waits in the host, unstarted */
 		ck_assert(hkx_future_cancel(target));
@@ -398,9 +379,9 @@ START_TEST(test_ring_lie)
 		ck_assert_int_eq(hkx_future_state(target), HKX_CANCELLED);
 	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
-	assert_each_ended_once(ex);
+	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
-	ck_assert_int_eq(atomic_load(&ends), 1);
+	ck_assert_int_eq(tst_ends(), 1);
 	hkx_future_release(evil);
 	hkx_future_release(target);
 	ck_assert_int_eq(tst_fd_count(), fds);
