@@ -227,6 +227,17 @@ tst_check_pattern(const void *p, size_t len)
 	return true;
 }
 
+void
+tst_assert_pattern_result(hkx_future *f, size_t len)
+{
+	const void *data;
+	size_t n;
+
+	ck_assert_int_eq(hkx_future_result(f, &data, &n), 0);
+	ck_assert_uint_eq(n, len);
+	ck_assert(tst_check_pattern(data, n));
+}
+
 static int
 task_echo(hkx_task *t, const void *arg, size_t len)
 {

@@ -120,6 +120,8 @@ int tst_task_mark(char tag);
 /* The bytes "big" replies; tests fill arguments with the same pattern. */
 void tst_fill_pattern(void *p, size_t len);
 bool tst_check_pattern(const void *p, size_t len);
+/* Asserts that f's result is len bytes of that pattern. */
+void tst_assert_pattern_result(hkx_future *f, size_t len);
 
 /* Submits `task` with argument "x" and asserts it ends in `want`, within
  * the deadline. */

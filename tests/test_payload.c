@@ -282,13 +282,8 @@ submit_fill(hkx_executor *ex, size_t reply_len, size_t arg_len, bool hold)
 static void
 check_filled(hkx_future *f, size_t len)
 {
-	const void *data;
-	size_t n;
-
 	tst_wait_end(f, HKX_DONE);
-	ck_assert_int_eq(hkx_future_result(f, &data, &n), 0);
-	ck_assert_uint_eq(n, len);
-	ck_assert(tst_check_pattern(data, n));
+	tst_assert_pattern_result(f, len);
 	hkx_future_release(f);
 }
 

@@ -404,18 +404,6 @@ count_of(hkx_executor *ex, const char *task)
 	return n;
 }
 
-/* The patterned bytes "big" replies, len of them. */
-static void
-assert_big(hkx_future *f, uint64_t len)
-{
-	const void *data;
-	size_t got;
-
-	ck_assert_int_eq(hkx_future_result(f, &data, &got), 0);
-	ck_assert_uint_eq(got, len);
-	ck_assert(tst_check_pattern(data, got));
-}
-
 /* Runs task with arg of len bytes and asserts its result and whether it
  * came by ring: on a one-worker host, the count before and after. */
 static void
@@ -427,7 +415,7 @@ assert_route(hkx_executor *ex, const char *task, const void *arg, size_t len,
 
 	tst_await_end(f, task);
 	if (strcmp(task, "big") == 0)
-		assert_big(f, *(const uint64_t *)arg);
+		tst_assert_pattern_result(f, *(const uint64_t *)arg);
 	else if (strcmp(task, "echo") == 0)
 		tst_assert_result(f, 0, arg, len);
 	hkx_future_release(f);
@@ -521,7 +509,7 @@ START_TEST(test_ring_bursts)
 		for (v = 0; v < N; v++) {
 			tst_await_end(fs[v], "a task of a burst never ended");
 			if (v % 97 == 0)
-				assert_big(fs[v], over);
+				tst_assert_pattern_result(fs[v], over);
 			else
 				tst_assert_result(fs[v], 0, &v, sizeof(v));
 			hkx_future_release(fs[v]);
