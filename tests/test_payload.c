@@ -246,13 +246,9 @@ static void
 check_echo(hkx_future *f, size_t len, int where)
 {
 	char want[32];
-	const void *data;
-	size_t n;
 
 	tst_wait_end(f, HKX_DONE);
-	ck_assert_int_eq(hkx_future_result(f, &data, &n), 0);
-	ck_assert_uint_eq(n, len);
-	ck_assert(tst_check_pattern(data, n));
+	tst_assert_pattern_result(f, len);
 	snprintf(want, sizeof(want), "arg %d reply %d", where, where);
 	if (where >= 0)
 		ck_assert_str_eq(hkx_future_message(f), want);
@@ -279,6 +275,8 @@ submit_fill(hkx_executor *ex, size_t reply_len, size_t arg_len, bool hold)
 	return f;
 }
 
+/* f ends DONE with len bytes of the pattern, as "fill", "big" and "rebuf"
+ * reply; released. */
 static void
 check_filled(hkx_future *f, size_t len)
 {
@@ -376,26 +374,16 @@ START_TEST(test_reply_buffer)
 {
 	uint64_t size = 16 * MIB;
 	struct hkx_config c;
-	const void *data;
 	hkx_executor *ex;
 	hkx_future *f;
-	size_t n;
 
 	config(&c, 1, 64 * MIB);
 	ex = tst_new(&c);
 	f = tst_submit(ex, "big", &size, sizeof(size));
-	tst_wait_end(f, HKX_DONE);
-	ck_assert_int_eq(hkx_future_result(f, &data, &n), 0);
-	ck_assert_uint_eq(n, size);
-	ck_assert(tst_check_pattern(data, n));
-	hkx_future_release(f);
+	check_filled(f, size);
 
 	f = tst_submit(ex, "rebuf", NULL, 0);
-	tst_wait_end(f, HKX_DONE);
-	ck_assert_int_eq(hkx_future_result(f, &data, &n), 0);
-	ck_assert_uint_eq(n, 2 * MIB);
-	ck_assert(tst_check_pattern(data, n));
-	hkx_future_release(f);
+	check_filled(f, 2 * MIB);
 	/* The regions replaced went back: the whole part is free again. */
 	f = submit_fill(ex, 64 * MIB, sizeof(struct fill), true);
 	ck_assert_int_eq(tst_await_start(), 1);
