@@ -137,6 +137,15 @@ map(hkx_executor *ex, const char *task, const char *roles, unsigned chunk, hkx_f
 	ck_assert_int_eq(hkx_map(ex, task, iov, n, &o, fs), 0);
 }
 
+/* The n futures of "unit" tasks given "o" all end, each with its "o". */
+static void
+assert_all_o(hkx_future **fs, size_t n)
+{
+	ck_assert_int_eq(hkx_wait(fs, n, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (size_t i = 0; i < n; i++)
+		tst_assert_result(fs[i], 0, "o", 1);
+}
+
 static void
 release_all(hkx_future **fs, size_t n)
 {
@@ -310,9 +319,7 @@ START_TEST(test_chunk_values)
 	ck_assert_ptr_null(fs[0]);
 	/* More than a host holds: as much as one holds. */
 	map(ex, "unit", "oooooooo", UINT_MAX, fs);
-	ck_assert_int_eq(hkx_wait(fs, 8, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-	for (int i = 0; i < 8; i++)
-		tst_assert_result(fs[i], 0, "o", 1);
+	assert_all_o(fs, 8);
 	release_all(fs, 8);
 	hkx_executor_free(ex);
 }
@@ -435,9 +442,7 @@ START_TEST(test_chunk_recycled_host)
 	c.max_tasks_per_host = 3;
 	ex = tst_new(&c);
 	map(ex, "unit", "oooooooooo", 4, fs);
-	ck_assert_int_eq(hkx_wait(fs, 10, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-	for (int i = 0; i < 10; i++)
-		tst_assert_result(fs[i], 0, "o", 1);
+	assert_all_o(fs, 10);
 	release_all(fs, 10);
 	hkx_executor_free(ex);
 }
@@ -478,9 +483,7 @@ START_TEST(test_chunk_host_full)
 		map(ex, "unit", "oooo", 4, fs);
 		if (paused)
 			ck_assert_int_eq(hkx_executor_resume(ex), 0);
-		ck_assert_int_eq(hkx_wait(fs, 4, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-		for (int i = 0; i < 4; i++)
-			tst_assert_result(fs[i], 0, "o", 1);
+		assert_all_o(fs, 4);
 		tst_release(1);
 		tst_wait_end(b, HKX_DONE);
 		hkx_future_release(b);
