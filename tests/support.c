@@ -724,6 +724,17 @@ tst_ends(void)
 }
 
 void
+tst_assert_lie_survived(hkx_executor *ex)
+{
+	tst_run_one(ex, "echo", HKX_DONE);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	tst_assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+	/* free runs what callbacks are left before it returns */
+	ck_assert_int_eq(tst_ends(), 1);
+}
+
+void
 tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
 {
 	enum { MEMBERS = 1 + 1000 };

@@ -87,6 +87,10 @@ void tst_assert_each_ended_once(hkx_executor *ex);
 /* Counts f's end, through a done callback, in what tst_ends() says. */
 void tst_watch_end(hkx_future *f);
 int tst_ends(void);
+/* After a host's lie, with one future watched: the executor still runs a
+ * task, drains, every future ended in exactly one state, and ex is freed
+ * with the watched future's end counted once. */
+void tst_assert_lie_survived(hkx_executor *ex);
 
 /* Rounds of a fail-fast group of one failing member and 1,000 quick ones,
  * on an executor of `threads` workers made by tst_config(): asserts that no
