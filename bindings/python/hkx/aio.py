@@ -134,10 +134,10 @@ class Executor:
         return await self._exchange()
 
     async def pause(self, freeze: bool = False) -> None:
-        await self._exchange(protocol.control("pause", "freeze" if freeze else "checkpoint"))
+        await self._exchange(protocol.pause(freeze))
 
     async def resume(self) -> None:
-        await self._exchange(protocol.control("resume", True))
+        await self._exchange(protocol.RESUME)
 
     def stop(self) -> None:
         """Cancels every task that has not started, asks the others to stop."""

@@ -149,7 +149,7 @@ class _Channel:
             if self._closing:
                 return
         try:
-            self.exchange(protocol.control("resume", True))
+            self.exchange(protocol.RESUME)
         except (ExecutorBroken, RuntimeError):
             pass
         with self._lock:
@@ -473,10 +473,10 @@ class Executor(_StdExecutor):
         """Pauses every task at its next checkpoint (``freeze``: stops the
         hosts at once with SIGSTOP, checkpoint or not); nothing starts until
         ``resume()``."""
-        self._channel.exchange(protocol.control("pause", "freeze" if freeze else "checkpoint"))
+        self._channel.exchange(protocol.pause(freeze))
 
     def resume(self) -> None:
-        self._channel.exchange(protocol.control("resume", True))
+        self._channel.exchange(protocol.RESUME)
 
     def stop(self) -> None:
         """Cancels every task that has not started and asks every running

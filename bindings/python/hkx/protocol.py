@@ -31,6 +31,7 @@ __all__ = [
     "control",
     "decode",
     "find_hkx",
+    "pause",
     "request",
     "route",
     "serve_command",
@@ -51,6 +52,7 @@ _BROKEN_PREFIX = "executor broken"
 # an id refuses the request itself.
 _CONTROL_VERBS = ("cancel:", "stop:", "kill:")
 STATS = b'{"stats":true}\n'
+RESUME = b'{"resume":true}\n'
 
 
 def find_hkx() -> str:
@@ -193,6 +195,12 @@ def request(
 def control(verb: str, value: object) -> bytes:
     """A control line: {"cancel":ID}, {"pause":"freeze"}, ..."""
     return json.dumps({verb: value}, separators=(",", ":")).encode() + b"\n"
+
+
+def pause(freeze: bool) -> bytes:
+    """The line that pauses every task: at once (``freeze``), or at its
+    next checkpoint."""
+    return control("pause", "freeze" if freeze else "checkpoint")
 
 
 @dataclass(slots=True)
