@@ -80,6 +80,7 @@ OPTIONS_HOSTS_HELP
 "      --retries N        default retries of jobs\n"
 "      --memory-limit SIZE  address-space limit of each host (K, M, G, T)\n"
 "      --no-new-privs     set no_new_privs in the hosts\n"
+OPTIONS_SANDBOX_HELP
 "      --plugin PATH      load tasks from a shared library (repeatable)\n"
 "      --max-restarts N   host deaths allowed in the restart window (5)\n"
 "      --restart-window MS  the window of --max-restarts (10000)\n";

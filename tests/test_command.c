@@ -417,11 +417,42 @@ START_TEST(version_and_help)
 	proc_free(&p);
 	ck_assert_int_eq(hkx(&p, NULL, "tasks", "--help", NULL), 0);
 	proc_free(&p);
+	if (hkx(&p, NULL, "worker", "--help", NULL) == 0)
+		ck_assert(strstr(p.outbuf, "usage: hkx worker") != NULL);
+	else
+		ck_assert_msg(p.status == 2 && strstr(p.errbuf, "without Redis") != NULL, "%s",
+		    p.errbuf);
+	proc_free(&p);
 	ck_assert_int_eq(hkx(&p, NULL, NULL), 2);
 	proc_free(&p);
 	ck_assert_int_eq(hkx(&p, NULL, "frobnicate", NULL), 2);
 	ck_assert_int_eq(count_lines(p.errbuf), 1);
 	proc_free(&p);
+}
+END_TEST
+
+/* Every command that starts hosts lists the sandbox's options, which it
+ * takes. */
+START_TEST(help_lists_the_sandbox)
+{
+	static const char *const commands[] = { "run", "serve", "worker" };
+	static const char *const options[] = { "--seccomp", "--landlock-ro", "--landlock-rw",
+		"--scope-signals", "--no-network", "--cgroup", "--memory-max", "--pids-max" };
+	struct proc p;
+	size_t i, k;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (hkx(&p, NULL, commands[i], "--help", NULL) != 0) {
+			/* Only a command this build lacks. */
+			ck_assert_str_eq(commands[i], "worker");
+			proc_free(&p);
+			continue;
+		}
+		for (k = 0; k < sizeof(options) / sizeof(options[0]); k++)
+			ck_assert_msg(strstr(p.outbuf, options[k]) != NULL, "hkx %s --help: no %s",
+			    commands[i], options[k]);
+		proc_free(&p);
+	}
 }
 END_TEST
 
@@ -3021,6 +3052,7 @@ command_suite(void)
 	Suite *s = suite_create("command");
 
 	add(s, "version_and_help", version_and_help, 60);
+	add(s, "help_lists_the_sandbox", help_lists_the_sandbox, 60);
 	add(s, "tasks", tasks_lists_builtins_and_plugins, 60);
 	add(s, "run_text", run_text_lines_and_summary, 60);
 	add(s, "run_json", run_json, 60);
