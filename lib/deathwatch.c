@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <stdint.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -84,12 +83,6 @@ look(hkx_executor *ex, struct futex_waitv *waiters)
 		}
 		h->workers_gone = true;
 		hkx__wake(ex);
-		/* What is left of its death, its memory's teardown above
-		 * all, must not slow down its replacement's start. Not
-		 * before now: its workers must leave at full speed. While
-		 * its pidfd is not readable its pid names its group. */
-		if (hkx__wait_readable(h->pidfd, 0) == 0)
-			setpriority(PRIO_PGRP, (id_t)h->pid, 19);
 	}
 	return n;
 }

@@ -727,7 +727,11 @@ hkx_executor_stop(hkx_executor *ex)
 int
 hkx_executor_kill(hkx_executor *ex)
 {
-	return with_executor(ex, false, kill_locked, 0);
+	int err = with_executor(ex, false, kill_locked, 0);
+
+	if (err == 0)
+		hkx__send_kills(ex);
+	return err;
 }
 
 int
@@ -749,6 +753,7 @@ hkx_future_kill(hkx_future *f)
 		hkx__kill_host(ex, f->host, false);
 	}
 	hkx__unlock(ex);
+	hkx__send_kills(ex);
 	return err;
 }
 
@@ -801,6 +806,12 @@ hkx_executor_shutdown(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
 	hkx__lock(ex);
 	escalate(ex, how);
 	while (!shut_down(ex)) {
+		if (ex->kills_unsent) {
+			hkx__unlock(ex);
+			hkx__send_kills(ex);
+			hkx__lock(ex);
+			continue;
+		}
 		if (deadline == UINT64_MAX) {
 			pthread_cond_wait(&ex->cond, &ex->lock);
 			continue;

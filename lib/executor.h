@@ -136,6 +136,7 @@ struct hkx_executor {
 	pthread_t thread;
 	bool thread_started;
 	bool wake_pending;
+	bool kills_unsent;   /* a host is killing, its SIGKILL not sent yet */
 	bool thread_exit;
 	uint8_t *inbuf;                /* supervisor thread only */
 

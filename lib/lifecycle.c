@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -204,14 +205,25 @@ hkx__respawn_if_needed(hkx_executor *ex)
  * The host and the processes its tasks started: its process group. While
  * the host, the group's leader, is alive (its pidfd is not readable), it
  * cannot have been reaped, so its pid names that group and nothing else.
- * No round trip through the zygote, which a task may have stopped.
+ * No round trip through the zygote, which a task may have stopped. With
+ * `lower`, the group gets the lowest priority first, so that its teardown
+ * does not take the CPU from what its death sets going.
  */
+static void
+signal_group(pid_t pid, int pidfd, int sig, bool lower)
+{
+	if (hkx__wait_readable(pidfd, 0) == 0) {
+		if (lower)
+			setpriority(PRIO_PGRP, (id_t)pid, 19);
+		killpg(pid, sig);
+	}
+	hkx__pidfd_send_signal(pidfd, sig);
+}
+
 void
 hkx__signal_host(struct hkx__host *h, int sig)
 {
-	if (hkx__wait_readable(h->pidfd, 0) == 0)
-		killpg(h->pid, sig);
-	hkx__pidfd_send_signal(h->pidfd, sig);
+	signal_group(h->pid, h->pidfd, sig, false);
 }
 
 /* True once every thread of pid is stopped (or gone). */
@@ -302,9 +314,51 @@ hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
-	hkx__signal_host(h, SIGKILL);
-	hkx__deathwatch_changed(ex);
+	h->kill_unsent = true;
+	ex->kills_unsent = true;
 	hkx__respawn_if_needed(ex);
+}
+
+/*
+ * A SIGKILL wakes every thread of the host, and on few CPUs they take the
+ * sender's CPU on their way out: sent under the lock, it kept every other
+ * thread that wanted the lock waiting on the dying ones. So it is sent
+ * without the lock, through a duplicate of the pidfd, which the host's
+ * burial cannot close meanwhile. The dying group is niced first for the
+ * same reason: its teardown must not take the CPU from the threads that
+ * settle it and start its replacement. Without an fd to spare, it is sent
+ * under the lock after all.
+ */
+void
+hkx__send_kills(hkx_executor *ex)
+{
+	struct hkx__host *h;
+	pid_t pid;
+	int pidfd;
+
+	for (;;) {
+		hkx__lock(ex);
+		TAILQ_FOREACH(h, &ex->hosts, link)
+			if (h->kill_unsent)
+				break;
+		if (h == NULL) {
+			ex->kills_unsent = false;
+			hkx__unlock(ex);
+			return;
+		}
+		h->kill_unsent = false;
+		pid = h->pid;
+		pidfd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
+		if (pidfd < 0) {
+			signal_group(pid, h->pidfd, SIGKILL, true);
+			hkx__unlock(ex);
+		} else {
+			hkx__unlock(ex);
+			signal_group(pid, pidfd, SIGKILL, true);
+			close(pidfd);
+		}
+		hkx__deathwatch_changed(ex);
+	}
 }
 
 void

@@ -23,6 +23,7 @@ struct hkx__host {
 	bool ready;
 	bool retiring;       /* QUIT sent: takes no more tasks */
 	bool killing;        /* the supervisor ordered SIGKILL */
+	bool kill_unsent;    /* ... and hkx__send_kills has yet to send it */
 	bool kill_all;       /* ... and nothing running in it may be retried */
 	bool protocol_error;
 	bool crash_noted;
@@ -84,7 +85,12 @@ void hkx__signal_host(struct hkx__host *h, int sig);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);
 void hkx__retire(hkx_executor *ex, struct hkx__host *h);
+/* With the lock held: marks the host killed and owes its SIGKILL, which
+ * the caller sends with hkx__send_kills once it lets go of the lock (the
+ * supervisor thread does in any case, each time round). */
 void hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all);
+/* Without the lock: sends every SIGKILL owed. */
+void hkx__send_kills(hkx_executor *ex);
 void hkx__kill_all_hosts(hkx_executor *ex);
 void hkx__protocol_error(hkx_executor *ex, struct hkx__host *h);
 hkx_future *hkx__running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id);

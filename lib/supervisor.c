@@ -895,7 +895,7 @@ supervisor_main(void *arg)
 	struct hkx__future_list done;
 	struct epoll_event evs[32];
 	struct hkx__host *h, *next;
-	bool exiting = false;
+	bool exiting = false, kills;
 	int n, i, timeout = -1, trim;
 
 	while (!exiting) {
@@ -928,8 +928,11 @@ supervisor_main(void *arg)
 		TAILQ_INIT(&done);
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
+		kills = ex->kills_unsent;
 		timeout = rings_sleep(ex);
 		hkx__unlock(ex);
+		if (kills)
+			hkx__send_kills(ex);
 
 		for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
 			next = TAILQ_NEXT(h, link);

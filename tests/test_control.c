@@ -12,6 +12,7 @@
  * frozen, and asserts only end states. The run-time limits are short
  * (20 ms) but only their order is asserted, never how late they fire.
  */
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 
@@ -217,6 +218,33 @@ START_TEST(test_future_kill)
 	hkx_future_release(b2);
 	hkx_future_release(q);
 	hkx_future_release(k);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* A kill's SIGKILL goes out after the executor's lock is let go, through a
+ * copy of the host's pidfd; with no fd to spare for the copy, it goes out
+ * under the lock, and the kill happens all the same. */
+START_TEST(test_kill_without_a_spare_fd)
+{
+	hkx_executor *ex = executor(1, 0);
+	struct rlimit old, low;
+	hkx_future *b;
+	int lowest;
+
+	b = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_ge(lowest = dup(0), 0);
+	close(lowest);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	ck_assert_int_eq(hkx_future_kill(b), 0);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	tst_wait_end(b, HKX_KILLED);
+	ck_assert_int_eq(hkx_future_code(b), SIGKILL);
+	hkx_future_release(b);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -839,6 +867,7 @@ control_suite(void)
 	tcase_add_test(tc, test_future_stop_is_selective);
 	tcase_add_test(tc, test_future_kill);
 	tcase_add_test(tc, test_kill_with_retried_neighbour);
+	tcase_add_test(tc, test_kill_without_a_spare_fd);
 	tcase_add_test(tc, test_executor_kill_no_retry);
 	suite_add_tcase(s, tc);
 
