@@ -72,6 +72,8 @@ hkx__end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	leave_state(ex, f);
 	f->code = code;
 	f->end_order = atomic_fetch_add(&end_counter, 1);
+	if (f->group != NULL)
+		hkx__group_member_ending(ex, f->group, s);
 	atomic_store_explicit(&f->state, s, memory_order_release);
 	ex->pending--;
 	count_end(ex, s);
@@ -259,6 +261,21 @@ hkx__stop_all(hkx_executor *ex, hkx_group *g)
 	HKX__FOREACH_HELD_ALL(ex, h, i, f)
 		if (!hkx__is_end(f) && (g == NULL || f->group == g))
 			hkx__future_stop_locked(ex, f);
+}
+
+/* A slot cancelled here reads as one its host refused (hkx__refused_by_host),
+ * which hkx__future_cancel_locked accepts for a member of a fail-fast
+ * group. */
+void
+hkx__bar_starts(hkx_executor *ex, hkx_group *g)
+{
+	struct hkx__host *h;
+	hkx_future *f;
+	uint32_t i;
+
+	HKX__FOREACH_HELD_ALL(ex, h, i, f)
+		if (f->group == g && hkx__state_of(f) == HKX_QUEUED)
+			(void)hkx__slot_move(hkx__slot_of(ex, f), f->seq, HKX__SLOT_CANCELLED);
 }
 
 static void

@@ -203,11 +203,16 @@ bool hkx__future_cancel_locked(hkx_executor *ex, hkx_future *f);
 void hkx__future_stop_locked(hkx_executor *ex, hkx_future *f);
 /* With the lock held: stop every future of group g (NULL: all) present now. */
 void hkx__stop_all(hkx_executor *ex, hkx_group *g);
+/* With the lock held: no member of g that a host holds unstarted starts
+ * any more; their futures end when hkx__stop_all finds them so. */
+void hkx__bar_starts(hkx_executor *ex, hkx_group *g);
 
 /* future.c, with the lock held: wake whoever waits on f. */
 void hkx__future_wake(hkx_future *f);
 void hkx__future_free(hkx_future *f);
-/* group.c, with the lock held: a member ended. */
+/* group.c, with the lock held: a member is ending as s, not yet seen so;
+ * then it ended. */
+void hkx__group_member_ending(hkx_executor *ex, hkx_group *g, enum hkx_state s);
 void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
 
 /* A waiter is a mutex, a condition and a flag: waits on several futures

@@ -20,6 +20,27 @@ is_failure(enum hkx_state s)
 	return s == HKX_FAILED || s == HKX_TIMED_OUT || s == HKX_CRASHED;
 }
 
+/* True if this end fails the group fast: its first failure, not stopped. */
+static bool
+fails_fast(const hkx_group *g, enum hkx_state s)
+{
+	return is_failure(s) && g->first_failure == NULL && (g->flags & HKX_GROUP_FAIL_FAST) &&
+	    !g->stopped;
+}
+
+/*
+ * Before the end of the member that fails the group can be seen: waiters
+ * see it without the lock, and one that then lets the other members go on
+ * (releases what they wait for) must not find one started after the
+ * failure. Their futures end right after, in hkx__group_member_ended.
+ */
+void
+hkx__group_member_ending(hkx_executor *ex, hkx_group *g, enum hkx_state s)
+{
+	if (fails_fast(g, s))
+		hkx__bar_starts(ex, g);
+}
+
 int
 hkx_group_new(hkx_executor *ex, unsigned flags, hkx_group **out)
 {
@@ -54,13 +75,15 @@ void
 hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f)
 {
 	enum hkx_state s = (enum hkx_state)atomic_load(&f->state);
+	bool fast;
 
 	g->pending--;
 	if (s != HKX_DONE)
 		g->not_done = true;
 	if (is_failure(s) && g->first_failure == NULL) {
+		fast = fails_fast(g, s);
 		g->first_failure = hkx_future_retain(f);
-		if ((g->flags & HKX_GROUP_FAIL_FAST) && !g->stopped) {
+		if (fast) {
 			g->failed = true;
 			hkx__stop_all(ex, g);
 		}
