@@ -506,12 +506,15 @@ enqueue(hkx_executor *ex, hkx_future *f)
 	ex->stats.submitted++;
 }
 
-/* Whether the supervisor must be woken to send what was just queued; when
- * the host is full it will send more as results come back anyway. */
+/* What was just queued and goes by ring goes now, from this thread, to a
+ * host with room: a submit to an idle host does not wait for the
+ * supervisor thread's turn. The supervisor is woken for the rest, unless
+ * the hosts are full: it sends more as results come back anyway. */
 static void
 wake_for_work(hkx_executor *ex)
 {
-	if (hkx__hosts_take_tasks(ex))
+	hkx__send_by_ring(ex);
+	if (!TAILQ_EMPTY(&ex->queue) && hkx__hosts_take_tasks(ex))
 		hkx__wake(ex);
 }
 

@@ -3,8 +3,9 @@
  *
  * Threads: N workers (the main thread is the first) in leader/follower
  * fashion: an idle worker takes the reader role, takes a batch of tasks
- * from the down ring and the down pipe (blocking on the pipe only once it
- * said that it sleeps), queues them and runs the first task itself, so a
+ * from the down ring and the down pipe (blocking on the pipe and on the
+ * eventfd that wakes it for the ring only once it said that it sleeps),
+ * queues them and runs the first task itself, so a
  * lone task costs no hand-off between threads. A worker claims its task's
  * slot, runs it and appends its result to one output buffer, which leaves
  * in writes of many frames. A result must never die
@@ -28,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -102,6 +104,7 @@ static struct {
 	 * room for it. */
 	struct hkx__arena *_Atomic arena;
 	int down_fd, up_fd, crash_fd;
+	int kick_fd;               /* the down ring's wake-ups (ring.h) */
 
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond; /* work arrived, or the reader role is free */
@@ -1040,18 +1043,45 @@ read_frames(struct task_queue *batch, unsigned *count)
 		} else if (frame.type == HKX__FRAME_QUIT) {
 			quitting = true;
 			host.frames_read++;
-		} else if (frame.type != HKX__FRAME_WAKE)
+		} else
 			die(HOST_EXIT_PROTOCOL);
 	}
 	return quitting;
 }
 
 /*
+ * Blocks until a frame comes on the pipe, or a kick for the ring (which an
+ * application thread may have pushed on, and which may not write the pipe:
+ * the supervisor thread alone frames it); true if QUIT came. EOF on the
+ * pipe still ends the host.
+ */
+static bool
+wait_for_work(struct task_queue *batch, unsigned *count)
+{
+	struct pollfd pfds[2] = {
+		{ .fd = host.down_fd, .events = POLLIN },
+		{ .fd = host.kick_fd, .events = POLLIN },
+	};
+	uint64_t kicks;
+
+	while (poll(pfds, 2, -1) < 0)
+		if (errno != EINTR)
+			die(HOST_EXIT_SETUP);
+	/* A task closed it: the host would spin here, deaf to its ring. */
+	if (pfds[1].revents & (POLLNVAL | POLLERR))
+		die(0);
+	if (pfds[1].revents & POLLIN)
+		(void)!read(host.kick_fd, &kicks, sizeof(kicks));
+	if (pfds[0].revents)
+		return read_frames(batch, count);
+	return false;
+}
+
+/*
  * The reader role: the tasks that came, by pipe and by ring, appended to
  * batch; true if QUIT came. The pipe first while it holds frames the
  * supervisor queued (a QUIT comes after the tasks it pushed before), then
- * the ring; with neither, it says it sleeps and blocks on the pipe, which
- * a frame or a wake-up ends.
+ * the ring; with neither, it says it sleeps and waits for either.
  */
 static bool
 read_batch(struct task_queue *batch, unsigned *count)
@@ -1066,7 +1096,7 @@ read_batch(struct task_queue *batch, unsigned *count)
 		if (*count > 0 || quitting)
 			return quitting;
 		if (hkx__ring_sleep(&host.slots.down)) {
-			quitting = read_frames(batch, count);
+			quitting = wait_for_work(batch, count);
 			hkx__ring_awake(&host.slots.down);
 		}
 	}
@@ -1074,21 +1104,22 @@ read_batch(struct task_queue *batch, unsigned *count)
 
 _Noreturn void
 hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
-               int up_fd, int crash_fd, int arena_fd, pid_t zygote_pid)
+               int up_fd, int crash_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[4] = { down_fd, up_fd, crash_fd, arena_fd };
+	int fds[5] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 4) < 0)
+	if (hkx__keep_fds(fds, 5) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
 	host.slots = *slots;
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];
+	host.kick_fd = fds[4];
 	if (fcntl(host.crash_fd, F_SETFL, O_NONBLOCK) < 0)
 		die(HOST_EXIT_SETUP);
 	current_worker = NULL;

@@ -472,7 +472,7 @@ host_new(hkx_executor *ex, const struct hkx__zygote_msg *m, struct hkx__host **o
 		return -ENOMEM;
 	h->owners = hkx__calloc(ex->host_capacity, sizeof(*h->owners));
 	h->free_slots = hkx__calloc(ex->host_capacity, sizeof(*h->free_slots));
-	h->out = hkx__calloc(ex->host_capacity + 2, sizeof(*h->out));
+	h->out = hkx__calloc(ex->host_capacity + 1, sizeof(*h->out));
 	if (h->owners == NULL || h->free_slots == NULL || h->out == NULL) {
 		host_free(h);
 		return -ENOMEM;
@@ -520,6 +520,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	h->down_fd = m->fds[1];
 	h->up_fd = m->fds[2];
 	h->crash_fd = m->fds[3];
+	h->kick_fd = m->fds[6];
 	fcntl(h->down_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->up_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->crash_fd, F_SETFL, O_NONBLOCK);
@@ -816,6 +817,7 @@ hkx__bury(hkx_executor *ex)
 		close(h->down_fd);
 		close(h->up_fd);
 		close(h->crash_fd);
+		close(h->kick_fd);
 		hkx__decoder_free(&h->decoder);
 		host_free(h);
 	}

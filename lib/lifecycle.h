@@ -19,7 +19,7 @@ struct hkx__out_frame {
 struct hkx__host {
 	TAILQ_ENTRY(hkx__host) link;
 	pid_t pid;
-	int pidfd, down_fd, up_fd, crash_fd;
+	int pidfd, down_fd, up_fd, crash_fd; /* and kick_fd, below */
 	bool ready;
 	bool retiring;       /* QUIT sent: takes no more tasks */
 	bool killing;        /* the supervisor ordered SIGKILL */
@@ -52,9 +52,9 @@ struct hkx__host {
 	hkx_future **owners;      /* of each slot (a reference), or NULL */
 	uint32_t *free_slots;     /* [inflight, host_capacity): free slots */
 	struct hkx__decoder decoder;
-	struct hkx__out_frame *out; /* host_capacity TASKs, a QUIT and a WAKE, at most */
+	struct hkx__out_frame *out; /* host_capacity TASKs and a QUIT, at most */
 	size_t out_head, out_len, out_partial;
-	bool wake_queued;    /* a WAKE is among them; supervisor thread only */
+	int kick_fd;              /* wakes its reader for its down ring */
 };
 
 /* Every future host h holds, as f, in slot i. */

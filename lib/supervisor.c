@@ -44,15 +44,15 @@ hkx__wake(hkx_executor *ex)
 
 /*
  * Never grows, so never fails: a TASK is queued only while fewer than
- * host_capacity frames wait (pump), a QUIT once, a WAKE while none waits,
- * so the array made with the host holds them all once moved to its front.
- * Supervisor thread only, as the frames are.
+ * host_capacity frames wait (pump), a QUIT once, so the array made with
+ * the host holds them all once moved to its front. Supervisor thread
+ * only, as the frames are.
  */
 static void
 queue_frame(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
             size_t head_len)
 {
-	if (h->out_len == ex->host_capacity + 2) {
+	if (h->out_len == ex->host_capacity + 1) {
 		memmove(h->out, h->out + h->out_head, (h->out_len - h->out_head) * sizeof(*h->out));
 		h->out_len -= h->out_head;
 		h->out_head = 0;
@@ -94,17 +94,24 @@ hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_
 	atomic_fetch_add_explicit(&h->slots.header->frames, 1, memory_order_release);
 }
 
-/* After tasks went on h's down ring: a WAKE, if its reader said it sleeps
- * and none is on its way. */
+/* With the lock held, after tasks went on h's down ring: a kick, if its
+ * reader said it sleeps. Not a frame: this may be an application thread,
+ * and only the supervisor thread writes the pipe. While h is in the
+ * executor (the lock says so) its eventfd is open. */
 static void
-wake_host(hkx_executor *ex, struct hkx__host *h)
+wake_host(struct hkx__host *h)
 {
-	uint8_t head[HKX__HEADER_LEN];
+	uint64_t one = 1;
 
-	if (hkx__ring_wake_due(&h->slots.down) && !h->wake_queued) {
-		h->wake_queued = true;
-		queue_frame(ex, h, NULL, head, hkx__encode_wake(head));
-	}
+	if (hkx__ring_wake_due(&h->slots.down))
+		(void)!write(h->kick_fd, &one, sizeof(one));
+}
+
+/* Its argument fits in its slot: it goes by ring, not by frame. */
+static bool
+by_ring(const hkx_future *f)
+{
+	return f->arg_len <= HKX__SLOT_ARG_INLINE;
 }
 
 /* more: the next task sent to h is of f's chunk. */
@@ -114,7 +121,6 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 	uint8_t head[HKX__HEADER_LEN + HKX__TASK_FIXED];
 	struct hkx__slot *slot;
 	uint32_t flags = more ? HKX__SLOT_CHUNK : 0;
-	bool by_ring = f->arg_len <= HKX__SLOT_ARG_INLINE;
 
 	hkx__slot_take(ex, f, h);
 	if (f->group != NULL && (f->group->flags & HKX_GROUP_FAIL_FAST))
@@ -125,13 +131,13 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 	if (f->stop_after_ms || f->kill_after_ms || f->cpu_limit_ms)
 		flags |= HKX__SLOT_NOTIFY_START;
 	slot = hkx__slot_of(ex, f);
-	if (by_ring)
+	if (by_ring(f))
 		hkx__slot_put_task(slot, f->id, f->seq, f->task_index, (uint32_t)f->attempts + 1,
 		    f->arg, f->arg_len);
 	hkx__slot_arm(slot, f->seq, flags, (uint32_t)f->cpu_limit_ms,
 	    f->group != NULL ? f->group->id : 0);
 	h->sent++;
-	if (by_ring) {
+	if (by_ring(f)) {
 		hkx__ring_push(&h->slots.down, HKX__RING_RECORD(HKX__RING_TASK, f->slot));
 		return;
 	}
@@ -165,6 +171,14 @@ room_to_send(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 	if (waiting >= ex->host_capacity || h->pipe_lost_at != 0)
 		return 0;
 	return MIN(room(ex, h, cap), ex->host_capacity - (unsigned)waiting);
+}
+
+/* With the lock held: what h takes now; by ring only (an application
+ * thread), no frame need find room. */
+static unsigned
+room_for(hkx_executor *ex, struct hkx__host *h, unsigned cap, bool ring_only)
+{
+	return ring_only ? room(ex, h, cap) : room_to_send(ex, h, cap);
 }
 
 bool
@@ -214,7 +228,7 @@ retires_after(hkx_executor *ex, struct hkx__host *h, unsigned n)
  * fits, and the rest stays at the head.
  */
 static struct hkx__host *
-pick(hkx_executor *ex, unsigned *count)
+pick(hkx_executor *ex, unsigned *count, bool ring_only)
 {
 	unsigned need = chunk_run(TAILQ_FIRST(&ex->queue));
 	unsigned single = hkx__hosts_serving(ex, true) >= ex->config.hosts ? ex->host_capacity
@@ -224,11 +238,11 @@ pick(hkx_executor *ex, unsigned *count)
 	struct hkx__host *h, *best = NULL, *part = NULL;
 
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		n = room_to_send(ex, h, cap);
+		n = room_for(ex, h, cap, ring_only);
 		if (n == 0)
 			continue;
 		if (n < need && !retires_after(ex, h, n)) {
-			n = room_to_send(ex, h, single);
+			n = room_for(ex, h, single, ring_only);
 			if (n > part_room) {
 				part = h;
 				part_room = n;
@@ -252,21 +266,35 @@ pick(hkx_executor *ex, unsigned *count)
 	return best;
 }
 
-/* With the lock held: sends h up to n tasks from the head of the queue,
- * each chunk whole but the first, which pick() chose h for. */
-static void
-send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n)
+/* With the lock held: whether the run of tasks from f on all go by ring. */
+static bool
+run_by_ring(const hkx_future *f, unsigned run)
 {
+	for (; run > 0; run--, f = TAILQ_NEXT(f, link))
+		if (!by_ring(f))
+			return false;
+	return true;
+}
+
+/* With the lock held: sends h up to n tasks from the head of the queue,
+ * each chunk whole but the first, which pick() chose h for; by ring only,
+ * up to the first run that is not. How many it sent. */
+static unsigned
+send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n, bool ring_only)
+{
+	unsigned run, sent = 0;
 	bool first = true;
 	hkx_future *f;
-	unsigned run;
 
 	while (n > 0 && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		run = chunk_run(f);
 		if (run > n && !first)
 			break; /* for the next pick */
 		run = MIN(run, n);
+		if (ring_only && !run_by_ring(f, run))
+			break;
 		n -= run;
+		sent += run;
 		while (run-- > 0) {
 			f = TAILQ_FIRST(&ex->queue);
 			TAILQ_REMOVE(&ex->queue, f, link);
@@ -274,6 +302,32 @@ send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n)
 		}
 		first = false;
 	}
+	return sent;
+}
+
+/* With the lock held: hands the tasks at the head of the queue to the
+ * hosts with room; by ring only, up to the first task that is not. */
+static void
+send_queued(hkx_executor *ex, bool ring_only)
+{
+	struct hkx__host *h;
+	unsigned n, sent;
+
+	while (!TAILQ_EMPTY(&ex->queue) && (h = pick(ex, &n, ring_only)) != NULL) {
+		/* Not paused, or it would take nothing: undo a flag the host
+		 * set. */
+		hkx__slots_assert_paused(&h->slots, false);
+		sent = send_chunks(ex, h, n, ring_only);
+		if (sent == 0)
+			break;
+		wake_host(h);
+	}
+}
+
+void
+hkx__send_by_ring(hkx_executor *ex)
+{
+	send_queued(ex, true);
 }
 
 /* With the lock held: hand queued work to the hosts; wind hosts down once
@@ -281,17 +335,11 @@ send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n)
 static void
 pump(hkx_executor *ex)
 {
-	unsigned max = ex->config.max_tasks_per_host, n;
+	unsigned max = ex->config.max_tasks_per_host;
 	struct hkx__host *h, *next;
 	bool retired = false;
 
-	while (!TAILQ_EMPTY(&ex->queue) && (h = pick(ex, &n)) != NULL) {
-		/* Not paused, or it would take nothing: undo a flag the host
-		 * set. */
-		hkx__slots_assert_paused(&h->slots, false);
-		send_chunks(ex, h, n);
-		wake_host(ex, h);
-	}
+	send_queued(ex, false);
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		if (max && h->sent >= max && !h->retiring && !h->killing && !h->settled) {
 			hkx__retire(ex, h); /* gracefully: not a restart */
@@ -736,7 +784,6 @@ hkx__drop_output(hkx_executor *ex, struct hkx__host *h)
 	for (size_t i = h->out_head; i < h->out_len; i++)
 		hkx_future_release(h->out[i].future);
 	h->out_head = h->out_len = h->out_partial = 0;
-	h->wake_queued = false;
 	poll_down(ex, h, false);
 }
 

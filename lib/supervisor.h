@@ -30,6 +30,10 @@ void hkx__wake(hkx_executor *ex);
 void hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_t *head,
                    size_t head_len);
 bool hkx__hosts_take_tasks(hkx_executor *ex);
+/* With the lock held, from any thread: sends the tasks at the head of the
+ * queue that go by ring (their argument fits in a slot) to hosts with
+ * room, up to the first that does not, without the supervisor thread. */
+void hkx__send_by_ring(hkx_executor *ex);
 /* With the lock held: a task returned; f ends. */
 void hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
                  const char *message, size_t message_len);

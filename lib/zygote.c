@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -293,11 +294,12 @@ fork_host(struct ready_host *out)
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
 	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
-	int pidfd, memfd = -1, arenafd = -1, err;
+	int pidfd, memfd = -1, arenafd = -1, kick = -1, err;
 
 	if (!grow_children())
 		return -ENOMEM;
-	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0) {
+	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0 ||
+	    (kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		err = -errno;
 		goto fail;
 	}
@@ -313,7 +315,7 @@ fork_host(struct ready_host *out)
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, self);
+		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, kick, self);
 	hkx__slots_free(&slots);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
@@ -330,13 +332,13 @@ fork_host(struct ready_host *out)
 	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd, .host = true };
 	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
 	out->pid = pid;
-	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd, arenafd },
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd, arenafd, kick },
 	    sizeof(out->fds));
 	return 0;
 fail:
 	hkx__slots_free(&slots);
-	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd },
-	    8);
+	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd,
+	    kick }, 9);
 	return err;
 }
 

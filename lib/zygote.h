@@ -33,14 +33,14 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_SPAWN,     /* supervisor -> zygote */
 	HKX__ZYGOTE_SIGNAL,    /* supervisor -> zygote: pid, value = signal */
 	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid; fds: pidfd, down, up, crash,
-	                          slot table memfd, arena memfd */
+	                          slot table memfd, arena memfd, kick eventfd */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
 	HKX__ZYGOTE_OOM,       /* zygote -> supervisor, just before EXITED: pid; the
 	                          OOM killer took the host's cgroup */
 };
 
-#define HKX__ZYGOTE_MAX_FDS 6
+#define HKX__ZYGOTE_MAX_FDS 7
 
 struct hkx__zygote_msg {
 	int32_t type;

@@ -311,6 +311,17 @@ task_pipes(hkx_task *t, const void *arg, size_t len)
 	return tst_task_block();
 }
 
+/* hkx__host_main() puts the eventfd that wakes it for its ring at 7 (the
+ * arena's memfd, at 6, is closed once mapped). */
+#define HOST_KICK_FD 7
+
+/* Closes its host's eventfd and returns. */
+static int
+task_close_kick(hkx_task *t, const void *arg, size_t len)
+{
+	return close(HOST_KICK_FD) < 0 ? -errno : 0;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -322,6 +333,7 @@ config(struct hkx_config *c, unsigned threads, unsigned prefetch)
 	tst_add_task(c, "stubborn", task_stubborn);
 	tst_add_task(c, "stdio", task_stdio);
 	tst_add_task(c, "pipes", task_pipes);
+	tst_add_task(c, "closekick", task_close_kick);
 	c->prefetch = prefetch;
 }
 
@@ -1316,6 +1328,32 @@ START_TEST(test_pipe_replaced)
 }
 END_TEST
 
+/*
+ * A task closes the eventfd that wakes its host for the ring: the host's
+ * reader, which would spin on it from then on, deaf to the ring, exits
+ * instead, and a fresh host runs what comes next.
+ */
+START_TEST(test_kick_closed)
+{
+	hkx_executor *ex = executor(1, 4);
+	hkx_future *f, *next;
+	struct hkx_stats st;
+	pid_t old;
+
+	tst_stats(ex, &st);
+	old = st.host_pid;
+	f = tst_submit(ex, "closekick", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	tst_wait_pid_gone(old);
+	next = tst_submit(ex, "pid", NULL, 0);
+	tst_wait_end(next, HKX_DONE);
+	ck_assert_int_ne(tst_reply_int(next), old);
+	hkx_future_release(f);
+	hkx_future_release(next);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static Suite *
 hostile_suite(void)
 {
@@ -1359,6 +1397,7 @@ hostile_suite(void)
 
 	tc = tst_tcase("pipes");
 	tcase_add_loop_test(tc, test_pipe_replaced, PIPE_UP_DUP2_NULL, PIPE_DOWN_DUP2_PIPE + 1);
+	tcase_add_test(tc, test_kick_closed);
 	suite_add_tcase(s, tc);
 
 	return s;

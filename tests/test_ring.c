@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hkx.h>
 
@@ -515,6 +516,56 @@ START_TEST(test_ring_bursts)
 }
 END_TEST
 
+/* The supervisor thread held in an on_done callback until released. */
+struct held {
+	int entered[2], release[2];
+};
+
+static void
+hold_supervisor(hkx_future *f, void *arg)
+{
+	struct held *held = arg;
+	char b = 1;
+
+	(void)f;
+	ck_assert_int_eq(write(held->entered[1], &b, 1), 1);
+	ck_assert_int_eq(read(held->release[0], &b, 1), 1);
+}
+
+/* A submit sends a task whose argument fits its slot to a host with an
+ * idle worker itself, and kicks the host's sleeping reader: the task
+ * starts while the supervisor thread is held in a callback. */
+START_TEST(test_ring_submit_without_supervisor)
+{
+	hkx_executor *ex = executor(2, 4);
+	hkx_future *first, *f;
+	struct held held;
+	char b = 1;
+
+	ck_assert_int_eq(pipe(held.entered), 0);
+	ck_assert_int_eq(pipe(held.release), 0);
+	first = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_on_done(first, hold_supervisor, &held), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(held.entered[0], &b, 1), 1);
+
+	f = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	tst_release(1);
+	ck_assert_int_eq(write(held.release[1], &b, 1), 1);
+	tst_wait_end(first, HKX_DONE);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(first);
+	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+	for (int i = 0; i < 2; i++) {
+		close(held.entered[i]);
+		close(held.release[i]);
+	}
+}
+END_TEST
+
 /* A result in the ring counts even when the host dies before anyone read
  * it: the future ends DONE with its bytes, never CRASHED. */
 START_TEST(test_ring_result_survives_death)
@@ -553,6 +604,7 @@ ring_suite(void)
 	tcase_add_loop_test(tc, test_ring_lone_tasks, 1, 3);
 	tcase_add_test(tc, test_ring_bursts);
 	tcase_add_test(tc, test_ring_result_survives_death);
+	tcase_add_test(tc, test_ring_submit_without_supervisor);
 	suite_add_tcase(s, tc);
 	return s;
 }
