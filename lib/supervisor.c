@@ -956,10 +956,13 @@ supervisor_main(void *arg)
 				continue;
 			dispatch(ex, evs[i].data.u64, evs[i].events);
 		}
+		/* A kill's futures end before its replacement is taken in:
+		 * they are what the caller waits for, and taking a host in
+		 * (mapping its memory) takes a while. */
+		hkx__settle_killed(ex);
 		for (i = 0; i < n; i++)
 			if (evs[i].data.u64 == HKX__TAG_ZYGOTE)
 				dispatch(ex, HKX__TAG_ZYGOTE, evs[i].events);
-		hkx__settle_killed(ex);
 
 		hkx__lock(ex);
 		drain_rings(ex);
