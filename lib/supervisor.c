@@ -225,15 +225,17 @@ retires_after(hkx_executor *ex, struct hkx__host *h, unsigned n)
  * preference, never a reason to leave a worker idle or prefetch room
  * empty (a running task may wait for the chunk): when no host has room
  * for all of it, the one with the most room for single tasks takes what
- * fits, and the rest stays at the head.
+ * fits, and the rest stays at the head. By ring only (an application
+ * thread), only to idle workers: a task that would wait in the host
+ * anyway waits for the supervisor thread, which sends many at a time.
  */
 static struct hkx__host *
 pick(hkx_executor *ex, unsigned *count, bool ring_only)
 {
 	unsigned need = chunk_run(TAILQ_FIRST(&ex->queue));
-	unsigned single = hkx__hosts_serving(ex, true) >= ex->config.hosts ? ex->host_capacity
-	                                                                   : ex->config.threads;
-	unsigned cap = need > 1 ? ex->host_capacity : single;
+	unsigned single = hkx__hosts_serving(ex, true) >= ex->config.hosts && !ring_only
+	    ? ex->host_capacity : ex->config.threads;
+	unsigned cap = need > 1 && !ring_only ? ex->host_capacity : single;
 	unsigned next = UINT_MAX, best_room = 0, part_room = 0, n;
 	struct hkx__host *h, *best = NULL, *part = NULL;
 
