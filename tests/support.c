@@ -833,6 +833,20 @@ tst_fd_count(void)
 	return tst_count_dir("/proc/self/fd");
 }
 
+void
+tst_no_free_fd(struct rlimit *old)
+{
+	struct rlimit low;
+	int lowest;
+
+	ck_assert_int_ge(lowest = dup(0), 0);
+	close(lowest);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, old), 0);
+	low = *old;
+	low.rlim_cur = (rlim_t)lowest;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+}
+
 bool
 tst_proc_read_path(const char *path, struct tst_proc *p)
 {

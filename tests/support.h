@@ -20,6 +20,7 @@
 #ifndef HKX_TEST_SUPPORT_H
 #define HKX_TEST_SUPPORT_H
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <stdbool.h>
@@ -151,6 +152,9 @@ void tst_in_child(void (*fn)(void *arg, int *rcs), void *arg, int *rcs, size_t n
 int tst_count_dir(const char *path);
 /* The test process's open fds. */
 int tst_fd_count(void);
+/* Lowers RLIMIT_NOFILE so that no fd is free below it, the old limit in
+ * *old for setrlimit() to put back. */
+void tst_no_free_fd(struct rlimit *old);
 
 struct tst_proc {
 	pid_t pid, ppid, pgid;

@@ -12,7 +12,6 @@
  * frozen, and asserts only end states. The run-time limits are short
  * (20 ms) but only their order is asserted, never how late they fire.
  */
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 
@@ -228,18 +227,12 @@ END_TEST
 START_TEST(test_kill_without_a_spare_fd)
 {
 	hkx_executor *ex = executor(1, 0);
-	struct rlimit old, low;
+	struct rlimit old;
 	hkx_future *b;
-	int lowest;
 
 	b = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
-	ck_assert_int_ge(lowest = dup(0), 0);
-	close(lowest);
-	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-	low = old;
-	low.rlim_cur = (rlim_t)lowest;
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	tst_no_free_fd(&old);
 	ck_assert_int_eq(hkx_future_kill(b), 0);
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
 	tst_wait_end(b, HKX_KILLED);
