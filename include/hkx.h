@@ -147,8 +147,9 @@ struct hkx_config {
 	                              task prefetched into a host waits there behind
 	                              its running ones even if another host idles:
 	                              with several hosts set prefetch small, or 0 */
-	unsigned spare_hosts;      /* hosts the zygote keeps forked ahead of need, so
-	                              that a dead one is replaced at once; 0 = none,
+	unsigned spare_hosts;      /* hosts kept forked, started and watched ahead of
+	                              need, taking no task, so that a dead one is
+	                              replaced at once (stats.spares_up); 0 = none,
 	                              hkx_config_init sets 1 */
 	uint32_t reserved32;       /* must be zero, as reserved[] */
 	const struct hkx_sandbox *sandbox; /* the host's isolation layers, copied;
@@ -300,7 +301,10 @@ struct hkx_stats {
 	bool paused, frozen, broken, shut_down;
 	uint32_t hosts_up;    /* hosts ready for tasks, at most config.hosts */
 	uint32_t landlock_abi; /* the Landlock ABI version the hosts apply; 0 none */
-	uint64_t reserved[7];
+	uint32_t spares_up;   /* spare hosts ready to take a host's place at once,
+	                         at most config.spare_hosts */
+	uint32_t reserved32;
+	uint64_t reserved[6];
 };
 int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);
 /* Why the executor is broken, as the futures its breaking ended say

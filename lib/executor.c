@@ -319,6 +319,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	hkx__lock(ex);
 	err = hkx__request_spawn(ex);
+	if (err == 0)
+		hkx__spares_start(ex);
 	hkx__unlock(ex);
 	if (err < 0 || (err = hkx__deathwatch_start(ex)) < 0)
 		return err;
@@ -863,6 +865,7 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	out->queued = (uint32_t)ex->queued;
 	out->running = (uint32_t)ex->running;
 	TAILQ_FOREACH(h, &ex->hosts, link) {
+		out->spares_up += hkx__spare_ready(h);
 		if (!hkx__host_up(h))
 			continue;
 		if (out->hosts_up++ == 0)

@@ -137,6 +137,7 @@ struct hkx_executor {
 	bool thread_started;
 	bool wake_pending;
 	bool kills_unsent;   /* a host is killing, its SIGKILL not sent yet */
+	unsigned spares_asked; /* SPAREs the zygote has yet to answer */
 	bool thread_exit;
 	uint8_t *inbuf;                /* supervisor thread only */
 

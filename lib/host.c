@@ -4,7 +4,7 @@
  * Threads: N workers (the main thread is the first) in leader/follower
  * fashion: an idle worker takes the reader role, takes a batch of tasks
  * from the down ring and the down pipe (blocking on the pipe and on the
- * eventfd that wakes it for the ring only once it said that it sleeps),
+ * socket that wakes it for the ring only once it said that it sleeps),
  * queues them and runs the first task itself, so a
  * lone task costs no hand-off between threads. A worker claims its task's
  * slot, runs it and appends its result to one output buffer, which leaves
@@ -104,7 +104,7 @@ static struct {
 	 * room for it. */
 	struct hkx__arena *_Atomic arena;
 	int down_fd, up_fd, crash_fd;
-	int kick_fd;               /* the down ring's wake-ups (ring.h) */
+	int kick_fd;               /* the down ring's wake-ups (ring.h): a socket */
 
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond; /* work arrived, or the reader role is free */
@@ -1052,8 +1052,11 @@ read_frames(struct task_queue *batch, unsigned *count)
 /*
  * Blocks until a frame comes on the pipe, or a kick for the ring (which an
  * application thread may have pushed on, and which may not write the pipe:
- * the supervisor thread alone frames it); true if QUIT came. EOF on the
- * pipe still ends the host.
+ * the supervisor thread alone frames it); true if QUIT came. EOF on either
+ * ends the host. A task that closes the kick socket, or puts another file
+ * in its place, leaves the supervisor's end without a peer: it sees the
+ * host has lost a pipe. Here, the host would spin on a closed fd, deaf to
+ * its ring: it leaves.
  */
 static bool
 wait_for_work(struct task_queue *batch, unsigned *count)
@@ -1062,16 +1065,20 @@ wait_for_work(struct task_queue *batch, unsigned *count)
 		{ .fd = host.down_fd, .events = POLLIN },
 		{ .fd = host.kick_fd, .events = POLLIN },
 	};
-	uint64_t kicks;
+	char kicks[64];
+	ssize_t n;
 
 	while (poll(pfds, 2, -1) < 0)
 		if (errno != EINTR)
 			die(HOST_EXIT_SETUP);
-	/* A task closed it: the host would spin here, deaf to its ring. */
 	if (pfds[1].revents & (POLLNVAL | POLLERR))
 		die(0);
-	if (pfds[1].revents & POLLIN)
-		(void)!read(host.kick_fd, &kicks, sizeof(kicks));
+	if (pfds[1].revents & (POLLIN | POLLHUP)) {
+		while ((n = read(host.kick_fd, kicks, sizeof(kicks))) < 0 && errno == EINTR)
+			;
+		if (n == 0)
+			die(0); /* the supervisor closed it or died */
+	}
 	if (pfds[0].revents)
 		return read_frames(batch, count);
 	return false;

@@ -92,7 +92,7 @@ extern pid_t hkx__app_pid;
 
 /* Runs a host on the given pipe ends, its own slot table, mapped by the
  * zygote before the fork, the memfd of its arena, which it maps itself,
- * and the eventfd that wakes it for its down ring; never returns. */
+ * and the socket that wakes it for its down ring; never returns. */
 _Noreturn void hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots,
                               int down_fd, int up_fd, int crash_fd, int arena_fd,
                               int kick_fd, pid_t zygote_pid);

@@ -170,11 +170,61 @@ hkx__request_spawn(hkx_executor *ex)
 	return 0;
 }
 
-/* A host that counts toward config.hosts: not on its way out. */
+/* A host that counts toward config.hosts: not on its way out, nor a
+ * spare. */
 static bool
 serving(const struct hkx__host *h)
 {
-	return !h->retiring && !h->killing && !h->settled;
+	return !h->retiring && !h->killing && !h->settled && !h->standby;
+}
+
+/* A spare the executor holds, ready or on its way to it. */
+static bool
+spare_held(const struct hkx__host *h)
+{
+	return h->standby && !h->retiring && !h->killing && !h->settled;
+}
+
+bool
+hkx__spare_ready(const struct hkx__host *h)
+{
+	return spare_held(h) && h->ready;
+}
+
+/* With the lock held: asks the zygote for a spare, forked once it is
+ * idle, while fewer than spare_hosts are held or on their way. */
+static void
+ask_spare(hkx_executor *ex)
+{
+	struct hkx__host *h;
+	unsigned held = ex->spares_asked;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		held += spare_held(h);
+	if (ex->broken || ex->shutting_down || held >= ex->config.spare_hosts)
+		return;
+	if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) == 0)
+		ex->spares_asked++;
+}
+
+/* With the lock held: a ready spare takes a missing host's place at
+ * once, with no word to the zygote and nothing to map; the zygote forks
+ * the next spare once idle. */
+static bool
+promote_spare(hkx_executor *ex)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (hkx__spare_ready(h))
+			break;
+	if (h == NULL)
+		return false;
+	h->standby = false;
+	ex->stats.host_starts++;
+	ask_spare(ex);
+	hkx__life_changed(ex);
+	return true;
 }
 
 unsigned
@@ -197,8 +247,33 @@ hkx__respawn_if_needed(hkx_executor *ex)
 		return;
 	if (ex->shutting_down && TAILQ_EMPTY(&ex->queue))
 		return;
-	if (hkx__hosts_serving(ex, false) < ex->config.hosts)
-		(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
+	while (hkx__hosts_serving(ex, false) < ex->config.hosts)
+		if (!promote_spare(ex)) {
+			(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
+			break;
+		}
+}
+
+void
+hkx__host_ready(hkx_executor *ex, struct hkx__host *h)
+{
+	h->ready = true;
+	h->ready_ns = hkx__now_ns();
+	if (h->standby) {
+		hkx__respawn_if_needed(ex); /* a host may be missing */
+	} else if (hkx__host_up(h)) { /* not one retired as it came */
+		ex->stats.host_starts++;
+		/* A host forked for want of a spare: one is due again, even
+		 * if the last could not be had. */
+		ask_spare(ex);
+	}
+}
+
+void
+hkx__spares_start(hkx_executor *ex)
+{
+	for (unsigned i = 0; i < ex->config.spare_hosts; i++)
+		ask_spare(ex);
 }
 
 /*
@@ -306,8 +381,8 @@ hkx__retire(hkx_executor *ex, struct hkx__host *h)
 	hkx__out_push(ex, h, NULL, head, hkx__encode_quit(head));
 }
 
-void
-hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
+static void
+mark_killed(hkx_executor *ex, struct hkx__host *h, bool all)
 {
 	if (all)
 		h->kill_all = true;
@@ -316,6 +391,12 @@ hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
 	h->killing = true;
 	h->kill_unsent = true;
 	ex->kills_unsent = true;
+}
+
+void
+hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
+{
+	mark_killed(ex, h, all);
 	hkx__respawn_if_needed(ex);
 }
 
@@ -364,12 +445,14 @@ hkx__send_kills(hkx_executor *ex)
 void
 hkx__kill_all_hosts(hkx_executor *ex)
 {
-	struct hkx__host *h, *next;
+	struct hkx__host *h;
 
-	for (h = TAILQ_FIRST(&ex->hosts); h != NULL; h = next) {
-		next = TAILQ_NEXT(h, link);
-		hkx__kill_host(ex, h, true);
-	}
+	/* A spare runs nothing to kill: it replaces the others, once they
+	 * are all marked (a spare put in place of one is not another). */
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (!h->standby || ex->shutting_down)
+			mark_killed(ex, h, true);
+	hkx__respawn_if_needed(ex);
 }
 
 void
@@ -417,11 +500,18 @@ hkx__start_errno(int err)
 /* With the lock held: no host came of the SPAWN. Whoever waits for the
  * spawn to end (a start, a shutdown) looks again. A lack of resources is
  * retried after the back-off, not counted as a restart. */
+/* A spare that could not be had is asked for again only at the next
+ * handover or death: a fork that fails must not be tried in a loop. */
 static void
-spawn_failed_locked(hkx_executor *ex, int err)
+spawn_failed_locked(hkx_executor *ex, bool spare, int err)
 {
 	char why[128];
 
+	if (spare) {
+		if (ex->spares_asked > 0)
+			ex->spares_asked--;
+		return;
+	}
 	if (!ex->spawning)
 		return; /* an answer to a request already given up */
 	ex->spawning = false;
@@ -439,10 +529,10 @@ spawn_failed_locked(hkx_executor *ex, int err)
 }
 
 static void
-spawn_failed(hkx_executor *ex, int err)
+spawn_failed(hkx_executor *ex, bool spare, int err)
 {
 	hkx__lock(ex);
-	spawn_failed_locked(ex, err);
+	spawn_failed_locked(ex, spare, err);
 	hkx__unlock(ex);
 }
 
@@ -496,8 +586,8 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	unsigned pipe_len = PIPE_BUDGET / ex->config.hosts;
+	bool spare = m->value == 1, keep;
 	struct hkx__host *h;
-	bool keep;
 	int err;
 
 	err = host_new(ex, m, &h);
@@ -510,7 +600,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 		hkx__lock(ex);
 		if (m->nfds == 0 && m->pid > 0)
 			(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m->pid, SIGKILL);
-		spawn_failed_locked(ex, err);
+		spawn_failed_locked(ex, spare, err);
 		hkx__unlock(ex);
 		return;
 	}
@@ -544,23 +634,37 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	ev.events = 0;
 	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_DOWN;
 	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->down_fd, &ev);
+	/* The same for the kick socket: a host that lost it is deaf to its
+	 * ring. */
+	ev.data.u64 = (uint64_t)(uintptr_t)h | HKX__HOST_KICK;
+	epoll_ctl(ex->epfd, EPOLL_CTL_ADD, h->kick_fd, &ev);
 
 	hkx__lock(ex);
-	/* Its start deadline runs from the request, even if the zygote
-	 * answers one it was thought to have ignored. */
-	h->asked_ns = ex->spawning ? ex->spawn_asked : hkx__now_ns();
-	ex->spawning = false;
-	/* Before it can take a task: a spare forked long ago knows nothing
-	 * of a pause since. */
+	if (spare) {
+		/* Held until a host is missing: then it takes its place as
+		 * soon as it is ready (promote_spare). */
+		h->standby = true;
+		h->asked_ns = hkx__now_ns();
+		if (ex->spares_asked > 0)
+			ex->spares_asked--;
+		keep = !ex->shutting_down;
+	} else {
+		/* Its start deadline runs from the request, even if the
+		 * zygote answers one it was thought to have ignored. */
+		h->asked_ns = ex->spawning ? ex->spawn_asked : hkx__now_ns();
+		ex->spawning = false;
+		keep = hkx__hosts_serving(ex, false) < ex->config.hosts &&
+		    !(ex->shutting_down && ex->pending == 0);
+	}
+	/* Before it can take a task: a spare knows nothing of a pause
+	 * since it was forked. */
 	hkx__slots_set_paused(&h->slots, ex->paused);
 	hkx__life_changed(ex);
-	keep = hkx__hosts_serving(ex, false) < ex->config.hosts &&
-	    !(ex->shutting_down && ex->pending == 0);
 	TAILQ_INSERT_TAIL(&ex->hosts, h, link);
-	if (keep)
-		hkx__respawn_if_needed(ex); /* the next one, while hosts are missing */
-	else
+	if (!keep)
 		hkx__retire(ex, h);
+	else if (!spare)
+		hkx__respawn_if_needed(ex); /* the next one, while hosts are missing */
 	hkx__unlock(ex);
 }
 
@@ -780,6 +884,11 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 		if (!h->start_timed_out) /* backed off when it was killed */
 			back_off(ex);
 	}
+	/* A spare that never got ready is not asked for again before the
+	 * next handover: one that cannot start must not be forked in a
+	 * loop. */
+	if (h->standby && h->ready)
+		ask_spare(ex);
 	hkx__respawn_if_needed(ex);
 	hkx__unlock(ex);
 }
@@ -798,6 +907,7 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->pidfd, NULL);
 	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->down_fd, NULL);
+	epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->kick_fd, NULL);
 	if (h->up_open)
 		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
 	if (h->crash_open)
@@ -946,7 +1056,7 @@ hkx__zygote_readable(hkx_executor *ex)
 				hkx__lock(ex);
 				if (m.pid > 0)
 					(void)zygote_send(ex, HKX__ZYGOTE_SIGNAL, m.pid, SIGKILL);
-				spawn_failed_locked(ex, rc);
+				spawn_failed_locked(ex, m.value == 1, rc);
 				hkx__unlock(ex);
 			}
 			continue;
@@ -956,7 +1066,7 @@ hkx__zygote_readable(hkx_executor *ex)
 			host_spawned(ex, &m);
 			break;
 		case HKX__ZYGOTE_SPAWN_FAILED:
-			spawn_failed(ex, m.value < 0 ? m.value : -ECHILD);
+			spawn_failed(ex, m.pid == 1, m.value < 0 ? m.value : -ECHILD);
 			break;
 		case HKX__ZYGOTE_OOM:
 			hkx__lock(ex);
@@ -1047,7 +1157,7 @@ enforce_starts(hkx_executor *ex, uint64_t now)
 	struct hkx__host *h;
 
 	if (ex->spawning && now - ex->spawn_asked >= limit)
-		spawn_failed_locked(ex, -ETIMEDOUT);
+		spawn_failed_locked(ex, false, -ETIMEDOUT);
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (h->ready || h->killing || h->died_ns != 0 || now - h->asked_ns < limit)
 			continue;

@@ -22,6 +22,8 @@ struct hkx__host {
 	int pidfd, down_fd, up_fd, crash_fd; /* and kick_fd, below */
 	bool ready;
 	bool retiring;       /* QUIT sent: takes no more tasks */
+	bool standby;        /* a spare: mapped and watched, takes no task until
+	                        it replaces a host (hkx__respawn_if_needed) */
 	bool killing;        /* the supervisor ordered SIGKILL */
 	bool kill_unsent;    /* ... and hkx__send_kills has yet to send it */
 	bool kill_all;       /* ... and nothing running in it may be retried */
@@ -36,7 +38,8 @@ struct hkx__host {
 	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
 	uint64_t ready_ns;
 	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
-	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; supervisor thread only */
+	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; written by the
+	                          supervisor thread, under the lock */
 	uint64_t crash_id;
 	int crash_signal;
 	bool crash_blocked;  /* SIGSYS of the filter: crash_syscall says which */
@@ -54,7 +57,7 @@ struct hkx__host {
 	struct hkx__decoder decoder;
 	struct hkx__out_frame *out; /* host_capacity TASKs and a QUIT, at most */
 	size_t out_head, out_len, out_partial;
-	int kick_fd;              /* wakes its reader for its down ring */
+	int kick_fd;              /* a socket: wakes its reader for its down ring */
 };
 
 /* Every future host h holds, as f, in slot i. */
@@ -74,6 +77,12 @@ void hkx__life_changed(hkx_executor *ex);
 void hkx__zygote_writable(hkx_executor *ex);
 int hkx__request_spawn(hkx_executor *ex);
 void hkx__respawn_if_needed(hkx_executor *ex);
+/* With the lock held, once at start: asks the zygote for spare_hosts
+ * spares. */
+void hkx__spares_start(hkx_executor *ex);
+/* With the lock held: h said READY; a spare may take a missing host's
+ * place. */
+void hkx__host_ready(hkx_executor *ex, struct hkx__host *h);
 /* Hosts neither retiring nor killed nor settled: those that count toward
  * config.hosts (only the ready ones, if ready). */
 unsigned hkx__hosts_serving(hkx_executor *ex, bool ready);
@@ -81,6 +90,8 @@ unsigned hkx__hosts_serving(hkx_executor *ex, bool ready);
 bool hkx__host_live(const struct hkx__host *h);
 /* Live and not retiring: it takes tasks, and counts in hosts_up. */
 bool hkx__host_up(const struct hkx__host *h);
+/* A spare, ready to take a host's place: it counts in spares_up. */
+bool hkx__spare_ready(const struct hkx__host *h);
 void hkx__signal_host(struct hkx__host *h, int sig);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);

@@ -12,7 +12,7 @@
  * side writes can move it. A consumer about to block publishes that it
  * sleeps, then looks at the ring once more; a producer that pushed looks at
  * that word and, if it is set, takes it and sends one wake-up: a WAKE frame
- * on the up pipe, or a write to the host's eventfd for the down ring (an
+ * on the up pipe, or a byte on the host's kick socket for the down ring (an
  * application thread may push there, and only the supervisor thread
  * writes frames). Both order their store before their load with a full fence (the
  * Dekker pattern): at least one of them sees the other's, so no wake-up is

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/param.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -96,15 +97,14 @@ hkx__out_push(hkx_executor *ex, struct hkx__host *h, hkx_future *f, const uint8_
 
 /* With the lock held, after tasks went on h's down ring: a kick, if its
  * reader said it sleeps. Not a frame: this may be an application thread,
- * and only the supervisor thread writes the pipe. While h is in the
- * executor (the lock says so) its eventfd is open. */
+ * and only the supervisor thread writes the pipe. A socket, not a pipe:
+ * a host that lost it raises no SIGPIPE in the application's thread. While
+ * h is in the executor (the lock says so) its socket is open. */
 static void
 wake_host(struct hkx__host *h)
 {
-	uint64_t one = 1;
-
 	if (hkx__ring_wake_due(&h->slots.down))
-		(void)!write(h->kick_fd, &one, sizeof(one));
+		(void)!send(h->kick_fd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* Its argument fits in its slot: it goes by ring, not by frame. */
@@ -147,28 +147,27 @@ send_task(hkx_executor *ex, struct hkx__host *h, hkx_future *f, bool more)
 }
 
 /* With the lock held: how many more tasks h takes now, holding at most
- * cap. */
+ * cap; none once it lost a pipe (it is killed when its grace is over). */
 static unsigned
 room(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
 	unsigned max = ex->config.max_tasks_per_host;
 
-	if (!hkx__host_up(h) || h->died_ns != 0 || ex->paused || h->inflight >= cap ||
-	    (max && h->sent >= max))
+	if (!hkx__host_up(h) || h->died_ns != 0 || h->pipe_lost_at != 0 || ex->paused ||
+	    h->inflight >= cap || (max && h->sent >= max))
 		return 0;
 	return max ? (unsigned)MIN(cap - h->inflight, max - h->sent) : cap - h->inflight;
 }
 
 /* Supervisor thread, with the lock held: the same, less the frames that
- * wait to be written, and nothing for a host that lost a pipe. A host may
- * have skipped some unread: their slots are free, their places in h->out
- * are not. */
+ * wait to be written. A host may have skipped some unread: their slots are
+ * free, their places in h->out are not. */
 static unsigned
 room_to_send(hkx_executor *ex, struct hkx__host *h, unsigned cap)
 {
 	size_t waiting = h->out_len - h->out_head;
 
-	if (waiting >= ex->host_capacity || h->pipe_lost_at != 0)
+	if (waiting >= ex->host_capacity)
 		return 0;
 	return MIN(room(ex, h, cap), ex->host_capacity - (unsigned)waiting);
 }
@@ -280,7 +279,8 @@ run_by_ring(const hkx_future *f, unsigned run)
 
 /* With the lock held: sends h up to n tasks from the head of the queue,
  * each chunk whole but the first, which pick() chose h for; by ring only,
- * up to the first run that is not. How many it sent. */
+ * every chunk whole, up to the first run that is not by ring. How many it
+ * sent. */
 static unsigned
 send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n, bool ring_only)
 {
@@ -290,8 +290,10 @@ send_chunks(hkx_executor *ex, struct hkx__host *h, unsigned n, bool ring_only)
 
 	while (n > 0 && (f = TAILQ_FIRST(&ex->queue)) != NULL) {
 		run = chunk_run(f);
-		if (run > n && !first)
-			break; /* for the next pick */
+		/* For the next pick; by ring only, a chunk goes whole or not
+		 * at all (the supervisor thread splits one if it must). */
+		if (run > n && (!first || ring_only))
+			break;
 		run = MIN(run, n);
 		if (ring_only && !run_by_ring(f, run))
 			break;
@@ -323,6 +325,10 @@ send_queued(hkx_executor *ex, bool ring_only)
 		if (sent == 0)
 			break;
 		wake_host(h);
+		/* Full for good: only the supervisor thread retires it and
+		 * asks for its replacement (pump). */
+		if (ring_only && retires_after(ex, h, 0))
+			hkx__wake(ex);
 	}
 }
 
@@ -366,11 +372,11 @@ pump(hkx_executor *ex)
 static void
 pipe_lost(hkx_executor *ex, struct hkx__host *h)
 {
-	if (h->pipe_lost_at != 0)
-		return;
-	h->pipe_lost_at = hkx__now_ns();
 	hkx__lock(ex);
-	hkx__life_changed(ex);
+	if (h->pipe_lost_at == 0) {
+		h->pipe_lost_at = hkx__now_ns();
+		hkx__life_changed(ex);
+	}
 	hkx__unlock(ex);
 }
 
@@ -513,9 +519,7 @@ handle_frame(hkx_executor *ex, struct hkx__host *h, const struct hkx__frame *fr)
 			return -EPROTO;
 		if (h->killing || h->settled)
 			return 0; /* read as it dies: it is nobody's host now */
-		h->ready = true;
-		h->ready_ns = hkx__now_ns();
-		ex->stats.host_starts++;
+		hkx__host_ready(ex, h);
 		if (!ex->started && hkx__hosts_serving(ex, true) >= ex->config.hosts) {
 			ex->started = true;
 			pthread_cond_broadcast(&ex->cond);
@@ -933,6 +937,11 @@ dispatch(hkx_executor *ex, uint64_t tag, uint32_t events)
 		break;
 	case HKX__HOST_PID:
 		hkx__host_died(ex, h);
+		break;
+	case HKX__HOST_KICK:
+		/* Reported until it is no longer watched. */
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->kick_fd, NULL);
+		pipe_lost(ex, h);
 		break;
 	}
 }

@@ -22,6 +22,7 @@ enum {
 	HKX__HOST_CRASH,
 	HKX__HOST_DOWN,
 	HKX__HOST_PID,
+	HKX__HOST_KICK,
 };
 
 /* With the lock held: wake the supervisor thread; queue a frame for a

@@ -23,7 +23,7 @@
  *   RESULT   up    u32 slot, i32 return value, u32 reply len, u32 message len,
  *                  then reply bytes, then message bytes
  *   WAKE     up    empty: look at your ring (ring.h), you said you sleep
- *                  (the host is woken for its ring by an eventfd instead)
+ *                  (the host is woken for its ring by its kick socket instead)
  *
  * Flags: HKX__FRAME_ARENA, on TASK and RESULT only, says that the argument
  * or reply lies in the host's arena (arena.h): the frame carries, where

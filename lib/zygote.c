@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -142,9 +141,9 @@ struct child {
 	bool host;
 };
 
-/* A host forked ahead of need: pid 0 if none. fds: its pidfd (also in
- * children), the supervisor's ends of its down, up and crash pipes, and
- * the memfds of its slot table and its arena. */
+/* A host forked: fds: its pidfd (also in children), the supervisor's
+ * ends of its down, up and crash pipes, the memfds of its slot table and
+ * its arena, and its kick socket. */
 struct ready_host {
 	pid_t pid;
 	int fds[HKX__ZYGOTE_MAX_FDS];
@@ -155,9 +154,8 @@ static struct {
 	int sock, app_pidfd;
 	struct child *children;
 	size_t nchildren, cap;
-	struct ready_host spares[HKX__MAX_SPARE_HOSTS];
-	unsigned nspares, spares_wanted;
-	bool spare_owed;
+	unsigned spares_wanted; /* at most, none in an adopter (zygote_start) */
+	unsigned spares_owed;   /* asked for and not yet forked */
 	bool exiting; /* every host is killed; leave once no child is left */
 } zy;
 
@@ -208,12 +206,6 @@ reap(size_t i)
 	zy.children[i] = zy.children[--zy.nchildren];
 	if (!c.host)
 		return;
-	for (unsigned k = 0; k < zy.nspares; k++)
-		if (zy.spares[k].pid == c.pid) {
-			close_fds(zy.spares[k].fds + 1, HKX__ZYGOTE_MAX_FDS - 1);
-			zy.spares[k] = zy.spares[--zy.nspares];
-			break;
-		}
 	if (oom)
 		(void)send_msg(zy.sock, HKX__ZYGOTE_OOM, c.pid, 0, NULL, 0);
 	(void)send_msg(zy.sock, HKX__ZYGOTE_EXITED, c.pid, status, NULL, 0);
@@ -291,15 +283,15 @@ zygote_leave(void)
 static int
 fork_host(struct ready_host *out)
 {
-	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 };
+	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 }, kick[2] = { -1, -1 };
 	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
-	int pidfd, memfd = -1, arenafd = -1, kick = -1, err;
+	int pidfd, memfd = -1, arenafd = -1, err;
 
 	if (!grow_children())
 		return -ENOMEM;
 	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0 ||
-	    (kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, kick) < 0) {
 		err = -errno;
 		goto fail;
 	}
@@ -315,7 +307,7 @@ fork_host(struct ready_host *out)
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, kick, self);
+		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, kick[0], self);
 	hkx__slots_free(&slots);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
@@ -330,43 +322,34 @@ fork_host(struct ready_host *out)
 		goto fail;
 	}
 	zy.children[zy.nchildren++] = (struct child){ .pid = pid, .pidfd = pidfd, .host = true };
-	close_fds((int[]){ down[0], up[1], crash[1] }, 3);
+	close_fds((int[]){ down[0], up[1], crash[1], kick[0] }, 4);
 	out->pid = pid;
-	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd, arenafd, kick },
+	memcpy(out->fds, (int[]){ pidfd, down[1], up[0], crash[0], memfd, arenafd, kick[1] },
 	    sizeof(out->fds));
 	return 0;
 fail:
 	hkx__slots_free(&slots);
 	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd,
-	    kick }, 9);
+	    kick[0], kick[1] }, 10);
 	return err;
 }
 
-/*
- * Hands a host over: the spare if there is one, else a fresh fork. A next
- * spare is owed, forked once the zygote has been idle a moment, so that the
- * next respawn costs a message rather than a fork (slow from a big zygote)
- * and a host's start-up.
- */
+/* Hands a host over, forked now, or says why not; a spare says so. */
 static void
-spawn(void)
+spawn(bool spare)
 {
 	struct ready_host h;
 	int err;
 
-	if (zy.nspares > 0)
-		h = zy.spares[--zy.nspares];
-	else if ((err = fork_host(&h)) < 0) {
-		if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, 0, err, NULL, 0) < 0)
+	if ((err = fork_host(&h)) < 0) {
+		if (send_msg(zy.sock, HKX__ZYGOTE_SPAWN_FAILED, spare, err, NULL, 0) < 0)
 			zygote_exit();
 		return;
 	}
-	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, h.pid, 0, h.fds, HKX__ZYGOTE_MAX_FDS);
+	err = send_msg(zy.sock, HKX__ZYGOTE_SPAWNED, h.pid, spare, h.fds, HKX__ZYGOTE_MAX_FDS);
 	close_fds(h.fds + 1, HKX__ZYGOTE_MAX_FDS - 1); /* the pidfd stays: the zygote watches it */
 	if (err < 0)
 		zygote_exit();
-	else
-		zy.spare_owed = zy.nspares < zy.spares_wanted;
 }
 
 static void
@@ -384,7 +367,11 @@ serve_request(void)
 	close_fds(m.fds, m.nfds);
 	switch (m.type) {
 	case HKX__ZYGOTE_SPAWN:
-		spawn();
+		spawn(false);
+		break;
+	case HKX__ZYGOTE_SPARE:
+		if (zy.spares_owed < zy.spares_wanted)
+			zy.spares_owed++;
 		break;
 	case HKX__ZYGOTE_SIGNAL:
 		for (i = 0; i < zy.nchildren; i++)
@@ -479,7 +466,7 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 		pfds[1] = (struct pollfd){ .fd = zy.exiting ? -1 : zy.app_pidfd, .events = POLLIN };
 		for (i = 0; i < zy.nchildren; i++)
 			pfds[2 + i] = (struct pollfd){ .fd = zy.children[i].pidfd, .events = POLLIN };
-		rc = poll(pfds, n, zy.spare_owed && !zy.exiting ? SPARE_DELAY_MS : -1);
+		rc = poll(pfds, n, zy.spares_owed > 0 && !zy.exiting ? SPARE_DELAY_MS : -1);
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
@@ -488,12 +475,10 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 		}
 		if (rc == 0) {
 			/* One at a time: a request that comes meanwhile is
-			 * answered before the next fork. A failed fork owes
-			 * nothing until the next handover. */
-			if (fork_host(&zy.spares[zy.nspares]) == 0)
-				zy.spare_owed = ++zy.nspares < zy.spares_wanted;
-			else
-				zy.spare_owed = false;
+			 * answered before the next fork. A failed fork is
+			 * not tried again until the supervisor asks. */
+			zy.spares_owed--;
+			spawn(true);
 			continue;
 		}
 		if (pfds[1].revents)

@@ -32,9 +32,12 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_HELLO = 1, /* zygote -> supervisor: pid; fd: its pidfd */
 	HKX__ZYGOTE_SPAWN,     /* supervisor -> zygote */
 	HKX__ZYGOTE_SIGNAL,    /* supervisor -> zygote: pid, value = signal */
-	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid; fds: pidfd, down, up, crash,
-	                          slot table memfd, arena memfd, kick eventfd */
-	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno */
+	HKX__ZYGOTE_SPARE,     /* supervisor -> zygote: a spare host, once idle */
+	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid, value = 1 for a spare;
+	                          fds: pidfd, down, up, crash, slot table memfd,
+	                          arena memfd, kick socket */
+	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno; pid = 1
+	                             for a spare, else 0 */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
 	HKX__ZYGOTE_OOM,       /* zygote -> supervisor, just before EXITED: pid; the
 	                          OOM killer took the host's cgroup */

@@ -744,6 +744,7 @@ tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
 	static hkx_future *f[MEMBERS];
 	struct hkx_opts o = { 0 };
 	hkx_future *first;
+	uint64_t deadline;
 	hkx_group *g;
 	unsigned r, i, late;
 
@@ -764,8 +765,10 @@ tst_failfast_rounds(hkx_executor *ex, unsigned threads, unsigned rounds)
 		ck_assert_int_eq(hkx_map(ex, "member", args, MEMBERS, &o, f), 0);
 		/* The failure seen the moment it can be, without the lock, and
 		 * the holders let go at once: from then on no member starts. */
-		while (!hkx_future_done(f[0]))
+		for (deadline = now_ms() + TST_DEADLINE_MS; !hkx_future_done(f[0]);) {
+			ck_assert_msg(now_ms() < deadline, "the failing member never ended");
 			sched_yield();
+		}
 		ck_assert_int_eq(hkx_future_state(f[0]), HKX_FAILED);
 		tst_release(threads - 1);
 		first = NULL;
@@ -998,7 +1001,7 @@ tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what)
 
 struct hosts_want {
 	hkx_executor *ex;
-	unsigned n;
+	unsigned n, spares;
 };
 
 static bool
@@ -1007,16 +1010,27 @@ hosts_up_is(void *arg)
 	struct hosts_want *w = arg;
 	struct hkx_stats st = { 0 };
 
-	return hkx_executor_stats(w->ex, &st) == 0 && st.hosts_up == w->n;
+	return hkx_executor_stats(w->ex, &st) == 0 && st.hosts_up == w->n &&
+	    (w->spares == UINT_MAX || st.spares_up == w->spares);
 }
 
 void
 tst_wait_hosts_up(hkx_executor *ex, unsigned n)
 {
-	struct hosts_want w = { ex, n };
+	struct hosts_want w = { ex, n, UINT_MAX };
 	char what[64];
 
 	snprintf(what, sizeof(what), "%u hosts to be up", n);
+	tst_poll_until(hosts_up_is, &w, what);
+}
+
+void
+tst_wait_spares_up(hkx_executor *ex, unsigned n, unsigned spares)
+{
+	struct hosts_want w = { ex, n, spares };
+	char what[64];
+
+	snprintf(what, sizeof(what), "%u hosts and %u spares to be up", n, spares);
 	tst_poll_until(hosts_up_is, &w, what);
 }
 

@@ -186,6 +186,8 @@ void tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what);
 /* Polls until the stats say n hosts are up: nothing tells the application
  * when a replacement host is ready. */
 void tst_wait_hosts_up(hkx_executor *ex, unsigned n);
+/* ... and that many spares ready to replace one. */
+void tst_wait_spares_up(hkx_executor *ex, unsigned n, unsigned spares);
 
 /* What the application owns, as an executor must leave it once freed. */
 struct tst_baseline {

@@ -44,6 +44,7 @@
 
 #include "executor.h"
 #include "host.h"
+#include "lifecycle.h"
 #include "slots.h"
 #include "support.h"
 #include "wire.h"
@@ -311,15 +312,29 @@ task_pipes(hkx_task *t, const void *arg, size_t len)
 	return tst_task_block();
 }
 
-/* hkx__host_main() puts the eventfd that wakes it for its ring at 7 (the
+/* hkx__host_main() puts the socket that wakes it for its ring at 7 (the
  * arena's memfd, at 6, is closed once mapped). */
 #define HOST_KICK_FD 7
 
-/* Closes its host's eventfd and returns. */
+/* How task_kick takes its host's kick socket away. */
+enum kick_attack {
+	KICK_CLOSE,   /* close it */
+	KICK_REPLACE, /* dup2 a pipe of its own over it */
+};
+
+/* Takes its host's kick socket away and returns. */
 static int
-task_close_kick(hkx_task *t, const void *arg, size_t len)
+task_kick(hkx_task *t, const void *arg, size_t len)
 {
-	return close(HOST_KICK_FD) < 0 ? -errno : 0;
+	int p[2];
+
+	if (len != 1)
+		return -EINVAL;
+	if (*(const char *)arg == KICK_CLOSE)
+		return close(HOST_KICK_FD) < 0 ? -errno : 0;
+	if (pipe(p) < 0 || dup2(p[0], HOST_KICK_FD) < 0)
+		return -errno;
+	return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -333,7 +348,7 @@ config(struct hkx_config *c, unsigned threads, unsigned prefetch)
 	tst_add_task(c, "stubborn", task_stubborn);
 	tst_add_task(c, "stdio", task_stdio);
 	tst_add_task(c, "pipes", task_pipes);
-	tst_add_task(c, "closekick", task_close_kick);
+	tst_add_task(c, "kick", task_kick);
 	c->prefetch = prefetch;
 }
 
@@ -1328,26 +1343,46 @@ START_TEST(test_pipe_replaced)
 }
 END_TEST
 
+/* The first host's reader said it sleeps: a task by ring needs a kick. */
+static bool
+reader_asleep(void *arg)
+{
+	hkx_executor *ex = arg;
+	struct hkx__host *h;
+	bool asleep;
+
+	hkx__lock(ex);
+	h = TAILQ_FIRST(&ex->hosts);
+	asleep = h != NULL && atomic_load(&h->slots.down.shared->sleeping) != 0;
+	hkx__unlock(ex);
+	return asleep;
+}
+
 /*
- * A task closes the eventfd that wakes its host for the ring: the host's
- * reader, which would spin on it from then on, deaf to the ring, exits
- * instead, and a fresh host runs what comes next.
+ * A task takes away the socket that wakes its host for the ring, as
+ * test_pipe_replaced does to a pipe, and returns. The supervisor's end is
+ * left without a peer: the host is found out as one that lost a pipe, and
+ * a task by ring sent to it while its reader sleeps, deaf, runs on a
+ * fresh host.
  */
-START_TEST(test_kick_closed)
+START_TEST(test_kick_taken)
 {
 	hkx_executor *ex = executor(1, 4);
+	char attack = (char)_i;
 	hkx_future *f, *next;
 	struct hkx_stats st;
 	pid_t old;
 
 	tst_stats(ex, &st);
 	old = st.host_pid;
-	f = tst_submit(ex, "closekick", NULL, 0);
+	f = tst_submit(ex, "kick", &attack, 1);
 	tst_wait_end(f, HKX_DONE);
-	tst_wait_pid_gone(old);
+	tst_poll_until(reader_asleep, ex, "the host's reader asleep");
 	next = tst_submit(ex, "pid", NULL, 0);
+	tst_await_end(next, "a task sent to a host deaf to its ring never ended");
 	tst_wait_end(next, HKX_DONE);
 	ck_assert_int_ne(tst_reply_int(next), old);
+	tst_wait_pid_gone(old);
 	hkx_future_release(f);
 	hkx_future_release(next);
 	hkx_executor_free(ex);
@@ -1397,7 +1432,7 @@ hostile_suite(void)
 
 	tc = tst_tcase("pipes");
 	tcase_add_loop_test(tc, test_pipe_replaced, PIPE_UP_DUP2_NULL, PIPE_DOWN_DUP2_PIPE + 1);
-	tcase_add_test(tc, test_kick_closed);
+	tcase_add_loop_test(tc, test_kick_taken, KICK_CLOSE, KICK_REPLACE + 1);
 	suite_add_tcase(s, tc);
 
 	return s;

@@ -550,18 +550,26 @@ START_TEST(test_respawn_backs_off)
 END_TEST
 
 /*
- * The application runs out of fds while a host is respawned: the fds of
- * each new host are cut from the zygote's message. That is not a host's
- * death; once fds are back, a host takes over and the executor is whole.
+ * The application runs out of fds while a host is respawned (with no
+ * spare, which would take over with the fds it has): the fds of each new
+ * host are cut from the zygote's message. That is not a host's death; once
+ * fds are back, a host takes over and the executor is whole.
  */
 START_TEST(test_respawn_out_of_fds)
 {
 	int fds = tst_fd_count();
 	struct backoff_watch w;
 	struct rlimit rl, none;
+	struct hkx_config c;
 	struct hkx_stats st;
-	hkx_executor *ex = new_executor();
-	pid_t zygote = zygote_pid(ex), host = host_pid(ex);
+	hkx_executor *ex;
+	pid_t zygote, host;
+
+	config(&c);
+	c.spare_hosts = 0;
+	ex = tst_new(&c);
+	zygote = zygote_pid(ex);
+	host = host_pid(ex);
 
 	tst_run_one(ex, "echo", HKX_DONE);
 	w = (struct backoff_watch){ ex, 8 };

@@ -448,6 +448,9 @@ START_TEST(test_spare_hosts)
 	hkx_executor *ex;
 	unsigned spares;
 
+	/* The stats keep their size: spares_up came from reserved space. */
+	ck_assert_uint_eq(sizeof(struct hkx_stats),
+	    offsetof(struct hkx_stats, reserved32) + sizeof(uint32_t) + 6 * sizeof(uint64_t));
 	for (spares = 0; spares <= 3; spares += 3) {
 		config(&c, 2, 1);
 		c.spare_hosts = spares;
@@ -455,11 +458,13 @@ START_TEST(test_spare_hosts)
 		hold(ex, &h, 2);
 		ck_assert(tst_proc_read(h.pid[0], &p));
 		wait_zygote_children(p.ppid, 2 + (int)spares);
+		tst_wait_spares_up(ex, 2, spares);
 		ck_assert_int_eq(hkx_future_kill(h.f[0]), 0);
 		tst_wait_end(h.f[0], HKX_KILLED);
 		hkx_future_release(h.f[0]);
 		tst_wait_pid_gone(h.pid[0]);
-		tst_wait_hosts_up(ex, 2);
+		/* A spare took its place, and a new spare came. */
+		tst_wait_spares_up(ex, 2, spares);
 		wait_zygote_children(p.ppid, 2 + (int)spares);
 		tst_stats(ex, &st);
 		ck_assert_uint_eq(st.hosts_up, 2);
@@ -470,6 +475,45 @@ START_TEST(test_spare_hosts)
 		hkx_executor_free(ex);
 		tst_wait_pid_gone(p.ppid);
 	}
+}
+END_TEST
+
+/*
+ * A spare takes a dead host's place with no word to the zygote: with the
+ * zygote stopped, so that it can neither fork nor answer, the task after a
+ * kill still runs, on the spare.
+ */
+START_TEST(test_spare_needs_no_zygote)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	struct tst_proc p;
+	hkx_executor *ex;
+	hkx_future *b, *f;
+	pid_t old;
+
+	config(&c, 1, 1);
+	c.spare_hosts = 1;
+	ex = start(&c);
+	tst_wait_spares_up(ex, 1, 1);
+	tst_stats(ex, &st);
+	old = st.host_pid;
+	ck_assert(tst_proc_read(old, &p));
+	ck_assert_int_eq(kill(p.ppid, SIGSTOP), 0);
+	b = tst_submit(ex, "hold", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_kill(b), 0);
+	tst_wait_end(b, HKX_KILLED);
+	f = tst_submit(ex, "pid", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_ne(tst_reply_int(f), old);
+	tst_stats(ex, &st);
+	ck_assert_uint_eq(st.hosts_up, 1);
+	ck_assert_uint_eq(st.host_starts, 2);
+	ck_assert_int_eq(kill(p.ppid, SIGCONT), 0);
+	hkx_future_release(b);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
 }
 END_TEST
 
@@ -1138,6 +1182,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_one_task_per_host);
 	tcase_add_test(tc, test_every_host_set_up);
 	tcase_add_test(tc, test_spare_hosts);
+	tcase_add_test(tc, test_spare_needs_no_zygote);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("one host dies");

@@ -204,6 +204,8 @@ START_TEST(test_fds_stable_across_hosts)
 	int fds, i;
 
 	tst_run_one(ex, "echo", HKX_DONE);
+	/* The spare host is the executor's too, with fds of its own. */
+	tst_wait_spares_up(ex, 1, 1);
 	fds = tst_count_dir("/proc/self/fd");
 	for (i = 0; i < 3; i++) {
 		ck_assert_int_eq(hkx_executor_kill(ex), 0);
@@ -212,6 +214,7 @@ START_TEST(test_fds_stable_across_hosts)
 		tst_run_one(ex, "echo", HKX_DONE);
 		/* The dead host's fds may be closed a little after its
 		 * successor runs (when its exit is reaped); a leak never is. */
+		tst_wait_spares_up(ex, 1, 1);
 		tst_poll_until(fd_count_is, &fds, "the fd count to settle");
 	}
 	hkx_executor_free(ex);

@@ -20,6 +20,8 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -28,7 +30,10 @@
 
 #include <hkx.h>
 
+#include "cache.h"
+#include "executor.h"
 #include "host.h"
+#include "lifecycle.h"
 #include "ring.h"
 #include "slots.h"
 #include "support.h"
@@ -339,6 +344,22 @@ END_TEST
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
+/* hkx__host_main() puts the up pipe at 4. */
+#define HOST_UP_FD 4
+
+/* Makes its host mute (/dev/null where its up pipe was), says so, and
+ * holds its worker: the host lives on, to be found out as a liar. */
+static int
+task_mute(hkx_task *t, const void *arg, size_t len)
+{
+	int fd = open("/dev/null", O_WRONLY);
+
+	if (fd < 0 || dup2(fd, HOST_UP_FD) < 0)
+		return -errno;
+	tst_task_started(0);
+	return tst_task_block();
+}
+
 static hkx_executor *
 executor(unsigned threads, unsigned prefetch)
 {
@@ -349,6 +370,7 @@ executor(unsigned threads, unsigned prefetch)
 	tst_add_task(&c, "ringcount", task_ring_count);
 	tst_add_task(&c, "downcount", task_down_count);
 	tst_add_task(&c, "finishdie", task_finish_then_die);
+	tst_add_task(&c, "mute", task_mute);
 	c.prefetch = prefetch;
 	return tst_new(&c);
 }
@@ -566,6 +588,88 @@ START_TEST(test_ring_submit_without_supervisor)
 }
 END_TEST
 
+/*
+ * A host retires after max_tasks_per_host tasks as soon as it has taken
+ * its last one, not once that returns: the next task runs on its
+ * replacement while the last one still runs there, also when that last
+ * one went from the submitting thread, which does not retire hosts.
+ */
+START_TEST(test_ring_retire_after_direct_send)
+{
+	struct hkx_config c;
+	hkx_executor *ex;
+	hkx_future *w, *a, *b;
+	int pa, pb;
+
+	hkx__cache_period_ms = UINT_MAX; /* no trim wakes the supervisor */
+	tst_config(&c, 1);
+	c.prefetch = 0;
+	c.max_tasks_per_host = 2;
+	c.start_timeout_ms = 120000; /* no start deadline wakes it either */
+	c.spare_hosts = 0;           /* nor a spare coming in */
+	ex = tst_new(&c);
+	w = tst_submit(ex, "pid", NULL, 0);
+	tst_wait_end(w, HKX_DONE);
+	hkx_future_release(w);
+	a = tst_submit(ex, "hold", NULL, 0); /* the host's last */
+	pa = tst_await_start();
+	b = tst_submit(ex, "hold", NULL, 0);
+	pb = tst_await_start();
+	ck_assert_int_ne(pa, pb);
+	tst_release(2);
+	tst_wait_end(a, HKX_DONE);
+	tst_wait_end(b, HKX_DONE);
+	hkx_future_release(a);
+	hkx_future_release(b);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* The supervisor has seen the first host lose its up pipe. */
+static bool
+pipe_lost_seen(void *arg)
+{
+	hkx_executor *ex = arg;
+	struct hkx__host *h;
+	bool seen;
+
+	hkx__lock(ex);
+	h = TAILQ_FIRST(&ex->hosts);
+	seen = h != NULL && h->pipe_lost_at != 0;
+	hkx__unlock(ex);
+	return seen;
+}
+
+/*
+ * A host that lost a pipe takes no more tasks: it is killed as a liar
+ * once its grace is over, and a task that started there would end with
+ * it. Neither the supervisor nor a submitting thread sends it one: the
+ * next task runs on its replacement.
+ */
+START_TEST(test_ring_no_send_to_mute_host)
+{
+	hkx_executor *ex = executor(2, 0);
+	hkx_future *mute, *f;
+	struct hkx_stats st;
+	pid_t old;
+
+	tst_stats(ex, &st);
+	old = st.host_pid;
+	mute = tst_submit(ex, "mute", NULL, 0);
+	ck_assert_int_eq(tst_await_start(), 0);
+	tst_poll_until(pipe_lost_seen, ex, "the host's up pipe seen lost");
+	f = tst_submit(ex, "hold", NULL, 0); /* fits its slot: by ring */
+	ck_assert_int_ne(tst_await_start(), old);
+	/* Killed, the mute one is no longer there to take the release. */
+	tst_wait_end(mute, HKX_CRASHED);
+	tst_release(1);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(mute);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* A result in the ring counts even when the host dies before anyone read
  * it: the future ends DONE with its bytes, never CRASHED. */
 START_TEST(test_ring_result_survives_death)
@@ -605,6 +709,8 @@ ring_suite(void)
 	tcase_add_test(tc, test_ring_bursts);
 	tcase_add_test(tc, test_ring_result_survives_death);
 	tcase_add_test(tc, test_ring_submit_without_supervisor);
+	tcase_add_test(tc, test_ring_retire_after_direct_send);
+	tcase_add_test(tc, test_ring_no_send_to_mute_host);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -186,7 +186,7 @@ END_TEST
 
 /* The defaults: no core dumps, stdin /dev/null, SIGPIPE ignored, the OOM
  * killer's first choice, and nothing open but stdio, its three pipes and
- * its eventfd. */
+ * its kick socket. */
 START_TEST(test_default_sandbox)
 {
 	struct hkx_config c;
@@ -202,7 +202,7 @@ START_TEST(test_default_sandbox)
 	ck_assert(p.stdin_is_null);
 	ck_assert(p.sigpipe_ignored);
 	ck_assert_int_eq(p.oom_score_adj, 1000);
-	/* 0, 1, 2, the down, up and crash-note pipes, the eventfd that
+	/* 0, 1, 2, the down, up and crash-note pipes, the socket that
 	 * wakes it for its ring, and the directory the count itself
 	 * opened. */
 	ck_assert_int_eq(p.fds, 8);
