@@ -4,9 +4,12 @@
  * Threads: N workers (the main thread is the first) in leader/follower
  * fashion: an idle worker takes the reader role, takes a batch of tasks
  * from the down ring and the down pipe (blocking on the pipe only once it
- * said that it sleeps), queues them and runs the first task itself, so a
- * lone task costs no hand-off between threads. A worker claims its task's
- * slot, runs it and appends its result to one output buffer, which leaves in writes of many frames. Each
+ * said that it sleeps), queues them and runs the first ones itself, so a
+ * lone task costs no hand-off between threads. A worker takes a run of
+ * tasks from the queue at one taking of its lock, its share of them, and
+ * gives back what did not start if another worker comes to wait. Right
+ * before each task it claims the task's slot, then runs it and appends its
+ * result to one output buffer, which leaves in writes of many frames. Each
  * slot has one task record, made at start, with room for an argument and a
  * reply that fit the slot: such a task costs the host no allocation. A
  * result must never die with the host once its task has returned: a small
@@ -57,6 +60,9 @@
 
 #define READ_BUF_LEN (256 * 1024)
 #define ALTSTACK_LEN (64 * 1024)
+/* Tasks a worker takes from the queue at one taking of its lock, at most:
+ * a task that runs long holds up no more than this many behind it. */
+#define RUN_MAX 16
 
 /* Exit statuses of a host that gives up on its own. */
 enum {
@@ -123,7 +129,9 @@ static struct {
 	pthread_cond_t queue_cond; /* work arrived, or the reader role is free */
 	struct task_queue queue;
 	_Atomic unsigned queued; /* tasks in queue, readable without the lock */
+	_Atomic unsigned idle;   /* workers waiting on queue_cond, the same */
 	unsigned busy;
+	uint64_t runs;           /* taken from the queue, ever */
 	bool reading;            /* a worker holds the reader role */
 	bool quitting;           /* QUIT came: finish what is held, then exit */
 	uint8_t *inbuf;          /* the reader role's */
@@ -288,6 +296,17 @@ struct hkx__arena *
 hkx__host_arena(void)
 {
 	return arena();
+}
+
+uint64_t
+hkx__host_runs(void)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&host.queue_lock);
+	n = host.runs;
+	pthread_mutex_unlock(&host.queue_lock);
+	return n;
 }
 
 void
@@ -625,7 +644,7 @@ release(struct hkx_task *t)
  * worker moves on only then.
  */
 static void
-send_result(struct hkx_task *t, int rc, uint32_t flags)
+send_result(struct hkx_task *t, int rc, uint32_t flags, bool more)
 {
 	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN + HKX__SLOT_INLINE];
@@ -650,10 +669,11 @@ send_result(struct hkx_task *t, int rc, uint32_t flags)
 				publish_result(i);
 				return;
 			}
-			/* Safe in the slot: only a worker with nothing queued
-			 * writes at once, since it would only wait otherwise. */
-			mode = atomic_load_explicit(&host.queued, memory_order_relaxed) == 0
-			    ? EMIT_NOW : EMIT_LATER;
+			/* Safe in the slot: only a worker with nothing more to
+			 * run writes at once, since it would only wait
+			 * otherwise. */
+			mode = !more && atomic_load_explicit(&host.queued,
+			    memory_order_relaxed) == 0 ? EMIT_NOW : EMIT_LATER;
 		}
 		head_len = hkx__encode_result(head, t->id, i, rc, t->reply_len, message_len);
 		if (t->reply == t->reply_inline) {
@@ -671,7 +691,7 @@ send_result(struct hkx_task *t, int rc, uint32_t flags)
 }
 
 static void
-run_task(struct worker *w, struct hkx_task *t)
+run_task(struct worker *w, struct hkx_task *t, bool more)
 {
 	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
@@ -713,7 +733,7 @@ run_task(struct worker *w, struct hkx_task *t)
 	if ((flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
-	send_result(t, rc, flags);
+	send_result(t, rc, flags, more);
 }
 
 static _Noreturn void quit(void);
@@ -730,6 +750,54 @@ reap_idle(void)
 		;
 }
 
+/*
+ * With the queue lock held and tasks queued: a run of them into run[],
+ * its length. A burst costs one taking of the lock per run, not per task;
+ * but the tasks of a run wait for each other, so a worker takes at most
+ * its share of the queue among all the workers (a busy one may be free
+ * before this run is through), and one task only while another worker
+ * waits: then each task starts on the first worker free for it, in the
+ * queue's order, as a task that waits for its peers to start needs.
+ */
+static unsigned
+take_run(struct hkx_task **run)
+{
+	unsigned queued = atomic_load_explicit(&host.queued, memory_order_relaxed);
+	unsigned n = queued / host.hc->threads, k;
+
+	if (n == 0 || atomic_load_explicit(&host.idle, memory_order_relaxed) > 0)
+		n = 1;
+	else if (n > RUN_MAX)
+		n = RUN_MAX;
+	for (k = 0; k < n; k++) {
+		run[k] = STAILQ_FIRST(&host.queue);
+		STAILQ_REMOVE_HEAD(&host.queue, link);
+	}
+	atomic_store_explicit(&host.queued, queued - n, memory_order_relaxed);
+	host.runs++;
+	return n;
+}
+
+/* With the queue lock held: the n tasks of a run that did not start go
+ * back to the head of the queue, in their order, for the idle workers. */
+static void
+give_back(struct hkx_task **run, unsigned n)
+{
+	atomic_fetch_add_explicit(&host.queued, n, memory_order_relaxed);
+	while (n-- > 0)
+		STAILQ_INSERT_HEAD(&host.queue, run[n], link);
+	pthread_cond_broadcast(&host.queue_cond);
+}
+
+/* With the queue lock held. */
+static void
+wait_for_work(void)
+{
+	atomic_fetch_add_explicit(&host.idle, 1, memory_order_relaxed);
+	pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+	atomic_fetch_sub_explicit(&host.idle, 1, memory_order_relaxed);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -737,8 +805,8 @@ worker_main(void *arg)
 	struct sigevent sev = { 0 };
 	stack_t ss = { 0 };
 	struct task_queue batch;
-	struct hkx_task *t;
-	unsigned count;
+	struct hkx_task *run[RUN_MAX];
+	unsigned count, n, k;
 	bool quitting;
 
 	current_worker = w;
@@ -760,18 +828,23 @@ worker_main(void *arg)
 
 	pthread_mutex_lock(&host.queue_lock);
 	for (;;) {
-		if ((t = STAILQ_FIRST(&host.queue)) != NULL) {
-			STAILQ_REMOVE_HEAD(&host.queue, link);
-			atomic_fetch_sub_explicit(&host.queued, 1, memory_order_relaxed);
+		if (!STAILQ_EMPTY(&host.queue)) {
+			n = take_run(run);
 			host.busy++;
 			pthread_mutex_unlock(&host.queue_lock);
-			run_task(w, t);
+			/* A worker that came to wait for work meanwhile takes
+			 * its share of what did not start. */
+			for (k = 0; k < n && (k == 0 ||
+			    atomic_load_explicit(&host.idle, memory_order_relaxed) == 0); k++)
+				run_task(w, run[k], k + 1 < n);
 			pthread_mutex_lock(&host.queue_lock);
 			host.busy--;
+			if (k < n)
+				give_back(run + k, n - k);
 		} else if (host.quitting) {
 			if (host.busy == 0)
 				quit(); /* the last one out */
-			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+			wait_for_work();
 		} else if (!host.reading) {
 			if (host.busy == 0)
 				reap_idle();
@@ -785,14 +858,14 @@ worker_main(void *arg)
 			STAILQ_CONCAT(&host.queue, &batch);
 			atomic_fetch_add_explicit(&host.queued, count, memory_order_relaxed);
 			host.quitting |= quitting;
-			/* Tasks beyond the one this worker takes, and the reader
+			/* Tasks beyond the run this worker takes, and the reader
 			 * role, are for the idle ones. */
 			if (count > 1 || quitting)
 				pthread_cond_broadcast(&host.queue_cond);
 			else
 				pthread_cond_signal(&host.queue_cond);
 		} else
-			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+			wait_for_work();
 	}
 	return NULL;
 }

@@ -1,17 +1,26 @@
 /*
  * test_host_tasks: the host's task path in steady state, which allocates
- * nothing.
+ * nothing and takes its queue's lock once per run of tasks, not per task.
  *
  *   burst        10,000 tasks of every shape (empty, small, by pipe, big
  *                arguments and replies in the arena, replies on the heap)
  *                all end DONE with their own replies;
+ *   cancels      tasks cancelled while they wait in the host, taken in a
+ *                worker's run or still in its queue, end CANCELLED and the
+ *                others DONE, each once;
  *   replies      a task that replies twice, from its own reply buffer
  *                among others, and one that leaves a message;
  *   no malloc    a burst of small tasks costs the host no malloc at all,
  *                as the host itself counts them;
+ *   runs         a burst of 64 tasks takes the host's queue a few times,
+ *                not 64;
  *   one per slot a supervisor that names a slot whose task has not ended
  *                makes the host exit with a protocol error rather than
  *                write over that task.
+ *
+ * A task that must see the host hold a number of tasks first ("gather")
+ * reads the slot table, where the supervisor arms each slot it sends
+ * before it pushes it.
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
@@ -119,6 +128,62 @@ task_mallocs(hkx_task *t, const void *arg, size_t len)
 	return hkx_task_reply(t, &n, sizeof(n));
 }
 
+/* "runs": replies hkx__host_runs(). */
+static int
+task_runs(hkx_task *t, const void *arg, size_t len)
+{
+	uint64_t n = hkx__host_runs();
+
+	(void)arg;
+	(void)len;
+	return hkx_task_reply(t, &n, sizeof(n));
+}
+
+struct gather {
+	uint32_t tasks; /* slots SENT to wait for, besides its own */
+	uint32_t hold;  /* then signal the start and wait for a release */
+};
+
+static uint32_t
+slots_sent(void)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < s->count; i++)
+		if (HKX__SLOT_STATE(atomic_load(&s->slot[i].word)) == HKX__SLOT_SENT)
+			n++;
+	return n;
+}
+
+/* "gather": waits until the host holds g.tasks more tasks (nothing tells
+ * a task that, so it looks, against the deadline), then replies
+ * hkx__host_runs() and, with g.hold, blocks. */
+static int
+task_gather(hkx_task *t, const void *arg, size_t len)
+{
+	struct timespec start, now;
+	struct gather g;
+	uint64_t runs;
+	int rc;
+
+	if (len != sizeof(g))
+		return -EINVAL;
+	memcpy(&g, arg, sizeof(g));
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (slots_sent() < g.tasks) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 > TST_DEADLINE_MS)
+			return -ETIMEDOUT;
+		tst_sleep_us(100);
+	}
+	runs = hkx__host_runs();
+	if ((rc = hkx_task_reply(t, &runs, sizeof(runs))) != 0 || !g.hold)
+		return rc;
+	tst_task_started(0);
+	return tst_task_block();
+}
+
 enum twice {
 	TWICE_SMALL_SMALL,  /* "first", then its argument */
 	TWICE_OWN_BUFFER,   /* a reply buffer, then a piece of it */
@@ -220,6 +285,8 @@ config(struct hkx_config *c, unsigned threads, unsigned prefetch)
 {
 	tst_config(c, threads);
 	tst_add_task(c, "mallocs", task_mallocs);
+	tst_add_task(c, "runs", task_runs);
+	tst_add_task(c, "gather", task_gather);
 	tst_add_task(c, "twice", task_twice);
 	tst_add_task(c, "forge", task_forge);
 	c->prefetch = prefetch;
@@ -256,6 +323,14 @@ ask_u64(hkx_executor *ex, const char *task)
 
 	hkx_future_release(f);
 	return v;
+}
+
+static hkx_future *
+submit_gather(hkx_executor *ex, uint32_t tasks, bool hold)
+{
+	struct gather g = { .tasks = tasks, .hold = hold };
+
+	return tst_submit(ex, "gather", &g, sizeof(g));
 }
 
 /* An argument of len bytes that says which task it is. */
@@ -378,6 +453,53 @@ START_TEST(test_burst)
 }
 END_TEST
 
+/*
+ * On one worker: 31 tasks wait in the host behind one that holds it;
+ * then the first of them holds it in turn, with the others taken in its
+ * run or waiting in the queue. Every other one is cancelled there: those
+ * end CANCELLED, the rest DONE with their replies, each exactly once.
+ */
+START_TEST(test_cancel_in_host)
+{
+	enum { N = 30 };
+	hkx_future *gather, *holder, *fs[N];
+	hkx_executor *ex;
+	uint8_t arg[8];
+
+	ex = executor(1, N + 1);
+	gather = submit_gather(ex, N + 1, true);
+	holder = tst_submit(ex, "block", NULL, 0);
+	for (size_t i = 0; i < N; i++) {
+		fill_arg(arg, sizeof(arg), i);
+		fs[i] = tst_submit(ex, "echo", arg, sizeof(arg));
+	}
+	ck_assert_int_eq(tst_await_start(), 0); /* all in the host */
+	tst_release(1);
+	ck_assert_int_eq(tst_await_start(), 0); /* the holder runs */
+	for (size_t i = 1; i < N; i += 2)
+		ck_assert(hkx_future_cancel(fs[i]));
+	tst_release(1);
+	tst_wait_end(gather, HKX_DONE);
+	tst_wait_end(holder, HKX_DONE);
+	for (size_t i = 0; i < N; i++) {
+		if (i % 2) {
+			tst_wait_end(fs[i], HKX_CANCELLED);
+		} else {
+			tst_wait_end(fs[i], HKX_DONE);
+			fill_arg(arg, sizeof(arg), i);
+			tst_assert_result(fs[i], 0, arg, sizeof(arg));
+		}
+		hkx_future_release(fs[i]);
+	}
+	hkx_future_release(gather);
+	hkx_future_release(holder);
+	/* The host goes on with the slots the cancelled tasks held. */
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* The last reply counts, whichever rooms the two took, and a message goes
  * with either kind of reply. */
 START_TEST(test_reply_twice)
@@ -453,6 +575,37 @@ START_TEST(test_no_malloc_per_task)
 }
 END_TEST
 
+/* 64 tasks that wait in a one-worker host are taken from its queue in
+ * runs: at most a quarter as many takings as tasks. */
+START_TEST(test_runs)
+{
+	enum { N = 63 };
+	hkx_future *gather, *fs[N];
+	hkx_executor *ex;
+	uint64_t before, after;
+	uint8_t arg[8];
+
+	ex = executor(1, N);
+	gather = submit_gather(ex, N, false);
+	for (size_t i = 0; i < N; i++) {
+		fill_arg(arg, sizeof(arg), i);
+		fs[i] = tst_submit(ex, "echo", arg, sizeof(arg));
+	}
+	before = reply_u64(gather);
+	for (size_t i = 0; i < N; i++) {
+		tst_wait_end(fs[i], HKX_DONE);
+		fill_arg(arg, sizeof(arg), i);
+		tst_assert_result(fs[i], 0, arg, sizeof(arg));
+		hkx_future_release(fs[i]);
+	}
+	after = ask_u64(ex, "runs");
+	ck_assert_msg((after - before) * 4 <= N + 1, "%llu takings for %d tasks",
+	    (unsigned long long)(after - before), N + 1);
+	hkx_future_release(gather);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* A task sent to a slot whose task runs: the host exits on it, with the
  * status of a protocol error, rather than write over the running task's
  * record; a new host takes the next task. */
@@ -482,8 +635,10 @@ host_tasks_suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_burst);
+	tcase_add_test(tc, test_cancel_in_host);
 	tcase_add_loop_test(tc, test_reply_twice, TWICE_SMALL_SMALL, TWICE_END);
 	tcase_add_test(tc, test_no_malloc_per_task);
+	tcase_add_test(tc, test_runs);
 	tcase_add_test(tc, test_slot_named_twice);
 	suite_add_tcase(s, tc);
 	return s;
