@@ -5,17 +5,22 @@
  * fashion: an idle worker takes the reader role, takes a batch of tasks
  * from the down ring and the down pipe (blocking on the pipe and on the
  * socket that wakes it for the ring only once it said that it sleeps),
- * queues them and runs the first task itself, so a
- * lone task costs no hand-off between threads. A worker claims its task's
- * slot, runs it and appends its result to one output buffer, which leaves
- * in writes of many frames. A result must never die
- * with the host once its task has returned: a small one is stored in the
- * task's shared slot first, and goes to the supervisor by the up ring (no
- * write at all unless the supervisor sleeps), or, after a STARTED frame,
- * by a frame that may wait for the writer thread while the worker goes on;
- * a worker with a bigger result or a message moves on only once its frame
- * is in the pipe. A big argument is read in place in the host's arena, and
- * a big reply is written there (arena.h), unless the arena has no room.
+ * queues them and runs the first ones itself, so a
+ * lone task costs no hand-off between threads. A worker takes a run of
+ * tasks from the queue at one taking of its lock, its share of them, and
+ * gives back what did not start if another worker comes to wait. Right
+ * before each task it claims the task's slot, then runs it and appends its
+ * result to one output buffer, which leaves in writes of many frames. Each
+ * slot has one task record, made at start, with room for an argument and a
+ * reply that fit the slot: such a task costs the host no allocation. A
+ * result must never die with the host once its task has returned: a small
+ * one is stored in the task's shared slot first, and goes to the
+ * supervisor by the up ring (no write at all unless the supervisor
+ * sleeps), or, after a STARTED frame, by a frame that may wait for the
+ * writer thread while the worker goes on; a worker with a bigger result or
+ * a message moves on only once its frame is in the pipe. A big argument
+ * is read in place in the host's arena, and a big reply is written there
+ * (arena.h), unless the arena has no room.
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
@@ -57,6 +62,9 @@
 
 #define READ_BUF_LEN (256 * 1024)
 #define ALTSTACK_LEN (64 * 1024)
+/* Tasks a worker takes from the queue at one taking of its lock, at most:
+ * a task that runs long holds up no more than this many behind it. */
+#define RUN_MAX 16
 
 /* Exit statuses of a host that gives up on its own. */
 enum {
@@ -72,18 +80,30 @@ enum {
 bool hkx__in_host;
 pid_t hkx__app_pid;
 
+/*
+ * A slot holds one task at a time, and the supervisor gives it the next
+ * only once the result of the one before is in: so each slot has one
+ * record, made at start, which holds a small argument and a small reply
+ * itself. A task's record is held from its TASK until its result leaves.
+ */
 struct hkx_task {
 	STAILQ_ENTRY(hkx_task) link;
 	uint64_t id, seq;
 	uint32_t slot, task_index, attempt;
-	void *reply;             /* malloc'd, a region of the arena, or in arena_arg */
-	size_t reply_len;
+	_Atomic bool held;       /* from new_task() to release() */
+	bool arg_in_arena;
 	bool reply_in_arg;       /* reply is a piece of its argument in the arena */
+	void *reply;             /* in reply_inline, malloc'd, a region of the arena,
+	                          * or in arg */
+	size_t reply_len;
 	char *message;
 	size_t message_len;
-	const void *arena_arg;   /* its argument in the arena, or NULL: in arg[] */
+	const void *arg;         /* in arg_inline, arg_copy or the arena */
+	void *arg_copy;          /* malloc'd, for one that came by pipe and is too
+	                          * big for arg_inline; else NULL */
 	size_t arg_len;
-	max_align_t arg[];
+	_Alignas(max_align_t) uint8_t arg_inline[HKX__SLOT_ARG_INLINE];
+	_Alignas(max_align_t) uint8_t reply_inline[HKX__SLOT_INLINE];
 };
 STAILQ_HEAD(task_queue, hkx_task);
 
@@ -106,11 +126,15 @@ static struct {
 	int down_fd, up_fd, crash_fd;
 	int kick_fd;               /* the down ring's wake-ups (ring.h): a socket */
 
+	struct hkx_task *tasks;    /* one per slot */
+
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond; /* work arrived, or the reader role is free */
 	struct task_queue queue;
 	_Atomic unsigned queued; /* tasks in queue, readable without the lock */
+	_Atomic unsigned idle;   /* workers waiting on queue_cond, the same */
 	unsigned busy;
+	uint64_t runs;           /* taken from the queue, ever */
 	bool reading;            /* a worker holds the reader role */
 	bool quitting;           /* QUIT came: finish what is held, then exit */
 	uint8_t *inbuf;          /* the reader role's */
@@ -277,6 +301,17 @@ hkx__host_arena(void)
 	return arena();
 }
 
+uint64_t
+hkx__host_runs(void)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&host.queue_lock);
+	n = host.runs;
+	pthread_mutex_unlock(&host.queue_lock);
+	return n;
+}
+
 void
 hkx__host_inject(const void *bytes, size_t len)
 {
@@ -285,16 +320,19 @@ hkx__host_inject(const void *bytes, size_t len)
 
 /* --- the task API ------------------------------------------------------ */
 
-/* Room for a reply of len bytes: in the arena if it is big and there is
- * room, else on the heap; NULL for no memory. */
+/* Room for a reply of len bytes: in the record if it fits the slot, in
+ * the arena if it is big and there is room, else on the heap; NULL for no
+ * memory. */
 static void *
 reply_room(hkx_task *t, size_t len)
 {
 	void *p = NULL;
 
+	if (len <= HKX__SLOT_INLINE)
+		return t->reply_inline;
 	if (len >= HKX__BIG_PAYLOAD)
 		p = hkx__arena_reply_alloc(arena(), len, t->slot, t->seq);
-	return p != NULL ? p : malloc(len > 0 ? len : 1);
+	return p != NULL ? p : malloc(len);
 }
 
 /* The task's reply is now p, after the one before goes: p may have been
@@ -304,7 +342,7 @@ set_reply(hkx_task *t, void *p, size_t len, bool in_arg)
 {
 	if (hkx__arena_holds(arena(), t->reply))
 		hkx__arena_reply_drop(arena(), t->reply);
-	else if (!t->reply_in_arg)
+	else if (!t->reply_in_arg && t->reply != t->reply_inline)
 		free(t->reply);
 	t->reply = p;
 	t->reply_len = len;
@@ -316,9 +354,9 @@ set_reply(hkx_task *t, void *p, size_t len, bool in_arg)
 static bool
 in_own_arg(const hkx_task *t, const void *data, size_t len)
 {
-	const uint8_t *d = data, *arg = t->arena_arg;
+	const uint8_t *d = data, *arg = t->arg;
 
-	return arg != NULL && len >= HKX__BIG_PAYLOAD && d >= arg &&
+	return t->arg_in_arena && len >= HKX__BIG_PAYLOAD && d >= arg &&
 	    (size_t)(d - arg) <= t->arg_len && len <= t->arg_len - (size_t)(d - arg);
 }
 
@@ -339,7 +377,8 @@ hkx_task_reply(hkx_task *t, const void *data, size_t len)
 		copy = reply_room(t, len);
 		if (copy == NULL)
 			return -ENOMEM;
-		memcpy(copy, data, len);
+		/* Both may be the record's own room. */
+		memmove(copy, data, len);
 	}
 	set_reply(t, copy, len, false);
 	return 0;
@@ -584,26 +623,78 @@ publish_result(uint32_t slot)
 		emit(wake, hkx__encode_wake(wake), NULL, 0, NULL, 0, EMIT_NOW);
 }
 
-/* The reply is in the arena: its RESULT names where, and a region of the
- * host's part is the supervisor's to copy from until it says it took it
- * (a piece of the argument is, until the slot is reused). As with any big
- * reply, the worker moves on once the frame is in the pipe. */
+/*
+ * The task's record goes back to its slot. The supervisor may send the
+ * slot's next task as soon as the result is out, so this comes before, and
+ * nothing may touch the record after: what the result needs is taken out
+ * of it first.
+ */
 static void
-send_big_reply(struct hkx_task *t, int rc)
+release(struct hkx_task *t)
 {
-	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN];
-	uint64_t off = t->reply_in_arg ? hkx__arena_offset(arena(), t->reply)
-	                               : hkx__arena_reply_send(arena(), t->reply);
+	free(t->arg_copy);
+	atomic_store_explicit(&t->held, false, memory_order_release);
+}
 
-	emit(head, hkx__encode_result_arena(head, t->id, t->slot, rc, off, t->reply_len,
-	    t->message_len), NULL, 0, t->message, t->message_len, EMIT_WAIT);
-	t->reply = NULL;
-	t->reply_len = 0;
-	t->reply_in_arg = false;
+/*
+ * A small result with no message is stored in the slot first, and goes by
+ * the up ring unless a STARTED frame went before it. A reply in the arena:
+ * the RESULT names where, and a region of the host's part is the
+ * supervisor's to copy from until it says it took it (a piece of the
+ * argument is, until the slot is reused). Any other reply follows its
+ * RESULT: copied from the record into the frame, or from the heap, freed
+ * once the frame is in the pipe. As with any big reply or message, the
+ * worker moves on only then.
+ */
+static void
+send_result(struct hkx_task *t, int rc, uint32_t flags, bool more)
+{
+	struct hkx__slot *slot = &host.slots.slot[t->slot];
+	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED + HKX__ARENA_REF_LEN + HKX__SLOT_INLINE];
+	uint32_t i = t->slot;
+	char *message = t->message;
+	size_t message_len = t->message_len, head_len, heap_len = 0;
+	void *heap = NULL;
+	enum emit_mode mode = EMIT_WAIT;
+	uint64_t off;
+
+	if (t->reply_in_arg || hkx__arena_holds(arena(), t->reply)) {
+		off = t->reply_in_arg ? hkx__arena_offset(arena(), t->reply)
+		                      : hkx__arena_reply_send(arena(), t->reply);
+		head_len = hkx__encode_result_arena(head, t->id, i, rc, off, t->reply_len,
+		    message_len);
+	} else {
+		if (message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
+			hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
+			/* A STARTED frame must reach the supervisor first. */
+			if (!(flags & HKX__SLOT_NOTIFY_START)) {
+				release(t);
+				publish_result(i);
+				return;
+			}
+			/* Safe in the slot: only a worker with nothing more to
+			 * run writes at once, since it would only wait
+			 * otherwise. */
+			mode = !more && atomic_load_explicit(&host.queued,
+			    memory_order_relaxed) == 0 ? EMIT_NOW : EMIT_LATER;
+		}
+		head_len = hkx__encode_result(head, t->id, i, rc, t->reply_len, message_len);
+		if (t->reply == t->reply_inline) {
+			memcpy(head + head_len, t->reply, t->reply_len);
+			head_len += t->reply_len;
+		} else {
+			heap = t->reply;
+			heap_len = t->reply_len;
+		}
+	}
+	release(t);
+	emit(head, head_len, heap, heap_len, message, message_len, mode);
+	free(heap);
+	free(message);
 }
 
 static void
-run_task(struct worker *w, struct hkx_task *t)
+run_task(struct worker *w, struct hkx_task *t, bool more)
 {
 	struct hkx__slot *slot = &host.slots.slot[t->slot];
 	uint8_t head[HKX__HEADER_LEN + HKX__RESULT_FIXED];
@@ -611,13 +702,13 @@ run_task(struct worker *w, struct hkx_task *t)
 	uint32_t flags = slot->flags;
 	uint64_t group = slot->group;
 	size_t head_len;
-	enum emit_mode mode;
 	uint32_t cpu_limit_ms;
 	int rc;
 
 	hkx__slots_wait_unpaused(&host.slots, NULL);
 	if (!claim(slot, t, flags, group)) {
 		head_len = hkx__encode_skipped(head, t->id, t->slot);
+		release(t);
 		emit(head, head_len, NULL, 0, NULL, 0, EMIT_LATER);
 		return;
 	}
@@ -638,34 +729,14 @@ run_task(struct worker *w, struct hkx_task *t)
 	atomic_store(&w->task_id, t->id);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, cpu_limit_ms);
-	rc = host.hc->tasks[t->task_index].fn(t, t->arena_arg != NULL ? t->arena_arg : t->arg,
-	    t->arg_len);
+	rc = host.hc->tasks[t->task_index].fn(t, t->arg, t->arg_len);
 	if (cpu_limit_ms)
 		arm_cpu_timer(w, 0);
 	atomic_store(&w->task_id, 0);
 	if ((flags & HKX__SLOT_FAIL_FAST) && rc != 0 &&
 	    !(rc == -ECANCELED && atomic_load(&slot->stop)))
 		fail_group(t, group);
-
-	if (t->reply_in_arg || hkx__arena_holds(arena(), t->reply)) {
-		send_big_reply(t, rc);
-		return;
-	}
-	if (t->message == NULL && t->reply_len <= HKX__SLOT_INLINE) {
-		hkx__slot_finish(slot, t->seq, rc, t->reply, t->reply_len);
-		/* A STARTED frame must reach the supervisor first. */
-		if (!(flags & HKX__SLOT_NOTIFY_START)) {
-			publish_result(t->slot);
-			return;
-		}
-		/* Safe in the slot: only a worker with nothing queued writes
-		 * at once, since it would only wait otherwise. */
-		mode = atomic_load_explicit(&host.queued, memory_order_relaxed) == 0 ? EMIT_NOW
-		                                                                     : EMIT_LATER;
-	} else
-		mode = EMIT_WAIT;
-	head_len = hkx__encode_result(head, t->id, t->slot, rc, t->reply_len, t->message_len);
-	emit(head, head_len, t->reply, t->reply_len, t->message, t->message_len, mode);
+	send_result(t, rc, flags, more);
 }
 
 static _Noreturn void quit(void);
@@ -682,6 +753,54 @@ reap_idle(void)
 		;
 }
 
+/*
+ * With the queue lock held and tasks queued: a run of them into run[],
+ * its length. A burst costs one taking of the lock per run, not per task;
+ * but the tasks of a run wait for each other, so a worker takes at most
+ * its share of the queue among all the workers (a busy one may be free
+ * before this run is through), and one task only while another worker
+ * waits: then each task starts on the first worker free for it, in the
+ * queue's order, as a task that waits for its peers to start needs.
+ */
+static unsigned
+take_run(struct hkx_task **run)
+{
+	unsigned queued = atomic_load_explicit(&host.queued, memory_order_relaxed);
+	unsigned n = queued / host.hc->threads, k;
+
+	if (n == 0 || atomic_load_explicit(&host.idle, memory_order_relaxed) > 0)
+		n = 1;
+	else if (n > RUN_MAX)
+		n = RUN_MAX;
+	for (k = 0; k < n; k++) {
+		run[k] = STAILQ_FIRST(&host.queue);
+		STAILQ_REMOVE_HEAD(&host.queue, link);
+	}
+	atomic_store_explicit(&host.queued, queued - n, memory_order_relaxed);
+	host.runs++;
+	return n;
+}
+
+/* With the queue lock held: the n tasks of a run that did not start go
+ * back to the head of the queue, in their order, for the idle workers. */
+static void
+give_back(struct hkx_task **run, unsigned n)
+{
+	atomic_fetch_add_explicit(&host.queued, n, memory_order_relaxed);
+	while (n-- > 0)
+		STAILQ_INSERT_HEAD(&host.queue, run[n], link);
+	pthread_cond_broadcast(&host.queue_cond);
+}
+
+/* With the queue lock held. */
+static void
+wait_for_work(void)
+{
+	atomic_fetch_add_explicit(&host.idle, 1, memory_order_relaxed);
+	pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+	atomic_fetch_sub_explicit(&host.idle, 1, memory_order_relaxed);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -689,8 +808,8 @@ worker_main(void *arg)
 	struct sigevent sev = { 0 };
 	stack_t ss = { 0 };
 	struct task_queue batch;
-	struct hkx_task *t;
-	unsigned count;
+	struct hkx_task *run[RUN_MAX];
+	unsigned count, n, k;
 	bool quitting;
 
 	current_worker = w;
@@ -712,21 +831,23 @@ worker_main(void *arg)
 
 	pthread_mutex_lock(&host.queue_lock);
 	for (;;) {
-		if ((t = STAILQ_FIRST(&host.queue)) != NULL) {
-			STAILQ_REMOVE_HEAD(&host.queue, link);
-			atomic_fetch_sub_explicit(&host.queued, 1, memory_order_relaxed);
+		if (!STAILQ_EMPTY(&host.queue)) {
+			n = take_run(run);
 			host.busy++;
 			pthread_mutex_unlock(&host.queue_lock);
-			run_task(w, t);
-			free(t->reply);
-			free(t->message);
-			free(t);
+			/* A worker that came to wait for work meanwhile takes
+			 * its share of what did not start. */
+			for (k = 0; k < n && (k == 0 ||
+			    atomic_load_explicit(&host.idle, memory_order_relaxed) == 0); k++)
+				run_task(w, run[k], k + 1 < n);
 			pthread_mutex_lock(&host.queue_lock);
 			host.busy--;
+			if (k < n)
+				give_back(run + k, n - k);
 		} else if (host.quitting) {
 			if (host.busy == 0)
 				quit(); /* the last one out */
-			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+			wait_for_work();
 		} else if (!host.reading) {
 			if (host.busy == 0)
 				reap_idle();
@@ -740,14 +861,14 @@ worker_main(void *arg)
 			STAILQ_CONCAT(&host.queue, &batch);
 			atomic_fetch_add_explicit(&host.queued, count, memory_order_relaxed);
 			host.quitting |= quitting;
-			/* Tasks beyond the one this worker takes, and the reader
+			/* Tasks beyond the run this worker takes, and the reader
 			 * role, are for the idle ones. */
 			if (count > 1 || quitting)
 				pthread_cond_broadcast(&host.queue_cond);
 			else
 				pthread_cond_signal(&host.queue_cond);
 		} else
-			pthread_cond_wait(&host.queue_cond, &host.queue_lock);
+			wait_for_work();
 	}
 	return NULL;
 }
@@ -922,21 +1043,22 @@ start_threads(const struct hkx__host_config *hc)
 
 /* --- the reader role ------------------------------------------------------- */
 
-/* A task the supervisor sent: its argument copied, or, in_arena, read in
- * place there. */
+/* A task the supervisor sent, in its slot's record: its argument copied,
+ * or, in_arena, read in place there. */
 static struct hkx_task *
 new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t slot,
          uint32_t task_index, uint32_t attempt, const void *arg, size_t arg_len,
          const void *in_arena)
 {
-	size_t copied = in_arena != NULL ? 0 : arg_len;
 	struct hkx_task *t;
 
 	if (task_index >= hc->ntasks || slot >= host.slots.count)
 		die(HOST_EXIT_PROTOCOL);
-	t = malloc(sizeof(*t) + copied);
-	if (t == NULL)
-		die(HOST_EXIT_SETUP);
+	t = &host.tasks[slot];
+	/* The slot's task has not left: this one would be written over it
+	 * while it waits or runs. */
+	if (atomic_load_explicit(&t->held, memory_order_acquire))
+		die(HOST_EXIT_PROTOCOL);
 	t->id = id;
 	t->seq = seq;
 	t->slot = slot;
@@ -947,10 +1069,22 @@ new_task(const struct hkx__host_config *hc, uint64_t id, uint64_t seq, uint32_t 
 	t->reply_in_arg = false;
 	t->message = NULL;
 	t->message_len = 0;
-	t->arena_arg = in_arena;
+	t->arg_in_arena = in_arena != NULL;
+	t->arg_copy = NULL;
 	t->arg_len = arg_len;
-	if (copied)
-		memcpy(t->arg, arg, copied);
+	if (in_arena != NULL)
+		t->arg = in_arena;
+	else if (arg_len <= sizeof(t->arg_inline)) {
+		if (arg_len > 0)
+			memcpy(t->arg_inline, arg, arg_len);
+		t->arg = t->arg_inline;
+	} else {
+		if ((t->arg_copy = malloc(arg_len)) == NULL)
+			die(HOST_EXIT_SETUP);
+		memcpy(t->arg_copy, arg, arg_len);
+		t->arg = t->arg_copy;
+	}
+	atomic_store_explicit(&t->held, true, memory_order_relaxed);
 	return t;
 }
 
@@ -1059,7 +1193,7 @@ read_frames(struct task_queue *batch, unsigned *count)
  * its ring: it leaves.
  */
 static bool
-wait_for_work(struct task_queue *batch, unsigned *count)
+wait_for_kick_or_frame(struct task_queue *batch, unsigned *count)
 {
 	struct pollfd pfds[2] = {
 		{ .fd = host.down_fd, .events = POLLIN },
@@ -1103,7 +1237,7 @@ read_batch(struct task_queue *batch, unsigned *count)
 		if (*count > 0 || quitting)
 			return quitting;
 		if (hkx__ring_sleep(&host.slots.down)) {
-			quitting = wait_for_work(batch, count);
+			quitting = wait_for_kick_or_frame(batch, count);
 			hkx__ring_awake(&host.slots.down);
 		}
 	}
@@ -1145,8 +1279,9 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
+	host.tasks = calloc(host.slots.count, sizeof(*host.tasks));
 	failed.at = calloc(host.slots.count, sizeof(*failed.at));
-	if (host.inbuf == NULL || failed.at == NULL)
+	if (host.inbuf == NULL || host.tasks == NULL || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);

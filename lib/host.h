@@ -106,5 +106,8 @@ struct hkx__slots *hkx__host_slots(void);
 /* Test hook: the host's arena (arena.h), for tests that play a host that
  * names regions of it. */
 struct hkx__arena *hkx__host_arena(void);
+/* Test hook: the runs of tasks the host's workers took from its queue, one
+ * taking of its lock each, so far. */
+uint64_t hkx__host_runs(void);
 
 #endif
