@@ -3,11 +3,14 @@
  *
  * Text output is for a terminal: bytes that could move the cursor or span
  * lines are escaped, and long values are cut. JSON output
- * is lossless: bytes that are not UTF-8 travel as base64.
+ * is lossless: bytes that are not UTF-8 travel as base64. The common
+ * response of `hkx serve` is written directly, byte for byte as jansson
+ * would write it.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +44,13 @@ ms_since(const struct timespec *t0)
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) * 1e3 + (now.tv_nsec - t0->tv_nsec) / 1e6;
+	return ms_between(t0, &now);
+}
+
+double
+ms_between(const struct timespec *t0, const struct timespec *t1)
+{
+	return (t1->tv_sec - t0->tv_sec) * 1e3 + (t1->tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 /* Length of the valid UTF-8 sequence of a printable character at p (at
@@ -212,6 +221,88 @@ outcome_to_json(json_t *obj, const struct outcome *o)
 	if (o->message != NULL)
 		err |= json_object_set_new(obj, "message", json_string(o->message));
 	return err == 0 ? 0 : -1;
+}
+
+/* Appends ASCII bytes as the inside of a JSON string, escaped as
+ * json_dumpb escapes them: at most 6 bytes for each. */
+static char *
+put_ascii(char *out, const unsigned char *p, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *end = p + len;
+
+	for (; p < end; p++) {
+		if (*p >= 0x20 && *p != '"' && *p != '\\') {
+			*out++ = *p;
+			continue;
+		}
+		*out++ = '\\';
+		switch (*p) {
+		case '"': case '\\': *out++ = *p; break;
+		case '\b': *out++ = 'b'; break;
+		case '\f': *out++ = 'f'; break;
+		case '\n': *out++ = 'n'; break;
+		case '\r': *out++ = 'r'; break;
+		case '\t': *out++ = 't'; break;
+		default:
+			memcpy(out, "u00", 3);
+			out[3] = hex[*p >> 4];
+			out[4] = hex[*p & 0xf];
+			out += 5;
+		}
+	}
+	return out;
+}
+
+static bool
+is_ascii(const unsigned char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] >= 0x80)
+			return false;
+	return true;
+}
+
+static char *
+put(char *out, const char *text)
+{
+	size_t len = strlen(text);
+
+	return (char *)memcpy(out, text, len) + len;
+}
+
+int
+outcome_write_line(FILE *out, const char *id, const struct outcome *o)
+{
+	/* Room for the id, the reply escaped and 128 bytes of the rest. */
+	char line[4096], *p;
+	size_t idlen = strlen(id), n;
+	json_t *ms;
+	int len;
+
+	if (o->state != HKX_DONE || o->code != 0 || o->message != NULL ||
+	    o->result_len > sizeof(line) || idlen > sizeof(line) ||
+	    idlen + 6 * o->result_len + 128 > sizeof(line) ||
+	    !is_ascii(o->result, o->result_len))
+		return 0;
+	p = put(put(put(line, "{\"id\":"), id), ",\"state\":\"done\",\"time_ms\":");
+	/* The time as jansson writes a real, whatever its version. */
+	if ((ms = json_real(o->ms)) == NULL)
+		return 0;
+	n = json_dumpb(ms, p, 32, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(6));
+	json_decref(ms);
+	if (n == 0 || n >= 32)
+		return 0;
+	p += n;
+	len = snprintf(p, 48, ",\"attempts\":%u,\"result\":\"", o->attempts);
+	if (len < 0 || len >= 48)
+		return 0;
+	p = put_ascii(p + len, o->result != NULL ? o->result : (const void *)"",
+	    o->result_len);
+	p = put(p, "\"}\n");
+	return fwrite(line, 1, p - line, out) == (size_t)(p - line) ? 1 : -1;
 }
 
 int
