@@ -4,6 +4,11 @@
  *
  * The client is not trusted: every field is checked for its type and range
  * before use, and the reason for a refusal is one line of text.
+ *
+ * Two readers fill the same view of the fields for those checks: jansson,
+ * for any request, and a reader of request lines of the common shape that
+ * builds no JSON values; it refuses nothing itself but leaves every line
+ * it does not take whole to the first, so both accept the same language.
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -224,9 +229,11 @@ small_integer(const char *p, const char *end, struct value *v)
 
 	digits = p += minus;
 	while (p < end && *p >= '0' && *p <= '9')
-		n = n * 10 + (*p++ - '0');
+		p++;
 	if (p == digits || p - digits > 18 || (p - digits > 1 && *digits == '0'))
 		return NULL;
+	for (; digits < p; digits++)
+		n = n * 10 + (*digits - '0');
 	v->type = V_INTEGER;
 	v->n = minus ? -n : n;
 	return p;
