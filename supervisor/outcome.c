@@ -273,6 +273,20 @@ put(char *out, const char *text)
 	return (char *)memcpy(out, text, len) + len;
 }
 
+/* As json_dumpb writes an integer. */
+static char *
+put_unsigned(char *out, unsigned n)
+{
+	char digits[16], *d = digits + sizeof(digits);
+	size_t len;
+
+	do
+		*--d = '0' + n % 10;
+	while ((n /= 10) != 0);
+	len = digits + sizeof(digits) - d;
+	return (char *)memcpy(out, d, len) + len;
+}
+
 int
 outcome_write_line(FILE *out, const char *id, const struct outcome *o)
 {
@@ -280,7 +294,6 @@ outcome_write_line(FILE *out, const char *id, const struct outcome *o)
 	char line[4096], *p;
 	size_t idlen = strlen(id), n;
 	json_t *ms;
-	int len;
 
 	if (o->state != HKX_DONE || o->code != 0 || o->message != NULL ||
 	    o->result_len > sizeof(line) || idlen > sizeof(line) ||
@@ -295,12 +308,8 @@ outcome_write_line(FILE *out, const char *id, const struct outcome *o)
 	json_decref(ms);
 	if (n == 0 || n >= 32)
 		return 0;
-	p += n;
-	len = snprintf(p, 48, ",\"attempts\":%u,\"result\":\"", o->attempts);
-	if (len < 0 || len >= 48)
-		return 0;
-	p = put_ascii(p + len, o->result != NULL ? o->result : (const void *)"",
-	    o->result_len);
+	p = put(put_unsigned(put(p + n, ",\"attempts\":"), o->attempts), ",\"result\":\"");
+	p = put_ascii(p, o->result != NULL ? o->result : (const void *)"", o->result_len);
 	p = put(p, "\"}\n");
 	return fwrite(line, 1, p - line, out) == (size_t)(p - line) ? 1 : -1;
 }
