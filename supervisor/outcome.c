@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -287,6 +288,82 @@ put_unsigned(char *out, unsigned n)
 	return (char *)memcpy(out, d, len) + len;
 }
 
+/* M * 10^k needs up to 83 bits. */
+__extension__ typedef unsigned __int128 u128;
+
+/*
+ * A real with 6 significant digits in the fixed notation of "%.6g", its
+ * trailing zeros dropped and ".0" added where no fraction is left: what
+ * jansson writes with JSON_REAL_PRECISION(6), whether it formats by printf
+ * or by dtoa, both of which round exactly, ties to even, and use that
+ * notation for this range. The digits come from exact integer arithmetic:
+ * ms is M * 2^E, and M * 10^k is shifted right by -E with the same
+ * rounding. Returns the length, or 0 out of range.
+ */
+size_t
+outcome_format_ms(char *buf, double ms)
+{
+	static const uint64_t pow10[] = { 1, 10, 100, 1000, 10000, 100000, 1000000,
+	    10000000, 100000000, 1000000000 };
+	u128 p, rest, half;
+	uint64_t n, m;
+	int e, x, k, shift, i, len;
+	char digits[6];
+
+	if (!(ms >= 1e-4 && ms < 1e5))
+		return 0;
+	m = (uint64_t)ldexp(frexp(ms, &e), 53);
+	e -= 53;
+	/* 10^x <= ms < 10^(x+1), first guessed, then corrected. */
+	for (x = 4; x > -4 && ms < (double)pow10[x + 4] / 1e4; x--)
+		;
+	for (;;) {
+		k = 5 - x;
+		if (k < 0 || k > 9 || e >= 0 || -e >= 120)
+			return 0;
+		p = (u128)m * pow10[k];
+		shift = -e;
+		n = (uint64_t)(p >> shift);
+		rest = p & (((u128)1 << shift) - 1);
+		half = (u128)1 << (shift - 1);
+		if (rest > half || (rest == half && (n & 1)))
+			n++;
+		if (n < 100000 && x > -4)
+			x--;
+		else if (n > 1000000 && x < 4)
+			x++;
+		else
+			break;
+	}
+	if (n == 1000000) {
+		/* Rounded up into one digit more. */
+		n = 100000;
+		x++;
+	}
+	if (n < 100000 || n > 999999 || x < -4 || x > 4)
+		return 0;
+	for (i = 5; i >= 0; i--, n /= 10)
+		digits[i] = '0' + n % 10;
+	len = 0;
+	if (x < 0) {
+		memcpy(buf, "0.", 2);
+		len = 2;
+		for (i = -1; i > x; i--)
+			buf[len++] = '0';
+		memcpy(buf + len, digits, 6);
+		len += 6;
+	} else {
+		memcpy(buf, digits, x + 1);
+		len = x + 1;
+		buf[len++] = '.';
+		memcpy(buf + len, digits + x + 1, 5 - x);
+		len += 5 - x;
+	}
+	while (buf[len - 1] == '0' && buf[len - 2] != '.')
+		len--;
+	return len;
+}
+
 int
 outcome_write_line(FILE *out, const char *id, const struct outcome *o)
 {
@@ -301,13 +378,16 @@ outcome_write_line(FILE *out, const char *id, const struct outcome *o)
 	    !is_ascii(o->result, o->result_len))
 		return 0;
 	p = put(put(put(line, "{\"id\":"), id), ",\"state\":\"done\",\"time_ms\":");
-	/* The time as jansson writes a real, whatever its version. */
-	if ((ms = json_real(o->ms)) == NULL)
-		return 0;
-	n = json_dumpb(ms, p, 32, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(6));
-	json_decref(ms);
-	if (n == 0 || n >= 32)
-		return 0;
+	if ((n = outcome_format_ms(p, o->ms)) == 0) {
+		/* Out of its range: as jansson writes a real. */
+		if ((ms = json_real(o->ms)) == NULL)
+			return 0;
+		n = json_dumpb(ms, p, 32, JSON_ENCODE_ANY | JSON_COMPACT |
+		    JSON_REAL_PRECISION(6));
+		json_decref(ms);
+		if (n == 0 || n >= 32)
+			return 0;
+	}
 	p = put(put_unsigned(put(p + n, ",\"attempts\":"), o->attempts), ",\"result\":\"");
 	p = put_ascii(p, o->result != NULL ? o->result : (const void *)"", o->result_len);
 	p = put(p, "\"}\n");

@@ -52,6 +52,9 @@ int json_write_line(FILE *out, const json_t *obj);
  * error.
  */
 int outcome_write_line(FILE *out, const char *id, const struct outcome *o);
+/* A time in ms as outcome_write_line writes it, without printf, into buf
+ * (16 bytes); 0 when out of the range it takes (1e-4 to 1e5). */
+size_t outcome_format_ms(char *buf, double ms);
 
 /*
  * Moves the command's output aside: returns a stream on a private copy of

@@ -5,11 +5,14 @@
  * valid and invalid lines, odd whitespace, escapes, unicode, duplicate
  * keys, numbers as ids, huge ids, missing and extra fields, arg_b64. The
  * expected lines are what the general parser alone answered; time_ms, the
- * one field that varies, is compared as "T".
+ * one field that varies, is compared as "T"; its formatting is compared
+ * with jansson's apart.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "outcome.h"
 
 extern char **environ;
 
@@ -313,6 +318,76 @@ START_TEST(serve_fast_held_same_bytes)
 }
 END_TEST
 
+/* The time as jansson writes it in a response, or "" if not at all. */
+static void
+jansson_ms(char *buf, size_t size, double ms)
+{
+	json_t *r = json_real(ms);
+	size_t n = r == NULL ? 0 : json_dumpb(r, buf, size - 1,
+	    JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(6));
+
+	ck_assert_uint_lt(n, size);
+	buf[n] = '\0';
+	json_decref(r);
+}
+
+static void
+assert_ms_as_jansson(double ms)
+{
+	char want[64], got[64];
+	size_t n;
+
+	jansson_ms(want, sizeof(want), ms);
+	if ((n = outcome_format_ms(got, ms)) == 0)
+		return;
+	got[n] = '\0';
+	ck_assert_msg(strcmp(got, want) == 0, "%.17g: \"%s\", jansson \"%s\"", ms, got,
+	    want);
+}
+
+/* Times written without printf read as jansson writes them: at the edges
+ * of its range and of each decade, at ties of the sixth digit, and at
+ * times as they come, in nanoseconds. */
+START_TEST(serve_fast_time_as_jansson)
+{
+	static const double edges[] = { 1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100, 1e3, 1e4,
+	    99999.95, 99999.949999, 9.999995, 9.9999949, 0.000123455, 0.5, 2.5,
+	    1.0000005, 1.0000015, 78.0861, 0.0001, 0.00999999, 12345.65, 0.125 };
+	char buf[64];
+	size_t i;
+	int k;
+	double ms, unit;
+	uint64_t ns, x = 88172645463325252ull;
+
+	for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		assert_ms_as_jansson(edges[i]);
+		assert_ms_as_jansson(nextafter(edges[i], 0));
+		assert_ms_as_jansson(nextafter(edges[i], INFINITY));
+	}
+	ck_assert_uint_ne(outcome_format_ms(buf, 78.0861), 0);
+	ck_assert_uint_eq(outcome_format_ms(buf, 1e6), 0);
+	ck_assert_uint_eq(outcome_format_ms(buf, 1e-5), 0);
+	ck_assert_uint_eq(outcome_format_ms(buf, NAN), 0);
+	/* Ties: with k digits after the point, the odd multiples of 2^-(k+1)
+	 * lie half-way between two sixth digits. */
+	for (k = 1; k <= 9; k++) {
+		unit = ldexp(1, -(k + 1));
+		for (i = 0; i < 500; i++)
+			assert_ms_as_jansson((floor(pow(10, 5 - k) / unit / 2) * 2 + 1 + 2 * i) *
+			    unit);
+	}
+	for (i = 0; i < 300000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ns = x % 200000000000ull;
+		ms = (ns / 1000000000) * 1e3 + (ns % 1000000000) / 1e6;
+		assert_ms_as_jansson(ms);
+		assert_ms_as_jansson(ldexp((double)(x >> 11), -(int)(x % 70)));
+	}
+}
+END_TEST
+
 int
 main(void)
 {
@@ -324,6 +399,7 @@ main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, serve_fast_same_bytes_as_general);
 	tcase_add_test(tc, serve_fast_held_same_bytes);
+	tcase_add_test(tc, serve_fast_time_as_jansson);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
