@@ -51,14 +51,14 @@
 #define READ_CHUNK 65536
 #define PROGRESS_MS 200
 #define TAKE_BATCH 64                /* completions moved out of the queue at a time */
-/* Answered requests kept for the next ones, at most: the memory of one is
- * taken and given back for every request, and malloc would search its
- * bins each time. Each has room for an id this long. */
-#define POOL_MAX 4096
+/* Answered requests with ids up to this long (the NUL included) are kept
+ * for the next ones: the memory of one is taken and given back for every
+ * request, and malloc would search its bins each time. Those kept and
+ * those in flight are never more than were once in flight together. */
+#define POOLED_KEY 48
 #ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif
-#define POOLED_KEY 48
 
 static const char usage[] =
 "usage: hkx serve [OPTIONS]\n"
@@ -162,7 +162,6 @@ struct server {
 	struct request_chain *table; /* requests in flight, by the hash of the id */
 	size_t table_size;           /* chains: 0, or a power of 2 */
 	struct request_chain pool;   /* answered ones, to reuse */
-	size_t npooled;
 	size_t in_flight;
 	LIST_HEAD(, request) progress_watched;
 	struct timespec next_progress;
@@ -250,12 +249,11 @@ request_free(struct server *s, struct request *rq)
 		LIST_REMOVE(rq, progress_link);
 	hkx_future_release(rq->future);
 	s->in_flight--;
-	if (s->npooled < POOL_MAX) {
+	/* Only those of the one size that request_new reuses. */
+	if (strlen(rq->key) < POOLED_KEY)
 		LIST_INSERT_HEAD(&s->pool, rq, by_key);
-		s->npooled++;
-	} else {
+	else
 		free(rq);
-	}
 }
 
 /* Zeroed but for the room of its key. */
@@ -266,7 +264,6 @@ request_new(struct server *s, size_t keysize)
 
 	if (keysize <= POOLED_KEY && rq != NULL) {
 		LIST_REMOVE(rq, by_key);
-		s->npooled--;
 	} else if ((rq = malloc(sizeof(*rq) + MAX(keysize, POOLED_KEY))) == NULL) {
 		return NULL;
 	}
