@@ -3,11 +3,15 @@
  *
  * Text output is for a terminal: bytes that could move the cursor or span
  * lines are escaped, and long values are cut. JSON output
- * is lossless: bytes that are not UTF-8 travel as base64.
+ * is lossless: bytes that are not UTF-8 travel as base64. The common
+ * response of `hkx serve` is written directly, byte for byte as jansson
+ * would write it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +45,13 @@ ms_since(const struct timespec *t0)
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) * 1e3 + (now.tv_nsec - t0->tv_nsec) / 1e6;
+	return ms_between(t0, &now);
+}
+
+double
+ms_between(const struct timespec *t0, const struct timespec *t1)
+{
+	return (t1->tv_sec - t0->tv_sec) * 1e3 + (t1->tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 /* Length of the valid UTF-8 sequence of a printable character at p (at
@@ -212,6 +222,176 @@ outcome_to_json(json_t *obj, const struct outcome *o)
 	if (o->message != NULL)
 		err |= json_object_set_new(obj, "message", json_string(o->message));
 	return err == 0 ? 0 : -1;
+}
+
+/* Appends ASCII bytes as the inside of a JSON string, escaped as
+ * json_dumpb escapes them: at most 6 bytes for each. */
+static char *
+put_ascii(char *out, const unsigned char *p, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *end = p + len;
+
+	for (; p < end; p++) {
+		if (*p >= 0x20 && *p != '"' && *p != '\\') {
+			*out++ = *p;
+			continue;
+		}
+		*out++ = '\\';
+		switch (*p) {
+		case '"': case '\\': *out++ = *p; break;
+		case '\b': *out++ = 'b'; break;
+		case '\f': *out++ = 'f'; break;
+		case '\n': *out++ = 'n'; break;
+		case '\r': *out++ = 'r'; break;
+		case '\t': *out++ = 't'; break;
+		default:
+			memcpy(out, "u00", 3);
+			out[3] = hex[*p >> 4];
+			out[4] = hex[*p & 0xf];
+			out += 5;
+		}
+	}
+	return out;
+}
+
+static bool
+is_ascii(const unsigned char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] >= 0x80)
+			return false;
+	return true;
+}
+
+static char *
+put(char *out, const char *text)
+{
+	size_t len = strlen(text);
+
+	return (char *)memcpy(out, text, len) + len;
+}
+
+/* As json_dumpb writes an integer. */
+static char *
+put_unsigned(char *out, unsigned n)
+{
+	char digits[16], *d = digits + sizeof(digits);
+	size_t len;
+
+	do
+		*--d = '0' + n % 10;
+	while ((n /= 10) != 0);
+	len = digits + sizeof(digits) - d;
+	return (char *)memcpy(out, d, len) + len;
+}
+
+/* M * 10^k needs up to 83 bits. */
+__extension__ typedef unsigned __int128 u128;
+
+/*
+ * A real with 6 significant digits in the fixed notation of "%.6g", its
+ * trailing zeros dropped and ".0" added where no fraction is left: what
+ * jansson writes with JSON_REAL_PRECISION(6), whether it formats by printf
+ * or by dtoa, both of which round exactly, ties to even, and use that
+ * notation for this range. The digits come from exact integer arithmetic:
+ * ms is M * 2^E, and M * 10^k is shifted right by -E with the same
+ * rounding. Returns the length, or 0 out of range.
+ */
+size_t
+outcome_format_ms(char *buf, double ms)
+{
+	static const uint64_t pow10[] = { 1, 10, 100, 1000, 10000, 100000, 1000000,
+	    10000000, 100000000, 1000000000 };
+	u128 p, rest, half;
+	uint64_t n, m;
+	int e, x, k, shift, i, len;
+	char digits[6];
+
+	if (!(ms >= 1e-4 && ms < 1e5))
+		return 0;
+	m = (uint64_t)ldexp(frexp(ms, &e), 53);
+	e -= 53;
+	/* 10^x <= ms < 10^(x+1), first guessed, then corrected. */
+	for (x = 4; x > -4 && ms < (double)pow10[x + 4] / 1e4; x--)
+		;
+	for (;;) {
+		k = 5 - x;
+		if (k < 0 || k > 9 || e >= 0 || -e >= 120)
+			return 0;
+		p = (u128)m * pow10[k];
+		shift = -e;
+		n = (uint64_t)(p >> shift);
+		rest = p & (((u128)1 << shift) - 1);
+		half = (u128)1 << (shift - 1);
+		if (rest > half || (rest == half && (n & 1)))
+			n++;
+		if (n < 100000 && x > -4)
+			x--;
+		else if (n > 1000000 && x < 4)
+			x++;
+		else
+			break;
+	}
+	if (n == 1000000) {
+		/* Rounded up into one digit more. */
+		n = 100000;
+		x++;
+	}
+	if (n < 100000 || n > 999999 || x < -4 || x > 4)
+		return 0;
+	for (i = 5; i >= 0; i--, n /= 10)
+		digits[i] = '0' + n % 10;
+	len = 0;
+	if (x < 0) {
+		memcpy(buf, "0.", 2);
+		len = 2;
+		for (i = -1; i > x; i--)
+			buf[len++] = '0';
+		memcpy(buf + len, digits, 6);
+		len += 6;
+	} else {
+		memcpy(buf, digits, x + 1);
+		len = x + 1;
+		buf[len++] = '.';
+		memcpy(buf + len, digits + x + 1, 5 - x);
+		len += 5 - x;
+	}
+	while (buf[len - 1] == '0' && buf[len - 2] != '.')
+		len--;
+	return len;
+}
+
+int
+outcome_write_line(FILE *out, const char *id, const struct outcome *o)
+{
+	/* Room for the id, the reply escaped and 128 bytes of the rest. */
+	char line[4096], *p;
+	size_t idlen = strlen(id), n;
+	json_t *ms;
+
+	if (o->state != HKX_DONE || o->code != 0 || o->message != NULL ||
+	    o->result_len > sizeof(line) || idlen > sizeof(line) ||
+	    idlen + 6 * o->result_len + 128 > sizeof(line) ||
+	    !is_ascii(o->result, o->result_len))
+		return 0;
+	p = put(put(put(line, "{\"id\":"), id), ",\"state\":\"done\",\"time_ms\":");
+	if ((n = outcome_format_ms(p, o->ms)) == 0) {
+		/* Out of its range: as jansson writes a real. */
+		if ((ms = json_real(o->ms)) == NULL)
+			return 0;
+		n = json_dumpb(ms, p, 32, JSON_ENCODE_ANY | JSON_COMPACT |
+		    JSON_REAL_PRECISION(6));
+		json_decref(ms);
+		if (n == 0 || n >= 32)
+			return 0;
+	}
+	p = put(put_unsigned(put(p + n, ",\"attempts\":"), o->attempts), ",\"result\":\"");
+	p = put_ascii(p, o->result != NULL ? o->result : (const void *)"", o->result_len);
+	p = put(p, "\"}\n");
+	return fwrite(line, 1, p - line, out) == (size_t)(p - line) ? 1 : -1;
 }
 
 int

@@ -27,6 +27,7 @@ struct request_spec {
 	int stop_grace_ms;
 	const char *group;      /* NULL if none */
 	bool progress;
+	char names[128];        /* task and group, as request_read_line copied them */
 };
 
 /*
@@ -41,6 +42,19 @@ int request_check(json_t *req, json_t **id, char *err, size_t errsize);
 int request_parse(json_t *req, const struct cmd_options *o, const struct task_table *tt,
     struct request_spec *rs, char *err, size_t errsize);
 void request_spec_free(struct request_spec *rs);
+
+/*
+ * The same for a request line of the common shape, read without a JSON
+ * parser: one object of known fields, each once, whose values are true,
+ * false, integers of at most 18 digits or strings of printable ASCII
+ * without escapes, and which request_check and request_parse would
+ * accept. Writes the id into id as json_dumps would (compact); returns 0,
+ * or -1 for any other line (or an id longer than idsize), which the caller
+ * hands to the JSON parser and the two functions above, so that every
+ * refusal reads the same. rs points into line and into itself.
+ */
+int request_read_line(const char *line, size_t len, const struct cmd_options *o,
+    const struct task_table *tt, struct request_spec *rs, char *id, size_t idsize);
 
 /* {"error":TEXT,"line":N,"id":ID}: line 0 and id NULL are left out. NULL
  * when out of memory. */

@@ -11,6 +11,12 @@
  * what a client sent. Only the command's private copy of stdout carries
  * JSON (see output_claim_stdout).
  *
+ * Lines of the common request shape are read, and common responses
+ * written, without building JSON values (request_read_line,
+ * outcome_write_line); any other line goes through the JSON parser, which
+ * gives every refusal its words. The id of a request in flight is kept as
+ * the compact JSON it reads as, in a hash table.
+ *
  * The server outlives its executor: one that breaks (its restart budget
  * spent) is announced, answered for and replaced. Past the in-flight cap,
  * lines are still read, so control messages act at once, while task
@@ -45,6 +51,14 @@
 #define READ_CHUNK 65536
 #define PROGRESS_MS 200
 #define TAKE_BATCH 64                /* completions moved out of the queue at a time */
+/* Answered requests with ids up to this long (the NUL included) are kept
+ * for the next ones: the memory of one is taken and given back for every
+ * request, and malloc would search its bins each time. Those kept and
+ * those in flight are never more than were once in flight together. */
+#define POOLED_KEY 48
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
 
 static const char usage[] =
 "usage: hkx serve [OPTIONS]\n"
@@ -80,11 +94,12 @@ OPTIONS_SANDBOX_HELP
 struct request {
 	hkx_future *future;          /* the submission's reference */
 	struct timespec submitted;
-	RB_ENTRY(request) by_key;
+	LIST_ENTRY(request) by_key;  /* its chain in the table of requests */
 	LIST_ENTRY(request) progress_link;
 	struct named_group *group;   /* NULL if none */
-	char *key;                   /* the id as compact JSON: 1 and "1" differ */
-	json_t *id;                  /* as the client sent it */
+	char *key;                   /* the id as compact JSON: 1 and "1" differ;
+	                              * stored after the request */
+	uint64_t hash;               /* of key: its chain */
 	bool progress;
 	uint64_t shown_done, shown_total;
 };
@@ -106,10 +121,23 @@ struct held {
 	unsigned long line_no;
 };
 
-static int
-request_cmp(const struct request *a, const struct request *b)
+/* FNV-1a, to find a request by its id in one step. */
+static uint64_t
+key_hash(const char *key)
 {
-	return strcmp(a->key, b->key);
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *key != '\0'; key++)
+		h = (h ^ (unsigned char)*key) * 0x100000001b3ull;
+	return h;
+}
+
+/* The id as the client sent it, from its compact JSON; NULL if out of
+ * memory, which the writers of responses report. */
+static json_t *
+id_of_key(const char *key)
+{
+	return json_loads(key, JSON_DECODE_ANY, NULL);
 }
 
 static int
@@ -118,10 +146,8 @@ group_cmp(const struct named_group *a, const struct named_group *b)
 	return strcmp(a->name, b->name);
 }
 
+LIST_HEAD(request_chain, request);
 /* Not the _STATIC variants: they need a BSD __unused that glibc lacks. */
-RB_HEAD(request_tree, request);
-RB_PROTOTYPE(request_tree, request, by_key, request_cmp)
-RB_GENERATE(request_tree, request, by_key, request_cmp)
 RB_HEAD(group_tree, named_group);
 RB_PROTOTYPE(group_tree, named_group, by_name, group_cmp)
 RB_GENERATE(group_tree, named_group, by_name, group_cmp)
@@ -133,7 +159,9 @@ struct server {
 	hkx_cq *cq;                  /* of ex: every submission lands in it */
 	FILE *out;
 	bool out_failed;
-	struct request_tree requests;
+	struct request_chain *table; /* requests in flight, by the hash of the id */
+	size_t table_size;           /* chains: 0, or a power of 2 */
+	struct request_chain pool;   /* answered ones, to reuse */
 	size_t in_flight;
 	LIST_HEAD(, request) progress_watched;
 	struct timespec next_progress;
@@ -153,13 +181,18 @@ struct server {
 };
 
 static void
+write_failed(struct server *s)
+{
+	if (!s->out_failed)
+		fprintf(stderr, "hkx serve: cannot write a response\n");
+	s->out_failed = true;
+}
+
+static void
 write_json(struct server *s, json_t *obj)
 {
-	if (obj == NULL || json_write_line(s->out, obj) == -1) {
-		if (!s->out_failed)
-			fprintf(stderr, "hkx serve: cannot write a response\n");
-		s->out_failed = true;
-	}
+	if (obj == NULL || json_write_line(s->out, obj) == -1)
+		write_failed(s);
 	json_decref(obj);
 }
 
@@ -187,6 +220,15 @@ send_outcome(struct server *s, json_t *id, const struct outcome *oc)
 }
 
 static void
+send_outcome_key(struct server *s, const char *key, const struct outcome *oc)
+{
+	json_t *id = id_of_key(key);
+
+	send_outcome(s, id, oc);
+	json_decref(id);
+}
+
+static void
 group_put(struct server *s, struct named_group *g)
 {
 	if (--g->in_flight > 0)
@@ -200,16 +242,33 @@ group_put(struct server *s, struct named_group *g)
 static void
 request_free(struct server *s, struct request *rq)
 {
-	RB_REMOVE(request_tree, &s->requests, rq);
+	LIST_REMOVE(rq, by_key);
 	if (rq->group != NULL)
 		group_put(s, rq->group);
 	if (rq->progress)
 		LIST_REMOVE(rq, progress_link);
 	hkx_future_release(rq->future);
-	json_decref(rq->id);
-	free(rq->key);
-	free(rq);
 	s->in_flight--;
+	/* Only those of the one size that request_new reuses. */
+	if (strlen(rq->key) < POOLED_KEY)
+		LIST_INSERT_HEAD(&s->pool, rq, by_key);
+	else
+		free(rq);
+}
+
+/* Zeroed but for the room of its key. */
+static struct request *
+request_new(struct server *s, size_t keysize)
+{
+	struct request *rq = LIST_FIRST(&s->pool);
+
+	if (keysize <= POOLED_KEY && rq != NULL) {
+		LIST_REMOVE(rq, by_key);
+	} else if ((rq = malloc(sizeof(*rq) + MAX(keysize, POOLED_KEY))) == NULL) {
+		return NULL;
+	}
+	memset(rq, 0, sizeof(*rq));
+	return rq;
 }
 
 /* Answers everything the queue holds, in the order the tasks ended. */
@@ -217,17 +276,27 @@ static void
 take_ended(struct server *s)
 {
 	struct hkx_completion done[TAKE_BATCH];
+	struct timespec now;
 	struct request *rq;
 	struct outcome oc;
 	ssize_t i, n;
 
 	while ((n = hkx_cq_poll(s->cq, done, TAKE_BATCH)) > 0) {
+		/* Taken together, ended together. */
+		clock_gettime(CLOCK_MONOTONIC, &now);
 		for (i = 0; i < n; i++) {
 			rq = done[i].user;
 			/* The request holds the future from its submission. */
 			hkx_future_release(done[i].future);
-			outcome_of_future(&oc, rq->future, ms_since(&rq->submitted));
-			send_outcome(s, rq->id, &oc);
+			outcome_of_future(&oc, rq->future, ms_between(&rq->submitted, &now));
+			switch (outcome_write_line(s->out, rq->key, &oc)) {
+			case 0:
+				send_outcome_key(s, rq->key, &oc);
+				break;
+			case -1:
+				write_failed(s);
+				break;
+			}
 			s->check_broken |= oc.state != HKX_DONE;
 			request_free(s, rq);
 		}
@@ -255,6 +324,7 @@ send_progress(struct server *s)
 {
 	struct request *rq;
 	uint64_t done, total;
+	json_t *id;
 
 	if (LIST_EMPTY(&s->progress_watched) || ms_since(&s->next_progress) < 0)
 		return;
@@ -264,8 +334,10 @@ send_progress(struct server *s)
 			continue;
 		rq->shown_done = done;
 		rq->shown_total = total;
-		write_json(s, json_pack("{s:O, s:{s:I, s:I}}", "id", rq->id, "progress",
+		id = id_of_key(rq->key);
+		write_json(s, json_pack("{s:O, s:{s:I, s:I}}", "id", id, "progress",
 		    "done", (json_int_t)done, "total", (json_int_t)total));
+		json_decref(id);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &s->next_progress);
 	s->next_progress.tv_nsec += PROGRESS_MS * 1000000L;
@@ -404,74 +476,160 @@ submit(struct server *s, struct request *rq, const char *group, const char *task
 	return err;
 }
 
-static void
-handle_request(struct server *s, json_t *req)
+static struct request_chain *
+chain_of(struct server *s, uint64_t hash)
 {
-	struct request *rq = NULL, probe;
-	struct request_spec rs = { .owned_arg = NULL };
+	return &s->table[hash & (s->table_size - 1)];
+}
+
+static struct request *
+find_key(struct server *s, const char *key)
+{
+	uint64_t hash = key_hash(key);
+	struct request *rq;
+
+	if (s->table_size == 0)
+		return NULL;
+	LIST_FOREACH(rq, chain_of(s, hash), by_key)
+		if (rq->hash == hash && strcmp(rq->key, key) == 0)
+			return rq;
+	return NULL;
+}
+
+/* Room for one more request: chains stay short, as the table grows to as
+ * many as there are requests, or longer if it cannot. -1 with no table. */
+static int
+table_reserve(struct server *s)
+{
+	struct request_chain *old = s->table;
+	size_t size = s->table_size == 0 ? 64 : 2 * s->table_size, i;
+	struct request *rq;
+
+	if (s->in_flight < s->table_size)
+		return 0;
+	if ((s->table = calloc(size, sizeof(*s->table))) == NULL) {
+		s->table = old;
+		return s->table_size == 0 ? -1 : 0;
+	}
+	for (i = 0; i < s->table_size; i++)
+		while ((rq = LIST_FIRST(&old[i])) != NULL) {
+			LIST_REMOVE(rq, by_key);
+			LIST_INSERT_HEAD(&s->table[rq->hash & (size - 1)], rq, by_key);
+		}
+	s->table_size = size;
+	free(old);
+	return 0;
+}
+
+/* Refuses an id that a request in flight has. */
+static bool
+refused_as_duplicate(struct server *s, const char *key)
+{
+	json_t *id;
+
+	if (find_key(s, key) == NULL)
+		return false;
+	id = id_of_key(key);
+	send_error(s, id, "duplicate id: a request with this id is in flight");
+	json_decref(id);
+	return true;
+}
+
+/* Submits a request that passed every check, its id as compact JSON. */
+static void
+start_request(struct server *s, const char *key, struct request_spec *rs)
+{
+	size_t keysize = strlen(key) + 1;
+	struct request *rq = NULL;
 	json_t *id;
 	int err;
 	char text[512];
 
-	if (request_check(req, &id, text, sizeof(text)) == -1) {
-		send_error(s, id, "%s", text);
-		return;
-	}
-	if ((probe.key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL) {
-		send_error(s, id, "out of memory");
-		return;
-	}
-	if (RB_FIND(request_tree, &s->requests, &probe) != NULL) {
-		send_error(s, id, "duplicate id: a request with this id is in flight");
+	if (table_reserve(s) == -1 || (rq = request_new(s, keysize)) == NULL) {
+		err = -ENOMEM;
 		goto fail;
 	}
-	if (request_parse(req, &s->o, &s->tasks, &rs, text, sizeof(text)) == -1) {
-		send_error(s, id, "%s", text);
-		goto fail;
-	}
-	if ((rq = calloc(1, sizeof(*rq))) == NULL) {
-		send_error(s, id, "out of memory");
-		goto fail;
-	}
+	rq->key = memcpy(rq + 1, key, keysize);
+	rq->hash = key_hash(key);
 	clock_gettime(CLOCK_MONOTONIC, &rq->submitted);
-	err = submit(s, rq, rs.group, rs.task, rs.arg, rs.arglen, &rs.opts, rs.stop_grace_ms);
+	err = submit(s, rq, rs->group, rs->task, rs->arg, rs->arglen, &rs->opts,
+	    rs->stop_grace_ms);
+	if (err < 0)
+		goto fail;
+	rq->progress = rs->progress;
+	if (rq->progress)
+		LIST_INSERT_HEAD(&s->progress_watched, rq, progress_link);
+	LIST_INSERT_HEAD(chain_of(s, rq->hash), rq, by_key);
+	s->in_flight++;
+	return;
+fail:
+	id = id_of_key(key);
 	if (err == -ECANCELED || err == -ENOTRECOVERABLE) {
 		/* Never run, as if it had been queued when that happened. */
 		struct outcome oc = { .state = HKX_CANCELLED, .message =
 		    err == -ECANCELED ? "its group has failed or was stopped" : s->broken_why };
 
 		send_outcome(s, id, &oc);
-		goto fail;
-	}
-	if (err < 0) {
+	} else if (err == -ENOMEM && rq == NULL)
+		send_error(s, id, "out of memory");
+	else
 		send_error(s, id, "cannot submit: %s",
 		    options_submit_error(err, text, sizeof(text)));
-		goto fail;
-	}
-	rq->key = probe.key;
-	rq->id = json_incref(id);
-	rq->progress = rs.progress;
-	if (rq->progress)
-		LIST_INSERT_HEAD(&s->progress_watched, rq, progress_link);
-	RB_INSERT(request_tree, &s->requests, rq);
-	s->in_flight++;
-	request_spec_free(&rs);
-	return;
-fail:
-	request_spec_free(&rs);
+	json_decref(id);
 	free(rq);
-	free(probe.key);
+}
+
+static void
+handle_request(struct server *s, json_t *req)
+{
+	struct request_spec rs = { .owned_arg = NULL };
+	json_t *id;
+	char *key, text[512];
+
+	if (request_check(req, &id, text, sizeof(text)) == -1) {
+		send_error(s, id, "%s", text);
+		return;
+	}
+	if ((key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL) {
+		send_error(s, id, "out of memory");
+		return;
+	}
+	if (!refused_as_duplicate(s, key)) {
+		if (request_parse(req, &s->o, &s->tasks, &rs, text, sizeof(text)) == -1)
+			send_error(s, id, "%s", text);
+		else
+			start_request(s, key, &rs);
+	}
+	request_spec_free(&rs);
+	free(key);
+}
+
+/* A request line of the common shape, handled without building it as
+ * JSON; false for any other line, which is left to handle_request. */
+static bool
+handle_plain_request(struct server *s, const char *line, size_t len)
+{
+	struct request_spec rs;
+	char key[256];
+
+	if (request_read_line(line, len, &s->o, &s->tasks, &rs, key, sizeof(key)) == -1)
+		return false;
+	if (!refused_as_duplicate(s, key))
+		start_request(s, key, &rs);
+	request_spec_free(&rs);
+	return true;
 }
 
 static struct request *
 find_request(struct server *s, json_t *id)
 {
-	struct request probe, *rq;
+	struct request *rq;
+	char *key;
 
-	if ((probe.key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL)
+	if ((key = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT)) == NULL)
 		return NULL;
-	rq = RB_FIND(request_tree, &s->requests, &probe);
-	free(probe.key);
+	rq = find_key(s, key);
+	free(key);
 	return rq;
 }
 
@@ -491,7 +649,7 @@ handle_future_control(struct server *s, const char *verb, json_t *id)
 	}
 	if (strcmp(verb, "cancel") == 0) {
 		if (!hkx_future_cancel(rq->future))
-			write_json(s, json_pack("{s:O, s:b}", "id", rq->id, "cancelled", 0));
+			write_json(s, json_pack("{s:O, s:b}", "id", id, "cancelled", 0));
 	} else if (strcmp(verb, "stop") == 0)
 		err = hkx_future_stop(rq->future);
 	else
@@ -642,6 +800,10 @@ handle_line(struct server *s, const char *line, size_t len)
 
 	s->line_no++;
 	if (is_blank(line, len))
+		return;
+	/* Held requests keep their order: the quick way only when none are. */
+	if (s->in_flight < s->o.max_in_flight && STAILQ_EMPTY(&s->held) &&
+	    handle_plain_request(s, line, len))
 		return;
 	if ((msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
 		send_error(s, NULL, "invalid JSON at column %d: %s", jerr.column,
@@ -828,7 +990,14 @@ loop(struct server *s, int sigfd)
 static void
 server_free(struct server *s)
 {
+	struct request *rq;
+
 	held_drop_all(s);
+	while ((rq = LIST_FIRST(&s->pool)) != NULL) {
+		LIST_REMOVE(rq, by_key);
+		free(rq);
+	}
+	free(s->table);
 	free(s->buf);
 	task_table_free(&s->tasks);
 	options_free(&s->o);
@@ -841,9 +1010,9 @@ cmd_serve(int argc, char **argv)
 	int first, sigfd, err, status = 1;
 
 	memset(&s, 0, sizeof(s));
-	RB_INIT(&s.requests);
 	RB_INIT(&s.groups);
 	STAILQ_INIT(&s.held);
+	LIST_INIT(&s.pool);
 	LIST_INIT(&s.progress_watched);
 	first = options_parse(&s.o, argc, argv,
 	    OPTS_PLUGIN | OPTS_HOST | OPTS_LIMITS | OPTS_SERVE, usage);
