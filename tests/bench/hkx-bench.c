@@ -144,7 +144,7 @@ enum {
 	POOL_TPUT, POOL_BATCH_TPUT, POOL_RT_P50, POOL_RT_P99, MEMCPY,
 	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, PAYLOAD, SERVE,
 	QUEUED_BYTES, QUEUED_RSS,
-	KILL_P50, KILL_P99, RESPAWN_P50, RESPAWN_P99,
+	KERNEL_KILL_P50, KERNEL_KILL_P99, KILL_P50, KILL_P99, RESPAWN_P50, RESPAWN_P99,
 	SPARE_P50, SPARE_P99, SPARE_WAIT, GROWN_P50, GROWN_P99, BIG_P50,
 	BIG_P99, LIMIT_P50, LIMIT_P99, LIMIT_UNSTARTED,
 	ISO_COLLATERAL, ISO_RESPAWN_P50, ISO_RESPAWN_P99, ISO_ROUNDS,
@@ -213,10 +213,16 @@ static struct metric metrics[NMETRICS] = {
 	    .target = "<= 256 B", .max = 256 },
 	[QUEUED_RSS] = { .key = "rss_bytes_per_queued_task",
 	    .label = "  RSS growth per queued task", .unit = BYTES },
+	[KERNEL_KILL_P50] = { .key = "baseline_kernel_kill_p50_us",
+	    .label = "baseline: kernel kill p50", .unit = US },
+	[KERNEL_KILL_P99] = { .key = "baseline_kernel_kill_p99_us",
+	    .label = "baseline: kernel kill p99", .unit = US },
 	[KILL_P50] = { .key = "kill_p50_us",
-	    .label = "kill -> all running ended p50", .unit = US },
+	    .label = "kill -> all running ended p50", .unit = US,
+	    .base = &metrics[KERNEL_KILL_P50], .ratio_key = "kill_p50_vs_kernel" },
 	[KILL_P99] = { .key = "kill_p99_us",
 	    .label = "kill -> all running ended p99", .unit = US,
+	    .base = &metrics[KERNEL_KILL_P99], .ratio_key = "kill_p99_vs_kernel",
 	    .target = "<= 1 ms", .max = 1000 },
 	[RESPAWN_P50] = { .key = "respawn_p50_us",
 	    .label = "kills back to back: next done p50", .unit = US,
@@ -608,6 +614,138 @@ sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
 	    .ctx = ctx };
 
 	rounds(&c, 1, 1, n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Baseline: the kernel's own kill of KILL_THREADS sleeping threads.       */
+
+/*
+ * What a kill costs before any supervisor: a process of KILL_THREADS
+ * threads asleep, each holding a robust mutex in memory shared with this
+ * one, from its SIGKILL to the last mutex the kernel lets go of as the
+ * threads exit: the very mark the library's kill waits for.  The process
+ * comes from a server forked at the start, while this process had no
+ * other thread, which forks one per sample and reaps it.
+ */
+struct victims {
+	pthread_mutex_t	held[KILL_THREADS];
+	atomic_uint	ready;		/* threads holding their mutex */
+};
+
+static struct victims	*victims;
+static pid_t		 victims_pid;
+static int		 victims_wfd, victims_rfd;
+
+static void *
+victim_hold(void *arg)
+{
+	pthread_mutex_lock(arg);
+	atomic_fetch_add(&victims->ready, 1);
+	while (pause() == -1)
+		;
+	return NULL;
+}
+
+/* The server, single-threaded: a victim per byte read, its pid written
+ * back, reaped once killed. */
+static void __attribute__((noreturn))
+victims_main(int rfd, int wfd)
+{
+	pthread_mutexattr_t a;
+	pthread_t t;
+	pid_t pid;
+	size_t i;
+	char c;
+
+	if (pthread_mutexattr_init(&a) != 0 ||
+	    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
+	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
+		_exit(1);
+	while (read(rfd, &c, 1) == 1) {
+		for (i = 0; i < KILL_THREADS; i++)
+			if (pthread_mutex_init(&victims->held[i], &a) != 0)
+				_exit(1);
+		atomic_store(&victims->ready, 0);
+		if ((pid = fork()) == -1)
+			_exit(1);
+		if (pid == 0) {
+			for (i = 0; i < KILL_THREADS; i++)
+				if (pthread_create(&t, NULL, victim_hold,
+				    &victims->held[i]) != 0)
+					_exit(1);
+			for (;;)
+				pause();
+		}
+		if (write(wfd, &pid, sizeof(pid)) != sizeof(pid))
+			_exit(1);
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+	}
+	_exit(0);
+}
+
+static void
+victims_start(void)
+{
+	int down[2], up[2];
+
+	victims = mmap(NULL, sizeof(*victims), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (victims == MAP_FAILED)
+		err(1, "mmap");
+	if (pipe2(down, O_CLOEXEC) == -1 || pipe2(up, O_CLOEXEC) == -1)
+		err(1, "pipe2");
+	if ((victims_pid = fork()) == -1)
+		err(1, "fork");
+	if (victims_pid == 0) {
+		close(down[1]);
+		close(up[0]);
+		victims_main(down[0], up[1]);
+	}
+	if (close(down[0]) == -1 || close(up[1]) == -1)
+		err(1, "close");
+	victims_wfd = down[1];
+	victims_rfd = up[0];
+}
+
+static void
+victims_stop(void)
+{
+	if (close(victims_wfd) == -1 || close(victims_rfd) == -1)
+		err(1, "close");
+	if (waitpid(victims_pid, NULL, 0) == -1)
+		err(1, "waitpid");
+}
+
+static int64_t
+kernel_kill_one(void *ctx)
+{
+	int64_t t0, deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+	pid_t pid;
+	size_t i;
+	char c = 0;
+	int rc;
+
+	if (write(victims_wfd, &c, 1) != 1 ||
+	    read(victims_rfd, &pid, sizeof(pid)) != sizeof(pid))
+		fail("kernel kill: the server of victims went away");
+	while (atomic_load(&victims->ready) < KILL_THREADS) {
+		if (now_ns() > deadline)
+			fail("kernel kill: the victim's threads never started");
+		sched_yield();
+	}
+	t0 = now_ns();
+	if (kill(pid, SIGKILL) == -1)
+		fail("kernel kill: kill: %s", strerror(errno));
+	for (i = 0; i < KILL_THREADS; i++) {
+		rc = pthread_mutex_lock(&victims->held[i]);
+		if (rc == EOWNERDEAD)
+			rc = pthread_mutex_consistent(&victims->held[i]);
+		if (rc != 0)
+			fail("kernel kill: a mutex: %s", strerror(rc));
+		pthread_mutex_unlock(&victims->held[i]);
+	}
+	return now_ns() - t0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1648,7 +1786,11 @@ phase_kills(const struct sizes *sz)
 	c.hosts = 1;
 	c.threads = KILL_THREADS;
 	bench_new(&k, &c);
-	sample(KILL_P50, KILL_P99, sz->kills, kill_one, &k);
+	const struct contender cs[] = {
+		{ .m = KERNEL_KILL_P50, .m99 = KERNEL_KILL_P99, .one = kernel_kill_one },
+		{ .m = KILL_P50, .m99 = KILL_P99, .one = kill_one, .ctx = &k },
+	};
+	rounds(cs, nitems(cs), sz->rounds, sz->kills / sz->rounds);
 	sample(LIMIT_P50, LIMIT_P99, sz->limits, limit_one, &k);
 	record(LIMIT_UNSTARTED, k.unstarted);
 	bench_free(&k);
@@ -2402,6 +2544,9 @@ static const char legend[] =
 "frees (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB, inherited by the\n"
 "zygote and hosts) and each contender runs once untimed first, so neither\n"
 "side pays page faults the other does not.\n"
+"  kernel kill: SIGKILL of a process of 4 threads asleep, each holding a\n"
+"    robust mutex, to the last one the kernel lets go of: the mark hkx's\n"
+"    kill waits for, with no supervisor in between.\n"
 "  ping-pong: 8 bytes each way over two pipes between two processes, not\n"
 "    pinned, as the round trips are not; pinned rows: this thread and the\n"
 "    echo on two CPUs, or on one.\n"
@@ -2590,6 +2735,7 @@ main(int argc, char *argv[])
 
 	/* Plain forks first, while this process has no other thread. */
 	echoes_start();
+	victims_start();
 
 	hkx_config_init(&conf);
 	conf.tasks = tasks;
@@ -2620,6 +2766,7 @@ main(int argc, char *argv[])
 	run_phase("16 MiB payloads, hkx and memcpy", phase_payload, sz);
 	run_phase("hkx serve", phase_serve, sz);
 	echoes_stop();
+	victims_stop();
 
 	if (json)
 		report_json(sz, quick, conf.threads, load);
