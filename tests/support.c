@@ -29,6 +29,9 @@
 
 #include "support.h"
 
+#include "executor.h"
+#include "lifecycle.h"
+
 #define TABLE_MAX 32
 
 /* Short enough that every FIFO path fits in PATH_MAX. */
@@ -1022,6 +1025,33 @@ tst_wait_hosts_up(hkx_executor *ex, unsigned n)
 
 	snprintf(what, sizeof(what), "%u hosts to be up", n);
 	tst_poll_until(hosts_up_is, &w, what);
+}
+
+struct first_host_want {
+	hkx_executor *ex;
+	bool (*pred)(const struct hkx__host *h);
+};
+
+static bool
+first_host_is(void *arg)
+{
+	struct first_host_want *w = arg;
+	struct hkx__host *h;
+	bool is;
+
+	hkx__lock(w->ex);
+	h = TAILQ_FIRST(&w->ex->hosts);
+	is = h != NULL && w->pred(h);
+	hkx__unlock(w->ex);
+	return is;
+}
+
+void
+tst_poll_first_host(hkx_executor *ex, bool (*pred)(const struct hkx__host *h), const char *what)
+{
+	struct first_host_want w = { ex, pred };
+
+	tst_poll_until(first_host_is, &w, what);
 }
 
 void

@@ -188,6 +188,11 @@ void tst_poll_until(bool (*pred)(void *arg), void *arg, const char *what);
 void tst_wait_hosts_up(hkx_executor *ex, unsigned n);
 /* ... and that many spares ready to replace one. */
 void tst_wait_spares_up(hkx_executor *ex, unsigned n, unsigned spares);
+/* Polls, under the executor's lock, until pred holds of its first host:
+ * for states of the library's own that nothing tells a test of. */
+struct hkx__host;
+void tst_poll_first_host(hkx_executor *ex, bool (*pred)(const struct hkx__host *h),
+                         const char *what);
 
 /* What the application owns, as an executor must leave it once freed. */
 struct tst_baseline {

@@ -1343,19 +1343,11 @@ START_TEST(test_pipe_replaced)
 }
 END_TEST
 
-/* The first host's reader said it sleeps: a task by ring needs a kick. */
+/* Its reader said it sleeps: a task by ring needs a kick. */
 static bool
-reader_asleep(void *arg)
+reader_asleep(const struct hkx__host *h)
 {
-	hkx_executor *ex = arg;
-	struct hkx__host *h;
-	bool asleep;
-
-	hkx__lock(ex);
-	h = TAILQ_FIRST(&ex->hosts);
-	asleep = h != NULL && atomic_load(&h->slots.down.shared->sleeping) != 0;
-	hkx__unlock(ex);
-	return asleep;
+	return atomic_load(&h->slots.down.shared->sleeping) != 0;
 }
 
 /*
@@ -1377,7 +1369,7 @@ START_TEST(test_kick_taken)
 	old = st.host_pid;
 	f = tst_submit(ex, "kick", &attack, 1);
 	tst_wait_end(f, HKX_DONE);
-	tst_poll_until(reader_asleep, ex, "the host's reader asleep");
+	tst_poll_first_host(ex, reader_asleep, "the host's reader asleep");
 	next = tst_submit(ex, "pid", NULL, 0);
 	tst_await_end(next, "a task sent to a host deaf to its ring never ended");
 	tst_wait_end(next, HKX_DONE);
