@@ -499,9 +499,9 @@ hkx__start_errno(int err)
 
 /* With the lock held: no host came of the SPAWN. Whoever waits for the
  * spawn to end (a start, a shutdown) looks again. A lack of resources is
- * retried after the back-off, not counted as a restart. */
-/* A spare that could not be had is asked for again only at the next
- * handover or death: a fork that fails must not be tried in a loop. */
+ * retried after the back-off, not counted as a restart. A spare that
+ * could not be had is asked for again only at the next host's start: a
+ * fork that fails must not be tried in a loop. */
 static void
 spawn_failed_locked(hkx_executor *ex, bool spare, int err)
 {
@@ -885,8 +885,8 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 			back_off(ex);
 	}
 	/* A spare that never got ready is not asked for again before the
-	 * next handover: one that cannot start must not be forked in a
-	 * loop. */
+	 * next host's start (hkx__host_ready): one that cannot start must
+	 * not be forked in a loop. */
 	if (h->standby && h->ready)
 		ask_spare(ex);
 	hkx__respawn_if_needed(ex);
