@@ -783,14 +783,15 @@ escalate(hkx_executor *ex, enum hkx_shutdown how)
 	hkx__wake(ex);
 }
 
-/* A SPAWN still unanswered is waited for, so that its host is retired in
- * turn; not by a KILL, which must not wait on the zygote (a host that
- * comes later is killed, or freed with the executor). */
+/* A SPAWN or a SPARE still unanswered is waited for, so that its host is
+ * retired in turn; not by a KILL, which must not wait on the zygote (a
+ * host that comes later is killed, or freed with the executor). */
 static bool
 shut_down(const hkx_executor *ex)
 {
 	return ex->pending == 0 && TAILQ_EMPTY(&ex->hosts) &&
-	    (!ex->spawning || ex->shutdown_mode == HKX_SHUTDOWN_KILL);
+	    ((!ex->spawning && ex->spares_asked == 0) ||
+	     ex->shutdown_mode == HKX_SHUTDOWN_KILL);
 }
 
 int

@@ -34,10 +34,10 @@ struct hkx__host_config {
 	bool no_new_privs;
 	struct hkx__sandbox sandbox;
 	uint32_t nslots;               /* in each host's slot table */
-	unsigned spare_hosts;          /* the zygote keeps this many ready */
+	unsigned spare_hosts;          /* forked ahead of need, for the executor */
 };
 
-/* The most spare hosts a zygote keeps. */
+/* The most spare hosts an executor keeps. */
 #define HKX__MAX_SPARE_HOSTS 64u
 
 /* A note on the crash pipe: a fixed size below PIPE_BUF, written with one

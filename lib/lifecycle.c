@@ -185,14 +185,18 @@ spare_held(const struct hkx__host *h)
 	return h->standby && !h->retiring && !h->killing && !h->settled;
 }
 
+/* Not known to be dead either: a spare whose death the zygote has yet to
+ * report (it may be stopped) must not take a host's place. */
 bool
 hkx__spare_ready(const struct hkx__host *h)
 {
-	return spare_held(h) && h->ready;
+	return spare_held(h) && h->ready && h->died_ns == 0 && h->pipe_lost_at == 0;
 }
 
 /* With the lock held: asks the zygote for a spare, forked once it is
- * idle, while fewer than spare_hosts are held or on their way. */
+ * idle, while fewer than it keeps are held or on their way; not during a
+ * back-off, which a spare that dies brings on as any host does (the next
+ * look, hkx__life_tick, asks again). */
 static void
 ask_spare(hkx_executor *ex)
 {
@@ -201,7 +205,8 @@ ask_spare(hkx_executor *ex)
 
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		held += spare_held(h);
-	if (ex->broken || ex->shutting_down || held >= ex->config.spare_hosts)
+	if (ex->broken || ex->shutting_down || held >= ex->zygote.spares ||
+	    hkx__now_ns() < ex->respawn_at)
 		return;
 	if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) == 0)
 		ex->spares_asked++;
@@ -252,6 +257,7 @@ hkx__respawn_if_needed(hkx_executor *ex)
 			(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
 			break;
 		}
+	ask_spare(ex);
 }
 
 void
@@ -263,16 +269,13 @@ hkx__host_ready(hkx_executor *ex, struct hkx__host *h)
 		hkx__respawn_if_needed(ex); /* a host may be missing */
 	} else if (hkx__host_up(h)) { /* not one retired as it came */
 		ex->stats.host_starts++;
-		/* A host forked for want of a spare: one is due again, even
-		 * if the last could not be had. */
-		ask_spare(ex);
 	}
 }
 
 void
 hkx__spares_start(hkx_executor *ex)
 {
-	for (unsigned i = 0; i < ex->config.spare_hosts; i++)
+	for (unsigned i = 0; i < ex->zygote.spares; i++)
 		ask_spare(ex);
 }
 
@@ -500,8 +503,8 @@ hkx__start_errno(int err)
 /* With the lock held: no host came of the SPAWN. Whoever waits for the
  * spawn to end (a start, a shutdown) looks again. A lack of resources is
  * retried after the back-off, not counted as a restart. A spare that
- * could not be had is asked for again only at the next host's start: a
- * fork that fails must not be tried in a loop. */
+ * could not be had backs off the next: a fork that fails must not be
+ * tried in a loop. */
 static void
 spawn_failed_locked(hkx_executor *ex, bool spare, int err)
 {
@@ -510,6 +513,8 @@ spawn_failed_locked(hkx_executor *ex, bool spare, int err)
 	if (spare) {
 		if (ex->spares_asked > 0)
 			ex->spares_asked--;
+		back_off(ex);
+		pthread_cond_broadcast(&ex->cond); /* a shutdown waits for it */
 		return;
 	}
 	if (!ex->spawning)
@@ -870,13 +875,18 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
 	    (h->retiring && (status == STATUS_UNKNOWN ||
 	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));
-	if (!ex->started && !h->ready) {
+	/* A spare that dies runs nothing and breaks nothing: its death
+	 * fails no start and spends no restart, but backs off the next host
+	 * as any death does, so that one that cannot start is not forked in
+	 * a loop. */
+	if (!ex->started && !h->ready && !h->standby) {
 		ex->start_error = h->start_timed_out ? -ETIMEDOUT
 		    : h->setup_rc < 0 ? h->setup_rc
 		    : h->init_failed && h->init_rc < 0 ? h->init_rc : -ECHILD;
 		pthread_cond_broadcast(&ex->cond);
 	} else if (!ordered) {
-		count_restart(ex, why);
+		if (!h->standby)
+			count_restart(ex, why);
 		/* A host that stayed up a while proved that starts work. */
 		if (h->ready && hkx__now_ns() - h->ready_ns >=
 		    (uint64_t)HKX__BACKOFF_MAX_MS * 1000000u)
@@ -884,11 +894,6 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 		if (!h->start_timed_out) /* backed off when it was killed */
 			back_off(ex);
 	}
-	/* A spare that never got ready is not asked for again before the
-	 * next host's start (hkx__host_ready): one that cannot start must
-	 * not be forked in a loop. */
-	if (h->standby && h->ready)
-		ask_spare(ex);
 	hkx__respawn_if_needed(ex);
 	hkx__unlock(ex);
 }

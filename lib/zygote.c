@@ -154,7 +154,8 @@ static struct {
 	int sock, app_pidfd;
 	struct child *children;
 	size_t nchildren, cap;
-	unsigned spares_wanted; /* at most, none in an adopter (zygote_start) */
+	unsigned spares_wanted; /* at most, none in an adopter (zygote_start);
+	                           said in HELLO */
 	unsigned spares_owed;   /* asked for and not yet forked */
 	bool exiting; /* every host is killed; leave once no child is left */
 } zy;
@@ -444,7 +445,8 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 	zy.spares_wanted = spares;
 	hkx__set_title("hkx-zygote", "zygote", hkx__app_pid);
 	self = hkx__pidfd_open(getpid());
-	if (self < 0 || send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), 0, &self, 1) < 0)
+	if (self < 0 ||
+	    send_msg(zy.sock, HKX__ZYGOTE_HELLO, getpid(), (int)spares, &self, 1) < 0)
 		_exit(1);
 	close(self);
 
@@ -593,6 +595,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 	}
 	z->pid = m.pid;
 	z->pidfd = m.fds[0];
+	z->spares = m.value > 0 ? (unsigned)m.value : 0;
 	return 0;
 fail:
 	close(sv[0]);

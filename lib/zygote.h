@@ -3,18 +3,20 @@
  *
  * hkx__zygote_start() forks it from the application (twice, so that it is
  * never the application's child) as a snapshot taken at hkx_executor_new.
- * It then serves requests on a SOCK_SEQPACKET socket: SPAWN hands a host's
- * pidfd, pipe ends and slot table over with SCM_RIGHTS (a spare forked
- * ahead of need, then forks the next spare), with its arena; SIGNAL sends a signal to a
- * host's whole process group (the supervisor signals hosts itself, and asks
- * this only for a host whose pidfd never reached it). It reaps its hosts,
+ * It then serves requests on a SOCK_SEQPACKET socket: SPAWN forks a host
+ * and hands its pidfd, pipe ends, slot table and arena over with
+ * SCM_RIGHTS; SPARE forks one the same way once the zygote has been idle
+ * a moment, for the executor to hold; SIGNAL sends a signal to a host's
+ * whole process group (the supervisor signals hosts itself, and asks this
+ * only for a host whose pidfd never reached it). It reaps its hosts,
  * killing each one's group first, and reports each exit status. It is a
  * child subreaper: what a dead host's tasks started, in whatever session or
  * group, is orphaned to it, and it kills and reaps all of that, so that
  * nothing outlives the host. When the application or the socket goes away
  * it kills every host, and exits once every child is gone. In an
- * application that adopts orphans (a subreaper, PID 1) it keeps no spare
- * host.
+ * application that adopts orphans (a subreaper, PID 1) it forks no spare,
+ * and says so in HELLO: one in flight when the zygote died would be
+ * adopted and never reaped.
  *
  * The supervisor side of this module only sends and receives messages; it
  * never waits for an answer, except at start and stop, and never blocks on
@@ -29,7 +31,8 @@
 #include "host.h"
 
 enum hkx__zygote_msg_type {
-	HKX__ZYGOTE_HELLO = 1, /* zygote -> supervisor: pid; fd: its pidfd */
+	HKX__ZYGOTE_HELLO = 1, /* zygote -> supervisor: pid, value = spares it
+	                          forks at most; fd: its pidfd */
 	HKX__ZYGOTE_SPAWN,     /* supervisor -> zygote */
 	HKX__ZYGOTE_SIGNAL,    /* supervisor -> zygote: pid, value = signal */
 	HKX__ZYGOTE_SPARE,     /* supervisor -> zygote: a spare host, once idle */
@@ -60,7 +63,8 @@ struct hkx__zygote_req {
 	int32_t value;
 };
 
-/* Only one SPAWN is ever outstanding; SIGNALs are rare. */
+/* Only one SPAWN is ever outstanding, and a few SPAREs; SIGNALs are rare.
+ * A SPARE that finds the queue full is asked for again later. */
 #define HKX__ZYGOTE_QUEUE 8
 
 struct hkx__zygote {
@@ -71,6 +75,7 @@ struct hkx__zygote {
 	 * call that sends (the executor's lock). */
 	struct hkx__zygote_req queue[HKX__ZYGOTE_QUEUE];
 	unsigned nqueued;
+	unsigned spares; /* it forks at most: spare_hosts, or none (adopter) */
 };
 
 /* Forks the zygote. hc must stay valid (it is the zygote's copy that

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -36,7 +37,9 @@
 #include <hkx.h>
 
 #include "executor.h"
+#include "lifecycle.h"
 #include "support.h"
+#include "util.h"
 
 /* The layout struct hkx_config had before start_timeout_ms took a part of
  * its reserved space: every older field stays where it was. */
@@ -96,6 +99,8 @@ struct init_plan {
 	atomic_int hang;     /* HANG_ONCE: the next call never returns */
 	atomic_bool fail;    /* calls return -EIO ... */
 	atomic_int failures; /* ... and count here */
+	atomic_bool hold;    /* calls say their pid, as a task's start, and
+	                        wait for a release */
 };
 
 static struct init_plan *plan;
@@ -107,6 +112,10 @@ planned_init(void *arg)
 	int once = HANG_ONCE;
 
 	atomic_fetch_add(&p->calls, 1);
+	if (atomic_load(&p->hold)) {
+		tst_task_started((int)getpid());
+		return tst_task_block();
+	}
 	if (atomic_load(&p->hang) == HANG_ALWAYS ||
 	    atomic_compare_exchange_strong(&p->hang, &once, HANG_NONE))
 		for (;;)
@@ -461,6 +470,200 @@ START_TEST(test_spare_hangs)
 }
 END_TEST
 
+/* The children of parent still there, at most n, in the order they were
+ * forked (the kernel lists them so); how many. */
+static size_t
+children_of(pid_t parent, pid_t *pids, size_t n)
+{
+	char path[64], buf[256], *p, *end;
+	size_t found = 0;
+	ssize_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	ck_assert_int_ge(len, 0);
+	buf[len] = '\0';
+	for (p = buf; found < n; p = end) {
+		pids[found] = (pid_t)strtol(p, &end, 10);
+		if (end == p)
+			break;
+		found++;
+	}
+	return found;
+}
+
+/* The test process's pidfds: the zygote's, and one per host the executor
+ * holds, until its burial. */
+static int
+pidfd_count(void)
+{
+	char path[64], link[64];
+	struct dirent *d;
+	int n = 0;
+	ssize_t len;
+	DIR *dir = opendir("/proc/self/fd");
+
+	ck_assert_ptr_nonnull(dir);
+	while ((d = readdir(dir)) != NULL) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%.16s", d->d_name);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		n += strstr(link, "pidfd") != NULL;
+	}
+	closedir(dir);
+	return n;
+}
+
+static bool
+pidfds_at_most(void *arg)
+{
+	return pidfd_count() <= *(int *)arg;
+}
+
+static bool
+pidfds_at_least(void *arg)
+{
+	return pidfd_count() >= *(int *)arg;
+}
+
+struct new_call {
+	struct hkx_config *c;
+	hkx_executor *ex;
+	int rc;
+};
+
+static void *
+new_main(void *arg)
+{
+	struct new_call *n = arg;
+
+	n->rc = hkx_executor_new(n->c, &n->ex);
+	return NULL;
+}
+
+/*
+ * The spare forked at start dies (here, killed) in host_init while the
+ * first host is still in its own: a spare takes no task and is no host
+ * the start waits for, so the start goes on, and succeeds once the first
+ * host is ready.
+ */
+START_TEST(test_spare_dies_during_start)
+{
+	struct hkx_config c;
+	struct new_call call = { &c, NULL, -1 };
+	pthread_t th;
+	pid_t a, b, spare, zygote, kids[2];
+	struct tst_proc p;
+	int n;
+
+	config_planned(&c);
+	c.spare_hosts = 1;
+	c.start_timeout_ms = TST_DEADLINE_MS;
+	atomic_store(&plan->hold, true);
+	ck_assert_int_eq(pthread_create(&th, NULL, new_main, &call), 0);
+	a = (pid_t)tst_await_start();
+	b = (pid_t)tst_await_start();
+	ck_assert(tst_proc_read(a, &p));
+	zygote = p.ppid;
+	/* The host is the zygote's first fork, the spare its second. */
+	ck_assert_uint_eq(children_of(zygote, kids, 2), 2);
+	spare = kids[0] == a ? b : a;
+	/* Both taken in: the zygote's pidfd and one per host. */
+	n = 3;
+	tst_poll_until(pidfds_at_least, &n, "both hosts taken in");
+	ck_assert_int_eq(kill(spare, SIGKILL), 0);
+	/* Its death settled and its pidfd closed: it is gone for good. */
+	n = 2;
+	tst_poll_until(pidfds_at_most, &n, "the dead spare to leave");
+	atomic_store(&plan->hold, false);
+	tst_release(1);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_eq(call.rc, 0);
+	tst_run_one(call.ex, "echo", HKX_DONE);
+	hkx_executor_free(call.ex);
+}
+END_TEST
+
+struct host_of {
+	hkx_executor *ex;
+	pid_t pid;
+};
+
+/* The supervisor saw the host's pidfd say it died, and waits for the
+ * zygote's word. */
+static bool
+death_seen(void *arg)
+{
+	struct host_of *w = arg;
+	struct hkx__host *h;
+	bool seen = false;
+
+	hkx__lock(w->ex);
+	TAILQ_FOREACH(h, &w->ex->hosts, link)
+		if (hkx__host_pid(h) == w->pid)
+			seen = h->died_ns != 0;
+	hkx__unlock(w->ex);
+	return seen;
+}
+
+/*
+ * The spare dies while the zygote is stopped, so that its exit is not
+ * reported: the supervisor knows from its pidfd that it is dead. A kill
+ * of the host then must not hand the dead spare the host's place: it is
+ * neither counted up nor waited on, and the task after the kill runs on a
+ * host that lives.
+ */
+START_TEST(test_dead_spare_not_promoted)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	struct host_of w;
+	hkx_executor *ex;
+	hkx_future *b, *f;
+	pid_t host, spare, zygote, kids[2];
+	uint32_t spares_up;
+
+	config(&c);
+	c.spare_hosts = 1;
+	ex = tst_new(&c);
+	tst_wait_spares_up(ex, 1, 1);
+	host = host_pid(ex);
+	zygote = zygote_pid(ex);
+	ck_assert_uint_eq(children_of(zygote, kids, 2), 2);
+	spare = kids[0] == host ? kids[1] : kids[0];
+	b = tst_submit(ex, "hold", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(kill(zygote, SIGSTOP), 0);
+	await_stopped(zygote);
+	ck_assert_int_eq(kill(spare, SIGKILL), 0);
+	w = (struct host_of){ ex, spare };
+	tst_poll_until(death_seen, &w, "the spare's death to be seen");
+	tst_stats(ex, &st);
+	spares_up = st.spares_up;
+	ck_assert_int_eq(hkx_future_kill(b), 0);
+	tst_wait_end(b, HKX_KILLED);
+	tst_stats(ex, &st);
+	/* Asserted once the zygote runs again: a failure must not leave it
+	 * stopped, holding the test's stdio. */
+	ck_assert_int_eq(kill(zygote, SIGCONT), 0);
+	ck_assert_uint_eq(spares_up, 0);
+	ck_assert_int_ne(st.host_pid, spare);
+	f = tst_submit(ex, "pid", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_ne(tst_reply_int(f), host);
+	ck_assert_int_ne(tst_reply_int(f), spare);
+	hkx_future_release(b);
+	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* Respawn: back-off, and transient lack of resources.                     */
 
@@ -545,6 +748,67 @@ START_TEST(test_respawn_backs_off)
 	atomic_store(&plan->fail, false);
 	tst_run_one(ex, "echo", HKX_DONE);
 	ck_assert_uint_eq(backoff_ms(ex), 0);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+struct spare_watch {
+	hkx_executor *ex;
+	pid_t killed;
+	bool early; /* a spare was asked for, or held, during a back-off */
+};
+
+/* A host other than the one killed is up; notes whether a spare was asked
+ * for, or is held, while the back-off that the death began still runs. */
+static bool
+replaced(void *arg)
+{
+	struct spare_watch *w = arg;
+	struct hkx__host *h;
+	pid_t pid = host_pid(w->ex);
+	bool held = false;
+
+	if (pid == 0 || pid == w->killed)
+		return false;
+	hkx__lock(w->ex);
+	TAILQ_FOREACH(h, &w->ex->hosts, link)
+		held |= h->standby && !h->retiring && !h->killing && !h->settled;
+	if (hkx__now_ns() < w->ex->respawn_at && (w->ex->spares_asked > 0 || held))
+		w->early = true;
+	hkx__unlock(w->ex);
+	return true;
+}
+
+/*
+ * Hosts die of a signal from outside, one after the other, restarts
+ * unlimited: each death lengthens the back-off, and no host, spare or
+ * not, is forked before it is over. A spare that was ready takes the dead
+ * host's place at once, but the next spare waits for the back-off like
+ * any other host.
+ */
+START_TEST(test_spare_waits_for_backoff)
+{
+	struct spare_watch w;
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	bool early = false;
+
+	config(&c);
+	c.spare_hosts = 1;
+	c.max_restarts = UINT_MAX;
+	ex = tst_new(&c);
+	tst_wait_spares_up(ex, 1, 1);
+	while (backoff_ms(ex) < 256) {
+		w = (struct spare_watch){ ex, host_pid(ex), false };
+		ck_assert_int_eq(kill(w.killed, SIGKILL), 0);
+		tst_poll_until(replaced, &w, "a host to replace the one killed");
+		early |= w.early;
+	}
+	ck_assert_msg(!early, "a spare was forked during a back-off");
+	tst_stats(ex, &st);
+	ck_assert(!st.broken);
+	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -657,6 +921,7 @@ hostile_zygote_suite(void)
 	tcase_add_test(tc, test_stopped_zygote_pause_loop);
 	tcase_add_test(tc, test_zygote_killed);
 	tcase_add_test(tc, test_zygote_stopped_continued_killed);
+	tcase_add_test(tc, test_dead_spare_not_promoted);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("start");
@@ -664,11 +929,13 @@ hostile_zygote_suite(void)
 	tcase_add_test(tc, test_start_timeout_new);
 	tcase_add_test(tc, test_start_timeout_config);
 	tcase_add_test(tc, test_spare_hangs);
+	tcase_add_test(tc, test_spare_dies_during_start);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("respawn");
 	tcase_add_checked_fixture(tc, plan_setup, plan_teardown);
 	tcase_add_test(tc, test_respawn_backs_off);
+	tcase_add_test(tc, test_spare_waits_for_backoff);
 	tcase_add_test(tc, test_respawn_out_of_fds);
 	tcase_add_test(tc, test_new_out_of_fds);
 	suite_add_tcase(s, tc);
