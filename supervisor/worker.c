@@ -546,7 +546,7 @@ write_stats(struct worker *w)
 	static const char *const names[] = {
 		"submitted", "done", "failed", "cancelled", "stopped", "timed_out",
 		"killed", "crashed", "host_starts", "queued", "running", "hosts_up",
-		"read", "acked", "dead", "redelivered", "held",
+		"spares_up", "read", "acked", "dead", "redelivered", "held",
 	};
 	enum { N = sizeof(names) / sizeof(names[0]) };
 	char values[N][24];
@@ -561,8 +561,8 @@ write_stats(struct worker *w)
 	v[0] = st.submitted; v[1] = st.done; v[2] = st.failed; v[3] = st.cancelled;
 	v[4] = st.stopped; v[5] = st.timed_out; v[6] = st.killed; v[7] = st.crashed;
 	v[8] = st.host_starts; v[9] = st.queued; v[10] = st.running; v[11] = st.hosts_up;
-	v[12] = w->nread; v[13] = w->nacked; v[14] = w->ndead; v[15] = w->nredelivered;
-	v[16] = w->nfinished;
+	v[12] = st.spares_up; v[13] = w->nread; v[14] = w->nacked; v[15] = w->ndead;
+	v[16] = w->nredelivered; v[17] = w->nfinished;
 	for (i = 0; i < N; i++) {
 		snprintf(values[i], sizeof(values[i]), "%llu", v[i]);
 		fields[2 * i] = names[i];

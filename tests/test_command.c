@@ -1076,6 +1076,9 @@ START_TEST(serve_control_messages)
 	st = json_object_get(o, "stats");
 	ck_assert_int_eq(num(st, "host_starts"), 2);
 	ck_assert_int_eq(num(st, "killed"), 1);
+	/* One spare by default, perhaps still being forked after the kill. */
+	ck_assert(json_is_integer(json_object_get(st, "spares_up")));
+	ck_assert_int_le(num(st, "spares_up"), 1);
 	json_decref(o);
 
 	ck_assert_int_eq(proc_finish(&p, DEADLINE_MS), 0);

@@ -823,6 +823,7 @@ START_TEST(stats_key)
 	worker_start(&w, "w", "--stats-key", "st", "--lease-ms", "300", NULL);
 	POLL_UNTIL(xlen("jobs:results") == 3, DEADLINE_MS, "no results");
 	POLL_UNTIL(hash_field_is("st", "acked", "3"), DEADLINE_MS, "no stats");
+	POLL_UNTIL(hash_field_is("st", "spares_up", "1"), DEADLINE_MS, "no spare in the stats");
 	r = cmd("HGET st consumer");
 	ck_assert_str_eq(r->str, "w");
 	freeReplyObject(r);

@@ -490,7 +490,7 @@ class Executor(_StdExecutor):
 
     def stats(self) -> dict:
         """serve's counters: submitted, done, failed, ..., queued, running,
-        hosts_up, paused, frozen (see the README's ``hkx serve``)."""
+        hosts_up, spares_up, paused, frozen (see the README's ``hkx serve``)."""
         return self._channel.exchange()
 
 
