@@ -320,7 +320,7 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hkx__lock(ex);
 	err = hkx__request_spawn(ex);
 	if (err == 0)
-		hkx__spares_start(ex);
+		hkx__ask_spares(ex);
 	hkx__unlock(ex);
 	if (err < 0 || (err = hkx__deathwatch_start(ex)) < 0)
 		return err;

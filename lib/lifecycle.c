@@ -193,23 +193,21 @@ hkx__spare_ready(const struct hkx__host *h)
 	return spare_held(h) && h->ready && h->died_ns == 0 && h->pipe_lost_at == 0;
 }
 
-/* With the lock held: asks the zygote for a spare, forked once it is
- * idle, while fewer than it keeps are held or on their way; not during a
- * back-off, which a spare that dies brings on as any host does (the next
- * look, hkx__life_tick, asks again). */
-static void
-ask_spare(hkx_executor *ex)
+void
+hkx__ask_spares(hkx_executor *ex)
 {
 	struct hkx__host *h;
 	unsigned held = ex->spares_asked;
 
+	if (ex->broken || ex->shutting_down || hkx__now_ns() < ex->respawn_at)
+		return;
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		held += spare_held(h);
-	if (ex->broken || ex->shutting_down || held >= ex->zygote.spares ||
-	    hkx__now_ns() < ex->respawn_at)
-		return;
-	if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) == 0)
+	for (; held < ex->zygote.spares; held++) {
+		if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) < 0)
+			return;
 		ex->spares_asked++;
+	}
 }
 
 /* With the lock held: a ready spare takes a missing host's place at
@@ -227,7 +225,7 @@ promote_spare(hkx_executor *ex)
 		return false;
 	h->standby = false;
 	ex->stats.host_starts++;
-	ask_spare(ex);
+	hkx__ask_spares(ex);
 	hkx__life_changed(ex);
 	return true;
 }
@@ -257,7 +255,7 @@ hkx__respawn_if_needed(hkx_executor *ex)
 			(void)hkx__request_spawn(ex); /* a zygote gone is seen by its socket */
 			break;
 		}
-	ask_spare(ex);
+	hkx__ask_spares(ex);
 }
 
 void
@@ -270,13 +268,6 @@ hkx__host_ready(hkx_executor *ex, struct hkx__host *h)
 	} else if (hkx__host_up(h)) { /* not one retired as it came */
 		ex->stats.host_starts++;
 	}
-}
-
-void
-hkx__spares_start(hkx_executor *ex)
-{
-	for (unsigned i = 0; i < ex->zygote.spares; i++)
-		ask_spare(ex);
 }
 
 /*

@@ -77,9 +77,11 @@ void hkx__life_changed(hkx_executor *ex);
 void hkx__zygote_writable(hkx_executor *ex);
 int hkx__request_spawn(hkx_executor *ex);
 void hkx__respawn_if_needed(hkx_executor *ex);
-/* With the lock held, once at start: asks the zygote for spare_hosts
- * spares. */
-void hkx__spares_start(hkx_executor *ex);
+/* With the lock held: asks the zygote for spares, each forked once it is
+ * idle, until as many as it keeps are held or on their way; not during a
+ * back-off, which a spare that dies brings on as any host does (the next
+ * look, hkx__life_tick, asks again). */
+void hkx__ask_spares(hkx_executor *ex);
 /* With the lock held: h said READY; a spare may take a missing host's
  * place. */
 void hkx__host_ready(hkx_executor *ex, struct hkx__host *h);
