@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <stdint.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "lifecycle.h"
@@ -27,31 +26,9 @@
 /* The thread's stack: it holds a futex_waitv array and little else. */
 #define STACK_LEN (256 * 1024)
 
-#ifndef FUTEX_32
-#define FUTEX_32 2
-#endif
 #ifndef FUTEX_WAITV_MAX
 #define FUTEX_WAITV_MAX 128
 #endif
-
-static long
-futex_waitv(struct futex_waitv *waiters, unsigned n)
-{
-#ifdef SYS_futex_waitv
-	return syscall(SYS_futex_waitv, waiters, n, 0, NULL, 0);
-#else
-	(void)waiters;
-	(void)n;
-	errno = ENOSYS;
-	return -1;
-#endif
-}
-
-static struct futex_waitv
-waiter(_Atomic uint32_t *word, uint32_t expect, unsigned flags)
-{
-	return (struct futex_waitv){ .val = expect, .uaddr = (uintptr_t)word, .flags = flags };
-}
 
 /*
  * With the lock held: marks each killed host whose workers are all gone,
@@ -67,8 +44,7 @@ look(hkx_executor *ex, struct futex_waitv *waiters)
 	unsigned n = 0;
 	uint32_t expect, i;
 
-	waiters[n++] = waiter(&dw->generation, atomic_load(&dw->generation),
-	    FUTEX_32 | FUTEX_PRIVATE_FLAG);
+	waiters[n++] = hkx__futex_waiter(&dw->generation, atomic_load(&dw->generation), false);
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (!h->killing || h->settled || h->workers_gone)
 			continue;
@@ -78,7 +54,7 @@ look(hkx_executor *ex, struct futex_waitv *waiters)
 		if (i < h->slots.workers) {
 			/* More than fit wait for the next look. */
 			if (n < FUTEX_WAITV_MAX)
-				waiters[n++] = waiter(word, expect, FUTEX_32);
+				waiters[n++] = hkx__futex_waiter(word, expect, true);
 			continue;
 		}
 		h->workers_gone = true;
@@ -94,7 +70,6 @@ deathwatch_main(void *arg)
 	hkx_executor *ex = arg;
 	unsigned n;
 	long rc;
-	int err;
 
 	hkx__lock(ex);
 	while (!ex->deathwatch.stopping) {
@@ -104,10 +79,9 @@ deathwatch_main(void *arg)
 		 * away (EFAULT): look again. Anything else (ENOSYS, or EPERM
 		 * from a seccomp filter) would fail at once for ever: killed
 		 * hosts are then settled by their pidfds. */
-		rc = futex_waitv(waiters, n);
-		err = errno;
+		rc = hkx__futex_waitv(waiters, n, UINT64_MAX);
 		hkx__lock(ex);
-		if (rc < 0 && err != EAGAIN && err != EINTR && err != EFAULT)
+		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT)
 			break;
 	}
 	hkx__unlock(ex);
@@ -132,7 +106,7 @@ hkx__deathwatch_changed(hkx_executor *ex)
 	struct hkx__deathwatch *dw = &ex->deathwatch;
 
 	atomic_fetch_add(&dw->generation, 1);
-	syscall(SYS_futex, &dw->generation, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	hkx__futex_wake(&dw->generation, false);
 }
 
 void

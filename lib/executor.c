@@ -508,18 +508,6 @@ enqueue(hkx_executor *ex, hkx_future *f)
 	ex->stats.submitted++;
 }
 
-/* What was just queued and goes by ring goes now, from this thread, to a
- * host with room: a submit to an idle host does not wait for the
- * supervisor thread's turn. The supervisor is woken for the rest, unless
- * the hosts are full: it sends more as results come back anyway. */
-static void
-wake_for_work(hkx_executor *ex)
-{
-	hkx__send_by_ring(ex);
-	if (!TAILQ_EMPTY(&ex->queue) && hkx__hosts_take_tasks(ex))
-		hkx__wake(ex);
-}
-
 /* Submits n tasks, all or none; made holds n pointers of scratch. */
 static int
 submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
@@ -574,7 +562,7 @@ submit(hkx_executor *ex, const char *task, const struct iovec *args, size_t n,
 				outs[i] = made[i];
 		}
 		if (err == 0)
-			wake_for_work(ex);
+			hkx__send_or_wake(ex);
 	}
 	hkx__unlock(ex);
 	if (err < 0)

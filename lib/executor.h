@@ -216,21 +216,27 @@ void hkx__future_free(hkx_future *f);
 void hkx__group_member_ending(hkx_executor *ex, hkx_group *g, enum hkx_state s);
 void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
 
-/* A waiter is a mutex, a condition and a flag: waits on several futures
- * at once register one node per future. */
+/* A waiter is a futex word, fired under the lock of the executor that
+ * fires it: the waiting thread must take that lock to unlink its nodes
+ * before it may go, so the word outlives every wake. Waits on several
+ * futures at once register one node per future. A thread that waits on
+ * one future may also read the up ring of the host that holds it
+ * (hkx__wait_by_ring): ring_host is that host, under the lock. */
 struct hkx__waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool fired;
+	_Atomic uint32_t fired;
+	struct hkx__host *ring_host;
 };
 struct hkx__wait_node {
 	struct hkx__wait_node *next, **pprev;
 	struct hkx__waiter *waiter;
 };
-int hkx__waiter_init(struct hkx__waiter *w);
-void hkx__waiter_destroy(struct hkx__waiter *w);
 /* Waits until fired or the deadline; true if fired. */
 bool hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline);
+/* With the lock held: wakes w. */
+void hkx__waiter_fire(struct hkx__waiter *w);
+/* hkx__waiter_wait for a w on f alone, which reads the up ring of the host
+ * holding f meanwhile (supervisor.c). */
+bool hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline);
 void hkx__wait_link(struct hkx__wait_node **head, struct hkx__wait_node *n,
                     struct hkx__waiter *w);
 void hkx__wait_unlink(struct hkx__wait_node *n);

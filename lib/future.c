@@ -45,44 +45,22 @@ is_end(enum hkx_state s)
 
 /* --- waiters --------------------------------------------------------------- */
 
-int
-hkx__waiter_init(struct hkx__waiter *w)
-{
-	int err;
-
-	w->fired = false;
-	err = pthread_mutex_init(&w->lock, NULL);
-	if (err)
-		return -err;
-	err = hkx__cond_init(&w->cond);
-	if (err)
-		pthread_mutex_destroy(&w->lock);
-	return err;
-}
-
-void
-hkx__waiter_destroy(struct hkx__waiter *w)
-{
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->lock);
-}
-
 bool
 hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline)
 {
-	struct timespec ts = hkx__timespec(deadline);
-	bool fired;
-
-	pthread_mutex_lock(&w->lock);
-	while (!w->fired) {
-		if (deadline == UINT64_MAX)
-			pthread_cond_wait(&w->cond, &w->lock);
-		else if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
-			break;
+	while (!atomic_load_explicit(&w->fired, memory_order_acquire)) {
+		if (deadline != UINT64_MAX && hkx__now_ns() >= deadline)
+			return false;
+		hkx__futex_wait(&w->fired, 0, deadline);
 	}
-	fired = w->fired;
-	pthread_mutex_unlock(&w->lock);
-	return fired;
+	return true;
+}
+
+void
+hkx__waiter_fire(struct hkx__waiter *w)
+{
+	atomic_store_explicit(&w->fired, 1, memory_order_release);
+	hkx__futex_wake(&w->fired, false);
 }
 
 void
@@ -110,12 +88,8 @@ hkx__wait_unlink(struct hkx__wait_node *n)
 void
 hkx__wait_fire(struct hkx__wait_node *head)
 {
-	for (; head != NULL; head = head->next) {
-		pthread_mutex_lock(&head->waiter->lock);
-		head->waiter->fired = true;
-		pthread_cond_signal(&head->waiter->cond);
-		pthread_mutex_unlock(&head->waiter->lock);
-	}
+	for (; head != NULL; head = head->next)
+		hkx__waiter_fire(head->waiter);
 }
 
 void
@@ -418,10 +392,10 @@ static int
 wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t deadline)
 {
 	struct hkx__wait_node one, *nodes = &one;
-	struct hkx__waiter w;
+	struct hkx__waiter w = { 0 };
 	bool fired;
 	size_t i;
-	int pick, err;
+	int pick;
 
 	pick = decided(fs, n, mode);
 	if (pick >= 0)
@@ -431,11 +405,8 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 		if (nodes == NULL)
 			return -ENOMEM;
 	}
-	err = hkx__waiter_init(&w);
-	if (err < 0)
-		goto out;
 	for (;;) {
-		w.fired = false;
+		atomic_store_explicit(&w.fired, 0, memory_order_relaxed);
 		for (i = 0; i < n; i++) {
 			nodes[i].pprev = NULL;
 			hkx__lock(fs[i]->ex);
@@ -444,7 +415,9 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 			hkx__unlock(fs[i]->ex);
 		}
 		pick = decided(fs, n, mode);
-		fired = pick >= 0 || hkx__waiter_wait(&w, deadline);
+		/* One future a host holds: its results are read here. */
+		fired = pick >= 0 || (n == 1 ? hkx__wait_by_ring(fs[0], &w, deadline) :
+		    hkx__waiter_wait(&w, deadline));
 		for (i = 0; i < n; i++) {
 			hkx__lock(fs[i]->ex);
 			hkx__wait_unlink(&nodes[i]);
@@ -455,12 +428,9 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 		if (pick >= 0 || !fired)
 			break;
 	}
-	err = pick >= 0 ? pick : -ETIMEDOUT;
-	hkx__waiter_destroy(&w);
-out:
 	if (nodes != &one)
 		free(nodes);
-	return err;
+	return pick >= 0 ? pick : -ETIMEDOUT;
 }
 
 int

@@ -119,7 +119,7 @@ int
 hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 {
 	struct hkx__wait_node node = { 0 };
-	struct hkx__waiter w;
+	struct hkx__waiter w = { 0 };
 	uint64_t deadline;
 	bool ended;
 	int err;
@@ -129,13 +129,10 @@ hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 	if (!hkx__caller_ok(g->ex))
 		return -EPERM;
 	deadline = hkx__deadline(timeout_ms);
-	err = hkx__waiter_init(&w);
-	if (err < 0)
-		return err;
 	/* Members may join while we wait: wait again until none is left or
 	 * the deadline passes. */
 	for (;;) {
-		w.fired = false;
+		atomic_store_explicit(&w.fired, 0, memory_order_relaxed);
 		hkx__lock(g->ex);
 		ended = g->pending == 0;
 		if (!ended)
@@ -152,7 +149,6 @@ hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 		hkx__wait_unlink(&node);
 		hkx__unlock(g->ex);
 	}
-	hkx__waiter_destroy(&w);
 	if (!ended)
 		return -ETIMEDOUT;
 	hkx__lock(g->ex);

@@ -608,18 +608,21 @@ fail_group(struct hkx_task *t, uint64_t group)
 }
 
 /* A result stored in its slot goes to the supervisor by the up ring, and a
- * wake-up by pipe only if it said that it sleeps. */
+ * wake-up only to whoever said that it sleeps: the supervisor by pipe, or
+ * an application thread that waits on the ring's word itself. */
 static void
 publish_result(uint32_t slot)
 {
 	uint8_t wake[HKX__HEADER_LEN];
-	bool due;
+	uint32_t due;
 
 	pthread_mutex_lock(&host.up_lock);
 	hkx__ring_push(&host.slots.up, HKX__RING_RECORD(HKX__RING_FINISHED, slot));
 	due = hkx__ring_wake_due(&host.slots.up);
 	pthread_mutex_unlock(&host.up_lock);
-	if (due)
+	if (due == HKX__RING_WATCHED)
+		hkx__futex_wake(&host.slots.up.shared->sleeping, true);
+	else if (due != HKX__RING_AWAKE)
 		emit(wake, hkx__encode_wake(wake), NULL, 0, NULL, 0, EMIT_NOW);
 }
 

@@ -452,11 +452,8 @@ hkx__kill_all_hosts(hkx_executor *ex)
 void
 hkx__protocol_error(hkx_executor *ex, struct hkx__host *h)
 {
+	/* Its pipe is read no more (hkx__read_host), nor its ring. */
 	h->protocol_error = true;
-	if (h->up_open) {
-		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
-		h->up_open = false;
-	}
 	hkx__kill_host(ex, h, false);
 }
 
@@ -898,6 +895,7 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 	hkx__lock(ex);
 	TAILQ_REMOVE(&ex->hosts, h, link);
 	hkx__drop_output(ex, h);
+	hkx__ring_waiter_gone(h);
 	pthread_cond_broadcast(&ex->cond);
 	hkx__unlock(ex);
 

@@ -3,8 +3,8 @@
  *
  * Knows nothing of slots or futures beyond a record's kind and index: what
  * a slot holds, and whether its owner may be ended, is the caller's to
- * check. Never blocks and never does I/O: the wake-up itself is a frame,
- * which the caller writes.
+ * check. Never blocks and never does I/O: the wake-up itself (a frame, a
+ * kick, a futex wake) is the caller's.
  */
 #include "ring.h"
 
@@ -41,15 +41,15 @@ hkx__ring_push(struct hkx__ring *r, uint32_t record)
 	atomic_store_explicit(&r->shared->tail, r->pos, memory_order_release);
 }
 
-bool
+uint32_t
 hkx__ring_wake_due(struct hkx__ring *r)
 {
 	/* The count's store before the word's load, as the consumer's word
 	 * before its look at the count. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&r->shared->sleeping, memory_order_relaxed) == 0)
-		return false;
-	return atomic_exchange_explicit(&r->shared->sleeping, 0, memory_order_relaxed) != 0;
+	if (atomic_load_explicit(&r->shared->sleeping, memory_order_relaxed) == HKX__RING_AWAKE)
+		return HKX__RING_AWAKE;
+	return atomic_exchange_explicit(&r->shared->sleeping, HKX__RING_AWAKE, memory_order_relaxed);
 }
 
 ssize_t
@@ -71,19 +71,37 @@ hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max)
 	return (ssize_t)max;
 }
 
-bool
-hkx__ring_sleep(struct hkx__ring *r)
+/* With the word just written: whether records wait, which the next pop
+ * must then find at least as many of. */
+static bool
+records_wait(struct hkx__ring *r)
 {
 	uint32_t avail;
 
-	atomic_store_explicit(&r->shared->sleeping, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
 	avail = atomic_load_explicit(&r->shared->tail, memory_order_relaxed) - r->pos;
 	if (avail == 0)
-		return true;
-	/* Records to read: the next pop must find at least as many. */
+		return false;
 	if (avail <= r->mask + 1 && avail > r->ahead)
 		r->ahead = avail;
+	return true;
+}
+
+/* The word from `from` to `to`, unless a thread watches it: that one is
+ * woken instead, and hands the word back when it leaves. */
+static void
+set_unless_watched(struct hkx__ring *r, uint32_t from, uint32_t to)
+{
+	atomic_compare_exchange_strong_explicit(&r->shared->sleeping, &from, to,
+	    memory_order_relaxed, memory_order_relaxed);
+}
+
+bool
+hkx__ring_sleep(struct hkx__ring *r)
+{
+	set_unless_watched(r, HKX__RING_AWAKE, HKX__RING_SLEEPS);
+	if (!records_wait(r))
+		return true;
 	hkx__ring_awake(r);
 	return false;
 }
@@ -91,7 +109,21 @@ hkx__ring_sleep(struct hkx__ring *r)
 void
 hkx__ring_awake(struct hkx__ring *r)
 {
-	atomic_store_explicit(&r->shared->sleeping, 0, memory_order_relaxed);
+	set_unless_watched(r, HKX__RING_SLEEPS, HKX__RING_AWAKE);
+}
+
+bool
+hkx__ring_watch(struct hkx__ring *r)
+{
+	atomic_store_explicit(&r->shared->sleeping, HKX__RING_WATCHED, memory_order_relaxed);
+	return !records_wait(r);
+}
+
+bool
+hkx__ring_unwatch(struct hkx__ring *r)
+{
+	atomic_store_explicit(&r->shared->sleeping, HKX__RING_SLEEPS, memory_order_relaxed);
+	return records_wait(r);
 }
 
 int

@@ -18,6 +18,18 @@
  * Dekker pattern): at least one of them sees the other's, so no wake-up is
  * lost, and there is one wake-up per sleep at most.
  *
+ * An application thread that waits on one future may stand in for the
+ * supervisor as the up ring's consumer, under the executor's lock
+ * (hkx__wait_by_ring in supervisor.c): it says in the word that it
+ * watches it, and the host wakes it with a futex on the word instead of
+ * the supervisor with a frame. The supervisor's own sleep and wake leave
+ * that word as it is; a producer takes it as any other (a thread woken
+ * that way looks at the ring and watches again), and a thread whose word
+ * was taken or lost is still woken as any waiter, by the future's end.
+ * Once it leaves it says that the supervisor sleeps, and wakes it if
+ * records came meanwhile, so a wake-up the supervisor was owed is never
+ * lost.
+ *
  * The supervisor trusts nothing of the host's: hkx__ring_pop() refuses a
  * count more than the capacity ahead of its own position or behind what it
  * saw of it before (a count moved forth and back would keep the supervisor
@@ -45,9 +57,16 @@ enum hkx__ring_kind {
 #define HKX__RING_RECORD(kind, slot) \
 	(((uint32_t)(kind) << HKX__RING_SLOT_BITS) | (uint32_t)(slot))
 
+/* Who a producer that pushed wakes: the sleeping word's values. */
+enum hkx__ring_sleeper {
+	HKX__RING_AWAKE,    /* no one: the consumer looks again before it sleeps */
+	HKX__RING_SLEEPS,   /* the consumer, with a frame or a kick */
+	HKX__RING_WATCHED,  /* a thread asleep on the word itself: a futex wake */
+};
+
 struct hkx__ring_shared {
 	_Alignas(64) _Atomic uint32_t tail;     /* records pushed, ever */
-	_Alignas(64) _Atomic uint32_t sleeping; /* 1: the consumer blocks; wake it */
+	_Alignas(64) _Atomic uint32_t sleeping; /* enum hkx__ring_sleeper */
 };
 
 struct hkx__ring {
@@ -68,9 +87,9 @@ void hkx__ring_attach(struct hkx__ring *r, struct hkx__ring_shared *shared,
 
 /* Producer: append one record; it is visible once published. */
 void hkx__ring_push(struct hkx__ring *r, uint32_t record);
-/* Producer, after pushes: true if the consumer said it sleeps and this
- * call took its word: the caller sends one wake-up. */
-bool hkx__ring_wake_due(struct hkx__ring *r);
+/* Producer, after pushes: who said it sleeps, if this call took the word
+ * (else HKX__RING_AWAKE): the caller sends that one wake-up. */
+uint32_t hkx__ring_wake_due(struct hkx__ring *r);
 
 /* Consumer: up to max records into out; their number, or -EPROTO if the
  * producer's count is further ahead than the ring holds, or went back
@@ -81,6 +100,12 @@ ssize_t hkx__ring_pop(struct hkx__ring *r, uint32_t *out, size_t max);
 bool hkx__ring_sleep(struct hkx__ring *r);
 /* Consumer: awake again; producers need not wake it. */
 void hkx__ring_awake(struct hkx__ring *r);
+/* A thread standing in for the consumer: says it sleeps on the word
+ * (HKX__RING_WATCHED); true if the ring is empty, so it may block there
+ * until woken. Then, when it leaves: the consumer sleeps again; true if
+ * records came that it must be woken for. */
+bool hkx__ring_watch(struct hkx__ring *r);
+bool hkx__ring_unwatch(struct hkx__ring *r);
 
 /* The slot a record of kind names in a table of count slots, or -EPROTO. */
 int hkx__ring_decode(uint32_t record, enum hkx__ring_kind kind, uint32_t count,

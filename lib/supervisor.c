@@ -338,6 +338,18 @@ hkx__send_by_ring(hkx_executor *ex)
 	send_queued(ex, true);
 }
 
+/* What was just queued and goes by ring goes now, from this thread, to a
+ * host with room: a submit to an idle host does not wait for the
+ * supervisor thread's turn. The supervisor is woken for the rest, unless
+ * the hosts are full: it sends more as results come back anyway. */
+void
+hkx__send_or_wake(hkx_executor *ex)
+{
+	hkx__send_by_ring(ex);
+	if (!TAILQ_EMPTY(&ex->queue) && hkx__hosts_take_tasks(ex))
+		hkx__wake(ex);
+}
+
 /* With the lock held: hand queued work to the hosts; wind hosts down once
  * a shutdown has nothing left to wait for. */
 static void
@@ -637,6 +649,106 @@ rings_sleep(hkx_executor *ex)
 	return -1;
 }
 
+/* --- a waiter that reads the ring itself --------------------------------- */
+
+/* Wake-ups in a row that bring a waiter neither a record nor its end
+ * before it leaves the ring to the supervisor: a host that rewrites the
+ * word over and over costs the waiting thread no more than this. */
+#define WATCH_IDLE_MAX 8
+
+/* With the lock held: w reads its host's ring no more. The supervisor is
+ * said to sleep on it again, and woken for what came meanwhile; what w
+ * took freed slots, which may take queued tasks, and may have taken the
+ * host to its last task. */
+static void
+unwatch(hkx_executor *ex, struct hkx__waiter *w, bool took)
+{
+	struct hkx__host *h = w->ring_host;
+	unsigned max = ex->config.max_tasks_per_host;
+
+	if (h == NULL)
+		return;
+	h->ring_waiter = NULL;
+	w->ring_host = NULL;
+	if (rings_read(h) && hkx__ring_unwatch(&h->slots.up))
+		hkx__wake(ex);
+	if (!took)
+		return;
+	hkx__send_or_wake(ex);
+	if (max && h->sent >= max)
+		hkx__wake(ex); /* to retire it */
+}
+
+void
+hkx__ring_waiter_gone(struct hkx__host *h)
+{
+	if (h->ring_waiter == NULL)
+		return;
+	h->ring_waiter->ring_host = NULL;
+	hkx__waiter_fire(h->ring_waiter);
+	h->ring_waiter = NULL;
+}
+
+/*
+ * A thread that waits on f alone, while a host holds it, reads that
+ * host's up ring itself: a result there wakes it at once, where it would
+ * wake the supervisor, which would then wake it (ring.h). One thread per
+ * host at a time; any other waits as usual. It takes what the ring holds
+ * as the supervisor does (drain_ring), every check made. w is on f's
+ * waiters, so an end from anywhere else (a frame, a kill, a cancel) wakes
+ * it as well, and so does its host leaving the executor, before the table
+ * it sleeps on is unmapped (hkx__ring_waiter_gone).
+ */
+bool
+hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
+{
+	hkx_executor *ex = f->ex;
+	struct futex_waitv words[2];
+	struct hkx__host *h;
+	unsigned idle = 0;
+	bool took = false, fired;
+	uint32_t pos;
+	long rc = 0;
+
+	hkx__lock(ex);
+	while (!hkx__is_end(f) && atomic_load_explicit(&w->fired, memory_order_relaxed) == 0 &&
+	    rc != -ETIMEDOUT) {
+		h = f->host;
+		if (h != w->ring_host)
+			unwatch(ex, w, took);
+		if (h == NULL || !rings_read(h) || (h->ring_waiter != NULL && h->ring_waiter != w) ||
+		    idle > WATCH_IDLE_MAX)
+			break;
+		h->ring_waiter = w;
+		w->ring_host = h;
+		pos = h->slots.up.pos;
+		drain_ring(ex, h);
+		if (h->slots.up.pos != pos) {
+			took = true;
+			idle = 0;
+			continue;
+		}
+		if (!rings_read(h) || !hkx__ring_watch(&h->slots.up))
+			continue;
+		words[0] = hkx__futex_waiter(&w->fired, 0, false);
+		words[1] = hkx__futex_waiter(&h->slots.up.shared->sleeping, HKX__RING_WATCHED, true);
+		hkx__unlock(ex);
+		rc = hkx__futex_waitv(words, 2, deadline);
+		hkx__lock(ex);
+		idle++;
+		/* ENOSYS, or a filter of the application's own: wait as usual. */
+		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT && rc != -ETIMEDOUT)
+			idle = WATCH_IDLE_MAX + 1;
+	}
+	unwatch(ex, w, took);
+	fired = hkx__is_end(f) || atomic_load_explicit(&w->fired, memory_order_relaxed) != 0;
+	hkx__unlock(ex);
+	hkx__send_kills(ex); /* of a host caught lying in its ring */
+	if (fired || rc == -ETIMEDOUT)
+		return fired;
+	return hkx__waiter_wait(w, deadline);
+}
+
 /* Reads what the host sent; false once there is nothing more to read. */
 bool
 hkx__read_host(hkx_executor *ex, struct hkx__host *h)
@@ -659,7 +771,7 @@ hkx__read_host(hkx_executor *ex, struct hkx__host *h)
 		return false;
 	}
 	hkx__lock(ex);
-	for (off = 0; off < (size_t)n && h->up_open; off += (size_t)used) {
+	for (off = 0; off < (size_t)n && !h->protocol_error; off += (size_t)used) {
 		used = hkx__decoder_feed(&h->decoder, ex->inbuf + off, (size_t)n - off, &fr, &ready);
 		rc = used < 0 ? (int)used : ready ? handle_frame(ex, h, &fr) : 0;
 		if (rc < 0) {
@@ -670,8 +782,14 @@ hkx__read_host(hkx_executor *ex, struct hkx__host *h)
 	}
 	if (limits)
 		hkx__check_limits(ex);
+	/* A host caught lying, here or where another thread read its ring,
+	 * is not read again. */
+	if (h->protocol_error) {
+		epoll_ctl(ex->epfd, EPOLL_CTL_DEL, h->up_fd, NULL);
+		h->up_open = false;
+	}
 	hkx__unlock(ex);
-	return n == HKX__INBUF_LEN;
+	return h->up_open && n == HKX__INBUF_LEN;
 }
 
 static int

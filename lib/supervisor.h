@@ -35,6 +35,13 @@ bool hkx__hosts_take_tasks(hkx_executor *ex);
  * queue that go by ring (their argument fits in a slot) to hosts with
  * room, up to the first that does not, without the supervisor thread. */
 void hkx__send_by_ring(hkx_executor *ex);
+/* With the lock held, from any thread, once tasks were queued or slots
+ * freed: hkx__send_by_ring, and the supervisor woken for what is left if
+ * a host takes it. */
+void hkx__send_or_wake(hkx_executor *ex);
+/* With the lock held: h leaves the executor; a thread reading its ring
+ * stops, and is woken to look again. */
+void hkx__ring_waiter_gone(struct hkx__host *h);
 /* With the lock held: a task returned; f ends. */
 void hkx__finish(hkx_executor *ex, hkx_future *f, int32_t rc, const void *reply, size_t reply_len,
                  const char *message, size_t message_len);

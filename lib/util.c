@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -84,6 +85,41 @@ hkx__timespec(uint64_t ns)
 	ts.tv_sec = (time_t)(ns / 1000000000u);
 	ts.tv_nsec = (long)(ns % 1000000000u);
 	return ts;
+}
+
+void
+hkx__futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t deadline)
+{
+	struct timespec ts = hkx__timespec(deadline);
+
+	/* WAIT_BITSET: the timeout is absolute, on CLOCK_MONOTONIC. */
+	syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expect,
+	    deadline == UINT64_MAX ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+void
+hkx__futex_wake(_Atomic uint32_t *word, bool shared)
+{
+	syscall(SYS_futex, word, shared ? FUTEX_WAKE : FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
+	    NULL, NULL, 0);
+}
+
+long
+hkx__futex_waitv(struct futex_waitv *waiters, unsigned n, uint64_t deadline)
+{
+#ifdef SYS_futex_waitv
+	struct timespec ts = hkx__timespec(deadline);
+	long rc;
+
+	rc = syscall(SYS_futex_waitv, waiters, n, 0, deadline == UINT64_MAX ? NULL : &ts,
+	    CLOCK_MONOTONIC);
+	return rc < 0 ? -errno : rc;
+#else
+	(void)waiters;
+	(void)n;
+	(void)deadline;
+	return -ENOSYS;
+#endif
 }
 
 int

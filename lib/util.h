@@ -1,6 +1,6 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
- * deadlines, pidfd system calls (not all libcs wrap them), a blocking
+ * deadlines, pidfd and futex system calls (not all libcs wrap them), a blocking
  * write that survives signals, the walk over a process's children, the
  * supervisor side's allocations, the title `ps` shows, and the check
  * that a public struct's reserved words are zero.
@@ -11,6 +11,7 @@
 #ifndef HKX_UTIL_H
 #define HKX_UTIL_H
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -19,6 +20,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
+
+#ifndef FUTEX_32
+#define FUTEX_32 2 /* futex_waitv's size flag; older headers lack it */
+#endif
 
 #define HKX__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -36,6 +41,23 @@ int hkx__ms_left(uint64_t deadline);
 /* The deadline as an absolute timespec for pthread_cond_timedwait on a
  * CLOCK_MONOTONIC condition variable. */
 struct timespec hkx__timespec(uint64_t ns);
+
+/* Futex waits return on a wake, on *word no longer being expect, on a
+ * signal or at the deadline (CLOCK_MONOTONIC, UINT64_MAX: none): the
+ * caller looks again. A word in memory shared with another process is
+ * waited on and woken as such (shared). */
+void hkx__futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t deadline);
+void hkx__futex_wake(_Atomic uint32_t *word, bool shared);
+/* Sleeps on several words at once, each with its own flags: the index of
+ * the one woken, or -errno (-EAGAIN: a word was not as expected;
+ * -ETIMEDOUT; -ENOSYS before Linux 5.16). */
+long hkx__futex_waitv(struct futex_waitv *waiters, unsigned n, uint64_t deadline);
+static inline struct futex_waitv
+hkx__futex_waiter(_Atomic uint32_t *word, uint32_t expect, bool shared)
+{
+	return (struct futex_waitv){ .val = expect, .uaddr = (uintptr_t)word,
+		.flags = shared ? FUTEX_32 : FUTEX_32 | FUTEX_PRIVATE_FLAG };
+}
 
 int hkx__pidfd_open(pid_t pid);
 int hkx__pidfd_send_signal(int pidfd, int sig);

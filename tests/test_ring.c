@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -37,6 +38,7 @@
 #include "ring.h"
 #include "slots.h"
 #include "support.h"
+#include "util.h"
 #include "wire.h"
 
 /* ---------------------------------------------------------------------- */
@@ -109,6 +111,26 @@ wake_supervisor(void)
 	hkx__host_inject(buf, hkx__encode_wake(buf));
 }
 
+/* Waits (bounded) until a thread of the application sleeps on the up
+ * ring's word, then wakes it as a host does once it has pushed. */
+static int
+wake_watcher(void)
+{
+	struct hkx__slots *s = hkx__host_slots();
+	int waited;
+
+	for (waited = 0; atomic_load(&s->up.shared->sleeping) != HKX__RING_WATCHED; waited++) {
+		if (waited == TST_DEADLINE_MS)
+			return -ETIMEDOUT;
+		tst_sleep_us(1000);
+	}
+	if (hkx__ring_wake_due(&s->up) == HKX__RING_WATCHED)
+		hkx__futex_wake(&s->up.shared->sleeping, true);
+	else
+		wake_supervisor();
+	return 0;
+}
+
 /* Stores a result in slot i as hkx__slot_finish() does, whatever its word
  * said. */
 static void
@@ -126,11 +148,12 @@ task_liar(hkx_task *t, const void *arg, size_t len)
 {
 	struct hkx__slots *s = hkx__host_slots();
 	uint64_t seq;
-	int me, target, rc, lie;
+	int me, target, rc, lie, how[2];
 
-	if (len != sizeof(lie))
+	if (len != sizeof(how))
 		return -EINVAL;
-	memcpy(&lie, arg, sizeof(lie));
+	memcpy(how, arg, sizeof(how));
+	lie = how[0];
 	if ((me = own_slot(&seq)) < 0)
 		return -ESRCH;
 	if ((target = await_slot(HKX__SLOT_WORD(seq + 1, HKX__SLOT_SENT))) < 0)
@@ -182,7 +205,10 @@ task_liar(hkx_task *t, const void *arg, size_t len)
 	default:
 		return -EINVAL;
 	}
-	wake_supervisor();
+	if (how[1])
+		rc = wake_watcher();
+	else
+		wake_supervisor();
 	/* Still running when the supervisor kills the host for the lie. */
 	return tst_task_block();
 }
@@ -341,6 +367,35 @@ START_TEST(test_ring_wake_once)
 }
 END_TEST
 
+/* A thread that watches the word is the one a producer wakes; the
+ * consumer's own sleep and wake leave it watched; the thread, leaving,
+ * hands the ring back to a sleeping consumer and says whether records
+ * came that it must be woken for. */
+START_TEST(test_ring_watch)
+{
+	struct local_ring l;
+	uint32_t out[8];
+
+	local_ring(&l);
+	ck_assert(hkx__ring_sleep(&l.consumer));
+	ck_assert(hkx__ring_watch(&l.consumer));
+	ck_assert(hkx__ring_sleep(&l.consumer));
+	hkx__ring_awake(&l.consumer);
+	ck_assert_uint_eq(atomic_load(&l.shared.sleeping), HKX__RING_WATCHED);
+	hkx__ring_push(&l.producer, 1);
+	ck_assert_uint_eq(hkx__ring_wake_due(&l.producer), HKX__RING_WATCHED);
+	ck_assert_uint_eq(hkx__ring_wake_due(&l.producer), HKX__RING_AWAKE);
+	ck_assert(!hkx__ring_watch(&l.consumer));
+	ck_assert_int_eq(hkx__ring_pop(&l.consumer, out, 8), 1);
+	ck_assert(hkx__ring_watch(&l.consumer));
+	ck_assert(!hkx__ring_unwatch(&l.consumer));
+	hkx__ring_push(&l.producer, 2);
+	ck_assert_uint_eq(hkx__ring_wake_due(&l.producer), HKX__RING_SLEEPS);
+	ck_assert(hkx__ring_watch(&l.consumer) == false);
+	ck_assert(hkx__ring_unwatch(&l.consumer));
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -376,15 +431,17 @@ executor(unsigned threads, unsigned prefetch)
 }
 
 /* Each rule of the up ring, broken: the liar ends CRASHED with -EPROTO, its
- * target once, and the executor runs tasks on. */
+ * target once, and the executor runs tasks on. The lie is found by the
+ * supervisor, or by the thread that waits on the liar and reads the ring
+ * itself (wake_watcher). */
 START_TEST(test_ring_lie)
 {
-	int lie = _i, fds = tst_fd_count();
+	int how[2] = { _i % LIE_COUNT, _i >= LIE_COUNT }, lie = how[0], fds = tst_fd_count();
 	hkx_future *evil, *target;
 	hkx_executor *ex;
 
 	ex = executor(1, 4);
-	evil = tst_submit(ex, "liar", &lie, sizeof(lie));
+	evil = tst_submit(ex, "liar", how, sizeof(how));
 	target = tst_submit(ex, "echo", "x", 1);
 	ck_assert_uint_eq(hkx_future_id(target), hkx_future_id(evil) + 1);
 	tst_watch_end(target);
@@ -588,6 +645,110 @@ START_TEST(test_ring_submit_without_supervisor)
 }
 END_TEST
 
+/* A thread that waits on one future reads its host's up ring itself: the
+ * result wakes it while the supervisor thread is held in a callback. */
+START_TEST(test_ring_wait_without_supervisor)
+{
+	hkx_executor *ex = executor(2, 4);
+	hkx_future *first, *f;
+	struct held held;
+	uint32_t v = 7;
+	char b = 1;
+
+	ck_assert_int_eq(pipe(held.entered), 0);
+	ck_assert_int_eq(pipe(held.release), 0);
+	first = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_on_done(first, hold_supervisor, &held), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(held.entered[0], &b, 1), 1);
+
+	for (v = 0; v < 50; v++) {
+		f = tst_submit(ex, "echo", &v, sizeof(v));
+		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+		tst_assert_result(f, 0, &v, sizeof(v));
+		hkx_future_release(f);
+	}
+	ck_assert_int_eq(write(held.release[1], &b, 1), 1);
+	tst_wait_end(first, HKX_DONE);
+	hkx_future_release(first);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+	for (int i = 0; i < 2; i++) {
+		close(held.entered[i]);
+		close(held.release[i]);
+	}
+}
+END_TEST
+
+/* The slots a waiter's reading of the ring freed take the tasks queued
+ * behind them, though the supervisor was never woken for the results:
+ * one worker, no prefetch, so each task waits in the executor for the
+ * last one's slot. */
+START_TEST(test_ring_wait_frees_slots)
+{
+	enum { N = 200 };
+	hkx_executor *ex = executor(1, 0);
+	hkx_future *fs[N];
+	uint32_t v;
+
+	for (v = 0; v < N; v++)
+		fs[v] = tst_submit(ex, "echo", &v, sizeof(v));
+	for (v = 0; v < N; v++) {
+		ck_assert_int_eq(hkx_future_wait(fs[v], TST_DEADLINE_MS), 0);
+		tst_assert_result(fs[v], 0, &v, sizeof(v));
+		hkx_future_release(fs[v]);
+	}
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+struct victim {
+	hkx_future *bystander, *victim;
+};
+
+/* Kills the victim once the waiter may be asleep on the ring, then lets
+ * the bystander's second run return. */
+static void *
+kill_victim(void *arg)
+{
+	struct victim *v = arg;
+
+	ck_assert_int_eq(hkx_future_kill(v->victim), 0);
+	tst_await_start();
+	tst_release(1);
+	return NULL;
+}
+
+/*
+ * The host whose ring a waiter reads dies, and its task, collateral, is
+ * run again on the next host: the waiter lets go of the dead host before
+ * it leaves the executor (its memory is freed: a sanitizer build sees a
+ * touch), and wakes for the second run's end.
+ */
+START_TEST(test_ring_waiter_outlives_host)
+{
+	struct hkx_opts again = { .retries = 1 };
+	hkx_executor *ex = executor(2, 4);
+	struct victim v;
+	pthread_t killer;
+
+	for (int round = 0; round < 20; round++) {
+		v.bystander = tst_submit_opts(ex, "block", NULL, 0, &again);
+		v.victim = tst_submit(ex, "block", NULL, 0);
+		tst_await_start();
+		tst_await_start();
+		ck_assert_int_eq(pthread_create(&killer, NULL, kill_victim, &v), 0);
+		ck_assert_int_eq(hkx_future_wait(v.bystander, TST_DEADLINE_MS), 0);
+		ck_assert_int_eq(pthread_join(killer, NULL), 0);
+		ck_assert_int_eq(hkx_future_state(v.bystander), HKX_DONE);
+		tst_wait_end(v.victim, HKX_KILLED);
+		hkx_future_release(v.bystander);
+		hkx_future_release(v.victim);
+	}
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
 /*
  * A host retires after max_tasks_per_host tasks as soon as it has taken
  * its last one, not once that returns: the next task runs on its
@@ -688,10 +849,11 @@ ring_suite(void)
 	tcase_add_test(tc, test_ring_count_never_goes_back);
 	tcase_add_test(tc, test_ring_decode);
 	tcase_add_test(tc, test_ring_wake_once);
+	tcase_add_test(tc, test_ring_watch);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("lies");
-	tcase_add_loop_test(tc, test_ring_lie, 0, LIE_COUNT);
+	tcase_add_loop_test(tc, test_ring_lie, 0, 2 * LIE_COUNT);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("paths");
@@ -701,6 +863,9 @@ ring_suite(void)
 	tcase_add_test(tc, test_ring_bursts);
 	tcase_add_test(tc, test_ring_result_survives_death);
 	tcase_add_test(tc, test_ring_submit_without_supervisor);
+	tcase_add_test(tc, test_ring_wait_without_supervisor);
+	tcase_add_test(tc, test_ring_wait_frees_slots);
+	tcase_add_test(tc, test_ring_waiter_outlives_host);
 	tcase_add_test(tc, test_ring_retire_after_direct_send);
 	tcase_add_test(tc, test_ring_no_send_to_mute_host);
 	suite_add_tcase(s, tc);
