@@ -657,9 +657,10 @@ rings_sleep(hkx_executor *ex)
 #define WATCH_IDLE_MAX 8
 
 /* With the lock held: w reads its host's ring no more. The supervisor is
- * said to sleep on it again, and woken for what came meanwhile; what w
- * took freed slots, which may take queued tasks, and may have taken the
- * host to its last task. */
+ * said to sleep on it again, and woken for what came meanwhile. What w
+ * took ended futures the supervisor did not see end: the slots they
+ * freed may take queued tasks, and the supervisor must hear of it if that
+ * was a host's last task, or the last future of a shutdown. */
 static void
 unwatch(hkx_executor *ex, struct hkx__waiter *w, bool took)
 {
@@ -675,8 +676,8 @@ unwatch(hkx_executor *ex, struct hkx__waiter *w, bool took)
 	if (!took)
 		return;
 	hkx__send_or_wake(ex);
-	if (max && h->sent >= max)
-		hkx__wake(ex); /* to retire it */
+	if ((max && h->sent >= max) || ex->shutting_down)
+		hkx__wake(ex);
 }
 
 void

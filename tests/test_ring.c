@@ -749,6 +749,51 @@ START_TEST(test_ring_waiter_outlives_host)
 }
 END_TEST
 
+static void *
+wait_one(void *arg)
+{
+	ck_assert_int_eq(hkx_future_wait(arg, TST_DEADLINE_MS), 0);
+	return NULL;
+}
+
+static void *
+drain(void *arg)
+{
+	ck_assert_int_eq(hkx_executor_shutdown(arg, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	return NULL;
+}
+
+/* A shutdown that drains ends once the last future does, though that end
+ * was read from the ring by the thread waiting on it, not by the
+ * supervisor thread, which winds the hosts down. */
+START_TEST(test_ring_waiter_ends_a_drain)
+{
+	struct hkx_config c;
+	pthread_t waiter, shutdown;
+	hkx_executor *ex;
+	hkx_future *f;
+
+	/* Nothing else wakes the supervisor: no trim, no start deadline, no
+	 * spare coming in. */
+	hkx__cache_period_ms = UINT_MAX;
+	tst_config(&c, 1);
+	c.start_timeout_ms = 120000;
+	c.spare_hosts = 0;
+	ex = tst_new(&c);
+
+	f = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(pthread_create(&waiter, NULL, wait_one, f), 0);
+	ck_assert_int_eq(pthread_create(&shutdown, NULL, drain, ex), 0);
+	tst_release(1);
+	ck_assert_int_eq(pthread_join(waiter, NULL), 0);
+	ck_assert_int_eq(pthread_join(shutdown, NULL), 0);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
 /*
  * A host retires after max_tasks_per_host tasks as soon as it has taken
  * its last one, not once that returns: the next task runs on its
@@ -866,6 +911,7 @@ ring_suite(void)
 	tcase_add_test(tc, test_ring_wait_without_supervisor);
 	tcase_add_test(tc, test_ring_wait_frees_slots);
 	tcase_add_test(tc, test_ring_waiter_outlives_host);
+	tcase_add_loop_test(tc, test_ring_waiter_ends_a_drain, 0, 10);
 	tcase_add_test(tc, test_ring_retire_after_direct_send);
 	tcase_add_test(tc, test_ring_no_send_to_mute_host);
 	suite_add_tcase(s, tc);
