@@ -27,8 +27,6 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Heap per block of the smallest class, malloc's header included. */
-#define SMALLEST 256u
 /* malloc's header: asking for this much less fills a class exactly. */
 #define MALLOC_HEADER 8u
 /* Heap per class that one refill allocates. */
@@ -54,7 +52,7 @@ period_ns(void)
 static size_t
 heap_of(unsigned k)
 {
-	return (size_t)SMALLEST << k;
+	return (size_t)HKX__CACHE_SMALLEST << k;
 }
 
 /* The bytes a block of class k holds. */

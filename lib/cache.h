@@ -24,8 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Classes of 256, 512, ... 4096 bytes of heap per block, malloc's own
- * header included; larger blocks are malloc'd and freed each time. */
+/* Classes of 240, 480, ... 3840 bytes of heap per block, malloc's own
+ * header included; larger blocks are malloc'd and freed each time. The
+ * smallest is a future with no argument, rounded to malloc's 16 bytes
+ * (executor.h). */
+#define HKX__CACHE_SMALLEST 240u
 #define HKX__CACHE_CLASSES 5
 /* Bytes per class kept however long the cache is idle. */
 #define HKX__CACHE_KEEP ((size_t)256 << 10)

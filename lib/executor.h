@@ -84,10 +84,11 @@ struct hkx_future {
 	max_align_t arg[];
 };
 
-/* A queued task costs at most 256 bytes of heap: a future with no argument
- * must fit the cache's smallest block (256 bytes, malloc's header of 8
- * included). Packed as it is (224), one with up to 24 bytes does. */
-_Static_assert(sizeof(struct hkx_future) <= 248, "a future outgrew the smallest cache block");
+/* A queued task costs HKX__CACHE_SMALLEST bytes of heap: a future with no
+ * argument must fit the cache's smallest block, malloc's header of 8
+ * included. Packed as it is (224), one with up to 8 bytes does. */
+_Static_assert(sizeof(struct hkx_future) <= HKX__CACHE_SMALLEST - 8,
+    "a future outgrew the smallest cache block");
 
 TAILQ_HEAD(hkx__future_list, hkx_future);
 

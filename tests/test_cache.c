@@ -223,7 +223,7 @@ START_TEST(test_idle_trim)
 	hkx__cache_period_ms = 10;
 	t.ex = executor(1, 2, 16);
 	/* The smallest class holds a future with a one-byte argument. */
-	t.bound = HKX__CACHE_KEEP / 256;
+	t.bound = HKX__CACHE_KEEP / HKX__CACHE_SMALLEST;
 	/* Held, so not trimmed yet. */
 	burst_run(t.ex, true);
 	ck_assert_uint_gt(blocks(t.ex), t.bound);
