@@ -95,8 +95,13 @@ hkx__end_future(hkx_executor *ex, hkx_future *f, enum hkx_state s, int code)
 	}
 	if (f->callbacks == NULL)
 		hkx_future_release(f);
-	if (ex->pending == 0)
+	if (ex->pending == 0) {
 		pthread_cond_broadcast(&ex->cond);
+		/* It winds the hosts down, and may not have seen this end
+		 * (an application thread's cancel, or its read of a ring). */
+		if (ex->shutting_down)
+			hkx__wake(ex);
+	}
 }
 
 /*

@@ -656,27 +656,32 @@ rings_sleep(hkx_executor *ex)
  * word over and over costs the waiting thread no more than this. */
 #define WATCH_IDLE_MAX 8
 
-/* With the lock held: w reads its host's ring no more. The supervisor is
- * said to sleep on it again, and woken for what came meanwhile. What w
- * took ended futures the supervisor did not see end: the slots they
- * freed may take queued tasks, and the supervisor must hear of it if that
- * was a host's last task, or the last future of a shutdown. */
+/* With the lock held, once w took results from h's ring: they ended
+ * futures the supervisor did not see end. The slots they freed may take
+ * queued tasks at once, and the supervisor must hear of a host that ran
+ * its last task (to retire it). */
 static void
-unwatch(hkx_executor *ex, struct hkx__waiter *w, bool took)
+took_results(hkx_executor *ex, struct hkx__host *h)
+{
+	unsigned max = ex->config.max_tasks_per_host;
+
+	hkx__send_or_wake(ex);
+	if (max && h->sent >= max)
+		hkx__wake(ex);
+}
+
+/* With the lock held: w reads its host's ring no more. The supervisor is
+ * said to sleep on it again, and woken for what came meanwhile. */
+static void
+unwatch(hkx_executor *ex, struct hkx__waiter *w)
 {
 	struct hkx__host *h = w->ring_host;
-	unsigned max = ex->config.max_tasks_per_host;
 
 	if (h == NULL)
 		return;
 	h->ring_waiter = NULL;
 	w->ring_host = NULL;
 	if (rings_read(h) && hkx__ring_unwatch(&h->slots.up))
-		hkx__wake(ex);
-	if (!took)
-		return;
-	hkx__send_or_wake(ex);
-	if ((max && h->sent >= max) || ex->shutting_down)
 		hkx__wake(ex);
 }
 
@@ -695,7 +700,8 @@ hkx__ring_waiter_gone(struct hkx__host *h)
  * host's up ring itself: a result there wakes it at once, where it would
  * wake the supervisor, which would then wake it (ring.h). One thread per
  * host at a time; any other waits as usual. It takes what the ring holds
- * as the supervisor does (drain_ring), every check made. w is on f's
+ * as the supervisor does (drain_ring), every check made, and does what the
+ * supervisor would once it took results (took_results). w is on f's
  * waiters, so an end from anywhere else (a frame, a kill, a cancel) wakes
  * it as well, and so does its host leaving the executor, before the table
  * it sleeps on is unmapped (hkx__ring_waiter_gone).
@@ -707,16 +713,16 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 	struct futex_waitv words[2];
 	struct hkx__host *h;
 	unsigned idle = 0;
-	bool took = false, fired;
+	bool fired, kills;
 	uint32_t pos;
-	long rc = 0;
+	long rc;
 
 	hkx__lock(ex);
 	while (!hkx__is_end(f) && atomic_load_explicit(&w->fired, memory_order_relaxed) == 0 &&
-	    rc != -ETIMEDOUT) {
+	    (deadline == UINT64_MAX || hkx__now_ns() < deadline)) {
 		h = f->host;
 		if (h != w->ring_host)
-			unwatch(ex, w, took);
+			unwatch(ex, w);
 		if (h == NULL || !rings_read(h) || (h->ring_waiter != NULL && h->ring_waiter != w) ||
 		    idle > WATCH_IDLE_MAX)
 			break;
@@ -725,7 +731,7 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 		pos = h->slots.up.pos;
 		drain_ring(ex, h);
 		if (h->slots.up.pos != pos) {
-			took = true;
+			took_results(ex, h);
 			idle = 0;
 			continue;
 		}
@@ -736,16 +742,19 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 		hkx__unlock(ex);
 		rc = hkx__futex_waitv(words, 2, deadline);
 		hkx__lock(ex);
-		idle++;
 		/* ENOSYS, or a filter of the application's own: wait as usual. */
 		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT && rc != -ETIMEDOUT)
 			idle = WATCH_IDLE_MAX + 1;
+		else if (rc != -EINTR)
+			idle++;
 	}
-	unwatch(ex, w, took);
+	unwatch(ex, w);
 	fired = hkx__is_end(f) || atomic_load_explicit(&w->fired, memory_order_relaxed) != 0;
+	kills = ex->kills_unsent; /* of a host caught lying in its ring */
 	hkx__unlock(ex);
-	hkx__send_kills(ex); /* of a host caught lying in its ring */
-	if (fired || rc == -ETIMEDOUT)
+	if (kills)
+		hkx__send_kills(ex);
+	if (fired || (deadline != UINT64_MAX && hkx__now_ns() >= deadline))
 		return fired;
 	return hkx__waiter_wait(w, deadline);
 }

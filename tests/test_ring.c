@@ -22,11 +22,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <hkx.h>
@@ -112,23 +117,21 @@ wake_supervisor(void)
 }
 
 /* Waits (bounded) until a thread of the application sleeps on the up
- * ring's word, then wakes it as a host does once it has pushed. */
-static int
+ * ring's word, then wakes it as a host does once it has pushed; the
+ * supervisor if the word is not that by the deadline, or was taken. */
+static void
 wake_watcher(void)
 {
 	struct hkx__slots *s = hkx__host_slots();
 	int waited;
 
-	for (waited = 0; atomic_load(&s->up.shared->sleeping) != HKX__RING_WATCHED; waited++) {
-		if (waited == TST_DEADLINE_MS)
-			return -ETIMEDOUT;
+	for (waited = 0; atomic_load(&s->up.shared->sleeping) != HKX__RING_WATCHED &&
+	    waited < TST_DEADLINE_MS; waited++)
 		tst_sleep_us(1000);
-	}
 	if (hkx__ring_wake_due(&s->up) == HKX__RING_WATCHED)
 		hkx__futex_wake(&s->up.shared->sleeping, true);
 	else
 		wake_supervisor();
-	return 0;
 }
 
 /* Stores a result in slot i as hkx__slot_finish() does, whatever its word
@@ -206,7 +209,7 @@ task_liar(hkx_task *t, const void *arg, size_t len)
 		return -EINVAL;
 	}
 	if (how[1])
-		rc = wake_watcher();
+		wake_watcher();
 	else
 		wake_supervisor();
 	/* Still running when the supervisor kills the host for the lie. */
@@ -749,47 +752,191 @@ START_TEST(test_ring_waiter_outlives_host)
 }
 END_TEST
 
-static void *
-wait_one(void *arg)
+/* ---------------------------------------------------------------------- */
+/* What the supervisor thread must learn of an end a waiter read itself.   */
+
+struct watcher {
+	hkx_executor *ex;
+	int rc;
+};
+
+/* The first host's up ring is watched by a thread of the application. */
+static bool
+ring_watched(void *arg)
 {
-	ck_assert_int_eq(hkx_future_wait(arg, TST_DEADLINE_MS), 0);
+	struct watcher *w = arg;
+	struct hkx__host *h;
+	bool yes;
+
+	hkx__lock(w->ex);
+	h = TAILQ_FIRST(&w->ex->hosts);
+	yes = h != NULL && h->ring_waiter != NULL &&
+	    atomic_load(&h->slots.up.shared->sleeping) == HKX__RING_WATCHED;
+	hkx__unlock(w->ex);
+	return yes;
+}
+
+/* Lets one blocked task return once a thread watches the ring: its result
+ * is then read by that thread, not by the supervisor. */
+static void *
+release_when_watched(void *arg)
+{
+	tst_poll_until(ring_watched, arg, "a thread watching the up ring");
+	tst_release(1);
 	return NULL;
+}
+
+/* A shutdown was asked and the supervisor thread took its wake-up. */
+static bool
+shutdown_seen(void *arg)
+{
+	struct watcher *w = arg;
+	bool yes;
+
+	hkx__lock(w->ex);
+	yes = w->ex->shutting_down && !w->ex->wake_pending;
+	hkx__unlock(w->ex);
+	return yes;
 }
 
 static void *
 drain(void *arg)
 {
-	ck_assert_int_eq(hkx_executor_shutdown(arg, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	struct watcher *w = arg;
+
+	w->rc = hkx_executor_shutdown(w->ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS);
 	return NULL;
 }
 
-/* A shutdown that drains ends once the last future does, though that end
- * was read from the ring by the thread waiting on it, not by the
- * supervisor thread, which winds the hosts down. */
-START_TEST(test_ring_waiter_ends_a_drain)
+/*
+ * A DRAIN shutdown waits for the last future; the thread waiting on it
+ * reads its result from the ring: the supervisor thread, asleep, must
+ * still wind the hosts down, or the shutdown never returns.
+ */
+START_TEST(test_ring_waiter_ends_drain)
 {
 	struct hkx_config c;
-	pthread_t waiter, shutdown;
+	struct watcher w;
+	pthread_t shut, rel;
 	hkx_executor *ex;
 	hkx_future *f;
 
-	/* Nothing else wakes the supervisor: no trim, no start deadline, no
-	 * spare coming in. */
-	hkx__cache_period_ms = UINT_MAX;
+	/* No spare, and no start deadline in sight: nothing else wakes the
+	 * supervisor thread meanwhile. */
 	tst_config(&c, 1);
-	c.start_timeout_ms = 120000;
 	c.spare_hosts = 0;
+	c.start_timeout_ms = 10 * TST_DEADLINE_MS;
 	ex = tst_new(&c);
-
+	w.ex = ex;
+	w.rc = 1;
 	f = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
-	ck_assert_int_eq(pthread_create(&waiter, NULL, wait_one, f), 0);
-	ck_assert_int_eq(pthread_create(&shutdown, NULL, drain, ex), 0);
-	tst_release(1);
-	ck_assert_int_eq(pthread_join(waiter, NULL), 0);
-	ck_assert_int_eq(pthread_join(shutdown, NULL), 0);
-	tst_wait_end(f, HKX_DONE);
+	ck_assert_int_eq(pthread_create(&shut, NULL, drain, &w), 0);
+	tst_poll_until(shutdown_seen, &w, "the shutdown taken by the supervisor thread");
+	ck_assert_int_eq(pthread_create(&rel, NULL, release_when_watched, &w), 0);
+	ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+	ck_assert_int_eq(hkx_future_state(f), HKX_DONE);
+	ck_assert_int_eq(pthread_join(rel, NULL), 0);
+	ck_assert_int_eq(pthread_join(shut, NULL), 0);
+	ck_assert_int_eq(w.rc, 0);
 	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* A waiter on a long task; behind it, a task that blocks and a queued one. */
+struct behind {
+	struct watcher w;
+	hkx_future *spin;
+	int started;
+};
+
+/* Lets the first blocked task return once the ring is watched; stops the
+ * long one once the queued one started, or gave up on it. */
+static void *
+release_then_stop(void *arg)
+{
+	struct behind *b = arg;
+
+	tst_poll_until(ring_watched, &b->w, "a thread watching the up ring");
+	tst_release(1);
+	b->started = tst_await_start(); /* the queued task */
+	ck_assert_int_eq(hkx_future_stop(b->spin), 0);
+	return NULL;
+}
+
+/*
+ * A thread waiting on a long task reads the result of another task on its
+ * host: the slot that freed takes the task queued behind it at once, not
+ * once the long task ends (here it ends only after that).
+ */
+START_TEST(test_ring_waiter_sends_queued)
+{
+	struct hkx_config c;
+	struct behind b;
+	hkx_future *other, *queued;
+	pthread_t helper;
+
+	tst_config(&c, 2);
+	c.prefetch = 0;
+	c.spare_hosts = 0;
+	c.start_timeout_ms = 10 * TST_DEADLINE_MS;
+	b.w.ex = tst_new(&c);
+	b.spin = tst_submit(b.w.ex, "spin", NULL, 0);
+	tst_await_start();
+	other = tst_submit(b.w.ex, "block", NULL, 0);
+	tst_await_start();
+	queued = tst_submit(b.w.ex, "block", NULL, 0);
+	ck_assert_int_eq(pthread_create(&helper, NULL, release_then_stop, &b), 0);
+	/* Bounded by the helper: it fails the test if the queued task does
+	 * not start in time, and else stops the long one. */
+	ck_assert_int_eq(hkx_future_wait(b.spin, -1), 0);
+	ck_assert_int_eq(pthread_join(helper, NULL), 0);
+	ck_assert_int_eq(hkx_future_state(b.spin), HKX_STOPPED);
+	tst_wait_end(other, HKX_DONE);
+	ck_assert_int_eq(b.started, 0);
+	tst_release(1);
+	tst_wait_end(queued, HKX_DONE);
+	hkx_future_release(b.spin);
+	hkx_future_release(other);
+	hkx_future_release(queued);
+	tst_free_bounded(b.w.ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+/* The calling thread's futex_waitv fails with err from now on, as under
+ * an application's own seccomp filter (the other threads are not
+ * filtered). */
+static void
+deny_futex_waitv(int err)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex_waitv, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t)err),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { HKX__ARRAY_LEN(code), code };
+
+	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+}
+
+/* A waiter that may not sleep on two words waits as before: by the
+ * supervisor thread, and the ring it said it watches is handed back. */
+START_TEST(test_ring_wait_without_futex_waitv)
+{
+	hkx_executor *ex = executor(1, 0);
+	hkx_future *f;
+	uint32_t v;
+
+	deny_futex_waitv(_i ? ENOSYS : EPERM);
+	for (v = 0; v < 20; v++) {
+		f = tst_submit(ex, "echo", &v, sizeof(v));
+		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+		tst_assert_result(f, 0, &v, sizeof(v));
+		hkx_future_release(f);
+	}
 	tst_free_bounded(ex, TST_DEADLINE_MS);
 }
 END_TEST
@@ -911,7 +1058,9 @@ ring_suite(void)
 	tcase_add_test(tc, test_ring_wait_without_supervisor);
 	tcase_add_test(tc, test_ring_wait_frees_slots);
 	tcase_add_test(tc, test_ring_waiter_outlives_host);
-	tcase_add_loop_test(tc, test_ring_waiter_ends_a_drain, 0, 10);
+	tcase_add_test(tc, test_ring_waiter_ends_drain);
+	tcase_add_test(tc, test_ring_waiter_sends_queued);
+	tcase_add_loop_test(tc, test_ring_wait_without_futex_waitv, 0, 2);
 	tcase_add_test(tc, test_ring_retire_after_direct_send);
 	tcase_add_test(tc, test_ring_no_send_to_mute_host);
 	suite_add_tcase(s, tc);
