@@ -1279,9 +1279,14 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
-	host.tasks = calloc(host.slots.count, sizeof(*host.tasks));
-	failed.at = calloc(host.slots.count, sizeof(*failed.at));
-	if (host.inbuf == NULL || host.tasks == NULL || failed.at == NULL)
+	/* Zeroed by the kernel as each page is first used: a host that runs
+	 * a few tasks at a time in a table of many slots never touches most
+	 * of it, where calloc() would write every page of it now. */
+	host.tasks = mmap(NULL, host.slots.count * sizeof(*host.tasks), PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Read only below failed.count. */
+	failed.at = malloc(host.slots.count * sizeof(*failed.at));
+	if (host.inbuf == NULL || host.tasks == MAP_FAILED || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);

@@ -1,0 +1,88 @@
+/*
+ * test_hoststart: what a host costs to start, pinned where it can be
+ * without a clock.
+ *
+ *   slots untouched  a host's own memory does not grow with its slots
+ *                    until tasks use them: a host of 300 slots holds
+ *                    about what one of 8 does.
+ *
+ * Every test runs in a process of its own, as Check forks by default.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <hkx.h>
+
+#include "support.h"
+
+#define KIB ((size_t)1024)
+
+/* Bytes of anonymous memory the process holds: what it copied of the
+ * zygote's and what it wrote fresh, not the slot table or the arena it
+ * shares with the supervisor. */
+static size_t
+anonymous(pid_t pid)
+{
+	char path[64], line[256];
+	size_t kib = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "%s: cannot open", path);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Anonymous: %zu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib * KIB;
+}
+
+/* The anonymous memory of a host of 2 + prefetch slots, once it ran
+ * one task. */
+static size_t
+host_anonymous(unsigned prefetch)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	size_t held;
+
+	tst_config(&c, 2);
+	c.prefetch = prefetch;
+	c.spare_hosts = 0;
+	ex = tst_new(&c);
+	tst_run_one(ex, "pid", HKX_DONE);
+	tst_stats(ex, &st);
+	ck_assert_int_gt(st.host_pid, 0);
+	held = anonymous(st.host_pid);
+	hkx_executor_free(ex);
+	return held;
+}
+
+/* Each slot has a task record of some 350 bytes in the host, and the
+ * arena two spans of 32: 292 more slots are over 100 KiB, written at
+ * start if the host cleared them then. A later executor's host holds a
+ * little more of the application's memory: the small one is measured
+ * before and after the big one. */
+START_TEST(slots_untouched)
+{
+	size_t before = host_anonymous(6), many = host_anonymous(298), after = host_anonymous(6);
+	size_t few = before > after ? before : after;
+
+	ck_assert_msg(many < few + 32 * KIB,
+	    "a host of 300 slots holds %zu KiB, one of 8 %zu KiB", many / KIB, few / KIB);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("hoststart");
+	TCase *tc = tcase_create("memory");
+
+	tcase_set_timeout(tc, TST_TIMEOUT);
+	tcase_add_test(tc, slots_untouched);
+	suite_add_tcase(s, tc);
+	return tst_run(s);
+}
