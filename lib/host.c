@@ -1244,19 +1244,21 @@ read_batch(struct task_queue *batch, unsigned *count)
 }
 
 _Noreturn void
-hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
-               int up_fd, int crash_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
+hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
+               int slots_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[5] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd };
+	int fds[6] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd, slots_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 5) < 0)
+	if (hkx__keep_fds(fds, 6) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
-	host.slots = *slots;
+	if (hkx__slots_attach(&host.slots, hc->nslots, hc->threads, fds[5]) < 0)
+		die(HOST_EXIT_SETUP);
+	close(fds[5]);
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];

@@ -276,16 +276,15 @@ zygote_leave(void)
 }
 
 /*
- * Each host gets a slot table of its own, mapped here only until the fork,
- * and an arena, never mapped here: no later host inherits either, so
- * nothing a host (or a process that escaped it) writes there can reach
- * another.
+ * Each host gets a slot table of its own and an arena, never mapped here:
+ * the host maps both itself, so the fork copies neither, no later host
+ * inherits either, and nothing a host (or a process that escaped it)
+ * writes there can reach another.
  */
 static int
 fork_host(struct ready_host *out)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 }, kick[2] = { -1, -1 };
-	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
 	int pidfd, memfd = -1, arenafd = -1, err;
 
@@ -296,7 +295,7 @@ fork_host(struct ready_host *out)
 		err = -errno;
 		goto fail;
 	}
-	err = hkx__slots_create(&slots, zy.hc->nslots, zy.hc->threads, &memfd);
+	err = hkx__slots_make(zy.hc->nslots, zy.hc->threads, &memfd);
 	if (err < 0)
 		goto fail;
 	err = hkx__arena_create(zy.hc->max_payload, zy.hc->nslots, &arenafd);
@@ -308,8 +307,7 @@ fork_host(struct ready_host *out)
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, kick[0], self);
-	hkx__slots_free(&slots);
+		hkx__host_main(zy.hc, down[0], up[1], crash[1], memfd, arenafd, kick[0], self);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
@@ -329,7 +327,6 @@ fork_host(struct ready_host *out)
 	    sizeof(out->fds));
 	return 0;
 fail:
-	hkx__slots_free(&slots);
 	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd,
 	    kick[0], kick[1] }, 10);
 	return err;
