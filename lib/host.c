@@ -876,15 +876,6 @@ worker_main(void *arg)
 /* --- set-up ---------------------------------------------------------------- */
 
 static void
-exit_hook(int status, void *arg)
-{
-	(void)arg;
-	/* Registered last, so run first: the application's atexit handlers
-	 * belong to the application, not to a copy of it. */
-	_exit(status);
-}
-
-static void
 set_limit(int resource, uint64_t value)
 {
 	struct rlimit rl = { .rlim_cur = value, .rlim_max = value };
@@ -984,15 +975,10 @@ set_up_process(const struct hkx__host_config *hc)
 {
 	static const int fatal[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS };
 	struct sigaction sa = { 0 };
-	int fd;
 	size_t i;
 
-	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || dup2(fd, 0) < 0)
-		die(HOST_EXIT_SETUP);
-	close(fd);
-	if (on_exit(exit_hook, NULL) != 0)
-		die(HOST_EXIT_SETUP);
+	/* Stdin is /dev/null and exit() is _exit() already: the zygote made
+	 * both so for every host. */
 	hkx__set_title("hkx-host", "host", hkx__app_pid);
 	raise_oom_score();
 

@@ -403,20 +403,35 @@ reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Stdio the application had closed is /dev/null here, so that no pipe of
- * a host's ever lands in fds 0 to 2, where closefrom(3) would miss it. */
+/* Stdin is /dev/null here, made once for every host, which reads none of
+ * the application's input, and stdout or stderr the application had
+ * closed is too, so that no pipe of a host's ever lands in fds 0 to 2,
+ * where closefrom(3) would miss it. */
 static int
 fill_stdio(void)
 {
-	int fd;
+	int fd = open("/dev/null", O_RDONLY);
 
-	for (fd = 0; fd <= 2; fd++) {
+	if (fd < 0 || (fd != 0 && (dup2(fd, 0) < 0 || close(fd) < 0)))
+		return -1;
+	for (fd = 1; fd <= 2; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
 		if (open("/dev/null", O_RDWR) != fd)
 			return -1;
 	}
 	return 0;
+}
+
+/* Registered here, once for every host, after the application's atexit
+ * handlers and before any of host_init: a host's exit() runs the latter
+ * and none of the former, which belong to the application, not to a copy
+ * of it. */
+static void
+exit_hook(int status, void *arg)
+{
+	(void)arg;
+	_exit(status);
 }
 
 static _Noreturn void
@@ -433,7 +448,7 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 	hkx__app_pid = app_pid;
 	reset_signals();
 	setsid();
-	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 ||
+	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 || on_exit(exit_hook, NULL) != 0 ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		_exit(1);
 	zy.hc = hc;

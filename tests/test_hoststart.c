@@ -5,12 +5,17 @@
  *   slots untouched  a host's own memory does not grow with its slots
  *                    until tasks use them: a host of 300 slots holds
  *                    about what one of 8 does.
+ *   stdin            the zygote makes stdin /dev/null once for every host:
+ *                    a task finds /dev/null there, and the zygote holds
+ *                    none of the application's input open.
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
 #include <check.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hkx.h>
 
@@ -75,6 +80,62 @@ START_TEST(slots_untouched)
 }
 END_TEST
 
+/* What fd 0 of the process is, as /proc names it. */
+static void
+stdin_of(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/0", (int)pid);
+	n = readlink(path, buf, len - 1);
+	ck_assert_msg(n > 0, "%s: cannot read", path);
+	buf[n] = '\0';
+}
+
+static int
+task_stdin(hkx_task *t, const void *arg, size_t len)
+{
+	char buf[PATH_MAX];
+
+	(void)arg;
+	(void)len;
+	stdin_of(getpid(), buf, sizeof(buf));
+	return hkx_task_reply(t, buf, strlen(buf));
+}
+
+/* The application's stdin is a pipe: neither the zygote nor a host holds
+ * it; a task reads /dev/null. */
+START_TEST(stdin_null)
+{
+	static const char null[] = "/dev/null";
+	struct hkx_config c;
+	struct hkx_stats st;
+	struct tst_proc host;
+	hkx_executor *ex;
+	hkx_future *f;
+	char zygote[PATH_MAX];
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(dup2(p[0], 0), 0);
+	close(p[0]);
+	tst_config(&c, 1);
+	tst_add_task(&c, "stdin", task_stdin);
+	ex = tst_new(&c);
+	f = tst_submit(ex, "stdin", NULL, 0);
+	tst_wait_end(f, HKX_DONE);
+	tst_assert_result(f, 0, null, strlen(null));
+	hkx_future_release(f);
+	tst_stats(ex, &st);
+	ck_assert(tst_proc_read(st.host_pid, &host));
+	stdin_of(host.ppid, zygote, sizeof(zygote));
+	ck_assert_str_eq(zygote, null);
+	hkx_executor_free(ex);
+	close(p[1]);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -83,6 +144,10 @@ main(void)
 
 	tcase_set_timeout(tc, TST_TIMEOUT);
 	tcase_add_test(tc, slots_untouched);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("stdin");
+	tcase_set_timeout(tc, TST_TIMEOUT);
+	tcase_add_test(tc, stdin_null);
 	suite_add_tcase(s, tc);
 	return tst_run(s);
 }
