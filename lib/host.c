@@ -1008,18 +1008,20 @@ static void
 start_threads(const struct hkx__host_config *hc)
 {
 	pthread_t writer;
+	uint8_t *altstacks;
 	unsigned i;
 
 	host.workers = calloc(hc->threads, sizeof(*host.workers));
-	if (host.workers == NULL)
+	/* One mapping for every worker's, as so many would lie side by side
+	 * anyway. */
+	altstacks = mmap(NULL, (size_t)hc->threads * ALTSTACK_LEN, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (host.workers == NULL || altstacks == MAP_FAILED)
 		die(HOST_EXIT_SETUP);
 	if (pthread_create(&writer, NULL, writer_main, NULL) != 0)
 		die(HOST_EXIT_SETUP);
 	for (i = 0; i < hc->threads; i++) {
-		host.workers[i].altstack = mmap(NULL, ALTSTACK_LEN, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (host.workers[i].altstack == MAP_FAILED)
-			die(HOST_EXIT_SETUP);
+		host.workers[i].altstack = altstacks + (size_t)i * ALTSTACK_LEN;
 		/* The first worker is the main thread itself. */
 		if (i > 0 &&
 		    pthread_create(&host.workers[i].thread, NULL, worker_main, &host.workers[i]) != 0)
