@@ -61,6 +61,7 @@
 #endif
 
 #define READ_BUF_LEN (256 * 1024)
+#define OUT_LEN (64 * 1024) /* each output buffer's size at first */
 #define ALTSTACK_LEN (64 * 1024)
 /* Tasks a worker takes from the queue at one taking of its lock, at most:
  * a task that runs long holds up no more than this many behind it. */
@@ -188,7 +189,7 @@ die(int status)
 static void
 out_reserve(size_t more)
 {
-	size_t cap = host.out_cap ? host.out_cap : 64 * 1024;
+	size_t cap = host.out_cap ? host.out_cap : OUT_LEN;
 	uint8_t *p;
 
 	if (host.out_len + more <= host.out_cap)
@@ -1269,6 +1270,12 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
+	/* Both output buffers here, on the main thread: made by a worker on
+	 * the way of the host's first result, they would cost that result a
+	 * malloc arena of the worker's own first. */
+	host.out = malloc(OUT_LEN);
+	host.spare = malloc(OUT_LEN);
+	host.out_cap = host.spare_cap = OUT_LEN;
 	/* Zeroed by the kernel as each page is first used: a host that runs
 	 * a few tasks at a time in a table of many slots never touches most
 	 * of it, where calloc() would write every page of it now. */
@@ -1276,7 +1283,8 @@ hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int cr
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	/* Read only below failed.count. */
 	failed.at = malloc(host.slots.count * sizeof(*failed.at));
-	if (host.inbuf == NULL || host.tasks == MAP_FAILED || failed.at == NULL)
+	if (host.inbuf == NULL || host.out == NULL || host.spare == NULL ||
+	    host.tasks == MAP_FAILED || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);
