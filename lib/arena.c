@@ -145,8 +145,10 @@ hkx__arena_attach(struct hkx__arena *a, size_t max_payload, uint32_t count, int 
 	int err;
 
 	/* A region per slot, one more per slot sent and not yet taken back,
-	 * and a new reply of a task's before its old one goes. */
-	spans = calloc(2 * (size_t)count + 1, sizeof(*spans));
+	 * and a new reply of a task's before its old one goes. Read only
+	 * below nspans: not cleared, so that a host starts without touching
+	 * pages it may never use. */
+	spans = malloc((2 * (size_t)count + 1) * sizeof(*spans));
 	err = map(a, max_payload, count, fd, spans, 2 * count + 1);
 	if (err < 0) {
 		free(spans);

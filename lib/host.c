@@ -61,6 +61,7 @@
 #endif
 
 #define READ_BUF_LEN (256 * 1024)
+#define OUT_LEN (64 * 1024) /* each output buffer's size at first */
 #define ALTSTACK_LEN (64 * 1024)
 /* Tasks a worker takes from the queue at one taking of its lock, at most:
  * a task that runs long holds up no more than this many behind it. */
@@ -188,7 +189,7 @@ die(int status)
 static void
 out_reserve(size_t more)
 {
-	size_t cap = host.out_cap ? host.out_cap : 64 * 1024;
+	size_t cap = host.out_cap ? host.out_cap : OUT_LEN;
 	uint8_t *p;
 
 	if (host.out_len + more <= host.out_cap)
@@ -879,15 +880,6 @@ worker_main(void *arg)
 /* --- set-up ---------------------------------------------------------------- */
 
 static void
-exit_hook(int status, void *arg)
-{
-	(void)arg;
-	/* Registered last, so run first: the application's atexit handlers
-	 * belong to the application, not to a copy of it. */
-	_exit(status);
-}
-
-static void
 set_limit(int resource, uint64_t value)
 {
 	struct rlimit rl = { .rlim_cur = value, .rlim_max = value };
@@ -987,15 +979,10 @@ set_up_process(const struct hkx__host_config *hc)
 {
 	static const int fatal[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS };
 	struct sigaction sa = { 0 };
-	int fd;
 	size_t i;
 
-	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || dup2(fd, 0) < 0)
-		die(HOST_EXIT_SETUP);
-	close(fd);
-	if (on_exit(exit_hook, NULL) != 0)
-		die(HOST_EXIT_SETUP);
+	/* Stdin is /dev/null and exit() is _exit() already: the zygote made
+	 * both so for every host. */
 	hkx__set_title("hkx-host", "host", hkx__app_pid);
 	raise_oom_score();
 
@@ -1025,18 +1012,20 @@ static void
 start_threads(const struct hkx__host_config *hc)
 {
 	pthread_t writer;
+	uint8_t *altstacks;
 	unsigned i;
 
 	host.workers = calloc(hc->threads, sizeof(*host.workers));
-	if (host.workers == NULL)
+	/* One mapping for every worker's, as so many would lie side by side
+	 * anyway. */
+	altstacks = mmap(NULL, (size_t)hc->threads * ALTSTACK_LEN, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (host.workers == NULL || altstacks == MAP_FAILED)
 		die(HOST_EXIT_SETUP);
 	if (pthread_create(&writer, NULL, writer_main, NULL) != 0)
 		die(HOST_EXIT_SETUP);
 	for (i = 0; i < hc->threads; i++) {
-		host.workers[i].altstack = mmap(NULL, ALTSTACK_LEN, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (host.workers[i].altstack == MAP_FAILED)
-			die(HOST_EXIT_SETUP);
+		host.workers[i].altstack = altstacks + (size_t)i * ALTSTACK_LEN;
 		/* The first worker is the main thread itself. */
 		if (i > 0 &&
 		    pthread_create(&host.workers[i].thread, NULL, worker_main, &host.workers[i]) != 0)
@@ -1247,19 +1236,21 @@ read_batch(struct task_queue *batch, unsigned *count)
 }
 
 _Noreturn void
-hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots, int down_fd,
-               int up_fd, int crash_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
+hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
+               int slots_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[5] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd };
+	int fds[6] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd, slots_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 5) < 0)
+	if (hkx__keep_fds(fds, 6) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
-	host.slots = *slots;
+	if (hkx__slots_attach(&host.slots, hc->nslots, hc->threads, fds[5]) < 0)
+		die(HOST_EXIT_SETUP);
+	close(fds[5]);
 	host.down_fd = fds[0];
 	host.up_fd = fds[1];
 	host.crash_fd = fds[2];
@@ -1282,9 +1273,21 @@ hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots
 		}
 	}
 	host.inbuf = malloc(READ_BUF_LEN);
-	host.tasks = calloc(host.slots.count, sizeof(*host.tasks));
-	failed.at = calloc(host.slots.count, sizeof(*failed.at));
-	if (host.inbuf == NULL || host.tasks == NULL || failed.at == NULL)
+	/* Both output buffers here, on the main thread: made by a worker on
+	 * the way of the host's first result, they would cost that result a
+	 * malloc arena of the worker's own first. */
+	host.out = malloc(OUT_LEN);
+	host.spare = malloc(OUT_LEN);
+	host.out_cap = host.spare_cap = OUT_LEN;
+	/* Zeroed by the kernel as each page is first used: a host that runs
+	 * a few tasks at a time in a table of many slots never touches most
+	 * of it, where calloc() would write every page of it now. */
+	host.tasks = mmap(NULL, host.slots.count * sizeof(*host.tasks), PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Read only below failed.count. */
+	failed.at = malloc(host.slots.count * sizeof(*failed.at));
+	if (host.inbuf == NULL || host.out == NULL || host.spare == NULL ||
+	    host.tasks == MAP_FAILED || failed.at == NULL)
 		die(HOST_EXIT_SETUP);
 	hkx__decoder_init(&host.decoder, hc->max_payload, NULL, NULL);
 	atomic_store_explicit(&host.arena, &no_arena, memory_order_relaxed);

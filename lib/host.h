@@ -90,12 +90,12 @@ extern bool hkx__in_host;
 /* Set in the zygote and every host: the application's pid, for `ps`. */
 extern pid_t hkx__app_pid;
 
-/* Runs a host on the given pipe ends, its own slot table, mapped by the
- * zygote before the fork, the memfd of its arena, which it maps itself,
- * and the socket that wakes it for its down ring; never returns. */
-_Noreturn void hkx__host_main(const struct hkx__host_config *hc, const struct hkx__slots *slots,
-                              int down_fd, int up_fd, int crash_fd, int arena_fd,
-                              int kick_fd, pid_t zygote_pid);
+/* Runs a host on the given pipe ends, the memfds of its own slot table
+ * and arena, which it maps itself, and the socket that wakes it for its
+ * down ring; never returns. */
+_Noreturn void hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd,
+                              int crash_fd, int slots_fd, int arena_fd, int kick_fd,
+                              pid_t zygote_pid);
 
 /* Test hook: writes raw bytes on the up pipe from inside a task, after
  * whatever is already queued, so that tests can play a broken host. */

@@ -84,7 +84,7 @@ init_marks(struct hkx__slots *s)
 }
 
 int
-hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *fd)
+hkx__slots_make(uint32_t count, uint32_t workers, int *fd)
 {
 	int err;
 
@@ -94,20 +94,24 @@ hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *f
 	if (ftruncate(*fd, (off_t)table_len(count, workers)) < 0 ||
 	    fcntl(*fd, F_ADD_SEALS, SEALS) < 0) {
 		err = -errno;
-		goto fail;
-	}
-	err = map(s, count, workers, *fd);
-	if (err < 0)
-		goto fail;
-	err = init_marks(s);
-	if (err < 0) {
-		hkx__slots_free(s);
-		goto fail;
+		close(*fd);
+		*fd = -1;
+		return err;
 	}
 	return 0;
-fail:
-	close(*fd);
-	*fd = -1;
+}
+
+int
+hkx__slots_attach(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd)
+{
+	int err;
+
+	err = map(s, count, workers, fd);
+	if (err < 0)
+		return err;
+	err = init_marks(s);
+	if (err < 0)
+		hkx__slots_free(s);
 	return err;
 }
 

@@ -108,12 +108,16 @@ struct hkx__slots {
 	size_t map_len;
 };
 
-/* Zygote: a new table of count slots and the marks of that many workers,
- * mapped; *fd gets its memfd (O_CLOEXEC), sealed against any change of
- * size. */
-int hkx__slots_create(struct hkx__slots *s, uint32_t count, uint32_t workers, int *fd);
+/* Zygote: *fd gets the memfd (O_CLOEXEC) of a new table of count slots
+ * and the marks of that many workers, zeroed and sealed against any
+ * change of size; mapped by no one yet. */
+int hkx__slots_make(uint32_t count, uint32_t workers, int *fd);
+/* Host: maps the table in memfd fd, made by hkx__slots_make() for these
+ * counts, and readies its workers' marks: before any worker runs, and
+ * before the host says it is ready. fd stays the caller's. */
+int hkx__slots_attach(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd);
 /* Supervisor: maps the table in memfd fd, once its size and seals are what
- * hkx__slots_create() makes for these counts, where no fork() reaches it;
+ * hkx__slots_make() makes for these counts, where no fork() reaches it;
  * fd stays the caller's. */
 int hkx__slots_map(struct hkx__slots *s, uint32_t count, uint32_t workers, int fd);
 

@@ -276,16 +276,15 @@ zygote_leave(void)
 }
 
 /*
- * Each host gets a slot table of its own, mapped here only until the fork,
- * and an arena, never mapped here: no later host inherits either, so
- * nothing a host (or a process that escaped it) writes there can reach
- * another.
+ * Each host gets a slot table of its own and an arena, never mapped here:
+ * the host maps both itself, so the fork copies neither, no later host
+ * inherits either, and nothing a host (or a process that escaped it)
+ * writes there can reach another.
  */
 static int
 fork_host(struct ready_host *out)
 {
 	int down[2] = { -1, -1 }, up[2] = { -1, -1 }, crash[2] = { -1, -1 }, kick[2] = { -1, -1 };
-	struct hkx__slots slots = { 0 };
 	pid_t self = getpid(), pid;
 	int pidfd, memfd = -1, arenafd = -1, err;
 
@@ -296,7 +295,7 @@ fork_host(struct ready_host *out)
 		err = -errno;
 		goto fail;
 	}
-	err = hkx__slots_create(&slots, zy.hc->nslots, zy.hc->threads, &memfd);
+	err = hkx__slots_make(zy.hc->nslots, zy.hc->threads, &memfd);
 	if (err < 0)
 		goto fail;
 	err = hkx__arena_create(zy.hc->max_payload, zy.hc->nslots, &arenafd);
@@ -308,8 +307,7 @@ fork_host(struct ready_host *out)
 		goto fail;
 	}
 	if (pid == 0)
-		hkx__host_main(zy.hc, &slots, down[0], up[1], crash[1], arenafd, kick[0], self);
-	hkx__slots_free(&slots);
+		hkx__host_main(zy.hc, down[0], up[1], crash[1], memfd, arenafd, kick[0], self);
 	/* Also here, so that a kill of the group cannot come before the child
 	 * has made it. */
 	setpgid(pid, pid);
@@ -329,7 +327,6 @@ fork_host(struct ready_host *out)
 	    sizeof(out->fds));
 	return 0;
 fail:
-	hkx__slots_free(&slots);
 	close_fds((int[]){ down[0], down[1], up[0], up[1], crash[0], crash[1], memfd, arenafd,
 	    kick[0], kick[1] }, 10);
 	return err;
@@ -406,20 +403,35 @@ reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Stdio the application had closed is /dev/null here, so that no pipe of
- * a host's ever lands in fds 0 to 2, where closefrom(3) would miss it. */
+/* Stdin is /dev/null here, made once for every host, which reads none of
+ * the application's input, and stdout or stderr the application had
+ * closed is too, so that no pipe of a host's ever lands in fds 0 to 2,
+ * where closefrom(3) would miss it. */
 static int
 fill_stdio(void)
 {
-	int fd;
+	int fd = open("/dev/null", O_RDONLY);
 
-	for (fd = 0; fd <= 2; fd++) {
+	if (fd < 0 || (fd != 0 && (dup2(fd, 0) < 0 || close(fd) < 0)))
+		return -1;
+	for (fd = 1; fd <= 2; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
 		if (open("/dev/null", O_RDWR) != fd)
 			return -1;
 	}
 	return 0;
+}
+
+/* Registered here, once for every host, after the application's atexit
+ * handlers and before any of host_init: a host's exit() runs the latter
+ * and none of the former, which belong to the application, not to a copy
+ * of it. */
+static void
+exit_hook(int status, void *arg)
+{
+	(void)arg;
+	_exit(status);
 }
 
 static _Noreturn void
@@ -436,7 +448,7 @@ zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_confi
 	hkx__app_pid = app_pid;
 	reset_signals();
 	setsid();
-	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 ||
+	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 || on_exit(exit_hook, NULL) != 0 ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		_exit(1);
 	zy.hc = hc;

@@ -557,7 +557,8 @@ START_TEST(test_marks_released_by_kill)
 	pid_t pid;
 	int fd;
 
-	ck_assert_int_eq(hkx__slots_create(&s, 4, 2, &fd), 0);
+	ck_assert_int_eq(hkx__slots_make(4, 2, &fd), 0);
+	ck_assert_int_eq(hkx__slots_attach(&s, 4, 2, fd), 0);
 	ck_assert_int_eq(pipe(marks_ready), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
