@@ -223,8 +223,9 @@ void hkx__group_member_ended(hkx_executor *ex, hkx_group *g, hkx_future *f);
  * futures at once register one node per future. A thread that waits on
  * one future may also read the up ring of the host that holds it
  * (hkx__wait_by_ring): ring_host is that host, under the lock. */
+enum hkx__waiter_word { HKX__WAITER_IDLE, HKX__WAITER_FIRED, HKX__WAITER_ASLEEP };
 struct hkx__waiter {
-	_Atomic uint32_t fired;
+	_Atomic uint32_t fired; /* enum hkx__waiter_word */
 	struct hkx__host *ring_host;
 };
 struct hkx__wait_node {
@@ -233,6 +234,11 @@ struct hkx__wait_node {
 };
 /* Waits until fired or the deadline; true if fired. */
 bool hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline);
+bool hkx__waiter_fired(struct hkx__waiter *w);
+/* Says the waiter is about to sleep on its word, waiting for
+ * HKX__WAITER_ASLEEP to change, so that a fire wakes it; false if it was
+ * fired already. */
+bool hkx__waiter_asleep(struct hkx__waiter *w);
 /* With the lock held: wakes w. */
 void hkx__waiter_fire(struct hkx__waiter *w);
 /* hkx__waiter_wait for a w on f alone, which reads the up ring of the host

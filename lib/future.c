@@ -46,12 +46,27 @@ is_end(enum hkx_state s)
 /* --- waiters --------------------------------------------------------------- */
 
 bool
+hkx__waiter_fired(struct hkx__waiter *w)
+{
+	return atomic_load_explicit(&w->fired, memory_order_acquire) == HKX__WAITER_FIRED;
+}
+
+bool
+hkx__waiter_asleep(struct hkx__waiter *w)
+{
+	uint32_t word = HKX__WAITER_IDLE;
+
+	return atomic_compare_exchange_strong(&w->fired, &word, HKX__WAITER_ASLEEP) ||
+	    word == HKX__WAITER_ASLEEP;
+}
+
+bool
 hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline)
 {
-	while (!atomic_load_explicit(&w->fired, memory_order_acquire)) {
+	while (hkx__waiter_asleep(w)) {
 		if (deadline != UINT64_MAX && hkx__now_ns() >= deadline)
 			return false;
-		hkx__futex_wait(&w->fired, 0, deadline);
+		hkx__futex_wait(&w->fired, HKX__WAITER_ASLEEP, deadline);
 	}
 	return true;
 }
@@ -59,8 +74,10 @@ hkx__waiter_wait(struct hkx__waiter *w, uint64_t deadline)
 void
 hkx__waiter_fire(struct hkx__waiter *w)
 {
-	atomic_store_explicit(&w->fired, 1, memory_order_release);
-	hkx__futex_wake(&w->fired, false);
+	/* No system call for a waiter that is not asleep: the thread that
+	 * reads a ring ends its own future, and many end before the wait. */
+	if (atomic_exchange(&w->fired, HKX__WAITER_FIRED) == HKX__WAITER_ASLEEP)
+		hkx__futex_wake(&w->fired, false);
 }
 
 void
@@ -406,7 +423,7 @@ wait_decided(hkx_future *const *fs, size_t n, enum hkx_wait_for mode, uint64_t d
 			return -ENOMEM;
 	}
 	for (;;) {
-		atomic_store_explicit(&w.fired, 0, memory_order_relaxed);
+		atomic_store_explicit(&w.fired, HKX__WAITER_IDLE, memory_order_relaxed);
 		for (i = 0; i < n; i++) {
 			nodes[i].pprev = NULL;
 			hkx__lock(fs[i]->ex);

@@ -132,7 +132,7 @@ hkx_group_wait(hkx_group *g, int timeout_ms, hkx_future **first_failure)
 	/* Members may join while we wait: wait again until none is left or
 	 * the deadline passes. */
 	for (;;) {
-		atomic_store_explicit(&w.fired, 0, memory_order_relaxed);
+		atomic_store_explicit(&w.fired, HKX__WAITER_IDLE, memory_order_relaxed);
 		hkx__lock(g->ex);
 		ended = g->pending == 0;
 		if (!ended)

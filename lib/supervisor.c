@@ -718,7 +718,7 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 	long rc;
 
 	hkx__lock(ex);
-	while (!hkx__is_end(f) && atomic_load_explicit(&w->fired, memory_order_relaxed) == 0 &&
+	while (!hkx__is_end(f) && !hkx__waiter_fired(w) &&
 	    (deadline == UINT64_MAX || hkx__now_ns() < deadline)) {
 		h = f->host;
 		if (h != w->ring_host)
@@ -735,9 +735,9 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 			idle = 0;
 			continue;
 		}
-		if (!rings_read(h) || !hkx__ring_watch(&h->slots.up))
+		if (!rings_read(h) || !hkx__ring_watch(&h->slots.up) || !hkx__waiter_asleep(w))
 			continue;
-		words[0] = hkx__futex_waiter(&w->fired, 0, false);
+		words[0] = hkx__futex_waiter(&w->fired, HKX__WAITER_ASLEEP, false);
 		words[1] = hkx__futex_waiter(&h->slots.up.shared->sleeping, HKX__RING_WATCHED, true);
 		hkx__unlock(ex);
 		rc = hkx__futex_waitv(words, 2, deadline);
@@ -749,7 +749,7 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 			idle++;
 	}
 	unwatch(ex, w);
-	fired = hkx__is_end(f) || atomic_load_explicit(&w->fired, memory_order_relaxed) != 0;
+	fired = hkx__is_end(f) || hkx__waiter_fired(w);
 	kills = ex->kills_unsent; /* of a host caught lying in its ring */
 	hkx__unlock(ex);
 	if (kills)

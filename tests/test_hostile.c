@@ -996,7 +996,7 @@ group_waiter_asleep(void *arg)
 	bool waiting;
 
 	hkx__lock(w->g->ex);
-	waiting = w->g->waiters != NULL && !w->g->waiters->waiter->fired;
+	waiting = w->g->waiters != NULL && !hkx__waiter_fired(w->g->waiters->waiter);
 	hkx__unlock(w->g->ex);
 	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", atomic_load(&w->tid));
 	return waiting && tst_proc_read_path(path, &p) && p.state == 'S';
