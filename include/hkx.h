@@ -345,7 +345,12 @@ struct hkx_opts {          /* zero-initialise; 0 means "none" */
 	                          and the rest stays first in the queue. A host
 	                          that dies or is replaced by max_tasks_per_host
 	                          splits one too. Only members sent together to a
-	                          host are flagged there as one run.
+	                          host are flagged there as one run. There one
+	                          worker runs the members it holds, up to 16, one
+	                          after the other: a member may wait behind
+	                          another of its chunk while a worker of the host
+	                          idles (use 1 for tasks that wait for each
+	                          other).
 	                          hkx_submit ignores it */
 	uint32_t reserved32;   /* must be zero, as reserved[] */
 	uint64_t reserved[5];

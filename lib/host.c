@@ -8,9 +8,11 @@
  * queues them and runs the first ones itself, so a
  * lone task costs no hand-off between threads. A worker takes a run of
  * tasks from the queue at one taking of its lock, its share of them, and
- * gives back what did not start if another worker comes to wait. Right
- * before each task it claims the task's slot, then runs it and appends its
- * result to one output buffer, which leaves in writes of many frames. Each
+ * gives back what did not start if another worker comes to wait; but a
+ * chunk of hkx_map is one unit of work: a run takes what is queued of it
+ * whole and gives none of it back. Right before each task it claims the
+ * task's slot, then runs it and appends its result to one output buffer,
+ * which leaves in writes of many frames. Each
  * slot has one task record, made at start, with room for an argument and a
  * reply that fit the slot: such a task costs the host no allocation. A
  * result must never die with the host once its task has returned: a small
@@ -758,31 +760,51 @@ reap_idle(void)
 }
 
 /*
+ * Whether b is the next task of a's chunk: the supervisor numbers what it
+ * sends, and a's slot says that what it sent next to this host is of a's
+ * chunk. A task of the chunk that came by pipe may be queued out of that
+ * order: the chunk breaks there, and what follows runs as any other task.
+ */
+static bool
+of_chunk(const struct hkx_task *a, const struct hkx_task *b)
+{
+	return (host.slots.slot[a->slot].flags & HKX__SLOT_CHUNK) && b->seq == a->seq + 1;
+}
+
+/*
  * With the queue lock held and tasks queued: a run of them into run[],
- * its length. A burst costs one taking of the lock per run, not per task;
- * but the tasks of a run wait for each other, so a worker takes at most
- * its share of the queue among all the workers (a busy one may be free
- * before this run is through), and one task only while another worker
- * waits: then each task starts on the first worker free for it, in the
- * queue's order, as a task that waits for its peers to start needs.
+ * its length; bit k of *joined says run[k] is of run[k - 1]'s chunk. A
+ * burst costs one taking of the lock per run, not per task; but the tasks
+ * of a run wait for each other, so a worker takes at most its share of the
+ * queue among all the workers (a busy one may be free before this run is
+ * through), and one task only while another worker waits: then each task
+ * starts on the first worker free for it, in the queue's order, as a task
+ * that waits for its peers to start needs. A chunk is one unit of work:
+ * the run goes on with what is queued of the chunk of its last task.
  */
 static unsigned
-take_run(struct hkx_task **run)
+take_run(struct hkx_task **run, uint32_t *joined)
 {
 	unsigned queued = atomic_load_explicit(&host.queued, memory_order_relaxed);
 	unsigned n = queued / host.hc->threads, k;
+	struct hkx_task *t;
 
 	if (n == 0 || atomic_load_explicit(&host.idle, memory_order_relaxed) > 0)
 		n = 1;
 	else if (n > RUN_MAX)
 		n = RUN_MAX;
-	for (k = 0; k < n; k++) {
-		run[k] = STAILQ_FIRST(&host.queue);
+	*joined = 0;
+	for (k = 0; k < RUN_MAX && (t = STAILQ_FIRST(&host.queue)) != NULL; k++) {
+		if (k > 0 && of_chunk(run[k - 1], t))
+			*joined |= 1u << k;
+		else if (k >= n)
+			break;
+		run[k] = t;
 		STAILQ_REMOVE_HEAD(&host.queue, link);
 	}
-	atomic_store_explicit(&host.queued, queued - n, memory_order_relaxed);
+	atomic_store_explicit(&host.queued, queued - k, memory_order_relaxed);
 	host.runs++;
-	return n;
+	return k;
 }
 
 /* With the queue lock held: the n tasks of a run that did not start go
@@ -814,6 +836,7 @@ worker_main(void *arg)
 	struct task_queue batch;
 	struct hkx_task *run[RUN_MAX];
 	unsigned count, n, k;
+	uint32_t joined;
 	bool quitting;
 
 	current_worker = w;
@@ -836,12 +859,13 @@ worker_main(void *arg)
 	pthread_mutex_lock(&host.queue_lock);
 	for (;;) {
 		if (!STAILQ_EMPTY(&host.queue)) {
-			n = take_run(run);
+			n = take_run(run, &joined);
 			host.busy++;
 			pthread_mutex_unlock(&host.queue_lock);
 			/* A worker that came to wait for work meanwhile takes
-			 * its share of what did not start. */
-			for (k = 0; k < n && (k == 0 ||
+			 * its share of what did not start, but no part of a
+			 * chunk. */
+			for (k = 0; k < n && (k == 0 || (joined & (1u << k)) ||
 			    atomic_load_explicit(&host.idle, memory_order_relaxed) == 0); k++)
 				run_task(w, run[k], k + 1 < n);
 			pthread_mutex_lock(&host.queue_lock);
