@@ -1,10 +1,23 @@
 /*
- * test_chunkrun: a chunk of hkx_map in the host, one run of one worker.
+ * test_chunkrun: a chunk of hkx_map in the host, one run of one worker,
+ * and never at the cost of a result.
  *
  *   one worker   each chunk runs in one host, on one worker thread, every
  *                task of it DONE with its own reply;
  *   cancel       a task of a chunk cancelled in the host before it starts
- *                never runs and ends CANCELLED, the rest run as one.
+ *                never runs and ends CANCELLED, the rest run as one;
+ *   not held     a task that is no chunk's never waits for the end of the
+ *                one after it in its worker's run;
+ *   blocked      a task of a chunk that blocks until the tasks before it
+ *                in its chunk ended does not hold their results;
+ *   stop         a task of a chunk stopped while it runs ends STOPPED, the
+ *                results before it come up while it runs, the rest of the
+ *                chunk runs after it;
+ *   crash        a host that dies in the middle of a chunk: each task
+ *                ends once, DONE if its result was stored, and nothing is
+ *                left behind;
+ *   fail fast    a chunk of a fail-fast group: the failure ends the group
+ *                at once, and the rest of the chunk never starts.
  *
  * The tasks of a chunk reach a host whose workers all run a blocked task,
  * so that the first worker free reads all of them at once: the host's
@@ -12,6 +25,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -80,7 +94,9 @@ wait_for_peer(void)
  * Its argument is a role byte and its index in the map. Every role notes
  * its thread and marks the ran FIFO with 'a' + index first. 'o' replies
  * where it ran; 'g' the same once another worker of its host ran a task;
- * 'b' says it started and waits for a release first.
+ * 'b' says it started and waits for a release first; 'p' says it started
+ * and returns -ECANCELED once a stop is asked; 'f' fails with 42; 's' dies
+ * of SIGSEGV.
  */
 static int
 task_unit(hkx_task *t, const void *arg, size_t len)
@@ -109,6 +125,16 @@ task_unit(hkx_task *t, const void *arg, size_t len)
 		if ((rc = tst_task_block()) != 0)
 			return rc;
 		break;
+	case 'p':
+		tst_task_started((int)getpid());
+		/* Nothing signals a stop but the flag itself. */
+		while (!hkx_task_should_stop(t))
+			tst_sleep_us(1000);
+		return -ECANCELED;
+	case 'f':
+		return 42;
+	case 's':
+		return tst_task_segv(t, arg, len);
 	}
 	w = (struct where){ .pid = getpid(), .tid = gettid(), .index = a[1] };
 	return hkx_task_reply(t, &w, sizeof(w));
@@ -295,6 +321,172 @@ START_TEST(test_chunk_cancel_in_host)
 }
 END_TEST
 
+/* A and B in one run of the one worker, no chunk: B blocks until A's
+ * future has ended, so A's result must go up before B ends. */
+START_TEST(test_no_chunk_not_held)
+{
+	hkx_executor *ex = executor(1, 1, 4);
+	hkx_future *blocker, *fs[2];
+
+	block_workers(ex, &blocker, 1);
+	map(ex, "ob", 1, NULL, fs);
+	wait_sent(ex, fs, 2);
+	tst_release(1);
+	tst_await_start();
+	tst_await_end(fs[0], "the result of the task before a blocked one");
+	tst_release(1);
+	tst_wait_end(fs[1], HKX_DONE);
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	release_all(fs, 2);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* The same in one chunk: the results of the tasks before the blocked one
+ * are held with their chunk's, but not for ever. */
+START_TEST(test_chunk_blocked_not_held)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	hkx_future *blocker, *fs[4];
+	struct where first, w;
+	int i;
+
+	block_workers(ex, &blocker, 1);
+	map(ex, "ooob", 4, NULL, fs);
+	wait_sent(ex, fs, 4);
+	tst_release(1);
+	tst_await_start();
+	for (i = 0; i < 3; i++)
+		tst_await_end(fs[i], "the result of a task before a blocked one of its chunk");
+	tst_release(1);
+	assert_done(fs[0], 0, &first);
+	for (i = 1; i < 4; i++) {
+		assert_done(fs[i], (uint32_t)i, &w);
+		ck_assert_int_eq(w.tid, first.tid);
+	}
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	release_all(fs, 4);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* A task of a chunk stopped while it runs: the results of the tasks
+ * before it come up meanwhile, and those after it run once it ended. */
+START_TEST(test_chunk_stop_member)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	hkx_future *blocker, *fs[5];
+	struct where first, w;
+	int i;
+
+	block_workers(ex, &blocker, 1);
+	map(ex, "oopoo", 5, NULL, fs);
+	wait_sent(ex, fs, 5);
+	tst_release(1);
+	tst_await_start();
+	for (i = 0; i < 2; i++)
+		tst_await_end(fs[i], "the result of a task before a running one of its chunk");
+	ck_assert_int_eq(hkx_future_stop(fs[2]), 0);
+	ck_assert_int_eq(hkx_wait(fs, 5, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	tst_wait_end(fs[2], HKX_STOPPED);
+	assert_done(fs[0], 0, &first);
+	for (i = 1; i < 5; i++) {
+		if (i == 2)
+			continue;
+		assert_done(fs[i], (uint32_t)i, &w);
+		ck_assert_int_eq(w.tid, first.tid);
+	}
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	release_all(fs, 5);
+	tst_assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+static void
+crash_mid_chunk(void)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	hkx_future *blocker, *fs[6];
+	struct where w;
+	int i;
+
+	block_workers(ex, &blocker, 1);
+	map(ex, "ooosoo", 6, NULL, fs);
+	for (i = 0; i < 6; i++)
+		tst_watch_end(fs[i]);
+	wait_sent(ex, fs, 6);
+	tst_release(1);
+	ck_assert_int_eq(hkx_wait(fs, 6, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	/* Stored in their slots before the crash: their results stand. */
+	for (i = 0; i < 3; i++) {
+		assert_done(fs[i], (uint32_t)i, &w);
+		ck_assert_uint_eq(hkx_future_attempts(fs[i]), 1);
+	}
+	tst_wait_end(fs[3], HKX_CRASHED);
+	ck_assert_int_eq(hkx_future_code(fs[3]), SIGSEGV);
+	/* Never started: run again, once, in the next host. */
+	for (i = 4; i < 6; i++) {
+		assert_done(fs[i], (uint32_t)i, &w);
+		ck_assert_uint_eq(hkx_future_attempts(fs[i]), 1);
+	}
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	release_all(fs, 6);
+	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
+	tst_assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+	ck_assert_int_eq(tst_ends(), 6);
+}
+
+START_TEST(test_chunk_crash)
+{
+	struct tst_baseline b;
+
+	tst_baseline_take(&b);
+	crash_mid_chunk();
+	tst_baseline_check(&b);
+}
+END_TEST
+
+/* A chunk of a fail-fast group: its third task fails; the group fails at
+ * once, and what follows in the chunk never starts. */
+START_TEST(test_chunk_fail_fast)
+{
+	hkx_executor *ex = executor(1, 1, 8);
+	hkx_future *blocker, *fs[6];
+	struct hkx_opts o = { 0 };
+	struct where w;
+	const char *ran;
+	int i;
+
+	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &o.group), 0);
+	block_workers(ex, &blocker, 1);
+	map(ex, "oofooo", 6, &o, fs);
+	wait_sent(ex, fs, 6);
+	tst_release(1);
+	ck_assert_int_eq(hkx_wait(fs, 6, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
+	for (i = 0; i < 2; i++)
+		assert_done(fs[i], (uint32_t)i, &w);
+	tst_wait_end(fs[2], HKX_FAILED);
+	ck_assert_int_eq(hkx_future_code(fs[2]), 42);
+	ran = tst_ran();
+	for (i = 3; i < 6; i++) {
+		tst_wait_end(fs[i], HKX_CANCELLED);
+		ck_assert_ptr_null(strchr(ran, 'a' + i));
+	}
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	release_all(fs, 6);
+	hkx_group_release(o.group);
+	tst_assert_each_ended_once(ex);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 static Suite *
 chunkrun_suite(void)
 {
@@ -303,6 +495,11 @@ chunkrun_suite(void)
 
 	tcase_add_test(tc, test_chunk_one_worker);
 	tcase_add_test(tc, test_chunk_cancel_in_host);
+	tcase_add_test(tc, test_no_chunk_not_held);
+	tcase_add_test(tc, test_chunk_blocked_not_held);
+	tcase_add_test(tc, test_chunk_stop_member);
+	tcase_add_test(tc, test_chunk_crash);
+	tcase_add_test(tc, test_chunk_fail_fast);
 	suite_add_tcase(s, tc);
 	return s;
 }
