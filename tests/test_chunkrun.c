@@ -344,7 +344,7 @@ START_TEST(test_no_chunk_not_held)
 END_TEST
 
 /* The same in one chunk: the results of the tasks before the blocked one
- * are held with their chunk's, but not for ever. */
+ * are not held behind it. */
 START_TEST(test_chunk_blocked_not_held)
 {
 	hkx_executor *ex = executor(1, 1, 8);

@@ -601,6 +601,7 @@ END_TEST
 /* The supervisor thread held in an on_done callback until released. */
 struct held {
 	int entered[2], release[2];
+	hkx_future *first;
 };
 
 static void
@@ -617,34 +618,51 @@ hold_supervisor(hkx_future *f, void *arg)
 /* A submit sends a task whose argument fits its slot to a host with an
  * idle worker itself, and kicks the host's sleeping reader: the task
  * starts while the supervisor thread is held in a callback. */
+/* Holds the supervisor thread in the callback of a first task's end; its
+ * future goes to held->first. */
+static void
+hold(hkx_executor *ex, struct held *held)
+{
+	char b;
+
+	ck_assert_int_eq(pipe(held->entered), 0);
+	ck_assert_int_eq(pipe(held->release), 0);
+	held->first = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_on_done(held->first, hold_supervisor, held), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(held->entered[0], &b, 1), 1);
+}
+
+/* Lets it go, and frees the executor. */
+static void
+let_go(hkx_executor *ex, struct held *held)
+{
+	char b = 1;
+
+	ck_assert_int_eq(write(held->release[1], &b, 1), 1);
+	tst_wait_end(held->first, HKX_DONE);
+	hkx_future_release(held->first);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+	for (int i = 0; i < 2; i++) {
+		close(held->entered[i]);
+		close(held->release[i]);
+	}
+}
+
 START_TEST(test_ring_submit_without_supervisor)
 {
 	hkx_executor *ex = executor(2, 4);
-	hkx_future *first, *f;
 	struct held held;
-	char b = 1;
+	hkx_future *f;
 
-	ck_assert_int_eq(pipe(held.entered), 0);
-	ck_assert_int_eq(pipe(held.release), 0);
-	first = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
-	ck_assert_int_eq(hkx_future_on_done(first, hold_supervisor, &held), 0);
-	tst_release(1);
-	ck_assert_int_eq(read(held.entered[0], &b, 1), 1);
-
+	hold(ex, &held);
 	f = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
 	tst_release(1);
-	ck_assert_int_eq(write(held.release[1], &b, 1), 1);
-	tst_wait_end(first, HKX_DONE);
 	tst_wait_end(f, HKX_DONE);
-	hkx_future_release(first);
 	hkx_future_release(f);
-	tst_free_bounded(ex, TST_DEADLINE_MS);
-	for (int i = 0; i < 2; i++) {
-		close(held.entered[i]);
-		close(held.release[i]);
-	}
+	let_go(ex, &held);
 }
 END_TEST
 
@@ -653,33 +671,18 @@ END_TEST
 START_TEST(test_ring_wait_without_supervisor)
 {
 	hkx_executor *ex = executor(2, 4);
-	hkx_future *first, *f;
 	struct held held;
-	uint32_t v = 7;
-	char b = 1;
+	hkx_future *f;
+	uint32_t v;
 
-	ck_assert_int_eq(pipe(held.entered), 0);
-	ck_assert_int_eq(pipe(held.release), 0);
-	first = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
-	ck_assert_int_eq(hkx_future_on_done(first, hold_supervisor, &held), 0);
-	tst_release(1);
-	ck_assert_int_eq(read(held.entered[0], &b, 1), 1);
-
+	hold(ex, &held);
 	for (v = 0; v < 50; v++) {
 		f = tst_submit(ex, "echo", &v, sizeof(v));
 		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
 		tst_assert_result(f, 0, &v, sizeof(v));
 		hkx_future_release(f);
 	}
-	ck_assert_int_eq(write(held.release[1], &b, 1), 1);
-	tst_wait_end(first, HKX_DONE);
-	hkx_future_release(first);
-	tst_free_bounded(ex, TST_DEADLINE_MS);
-	for (int i = 0; i < 2; i++) {
-		close(held.entered[i]);
-		close(held.release[i]);
-	}
+	let_go(ex, &held);
 }
 END_TEST
 
