@@ -338,10 +338,12 @@ hkx__send_by_ring(hkx_executor *ex)
 	send_queued(ex, true);
 }
 
-/* What was just queued and goes by ring goes now, from this thread, to a
- * host with room: a submit to an idle host does not wait for the
- * supervisor thread's turn. The supervisor is woken for the rest, unless
- * the hosts are full: it sends more as results come back anyway. */
+/* What is queued and goes by ring goes now, from this thread, to a host
+ * with room: a submit to an idle host, or a task behind a result a waiter
+ * took, does not wait for the supervisor thread's turn. The supervisor is
+ * woken for the rest, unless the hosts are full: it sends more as results
+ * come back anyway. A host a ring send fills to max_tasks_per_host wakes
+ * it too, to be retired (send_queued). */
 void
 hkx__send_or_wake(hkx_executor *ex)
 {
@@ -656,20 +658,6 @@ rings_sleep(hkx_executor *ex)
  * word over and over costs the waiting thread no more than this. */
 #define WATCH_IDLE_MAX 8
 
-/* With the lock held, once w took results from h's ring: they ended
- * futures the supervisor did not see end. The slots they freed may take
- * queued tasks at once, and the supervisor must hear of a host that ran
- * its last task (to retire it). */
-static void
-took_results(hkx_executor *ex, struct hkx__host *h)
-{
-	unsigned max = ex->config.max_tasks_per_host;
-
-	hkx__send_or_wake(ex);
-	if (max && h->sent >= max)
-		hkx__wake(ex);
-}
-
 /* With the lock held: w reads its host's ring no more. The supervisor is
  * said to sleep on it again, and woken for what came meanwhile. */
 static void
@@ -700,8 +688,8 @@ hkx__ring_waiter_gone(struct hkx__host *h)
  * host's up ring itself: a result there wakes it at once, where it would
  * wake the supervisor, which would then wake it (ring.h). One thread per
  * host at a time; any other waits as usual. It takes what the ring holds
- * as the supervisor does (drain_ring), every check made, and does what the
- * supervisor would once it took results (took_results). w is on f's
+ * as the supervisor does (drain_ring), every check made, and sends what
+ * is queued to the slots they freed. w is on f's
  * waiters, so an end from anywhere else (a frame, a kill, a cancel) wakes
  * it as well, and so does its host leaving the executor, before the table
  * it sleeps on is unmapped (hkx__ring_waiter_gone).
@@ -731,7 +719,9 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 		pos = h->slots.up.pos;
 		drain_ring(ex, h);
 		if (h->slots.up.pos != pos) {
-			took_results(ex, h);
+			/* The slots those results freed take what is
+			 * queued now: the supervisor did not see them. */
+			hkx__send_or_wake(ex);
 			idle = 0;
 			continue;
 		}
