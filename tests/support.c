@@ -5,6 +5,8 @@
  * the FIFOs whose directory tst_fifos_setup() chose before the executor was
  * created, so the path is in the memory every host inherits.
  */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <stddef.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -460,6 +463,30 @@ tst_host_init(void *arg)
 	if (v < 0)
 		return v;
 	init_value = v;
+	return 0;
+}
+
+int
+tst_deny_syscalls(const long *nrs, size_t n, int err)
+{
+	struct sock_filter code[2 + 2 * TST_DENY_MAX];
+	struct sock_fprog prog = { 0, code };
+	size_t i;
+
+	if (n > TST_DENY_MAX)
+		return -EINVAL;
+	code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	    offsetof(struct seccomp_data, nr));
+	for (i = 0; i < n; i++) {
+		code[prog.len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+		    (uint32_t)nrs[i], 0, 1);
+		code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+		    SECCOMP_RET_ERRNO | (uint32_t)err);
+	}
+	code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+		return -errno;
 	return 0;
 }
 

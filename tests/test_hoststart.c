@@ -8,17 +8,24 @@
  *   stdin            the zygote makes stdin /dev/null once for every host:
  *                    a task finds /dev/null there, and the zygote holds
  *                    none of the application's input open.
+ *   threads          a host starts no thread but its workers: the writer
+ *                    thread comes with the first frame left to it, and a
+ *                    host that may not make it writes such frames itself.
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
 #include <check.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <hkx.h>
 
+#include "lifecycle.h"
+#include "sanitized.h"
 #include "support.h"
 
 #define KIB ((size_t)1024)
@@ -136,6 +143,97 @@ START_TEST(stdin_null)
 }
 END_TEST
 
+/* Asserts that a process runs n threads, as /proc lists them (but for
+ * those of TSan's runtime). */
+static void
+assert_threads(pid_t pid, int n)
+{
+	char path[64];
+
+	if (THREADS_SANITIZED)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	ck_assert_int_eq(tst_count_dir(path), n);
+}
+
+/* A host of two workers, up and done with a task, runs two threads. */
+START_TEST(threads_workers_only)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+
+	tst_config(&c, 2);
+	c.spare_hosts = 0;
+	ex = tst_new(&c);
+	tst_run_one(ex, "pid", HKX_DONE);
+	tst_stats(ex, &st);
+	assert_threads(st.host_pid, 2);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* No thread may be made in the host from host_init on. */
+static int
+forbid_threads(void *arg)
+{
+	static const long calls[] = { SYS_clone, SYS_clone3 };
+
+	(void)arg;
+	return tst_deny_syscalls(calls, 2, EPERM);
+}
+
+#define LATER_TASKS 64
+
+/* The held task and every one behind it sent to the host. */
+static bool
+all_in_host(const struct hkx__host *h)
+{
+	return h->inflight == LATER_TASKS + 1;
+}
+
+/*
+ * One worker, held in a task while tasks under a run-time limit (each
+ * says STARTED, so its result goes by frame) queue behind it in the host:
+ * once it is let go, it leaves each result but the last to the writer
+ * thread and goes on. Each ends DONE with its reply; the host then runs
+ * the writer thread, or, when it may not make one (_i = 1), only its
+ * worker, which wrote every frame itself.
+ */
+START_TEST(threads_writer_when_needed)
+{
+	const struct hkx_opts opts = { .kill_after_ms = 60000 };
+	hkx_future *held, *fs[LATER_TASKS];
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	uint32_t i;
+
+	tst_config(&c, 1);
+	c.spare_hosts = 0;
+	c.prefetch = LATER_TASKS;
+	if (_i)
+		c.host_init = forbid_threads;
+	ex = tst_new(&c);
+	held = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	for (i = 0; i < LATER_TASKS; i++)
+		fs[i] = tst_submit_opts(ex, "echo", &i, sizeof(i), &opts);
+	tst_poll_first_host(ex, all_in_host, "every task sent to the host");
+	tst_release(1);
+	tst_wait_end(held, HKX_DONE);
+	hkx_future_release(held);
+	for (i = 0; i < LATER_TASKS; i++) {
+		tst_wait_end(fs[i], HKX_DONE);
+		tst_assert_result(fs[i], 0, &i, sizeof(i));
+		hkx_future_release(fs[i]);
+	}
+	tst_stats(ex, &st);
+	assert_threads(st.host_pid, _i ? 1 : 2);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -148,6 +246,10 @@ main(void)
 	tc = tcase_create("stdin");
 	tcase_set_timeout(tc, TST_TIMEOUT);
 	tcase_add_test(tc, stdin_null);
+	suite_add_tcase(s, tc);
+	tc = tst_tcase("threads");
+	tcase_add_test(tc, threads_workers_only);
+	tcase_add_loop_test(tc, threads_writer_when_needed, 0, 2);
 	suite_add_tcase(s, tc);
 	return tst_run(s);
 }

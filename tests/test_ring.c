@@ -22,15 +22,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -907,33 +903,16 @@ START_TEST(test_ring_waiter_sends_queued)
 }
 END_TEST
 
-/* The calling thread's futex_waitv fails with err from now on, as under
- * an application's own seccomp filter (the other threads are not
- * filtered). */
-static void
-deny_futex_waitv(int err)
-{
-	struct sock_filter code[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex_waitv, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (uint32_t)err),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { HKX__ARRAY_LEN(code), code };
-
-	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
-}
-
 /* A waiter that may not sleep on two words waits as before: by the
  * supervisor thread, and the ring it said it watches is handed back. */
 START_TEST(test_ring_wait_without_futex_waitv)
 {
+	const long futex_waitv = SYS_futex_waitv;
 	hkx_executor *ex = executor(1, 0);
 	hkx_future *f;
 	uint32_t v;
 
-	deny_futex_waitv(_i ? ENOSYS : EPERM);
+	ck_assert_int_eq(tst_deny_syscalls(&futex_waitv, 1, _i ? ENOSYS : EPERM), 0);
 	for (v = 0; v < 20; v++) {
 		f = tst_submit(ex, "echo", &v, sizeof(v));
 		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
