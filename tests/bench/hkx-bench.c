@@ -31,6 +31,7 @@
  * the next phase.  Heap of a failed phase is not recovered.
  */
 #include <sys/mman.h>
+#include <sys/param.h>
 #include <sys/queue.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -144,10 +145,12 @@ enum {
 	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, PAYLOAD, SERVE,
 	QUEUED_BYTES, QUEUED_RSS,
 	KERNEL_KILL_P50, KERNEL_KILL_P99, KILL_P50, KILL_P99, KILL_SPACED_P50,
-	KILL_SPACED_P99, RESPAWN_P50, RESPAWN_P99,
+	KILL_SPACED_P99, KERNEL_RESPAWN_P50, KERNEL_RESPAWN_P99, RESPAWN_P50,
+	RESPAWN_P99,
 	SPARE_P50, SPARE_P99, SPARE_WAIT, GROWN_P50, GROWN_P99, BIG_P50,
 	BIG_P99, LIMIT_P50, LIMIT_P99, LIMIT_UNSTARTED,
-	ISO_COLLATERAL, ISO_RESPAWN_P50, ISO_RESPAWN_P99, ISO_ROUNDS,
+	ISO_COLLATERAL, ISO_RESPAWN_P50, ISO_RESPAWN_P99, ISO_B2B_P50,
+	ISO_B2B_P99, ISO_ROUNDS,
 	STOP_P50, STOP_P99, NMETRICS
 };
 
@@ -235,11 +238,22 @@ static struct metric metrics[NMETRICS] = {
 	    .base = &metrics[KERNEL_KILL_P99],
 	    .ratio_key = "kill_spaced_p99_vs_kernel",
 	    .target = "<= 1 ms", .max = 1000 },
+	/* What a kill followed by a new process costs the kernel alone, one
+	 * after the other: a floor for respawns back to back, where no spare
+	 * can be ready. */
+	[KERNEL_RESPAWN_P50] = { .key = "baseline_kernel_respawn_p50_us",
+	    .label = "baseline: kernel respawn p50", .unit = US },
+	[KERNEL_RESPAWN_P99] = { .key = "baseline_kernel_respawn_p99_us",
+	    .label = "baseline: kernel respawn p99", .unit = US },
 	[RESPAWN_P50] = { .key = "respawn_p50_us",
 	    .label = "kills back to back: next done p50", .unit = US,
+	    .base = &metrics[KERNEL_RESPAWN_P50],
+	    .ratio_key = "respawn_p50_vs_kernel",
 	    .target = "<= 1 ms", .max = 1000 },
 	[RESPAWN_P99] = { .key = "respawn_p99_us",
-	    .label = "kills back to back: next done p99", .unit = US },
+	    .label = "kills back to back: next done p99", .unit = US,
+	    .base = &metrics[KERNEL_RESPAWN_P99],
+	    .ratio_key = "respawn_p99_vs_kernel" },
 	[SPARE_P50] = { .key = "respawn_spaced_p50_us",
 	    .label = "spare ready: kill -> next done p50", .unit = US,
 	    .target = "<= 1 ms", .max = 1000 },
@@ -277,18 +291,24 @@ static struct metric metrics[NMETRICS] = {
 	/* Tasks that a kill of another task, each on a host of its own, did
 	 * not leave to end DONE at their first attempt, summed over every
 	 * round; null when the tasks could not be put on hosts of their
-	 * own.  Rounds follow each other with no pause: the kills are back
-	 * to back, and the spare the last one took may not be forked again
-	 * yet. */
+	 * own. */
 	[ISO_COLLATERAL] = { .key = "isolated_kill_collateral",
 	    .label = "isolated: collateral of kills", .unit = COUNT,
 	    .target = "0" },
+	/* Each kill once the spare is ready: the next task starts on it. */
 	[ISO_RESPAWN_P50] = { .key = "isolated_respawn_p50_us",
-	    .label = "isolated: kill -> next start p50", .unit = US },
+	    .label = "isolated: spare ready, start p50", .unit = US,
+	    .target = "<= 1 ms", .max = 1000 },
 	[ISO_RESPAWN_P99] = { .key = "isolated_respawn_p99_us",
-	    .label = "isolated: kill -> next start p99", .unit = US },
+	    .label = "isolated: spare ready, start p99", .unit = US },
+	/* Rounds that follow each other with no pause: the spare the last
+	 * kill took may not be forked again yet. */
+	[ISO_B2B_P50] = { .key = "isolated_respawn_b2b_p50_us",
+	    .label = "isolated: back to back, start p50", .unit = US },
+	[ISO_B2B_P99] = { .key = "isolated_respawn_b2b_p99_us",
+	    .label = "isolated: back to back, start p99", .unit = US },
 	[ISO_ROUNDS] = { .key = "isolated_rounds",
-	    .label = "  rounds, kills back to back", .unit = COUNT },
+	    .label = "  rounds, both kinds", .unit = COUNT },
 	[STOP_P50] = { .key = "stop_p50_us",
 	    .label = "stop -> STOPPED p50", .unit = US },
 	[STOP_P99] = { .key = "stop_p99_us",
@@ -635,8 +655,10 @@ sample(int p50, int p99, size_t n, sample_fn one, void *ctx)
  * comes from a server forked at the start, while this process had no
  * other thread, which forks one per sample and reaps it.
  */
+#define VICTIM_THREADS	UCHAR_MAX /* besides the main one, at most: a byte */
+
 struct victims {
-	pthread_mutex_t	held[KILL_THREADS];
+	pthread_mutex_t	held[VICTIM_THREADS];
 	atomic_uint	ready;		/* threads holding their mutex */
 };
 
@@ -654,8 +676,9 @@ victim_hold(void *arg)
 	return NULL;
 }
 
-/* The server, single-threaded: a victim per byte read, its pid written
- * back, reaped once killed. */
+/* The server, single-threaded: a victim per byte read, of as many
+ * threads besides its main one as the byte says, its pid written back,
+ * reaped once killed. */
 static void __attribute__((noreturn))
 victims_main(int rfd, int wfd)
 {
@@ -663,21 +686,21 @@ victims_main(int rfd, int wfd)
 	pthread_t t;
 	pid_t pid;
 	size_t i;
-	char c;
+	unsigned char n;
 
 	if (pthread_mutexattr_init(&a) != 0 ||
 	    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
 	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
 		_exit(1);
-	while (read(rfd, &c, 1) == 1) {
-		for (i = 0; i < KILL_THREADS; i++)
+	while (read(rfd, &n, 1) == 1) {
+		for (i = 0; i < n; i++)
 			if (pthread_mutex_init(&victims->held[i], &a) != 0)
 				_exit(1);
 		atomic_store(&victims->ready, 0);
 		if ((pid = fork()) == -1)
 			_exit(1);
 		if (pid == 0) {
-			for (i = 0; i < KILL_THREADS; i++)
+			for (i = 0; i < n; i++)
 				if (pthread_create(&t, NULL, victim_hold,
 				    &victims->held[i]) != 0)
 					_exit(1);
@@ -725,23 +748,32 @@ victims_stop(void)
 		err(1, "waitpid");
 }
 
-static int64_t
-kernel_kill_one(void *ctx)
+/* A new victim of n threads besides its main one, all of them started. */
+static pid_t
+victim_new(unsigned char n)
 {
-	int64_t t0, deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+	int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
 	pid_t pid;
-	size_t i;
-	char c = 0;
-	int rc;
 
-	if (write(victims_wfd, &c, 1) != 1 ||
+	if (write(victims_wfd, &n, 1) != 1 ||
 	    read(victims_rfd, &pid, sizeof(pid)) != sizeof(pid))
 		fail("kernel kill: the server of victims went away");
-	while (atomic_load(&victims->ready) < KILL_THREADS) {
+	while (atomic_load(&victims->ready) < n) {
 		if (now_ns() > deadline)
 			fail("kernel kill: the victim's threads never started");
 		sched_yield();
 	}
+	return pid;
+}
+
+static int64_t
+kernel_kill_one(void *ctx)
+{
+	pid_t pid = victim_new(KILL_THREADS);
+	int64_t t0;
+	size_t i;
+	int rc;
+
 	t0 = now_ns();
 	if (kill(pid, SIGKILL) == -1)
 		fail("kernel kill: kill: %s", strerror(errno));
@@ -754,6 +786,40 @@ kernel_kill_one(void *ctx)
 		pthread_mutex_unlock(&victims->held[i]);
 	}
 	return now_ns() - t0;
+}
+
+/*
+ * Baseline of respawns back to back: from the SIGKILL of the last victim
+ * to a new one running as many threads as a host of the executor
+ * compared, forked once the server reaped the last: the kernel's part of
+ * a kill and a new process, with nothing ready ahead.
+ */
+struct kernel_respawn {
+	unsigned char	threads;	/* besides the main one */
+	pid_t		last;		/* alive, or 0 */
+};
+
+static int64_t
+kernel_respawn_one(void *ctx)
+{
+	struct kernel_respawn *k = ctx;
+	int64_t t0;
+
+	if (k->last == 0)
+		k->last = victim_new(k->threads);
+	t0 = now_ns();
+	if (kill(k->last, SIGKILL) == -1)
+		fail("kernel respawn: kill: %s", strerror(errno));
+	k->last = victim_new(k->threads);
+	return now_ns() - t0;
+}
+
+static void
+kernel_respawn_end(struct kernel_respawn *k)
+{
+	if (k->last != 0 && kill(k->last, SIGKILL) == -1)
+		fail("kernel respawn: kill: %s", strerror(errno));
+	k->last = 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1821,33 +1887,47 @@ phase_kills(const struct sizes *sz)
 /* ---------------------------------------------------------------------- */
 /* hkx: respawn, with a spare ready and without.                           */
 
-struct respawn {
-	struct bench	 b;
+/* An executor, looked at until its spares are ready. */
+struct spare_watch {
+	hkx_executor	*ex;
+	unsigned	 hosts;		/* up besides, at least */
 	unsigned	 spares;	/* the executor keeps */
-	unsigned	 streak;	/* looks at a ready spare in a row */
-	int64_t		*waits;		/* for a spare, before each kill */
-	size_t		 nwaits, cap;
+	unsigned	 streak;	/* looks at them ready in a row */
 };
 
 /*
  * A spare is ready when the executor says so (it has said READY: it ran
  * host_init and started its threads), twice in a row, a nap apart, so
- * that its threads have gone to sleep; meanwhile the host that replaced
- * the last one must be up.
+ * that its threads have gone to sleep; meanwhile the hosts that replaced
+ * the last killed ones must be up.
  */
 static bool
 spare_ready(void *ctx)
 {
-	struct respawn *r = ctx;
+	struct spare_watch *w = ctx;
 	struct hkx_stats st;
 
-	check(hkx_executor_stats(r->b.ex, &st), "hkx_executor_stats");
-	if (st.hosts_up < 1 || st.spares_up < r->spares) {
-		r->streak = 0;
+	check(hkx_executor_stats(w->ex, &st), "hkx_executor_stats");
+	if (st.hosts_up < w->hosts || st.spares_up < w->spares) {
+		w->streak = 0;
 		return false;
 	}
-	return ++r->streak >= 2;
+	return ++w->streak >= 2;
 }
+
+static bool
+spare_wait(struct spare_watch *w)
+{
+	w->streak = 0;
+	return until(START_MS, spare_ready, w);
+}
+
+struct respawn {
+	struct bench	 	 b;
+	struct spare_watch	 watch;
+	int64_t			*waits;		/* for a spare, before each kill */
+	size_t			 nwaits, cap;
+};
 
 /* The same as respawn_one(), once the spare is ready. */
 static int64_t
@@ -1857,8 +1937,7 @@ respawn_spare_one(void *ctx)
 	int64_t t0;
 
 	t0 = now_ns();
-	r->streak = 0;
-	if (!until(START_MS, spare_ready, r))
+	if (!spare_wait(&r->watch))
 		fail("respawn: no spare host ready %d ms after the last task "
 		    "ended", START_MS);
 	if (r->nwaits < r->cap)
@@ -1871,7 +1950,12 @@ phase_respawn(const struct sizes *sz)
 {
 	struct hkx_config c = conf;
 	struct respawn r = { 0 };
+	/* A host runs its workers, the main thread the first of them. */
+	struct kernel_respawn k = {
+	    .threads = (unsigned char)MIN(c.threads - 1, VICTIM_THREADS) };
 	const struct contender cs[] = {
+		{ .m = KERNEL_RESPAWN_P50, .m99 = KERNEL_RESPAWN_P99,
+		    .one = kernel_respawn_one, .ctx = &k },
 		{ .m = RESPAWN_P50, .m99 = RESPAWN_P99, .one = respawn_one,
 		    .ctx = &r.b },
 		{ .m = SPARE_P50, .m99 = SPARE_P99, .one = respawn_spare_one,
@@ -1879,10 +1963,12 @@ phase_respawn(const struct sizes *sz)
 	};
 
 	bench_new(&r.b, &c);
-	r.spares = c.spare_hosts;
+	r.watch = (struct spare_watch){ .ex = r.b.ex, .hosts = 1,
+	    .spares = c.spare_hosts };
 	r.cap = sz->kills * 2;
 	r.waits = xcalloc(r.cap, sizeof(*r.waits));
 	rounds(cs, nitems(cs), sz->rounds, sz->kills / sz->rounds);
+	kernel_respawn_end(&k);
 	if (r.nwaits > 0) {
 		qsort(r.waits, r.nwaits, sizeof(*r.waits), cmp_i64);
 		record(SPARE_WAIT, percentile_us(r.waits, r.nwaits, 50));
@@ -1935,15 +2021,17 @@ wait_all(hkx_future **fs, unsigned n, const char *what)
 }
 
 /*
- * A task on each host, one of them killed at random, and a task submitted
- * right after the kill, which can only start on a host that replaces the
- * dead one, the others being busy.  Returns false if the first tasks could
- * not run each on a host of its own; else adds to *collateral those of the
- * others that did not end DONE at their first attempt, and sets *respawn
- * to the time from the kill to the start of the new task.
+ * A task on each host, one of them killed at random (once the spare is
+ * ready, if watch is not NULL), and a task submitted right after the
+ * kill, which can only start on a host that replaces the dead one, the
+ * others being busy.  Returns false if the first tasks could not run each
+ * on a host of its own; else adds to *collateral those of the others that
+ * did not end DONE at their first attempt, and sets *respawn to the time
+ * from the kill to the start of the new task.
  */
 static bool
-isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
+isolated_round(hkx_executor *ex, struct spare_watch *watch,
+    unsigned *collateral, int64_t *respawn)
 {
 	struct isolated r;
 	unsigned i, victim, n = ISO_HOSTS + 1;
@@ -1959,6 +2047,11 @@ isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
 		wait_all(r.fs, ISO_HOSTS, "isolated");
 		finish(r.fs, ISO_HOSTS, HKX_DONE, "isolated, not killed");
 		return false;
+	}
+	if (watch != NULL && !spare_wait(watch)) {
+		gate_open();
+		fail("isolated: no spare host ready %d ms after the tasks "
+		    "started", START_MS);
 	}
 	victim = arc4random_uniform(ISO_HOSTS);
 	t0 = now_ns();
@@ -1985,42 +2078,66 @@ isolated_round(hkx_executor *ex, unsigned *collateral, int64_t *respawn)
 }
 
 /*
+ * Rounds of one kind, the first warm ones not counted, into the metrics
+ * m and m99: false if a round could not be set up.
+ */
+static bool
+isolated_kind(hkx_executor *ex, struct spare_watch *watch,
+    const struct sizes *sz, int m, int m99, unsigned *collateral,
+    size_t *nrounds)
+{
+	size_t round, n = 0, warm = sz->kills / 10;
+	int64_t *ns, respawn;
+	bool ok = true;
+
+	ns = xcalloc(sz->kills, sizeof(*ns));
+	for (round = 0; round < warm + sz->kills; round++) {
+		if (!(ok = isolated_round(ex, watch, collateral, &respawn)))
+			break;
+		if (round >= warm)
+			ns[n++] = respawn;
+	}
+	*nrounds += round;
+	if (n > 0) {
+		qsort(ns, n, sizeof(*ns), cmp_i64);
+		record(m, percentile_us(ns, n, 50));
+		record(m99, percentile_us(ns, n, 99));
+	}
+	free(ns);
+	return ok;
+}
+
+/*
  * hosts = ISO_HOSTS of one worker each, where a kill must take the task it
  * is aimed at and nothing else.  No prefetch: a task runs on a host of its
  * own or waits in the supervisor for one, never in a host behind a task
- * that sleeps.  The rounds stop at the first that cannot be set up, so a
- * library that does not isolate costs one ISO_MS, and says so.
+ * that sleeps.  Rounds with the spare ready first, then back to back.
+ * They stop at the first that cannot be set up, so a library that does
+ * not isolate costs one ISO_MS, and says so.
  */
 static void
 phase_isolated(const struct sizes *sz)
 {
 	struct hkx_config c = conf;
-	size_t round, n = 0, warm = sz->kills / 10;
+	struct spare_watch watch;
 	unsigned collateral = 0;
-	int64_t *ns, respawn;
+	size_t nrounds = 0;
 	hkx_executor *ex;
 
 	c.hosts = ISO_HOSTS;
 	c.threads = 1;
 	c.prefetch = 0;
 	ex = executor_new(&c);
-	ns = xcalloc(sz->kills, sizeof(*ns));
-	for (round = 0; round < warm + sz->kills; round++) {
-		if (!isolated_round(ex, &collateral, &respawn))
-			break;
-		if (round >= warm)
-			ns[n++] = respawn;
-	}
-	record(ISO_ROUNDS, round);
-	if (round > 0)
+	watch = (struct spare_watch){ .ex = ex, .hosts = ISO_HOSTS,
+	    .spares = c.spare_hosts };
+	if (isolated_kind(ex, &watch, sz, ISO_RESPAWN_P50, ISO_RESPAWN_P99,
+	    &collateral, &nrounds))
+		isolated_kind(ex, NULL, sz, ISO_B2B_P50, ISO_B2B_P99,
+		    &collateral, &nrounds);
+	record(ISO_ROUNDS, nrounds);
+	if (nrounds > 0)
 		record(ISO_COLLATERAL, collateral);
-	if (n > 0) {
-		qsort(ns, n, sizeof(*ns), cmp_i64);
-		record(ISO_RESPAWN_P50, percentile_us(ns, n, 50));
-		record(ISO_RESPAWN_P99, percentile_us(ns, n, 99));
-	}
 	executor_free(ex);
-	free(ns);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2542,6 +2659,9 @@ static const char legend[] =
 "    two 16 MiB copies in this process.\n"
 "  hkx serve: empty echo requests, a JSON line each way, from one client.\n"
 "  heap per queued task: heap growth per hkx_submit, the host paused.\n"
+"  kernel respawn: SIGKILL of a process of as many threads as a host of\n"
+"    the respawns, to a new one forked with its threads running, one after\n"
+"    the other: the kernel's part of a respawn with no spare ready.\n"
 "  kill: hkx_executor_kill, 4 tasks asleep in one host, to the last end;\n"
 "    back to back, or once the spare host is replaced.\n"
 "  respawn: hkx_executor_kill of an idle host to an empty task done on\n"
@@ -2549,7 +2669,8 @@ static const char legend[] =
 "    (wait: from the last task's end until then); 1 GiB: held by the\n"
 "    application, touched after or before the executor was made.\n"
 "  kill_after_ms: a 20 ms limit on a sleeping task, end - deadline.\n"
-"  isolated: 4 hosts of one worker, one task killed among four running.\n"
+"  isolated: 4 hosts of one worker, one task killed among four running,\n"
+"    once the spare is ready or back to back.\n"
 "  stop: hkx_future_stop of a spinning task to STOPPED.\n";
 
 static void
