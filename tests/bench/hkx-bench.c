@@ -33,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/param.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -145,7 +146,8 @@ enum {
 	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, PAYLOAD, SERVE,
 	QUEUED_BYTES, QUEUED_RSS,
 	KERNEL_KILL_P50, KERNEL_KILL_P99, KILL_P50, KILL_P99, KILL_SPACED_P50,
-	KILL_SPACED_P99, KERNEL_RESPAWN_P50, KERNEL_RESPAWN_P99, RESPAWN_P50,
+	KILL_SPACED_P99, KERNEL_RESPAWN_P50, KERNEL_RESPAWN_P99,
+	KERNEL_RESPAWN_CPU, RESPAWN_P50,
 	RESPAWN_P99,
 	SPARE_P50, SPARE_P99, SPARE_WAIT, GROWN_P50, GROWN_P99, BIG_P50,
 	BIG_P99, LIMIT_P50, LIMIT_P99, LIMIT_UNSTARTED,
@@ -245,6 +247,10 @@ static struct metric metrics[NMETRICS] = {
 	    .label = "baseline: kernel respawn p50", .unit = US },
 	[KERNEL_RESPAWN_P99] = { .key = "baseline_kernel_respawn_p99_us",
 	    .label = "baseline: kernel respawn p99", .unit = US },
+	/* ... and its CPU time on every CPU: respawns cannot follow each
+	 * other closer than this over the number of CPUs. */
+	[KERNEL_RESPAWN_CPU] = { .key = "baseline_kernel_respawn_cpu_us",
+	    .label = "  CPU time per kernel respawn", .unit = US },
 	[RESPAWN_P50] = { .key = "respawn_p50_us",
 	    .label = "kills back to back: next done p50", .unit = US,
 	    .base = &metrics[KERNEL_RESPAWN_P50],
@@ -676,15 +682,34 @@ victim_hold(void *arg)
 	return NULL;
 }
 
+/* What the server says of each victim it forks. */
+struct victim {
+	pid_t	pid;
+	int64_t	cpu_ns;		/* the server's and its reaped victims', so
+				   far: forks, starts and exits */
+};
+
+/* CPU time of who, user and system. */
+static int64_t
+cpu_ns(int who)
+{
+	struct rusage ru;
+
+	if (getrusage(who, &ru) == -1)
+		return 0;
+	return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+	    ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
 /* The server, single-threaded: a victim per byte read, of as many
- * threads besides its main one as the byte says, its pid written back,
- * reaped once killed. */
+ * threads besides its main one as the byte says, said back, reaped once
+ * killed. */
 static void __attribute__((noreturn))
 victims_main(int rfd, int wfd)
 {
 	pthread_mutexattr_t a;
+	struct victim v;
 	pthread_t t;
-	pid_t pid;
 	size_t i;
 	unsigned char n;
 
@@ -697,9 +722,9 @@ victims_main(int rfd, int wfd)
 			if (pthread_mutex_init(&victims->held[i], &a) != 0)
 				_exit(1);
 		atomic_store(&victims->ready, 0);
-		if ((pid = fork()) == -1)
+		if ((v.pid = fork()) == -1)
 			_exit(1);
-		if (pid == 0) {
+		if (v.pid == 0) {
 			for (i = 0; i < n; i++)
 				if (pthread_create(&t, NULL, victim_hold,
 				    &victims->held[i]) != 0)
@@ -707,9 +732,10 @@ victims_main(int rfd, int wfd)
 			for (;;)
 				pause();
 		}
-		if (write(wfd, &pid, sizeof(pid)) != sizeof(pid))
+		v.cpu_ns = cpu_ns(RUSAGE_SELF) + cpu_ns(RUSAGE_CHILDREN);
+		if (write(wfd, &v, sizeof(v)) != sizeof(v))
 			_exit(1);
-		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+		while (waitpid(v.pid, NULL, 0) == -1 && errno == EINTR)
 			;
 	}
 	_exit(0);
@@ -749,27 +775,27 @@ victims_stop(void)
 }
 
 /* A new victim of n threads besides its main one, all of them started. */
-static pid_t
+static struct victim
 victim_new(unsigned char n)
 {
 	int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
-	pid_t pid;
+	struct victim v;
 
 	if (write(victims_wfd, &n, 1) != 1 ||
-	    read(victims_rfd, &pid, sizeof(pid)) != sizeof(pid))
+	    read(victims_rfd, &v, sizeof(v)) != sizeof(v))
 		fail("kernel kill: the server of victims went away");
 	while (atomic_load(&victims->ready) < n) {
 		if (now_ns() > deadline)
 			fail("kernel kill: the victim's threads never started");
 		sched_yield();
 	}
-	return pid;
+	return v;
 }
 
 static int64_t
 kernel_kill_one(void *ctx)
 {
-	pid_t pid = victim_new(KILL_THREADS);
+	pid_t pid = victim_new(KILL_THREADS).pid;
 	int64_t t0;
 	size_t i;
 	int rc;
@@ -796,7 +822,9 @@ kernel_kill_one(void *ctx)
  */
 struct kernel_respawn {
 	unsigned char	threads;	/* besides the main one */
-	pid_t		last;		/* alive, or 0 */
+	struct victim	last;		/* alive, or pid 0 */
+	struct victim	first;		/* the first this measure asked for */
+	size_t		respawns;	/* since the first */
 };
 
 static int64_t
@@ -805,21 +833,29 @@ kernel_respawn_one(void *ctx)
 	struct kernel_respawn *k = ctx;
 	int64_t t0;
 
-	if (k->last == 0)
-		k->last = victim_new(k->threads);
+	if (k->last.pid == 0)
+		k->first = k->last = victim_new(k->threads);
 	t0 = now_ns();
-	if (kill(k->last, SIGKILL) == -1)
+	if (kill(k->last.pid, SIGKILL) == -1)
 		fail("kernel respawn: kill: %s", strerror(errno));
 	k->last = victim_new(k->threads);
+	k->respawns++;
 	return now_ns() - t0;
 }
 
+/* Records the CPU time a respawn took the kernel, all CPUs summed: what
+ * its processes used from the fork of one to its reaping. The last
+ * victim's server said so once the one before was reaped and the last
+ * forked: each respawn since the first counts once. */
 static void
 kernel_respawn_end(struct kernel_respawn *k)
 {
-	if (k->last != 0 && kill(k->last, SIGKILL) == -1)
+	if (k->respawns > 0)
+		record(KERNEL_RESPAWN_CPU, (double)(k->last.cpu_ns -
+		    k->first.cpu_ns) / k->respawns / 1000);
+	if (k->last.pid != 0 && kill(k->last.pid, SIGKILL) == -1)
 		fail("kernel respawn: kill: %s", strerror(errno));
-	k->last = 0;
+	k->last.pid = 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2661,7 +2697,8 @@ static const char legend[] =
 "  heap per queued task: heap growth per hkx_submit, the host paused.\n"
 "  kernel respawn: SIGKILL of a process of as many threads as a host of\n"
 "    the respawns, to a new one forked with its threads running, one after\n"
-"    the other: the kernel's part of a respawn with no spare ready.\n"
+"    the other: the kernel's part of a respawn with no spare ready; its\n"
+"    CPU time, every CPU's, is what respawns back to back need at least.\n"
 "  kill: hkx_executor_kill, 4 tasks asleep in one host, to the last end;\n"
 "    back to back, or once the spare host is replaced.\n"
 "  respawn: hkx_executor_kill of an idle host to an empty task done on\n"
