@@ -96,16 +96,26 @@ class Future(concurrent.futures.Future):
             self._channel.control("kill", [self])
 
     def result(self, timeout: float | None = None) -> bytes | str:
+        self._wait_end(timeout)
         try:
-            return super().result(timeout)
+            return super().result(0)
         except CancelledError as e:
             raise self._with_reason(e) from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait_end(timeout)
         try:
-            return super().exception(timeout)
+            return super().exception(0)
         except CancelledError as e:
             raise self._with_reason(e) from None
+
+    def _wait_end(self, timeout: float | None) -> None:
+        """Waits until the future ends. The condition is also notified when
+        the task starts (cancel() waits to learn that), which the standard
+        future's own wait would take for a time-out."""
+        with self._condition:
+            if not self._condition.wait_for(self.done, timeout):
+                raise concurrent.futures.TimeoutError()
 
     def _with_reason(self, e: CancelledError) -> CancelledError:
         """The standard future raises a bare CancelledError; ours says why."""

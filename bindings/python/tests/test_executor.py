@@ -310,6 +310,22 @@ def test_executor_stop_and_kill(ex):
     assert ex.submit("echo", "on").result() == b"on"
 
 
+def test_result_waits_through_the_start(ex):
+    """A thread in result() waits until the end, whatever serve says
+    before it: that the task started (here the answer to a cancel that
+    came too late) is no end, nor a time-out."""
+    f = ex.submit("sleep", "60000")
+    wait_running(ex)
+    ended = []
+    waiter = threading.Thread(target=lambda: ended.append(f.exception()))
+    waiter.start()
+    poll_until("the thread waiting in exception()", lambda: f._condition._waiters)
+    assert not f.cancel()
+    f.stop()
+    waiter.join()
+    assert f.state == "stopped" and isinstance(ended[0], cf.CancelledError)
+
+
 def test_progress(ex):
     f = ex.submit("sleep", "60000", progress=True)
     poll_until("a progress report", lambda: f.progress is not None)
