@@ -189,7 +189,7 @@ class Executor:
 
     def _control_all(self, verb: str) -> None:
         if self._why is None and self._pending:
-            self._send(b"".join(protocol.control(verb, rid) for rid in self._pending))
+            self._send(protocol.control_each(verb, self._pending))
 
     def _send(self, data: bytes) -> None:
         if self._proc.stdin.closed:

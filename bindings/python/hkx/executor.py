@@ -102,10 +102,10 @@ class _Channel:
 
     def control(self, verb: str, futures: Iterable[Future]) -> None:
         """{"stop":ID}, {"kill":ID} or {"cancel":ID} for each future still
-        in flight, in one write."""
+        in flight, in one write (protocol.control_each)."""
         with self._lock:
-            data = b"".join(protocol.control(verb, f._rid) for f in futures
-                            if f._rid in self._pending)
+            data = protocol.control_each(verb, [f._rid for f in futures
+                                                if f._rid in self._pending])
             if data and not self._dead and not self._proc.stdin.closed:
                 self._write(data)
 

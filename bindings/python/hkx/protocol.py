@@ -197,6 +197,21 @@ def control(verb: str, value: object) -> bytes:
     return json.dumps({verb: value}, separators=(",", ":")).encode() + b"\n"
 
 
+def control_each(verb: str, rids: Iterable[object]) -> bytes:
+    """The control line of verb for each request. serve reads them one
+    after the other, and a stop or kill cancels a request that has not
+    started: but one of them that had not started when the lines were
+    written could start before its own line is read (on the host that
+    took a killed one's place, or on the worker a stopped task left).
+    So a stop or kill of several is preceded by a cancel of each: every
+    one that had not started then ends cancelled, as asked."""
+    rids = list(rids)
+    lines = b"".join(control(verb, rid) for rid in rids)
+    if verb in ("stop", "kill") and len(rids) > 1:
+        lines = b"".join(control("cancel", rid) for rid in rids) + lines
+    return lines
+
+
 def pause(freeze: bool) -> bytes:
     """The line that pauses every task: at once (``freeze``), or at its
     next checkpoint."""

@@ -120,6 +120,36 @@ def test_stop_kill_pause():
     run(main())
 
 
+@pytest.mark.parametrize("verb", ["stop", "kill"])
+def test_queued_ends_cancelled_however_serve_reads(verb):
+    """As with the thread executor: a task queued when stop() or kill() is
+    called never runs, even if serve reads the lines one at a time and the
+    task before it ends in between."""
+    async def main():
+        async with hkx.aio.Executor(1) as ex:
+            first = asyncio.create_task(ex.submit("sleep", "60000"))
+            await running(ex)
+            queued = asyncio.create_task(ex.submit("sleep", "60000"))
+            await until("the second queued", lambda: _queued(ex))
+            written = []
+            send, ex._send = ex._send, written.append
+            getattr(ex, verb)()
+            ex._send = send
+
+            async def settled():
+                return first.done() and (queued.done() or (await ex.stats())["running"] > 0)
+            for line in b"".join(written).splitlines(keepends=True):
+                send(line)
+                if not line.startswith(b'{"cancel"'):
+                    await until("the first ended, the queued ended or running", settled)
+            with pytest.raises(hkx.TaskKilled if verb == "kill" else hkx.CancelledError):
+                await first
+            with pytest.raises(hkx.CancelledError) as cancelled:
+                await queued
+            assert "before it started" in str(cancelled.value)
+    run(main())
+
+
 def test_serve_killed_fails_every_pending_task():
     async def main():
         async with hkx.aio.Executor(1) as ex:

@@ -326,6 +326,31 @@ def test_result_waits_through_the_start(ex):
     assert f.state == "stopped" and isinstance(ended[0], cf.CancelledError)
 
 
+@pytest.mark.parametrize("verb", ["stop", "kill"])
+def test_queued_ends_cancelled_however_serve_reads(ex1, verb):
+    """A task queued when stop() or kill() is called never runs, even if
+    serve reads the lines one at a time and the task that ran before it
+    ends in between: its worker, or the host that replaced its host, is
+    free to start it before its own line is read."""
+    first = ex1.submit("sleep", "60000")
+    queued = ex1.submit("sleep", "60000")
+    wait_running(ex1)
+    channel = ex1._channel
+    written = []
+    write, channel._write = channel._write, written.append
+    getattr(ex1, verb)()
+    channel._write = write
+    for line in b"".join(written).splitlines(keepends=True):
+        with channel._lock:
+            write(line)
+        if not line.startswith(b'{"cancel"'):
+            poll_until("the first ended, the queued ended or running",
+                       lambda: first.done() and (queued.done() or ex1.stats()["running"] > 0))
+    cf.wait([first, queued])
+    assert first.state == ("stopped" if verb == "stop" else "killed")
+    assert queued.state == "cancelled"
+
+
 def test_progress(ex):
     f = ex.submit("sleep", "60000", progress=True)
     poll_until("a progress report", lambda: f.progress is not None)
