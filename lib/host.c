@@ -19,7 +19,7 @@
  * one is stored in the task's shared slot first, and goes to the
  * supervisor by the up ring (no write at all unless the supervisor
  * sleeps), or, after a STARTED frame, by a frame that may wait for the
- * writer thread (made when first needed) while the worker goes on; a worker with a bigger result or
+ * writer thread while the worker goes on; a worker with a bigger result or
  * a message moves on only once its frame is in the pipe. A big argument
  * is read in place in the host's arena, and a big reply is written there
  * (arena.h), unless the arena has no room.
@@ -147,7 +147,6 @@ static struct {
 	pthread_mutex_t out_lock;
 	pthread_cond_t out_cond;  /* more bytes reached the pipe */
 	pthread_cond_t writer_cond; /* bytes wait for the writer thread */
-	enum { WRITER_NONE, WRITER_UP, WRITER_REFUSED } writer;
 	uint8_t *out, *spare;
 	size_t out_len, out_cap, spare_cap;
 	uint64_t appended, written; /* bytes over the host's life */
@@ -239,38 +238,6 @@ enum emit_mode {
 	EMIT_WAIT,  /* in the pipe before return */
 };
 
-static void *writer_main(void *arg);
-
-/*
- * Called with out_lock held: true once the writer thread runs. It starts
- * with the first frame left to it, not with the host: most hosts never
- * leave one (a small result goes by the ring), and a thread is a good part
- * of what a host costs to start and to kill. It keeps every signal out,
- * whatever the worker that makes it let in. If it cannot be made (a
- * host_init that forbids threads, a full address space), the worker writes
- * its frames itself from then on.
- */
-static bool
-writer_up(void)
-{
-	pthread_attr_t attr;
-	pthread_t thread;
-	sigset_t all;
-
-	if (host.writer != WRITER_NONE)
-		return host.writer == WRITER_UP;
-	host.writer = WRITER_REFUSED;
-	sigfillset(&all);
-	if (pthread_attr_init(&attr) != 0)
-		return false;
-	if (pthread_attr_setsigmask_np(&attr, &all) == 0 &&
-	    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-	    pthread_create(&thread, &attr, writer_main, NULL) == 0)
-		host.writer = WRITER_UP;
-	pthread_attr_destroy(&attr);
-	return host.writer == WRITER_UP;
-}
-
 /* Sends one frame: a header part and up to two variable parts. */
 static void
 emit(const void *head, size_t head_len, const void *a, size_t a_len,
@@ -295,7 +262,7 @@ emit(const void *head, size_t head_len, const void *a, size_t a_len,
 	 * frame too. The writer thread is told only when the buffer stops
 	 * being empty; frames that come while it wakes ride along. */
 	if (!host.flushing) {
-		if (mode != EMIT_LATER || !writer_up())
+		if (mode != EMIT_LATER)
 			out_flush_locked();
 		else if (was_empty)
 			pthread_cond_signal(&host.writer_cond);
@@ -1068,6 +1035,7 @@ set_up_process(const struct hkx__host_config *hc)
 static void
 start_threads(const struct hkx__host_config *hc)
 {
+	pthread_t writer;
 	uint8_t *altstacks;
 	unsigned i;
 
@@ -1077,6 +1045,8 @@ start_threads(const struct hkx__host_config *hc)
 	altstacks = mmap(NULL, (size_t)hc->threads * ALTSTACK_LEN, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (host.workers == NULL || altstacks == MAP_FAILED)
+		die(HOST_EXIT_SETUP);
+	if (pthread_create(&writer, NULL, writer_main, NULL) != 0)
 		die(HOST_EXIT_SETUP);
 	for (i = 0; i < hc->threads; i++) {
 		host.workers[i].altstack = altstacks + (size_t)i * ALTSTACK_LEN;

@@ -2,7 +2,6 @@
  * sanitized: SANITIZED is true in a build under ASan or TSan, whose
  * runtimes reserve terabytes of address space: what depends on RLIMIT_AS
  * or on a process's memory footprint cannot be tested there.
- * THREADS_SANITIZED is true under TSan alone.
  */
 #ifndef HKX_TEST_SANITIZED_H
 #define HKX_TEST_SANITIZED_H
@@ -18,19 +17,6 @@
 #endif
 #ifndef SANITIZED
 #define SANITIZED false
-#endif
-
-/* TSan's runtime runs threads of its own in every process: what counts a
- * process's threads cannot be tested there. */
-#if defined(__SANITIZE_THREAD__)
-#define THREADS_SANITIZED true
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define THREADS_SANITIZED true
-#endif
-#endif
-#ifndef THREADS_SANITIZED
-#define THREADS_SANITIZED false
 #endif
 
 #endif

@@ -467,7 +467,7 @@ tst_host_init(void *arg)
 }
 
 int
-tst_deny_syscalls(const long *nrs, size_t n, int err)
+tst_deny_syscalls(const long *nrs, size_t n, uint32_t action)
 {
 	struct sock_filter code[2 + 2 * TST_DENY_MAX];
 	struct sock_fprog prog = { 0, code };
@@ -480,8 +480,7 @@ tst_deny_syscalls(const long *nrs, size_t n, int err)
 	for (i = 0; i < n; i++) {
 		code[prog.len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
 		    (uint32_t)nrs[i], 0, 1);
-		code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
-		    SECCOMP_RET_ERRNO | (uint32_t)err);
+		code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, action);
 	}
 	code[prog.len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||

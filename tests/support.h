@@ -66,11 +66,12 @@ void tst_add_task(struct hkx_config *c, const char *name, hkx_task_fn fn);
 /* A host_init for configs: stores *(int *)arg where "initval" reads it;
  * returns the int itself when it is negative, so it can fail on demand. */
 int tst_host_init(void *arg);
-/* The calling thread's system calls nrs fail with err from now on, as
- * under an application's own seccomp filter (threads it makes later
- * inherit it). 0, or -errno. */
+/* The calling thread's system calls nrs meet action (SECCOMP_RET_ERRNO |
+ * an errno, SECCOMP_RET_TRAP, ...) from now on, as under a seccomp filter
+ * of the application's or a task's own (threads it makes later inherit
+ * it). 0, or -errno. */
 #define TST_DENY_MAX 4
-int tst_deny_syscalls(const long *nrs, size_t n, int err);
+int tst_deny_syscalls(const long *nrs, size_t n, uint32_t action);
 
 hkx_executor *tst_new(const struct hkx_config *c);
 /* tst_config() with `threads` and `prefetch`, then tst_new(). */

@@ -8,16 +8,20 @@
  *   stdin            the zygote makes stdin /dev/null once for every host:
  *                    a task finds /dev/null there, and the zygote holds
  *                    none of the application's input open.
- *   threads          a host starts no thread but its workers: the writer
- *                    thread comes with the first frame left to it, and a
- *                    host that may not make it writes such frames itself.
+ *   threads          the writer thread, made at start, sends what a worker
+ *                    leaves to it, whatever a task did to its own thread:
+ *                    a seccomp filter that forbids clone(), SCHED_IDLE.
  *
  * Every test runs in a process of its own, as Check forks by default.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <linux/seccomp.h>
+#include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,7 +29,6 @@
 #include <hkx.h>
 
 #include "lifecycle.h"
-#include "sanitized.h"
 #include "support.h"
 
 #define KIB ((size_t)1024)
@@ -143,93 +146,204 @@ START_TEST(stdin_null)
 }
 END_TEST
 
-/* Asserts that a process runs n threads, as /proc lists them (but for
- * those of TSan's runtime). */
-static void
-assert_threads(pid_t pid, int n)
-{
-	char path[64];
+/* Every task in the host, the held ones included. */
+static unsigned in_host_want;
 
-	if (THREADS_SANITIZED)
-		return;
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	ck_assert_int_eq(tst_count_dir(path), n);
+static bool
+in_host(const struct hkx__host *h)
+{
+	return h->inflight == in_host_want;
 }
 
-/* A host of two workers, up and done with a task, runs two threads. */
-START_TEST(threads_workers_only)
+/* Submits an echo that says STARTED and a block behind it, once the one
+ * worker is held in a block: both reach the host before it is let go. */
+static hkx_future *
+echo_before_block(hkx_executor *ex, uint32_t v, hkx_future **block)
 {
-	struct hkx_config c;
-	struct hkx_stats st;
-	hkx_executor *ex;
+	const struct hkx_opts opts = { .kill_after_ms = 60000 };
+	hkx_future *f;
 
-	tst_config(&c, 2);
+	f = tst_submit_opts(ex, "echo", &v, sizeof(v), &opts);
+	*block = tst_submit(ex, "block", NULL, 0);
+	in_host_want = 3;
+	tst_poll_first_host(ex, in_host, "the echo and the block in the host");
+	return f;
+}
+
+/*
+ * One worker: each echo's result is left to the writer thread (a block is
+ * queued behind it), and the worker is then held in that block: the
+ * result must leave while it is held, the writer told each time.
+ */
+START_TEST(threads_left_frame_leaves)
+{
+	hkx_future *held, *next, *f;
+	struct hkx_config c;
+	hkx_executor *ex;
+	uint32_t v;
+
+	tst_config(&c, 1);
 	c.spare_hosts = 0;
+	c.prefetch = 4;
 	ex = tst_new(&c);
-	tst_run_one(ex, "pid", HKX_DONE);
-	tst_stats(ex, &st);
-	assert_threads(st.host_pid, 2);
+	held = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	for (v = 0; v < 2; v++) {
+		f = echo_before_block(ex, v, &next);
+		tst_release(1);
+		tst_wait_end(held, HKX_DONE);
+		hkx_future_release(held);
+		tst_await_start();
+		held = next;
+		/* The worker is in the block: only the writer, or the worker
+		 * before it went there, can have sent the echo's result. */
+		tst_await_end(f, "a result left to the writer never left");
+		tst_wait_end(f, HKX_DONE);
+		tst_assert_result(f, 0, &v, sizeof(v));
+		hkx_future_release(f);
+	}
+	tst_release(1);
+	tst_wait_end(held, HKX_DONE);
+	hkx_future_release(held);
 	hkx_executor_free(ex);
 }
 END_TEST
 
-/* No thread may be made in the host from host_init on. */
+/* The action of the filter "confine" installs. */
+static uint32_t confine_action;
+
+/* A task that forbids its own thread to make threads or processes, as a
+ * task that confines code it runs would. */
 static int
-forbid_threads(void *arg)
+task_confine(hkx_task *t, const void *arg, size_t len)
 {
 	static const long calls[] = { SYS_clone, SYS_clone3 };
 
+	(void)t;
 	(void)arg;
-	return tst_deny_syscalls(calls, 2, EPERM);
-}
-
-#define LATER_TASKS 64
-
-/* The held task and every one behind it sent to the host. */
-static bool
-all_in_host(const struct hkx__host *h)
-{
-	return h->inflight == LATER_TASKS + 1;
+	(void)len;
+	return tst_deny_syscalls(calls, 2, confine_action);
 }
 
 /*
- * One worker, held in a task while tasks under a run-time limit (each
- * says STARTED, so its result goes by frame) queue behind it in the host:
- * once it is let go, it leaves each result but the last to the writer
- * thread and goes on. Each ends DONE with its reply; the host then runs
- * the writer thread, or, when it may not make one (_i = 1), only its
- * worker, which wrote every frame itself.
+ * Two workers, one held in a block, the other in a spin; behind them a
+ * task that forbids its own thread clone() (by SIGSYS, _i = 0, or by
+ * killing the thread, _i = 1) and says STARTED, and an echo. Let go, the
+ * first worker reads both, runs the first and leaves its result to the
+ * writer thread, as the echo is queued behind it. The host must go on as
+ * it did when the writer was made at start, whatever a task did to its
+ * own thread: every task ends as it would have.
  */
-START_TEST(threads_writer_when_needed)
+START_TEST(threads_task_confines_itself)
 {
 	const struct hkx_opts opts = { .kill_after_ms = 60000 };
-	hkx_future *held, *fs[LATER_TASKS];
+	hkx_future *held, *spin, *confined, *echo;
 	struct hkx_config c;
-	struct hkx_stats st;
 	hkx_executor *ex;
-	uint32_t i;
+	uint32_t v = 7;
 
-	tst_config(&c, 1);
+	confine_action = _i ? SECCOMP_RET_KILL_THREAD : SECCOMP_RET_TRAP;
+	tst_config(&c, 2);
+	tst_add_task(&c, "confine", task_confine);
 	c.spare_hosts = 0;
-	c.prefetch = LATER_TASKS;
-	if (_i)
-		c.host_init = forbid_threads;
+	c.prefetch = 4;
 	ex = tst_new(&c);
 	held = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
-	for (i = 0; i < LATER_TASKS; i++)
-		fs[i] = tst_submit_opts(ex, "echo", &i, sizeof(i), &opts);
-	tst_poll_first_host(ex, all_in_host, "every task sent to the host");
+	spin = tst_submit(ex, "spin", NULL, 0);
+	tst_await_start();
+	confined = tst_submit_opts(ex, "confine", NULL, 0, &opts);
+	echo = tst_submit(ex, "echo", &v, sizeof(v));
+	in_host_want = 4;
+	tst_poll_first_host(ex, in_host, "every task in the host");
 	tst_release(1);
 	tst_wait_end(held, HKX_DONE);
+	tst_await_end(confined, "the confined task's result never came");
+	tst_wait_end(confined, HKX_DONE);
+	ck_assert_msg(hkx_future_stop(spin) == 0, "the spinning task ended %s (%s)",
+	    hkx_state_name(hkx_future_state(spin)),
+	    hkx_future_message(spin) ? hkx_future_message(spin) : "no message");
+	tst_await_end(spin, "the spinning task never stopped");
+	tst_wait_end(spin, HKX_STOPPED);
+	tst_await_end(echo, "the echo never ended");
+	tst_wait_end(echo, HKX_DONE);
+	tst_assert_result(echo, 0, &v, sizeof(v));
 	hkx_future_release(held);
-	for (i = 0; i < LATER_TASKS; i++) {
-		tst_wait_end(fs[i], HKX_DONE);
-		tst_assert_result(fs[i], 0, &i, sizeof(i));
-		hkx_future_release(fs[i]);
-	}
+	hkx_future_release(spin);
+	hkx_future_release(confined);
+	hkx_future_release(echo);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* A task that lowers its own thread to SCHED_IDLE, as a background task
+ * that yields to everything else would. */
+static int
+task_idle_self(hkx_task *t, const void *arg, size_t len)
+{
+	const struct sched_param sp = { 0 };
+
+	(void)t;
+	(void)arg;
+	(void)len;
+	return sched_setscheduler(0, SCHED_IDLE, &sp) < 0 ? -errno : 0;
+}
+
+/*
+ * One worker, the host's main thread: a task lowers its own thread to
+ * SCHED_IDLE, says STARTED and leaves its result to the writer thread (a
+ * block is queued behind it). Whatever the task did to its own thread,
+ * the writer, which writes for every worker, runs as the host does.
+ */
+START_TEST(threads_writer_not_idle)
+{
+	const struct hkx_opts opts = { .kill_after_ms = 60000 };
+	hkx_future *held, *next, *f;
+	struct hkx_config c;
+	struct hkx_stats st;
+	struct dirent *d;
+	hkx_executor *ex;
+	char path[64];
+	unsigned others = 0;
+	DIR *dir;
+	pid_t tid;
+
+	tst_config(&c, 1);
+	tst_add_task(&c, "idle_self", task_idle_self);
+	c.spare_hosts = 0;
+	c.prefetch = 4;
+	ex = tst_new(&c);
+	held = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	f = tst_submit_opts(ex, "idle_self", NULL, 0, &opts);
+	next = tst_submit(ex, "block", NULL, 0);
+	in_host_want = 3;
+	tst_poll_first_host(ex, in_host, "every task in the host");
+	tst_release(1);
+	tst_wait_end(held, HKX_DONE);
+	tst_await_start();
+	tst_await_end(f, "the result left to the writer never left");
+	tst_wait_end(f, HKX_DONE);
 	tst_stats(ex, &st);
-	assert_threads(st.host_pid, _i ? 1 : 2);
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)st.host_pid);
+	dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	while ((d = readdir(dir)) != NULL) {
+		tid = (pid_t)atoi(d->d_name);
+		if (tid <= 0 || tid == st.host_pid)
+			continue;
+		others++;
+		ck_assert_msg(sched_getscheduler(tid) != SCHED_IDLE,
+		    "thread %d of the host runs SCHED_IDLE, as the task made its worker",
+		    (int)tid);
+	}
+	closedir(dir);
+	ck_assert_uint_ge(others, 1);
+	tst_release(1);
+	tst_wait_end(next, HKX_DONE);
+	hkx_future_release(held);
+	hkx_future_release(next);
+	hkx_future_release(f);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -248,8 +362,9 @@ main(void)
 	tcase_add_test(tc, stdin_null);
 	suite_add_tcase(s, tc);
 	tc = tst_tcase("threads");
-	tcase_add_test(tc, threads_workers_only);
-	tcase_add_loop_test(tc, threads_writer_when_needed, 0, 2);
+	tcase_add_test(tc, threads_left_frame_leaves);
+	tcase_add_loop_test(tc, threads_task_confines_itself, 0, 2);
+	tcase_add_test(tc, threads_writer_not_idle);
 	suite_add_tcase(s, tc);
 	return tst_run(s);
 }

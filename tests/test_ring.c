@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -912,7 +913,8 @@ START_TEST(test_ring_wait_without_futex_waitv)
 	hkx_future *f;
 	uint32_t v;
 
-	ck_assert_int_eq(tst_deny_syscalls(&futex_waitv, 1, _i ? ENOSYS : EPERM), 0);
+	ck_assert_int_eq(tst_deny_syscalls(&futex_waitv, 1,
+	    SECCOMP_RET_ERRNO | (_i ? ENOSYS : EPERM)), 0);
 	for (v = 0; v < 20; v++) {
 		f = tst_submit(ex, "echo", &v, sizeof(v));
 		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
