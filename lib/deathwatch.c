@@ -58,6 +58,7 @@ look(hkx_executor *ex, struct futex_waitv *waiters)
 			continue;
 		}
 		h->workers_gone = true;
+		hkx__lower_host(h);
 		hkx__wake(ex);
 	}
 	return n;
@@ -81,8 +82,10 @@ deathwatch_main(void *arg)
 		 * hosts are then settled by their pidfds. */
 		rc = hkx__futex_waitv(waiters, n, UINT64_MAX);
 		hkx__lock(ex);
-		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT)
+		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT) {
+			ex->deathwatch.blind = true;
 			break;
+		}
 	}
 	hkx__unlock(ex);
 	return NULL;

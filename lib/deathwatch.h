@@ -19,8 +19,9 @@
  * a task's own threads included, runs its code again; a system call one
  * of them was in may still complete. A host that forges its marks can only
  * have its own kill judged early. Without futex_waitv (Linux before 5.16,
- * or a seccomp filter that refuses it) the thread ends at its first try
- * and killed hosts are settled by their pidfds.
+ * or a seccomp filter that refuses it) the thread ends at its first try,
+ * and killed hosts are niced as they are killed and settled by their
+ * pidfds.
  */
 #ifndef HKX_DEATHWATCH_H
 #define HKX_DEATHWATCH_H
@@ -37,6 +38,7 @@ struct hkx__deathwatch {
 	_Atomic uint32_t generation; /* futex word: bumped when what to watch changes */
 	bool started;
 	bool stopping;               /* under the executor's lock */
+	bool blind;                  /* ... the thread gave up: futex_waitv failed */
 };
 
 /* Starts the thread, every signal blocked. */

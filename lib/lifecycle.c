@@ -295,6 +295,13 @@ hkx__signal_host(struct hkx__host *h, int sig)
 	signal_group(h->pid, h->pidfd, sig, false);
 }
 
+void
+hkx__lower_host(struct hkx__host *h)
+{
+	if (hkx__wait_readable(h->pidfd, 0) == 0)
+		setpriority(PRIO_PGRP, (id_t)h->pid, 19);
+}
+
 /* True once every thread of pid is stopped (or gone). */
 static bool
 all_stopped(pid_t pid)
@@ -399,15 +406,17 @@ hkx__kill_host(hkx_executor *ex, struct hkx__host *h, bool all)
  * sender's CPU on their way out: sent under the lock, it kept every other
  * thread that wanted the lock waiting on the dying ones. So it is sent
  * without the lock, through a duplicate of the pidfd, which the host's
- * burial cannot close meanwhile. The dying group is niced first for the
- * same reason: its teardown must not take the CPU from the threads that
- * settle it and start its replacement. Without an fd to spare, it is sent
- * under the lock after all.
+ * burial cannot close meanwhile. Without an fd to spare, it is sent under
+ * the lock after all. The dying group is niced once its workers are gone
+ * (deathwatch.h), not now: niced before, its workers leave last on a busy
+ * machine, and the kill is judged that much later. Only when no worker's
+ * end can be seen is it niced now.
  */
 void
 hkx__send_kills(hkx_executor *ex)
 {
 	struct hkx__host *h;
+	bool lower;
 	pid_t pid;
 	int pidfd;
 
@@ -423,13 +432,14 @@ hkx__send_kills(hkx_executor *ex)
 		}
 		h->kill_unsent = false;
 		pid = h->pid;
+		lower = ex->deathwatch.blind;
 		pidfd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
 		if (pidfd < 0) {
-			signal_group(pid, h->pidfd, SIGKILL, true);
+			signal_group(pid, h->pidfd, SIGKILL, lower);
 			hkx__unlock(ex);
 		} else {
 			hkx__unlock(ex);
-			signal_group(pid, pidfd, SIGKILL, true);
+			signal_group(pid, pidfd, SIGKILL, lower);
 			close(pidfd);
 		}
 		hkx__deathwatch_changed(ex);

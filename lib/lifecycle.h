@@ -96,6 +96,9 @@ bool hkx__host_up(const struct hkx__host *h);
 /* A spare, ready to take a host's place: it counts in spares_up. */
 bool hkx__spare_ready(const struct hkx__host *h);
 void hkx__signal_host(struct hkx__host *h, int sig);
+/* With the lock held: a killed host's workers are gone; what is left of it
+ * gets the lowest priority. */
+void hkx__lower_host(struct hkx__host *h);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);
 void hkx__retire(hkx_executor *ex, struct hkx__host *h);
