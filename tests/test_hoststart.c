@@ -155,6 +155,21 @@ in_host(const struct hkx__host *h)
 	return h->inflight == in_host_want;
 }
 
+/* An executor of c's workers, with no spare and a prefetch of 4, its
+ * first worker held in a block task, *held. */
+static hkx_executor *
+worker_held(struct hkx_config *c, hkx_future **held)
+{
+	hkx_executor *ex;
+
+	c->spare_hosts = 0;
+	c->prefetch = 4;
+	ex = tst_new(c);
+	*held = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	return ex;
+}
+
 /* Submits an echo that says STARTED and a block behind it, once the one
  * worker is held in a block: both reach the host before it is let go. */
 static hkx_future *
@@ -183,11 +198,7 @@ START_TEST(threads_left_frame_leaves)
 	uint32_t v;
 
 	tst_config(&c, 1);
-	c.spare_hosts = 0;
-	c.prefetch = 4;
-	ex = tst_new(&c);
-	held = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
+	ex = worker_held(&c, &held);
 	for (v = 0; v < 2; v++) {
 		f = echo_before_block(ex, v, &next);
 		tst_release(1);
@@ -245,11 +256,7 @@ START_TEST(threads_task_confines_itself)
 	confine_action = _i ? SECCOMP_RET_KILL_THREAD : SECCOMP_RET_TRAP;
 	tst_config(&c, 2);
 	tst_add_task(&c, "confine", task_confine);
-	c.spare_hosts = 0;
-	c.prefetch = 4;
-	ex = tst_new(&c);
-	held = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
+	ex = worker_held(&c, &held);
 	spin = tst_submit(ex, "spin", NULL, 0);
 	tst_await_start();
 	confined = tst_submit_opts(ex, "confine", NULL, 0, &opts);
@@ -310,11 +317,7 @@ START_TEST(threads_writer_not_idle)
 
 	tst_config(&c, 1);
 	tst_add_task(&c, "idle_self", task_idle_self);
-	c.spare_hosts = 0;
-	c.prefetch = 4;
-	ex = tst_new(&c);
-	held = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
+	ex = worker_held(&c, &held);
 	f = tst_submit_opts(ex, "idle_self", NULL, 0, &opts);
 	next = tst_submit(ex, "block", NULL, 0);
 	in_host_want = 3;
