@@ -20,11 +20,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <stddef.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
