@@ -26,7 +26,10 @@
  *
  * The host is the child subreaper of what its tasks start: their orphans
  * stay its children, reaped while no task runs, and when the zygote dies
- * it kills all of them before it exits.
+ * it kills all of them before it exits. When the application dies, the
+ * kernel kills the host's group by its lifeline (util.h), whatever its
+ * workers are doing: a host whose workers are all busy would otherwise
+ * learn of it only when one of them next reads or writes a pipe.
  *
  * Nothing here may trust that the supervisor is alive: EOF or EPIPE on a
  * pipe ends the host. Nothing here may return into the application's code
@@ -1261,15 +1264,16 @@ read_batch(struct task_queue *batch, unsigned *count)
 
 _Noreturn void
 hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd, int crash_fd,
-               int slots_fd, int arena_fd, int kick_fd, pid_t zygote_pid)
+               int slots_fd, int arena_fd, int kick_fd, int lifeline_fd, pid_t zygote_pid)
 {
 	uint8_t ready[HKX__HEADER_LEN + HKX__READY_FIXED];
-	int fds[6] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd, slots_fd };
+	int fds[7] = { down_fd, up_fd, crash_fd, arena_fd, kick_fd, slots_fd, lifeline_fd };
 	int rc;
 
 	watch_descendants(zygote_pid);
 	setpgid(0, 0);
-	if (hkx__keep_fds(fds, 6) < 0)
+	if (hkx__keep_fds(fds, 7) < 0 ||
+	    hkx__lifeline_arm(fds[6], F_OWNER_PGRP, getpid(), SIGKILL) < 0)
 		die(HOST_EXIT_SETUP);
 	host.hc = hc;
 	if (hkx__slots_attach(&host.slots, hc->nslots, hc->threads, fds[5]) < 0)

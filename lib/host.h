@@ -91,11 +91,11 @@ extern bool hkx__in_host;
 extern pid_t hkx__app_pid;
 
 /* Runs a host on the given pipe ends, the memfds of its own slot table
- * and arena, which it maps itself, and the socket that wakes it for its
- * down ring; never returns. */
+ * and arena, which it maps itself, the socket that wakes it for its down
+ * ring, and the read end of its lifeline (util.h); never returns. */
 _Noreturn void hkx__host_main(const struct hkx__host_config *hc, int down_fd, int up_fd,
                               int crash_fd, int slots_fd, int arena_fd, int kick_fd,
-                              pid_t zygote_pid);
+                              int lifeline_fd, pid_t zygote_pid);
 
 /* Test hook: writes raw bytes on the up pipe from inside a task, after
  * whatever is already queued, so that tests can play a broken host. */

@@ -614,6 +614,7 @@ host_spawned(hkx_executor *ex, const struct hkx__zygote_msg *m)
 	h->up_fd = m->fds[2];
 	h->crash_fd = m->fds[3];
 	h->kick_fd = m->fds[6];
+	h->lifeline_fd = m->fds[7];
 	fcntl(h->down_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->up_fd, F_SETFL, O_NONBLOCK);
 	fcntl(h->crash_fd, F_SETFL, O_NONBLOCK);
@@ -932,6 +933,7 @@ hkx__bury(hkx_executor *ex)
 		close(h->up_fd);
 		close(h->crash_fd);
 		close(h->kick_fd);
+		close(h->lifeline_fd);
 		hkx__decoder_free(&h->decoder);
 		host_free(h);
 	}

@@ -58,6 +58,8 @@ struct hkx__host {
 	struct hkx__out_frame *out; /* host_capacity TASKs and a QUIT, at most */
 	size_t out_head, out_len, out_partial;
 	int kick_fd;              /* a socket: wakes its reader for its down ring */
+	int lifeline_fd;          /* its lifeline's write end (util.h): closed, it
+	                             kills the host's group */
 	struct hkx__waiter *ring_waiter; /* a thread reading its up ring (supervisor.c) */
 };
 

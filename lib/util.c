@@ -467,6 +467,18 @@ hkx__above_stdio(int fd)
 }
 
 int
+hkx__lifeline_arm(int fd, int owner_type, pid_t owner, int sig)
+{
+	struct f_owner_ex ex = { .type = owner_type, .pid = owner };
+	int flags;
+
+	if (fcntl(fd, F_SETOWN_EX, &ex) < 0 || fcntl(fd, F_SETSIG, sig) < 0 ||
+	    (flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_ASYNC) < 0)
+		return -errno;
+	return 0;
+}
+
+int
 hkx__keep_fds(int *fds, int n)
 {
 	int i, fd, null;

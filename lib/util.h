@@ -88,6 +88,16 @@ int hkx__pread_all(int fd, void *buf, size_t len, off_t off);
 /* Waits until fd is readable or the deadline passes: 1, 0 or -errno. */
 int hkx__wait_readable(int fd, uint64_t deadline);
 
+/*
+ * Makes fd, the read end of a pipe whose only write end the application
+ * holds, a lifeline: once that end closes (the application died, or let
+ * go), the kernel sends sig to `owner`, a process (F_OWNER_PID) or a
+ * process group (F_OWNER_PGRP), whatever it is doing, stopped included.
+ * Nothing is ever written to the pipe, so nothing else sends it. 0 or
+ * -errno.
+ */
+int hkx__lifeline_arm(int fd, int owner_type, pid_t owner, int sig);
+
 /* Moves fds[0..n) to 3..3+n (updating fds) and closes every other fd from
  * 3 up, so that a forked process holds nothing of the application's. One
  * that was below 3 (the application had closed its stdio) is pointed at

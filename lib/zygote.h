@@ -38,7 +38,7 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_SPARE,     /* supervisor -> zygote: a spare host, once idle */
 	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid, value = 1 for a spare;
 	                          fds: pidfd, down, up, crash, slot table memfd,
-	                          arena memfd, kick socket */
+	                          arena memfd, kick socket, lifeline */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno; pid = 1
 	                             for a spare, else 0 */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
@@ -46,7 +46,7 @@ enum hkx__zygote_msg_type {
 	                          OOM killer took the host's cgroup */
 };
 
-#define HKX__ZYGOTE_MAX_FDS 7
+#define HKX__ZYGOTE_MAX_FDS 8
 
 struct hkx__zygote_msg {
 	int32_t type;
@@ -71,6 +71,9 @@ struct hkx__zygote {
 	pid_t pid;
 	int pidfd;
 	int sock;
+	int lifeline; /* the write end of its lifeline (util.h): SIGCONT when it
+	                 closes, so that a zygote a task stopped sees the
+	                 application gone */
 	/* Requests not sent yet, oldest first. The caller serialises every
 	 * call that sends (the executor's lock). */
 	struct hkx__zygote_req queue[HKX__ZYGOTE_QUEUE];

@@ -243,6 +243,49 @@ START_TEST(test_stopped_zygote_free)
 }
 END_TEST
 
+/*
+ * The application dies by a signal, with no free, while a task holds its
+ * zygote stopped and its one worker busy (_i = 0: the task itself blocks;
+ * _i = 1: the task stops the zygote, another blocks): nothing that could
+ * notice the application's death runs, and yet the zygote and the host
+ * must not outlive it.
+ */
+START_TEST(test_stopped_zygote_application_killed)
+{
+	static const char *const scripts[] = { "SB", "S" };
+	struct { pid_t zygote, host; } pids;
+	hkx_executor *ex;
+	hkx_future *f;
+	pid_t app;
+	int p[2];
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_ge(app = fork(), 0);
+	if (app == 0) {
+		ex = new_executor();
+		pids.host = host_pid(ex);
+		pids.zygote = attack_zygote(ex, scripts[_i], &f);
+		await_stopped(pids.zygote);
+		if (_i) {
+			tst_wait_end(f, HKX_DONE);
+			f = tst_submit(ex, "block", NULL, 0);
+			tst_await_start();
+		}
+		if (write(p[1], &pids, sizeof(pids)) != sizeof(pids))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	ck_assert_int_eq(read(p[0], &pids, sizeof(pids)), (ssize_t)sizeof(pids));
+	close(p[0]);
+	ck_assert_int_eq(kill(app, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(app, NULL, 0), app);
+	tst_wait_pid_gone(pids.host);
+	tst_wait_pid_gone(pids.zygote);
+}
+END_TEST
+
 /* The same while a task runs: DRAIN cannot finish, escalates to KILL past
  * its timeout, and that second phase ends too. */
 START_TEST(test_stopped_zygote_shutdown)
@@ -916,6 +959,7 @@ hostile_zygote_suite(void)
 
 	tc = tst_tcase("stopped");
 	tcase_add_test(tc, test_stopped_zygote_free);
+	tcase_add_loop_test(tc, test_stopped_zygote_application_killed, 0, 2);
 	tcase_add_test(tc, test_stopped_zygote_shutdown);
 	tcase_add_test(tc, test_stopped_zygote_kill);
 	tcase_add_test(tc, test_stopped_zygote_pause_loop);

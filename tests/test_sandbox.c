@@ -185,8 +185,8 @@ START_TEST(test_process_tree)
 END_TEST
 
 /* The defaults: no core dumps, stdin /dev/null, SIGPIPE ignored, the OOM
- * killer's first choice, and nothing open but stdio, its three pipes and
- * its kick socket. */
+ * killer's first choice, and nothing open but stdio, its three pipes, its
+ * kick socket and its lifeline. */
 START_TEST(test_default_sandbox)
 {
 	struct hkx_config c;
@@ -203,9 +203,9 @@ START_TEST(test_default_sandbox)
 	ck_assert(p.sigpipe_ignored);
 	ck_assert_int_eq(p.oom_score_adj, 1000);
 	/* 0, 1, 2, the down, up and crash-note pipes, the socket that
-	 * wakes it for its ring, and the directory the count itself
-	 * opened. */
-	ck_assert_int_eq(p.fds, 8);
+	 * wakes it for its ring, its lifeline, and the directory the count
+	 * itself opened. */
+	ck_assert_int_eq(p.fds, 9);
 	hkx_executor_free(ex);
 }
 END_TEST
