@@ -89,11 +89,13 @@ int hkx__pread_all(int fd, void *buf, size_t len, off_t off);
 int hkx__wait_readable(int fd, uint64_t deadline);
 
 /*
- * Makes fd, the read end of a pipe whose only write end the application
- * holds, a lifeline: once that end closes (the application died, or let
- * go), the kernel sends sig to `owner`, a process (F_OWNER_PID) or a
- * process group (F_OWNER_PGRP), whatever it is doing, stopped included.
- * Nothing is ever written to the pipe, so nothing else sends it. 0 or
+ * Makes fd, one end of a stream socket pair whose other end only the
+ * application holds, a lifeline: once that end closes (the application
+ * died, or let go), the kernel sends sig to `owner`, a process
+ * (F_OWNER_PID) or a process group (F_OWNER_PGRP), whatever it is doing,
+ * stopped included. Data that comes in sends it too. A socket, not a
+ * pipe: a pipe can be opened again through /proc/PID/fd, and a process
+ * that holds such a copy keeps the lifeline from ever being cut. 0 or
  * -errno.
  */
 int hkx__lifeline_arm(int fd, int owner_type, pid_t owner, int sig);

@@ -4,11 +4,11 @@
  * reaps them and kills whatever a dead one leaves, and takes them down
  * with it.
  *
- * It and each host hold the read end of a lifeline (util.h) whose write
- * end only the application holds: when the application dies, even with
- * no chance to free, the kernel kills every host's group and continues a
- * zygote that a task stopped, which then leaves as when it sees the
- * application's pidfd.
+ * Its socket and a socket of each host's are lifelines (util.h) whose
+ * other ends only the application holds: when the application dies, even
+ * with no chance to free, the kernel kills every host's group and
+ * continues a zygote that a task stopped, which then leaves as when it
+ * sees the application's pidfd.
  *
  * The zygote side runs only in the forked process and must never return
  * into the application's code; the supervisor side never blocks on the
@@ -149,7 +149,7 @@ struct child {
 
 /* A host forked: fds: its pidfd (also in children), the supervisor's
  * ends of its down, up and crash pipes, the memfds of its slot table and
- * its arena, and its kick socket. */
+ * its arena, its kick socket and its lifeline. */
 struct ready_host {
 	pid_t pid;
 	int fds[HKX__ZYGOTE_MAX_FDS];
@@ -298,8 +298,8 @@ fork_host(struct ready_host *out)
 	if (!grow_children())
 		return -ENOMEM;
 	if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0 || pipe2(crash, O_CLOEXEC) < 0 ||
-	    pipe2(life, O_CLOEXEC) < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, kick) < 0) {
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, kick) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, life) < 0) {
 		err = -errno;
 		goto fail;
 	}
@@ -444,10 +444,10 @@ exit_hook(int status, void *arg)
 }
 
 static _Noreturn void
-zygote_main(int sock, int app_pidfd, int lifeline, pid_t app_pid,
-    const struct hkx__host_config *hc, unsigned spares)
+zygote_main(int sock, int app_pidfd, pid_t app_pid, const struct hkx__host_config *hc,
+    unsigned spares)
 {
-	int fds[3] = { sock, app_pidfd, lifeline };
+	int fds[2] = { sock, app_pidfd };
 	struct pollfd *pfds = NULL, *grown;
 	size_t pfd_cap = 0, n, i;
 	bool reaped;
@@ -457,9 +457,9 @@ zygote_main(int sock, int app_pidfd, int lifeline, pid_t app_pid,
 	hkx__app_pid = app_pid;
 	reset_signals();
 	setsid();
-	if (hkx__keep_fds(fds, 3) < 0 || fill_stdio() < 0 || on_exit(exit_hook, NULL) != 0 ||
+	if (hkx__keep_fds(fds, 2) < 0 || fill_stdio() < 0 || on_exit(exit_hook, NULL) != 0 ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 ||
-	    hkx__lifeline_arm(fds[2], F_OWNER_PID, getpid(), SIGCONT) < 0)
+	    hkx__lifeline_arm(fds[0], F_OWNER_PID, getpid(), SIGCONT) < 0)
 		_exit(1);
 	zy.hc = hc;
 	zy.sock = fds[0];
@@ -534,28 +534,31 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 {
 	struct hkx__zygote_msg m;
 	sigset_t all, old;
-	int sv[2] = { -1, -1 }, life[2] = { -1, -1 }, app_pidfd, status, err, subreaper = 0;
+	int sv[2], app_pidfd, status, err, subreaper = 0;
 	bool adopter;
 	pid_t app_pid = getpid(), pid, pid2;
 
 	z->pid = 0;
-	z->pidfd = z->sock = z->lifeline = -1;
+	z->pidfd = z->sock = -1;
 	z->nqueued = 0;
 	app_pidfd = hkx__above_stdio(hkx__pidfd_open(getpid()));
 	if (app_pidfd < 0)
 		return app_pidfd;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
-	    pipe2(life, O_CLOEXEC) < 0) {
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		err = -errno;
-		goto fail_fds;
+		close(app_pidfd);
+		return err;
 	}
-	for (int i = 0; i < 2; i++) {
-		sv[i] = hkx__above_stdio(sv[i]);
-		life[i] = hkx__above_stdio(life[i]);
-		if (sv[i] < 0 || life[i] < 0) {
-			err = sv[i] < 0 ? sv[i] : life[i];
-			goto fail_fds;
-		}
+	sv[0] = hkx__above_stdio(sv[0]);
+	sv[1] = hkx__above_stdio(sv[1]);
+	if (sv[0] < 0 || sv[1] < 0) {
+		err = sv[0] < 0 ? sv[0] : sv[1];
+		if (sv[0] >= 0)
+			close(sv[0]);
+		if (sv[1] >= 0)
+			close(sv[1]);
+		close(app_pidfd);
+		return err;
 	}
 	/* An application that adopts orphans would adopt a spare host should
 	 * the zygote die, and nothing would reap it: no spares there. */
@@ -570,15 +573,12 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 		pid2 = fork();
 		if (pid2 != 0)
 			_exit(pid2 < 0 ? 1 : 0);
-		zygote_main(sv[1], app_pidfd, life[0], app_pid, hc,
-		    adopter ? 0 : hc->spare_hosts);
+		zygote_main(sv[1], app_pidfd, app_pid, hc, adopter ? 0 : hc->spare_hosts);
 	}
 	err = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
-	close(life[0]);
 	close(app_pidfd);
-	z->lifeline = life[1];
 	if (err < 0)
 		goto fail;
 	/* Reap the middle process at once; ECHILD means the application
@@ -621,11 +621,7 @@ hkx__zygote_start(struct hkx__zygote *z, const struct hkx__host_config *hc)
 	return 0;
 fail:
 	close(sv[0]);
-	close(z->lifeline);
-	z->sock = z->lifeline = -1;
-	return err;
-fail_fds:
-	close_fds((int[]){ sv[0], sv[1], life[0], life[1], app_pidfd }, 5);
+	z->sock = -1;
 	return err;
 }
 
@@ -692,9 +688,7 @@ hkx__zygote_stop(struct hkx__zygote *z)
 		shutdown(z->sock, SHUT_RDWR);
 		close(z->sock);
 	}
-	if (z->lifeline >= 0)
-		close(z->lifeline);
-	z->sock = z->lifeline = -1;
+	z->sock = -1;
 	z->nqueued = 0;
 	if (z->pidfd < 0)
 		return;

@@ -38,7 +38,7 @@ enum hkx__zygote_msg_type {
 	HKX__ZYGOTE_SPARE,     /* supervisor -> zygote: a spare host, once idle */
 	HKX__ZYGOTE_SPAWNED,   /* zygote -> supervisor: pid, value = 1 for a spare;
 	                          fds: pidfd, down, up, crash, slot table memfd,
-	                          arena memfd, kick socket, lifeline */
+	                          arena memfd, kick socket, lifeline socket */
 	HKX__ZYGOTE_SPAWN_FAILED, /* zygote -> supervisor: value = -errno; pid = 1
 	                             for a spare, else 0 */
 	HKX__ZYGOTE_EXITED,    /* zygote -> supervisor: pid, value = wait status */
@@ -70,10 +70,9 @@ struct hkx__zygote_req {
 struct hkx__zygote {
 	pid_t pid;
 	int pidfd;
-	int sock;
-	int lifeline; /* the write end of its lifeline (util.h): SIGCONT when it
-	                 closes, so that a zygote a task stopped sees the
-	                 application gone */
+	int sock;     /* also the zygote's lifeline (util.h): it is continued
+	                 when the application's end closes, so that a zygote a
+	                 task stopped sees the application gone */
 	/* Requests not sent yet, oldest first. The caller serialises every
 	 * call that sends (the executor's lock). */
 	struct hkx__zygote_req queue[HKX__ZYGOTE_QUEUE];

@@ -91,6 +91,43 @@ task_zygote(hkx_task *t, const void *arg, size_t len)
 	return block ? tst_task_block() : 0;
 }
 
+/*
+ * "jam": tries to hold on to its host past the application's death. It
+ * opens, through /proc, a copy of every fd of its zygote that can be
+ * opened again (a pipe's, not a socket's), so that the application's end
+ * of a lifeline made of one would never be the last; with a "D" argument
+ * it also lets go of its host's own lifeline (its fd with O_ASYNC). Then
+ * it stops the zygote, tells the test the zygote's pid and blocks.
+ */
+static int
+task_jam(hkx_task *t, const void *arg, size_t len)
+{
+	pid_t zygote = getppid();
+	char dir[64], path[320];
+	struct dirent *e;
+	int fd, flags;
+	DIR *d;
+
+	(void)t;
+	for (fd = 3; len > 0 && *(const char *)arg == 'D' && fd < 1024; fd++)
+		if ((flags = fcntl(fd, F_GETFL)) >= 0 && (flags & O_ASYNC))
+			close(fd);
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)zygote);
+	if ((d = opendir(dir)) == NULL)
+		return -errno;
+	while ((e = readdir(d)) != NULL) {
+		if (atoi(e->d_name) < 3)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		(void)open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	}
+	closedir(d);
+	if (kill(zygote, SIGSTOP) < 0)
+		return -errno;
+	tst_task_started((int)zygote);
+	return tst_task_block();
+}
+
 /* What host_init does, in a page every host shares. The first host and
  * the spare the zygote forks after it may call it in either order. */
 enum { HANG_NONE, HANG_ALWAYS, HANG_ONCE };
@@ -135,6 +172,7 @@ config(struct hkx_config *c)
 {
 	tst_config(c, 1);
 	tst_add_task(c, "zygote", task_zygote);
+	tst_add_task(c, "jam", task_jam);
 	c->prefetch = 1;
 }
 
@@ -283,6 +321,106 @@ START_TEST(test_stopped_zygote_application_killed)
 	ck_assert_int_eq(waitpid(app, NULL, 0), app);
 	tst_wait_pid_gone(pids.host);
 	tst_wait_pid_gone(pids.zygote);
+}
+END_TEST
+
+/* Whether the process behind pidfd ends before the deadline; if not, it
+ * is killed, so that a failure leaves nothing behind. */
+static bool
+ends_by(int pidfd, pid_t group, uint64_t deadline)
+{
+	bool gone = hkx__wait_readable(pidfd, deadline) > 0;
+
+	if (!gone) {
+		if (group > 0)
+			killpg(group, SIGKILL);
+		hkx__pidfd_send_signal(pidfd, SIGKILL);
+		hkx__wait_readable(pidfd, UINT64_MAX);
+	}
+	close(pidfd);
+	return gone;
+}
+
+/*
+ * The same with a task that tries to jam the zygote's lifeline with
+ * copies opened through /proc/<zygote>/fd, and (_i = 1) also closes its
+ * host's lifeline: the application's death must still take down the
+ * zygote and the host.
+ */
+START_TEST(test_jammed_lifeline_application_killed)
+{
+	struct { pid_t zygote, host; } pids;
+	hkx_executor *ex;
+	hkx_future *f;
+	uint64_t deadline;
+	bool host_gone, zygote_gone;
+	int p[2], hfd, zfd;
+	pid_t app;
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_ge(app = fork(), 0);
+	if (app == 0) {
+		ex = new_executor();
+		pids.host = host_pid(ex);
+		f = tst_submit(ex, "jam", "D", _i);
+		pids.zygote = (pid_t)tst_await_start();
+		await_stopped(pids.zygote);
+		(void)f;
+		if (write(p[1], &pids, sizeof(pids)) != sizeof(pids))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	ck_assert_int_eq(read(p[0], &pids, sizeof(pids)), (ssize_t)sizeof(pids));
+	close(p[0]);
+	ck_assert_int_ge(hfd = hkx__pidfd_open(pids.host), 0);
+	ck_assert_int_ge(zfd = hkx__pidfd_open(pids.zygote), 0);
+	ck_assert_int_eq(kill(app, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(app, NULL, 0), app);
+	deadline = hkx__deadline(TST_DEADLINE_MS);
+	host_gone = ends_by(hfd, pids.host, deadline);
+	zygote_gone = ends_by(zfd, 0, deadline);
+	ck_assert_msg(host_gone, "the host outlived the application");
+	ck_assert_msg(zygote_gone, "the zygote outlived the application");
+}
+END_TEST
+
+/* The supervisor's end of the first host's lifeline, as the predicate
+ * of tst_poll_first_host saw it. */
+static int lifeline_fd = -1;
+
+static bool
+note_lifeline(const struct hkx__host *h)
+{
+	lifeline_fd = h->lifeline_fd;
+	return lifeline_fd >= 0;
+}
+
+/*
+ * A host's own lifeline, apart from the zygote's: once the supervisor's
+ * end of it is gone, the kernel kills the host, busy as its worker is;
+ * the executor then carries on with a new host.
+ */
+START_TEST(test_lifeline_cut_kills_host)
+{
+	hkx_executor *ex = new_executor();
+	pid_t host = host_pid(ex);
+	hkx_future *f;
+	int null;
+
+	f = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	tst_poll_first_host(ex, note_lifeline, "the host's lifeline");
+	/* Replaced, not closed: the fd stays the executor's to close. */
+	ck_assert_int_ge(null = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	ck_assert_int_eq(dup3(null, lifeline_fd, O_CLOEXEC), lifeline_fd);
+	close(null);
+	tst_wait_pid_gone(host);
+	tst_await_end(f, "the task of the host whose lifeline was cut");
+	hkx_future_release(f);
+	tst_run_one(ex, "echo", HKX_DONE);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 }
 END_TEST
 
@@ -960,6 +1098,8 @@ hostile_zygote_suite(void)
 	tc = tst_tcase("stopped");
 	tcase_add_test(tc, test_stopped_zygote_free);
 	tcase_add_loop_test(tc, test_stopped_zygote_application_killed, 0, 2);
+	tcase_add_loop_test(tc, test_jammed_lifeline_application_killed, 0, 2);
+	tcase_add_test(tc, test_lifeline_cut_kills_host);
 	tcase_add_test(tc, test_stopped_zygote_shutdown);
 	tcase_add_test(tc, test_stopped_zygote_kill);
 	tcase_add_test(tc, test_stopped_zygote_pause_loop);
