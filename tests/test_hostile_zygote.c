@@ -281,49 +281,6 @@ START_TEST(test_stopped_zygote_free)
 }
 END_TEST
 
-/*
- * The application dies by a signal, with no free, while a task holds its
- * zygote stopped and its one worker busy (_i = 0: the task itself blocks;
- * _i = 1: the task stops the zygote, another blocks): nothing that could
- * notice the application's death runs, and yet the zygote and the host
- * must not outlive it.
- */
-START_TEST(test_stopped_zygote_application_killed)
-{
-	static const char *const scripts[] = { "SB", "S" };
-	struct { pid_t zygote, host; } pids;
-	hkx_executor *ex;
-	hkx_future *f;
-	pid_t app;
-	int p[2];
-
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-	ck_assert_int_ge(app = fork(), 0);
-	if (app == 0) {
-		ex = new_executor();
-		pids.host = host_pid(ex);
-		pids.zygote = attack_zygote(ex, scripts[_i], &f);
-		await_stopped(pids.zygote);
-		if (_i) {
-			tst_wait_end(f, HKX_DONE);
-			f = tst_submit(ex, "block", NULL, 0);
-			tst_await_start();
-		}
-		if (write(p[1], &pids, sizeof(pids)) != sizeof(pids))
-			_exit(1);
-		for (;;)
-			pause();
-	}
-	close(p[1]);
-	ck_assert_int_eq(read(p[0], &pids, sizeof(pids)), (ssize_t)sizeof(pids));
-	close(p[0]);
-	ck_assert_int_eq(kill(app, SIGKILL), 0);
-	ck_assert_int_eq(waitpid(app, NULL, 0), app);
-	tst_wait_pid_gone(pids.host);
-	tst_wait_pid_gone(pids.zygote);
-}
-END_TEST
-
 /* Whether the process behind pidfd ends before the deadline; if not, it
  * is killed, so that a failure leaves nothing behind. */
 static bool
@@ -342,19 +299,19 @@ ends_by(int pidfd, pid_t group, uint64_t deadline)
 }
 
 /*
- * The same with a task that tries to jam the zygote's lifeline with
- * copies opened through /proc/<zygote>/fd, and (_i = 1) also closes its
- * host's lifeline: the application's death must still take down the
- * zygote and the host.
+ * Forks an application that makes an executor and sets tasks going with
+ * setup(ex, variant), which returns the zygote's pid once it is stopped;
+ * kills that application (SIGKILL: no free), and asserts that its zygote
+ * and its first host do not outlive it.
  */
-START_TEST(test_jammed_lifeline_application_killed)
+static void
+application_killed(pid_t (*setup)(hkx_executor *ex, int variant), int variant)
 {
 	struct { pid_t zygote, host; } pids;
-	hkx_executor *ex;
-	hkx_future *f;
-	uint64_t deadline;
 	bool host_gone, zygote_gone;
+	uint64_t deadline;
 	int p[2], hfd, zfd;
+	hkx_executor *ex;
 	pid_t app;
 
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
@@ -362,10 +319,7 @@ START_TEST(test_jammed_lifeline_application_killed)
 	if (app == 0) {
 		ex = new_executor();
 		pids.host = host_pid(ex);
-		f = tst_submit(ex, "jam", "D", _i);
-		pids.zygote = (pid_t)tst_await_start();
-		await_stopped(pids.zygote);
-		(void)f;
+		pids.zygote = setup(ex, variant);
 		if (write(p[1], &pids, sizeof(pids)) != sizeof(pids))
 			_exit(1);
 		for (;;)
@@ -383,6 +337,56 @@ START_TEST(test_jammed_lifeline_application_killed)
 	zygote_gone = ends_by(zfd, 0, deadline);
 	ck_assert_msg(host_gone, "the host outlived the application");
 	ck_assert_msg(zygote_gone, "the zygote outlived the application");
+}
+
+/* A task stops the zygote, and the one worker stays busy: in that task
+ * (0), or in another (1). */
+static pid_t
+stop_and_block(hkx_executor *ex, int variant)
+{
+	hkx_future *f;
+	pid_t zygote;
+
+	zygote = attack_zygote(ex, variant ? "S" : "SB", &f);
+	await_stopped(zygote);
+	if (variant) {
+		tst_wait_end(f, HKX_DONE);
+		f = tst_submit(ex, "block", NULL, 0);
+		tst_await_start();
+	}
+	return zygote;
+}
+
+/*
+ * The application dies with no free while a task holds its zygote
+ * stopped and its one worker busy: nothing that could notice the death
+ * runs, and yet the zygote and the host must not outlive it.
+ */
+START_TEST(test_stopped_zygote_application_killed)
+{
+	application_killed(stop_and_block, _i);
+}
+END_TEST
+
+/* The "jam" task: with (1) or without (0) letting go of its own host's
+ * lifeline. */
+static pid_t
+jam(hkx_executor *ex, int variant)
+{
+	pid_t zygote;
+
+	(void)tst_submit(ex, "jam", "D", (size_t)variant);
+	zygote = (pid_t)tst_await_start();
+	await_stopped(zygote);
+	return zygote;
+}
+
+/* The same with a task that tries to jam the zygote's lifeline with
+ * copies opened through /proc/<zygote>/fd, and may also close its host's
+ * own lifeline. */
+START_TEST(test_jammed_lifeline_application_killed)
+{
+	application_killed(jam, _i);
 }
 END_TEST
 
