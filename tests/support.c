@@ -709,6 +709,13 @@ tst_assert_result(hkx_future *f, int rc, const void *data, size_t len)
 		ck_assert_mem_eq(got, data, len);
 }
 
+void
+tst_release_all(hkx_future **fs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		hkx_future_release(fs[i]);
+}
+
 int
 tst_reply_int(hkx_future *f)
 {

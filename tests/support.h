@@ -85,6 +85,8 @@ void tst_wait_end(hkx_future *f, enum hkx_state want);
 void tst_wait_state(hkx_future *f, enum hkx_state s);
 /* Asserts what hkx_future_result() returns; data NULL skips the bytes. */
 void tst_assert_result(hkx_future *f, int rc, const void *data, size_t len);
+/* hkx_future_release() of each of the n futures of fs. */
+void tst_release_all(hkx_future **fs, size_t n);
 /* The int a task replied ("pid", "nested", "initval"; pid_t is an int). */
 int tst_reply_int(hkx_future *f);
 void tst_stats(hkx_executor *ex, struct hkx_stats *st);

@@ -151,13 +151,6 @@ assert_all_o(hkx_future **fs, size_t n)
 		tst_assert_result(fs[i], 0, "o", 1);
 }
 
-static void
-release_all(hkx_future **fs, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		hkx_future_release(fs[i]);
-}
-
 static hkx_future *burst_fs[BURST];
 
 /* BURST futures of "unit" 'o', by hkx_map or one hkx_submit each, ended
@@ -185,7 +178,7 @@ static void
 burst(hkx_executor *ex, bool by_map)
 {
 	burst_run(ex, by_map);
-	release_all(burst_fs, BURST);
+	tst_release_all(burst_fs, BURST);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -232,7 +225,7 @@ START_TEST(test_idle_trim)
 	/* Held, so not trimmed yet. */
 	burst_run(t.ex, true);
 	ck_assert_uint_gt(blocks(t.ex), t.bound);
-	release_all(burst_fs, BURST);
+	tst_release_all(burst_fs, BURST);
 	/* Nothing happens on the executor from here on. */
 	tst_poll_until(is_trimmed, &t, "an idle executor trimmed its cache");
 	tst_run_one(t.ex, "echo", HKX_DONE);
@@ -258,7 +251,7 @@ START_TEST(test_release_after_free)
 		tst_assert_result(done[i], 0, "o", 1);
 	tst_wait_end(held, HKX_KILLED);
 	ck_assert(hkx_future_done(queued));
-	release_all(done, 8);
+	tst_release_all(done, 8);
 	hkx_future_release(held);
 	hkx_future_release(queued);
 }
@@ -325,7 +318,7 @@ START_TEST(test_chunk_values)
 	/* More than a host holds: as much as one holds. */
 	map(ex, "unit", "oooooooo", UINT_MAX, fs);
 	assert_all_o(fs, 8);
-	release_all(fs, 8);
+	tst_release_all(fs, 8);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -348,7 +341,7 @@ START_TEST(test_chunk_own_ends)
 		ck_assert_int_eq(hkx_future_code(fs[i]), 42);
 		ck_assert_str_eq(hkx_future_message(fs[i]), "failed on purpose");
 	}
-	release_all(fs, 8);
+	tst_release_all(fs, 8);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -376,8 +369,8 @@ START_TEST(test_chunk_cancel_middle)
 		tst_wait_end(second[i], i == 5 ? HKX_CANCELLED : HKX_DONE);
 		ck_assert_uint_eq(hkx_future_attempts(second[i]), i == 5 ? 0 : 1);
 	}
-	release_all(first, 5);
-	release_all(second, 8);
+	tst_release_all(first, 5);
+	tst_release_all(second, 8);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -401,7 +394,7 @@ START_TEST(test_chunk_one_host)
 	ck_assert_int_eq(host[0], host[1]);
 	ck_assert_int_eq(host[2], host[3]);
 	ck_assert_int_ne(host[0], host[2]);
-	release_all(fs, 4);
+	tst_release_all(fs, 4);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -423,7 +416,7 @@ START_TEST(test_chunk_flagged)
 		ck_assert_uint_eq(len, sizeof(*reply));
 		ck_assert_msg(*reply == want[i], "member %d: flag %d", i, *reply);
 	}
-	release_all(fs, 7);
+	tst_release_all(fs, 7);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -443,7 +436,7 @@ START_TEST(test_chunk_recycled_host)
 	ex = tst_new(&c);
 	map(ex, "unit", "oooooooooo", 4, fs);
 	assert_all_o(fs, 10);
-	release_all(fs, 10);
+	tst_release_all(fs, 10);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -462,7 +455,7 @@ START_TEST(test_chunk_idle_worker)
 	tst_release(1);
 	tst_wait_end(b, HKX_DONE);
 	hkx_future_release(b);
-	release_all(fs, 4);
+	tst_release_all(fs, 4);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -487,7 +480,7 @@ START_TEST(test_chunk_host_full)
 		tst_release(1);
 		tst_wait_end(b, HKX_DONE);
 		hkx_future_release(b);
-		release_all(fs, 4);
+		tst_release_all(fs, 4);
 		hkx_executor_free(ex);
 	}
 }
@@ -547,8 +540,8 @@ START_TEST(test_chunk_split_flagged)
 		ck_assert_msg(*reply == want[i], "member %d: flag %d", i, *reply);
 	}
 	ck_assert_int_eq(hkx_wait(b, 2, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-	release_all(b, 2);
-	release_all(fs, 6);
+	tst_release_all(b, 2);
+	tst_release_all(fs, 6);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -592,8 +585,8 @@ START_TEST(test_chunk_host_starting)
 	for (int k = 0; k < 2; k++)
 		tst_assert_result(fs[k], 0, "o", 1);
 	tst_wait_end(b[1 - i], HKX_DONE);
-	release_all(b, 2);
-	release_all(fs, 2);
+	tst_release_all(b, 2);
+	tst_release_all(fs, 2);
 	hkx_executor_free(ex);
 	ck_assert_int_eq(munmap(inits, sizeof(*inits)), 0);
 }

@@ -994,15 +994,6 @@ map_counted(hkx_executor *ex, const char *task, size_t n, hkx_future **fs, int *
 	free(args);
 }
 
-static void
-release_all(hkx_future **fs, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		hkx_future_release(fs[i]);
-}
-
 /*
  * Host after host dies under its task, with an echo between crashes: the
  * executor keeps working, the restart budget (high here) is never spent,
@@ -1067,8 +1058,8 @@ START_TEST(test_crash_storm)
 	tally_print("crash storm", &t, &st);
 	tally_check(&t, &st);
 
-	release_all(crash, CRASHES);
-	release_all(echo, CRASHES);
+	tst_release_all(crash, CRASHES);
+	tst_release_all(echo, CRASHES);
 	hkx_future_release(last);
 	pids_wait_gone(&pids);
 	tst_baseline_check(&base);
@@ -1125,8 +1116,8 @@ START_TEST(test_crash_storm_breaks)
 	tally_print("crash storm breaks", &t, &st);
 	tally_check(&t, &st);
 
-	release_all(crash, BREAK_AFTER + 1);
-	release_all(echo, QUEUED_AT_BREAK);
+	tst_release_all(crash, BREAK_AFTER + 1);
+	tst_release_all(echo, QUEUED_AT_BREAK);
 	pids_wait_gone(&pids);
 	tst_baseline_check(&base);
 }
@@ -1255,7 +1246,7 @@ START_TEST(test_kill_storm)
 	fflush(stdout);
 	tally_check(&t, &st);
 
-	release_all(fs, KS_TASKS);
+	tst_release_all(fs, KS_TASKS);
 	pids_wait_gone(&pids);
 	tst_baseline_check(&base);
 	ck_assert_int_eq(munmap(marks, KS_TASKS * sizeof(*marks)), 0);
@@ -1610,7 +1601,7 @@ START_TEST(test_isolated_kills)
 			ck_assert_uint_eq(hkx_future_attempts(f[i]), 1);
 		}
 		ck_assert_uint_eq(hkx_future_attempts(f[v]), 1);
-		release_all(f, ISO_HOSTS);
+		tst_release_all(f, ISO_HOSTS);
 	}
 	tst_wait_hosts_up(ex, ISO_HOSTS);
 	tst_stats(ex, &st);

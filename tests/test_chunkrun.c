@@ -223,11 +223,25 @@ wait_sent(hkx_executor *ex, hkx_future **fs, size_t n)
 	tst_poll_until(all_sent, &s, "the tasks sent to the hosts");
 }
 
+/* The one worker held in a blocked task, *blocker, and the tasks of roles
+ * (chunk, o: as map() takes them) sent to the host behind it, in fs; the
+ * caller lets the blocker go. */
 static void
-release_all(hkx_future **fs, size_t n)
+map_behind_blocker(hkx_executor *ex, const char *roles, unsigned chunk, struct hkx_opts *o,
+                   hkx_future **fs, hkx_future **blocker)
 {
-	for (size_t i = 0; i < n; i++)
-		hkx_future_release(fs[i]);
+	block_workers(ex, blocker, 1);
+	map(ex, roles, chunk, o, fs);
+	wait_sent(ex, fs, strlen(roles));
+}
+
+/* The blocker ended DONE; it and the n futures of fs are let go of. */
+static void
+release_behind_blocker(hkx_future *blocker, hkx_future **fs, size_t n)
+{
+	tst_wait_end(blocker, HKX_DONE);
+	hkx_future_release(blocker);
+	tst_release_all(fs, n);
 }
 
 /* f ended DONE with the reply of task index; where it ran in *w. */
@@ -276,8 +290,8 @@ START_TEST(test_chunk_one_worker)
 		}
 	}
 	ck_assert_int_eq(hkx_wait(blockers, 4, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-	release_all(blockers, 4);
-	release_all(fs, 24);
+	tst_release_all(blockers, 4);
+	tst_release_all(fs, 24);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -314,8 +328,8 @@ START_TEST(test_chunk_cancel_in_host)
 	for (i = 0; i < 12; i++)
 		ck_assert(i == 2 || strchr(ran, 'a' + i) != NULL);
 	ck_assert_int_eq(hkx_wait(blockers, 2, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
-	release_all(blockers, 2);
-	release_all(fs, 12);
+	tst_release_all(blockers, 2);
+	tst_release_all(fs, 12);
 	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
 }
@@ -328,17 +342,13 @@ START_TEST(test_no_chunk_not_held)
 	hkx_executor *ex = executor(1, 1, 4);
 	hkx_future *blocker, *fs[2];
 
-	block_workers(ex, &blocker, 1);
-	map(ex, "ob", 1, NULL, fs);
-	wait_sent(ex, fs, 2);
+	map_behind_blocker(ex, "ob", 1, NULL, fs, &blocker);
 	tst_release(1);
 	tst_await_start();
 	tst_await_end(fs[0], "the result of the task before a blocked one");
 	tst_release(1);
 	tst_wait_end(fs[1], HKX_DONE);
-	tst_wait_end(blocker, HKX_DONE);
-	hkx_future_release(blocker);
-	release_all(fs, 2);
+	release_behind_blocker(blocker, fs, 2);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -352,9 +362,7 @@ START_TEST(test_chunk_blocked_not_held)
 	struct where first, w;
 	int i;
 
-	block_workers(ex, &blocker, 1);
-	map(ex, "ooob", 4, NULL, fs);
-	wait_sent(ex, fs, 4);
+	map_behind_blocker(ex, "ooob", 4, NULL, fs, &blocker);
 	tst_release(1);
 	tst_await_start();
 	for (i = 0; i < 3; i++)
@@ -365,9 +373,7 @@ START_TEST(test_chunk_blocked_not_held)
 		assert_done(fs[i], (uint32_t)i, &w);
 		ck_assert_int_eq(w.tid, first.tid);
 	}
-	tst_wait_end(blocker, HKX_DONE);
-	hkx_future_release(blocker);
-	release_all(fs, 4);
+	release_behind_blocker(blocker, fs, 4);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -381,9 +387,7 @@ START_TEST(test_chunk_stop_member)
 	struct where first, w;
 	int i;
 
-	block_workers(ex, &blocker, 1);
-	map(ex, "oopoo", 5, NULL, fs);
-	wait_sent(ex, fs, 5);
+	map_behind_blocker(ex, "oopoo", 5, NULL, fs, &blocker);
 	tst_release(1);
 	tst_await_start();
 	for (i = 0; i < 2; i++)
@@ -398,9 +402,7 @@ START_TEST(test_chunk_stop_member)
 		assert_done(fs[i], (uint32_t)i, &w);
 		ck_assert_int_eq(w.tid, first.tid);
 	}
-	tst_wait_end(blocker, HKX_DONE);
-	hkx_future_release(blocker);
-	release_all(fs, 5);
+	release_behind_blocker(blocker, fs, 5);
 	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
 }
@@ -414,11 +416,9 @@ crash_mid_chunk(void)
 	struct where w;
 	int i;
 
-	block_workers(ex, &blocker, 1);
-	map(ex, "ooosoo", 6, NULL, fs);
+	map_behind_blocker(ex, "ooosoo", 6, NULL, fs, &blocker);
 	for (i = 0; i < 6; i++)
 		tst_watch_end(fs[i]);
-	wait_sent(ex, fs, 6);
 	tst_release(1);
 	ck_assert_int_eq(hkx_wait(fs, 6, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
 	/* Stored in their slots before the crash: their results stand. */
@@ -433,9 +433,7 @@ crash_mid_chunk(void)
 		assert_done(fs[i], (uint32_t)i, &w);
 		ck_assert_uint_eq(hkx_future_attempts(fs[i]), 1);
 	}
-	tst_wait_end(blocker, HKX_DONE);
-	hkx_future_release(blocker);
-	release_all(fs, 6);
+	release_behind_blocker(blocker, fs, 6);
 	ck_assert_int_eq(tst_shutdown_bounded(ex, HKX_SHUTDOWN_DRAIN, TST_DEADLINE_MS), 0);
 	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);
@@ -464,9 +462,7 @@ START_TEST(test_chunk_fail_fast)
 	int i;
 
 	ck_assert_int_eq(hkx_group_new(ex, HKX_GROUP_FAIL_FAST, &o.group), 0);
-	block_workers(ex, &blocker, 1);
-	map(ex, "oofooo", 6, &o, fs);
-	wait_sent(ex, fs, 6);
+	map_behind_blocker(ex, "oofooo", 6, &o, fs, &blocker);
 	tst_release(1);
 	ck_assert_int_eq(hkx_wait(fs, 6, HKX_WAIT_ALL, TST_DEADLINE_MS), 0);
 	for (i = 0; i < 2; i++)
@@ -478,9 +474,7 @@ START_TEST(test_chunk_fail_fast)
 		tst_wait_end(fs[i], HKX_CANCELLED);
 		ck_assert_ptr_null(strchr(ran, 'a' + i));
 	}
-	tst_wait_end(blocker, HKX_DONE);
-	hkx_future_release(blocker);
-	release_all(fs, 6);
+	release_behind_blocker(blocker, fs, 6);
 	hkx_group_release(o.group);
 	tst_assert_each_ended_once(ex);
 	hkx_executor_free(ex);

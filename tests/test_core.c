@@ -36,15 +36,6 @@ task_nop(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
-static void
-release_all(hkx_future **fs, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		hkx_future_release(fs[i]);
-}
-
 /* ---------------------------------------------------------------------- */
 /* Results.                                                                */
 
@@ -105,7 +96,7 @@ START_TEST(test_reply_sizes)
 		ck_assert_uint_eq(len, sizes[i]);
 		ck_assert(tst_check_pattern(data, len));
 	}
-	release_all(fs, N);
+	tst_release_all(fs, N);
 
 	/* An argument of exactly max_payload goes down and comes back whole. */
 	ck_assert_ptr_nonnull(arg = malloc(c.max_payload));
@@ -465,7 +456,7 @@ START_TEST(test_wait_all_any)
 	ck_assert_int_eq(hkx_wait(fs, 2, HKX_WAIT_ALL, -1), 0);
 	ck_assert(hkx_future_done(fs[0]));
 	ck_assert_int_eq(hkx_wait(fs, 2, HKX_WAIT_FIRST_FAILURE, -1), 2);
-	release_all(fs, 2);
+	tst_release_all(fs, 2);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -489,7 +480,7 @@ START_TEST(test_wait_first_failure)
 	ck_assert(!hkx_future_done(fs[0]));
 	tst_release(1);
 	tst_wait_end(fs[0], HKX_DONE);
-	release_all(fs, 4);
+	tst_release_all(fs, 4);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -515,7 +506,7 @@ START_TEST(test_map)
 		if (i > 0)
 			ck_assert_uint_ne(hkx_future_id(fs[i]), hkx_future_id(fs[i - 1]));
 	}
-	release_all(fs, N);
+	tst_release_all(fs, N);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -639,7 +630,7 @@ START_TEST(test_cancel_sent)
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.cancelled, 3);
 	ck_assert_uint_eq(st.done, 2);
-	release_all(q, 3);
+	tst_release_all(q, 3);
 	hkx_future_release(z);
 	hkx_future_release(b);
 	hkx_executor_free(ex);
@@ -945,7 +936,7 @@ START_TEST(test_executor_kill)
 	ck_assert_uint_eq(after.done, 3);
 	ck_assert(!after.broken);
 	hkx_future_release(b);
-	release_all(u, 2);
+	tst_release_all(u, 2);
 	hkx_future_release(e);
 	hkx_executor_free(ex);
 }
@@ -990,7 +981,7 @@ START_TEST(test_shutdown_drain)
 	}
 	ck_assert_uint_eq(strlen(tst_ran()), N);
 	assert_shut_down(ex);
-	release_all(fs, N);
+	tst_release_all(fs, N);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -1035,7 +1026,7 @@ START_TEST(test_shutdown_cancel)
 	ck_assert_int_eq(hkx_future_state(b), HKX_DONE);
 	ck_assert_str_eq(tst_ran(), "");
 	assert_shut_down(ex);
-	release_all(q, 2);
+	tst_release_all(q, 2);
 	hkx_future_release(b);
 	hkx_executor_free(ex);
 }
@@ -1077,7 +1068,7 @@ START_TEST(test_shutdown_kill)
 	ck_assert_int_eq(hkx_future_state(q[1]), HKX_CANCELLED);
 	ck_assert_str_eq(tst_ran(), "");
 	assert_shut_down(ex);
-	release_all(q, 2);
+	tst_release_all(q, 2);
 	hkx_future_release(b);
 	hkx_executor_free(ex);
 }
