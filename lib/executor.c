@@ -319,9 +319,9 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 		return err;
 	hkx__lock(ex);
 	err = hkx__request_spawn(ex);
-	if (err == 0)
-		hkx__ask_spares(ex);
 	hkx__unlock(ex);
+	if (err == 0)
+		hkx__tell_spares(ex);
 	if (err < 0 || (err = hkx__deathwatch_start(ex)) < 0)
 		return err;
 	return hkx__start_thread(ex);

@@ -139,6 +139,7 @@ struct hkx_executor {
 	bool wake_pending;
 	bool kills_unsent;   /* a host is killing, its SIGKILL not sent yet */
 	unsigned spares_asked; /* SPAREs the zygote has yet to answer */
+	bool spares_wanted;    /* hkx__tell_spares has SPAREs to send */
 	bool thread_exit;
 	uint8_t *inbuf;                /* supervisor thread only */
 

@@ -196,18 +196,40 @@ hkx__spare_ready(const struct hkx__host *h)
 void
 hkx__ask_spares(hkx_executor *ex)
 {
-	struct hkx__host *h;
-	unsigned held = ex->spares_asked;
+	ex->spares_wanted = true;
+}
 
-	if (ex->broken || ex->shutting_down || hkx__now_ns() < ex->respawn_at)
-		return;
-	TAILQ_FOREACH(h, &ex->hosts, link)
+/*
+ * The zygote's wake-up, and the fork it then starts, would take the CPU
+ * from a kill's dying threads and from the futures their death ends,
+ * which is what a caller waits for: a spare is for the next kill, so it
+ * is asked for once the last one is over and its callbacks have run.
+ */
+void
+hkx__tell_spares(hkx_executor *ex)
+{
+	struct hkx__host *h;
+	unsigned held;
+
+	hkx__lock(ex);
+	held = ex->spares_asked;
+	if (ex->broken || ex->shutting_down || hkx__now_ns() < ex->respawn_at) {
+		ex->spares_wanted = false;
+		goto out;
+	}
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (h->killing && !h->settled)
+			goto out;
 		held += spare_held(h);
+	}
+	ex->spares_wanted = false;
 	for (; held < ex->zygote.spares; held++) {
 		if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) < 0)
-			return;
+			break;
 		ex->spares_asked++;
 	}
+out:
+	hkx__unlock(ex);
 }
 
 /* With the lock held: a ready spare takes a missing host's place at

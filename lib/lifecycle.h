@@ -80,11 +80,14 @@ void hkx__life_changed(hkx_executor *ex);
 void hkx__zygote_writable(hkx_executor *ex);
 int hkx__request_spawn(hkx_executor *ex);
 void hkx__respawn_if_needed(hkx_executor *ex);
-/* With the lock held: asks the zygote for spares, each forked once it is
- * idle, until as many as it keeps are held or on their way; not during a
- * back-off, which a spare that dies brings on as any host does (the next
- * look, hkx__life_tick, asks again). */
+/* With the lock held: spares are wanted, until as many as the zygote
+ * keeps are held or on their way; hkx__tell_spares asks for them. */
 void hkx__ask_spares(hkx_executor *ex);
+/* Asks the zygote for the spares wanted, each forked once it is idle;
+ * not during a back-off, which a spare that dies brings on as any host
+ * does (the next look, hkx__life_tick, asks again), nor while a killed
+ * host is not settled (the supervisor thread tells it once it is). */
+void hkx__tell_spares(hkx_executor *ex);
 /* With the lock held: h said READY; a spare may take a missing host's
  * place. */
 void hkx__host_ready(hkx_executor *ex, struct hkx__host *h);

@@ -1071,7 +1071,7 @@ supervisor_main(void *arg)
 	struct hkx__future_list done;
 	struct epoll_event evs[32];
 	struct hkx__host *h, *next;
-	bool exiting = false, kills;
+	bool exiting = false, kills, spares;
 	int n, i, timeout = -1, trim;
 
 	while (!exiting) {
@@ -1108,6 +1108,7 @@ supervisor_main(void *arg)
 		TAILQ_CONCAT(&done, &ex->notify, link);
 		exiting = ex->thread_exit;
 		kills = ex->kills_unsent;
+		spares = ex->spares_wanted;
 		timeout = rings_sleep(ex);
 		hkx__unlock(ex);
 		if (kills)
@@ -1118,6 +1119,8 @@ supervisor_main(void *arg)
 			flush_host(ex, h);
 		}
 		run_callbacks(&done);
+		if (spares)
+			hkx__tell_spares(ex);
 		hkx__bury(ex);
 	}
 	return NULL;
