@@ -58,7 +58,6 @@ look(hkx_executor *ex, struct futex_waitv *waiters)
 			continue;
 		}
 		h->workers_gone = true;
-		hkx__lower_host(h);
 		hkx__wake(ex);
 	}
 	return n;
@@ -76,6 +75,7 @@ deathwatch_main(void *arg)
 	while (!ex->deathwatch.stopping) {
 		n = look(ex, waiters);
 		hkx__unlock(ex);
+		hkx__lower_killed(ex);
 		/* A word moved, the generation moved (EAGAIN), a table went
 		 * away (EFAULT): look again. Anything else (ENOSYS, or EPERM
 		 * from a seccomp filter) would fail at once for ever: killed

@@ -7,11 +7,12 @@
  * machine. Each worker holds a robust mutex in its host's slot table
  * (slots.h), which the kernel lets go of, waking a waiter, early in the
  * thread's exit. One thread per executor waits on those with futex_waitv
- * and marks a host whose workers are all gone, lowering the priority of
- * what is left of it (its memory's teardown, the slow part) so that its
- * replacement starts first; the supervisor thread then settles it
- * (lifecycle.c). Not earlier: a host niced before the kill has its workers
- * leave slowly on a busy machine. The host stays in the executor until its
+ * and marks a host whose workers are all gone, which the supervisor
+ * thread then settles (lifecycle.c). Once it has let go of the lock, it
+ * lowers the priority of what is left of the host (its memory's teardown,
+ * the slow part) so that the settling and the host's replacement come
+ * first. Not earlier: a host niced before the kill has its workers leave
+ * slowly on a busy machine. The host stays in the executor until its
  * pidfd says it is gone, so that nothing of it is left behind.
  *
  * "Gone" is judged only after SIGKILL has reached every thread of the host

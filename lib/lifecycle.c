@@ -317,11 +317,38 @@ hkx__signal_host(struct hkx__host *h, int sig)
 	signal_group(h->pid, h->pidfd, sig, false);
 }
 
+/*
+ * Not under the lock: setpriority on a dying group can take a millisecond
+ * on a busy machine, waiting on its threads' exits. Through a duplicate of
+ * the pidfd, as hkx__send_kills signals, so that the host's burial cannot
+ * close it meanwhile.
+ */
 void
-hkx__lower_host(struct hkx__host *h)
+hkx__lower_killed(hkx_executor *ex)
 {
-	if (hkx__wait_readable(h->pidfd, 0) == 0)
-		setpriority(PRIO_PGRP, (id_t)h->pid, 19);
+	struct hkx__host *h;
+	pid_t pid;
+	int pidfd;
+
+	for (;;) {
+		hkx__lock(ex);
+		TAILQ_FOREACH(h, &ex->hosts, link)
+			if (h->workers_gone && !h->lowered)
+				break;
+		if (h == NULL) {
+			hkx__unlock(ex);
+			return;
+		}
+		h->lowered = true;
+		pid = h->pid;
+		pidfd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
+		hkx__unlock(ex);
+		if (pidfd < 0)
+			continue; /* its teardown goes at its own pace */
+		if (hkx__wait_readable(pidfd, 0) == 0)
+			setpriority(PRIO_PGRP, (id_t)pid, 19);
+		close(pidfd);
+	}
 }
 
 /* True once every thread of pid is stopped (or gone). */
@@ -892,7 +919,10 @@ settle(hkx_executor *ex, struct hkx__host *h, int status)
 	hkx__drop_output(ex, h);
 	describe_death(ex, h, status, why, sizeof(why));
 	classify(ex, h, status);
-	hkx__deathwatch_changed(ex);
+	/* Its words are about to go: the deathwatch must not wait on them,
+	 * which it no longer does once it has found its workers gone. */
+	if (!h->workers_gone)
+		hkx__deathwatch_changed(ex);
 	ordered = (h->killing && !h->protocol_error && !h->start_timed_out) ||
 	    (h->retiring && (status == STATUS_UNKNOWN ||
 	                     (WIFEXITED(status) && WEXITSTATUS(status) == 0)));

@@ -34,6 +34,7 @@ struct hkx__host {
 	bool start_timed_out;
 	bool gone;           /* in the graveyard: events for it are stale */
 	bool workers_gone;   /* killing, and no worker thread of it is left */
+	bool lowered;        /* ... and what is left of it is niced */
 	bool up_open, crash_open, down_polled;
 	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
 	uint64_t ready_ns;
@@ -101,9 +102,9 @@ bool hkx__host_up(const struct hkx__host *h);
 /* A spare, ready to take a host's place: it counts in spares_up. */
 bool hkx__spare_ready(const struct hkx__host *h);
 void hkx__signal_host(struct hkx__host *h, int sig);
-/* With the lock held: a killed host's workers are gone; what is left of it
- * gets the lowest priority. */
-void hkx__lower_host(struct hkx__host *h);
+/* Without the lock: what is left of each host whose workers are gone gets
+ * the lowest priority. */
+void hkx__lower_killed(hkx_executor *ex);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);
 void hkx__retire(hkx_executor *ex, struct hkx__host *h);
