@@ -2,15 +2,18 @@
  * deathwatch: the thread that waits for the workers of killed hosts to be
  * gone (deathwatch.h says why). It reads the slot tables' worker marks
  * under the executor's lock and sleeps without it; it never ends a future,
- * reads a pipe or frees anything: it marks a host and wakes the supervisor
- * thread, which does the rest.
+ * reads a pipe or frees anything: it marks a host, wakes the supervisor
+ * thread, which does the rest, and then, without the lock, lowers the
+ * priority of what is left of the host.
  *
  * It sleeps on its own generation word and, for each killed host not yet
  * settled, on the first of its workers still alive: all of them must go,
  * so one at a time is enough. A host leaves the executor (and its table is
- * unmapped) only after the generation has moved, so a wait never outlives
- * the memory it names for long: the kernel keys a shared futex by file and
- * offset, not by mapping, and a wait on an address no longer mapped fails.
+ * unmapped) only once it is waited on no more: after the generation has
+ * moved, or once this thread has found its workers gone, after which it
+ * waits on none of its words. So a wait never outlives the memory it
+ * names for long: the kernel keys a shared futex by file and offset, not
+ * by mapping, and a wait on an address no longer mapped fails.
  */
 #include "deathwatch.h"
 

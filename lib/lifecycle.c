@@ -45,6 +45,9 @@
  * host is let go without its exit status. */
 #define NUDGE_NS 100000000u
 #define EXIT_WAIT_NS 1000000000u
+/* How long a kill not yet settled holds spares back (hkx__tell_spares):
+ * a host stuck in an uninterruptible call may take far longer to die. */
+#define SPARE_HOLD_NS 10000000u
 /* The bytes of pipe, in each direction, that an executor's hosts share,
  * and what a pipe holds unless told otherwise. */
 #define PIPE_BUDGET (1u << 20)
@@ -199,27 +202,38 @@ hkx__ask_spares(hkx_executor *ex)
 	ex->spares_wanted = true;
 }
 
+/* A kill sent not long ago whose futures have yet to end. */
+static bool
+holds_spares(const struct hkx__host *h, uint64_t now)
+{
+	return h->killing && !h->settled && now < h->killed_ns + SPARE_HOLD_NS;
+}
+
 /*
  * The zygote's wake-up, and the fork it then starts, would take the CPU
  * from a kill's dying threads and from the futures their death ends,
  * which is what a caller waits for: a spare is for the next kill, so it
- * is asked for once the last one is over and its callbacks have run.
+ * is asked for once the last one is over and its callbacks have run, or
+ * has held it back long enough (the timer of lives looks again then).
  */
 void
 hkx__tell_spares(hkx_executor *ex)
 {
+	uint64_t now = hkx__now_ns();
 	struct hkx__host *h;
 	unsigned held;
 
 	hkx__lock(ex);
 	held = ex->spares_asked;
-	if (ex->broken || ex->shutting_down || hkx__now_ns() < ex->respawn_at) {
+	if (ex->broken || ex->shutting_down || now < ex->respawn_at) {
 		ex->spares_wanted = false;
 		goto out;
 	}
 	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (h->killing && !h->settled)
+		if (holds_spares(h, now)) {
+			hkx__arm_life(ex);
 			goto out;
+		}
 		held += spare_held(h);
 	}
 	ex->spares_wanted = false;
@@ -319,16 +333,17 @@ hkx__signal_host(struct hkx__host *h, int sig)
 
 /*
  * Not under the lock: setpriority on a dying group can take a millisecond
- * on a busy machine, waiting on its threads' exits. Through a duplicate of
- * the pidfd, as hkx__send_kills signals, so that the host's burial cannot
- * close it meanwhile.
+ * on a busy machine, waiting on its threads' exits. The pid still names
+ * the group when the pidfd is looked at, under the lock; it can be reaped
+ * before setpriority comes, a window no signal to a process group closes
+ * either (signal_group).
  */
 void
 hkx__lower_killed(hkx_executor *ex)
 {
 	struct hkx__host *h;
+	bool alive;
 	pid_t pid;
-	int pidfd;
 
 	for (;;) {
 		hkx__lock(ex);
@@ -341,13 +356,10 @@ hkx__lower_killed(hkx_executor *ex)
 		}
 		h->lowered = true;
 		pid = h->pid;
-		pidfd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
+		alive = hkx__wait_readable(h->pidfd, 0) == 0;
 		hkx__unlock(ex);
-		if (pidfd < 0)
-			continue; /* its teardown goes at its own pace */
-		if (hkx__wait_readable(pidfd, 0) == 0)
+		if (alive)
 			setpriority(PRIO_PGRP, (id_t)pid, 19);
-		close(pidfd);
 	}
 }
 
@@ -439,6 +451,7 @@ mark_killed(hkx_executor *ex, struct hkx__host *h, bool all)
 	if (h->killing || h->settled)
 		return;
 	h->killing = true;
+	h->killed_ns = hkx__now_ns();
 	h->kill_unsent = true;
 	ex->kills_unsent = true;
 }
@@ -1199,6 +1212,8 @@ hkx__arm_life(hkx_executor *ex)
 			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
 		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
 			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+		if (ex->spares_wanted && holds_spares(h, now))
+			next = earlier(next, h->killed_ns + SPARE_HOLD_NS);
 		next = earlier(next, hkx__arena_trim_at(&h->arena));
 	}
 	if (next != UINT64_MAX)

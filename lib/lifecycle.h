@@ -37,6 +37,7 @@ struct hkx__host {
 	bool lowered;        /* ... and what is left of it is niced */
 	bool up_open, crash_open, down_polled;
 	uint64_t asked_ns;   /* when the SPAWN it answers was sent */
+	uint64_t killed_ns;  /* when it was marked killing */
 	uint64_t ready_ns;
 	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; written by the

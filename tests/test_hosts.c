@@ -14,14 +14,12 @@
  * so none of them can end before it for any other reason.
  */
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 
 #include <check.h>
 #include <dirent.h>
-#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <errno.h>
 #include <limits.h>
@@ -478,6 +476,41 @@ START_TEST(test_spare_hosts)
 }
 END_TEST
 
+/* An on_done callback kills the next holder. */
+static void
+kill_next(hkx_future *f, void *next)
+{
+	(void)f;
+	ck_assert_int_eq(hkx_future_kill(next), 0);
+}
+
+/*
+ * The next spare is asked for once no kill is left to settle: each kill
+ * here comes from the callbacks of the last one, so one is pending every
+ * time the supervisor has run a kill's callbacks, until the last.
+ */
+START_TEST(test_spares_after_chained_kills)
+{
+	enum { N = 3 };
+	struct holders h;
+	hkx_executor *ex;
+	unsigned i;
+
+	ex = executor(N, 1);
+	hold(ex, &h, N);
+	for (i = 0; i + 1 < N; i++)
+		ck_assert_int_eq(hkx_future_on_done(h.f[i], kill_next, h.f[i + 1]), 0);
+	ck_assert_int_eq(hkx_future_kill(h.f[0]), 0);
+	for (i = 0; i < N; i++)
+		tst_wait_end(h.f[i], HKX_KILLED);
+	tst_wait_spares_up(ex, N, 1);
+	tst_run_one(ex, "echo", HKX_DONE);
+	for (i = 0; i < N; i++)
+		hkx_future_release(h.f[i]);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /*
  * A spare takes a dead host's place with no word to the zygote: with the
  * zygote stopped, so that it can neither fork nor answer, the task after a
@@ -637,6 +670,8 @@ START_TEST(test_executor_kill_every_host)
 	for (i = 0; i < N; i++)
 		tst_wait_pid_gone(h.pid[i]);
 	tst_wait_hosts_up(ex, N);
+	/* Asked for once the kills were over. */
+	tst_wait_spares_up(ex, N, 1);
 	tst_stats(ex, &st);
 	ck_assert_uint_eq(st.killed, N);
 	ck_assert_uint_eq(st.host_starts, 2 * N);
@@ -1168,18 +1203,11 @@ no_thread_named(void *arg)
  */
 START_TEST(test_futex_waitv_refused)
 {
-	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex_waitv, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
+	const long futex_waitv = SYS_futex_waitv;
 	hkx_executor *ex;
 	hkx_future *f;
 
-	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+	ck_assert_int_eq(tst_deny_syscalls(&futex_waitv, 1, SECCOMP_RET_ERRNO | EPERM), 0);
 	ex = executor(2, 1);
 	ck_assert(!no_thread_named("hkx-supervisor"));
 	tst_poll_until(no_thread_named, "hkx-deathwatch",
@@ -1188,6 +1216,8 @@ START_TEST(test_futex_waitv_refused)
 	tst_await_start();
 	ck_assert_int_eq(hkx_future_kill(f), 0);
 	tst_wait_end(f, HKX_KILLED);
+	/* Settled by its pidfd, the kill lets the next spare be asked for. */
+	tst_wait_spares_up(ex, 2, 1);
 	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_future_release(f);
 	hkx_executor_free(ex);
@@ -1206,6 +1236,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_one_task_per_host);
 	tcase_add_test(tc, test_every_host_set_up);
 	tcase_add_test(tc, test_spare_hosts);
+	tcase_add_test(tc, test_spares_after_chained_kills);
 	tcase_add_test(tc, test_spare_needs_no_zygote);
 	suite_add_tcase(s, tc);
 
