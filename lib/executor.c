@@ -350,6 +350,7 @@ hkx_executor_new(const struct hkx_config *c, hkx_executor **out)
 	ex->refs = 1;
 	ex->fork_generation = atomic_load(&fork_generation);
 	ex->epfd = ex->wakefd = ex->timerfd = ex->lifefd = -1;
+	ex->kill_due_ns = UINT64_MAX;
 	ex->zygote.sock = ex->zygote.pidfd = -1;
 	TAILQ_INIT(&ex->queue);
 	TAILQ_INIT(&ex->notify);

@@ -165,6 +165,7 @@ struct hkx_executor {
 	unsigned backoff_ms;           /* wait before the next respawn; 0 after a good host */
 
 	bool limits_dirty;             /* the supervisor should look at run-time limits */
+	uint64_t kill_due_ns;          /* the next kill_after_ms, or UINT64_MAX */
 	bool paused, frozen;
 	uint64_t pause_began, paused_total;
 	uint64_t last_pause_began, last_pause_ended; /* the last pause to end */

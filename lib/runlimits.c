@@ -6,6 +6,14 @@
  * It only decides: a stop goes through the future's slot, a kill through
  * its host. A limit may be late, never early; and a thread or CPU time a
  * host names is believed only as far as /proc bears it out.
+ *
+ * A kill_after_ms is kept to the microsecond the CPU allows: the timer
+ * wakes the supervisor KILL_LEAD_NS ahead, and the supervisor then looks
+ * rather than sleeps until the kill is due, for a thread woken from sleep
+ * on a busy or idle-halted CPU can be a third of a millisecond late. It
+ * never sleeps through a due kill that way, and it spins at most
+ * KILL_LEAD_NS per deadline: a task that ended meanwhile leaves a stale
+ * deadline, which the next look clears.
  */
 #include "runlimits.h"
 
@@ -20,6 +28,7 @@
 #include "util.h"
 
 #define CPU_POLL_NS 2000000u /* the least time between two reads of a task's CPU time */
+#define KILL_LEAD_NS 300000u /* how long before a kill is due the supervisor wakes */
 
 /* --- run-time limits -------------------------------------------------------- */
 
@@ -159,6 +168,7 @@ hkx__check_limits(hkx_executor *ex)
 {
 	struct itimerspec its = { 0 };
 	uint64_t now = hkx__now_ns(), next = UINT64_MAX, ran, limit, paused;
+	uint64_t kill_due = UINT64_MAX;
 	struct hkx__host *h;
 	hkx_future *f;
 	uint32_t i;
@@ -181,13 +191,29 @@ hkx__check_limits(hkx_executor *ex)
 			if (ran >= limit) {
 				f->doom = HKX_TIMED_OUT;
 				hkx__kill_host(ex, h, false);
-			} else if (now + (limit - ran) < next)
-				next = now + (limit - ran);
+			} else if (now + (limit - ran) < kill_due)
+				kill_due = now + (limit - ran);
 		}
 		if (f->cpu_limit_ms && !h->killing)
 			check_cpu(ex, h, f, now, &next);
 	}
+	/* Once within the lead, the timer is only a backstop for the loop. */
+	ex->kill_due_ns = kill_due;
+	if (kill_due != UINT64_MAX)
+		next = MIN(next, kill_due - KILL_LEAD_NS > now ? kill_due - KILL_LEAD_NS : kill_due);
 	if (next != UINT64_MAX)
 		its.it_value = hkx__timespec(next);
 	timerfd_settime(ex->timerfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+bool
+hkx__poll_limits(hkx_executor *ex)
+{
+	uint64_t now = hkx__now_ns();
+
+	if (ex->limits_dirty || now >= ex->kill_due_ns) {
+		ex->limits_dirty = false;
+		hkx__check_limits(ex);
+	}
+	return ex->kill_due_ns != UINT64_MAX && ex->kill_due_ns - KILL_LEAD_NS <= now;
 }

@@ -1071,7 +1071,7 @@ supervisor_main(void *arg)
 	struct hkx__future_list done;
 	struct epoll_event evs[32];
 	struct hkx__host *h, *next;
-	bool exiting = false, kills, spares;
+	bool exiting = false, kills, spares, spin;
 	int n, i, timeout = -1, trim;
 
 	while (!exiting) {
@@ -1096,10 +1096,7 @@ supervisor_main(void *arg)
 		hkx__lock(ex);
 		drain_rings(ex);
 		pump(ex);
-		if (ex->limits_dirty) {
-			ex->limits_dirty = false;
-			hkx__check_limits(ex);
-		}
+		spin = hkx__poll_limits(ex);
 		if (ex->life_dirty) {
 			ex->life_dirty = false;
 			hkx__arm_life(ex);
@@ -1109,7 +1106,7 @@ supervisor_main(void *arg)
 		exiting = ex->thread_exit;
 		kills = ex->kills_unsent;
 		spares = ex->spares_wanted;
-		timeout = rings_sleep(ex);
+		timeout = spin ? 0 : rings_sleep(ex);
 		hkx__unlock(ex);
 		if (kills)
 			hkx__send_kills(ex);

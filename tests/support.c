@@ -917,6 +917,31 @@ tst_proc_read_path(const char *path, struct tst_proc *p)
 	return true;
 }
 
+pid_t
+tst_thread_named(const char *name)
+{
+	char path[64], comm[32];
+	struct dirent *d;
+	pid_t tid = 0;
+	DIR *dir;
+	FILE *f;
+
+	dir = opendir("/proc/self/task");
+	ck_assert_ptr_nonnull(dir);
+	while (tid == 0 && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.16s/comm", d->d_name);
+		if ((f = fopen(path, "re")) == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), f) != NULL && strncmp(comm, name, strlen(name)) == 0)
+			tid = (pid_t)atoi(d->d_name);
+		fclose(f);
+	}
+	closedir(dir);
+	return tid;
+}
+
 bool
 tst_proc_read(pid_t pid, struct tst_proc *p)
 {

@@ -172,6 +172,8 @@ struct tst_proc {
 bool tst_proc_read(pid_t pid, struct tst_proc *p);
 /* The same from any stat file, such as /proc/PID/task/TID/stat. */
 bool tst_proc_read_path(const char *path, struct tst_proc *p);
+/* The first thread of the test process whose name starts with name, or 0. */
+pid_t tst_thread_named(const char *name);
 /* Processes, zombies included, for which match() is true. */
 int tst_count_procs(bool (*match)(const struct tst_proc *p, void *arg), void *arg);
 /* Children of the test process, zombies included. */

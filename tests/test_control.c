@@ -474,6 +474,46 @@ START_TEST(test_kill_after)
 }
 END_TEST
 
+/* True once the supervisor thread sleeps. */
+static bool
+supervisor_asleep(void *arg)
+{
+	struct tst_proc p;
+	char path[64];
+
+	(void)arg;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tst_thread_named("hkx-supervisor"));
+	return tst_proc_read_path(path, &p) && p.state == 'S';
+}
+
+/*
+ * The supervisor looks, rather than sleeps, in the moments before a kill
+ * is due: only until it has killed, or the task has ended. A task killed
+ * by its limit, and one that ends just before it, each leave it asleep
+ * again.
+ */
+START_TEST(test_kill_after_leaves_supervisor_asleep)
+{
+	hkx_executor *ex = executor(1, 0);
+	struct hkx_opts o = { .kill_after_ms = 1 };
+	hkx_future *f;
+	int i;
+
+	f = tst_submit_opts(ex, "block", NULL, 0, &o);
+	tst_wait_end(f, HKX_TIMED_OUT);
+	hkx_future_release(f);
+	tst_poll_until(supervisor_asleep, NULL, "the supervisor asleep after a kill");
+	/* An echo that takes about its limit ends before it as often as not. */
+	for (i = 0; i < 20; i++) {
+		f = tst_submit_opts(ex, "echo", "e", 1, &o);
+		ck_assert_int_eq(hkx_future_wait(f, -1), 0);
+		hkx_future_release(f);
+	}
+	tst_poll_until(supervisor_asleep, NULL, "the supervisor asleep after its limits");
+	hkx_executor_free(ex);
+}
+END_TEST
+
 /* Asked first, killed after: the task reports that it saw the stop, and
  * then ends TIMED_OUT because it ignored it. */
 START_TEST(test_stop_after_then_kill_after)
@@ -875,6 +915,7 @@ control_suite(void)
 	tc = tst_tcase("limits");
 	tcase_add_test(tc, test_stop_after);
 	tcase_add_test(tc, test_kill_after);
+	tcase_add_test(tc, test_kill_after_leaves_supervisor_asleep);
 	tcase_add_test(tc, test_stop_after_then_kill_after);
 	tcase_add_test(tc, test_frozen_time_not_counted);
 	suite_add_tcase(s, tc);

@@ -1172,27 +1172,7 @@ END_TEST
 static bool
 no_thread_named(void *arg)
 {
-	const char *name = arg;
-	char path[64], comm[32];
-	struct dirent *d;
-	bool none = true;
-	DIR *dir;
-	FILE *f;
-
-	dir = opendir("/proc/self/task");
-	ck_assert_ptr_nonnull(dir);
-	while (none && (d = readdir(dir)) != NULL) {
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%.16s/comm", d->d_name);
-		if ((f = fopen(path, "re")) == NULL)
-			continue;
-		if (fgets(comm, sizeof(comm), f) != NULL)
-			none = strncmp(comm, name, strlen(name)) != 0;
-		fclose(f);
-	}
-	closedir(dir);
-	return none;
+	return tst_thread_named(arg) == 0;
 }
 
 /*
