@@ -6,11 +6,12 @@
  *
  * Like the other suites it waits on futures and FIFOs rather than on time.
  * One kind of state has no signal to wait on and is polled against a
- * deadline: a thread or process of the host reaching a scheduler state
- * (asleep, stopped) in /proc. The one test that is about time itself
- * (frozen time is not counted) lets a fixed span pass while the host is
- * frozen, and asserts only end states. The run-time limits are short
- * (20 ms) but only their order is asserted, never how late they fire.
+ * deadline: a thread or process reaching a scheduler state (asleep,
+ * stopped) in /proc, be it the host's or the supervisor thread's. The one
+ * test that is about time itself (frozen time is not counted) lets a
+ * fixed span pass while the host is frozen, and asserts only end states.
+ * The run-time limits are short (1 to 20 ms) but only their order is
+ * asserted, never how late they fire.
  */
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -474,16 +475,28 @@ START_TEST(test_kill_after)
 }
 END_TEST
 
-/* True once the supervisor thread sleeps. */
+/* True once the supervisor thread sleeps in its wait for events, not on
+ * a lock or a pipe on its way round a spin; where the kernel hides the
+ * wait channel ("0", or no file), asleep at all. */
 static bool
 supervisor_asleep(void *arg)
 {
+	char path[64], wchan[64] = "0";
 	struct tst_proc p;
-	char path[64];
+	FILE *f;
+	int tid = (int)tst_thread_named("hkx-supervisor");
 
 	(void)arg;
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tst_thread_named("hkx-supervisor"));
-	return tst_proc_read_path(path, &p) && p.state == 'S';
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	if (!tst_proc_read_path(path, &p) || p.state != 'S')
+		return false;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", tid);
+	if ((f = fopen(path, "re")) != NULL) {
+		if (fgets(wchan, sizeof(wchan), f) == NULL)
+			strcpy(wchan, "0");
+		fclose(f);
+	}
+	return strcmp(wchan, "0") == 0 || strstr(wchan, "epoll") != NULL;
 }
 
 /*
@@ -510,6 +523,31 @@ START_TEST(test_kill_after_leaves_supervisor_asleep)
 		hkx_future_release(f);
 	}
 	tst_poll_until(supervisor_asleep, NULL, "the supervisor asleep after its limits");
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/*
+ * A kill far off keeps nobody awake: with a task running under a
+ * kill_after_ms of a minute, the supervisor sleeps. The echo's end comes
+ * by frame behind the block's STARTED on the one host's pipe, so the
+ * supervisor has read that start, and its deadline, by then.
+ */
+START_TEST(test_far_kill_leaves_supervisor_asleep)
+{
+	hkx_executor *ex = executor(2, 0);
+	struct hkx_opts o = { .kill_after_ms = 60000 };
+	hkx_future *f, *g;
+
+	f = tst_submit_opts(ex, "block", NULL, 0, &o);
+	tst_await_start();
+	g = tst_submit_opts(ex, "echo", "e", 1, &o);
+	ck_assert_int_eq(hkx_future_wait(g, -1), 0);
+	hkx_future_release(g);
+	tst_poll_until(supervisor_asleep, NULL, "the supervisor asleep with a kill a minute off");
+	tst_release(1);
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -916,6 +954,7 @@ control_suite(void)
 	tcase_add_test(tc, test_stop_after);
 	tcase_add_test(tc, test_kill_after);
 	tcase_add_test(tc, test_kill_after_leaves_supervisor_asleep);
+	tcase_add_test(tc, test_far_kill_leaves_supervisor_asleep);
 	tcase_add_test(tc, test_stop_after_then_kill_after);
 	tcase_add_test(tc, test_frozen_time_not_counted);
 	suite_add_tcase(s, tc);
