@@ -658,6 +658,63 @@ on_done(hkx_future *f, void *arg)
 	ck_assert_int_eq(write(r->fd, "d", 1), 1);
 }
 
+/* Submits, from the supervisor thread, a task whose argument is too big
+ * for a slot: it goes by pipe, which only the supervisor's next round
+ * writes. */
+struct chained {
+	hkx_executor *ex;
+	hkx_future *next;
+};
+
+static void
+submit_from_callback(hkx_future *f, void *arg)
+{
+	static char big[1024];
+	struct chained *c = arg;
+	hkx_future *g;
+
+	(void)f;
+	ck_assert_int_eq(hkx_submit(c->ex, "echo", big, sizeof(big), NULL, &g), 0);
+	__atomic_store_n(&c->next, g, __ATOMIC_SEQ_CST);
+}
+
+static bool
+submitted(void *arg)
+{
+	struct chained *c = arg;
+
+	return __atomic_load_n(&c->next, __ATOMIC_SEQ_CST) != NULL;
+}
+
+/* What a callback asks of the supervisor thread it runs on is done with
+ * nothing else to wake that thread: the task it submits runs. The spare's
+ * start deadline, which would wake the supervisor after 10 s, is put
+ * beyond the test's own. */
+START_TEST(test_on_done_submits)
+{
+	struct hkx_config conf;
+	struct chained c;
+	hkx_executor *ex;
+	hkx_future *f;
+
+	tst_config(&conf, 1);
+	conf.prefetch = 0;
+	conf.start_timeout_ms = 10 * TST_DEADLINE_MS;
+	ex = tst_new(&conf);
+	c = (struct chained){ .ex = ex };
+
+	f = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_on_done(f, submit_from_callback, &c), 0);
+	tst_release(1);
+	tst_poll_until(submitted, &c, "the callback's submit");
+	tst_wait_end(c.next, HKX_DONE);
+	hkx_future_release(c.next);
+	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
 START_TEST(test_on_done)
 {
 	hkx_executor *ex = tst_executor(1, 0);
@@ -1354,6 +1411,7 @@ core_suite(void)
 
 	tc = tst_tcase("futures");
 	tcase_add_test(tc, test_on_done);
+	tcase_add_test(tc, test_on_done_submits);
 	tcase_add_test(tc, test_retain_release);
 	tcase_add_test(tc, test_future_outlives_executor);
 	suite_add_tcase(s, tc);
