@@ -567,6 +567,18 @@ tst_executor(unsigned threads, unsigned prefetch)
 	return tst_new(&c);
 }
 
+hkx_executor *
+tst_executor_untimed(unsigned threads)
+{
+	struct hkx_config c;
+
+	tst_config(&c, threads);
+	c.prefetch = 0;
+	c.spare_hosts = 0;
+	c.start_timeout_ms = 10 * TST_DEADLINE_MS;
+	return tst_new(&c);
+}
+
 hkx_future *
 tst_submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
                 const struct hkx_opts *o)

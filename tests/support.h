@@ -76,6 +76,10 @@ int tst_deny_syscalls(const long *nrs, size_t n, uint32_t action);
 hkx_executor *tst_new(const struct hkx_config *c);
 /* tst_config() with `threads` and `prefetch`, then tst_new(). */
 hkx_executor *tst_executor(unsigned threads, unsigned prefetch);
+/* One whose supervisor thread no timer of the library's wakes within a
+ * test's deadline (no spare, no start deadline in sight, no prefetch):
+ * for a test that something else must wake it. */
+hkx_executor *tst_executor_untimed(unsigned threads);
 hkx_future *tst_submit(hkx_executor *ex, const char *task, const void *arg, size_t len);
 hkx_future *tst_submit_opts(hkx_executor *ex, const char *task, const void *arg, size_t len,
                             const struct hkx_opts *o);

@@ -687,21 +687,12 @@ submitted(void *arg)
 }
 
 /* What a callback asks of the supervisor thread it runs on is done with
- * nothing else to wake that thread: the task it submits runs. The spare's
- * start deadline, which would wake the supervisor after 10 s, is put
- * beyond the test's own. */
+ * nothing else to wake that thread: the task it submits runs. */
 START_TEST(test_on_done_submits)
 {
-	struct hkx_config conf;
-	struct chained c;
-	hkx_executor *ex;
+	hkx_executor *ex = tst_executor_untimed(1);
+	struct chained c = { .ex = ex };
 	hkx_future *f;
-
-	tst_config(&conf, 1);
-	conf.prefetch = 0;
-	conf.start_timeout_ms = 10 * TST_DEADLINE_MS;
-	ex = tst_new(&conf);
-	c = (struct chained){ .ex = ex };
 
 	f = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();

@@ -815,18 +815,11 @@ drain(void *arg)
  */
 START_TEST(test_ring_waiter_ends_drain)
 {
-	struct hkx_config c;
+	hkx_executor *ex = tst_executor_untimed(1);
 	struct watcher w;
 	pthread_t shut, rel;
-	hkx_executor *ex;
 	hkx_future *f;
 
-	/* No spare, and no start deadline in sight: nothing else wakes the
-	 * supervisor thread meanwhile. */
-	tst_config(&c, 1);
-	c.spare_hosts = 0;
-	c.start_timeout_ms = 10 * TST_DEADLINE_MS;
-	ex = tst_new(&c);
 	w.ex = ex;
 	w.rc = 1;
 	f = tst_submit(ex, "block", NULL, 0);
