@@ -7,11 +7,11 @@
  * its host. A limit may be late, never early; and a thread or CPU time a
  * host names is believed only as far as /proc bears it out.
  *
- * A kill_after_ms is kept to the microsecond the CPU allows: the timer
- * wakes the supervisor KILL_LEAD_NS ahead, and the supervisor then looks
- * rather than sleeps until the kill is due, for a thread woken from sleep
- * on a busy or idle-halted CPU can be a third of a millisecond late. It
- * never sleeps through a due kill that way, and it spins at most
+ * A kill_after_ms is kept as close to its deadline as the CPU allows:
+ * the timer wakes the supervisor KILL_LEAD_NS ahead, and the supervisor
+ * then looks rather than sleeps until the kill is due, for a thread woken
+ * from sleep on a busy or idle-halted CPU can be a third of a millisecond
+ * late. It never sleeps through a due kill that way, and it spins at most
  * KILL_LEAD_NS per deadline: a task that ended meanwhile leaves a stale
  * deadline, which the next look clears.
  */
