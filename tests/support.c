@@ -683,6 +683,48 @@ tst_shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms)
 	return c.rc;
 }
 
+static void
+hold_supervisor(hkx_future *f, void *arg)
+{
+	struct tst_held_supervisor *held = arg;
+	char b = 1;
+
+	(void)f;
+	ck_assert_int_eq(write(held->entered[1], &b, 1), 1);
+	ck_assert_int_eq(read(held->release[0], &b, 1), 1);
+	/* Done with the pipes: they may be closed. */
+	ck_assert_int_eq(write(held->entered[1], &b, 1), 1);
+}
+
+void
+tst_hold_supervisor(hkx_executor *ex, struct tst_held_supervisor *held)
+{
+	char b;
+
+	ck_assert_int_eq(pipe(held->entered), 0);
+	ck_assert_int_eq(pipe(held->release), 0);
+	held->first = tst_submit(ex, "block", NULL, 0);
+	tst_await_start();
+	ck_assert_int_eq(hkx_future_on_done(held->first, hold_supervisor, held), 0);
+	tst_release(1);
+	ck_assert_int_eq(read(held->entered[0], &b, 1), 1);
+}
+
+void
+tst_let_supervisor_go(struct tst_held_supervisor *held)
+{
+	char b = 1;
+
+	ck_assert_int_eq(write(held->release[1], &b, 1), 1);
+	ck_assert_int_eq(read(held->entered[0], &b, 1), 1);
+	tst_wait_end(held->first, HKX_DONE);
+	hkx_future_release(held->first);
+	for (int i = 0; i < 2; i++) {
+		close(held->entered[i]);
+		close(held->release[i]);
+	}
+}
+
 struct state_want {
 	hkx_future *f;
 	enum hkx_state s;

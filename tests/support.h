@@ -155,6 +155,16 @@ void tst_bounded(void *(*fn)(void *), void *arg, int ms, const char *what);
 void tst_free_bounded(hkx_executor *ex, int ms);
 int tst_shutdown_bounded(hkx_executor *ex, enum hkx_shutdown how, int timeout_ms);
 
+/* The supervisor thread held in the on_done callback of a first "block"
+ * task's end, until let go: tst_let_supervisor_go() waits for the
+ * callback to return, releases its future and closes the pipes. */
+struct tst_held_supervisor {
+	int entered[2], release[2];
+	hkx_future *first;
+};
+void tst_hold_supervisor(hkx_executor *ex, struct tst_held_supervisor *held);
+void tst_let_supervisor_go(struct tst_held_supervisor *held);
+
 /* Runs fn(arg, rcs) in a fork() child of the test, which fills in n
  * return codes, and copies them back into rcs; asserts the child exited
  * as it should. */

@@ -595,65 +595,24 @@ START_TEST(test_ring_bursts)
 }
 END_TEST
 
-/* The supervisor thread held in an on_done callback until released. */
-struct held {
-	int entered[2], release[2];
-	hkx_future *first;
-};
-
+/* Lets the supervisor thread go, and frees the executor. */
 static void
-hold_supervisor(hkx_future *f, void *arg)
+let_go(hkx_executor *ex, struct tst_held_supervisor *held)
 {
-	struct held *held = arg;
-	char b = 1;
-
-	(void)f;
-	ck_assert_int_eq(write(held->entered[1], &b, 1), 1);
-	ck_assert_int_eq(read(held->release[0], &b, 1), 1);
+	tst_let_supervisor_go(held);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
 }
 
 /* A submit sends a task whose argument fits its slot to a host with an
  * idle worker itself, and kicks the host's sleeping reader: the task
  * starts while the supervisor thread is held in a callback. */
-/* Holds the supervisor thread in the callback of a first task's end; its
- * future goes to held->first. */
-static void
-hold(hkx_executor *ex, struct held *held)
-{
-	char b;
-
-	ck_assert_int_eq(pipe(held->entered), 0);
-	ck_assert_int_eq(pipe(held->release), 0);
-	held->first = tst_submit(ex, "block", NULL, 0);
-	tst_await_start();
-	ck_assert_int_eq(hkx_future_on_done(held->first, hold_supervisor, held), 0);
-	tst_release(1);
-	ck_assert_int_eq(read(held->entered[0], &b, 1), 1);
-}
-
-/* Lets it go, and frees the executor. */
-static void
-let_go(hkx_executor *ex, struct held *held)
-{
-	char b = 1;
-
-	ck_assert_int_eq(write(held->release[1], &b, 1), 1);
-	tst_wait_end(held->first, HKX_DONE);
-	hkx_future_release(held->first);
-	tst_free_bounded(ex, TST_DEADLINE_MS);
-	for (int i = 0; i < 2; i++) {
-		close(held->entered[i]);
-		close(held->release[i]);
-	}
-}
-
 START_TEST(test_ring_submit_without_supervisor)
 {
 	hkx_executor *ex = executor(2, 4);
-	struct held held;
+	struct tst_held_supervisor held;
 	hkx_future *f;
 
-	hold(ex, &held);
+	tst_hold_supervisor(ex, &held);
 	f = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
 	tst_release(1);
@@ -668,11 +627,11 @@ END_TEST
 START_TEST(test_ring_wait_without_supervisor)
 {
 	hkx_executor *ex = executor(2, 4);
-	struct held held;
+	struct tst_held_supervisor held;
 	hkx_future *f;
 	uint32_t v;
 
-	hold(ex, &held);
+	tst_hold_supervisor(ex, &held);
 	for (v = 0; v < 50; v++) {
 		f = tst_submit(ex, "echo", &v, sizeof(v));
 		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
