@@ -45,9 +45,10 @@
  * host is let go without its exit status. */
 #define NUDGE_NS 100000000u
 #define EXIT_WAIT_NS 1000000000u
-/* How long a kill not yet settled holds spares back (hkx__tell_spares):
- * a host stuck in an uninterruptible call may take far longer to die. */
-#define SPARE_HOLD_NS 10000000u
+/* How long a kill not yet settled holds the start of any host back
+ * (starts_held): a host stuck in an uninterruptible call may take far
+ * longer to die. */
+#define KILL_HOLD_NS 10000000u
 /* The bytes of pipe, in each direction, that an executor's hosts share,
  * and what a pipe holds unless told otherwise. */
 #define PIPE_BUDGET (1u << 20)
@@ -149,8 +150,33 @@ hkx__zygote_writable(hkx_executor *ex)
 
 /* --- hosts ------------------------------------------------------------------ */
 
-/* With the lock held. Not before the back-off says so: lifefd then asks
- * again. */
+/* A kill sent not long ago whose futures have yet to end. */
+static bool
+holds_starts(const struct hkx__host *h, uint64_t now)
+{
+	return h->killing && !h->settled && now < h->killed_ns + KILL_HOLD_NS;
+}
+
+/*
+ * A fork, and the start of the host it makes, would take the CPU from a
+ * kill's dying threads and from the futures their death ends, which is
+ * what the caller waits for: no host is asked of the zygote while a kill
+ * is held (holds_starts). The settle, or the timer of lives once the hold
+ * is over, asks again.
+ */
+static bool
+starts_held(hkx_executor *ex, uint64_t now)
+{
+	struct hkx__host *h;
+
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		if (holds_starts(h, now))
+			return true;
+	return false;
+}
+
+/* With the lock held. Not before the back-off says so, nor while a kill
+ * holds starts: lifefd then asks again. */
 int
 hkx__request_spawn(hkx_executor *ex)
 {
@@ -160,7 +186,7 @@ hkx__request_spawn(hkx_executor *ex)
 	if (ex->spawning || ex->broken)
 		return 0;
 	now = hkx__now_ns();
-	if (now < ex->respawn_at) {
+	if (now < ex->respawn_at || starts_held(ex, now)) {
 		hkx__life_changed(ex);
 		return 0;
 	}
@@ -202,19 +228,10 @@ hkx__ask_spares(hkx_executor *ex)
 	ex->spares_wanted = true;
 }
 
-/* A kill sent not long ago whose futures have yet to end. */
-static bool
-holds_spares(const struct hkx__host *h, uint64_t now)
-{
-	return h->killing && !h->settled && now < h->killed_ns + SPARE_HOLD_NS;
-}
-
 /*
- * The zygote's wake-up, and the fork it then starts, would take the CPU
- * from a kill's dying threads and from the futures their death ends,
- * which is what a caller waits for: a spare is for the next kill, so it
- * is asked for once the last one is over and its callbacks have run, or
- * has held it back long enough (the timer of lives looks again then).
+ * Held back as any start is (starts_held), and more: a spare is for the
+ * next kill, so it is asked for only once the callbacks of the last one
+ * have run too.
  */
 void
 hkx__tell_spares(hkx_executor *ex)
@@ -229,13 +246,12 @@ hkx__tell_spares(hkx_executor *ex)
 		ex->spares_wanted = false;
 		goto out;
 	}
-	TAILQ_FOREACH(h, &ex->hosts, link) {
-		if (holds_spares(h, now)) {
-			hkx__arm_life(ex);
-			goto out;
-		}
-		held += spare_held(h);
+	if (starts_held(ex, now)) {
+		hkx__arm_life(ex);
+		goto out;
 	}
+	TAILQ_FOREACH(h, &ex->hosts, link)
+		held += spare_held(h);
 	ex->spares_wanted = false;
 	for (; held < ex->zygote.spares; held++) {
 		if (zygote_send(ex, HKX__ZYGOTE_SPARE, 0, 0) < 0)
@@ -1185,14 +1201,15 @@ zygote_owes_since(hkx_executor *ex)
 }
 
 /* With the lock held: lifefd fires at the next start deadline, unanswered
- * request, unreported death, end of a back-off, or look at an arena that
- * may give pages back. */
+ * request, unreported death, end of a back-off or of a kill's hold on a
+ * start that waits, or look at an arena that may give pages back. */
 void
 hkx__arm_life(hkx_executor *ex)
 {
 	uint64_t now = hkx__now_ns(), next = UINT64_MAX, owes;
 	struct itimerspec its = { 0 };
 	struct hkx__host *h;
+	bool starts_wanted;
 
 	/* A back-off that ended before this look would arm nothing: its
 	 * host is asked for now. */
@@ -1205,6 +1222,8 @@ hkx__arm_life(hkx_executor *ex)
 		next = earlier(next, ex->spawn_asked + start_timeout_ns(ex));
 	else if (ex->respawn_at > now)
 		next = earlier(next, ex->respawn_at);
+	starts_wanted = ex->spares_wanted ||
+	    (!ex->spawning && hkx__hosts_serving(ex, false) < ex->config.hosts);
 	TAILQ_FOREACH(h, &ex->hosts, link) {
 		if (h->died_ns != 0)
 			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
@@ -1212,8 +1231,8 @@ hkx__arm_life(hkx_executor *ex)
 			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
 		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
 			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
-		if (ex->spares_wanted && holds_spares(h, now))
-			next = earlier(next, h->killed_ns + SPARE_HOLD_NS);
+		if (starts_wanted && holds_starts(h, now))
+			next = earlier(next, h->killed_ns + KILL_HOLD_NS);
 		next = earlier(next, hkx__arena_trim_at(&h->arena));
 	}
 	if (next != UINT64_MAX)

@@ -87,9 +87,10 @@ void hkx__respawn_if_needed(hkx_executor *ex);
 void hkx__ask_spares(hkx_executor *ex);
 /* Asks the zygote for the spares wanted, each forked once it is idle;
  * not during a back-off, which a spare that dies brings on as any host
- * does (the next look, hkx__life_tick, asks again), nor, for up to
- * SPARE_HOLD_NS, while a killed host is not settled (the supervisor
- * thread tells it once it is, or the timer of lives once that is over). */
+ * does (the next look, hkx__life_tick, asks again), nor while a kill
+ * holds starts, as hkx__request_spawn does not (the supervisor thread
+ * tells it once the kill is settled, or the timer of lives once the hold
+ * is over). */
 void hkx__tell_spares(hkx_executor *ex);
 /* With the lock held: h said READY; a spare may take a missing host's
  * place. */

@@ -35,6 +35,7 @@
 
 #include <hkx.h>
 
+#include "executor.h"
 #include "support.h"
 
 /* ---------------------------------------------------------------------- */
@@ -546,6 +547,47 @@ START_TEST(test_spare_needs_no_zygote)
 	ck_assert_int_eq(kill(p.ppid, SIGCONT), 0);
 	hkx_future_release(b);
 	hkx_future_release(f);
+	hkx_executor_free(ex);
+}
+END_TEST
+
+/* Whether the executor has asked its zygote for a host it awaits. */
+static bool
+spawn_asked(hkx_executor *ex)
+{
+	bool asked;
+
+	hkx__lock(ex);
+	asked = ex->spawning;
+	hkx__unlock(ex);
+	return asked;
+}
+
+/*
+ * With no spare ready, a killed host's replacement is asked of the zygote
+ * only once the kill's futures have ended: its fork would take the CPU
+ * from the dying threads. Held in a callback, the supervisor thread can
+ * neither send the kill nor settle it, so no host may be asked for until
+ * it goes on; then the replacement comes.
+ */
+START_TEST(test_replacement_waits_for_kill)
+{
+	struct tst_held_supervisor held;
+	struct hkx_config c;
+	struct holders h;
+	hkx_executor *ex;
+
+	config(&c, 1, 2);
+	c.spare_hosts = 0;
+	ex = start(&c);
+	tst_hold_supervisor(ex, &held);
+	hold(ex, &h, 1);
+	ck_assert_int_eq(hkx_executor_kill(ex), 0);
+	ck_assert_msg(!spawn_asked(ex), "a host was asked for before the kill had ended");
+	tst_let_supervisor_go(&held);
+	tst_wait_end(h.f[0], HKX_KILLED);
+	tst_run_one(ex, "echo", HKX_DONE);
+	hkx_future_release(h.f[0]);
 	hkx_executor_free(ex);
 }
 END_TEST
@@ -1218,6 +1260,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_spare_hosts);
 	tcase_add_test(tc, test_spares_after_chained_kills);
 	tcase_add_test(tc, test_spare_needs_no_zygote);
+	tcase_add_test(tc, test_replacement_waits_for_kill);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("one host dies");
