@@ -2,9 +2,9 @@
  * lifecycle: a host's life as the supervisor sees it, from the SPAWN asked
  * of the zygote to the burial of its memory. It owns the zygote's socket,
  * the restart budget and its back-off, the timer of hosts' lives (start
- * deadlines, deaths the zygote has not reported, respawn back-off, arenas
- * that may give pages back), and decides how the tasks of a dead host
- * end.
+ * deadlines, deaths the zygote has not reported, respawn back-off, the
+ * hold a kill puts on starts, arenas that may give pages back), and
+ * decides how the tasks of a dead host end.
  *
  * It never waits on the zygote: hosts are signalled through their pidfds,
  * leave on their pidfds' word, and requests the zygote's socket will not
@@ -150,7 +150,7 @@ hkx__zygote_writable(hkx_executor *ex)
 
 /* --- hosts ------------------------------------------------------------------ */
 
-/* A kill sent not long ago whose futures have yet to end. */
+/* A kill ordered not long ago whose futures have yet to end. */
 static bool
 holds_starts(const struct hkx__host *h, uint64_t now)
 {
@@ -1212,9 +1212,12 @@ hkx__arm_life(hkx_executor *ex)
 	bool starts_wanted;
 
 	/* A back-off that ended before this look would arm nothing: its
-	 * host is asked for now. */
-	if (!ex->spawning && ex->respawn_at != 0 && ex->respawn_at <= now)
+	 * host is asked for now, once (a request held for another reason
+	 * asks for this look again: it must not find the back-off anew). */
+	if (!ex->spawning && ex->respawn_at != 0 && ex->respawn_at <= now) {
+		ex->respawn_at = 0;
 		hkx__respawn_if_needed(ex);
+	}
 	owes = zygote_owes_since(ex);
 	if (owes != UINT64_MAX)
 		next = owes + NUDGE_NS > now ? owes + NUDGE_NS : now + NUDGE_NS;

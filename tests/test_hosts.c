@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/types.h>
 
 #include <check.h>
@@ -36,7 +37,10 @@
 #include <hkx.h>
 
 #include "executor.h"
+#include "lifecycle.h"
+#include "supervisor.h"
 #include "support.h"
+#include "util.h"
 
 /* ---------------------------------------------------------------------- */
 /* This suite's tasks (run in the host).                                   */
@@ -563,6 +567,19 @@ spawn_asked(hkx_executor *ex)
 	return asked;
 }
 
+/* Whether a host was asked for, or came. */
+static bool
+replaced(void *arg)
+{
+	hkx_executor *ex = arg;
+	bool done;
+
+	hkx__lock(ex);
+	done = ex->spawning || hkx__hosts_serving(ex, false) > 0;
+	hkx__unlock(ex);
+	return done;
+}
+
 /*
  * With no spare ready, a killed host's replacement is asked of the zygote
  * only once the kill's futures have ended: its fork would take the CPU
@@ -586,9 +603,71 @@ START_TEST(test_replacement_waits_for_kill)
 	ck_assert_msg(!spawn_asked(ex), "a host was asked for before the kill had ended");
 	tst_let_supervisor_go(&held);
 	tst_wait_end(h.f[0], HKX_KILLED);
+	/* The settle that ended it asked, under the same lock. */
+	ck_assert_msg(replaced(ex), "no host asked for once the kill had ended");
 	tst_run_one(ex, "echo", HKX_DONE);
 	hkx_future_release(h.f[0]);
 	hkx_executor_free(ex);
+}
+END_TEST
+
+/* How often lifefd (life_fd, when not -1) was set: the library's calls
+ * come here before libc's. */
+static _Atomic int life_fd = -1;
+static atomic_uint life_sets;
+
+int
+timerfd_settime(int fd, int flags, const struct itimerspec *new, struct itimerspec *old)
+{
+	if (fd == atomic_load(&life_fd))
+		atomic_fetch_add(&life_sets, 1);
+	return (int)syscall(SYS_timerfd_settime, fd, flags, new, old);
+}
+
+/*
+ * A kill that does not settle (its host stuck in an uninterruptible call:
+ * here, one marked killing whose SIGKILL is held back) holds the start of
+ * its replacement for the hold alone, and the supervisor waits that out
+ * on lifefd, not in a loop: even once a back-off is over (a crash came
+ * first), which leaves respawn_at in the past for hkx__arm_life to look
+ * at.
+ */
+START_TEST(test_kill_hold_expires_without_spinning)
+{
+	struct hkx__host *h;
+	struct hkx_config c;
+	hkx_executor *ex;
+	unsigned sets;
+
+	config(&c, 1, 2);
+	c.spare_hosts = 0;
+	c.max_restarts = 10;
+	ex = start(&c);
+	tst_run_one(ex, "segv", HKX_CRASHED); /* backs off the next start */
+	tst_run_one(ex, "echo", HKX_DONE);     /* its replacement serves */
+
+	hkx__lock(ex);
+	atomic_store(&life_sets, 0);
+	atomic_store(&life_fd, ex->lifefd);
+	h = TAILQ_FIRST(&ex->hosts);
+	ck_assert(h != NULL && hkx__host_up(h) && TAILQ_NEXT(h, link) == NULL);
+	h->killing = true;
+	h->killed_ns = hkx__now_ns();
+	hkx__respawn_if_needed(ex);
+	hkx__unlock(ex);
+	ck_assert_msg(!spawn_asked(ex), "a host was asked for while a kill was held");
+	tst_poll_until(replaced, ex, "the replacement, once the hold ran out");
+	atomic_store(&life_fd, -1);
+	sets = atomic_load(&life_sets);
+	/* Now the SIGKILL goes. */
+	hkx__lock(ex);
+	h->kill_unsent = true;
+	ex->kills_unsent = true;
+	hkx__wake(ex);
+	hkx__unlock(ex);
+	tst_run_one(ex, "echo", HKX_DONE);
+	hkx_executor_free(ex);
+	ck_assert_msg(sets < 20, "lifefd set %u times in one hold of a kill", sets);
 }
 END_TEST
 
@@ -1261,6 +1340,7 @@ hosts_suite(void)
 	tcase_add_test(tc, test_spares_after_chained_kills);
 	tcase_add_test(tc, test_spare_needs_no_zygote);
 	tcase_add_test(tc, test_replacement_waits_for_kill);
+	tcase_add_test(tc, test_kill_hold_expires_without_spinning);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("one host dies");
