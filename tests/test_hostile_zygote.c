@@ -390,15 +390,25 @@ START_TEST(test_jammed_lifeline_application_killed)
 }
 END_TEST
 
-/* The supervisor's end of the first host's lifeline, as the predicate
- * of tst_poll_first_host saw it. */
-static int lifeline_fd = -1;
-
+/*
+ * Cuts the supervisor's end of the first host's lifeline once it has one:
+ * replaced, not closed, so that the fd stays the executor's to close. It
+ * runs under the executor's lock, which the supervisor takes to settle the
+ * dead host before it closes that fd: the two are ordered, for the
+ * program as for a thread sanitizer, which cannot see that the cut is
+ * what kills the host.
+ */
 static bool
-note_lifeline(const struct hkx__host *h)
+cut_lifeline(const struct hkx__host *h)
 {
-	lifeline_fd = h->lifeline_fd;
-	return lifeline_fd >= 0;
+	int null;
+
+	if (h->lifeline_fd < 0)
+		return false;
+	ck_assert_int_ge(null = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	ck_assert_int_eq(dup3(null, h->lifeline_fd, O_CLOEXEC), h->lifeline_fd);
+	close(null);
+	return true;
 }
 
 /*
@@ -411,15 +421,10 @@ START_TEST(test_lifeline_cut_kills_host)
 	hkx_executor *ex = new_executor();
 	pid_t host = host_pid(ex);
 	hkx_future *f;
-	int null;
 
 	f = tst_submit(ex, "block", NULL, 0);
 	tst_await_start();
-	tst_poll_first_host(ex, note_lifeline, "the host's lifeline");
-	/* Replaced, not closed: the fd stays the executor's to close. */
-	ck_assert_int_ge(null = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
-	ck_assert_int_eq(dup3(null, lifeline_fd, O_CLOEXEC), lifeline_fd);
-	close(null);
+	tst_poll_first_host(ex, cut_lifeline, "the host's lifeline to cut");
 	tst_wait_pid_gone(host);
 	tst_await_end(f, "the task of the host whose lifeline was cut");
 	hkx_future_release(f);
