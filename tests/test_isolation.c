@@ -33,7 +33,9 @@
 #include <seccomp.h>
 #endif
 
+#include "executor.h"
 #include "host.h"
+#include "lifecycle.h"
 #include "sandbox.h"
 #include "sanitized.h"
 #include "support.h"
@@ -1125,8 +1127,9 @@ START_TEST(test_cgroup_app_adopted)
 }
 END_TEST
 
-/* Reads 16 bytes at address arg[1] of process arg[0] through its
- * /proc/PID/mem; replies them, or nothing. */
+/* Reads 16 bytes at address arg[1] of process arg[0] (or arg[2], when
+ * arg[0] is the host running it) through its /proc/PID/mem; replies them,
+ * or nothing. */
 static int
 task_peek(hkx_task *t, const void *arg, size_t len)
 {
@@ -1136,7 +1139,8 @@ task_peek(hkx_task *t, const void *arg, size_t len)
 	ssize_t n = -1;
 
 	(void)len;
-	snprintf(path, sizeof(path), "/proc/%d/mem", (int)a[0]);
+	snprintf(path, sizeof(path), "/proc/%d/mem",
+	    (int)(a[0] == (uint64_t)getpid() ? a[2] : a[0]));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
 		n = pread(fd, buf, sizeof(buf), (off_t)a[1]);
 		close(fd);
@@ -1146,32 +1150,56 @@ task_peek(hkx_task *t, const void *arg, size_t len)
 
 static char app_secret[16] = "app-secret";
 
-/* seccomp leaves /proc/PID/mem open to a task (the kernel lets the same
- * user read it, as it would ptrace): Landlock, with /proc not listed, is
- * what stops it. */
+/*
+ * seccomp leaves /proc/PID/mem open to a task (the kernel lets the same
+ * user read it, as it would ptrace). Landlock stops it, with /proc not
+ * listed and with /proc listed alike: a host in a Landlock domain may not
+ * trace a process outside it, the application or another host (each host
+ * has a domain of its own).
+ */
 START_TEST(test_landlock_peek)
 {
-	static const char *const ro[] = { "/usr", NULL };
+	static const char *const usr[] = { "/usr", NULL };
+	static const char *const usr_proc[] = { "/usr", "/proc", NULL };
+	static const struct {
+		const char *const *ro;
+		bool sibling;	/* peek at another host, not the application */
+	} cases[] = { { usr, false }, { usr_proc, false }, { usr_proc, true } };
 	struct hkx_sandbox sb;
 	struct hkx_config c;
 	hkx_executor *ex;
+	struct hkx__host *h;
 	hkx_future *f;
 	const void *res;
 	size_t rlen;
-	uint64_t a[2] = { (uint64_t)getpid(), (uint64_t)(uintptr_t)app_secret };
+	uint64_t a[3] = { (uint64_t)getpid(), (uint64_t)(uintptr_t)app_secret, 0 };
 
 	if (skip(kernel_landlock_abi() < 1, "the kernel has no Landlock"))
 		return;
 	hkx_sandbox_init(&sb);
-	sb.landlock_ro = ro;
+	sb.landlock_ro = cases[_i].ro;
 	config(&c, &sb);
 	tst_add_task(&c, "peek", task_peek);
+	if (cases[_i].sibling) {
+		c.hosts = 2;
+		c.prefetch = 0;
+	}
 	ex = tst_new(&c);
 	strcpy(app_secret, "changed-in-app");
+	if (cases[_i].sibling) {
+		/* Both hosts, up: the task peeks at the one it does not run in. */
+		hkx__lock(ex);
+		h = TAILQ_FIRST(&ex->hosts);
+		ck_assert(h != NULL && TAILQ_NEXT(h, link) != NULL);
+		a[0] = (uint64_t)hkx__host_pid(h);
+		a[2] = (uint64_t)hkx__host_pid(TAILQ_NEXT(h, link));
+		hkx__unlock(ex);
+	}
 	f = tst_submit(ex, "peek", a, sizeof(a));
 	tst_wait_end(f, HKX_DONE);
 	ck_assert_int_eq(hkx_future_result(f, &res, &rlen), 0);
-	ck_assert_msg(rlen == 0, "the task read the application's memory: %.*s", (int)rlen,
+	ck_assert_msg(rlen == 0, "the task read %s memory: %.*s",
+	    cases[_i].sibling ? "another host's" : "the application's", (int)rlen,
 	    (const char *)res);
 	hkx_future_release(f);
 	hkx_executor_free(ex);
@@ -1370,7 +1398,7 @@ isolation_suite(void)
 
 	tc = tst_tcase("landlock");
 	tcase_add_test(tc, test_landlock_paths);
-	tcase_add_test(tc, test_landlock_peek);
+	tcase_add_loop_test(tc, test_landlock_peek, 0, 3);
 	tcase_add_test(tc, test_later_setup_failure_says_why);
 	tcase_add_test(tc, test_scope_signals);
 	tcase_add_test(tc, test_landlock_tcp);
