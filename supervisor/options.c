@@ -52,6 +52,7 @@ enum {
 	OPT_HOSTS,
 	OPT_ISOLATE,
 	OPT_SPARE_HOSTS,
+	OPT_MAX_TASKS_PER_HOST,
 	/* the sandbox */
 	OPT_SECCOMP = 768,
 	OPT_LANDLOCK_RO,
@@ -96,6 +97,7 @@ static const struct {
 	{ { "hosts", required_argument, NULL, OPT_HOSTS }, OPTS_HOST },
 	{ { "isolate", no_argument, NULL, OPT_ISOLATE }, OPTS_HOST },
 	{ { "spare-hosts", required_argument, NULL, OPT_SPARE_HOSTS }, OPTS_HOST },
+	{ { "max-tasks-per-host", required_argument, NULL, OPT_MAX_TASKS_PER_HOST }, OPTS_HOST },
 	{ { "memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT }, OPTS_HOST },
 	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
 	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
@@ -431,6 +433,11 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		if (parse_count(o, "spare-hosts", arg, MAX_SPARE_HOSTS, &n) == -1)
 			return -1;
 		o->spare_hosts = n;
+		return 0;
+	case OPT_MAX_TASKS_PER_HOST:
+		if (parse_count(o, "max-tasks-per-host", arg, UINT_MAX, &n) == -1)
+			return -1;
+		o->max_tasks_per_host = n;
 		return 0;
 	case OPT_PLUGIN:
 		return add_plugin(o, arg);
@@ -772,6 +779,7 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 	if (c.hosts > 1)
 		c.prefetch = 0;
 	c.spare_hosts = o->spare_hosts;
+	c.max_tasks_per_host = o->max_tasks_per_host;
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
 	base = address_space();

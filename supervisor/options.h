@@ -20,7 +20,8 @@
 /* Groups of options a subcommand accepts. */
 #define OPTS_PLUGIN  0x01u  /* --plugin */
 #define OPTS_HOST    0x02u  /* -j, --hosts, --isolate, --spare-hosts,
-                               --memory-limit, --no-new-privs */
+                               --max-tasks-per-host, --memory-limit,
+                               --no-new-privs */
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */
@@ -34,6 +35,7 @@ struct cmd_options {
 	unsigned hosts;           /* 0: not given: one, or -j with isolate */
 	bool isolate;             /* one thread per host, -j hosts */
 	unsigned spare_hosts;
+	unsigned max_tasks_per_host; /* 0: no limit */
 	const char **plugins;
 	size_t nplugins;
 	uint64_t memory_limit;    /* bytes, 0: none */
@@ -88,7 +90,9 @@ struct cmd_options {
 "                         time-out or crash ends only the tasks of its host\n" \
 "      --isolate          one thread per host, -j hosts: a kill, time-out\n" \
 "                         or crash ends only the task it targets\n" \
-"      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n"
+"      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n" \
+"      --max-tasks-per-host N  a host replaced after N tasks (0: never); 1\n" \
+"                         runs each task in a fresh host, apart from the rest\n"
 
 /* The usage lines of the sandbox options, the same for every command. */
 #define OPTIONS_SANDBOX_HELP \

@@ -2587,7 +2587,7 @@ START_TEST(serve_interrupt_drops_input_of_its_round)
 END_TEST
 
 /* ---------------------------------------------------------------------- */
-/* Several hosts: --hosts, --isolate, --spare-hosts                        */
+/* Several hosts: --hosts, --isolate, --spare-hosts, --max-tasks-per-host */
 
 START_TEST(hosts_options_and_mistakes)
 {
@@ -2600,6 +2600,9 @@ START_TEST(hosts_options_and_mistakes)
 		{ { "run", "--hosts", "two", "echo", NULL }, "hosts \"two\"" },
 		{ { "run", "--spare-hosts", "65", "echo", NULL }, "spare-hosts \"65\"" },
 		{ { "run", "--spare-hosts", "-1", "echo", NULL }, "spare-hosts \"-1\"" },
+		{ { "run", "--max-tasks-per-host", "-1", "echo", NULL },
+		    "max-tasks-per-host \"-1\"" },
+		{ { "serve", "--max-tasks-per-host", "one", NULL }, "max-tasks-per-host \"one\"" },
 		{ { "run", "--isolate=1", "echo", NULL }, "--isolate takes no value" },
 		{ { "run", "--isolate", "--hosts", "2", "echo", NULL }, "--isolate and --hosts" },
 		{ { "run", "--hosts", "2", "-j", "2", "--isolate", "echo", NULL },
@@ -2626,7 +2629,8 @@ START_TEST(hosts_options_and_mistakes)
 		ck_assert_int_eq(hkx(&p, NULL, subcommands[i], "--help", NULL), 0);
 		ck_assert_msg(strstr(p.outbuf, "--hosts N") != NULL &&
 		    strstr(p.outbuf, "--isolate ") != NULL &&
-		    strstr(p.outbuf, "--spare-hosts N") != NULL, "%s", p.outbuf);
+		    strstr(p.outbuf, "--spare-hosts N") != NULL &&
+		    strstr(p.outbuf, "--max-tasks-per-host N") != NULL, "%s", p.outbuf);
 		proc_free(&p);
 	}
 
@@ -2651,6 +2655,45 @@ START_TEST(hosts_options_and_mistakes)
 	ck_assert_int_ge(num(json_object_get(o, "stats"), "hosts_up"), 1);
 	json_decref(o);
 	proc_free(&p);
+}
+END_TEST
+
+/* The distinct values among the results of the n tasks of a run. */
+static size_t
+distinct_results(json_t *arr, size_t n)
+{
+	size_t i, j, distinct = 0;
+
+	ck_assert_uint_eq(json_array_size(arr), n);
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < i; j++)
+			if (strcmp(str(by_index(arr, i), "result"), str(by_index(arr, j), "result")) == 0)
+				break;
+		distinct += j == i;
+	}
+	return distinct;
+}
+
+/* --max-tasks-per-host 1 runs each task in a host of its own, one after
+ * the other on one thread; 0, the default, keeps the one host. A shell's
+ * parent is its host. */
+START_TEST(run_max_tasks_per_host)
+{
+	static const char *const limits[] = { "1", "0" };
+	static const size_t hosts[] = { 3, 1 };
+	json_t *arr;
+	struct proc p;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(hkx(&p, NULL, "run", "--json", "-j", "1", "--max-tasks-per-host",
+		    limits[i], "sh", "echo $PPID", "echo $PPID", "echo $PPID", NULL), 0);
+		arr = all_json(&p);
+		ck_assert_msg(distinct_results(arr, 3) == hosts[i], "--max-tasks-per-host %s: %s",
+		    limits[i], p.outbuf);
+		json_decref(arr);
+		proc_free(&p);
+	}
 }
 END_TEST
 
@@ -3122,6 +3165,7 @@ command_suite(void)
 	add(s, "serve_interrupt_frozen", serve_interrupt_while_frozen, 60);
 	add(s, "serve_interrupt_drops_its_round", serve_interrupt_drops_input_of_its_round, 60);
 	add(s, "hosts_options", hosts_options_and_mistakes, 60);
+	add(s, "run_max_tasks_per_host", run_max_tasks_per_host, 60);
 	add(s, "run_isolate_crash", run_isolate_crash_ends_only_its_task, 60);
 	add(s, "run_hosts_crash", run_hosts_crash_ends_only_its_host, 60);
 	add(s, "run_isolate_timeout", run_isolate_nothing_waits_behind_a_timeout, 60);
