@@ -361,7 +361,9 @@ class Executor(_StdExecutor):
 
     ``max_workers`` worker threads in each of ``hosts`` host processes
     (``isolate``: one thread in each of ``max_workers`` hosts, so that a
-    kill or a crash ends one task only). ``stop_after``, ``kill_after`` and
+    kill or a crash ends one task only); ``max_tasks_per_child``, as in
+    ``ProcessPoolExecutor``, replaces a host after that many tasks (1: a
+    host of its own for each task). ``stop_after``, ``kill_after`` and
     ``cpu_limit`` (seconds) and ``retries`` are defaults that a submit may
     override; ``memory_limit`` (bytes, or "512M") and ``no_new_privs``
     confine every host; ``max_restarts`` host deaths in a row break the
@@ -375,6 +377,7 @@ class Executor(_StdExecutor):
         *,
         hosts: int | None = None,
         isolate: bool = False,
+        max_tasks_per_child: int | None = None,
         plugins: Iterable[str | os.PathLike[str]] = (),
         stop_after: float | None = None,
         kill_after: float | None = None,
@@ -387,7 +390,7 @@ class Executor(_StdExecutor):
     ) -> None:
         argv = protocol.serve_command(
             protocol.find_hkx(), max_workers, hosts=hosts, isolate=isolate,
-            plugins=plugins, stop_after=stop_after, kill_after=kill_after,
+            max_tasks_per_child=max_tasks_per_child, plugins=plugins, stop_after=stop_after, kill_after=kill_after,
             cpu_limit=cpu_limit, memory_limit=memory_limit, retries=retries,
             max_restarts=max_restarts, no_new_privs=no_new_privs)
         self._text = text

@@ -90,6 +90,7 @@ def serve_command(
     *,
     hosts: int | None,
     isolate: bool,
+    max_tasks_per_child: int | None,
     plugins: Iterable[str | os.PathLike[str]],
     stop_after: float | None,
     kill_after: float | None,
@@ -110,6 +111,10 @@ def serve_command(
         argv += ["--hosts", str(hosts)]
     if isolate:
         argv.append("--isolate")
+    if max_tasks_per_child is not None:
+        if max_tasks_per_child <= 0:
+            raise ValueError("max_tasks_per_child must be >= 1")
+        argv += ["--max-tasks-per-host", str(max_tasks_per_child)]
     for plugin in plugins:
         argv += ["--plugin", os.fspath(plugin)]
     for flag, name, seconds in (("--stop-after", "stop_after", stop_after),

@@ -423,6 +423,17 @@ def test_bad_option_is_a_value_error():
         hkx.Executor(1, memory_limit="1K")
     with pytest.raises(ValueError):
         hkx.Executor(0)
+    with pytest.raises(ValueError):
+        hkx.Executor(1, max_tasks_per_child=0)
+
+
+@pytest.mark.parametrize("limit, hosts", [(1, 3), (None, 1)])
+def test_max_tasks_per_child(limit, hosts):
+    """As ProcessPoolExecutor's: 1 gives each task a host of its own (a
+    shell's parent is its host); by default one host takes them all."""
+    with hkx.Executor(1, max_tasks_per_child=limit, text=True) as ex:
+        parents = [ex.submit("sh", "echo $PPID").result() for _ in range(3)]
+    assert len(set(parents)) == hosts, parents
 
 
 def test_an_executor_broken_by_host_deaths_is_replaced():
