@@ -918,8 +918,8 @@ END_TEST
 static pid_t mute_host;
 
 /* The supervisor has seen it lose a pipe; or it is no longer the first
- * host: killed as a liar once PIPE_LOST_GRACE_NS (200 ms) went by, and
- * gone, it cannot be seen so any more. */
+ * host: killed as a liar once PIPE_LOST_GRACE_NS went by, and gone, it
+ * cannot be seen so any more. */
 static bool
 lost_a_pipe(const struct hkx__host *h)
 {
