@@ -21,7 +21,7 @@
 #define OPTS_PLUGIN  0x01u  /* --plugin */
 #define OPTS_HOST    0x02u  /* -j, --hosts, --isolate, --spare-hosts,
                                --max-tasks-per-host, --memory-limit,
-                               --no-new-privs */
+                               --no-new-privs, the sandbox's */
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
 #define OPTS_RUN     0x08u  /* --input, --json, --fail-fast, and run's own below */

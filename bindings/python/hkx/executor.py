@@ -390,8 +390,9 @@ class Executor(_StdExecutor):
     ) -> None:
         argv = protocol.serve_command(
             protocol.find_hkx(), max_workers, hosts=hosts, isolate=isolate,
-            max_tasks_per_child=max_tasks_per_child, plugins=plugins, stop_after=stop_after, kill_after=kill_after,
-            cpu_limit=cpu_limit, memory_limit=memory_limit, retries=retries,
+            max_tasks_per_child=max_tasks_per_child, plugins=plugins,
+            stop_after=stop_after, kill_after=kill_after, cpu_limit=cpu_limit,
+            memory_limit=memory_limit, retries=retries,
             max_restarts=max_restarts, no_new_privs=no_new_privs)
         self._text = text
         self._ids = itertools.count(1)

@@ -112,6 +112,8 @@ def serve_command(
     if isolate:
         argv.append("--isolate")
     if max_tasks_per_child is not None:
+        if not isinstance(max_tasks_per_child, int):
+            raise TypeError("max_tasks_per_child must be an integer")
         if max_tasks_per_child <= 0:
             raise ValueError("max_tasks_per_child must be >= 1")
         argv += ["--max-tasks-per-host", str(max_tasks_per_child)]

@@ -425,6 +425,8 @@ def test_bad_option_is_a_value_error():
         hkx.Executor(0)
     with pytest.raises(ValueError):
         hkx.Executor(1, max_tasks_per_child=0)
+    with pytest.raises(TypeError):
+        hkx.Executor(1, max_tasks_per_child=2.0)
 
 
 @pytest.mark.parametrize("limit, hosts", [(1, 3), (None, 1)])
