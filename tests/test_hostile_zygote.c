@@ -846,7 +846,6 @@ START_TEST(test_dead_spare_not_promoted)
 	hkx_executor *ex;
 	hkx_future *b, *f;
 	pid_t host, spare, zygote, kids[2];
-	uint32_t spares_up;
 
 	config(&c);
 	c.spare_hosts = 1;
@@ -863,14 +862,13 @@ START_TEST(test_dead_spare_not_promoted)
 	ck_assert_int_eq(kill(spare, SIGKILL), 0);
 	w = (struct host_of){ ex, spare, false, 0 };
 	tst_poll_until(death_seen, &w, "the spare's death to be seen");
-	spares_up = w.spares_up;
 	ck_assert_int_eq(hkx_future_kill(b), 0);
 	tst_wait_end(b, HKX_KILLED);
 	tst_stats(ex, &st);
 	/* Asserted once the zygote runs again: a failure must not leave it
 	 * stopped, holding the test's stdio. */
 	ck_assert_int_eq(kill(zygote, SIGCONT), 0);
-	ck_assert_uint_eq(spares_up, 0);
+	ck_assert_uint_eq(w.spares_up, 0);
 	ck_assert_int_ne(st.host_pid, spare);
 	f = tst_submit(ex, "pid", NULL, 0);
 	tst_wait_end(f, HKX_DONE);
