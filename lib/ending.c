@@ -186,10 +186,11 @@ hkx__slot_put(hkx_executor *ex, hkx_future *f)
 	struct hkx__host *h = f->host;
 	uint32_t i = (uint32_t)f->slot;
 
-	(void)ex;
 	hkx__arena_arg_free(&h->arena, i); /* the host is done with its argument */
 	h->owners[i] = NULL;
 	h->free_slots[--h->inflight] = i;
+	if (h->inflight == 0)
+		hkx__host_emptied(ex, h);
 	f->host = NULL;
 	f->slot = -1;
 	hkx_future_release(f);

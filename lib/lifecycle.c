@@ -45,6 +45,10 @@
  * host is let go without its exit status. */
 #define NUDGE_NS 100000000u
 #define EXIT_WAIT_NS 1000000000u
+/* How long a retiring host that holds no future may take to exit. An
+ * honest one exits at once; one that does not runs a task that ended its
+ * own future as its worker would and ran on. */
+#define RETIRE_GRACE_NS 2000000000u
 /* How long a kill not yet settled holds the start of any host back
  * (starts_held): a host stuck in an uninterruptible call may take far
  * longer to die. */
@@ -457,6 +461,17 @@ hkx__retire(hkx_executor *ex, struct hkx__host *h)
 		return;
 	h->retiring = true;
 	hkx__out_push(ex, h, NULL, head, hkx__encode_quit(head));
+	if (h->inflight == 0)
+		hkx__host_emptied(ex, h);
+}
+
+void
+hkx__host_emptied(hkx_executor *ex, struct hkx__host *h)
+{
+	if (!h->retiring || h->idle_retired_at != 0)
+		return;
+	h->idle_retired_at = hkx__now_ns();
+	hkx__life_changed(ex);
 }
 
 static void
@@ -1203,6 +1218,14 @@ zygote_owes_since(hkx_executor *ex)
 /* With the lock held: lifefd fires at the next start deadline, unanswered
  * request, unreported death, end of a back-off or of a kill's hold on a
  * start that waits, or look at an arena that may give pages back. */
+/* When the grace a host was given at `since` (0: none) ends, unless it is
+ * killed or gone by then. */
+static uint64_t
+grace_end(const struct hkx__host *h, uint64_t since, uint64_t grace)
+{
+	return since != 0 && !h->killing && !h->settled ? since + grace : UINT64_MAX;
+}
+
 void
 hkx__arm_life(hkx_executor *ex)
 {
@@ -1232,8 +1255,8 @@ hkx__arm_life(hkx_executor *ex)
 			next = earlier(next, h->died_ns + EXIT_WAIT_NS);
 		else if (!h->ready && !h->killing)
 			next = earlier(next, h->asked_ns + start_timeout_ns(ex));
-		if (h->pipe_lost_at != 0 && !h->killing && !h->settled)
-			next = earlier(next, h->pipe_lost_at + PIPE_LOST_GRACE_NS);
+		next = earlier(next, grace_end(h, h->pipe_lost_at, PIPE_LOST_GRACE_NS));
+		next = earlier(next, grace_end(h, h->idle_retired_at, RETIRE_GRACE_NS));
 		if (starts_wanted && holds_starts(h, now))
 			next = earlier(next, h->killed_ns + KILL_HOLD_NS);
 		next = earlier(next, hkx__arena_trim_at(&h->arena));
@@ -1264,17 +1287,22 @@ enforce_starts(hkx_executor *ex, uint64_t now)
 }
 
 /* With the lock held: a host alive past the grace after losing a pipe
- * lies about being a host. */
+ * lies about being a host; a retiring one that holds no future runs what
+ * is no longer a task of the executor, and its kill is ordered, as its
+ * retirement was: not a restart. */
 static void
-enforce_pipes(hkx_executor *ex, uint64_t now)
+enforce_graces(hkx_executor *ex, uint64_t now)
 {
 	struct hkx__host *h;
 
-	TAILQ_FOREACH(h, &ex->hosts, link)
-		if (h->pipe_lost_at != 0 && !h->killing && !h->settled &&
-		    now - h->pipe_lost_at >= PIPE_LOST_GRACE_NS &&
+	TAILQ_FOREACH(h, &ex->hosts, link) {
+		if (grace_end(h, h->pipe_lost_at, PIPE_LOST_GRACE_NS) <= now &&
 		    hkx__wait_readable(h->pidfd, 0) == 0)
 			hkx__protocol_error(ex, h);
+		else if (grace_end(h, h->idle_retired_at, RETIRE_GRACE_NS) <= now &&
+		    hkx__wait_readable(h->pidfd, 0) == 0)
+			hkx__kill_host(ex, h, true);
+	}
 }
 
 /* The first host whose death the zygote has not reported in time. */
@@ -1305,7 +1333,7 @@ hkx__life_tick(hkx_executor *ex)
 	if (owes != UINT64_MAX && now - owes >= NUDGE_NS)
 		hkx__zygote_nudge(&ex->zygote);
 	enforce_starts(ex, now);
-	enforce_pipes(ex, now);
+	enforce_graces(ex, now);
 	TAILQ_FOREACH(h, &ex->hosts, link)
 		hkx__arena_trim(&h->arena, now);
 	hkx__respawn_if_needed(ex); /* a back-off may be over */

@@ -42,6 +42,7 @@ struct hkx__host {
 	uint64_t died_ns;    /* its pidfd said so; waiting for the zygote's word */
 	uint64_t pipe_lost_at; /* EOF or EPIPE on its pipes, or 0; written by the
 	                          supervisor thread, under the lock */
+	uint64_t idle_retired_at; /* retiring, and holding no future since, or 0 */
 	uint64_t crash_id;
 	int crash_signal;
 	bool crash_blocked;  /* SIGSYS of the filter: crash_syscall says which */
@@ -111,6 +112,8 @@ void hkx__lower_killed(hkx_executor *ex);
 /* Stops every live host (or only `only`) and returns once each is. */
 void hkx__freeze_hosts(hkx_executor *ex, struct hkx__host *only);
 void hkx__retire(hkx_executor *ex, struct hkx__host *h);
+/* h let go of its last future. */
+void hkx__host_emptied(hkx_executor *ex, struct hkx__host *h);
 /* With the lock held: marks the host killed and owes its SIGKILL, which
  * the caller sends with hkx__send_kills once it lets go of the lock (the
  * supervisor thread does in any case, each time round). */

@@ -337,6 +337,27 @@ task_kick(hkx_task *t, const void *arg, size_t len)
 	return 0;
 }
 
+/*
+ * "runaway": ends its own future as its worker would (its slot FINISHED,
+ * a RESULT frame), says its host's pid, and runs on: the host is left
+ * running what is no longer a task of the executor, and never quits.
+ */
+static int
+task_runaway(hkx_task *t, const void *arg, size_t len)
+{
+	struct slot_pick me;
+
+	(void)arg;
+	(void)len;
+	if (!host_find_slot(HKX__SLOT_CLAIMED, 0, &me) ||
+	    !host_rewrite(&me, HKX__SLOT_CLAIMED, HKX__SLOT_FINISHED))
+		return -ESRCH;
+	host_send_result(hkx_task_id(t), me.index);
+	tst_task_started((int)getpid());
+	for (;;)
+		pause();
+}
+
 /* ---------------------------------------------------------------------- */
 /* Test side.                                                              */
 
@@ -349,6 +370,7 @@ config(struct hkx_config *c, unsigned threads, unsigned prefetch)
 	tst_add_task(c, "stdio", task_stdio);
 	tst_add_task(c, "pipes", task_pipes);
 	tst_add_task(c, "kick", task_kick);
+	tst_add_task(c, "runaway", task_runaway);
 	c->prefetch = prefetch;
 }
 
@@ -360,6 +382,43 @@ executor(unsigned threads, unsigned prefetch)
 	config(&c, threads, prefetch);
 	return tst_new(&c);
 }
+
+/*
+ * A task that ends its own future and runs on holds a host that takes no
+ * task: once that host is retired, for its one task (_i = 0) or by a
+ * draining shutdown (_i = 1), it is given a grace to exit, then killed, so
+ * that neither the host nor the shutdown waits on it for ever.
+ */
+START_TEST(test_runaway_host_retired)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	hkx_future *f;
+	pid_t host;
+
+	config(&c, 1, 0);
+	c.spare_hosts = 0;
+	c.max_restarts = 0; /* the kill is ordered: no restart */
+	if (_i == 0)
+		c.max_tasks_per_host = 1;
+	ex = tst_new(&c);
+	f = tst_submit(ex, "runaway", NULL, 0);
+	host = (pid_t)tst_await_start();
+	tst_wait_end(f, HKX_DONE);
+	hkx_future_release(f);
+	if (_i == 0) {
+		tst_wait_pid_gone(host);
+		tst_run_one(ex, "echo", HKX_DONE);
+		tst_stats(ex, &st);
+		ck_assert(!st.broken);
+	} else
+		ck_assert_int_eq(hkx_executor_shutdown(ex, HKX_SHUTDOWN_DRAIN,
+		    TST_DEADLINE_MS), 0);
+	hkx_executor_free(ex);
+	ck_assert(!tst_pid_alive(host));
+}
+END_TEST
 
 /* A hostile task, on a one-worker executor, about to attack the future
  * submitted `ahead` places after it. */
@@ -1391,6 +1450,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_result_for_cancelled);
 	tcase_add_test(tc, test_skipped_not_cancelled);
 	tcase_add_test(tc, test_skipped_while_frame_queued);
+	tcase_add_loop_test(tc, test_runaway_host_retired, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tst_tcase("misuse");
