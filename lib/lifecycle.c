@@ -1215,9 +1215,6 @@ zygote_owes_since(hkx_executor *ex)
 	return since;
 }
 
-/* With the lock held: lifefd fires at the next start deadline, unanswered
- * request, unreported death, end of a back-off or of a kill's hold on a
- * start that waits, or look at an arena that may give pages back. */
 /* When the grace a host was given at `since` (0: none) ends, unless it is
  * killed or gone by then. */
 static uint64_t
@@ -1226,6 +1223,10 @@ grace_end(const struct hkx__host *h, uint64_t since, uint64_t grace)
 	return since != 0 && !h->killing && !h->settled ? since + grace : UINT64_MAX;
 }
 
+/* With the lock held: lifefd fires at the next start deadline, unanswered
+ * request, unreported death, end of a host's grace (a lost pipe, a
+ * retirement), end of a back-off or of a kill's hold on a start that
+ * waits, or look at an arena that may give pages back. */
 void
 hkx__arm_life(hkx_executor *ex)
 {
