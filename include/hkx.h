@@ -151,7 +151,14 @@ struct hkx_config {
 	                              need, taking no task, so that a dead one is
 	                              replaced at once (stats.spares_up); 0 = none,
 	                              hkx_config_init sets 1 */
-	uint32_t reserved32;       /* must be zero, as reserved[] */
+	unsigned spin_us;          /* microseconds that a thread waiting on one future,
+	                              and an idle host's reader, look for the result
+	                              or the next task before they sleep: a round
+	                              trip with no wake-up, for at most this much CPU
+	                              per wait; at most 10000 (else -EINVAL); 0 =
+	                              never, hkx_config_init sets 20. Never where the
+	                              application may run on one CPU only
+	                              (stats.spin_us) */
 	const struct hkx_sandbox *sandbox; /* the host's isolation layers, copied;
 	                              NULL = rlimits and no_new_privs only */
 	uint64_t reserved[5];
@@ -303,7 +310,9 @@ struct hkx_stats {
 	uint32_t landlock_abi; /* the Landlock ABI version the hosts apply; 0 none */
 	uint32_t spares_up;   /* spare hosts ready to take a host's place at once,
 	                         at most config.spare_hosts */
-	uint32_t reserved32;
+	uint32_t spin_us;     /* config.spin_us, or 0 where the application may
+	                         run on one CPU only: its spin would keep the
+	                         host it waits for off that CPU */
 	uint64_t reserved[6];
 };
 int hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out);

@@ -38,6 +38,10 @@
 _Static_assert(MAX_PAYLOAD_LIMIT <= UINT32_MAX, "a future's lengths are 32 bits");
 #define MAX_HOST_CAPACITY 32768u
 #define MAX_HOSTS 1024u
+#define MAX_SPIN_US 10000u
+/* A lone empty task's round trip takes a few microseconds when neither
+ * side sleeps; this covers it, and tasks of up to some tens of them. */
+#define DEFAULT_SPIN_US 20u
 #define MAX_RESTARTS_COUNTED 65535u /* beyond: only UINT_MAX, "never" */
 #define DEFAULT_START_TIMEOUT_MS 10000
 /* Shutdown's second phase, the KILL past the caller's timeout. */
@@ -134,6 +138,7 @@ hkx_config_init(struct hkx_config *c)
 	c->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
 	c->hosts = 1;
 	c->spare_hosts = 1;
+	c->spin_us = DEFAULT_SPIN_US;
 }
 
 static int
@@ -196,7 +201,7 @@ static int
 check_config(const struct hkx_config *c)
 {
 	if (!hkx__all_zero(c->reserved, HKX__ARRAY_LEN(c->reserved)) ||
-	    c->reserved32 != 0 || c->threads == 0 || c->start_timeout_ms < 0 ||
+	    c->spin_us > MAX_SPIN_US || c->threads == 0 || c->start_timeout_ms < 0 ||
 	    c->max_payload == 0 || c->max_payload > MAX_PAYLOAD_LIMIT ||
 	    (c->max_restarts > MAX_RESTARTS_COUNTED && c->max_restarts != UINT_MAX) ||
 	    (uint64_t)c->threads + c->prefetch > MAX_HOST_CAPACITY ||
@@ -294,6 +299,8 @@ set_up(hkx_executor *ex, const struct hkx_config *c)
 	hc->limit_open_files = c->limit_open_files;
 	hc->allow_core_dumps = c->allow_core_dumps;
 	hc->spare_hosts = c->spare_hosts;
+	/* On one CPU a spin would only keep off it the side it waits for. */
+	hc->spin_ns = hkx__cpus_allowed() > 1 ? (uint64_t)c->spin_us * 1000 : 0;
 	err = hkx__sandbox_prepare(&hc->sandbox, c->sandbox);
 	if (err < 0)
 		return err;
@@ -865,6 +872,7 @@ hkx_executor_stats(hkx_executor *ex, struct hkx_stats *out)
 	out->frozen = ex->frozen;
 	out->broken = ex->broken;
 	out->shut_down = ex->shutting_down;
+	out->spin_us = (uint32_t)(ex->host_config.spin_ns / 1000);
 	hkx__unlock(ex);
 	return 0;
 }

@@ -1237,11 +1237,27 @@ wait_for_kick_or_frame(struct task_queue *batch, unsigned *count)
 	return false;
 }
 
+/* Whether a task came, by ring or by pipe, while the reader looked for it
+ * instead of sleeping (hkx_config.spin_us): a task that follows closely
+ * then needs neither the kick nor the wake-up. */
+static bool
+spin_for_work(void)
+{
+	struct futex_waitv words[2] = {
+		hkx__futex_waiter(&host.slots.down.shared->tail, host.slots.down.pos, true),
+		hkx__futex_waiter(&host.slots.header->frames, host.frames_read, true),
+	};
+
+	return host.hc->spin_ns > 0 &&
+	    hkx__spin_on(words, 2, hkx__now_ns() + host.hc->spin_ns);
+}
+
 /*
  * The reader role: the tasks that came, by pipe and by ring, appended to
  * batch; true if QUIT came. The pipe first while it holds frames the
  * supervisor queued (a QUIT comes after the tasks it pushed before), then
- * the ring; with neither, it says it sleeps and waits for either.
+ * the ring; with neither, it looks for a while, then says it sleeps and
+ * waits for either.
  */
 static bool
 read_batch(struct task_queue *batch, unsigned *count)
@@ -1255,6 +1271,8 @@ read_batch(struct task_queue *batch, unsigned *count)
 		take_ring(batch, count);
 		if (*count > 0 || quitting)
 			return quitting;
+		if (spin_for_work())
+			continue;
 		if (hkx__ring_sleep(&host.slots.down)) {
 			quitting = wait_for_kick_or_frame(batch, count);
 			hkx__ring_awake(&host.slots.down);

@@ -35,6 +35,9 @@ struct hkx__host_config {
 	struct hkx__sandbox sandbox;
 	uint32_t nslots;               /* in each host's slot table */
 	unsigned spare_hosts;          /* forked ahead of need, for the executor */
+	uint64_t spin_ns;              /* an idle reader looks this long before it
+	                                  sleeps: hkx_config.spin_us, where it may
+	                                  run on more than one CPU, else 0 */
 };
 
 /* The most spare hosts an executor keeps. */

@@ -1020,10 +1020,24 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 void
 hkx__bury(hkx_executor *ex)
 {
-	struct hkx__host *h;
+	TAILQ_HEAD(, hkx__host) dead = TAILQ_HEAD_INITIALIZER(dead);
+	struct hkx__host *h, *next;
 
-	while ((h = TAILQ_FIRST(&ex->graveyard)) != NULL) {
+	if (TAILQ_EMPTY(&ex->graveyard))
+		return;
+	/* A host a waiting thread still looks at waits for the next batch:
+	 * that thread wakes the supervisor once it is back. */
+	hkx__lock(ex);
+	for (h = TAILQ_FIRST(&ex->graveyard); h != NULL; h = next) {
+		next = TAILQ_NEXT(h, link);
+		if (h->looked_at)
+			continue;
 		TAILQ_REMOVE(&ex->graveyard, h, link);
+		TAILQ_INSERT_TAIL(&dead, h, link);
+	}
+	hkx__unlock(ex);
+	while ((h = TAILQ_FIRST(&dead)) != NULL) {
+		TAILQ_REMOVE(&dead, h, link);
 		close(h->pidfd);
 		close(h->down_fd);
 		close(h->up_fd);

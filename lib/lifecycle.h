@@ -64,6 +64,8 @@ struct hkx__host {
 	int lifeline_fd;          /* its lifeline's write end (util.h): closed, it
 	                             kills the host's group */
 	struct hkx__waiter *ring_waiter; /* a thread reading its up ring (supervisor.c) */
+	bool looked_at;           /* ... which looks at its words unlocked: its
+	                             memory must stay until that thread is back */
 };
 
 /* Every future host h holds, as f, in slot i. */
@@ -124,7 +126,8 @@ void hkx__kill_all_hosts(hkx_executor *ex);
 void hkx__protocol_error(hkx_executor *ex, struct hkx__host *h);
 hkx_future *hkx__running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id);
 int hkx__start_errno(int err);
-/* Supervisor thread: a host leaves, and its memory after the batch. */
+/* Supervisor thread: a host leaves, and its memory after the batch (or a
+ * later one, while a waiting thread looks at it). */
 void hkx__host_leave(hkx_executor *ex, struct hkx__host *h);
 void hkx__bury(hkx_executor *ex);
 void hkx__host_died(hkx_executor *ex, struct hkx__host *h);

@@ -698,6 +698,7 @@ bool
 hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 {
 	hkx_executor *ex = f->ex;
+	uint64_t spin_ns = ex->host_config.spin_ns;
 	struct futex_waitv words[2];
 	struct hkx__host *h;
 	unsigned idle = 0;
@@ -729,9 +730,19 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 			continue;
 		words[0] = hkx__futex_waiter(&w->fired, HKX__WAITER_ASLEEP, false);
 		words[1] = hkx__futex_waiter(&h->slots.up.shared->sleeping, HKX__RING_WATCHED, true);
+		/* Its memory stays mapped while this thread looks at its
+		 * words unlocked (hkx__bury), where a futex wait alone would
+		 * only fail. */
+		h->looked_at = true;
 		hkx__unlock(ex);
-		rc = hkx__futex_waitv(words, 2, deadline);
+		if (spin_ns > 0 && hkx__spin_on(words, 2, MIN(hkx__now_ns() + spin_ns, deadline)))
+			rc = -EAGAIN;
+		else
+			rc = hkx__futex_waitv(words, 2, deadline);
 		hkx__lock(ex);
+		h->looked_at = false;
+		if (w->ring_host != h)
+			hkx__wake(ex); /* it left meanwhile: it may be buried now */
 		/* ENOSYS, or a filter of the application's own: wait as usual. */
 		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT && rc != -ETIMEDOUT)
 			idle = WATCH_IDLE_MAX + 1;

@@ -15,6 +15,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,46 @@ hkx__futex_wake(_Atomic uint32_t *word, bool shared)
 {
 	syscall(SYS_futex, word, shared ? FUTEX_WAKE : FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
 	    NULL, NULL, 0);
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Looks between two readings of the clock: a few microseconds. */
+#define SPIN_LOOKS 64
+
+bool
+hkx__spin_on(const struct futex_waitv *waiters, unsigned n, uint64_t until)
+{
+	unsigned i, k;
+
+	do {
+		for (k = 0; k < SPIN_LOOKS; k++) {
+			for (i = 0; i < n; i++)
+				if (atomic_load_explicit((_Atomic uint32_t *)(uintptr_t)waiters[i].uaddr,
+				    memory_order_relaxed) != waiters[i].val)
+					return true;
+			cpu_relax();
+		}
+	} while (hkx__now_ns() < until);
+	return false;
+}
+
+unsigned
+hkx__cpus_allowed(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 1;
+	return (unsigned)CPU_COUNT(&set);
 }
 
 long

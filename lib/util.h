@@ -1,9 +1,10 @@
 /*
  * util: the few system helpers every module needs: the monotonic clock,
- * deadlines, pidfd and futex system calls (not all libcs wrap them), a blocking
- * write that survives signals, the walk over a process's children, the
- * supervisor side's allocations, the title `ps` shows, and the check
- * that a public struct's reserved words are zero.
+ * deadlines, pidfd and futex system calls (not all libcs wrap them) and the
+ * spin ahead of a futex wait, a blocking write that survives signals, the
+ * walk over a process's children, the supervisor side's allocations, the
+ * title `ps` shows, and the check that a public struct's reserved words
+ * are zero.
  *
  * Nothing here keeps state but the allocation test hook; nothing but the
  * allocation wrappers allocates.
@@ -52,6 +53,14 @@ void hkx__futex_wake(_Atomic uint32_t *word, bool shared);
  * the one woken, or -errno (-EAGAIN: a word was not as expected;
  * -ETIMEDOUT; -ENOSYS before Linux 5.16). */
 long hkx__futex_waitv(struct futex_waitv *waiters, unsigned n, uint64_t deadline);
+/* Before a futex wait that is likely short: looks until one of the words
+ * is no longer as expected, true then (the caller looks again, as after
+ * -EAGAIN), or until the time is past (CLOCK_MONOTONIC), false then. A
+ * sleep and its wake-up cost the other side a system call and this side
+ * tens of microseconds on some machines; a look costs a CPU. */
+bool hkx__spin_on(const struct futex_waitv *waiters, unsigned n, uint64_t until);
+/* The CPUs this thread may run on; 1 if that cannot be learned. */
+unsigned hkx__cpus_allowed(void);
 static inline struct futex_waitv
 hkx__futex_waiter(_Atomic uint32_t *word, uint32_t expect, bool shared)
 {

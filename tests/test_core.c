@@ -354,6 +354,9 @@ START_TEST(test_einval_config)
 	tst_config(&c, 1);
 	c.reserved[0] = 1;
 	expect_bad_config(&c, "reserved space not zero");
+	tst_config(&c, 1);
+	c.spin_us = 10001;
+	expect_bad_config(&c, "spin_us over 10000");
 
 	/* Refused before anything started. */
 	ck_assert_int_eq(tst_count_children(), 0);

@@ -451,9 +451,10 @@ START_TEST(test_spare_hosts)
 	hkx_executor *ex;
 	unsigned spares;
 
-	/* The stats keep their size: spares_up came from reserved space. */
+	/* The stats keep their size: spares_up and spin_us came from reserved
+	 * space. */
 	ck_assert_uint_eq(sizeof(struct hkx_stats),
-	    offsetof(struct hkx_stats, reserved32) + sizeof(uint32_t) + 6 * sizeof(uint64_t));
+	    offsetof(struct hkx_stats, spin_us) + sizeof(uint32_t) + 6 * sizeof(uint64_t));
 	for (spares = 0; spares <= 3; spares += 3) {
 		config(&c, 2, 1);
 		c.spare_hosts = spares;

@@ -182,14 +182,15 @@ run_int(hkx_executor *ex, const char *task, const void *arg, size_t len)
 
 /* --- seccomp ------------------------------------------------------------- */
 
-/* The config keeps its size: the sandbox pointer came from reserved space. */
+/* The config keeps its size: the sandbox pointer and spin_us came from
+ * reserved space. */
 START_TEST(test_config_layout)
 {
 	struct hkx_config c;
 	struct hkx_sandbox sb;
 
 	ck_assert_uint_eq(sizeof(struct hkx_config),
-	    offsetof(struct hkx_config, reserved32) + sizeof(uint32_t) + 6 * sizeof(uint64_t));
+	    offsetof(struct hkx_config, spin_us) + sizeof(uint32_t) + 6 * sizeof(uint64_t));
 	hkx_config_init(&c);
 	ck_assert_ptr_null(c.sandbox);
 	memset(&sb, 0xff, sizeof(sb));

@@ -24,9 +24,11 @@
 #include <limits.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -712,6 +714,151 @@ START_TEST(test_ring_waiter_outlives_host)
 END_TEST
 
 /* ---------------------------------------------------------------------- */
+/* Looking before sleeping (hkx_config.spin_us).                           */
+
+/* "busy": runs for *arg microseconds of the clock, never sleeping. */
+static int
+task_busy(hkx_task *t, const void *arg, size_t len)
+{
+	uint32_t us;
+	uint64_t end;
+
+	(void)t;
+	if (len != sizeof(us))
+		return -EINVAL;
+	memcpy(&us, arg, sizeof(us));
+	end = hkx__now_ns() + (uint64_t)us * 1000;
+	while (hkx__now_ns() < end)
+		;
+	return 0;
+}
+
+/* The times a thread went to sleep, from its /proc status file. */
+static long
+sleeps_of(const char *status)
+{
+	char line[128];
+	long n = -1;
+	FILE *f = fopen(status, "re");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+			break;
+	fclose(f);
+	ck_assert_int_ge(n, 0);
+	return n;
+}
+
+static hkx_executor *
+spinning_executor(unsigned spin_us)
+{
+	struct hkx_config c;
+
+	tst_config(&c, 1);
+	tst_add_task(&c, "busy", task_busy);
+	c.prefetch = 0;
+	c.spin_us = spin_us;
+	return tst_new(&c);
+}
+
+/*
+ * With spin_us, a task that takes less needs no sleep on either side: the
+ * waiting thread looks at the ring until the result is there, and the
+ * host's reader (its one worker) looks for the next task after each one.
+ * A round of either side can still sleep when the scheduler takes its CPU
+ * away, so it is enough that some round did not. Rounds of a host are
+ * counted from one submit to the next, for its sleep comes after its task.
+ */
+START_TEST(test_spin_round_trips)
+{
+	enum { ROUNDS = 50 };
+	hkx_executor *ex = spinning_executor(10000);
+	bool waiter_awake = false, host_awake = false;
+	long mine, host, host_last = -1;
+	char host_status[64];
+	struct hkx_stats st;
+	uint32_t us = 200;
+	hkx_future *f;
+
+	tst_stats(ex, &st);
+	if (hkx__cpus_allowed() < 2) {
+		ck_assert_uint_eq(st.spin_us, 0);
+		tst_free_bounded(ex, TST_DEADLINE_MS);
+		return;
+	}
+	ck_assert_uint_eq(st.spin_us, 10000);
+	snprintf(host_status, sizeof(host_status), "/proc/%d/task/%d/status", (int)st.host_pid,
+	    (int)st.host_pid);
+	for (int round = 0; round <= ROUNDS && !(waiter_awake && host_awake); round++) {
+		host = sleeps_of(host_status);
+		host_awake |= host == host_last;
+		host_last = host;
+		mine = sleeps_of("/proc/thread-self/status");
+		f = tst_submit(ex, "busy", &us, sizeof(us));
+		ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+		waiter_awake |= sleeps_of("/proc/thread-self/status") == mine;
+		tst_assert_result(f, 0, NULL, 0);
+		hkx_future_release(f);
+	}
+	ck_assert_msg(waiter_awake, "the waiting thread slept in each of %d rounds", ROUNDS);
+	ck_assert_msg(host_awake, "the host slept between any two of %d tasks", ROUNDS);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+END_TEST
+
+static void
+one_cpu(void *arg, int *rcs)
+{
+	hkx_executor *ex;
+	struct hkx_stats st;
+	hkx_future *f;
+	cpu_set_t set;
+	uint32_t us = 0;
+	int cpu;
+
+	(void)arg;
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	for (cpu = 0; !CPU_ISSET(cpu, &set); cpu++)
+		;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(set), &set), 0);
+	ex = spinning_executor(10000);
+	tst_stats(ex, &st);
+	rcs[0] = (int)st.spin_us;
+	f = tst_submit(ex, "busy", &us, sizeof(us));
+	ck_assert_int_eq(hkx_future_wait(f, TST_DEADLINE_MS), 0);
+	rcs[1] = hkx_future_state(f);
+	hkx_future_release(f);
+	tst_free_bounded(ex, TST_DEADLINE_MS);
+}
+
+/* On one CPU nothing spins: the side it waits for would need that CPU.
+ * hkx_config_init asks for 20 us, which an executor on more than one
+ * CPU keeps, as it keeps 0. */
+START_TEST(test_spin_not_on_one_cpu)
+{
+	struct hkx_config c;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	int rcs[2];
+
+	tst_in_child(one_cpu, NULL, rcs, 2);
+	ck_assert_int_eq(rcs[0], 0);
+	ck_assert_int_eq(rcs[1], HKX_DONE);
+	hkx_config_init(&c);
+	ck_assert_uint_eq(c.spin_us, 20);
+	for (unsigned spin = 0; spin <= 20; spin += 20) {
+		ex = spinning_executor(spin);
+		tst_stats(ex, &st);
+		ck_assert_uint_eq(st.spin_us, hkx__cpus_allowed() > 1 ? spin : 0);
+		tst_free_bounded(ex, TST_DEADLINE_MS);
+	}
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
 /* What the supervisor thread must learn of an end a waiter read itself.   */
 
 struct watcher {
@@ -1004,6 +1151,11 @@ ring_suite(void)
 	tcase_add_loop_test(tc, test_ring_wait_without_futex_waitv, 0, 2);
 	tcase_add_test(tc, test_ring_retire_after_direct_send);
 	tcase_add_test(tc, test_ring_no_send_to_mute_host);
+	suite_add_tcase(s, tc);
+
+	tc = tst_tcase("spin");
+	tcase_add_test(tc, test_spin_round_trips);
+	tcase_add_test(tc, test_spin_not_on_one_cpu);
 	suite_add_tcase(s, tc);
 	return s;
 }
