@@ -53,6 +53,7 @@ enum {
 	OPT_ISOLATE,
 	OPT_SPARE_HOSTS,
 	OPT_MAX_TASKS_PER_HOST,
+	OPT_SPIN_US,
 	/* the sandbox */
 	OPT_SECCOMP = 768,
 	OPT_LANDLOCK_RO,
@@ -83,9 +84,10 @@ enum {
 
 /* What serve accepts in flight before it holds requests back. */
 #define DEFAULT_MAX_IN_FLIGHT 65536
-/* The library's bounds on hosts and spare hosts. */
+/* The library's bounds on hosts, spare hosts and spins. */
 #define MAX_HOSTS 1024
 #define MAX_SPARE_HOSTS 64
+#define MAX_SPIN_US 10000
 
 static const struct {
 	struct option long_opt;
@@ -98,6 +100,7 @@ static const struct {
 	{ { "isolate", no_argument, NULL, OPT_ISOLATE }, OPTS_HOST },
 	{ { "spare-hosts", required_argument, NULL, OPT_SPARE_HOSTS }, OPTS_HOST },
 	{ { "max-tasks-per-host", required_argument, NULL, OPT_MAX_TASKS_PER_HOST }, OPTS_HOST },
+	{ { "spin-us", required_argument, NULL, OPT_SPIN_US }, OPTS_HOST },
 	{ { "memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT }, OPTS_HOST },
 	{ { "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS }, OPTS_HOST },
 	{ { "stop-after", required_argument, NULL, OPT_STOP_AFTER }, OPTS_LIMITS },
@@ -439,6 +442,11 @@ apply(struct cmd_options *o, int opt, const char *arg)
 			return -1;
 		o->max_tasks_per_host = n;
 		return 0;
+	case OPT_SPIN_US:
+		if (parse_count(o, "spin-us", arg, MAX_SPIN_US, &n) == -1)
+			return -1;
+		o->spin_us = n;
+		return 0;
 	case OPT_PLUGIN:
 		return add_plugin(o, arg);
 	case OPT_MEMORY_LIMIT:
@@ -569,6 +577,7 @@ options_parse(struct cmd_options *o, int argc, char **argv, unsigned accepted,
 	o->restart_window_ms = defaults.restart_window_ms;
 	o->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 	o->spare_hosts = defaults.spare_hosts;
+	o->spin_us = defaults.spin_us;
 	o->redis = "redis://127.0.0.1:6379/0";
 	o->group = "hkx";
 	o->lease_ms = WORKER_LEASE_MS;
@@ -780,6 +789,7 @@ options_start_executor(const struct cmd_options *o, const struct task_table *tt,
 		c.prefetch = 0;
 	c.spare_hosts = o->spare_hosts;
 	c.max_tasks_per_host = o->max_tasks_per_host;
+	c.spin_us = o->spin_us;
 	c.limit_memory_bytes = o->memory_limit;
 	c.no_new_privs = o->no_new_privs;
 	base = address_space();

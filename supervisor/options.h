@@ -20,7 +20,7 @@
 /* Groups of options a subcommand accepts. */
 #define OPTS_PLUGIN  0x01u  /* --plugin */
 #define OPTS_HOST    0x02u  /* -j, --hosts, --isolate, --spare-hosts,
-                               --max-tasks-per-host, --memory-limit,
+                               --max-tasks-per-host, --spin-us, --memory-limit,
                                --no-new-privs, the sandbox's */
 #define OPTS_LIMITS  0x04u  /* --stop-after, --kill-after, --stop-grace, --cpu-limit,
                                --retries */
@@ -36,6 +36,7 @@ struct cmd_options {
 	bool isolate;             /* one thread per host, -j hosts */
 	unsigned spare_hosts;
 	unsigned max_tasks_per_host; /* 0: no limit */
+	unsigned spin_us;         /* hkx_config.spin_us */
 	const char **plugins;
 	size_t nplugins;
 	uint64_t memory_limit;    /* bytes, 0: none */
@@ -92,7 +93,9 @@ struct cmd_options {
 "                         or crash ends only the task it targets\n" \
 "      --spare-hosts N    hosts kept started ahead of need (1; 0: none)\n" \
 "      --max-tasks-per-host N  a host replaced after N tasks (0: never); 1\n" \
-"                         runs each task in a fresh host, apart from the rest\n"
+"                         runs each task in a fresh host, apart from the rest\n" \
+"      --spin-us N        microseconds a waiting thread and an idle host look\n" \
+"                         for work before they sleep (20; 0: never)\n"
 
 /* The usage lines of the sandbox options, the same for every command. */
 #define OPTIONS_SANDBOX_HELP \

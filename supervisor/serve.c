@@ -691,7 +691,7 @@ send_stats(struct server *s)
 		return;
 	}
 	write_json(s, json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-	    " s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}}", "stats",
+	    " s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}}", "stats",
 	    "submitted", (json_int_t)st.submitted, "done", (json_int_t)st.done,
 	    "failed", (json_int_t)st.failed, "cancelled", (json_int_t)st.cancelled,
 	    "stopped", (json_int_t)st.stopped, "timed_out", (json_int_t)st.timed_out,
@@ -699,7 +699,7 @@ send_stats(struct server *s)
 	    "host_starts", (json_int_t)st.host_starts, "queued", (json_int_t)st.queued,
 	    "running", (json_int_t)st.running, "host_pid", (json_int_t)st.host_pid,
 	    "hosts_up", (json_int_t)st.hosts_up, "spares_up", (json_int_t)st.spares_up,
-	    "paused", st.paused, "frozen", st.frozen, "broken", st.broken,
+	    "spin_us", (json_int_t)st.spin_us, "paused", st.paused, "frozen", st.frozen, "broken", st.broken,
 	    "shut_down", st.shut_down, "in_flight", (json_int_t)s->in_flight,
 	    "held", (json_int_t)s->nheld));
 }

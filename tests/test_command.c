@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -2609,6 +2610,8 @@ START_TEST(hosts_options_and_mistakes)
 		    "--isolate and --hosts" },
 		{ { "serve", "--hosts", "0", NULL }, "hosts must be at least 1" },
 		{ { "serve", "--isolate", "--hosts", "1", NULL }, "--isolate and --hosts" },
+		{ { "run", "--spin-us", "10001", "echo", NULL }, "spin-us \"10001\"" },
+		{ { "serve", "--spin-us", "-1", NULL }, "spin-us \"-1\"" },
 	};
 	static const char *const subcommands[] = { "run", "serve" };
 	json_t *arr, *o;
@@ -2630,7 +2633,8 @@ START_TEST(hosts_options_and_mistakes)
 		ck_assert_msg(strstr(p.outbuf, "--hosts N") != NULL &&
 		    strstr(p.outbuf, "--isolate ") != NULL &&
 		    strstr(p.outbuf, "--spare-hosts N") != NULL &&
-		    strstr(p.outbuf, "--max-tasks-per-host N") != NULL, "%s", p.outbuf);
+		    strstr(p.outbuf, "--max-tasks-per-host N") != NULL &&
+		    strstr(p.outbuf, "--spin-us N") != NULL, "%s", p.outbuf);
 		proc_free(&p);
 	}
 
@@ -2655,6 +2659,31 @@ START_TEST(hosts_options_and_mistakes)
 	ck_assert_int_ge(num(json_object_get(o, "stats"), "hosts_up"), 1);
 	json_decref(o);
 	proc_free(&p);
+}
+END_TEST
+
+/* --spin-us reaches the executor, whose stats serve shows: 20 by default,
+ * and nothing spins where the command may run on one CPU only. */
+START_TEST(serve_spin_us)
+{
+	static const char *const spins[] = { NULL, "0", "300" };
+	static const long want[] = { 20, 0, 300 };
+	cpu_set_t cpus;
+	struct proc p;
+	json_t *o;
+	size_t i;
+
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+	for (i = 0; i < sizeof(spins) / sizeof(spins[0]); i++) {
+		ck_assert_int_eq(spins[i] == NULL ? hkx(&p, "{\"stats\":true}\n", "serve", NULL) :
+		    hkx(&p, "{\"stats\":true}\n", "serve", "--spin-us", spins[i], NULL), 0);
+		o = proc_next_json(&p, 0);
+		ck_assert(o != NULL);
+		ck_assert_int_eq(num(json_object_get(o, "stats"), "spin_us"),
+		    CPU_COUNT(&cpus) > 1 ? want[i] : 0);
+		json_decref(o);
+		proc_free(&p);
+	}
 }
 END_TEST
 
@@ -3166,6 +3195,7 @@ command_suite(void)
 	add(s, "serve_interrupt_drops_its_round", serve_interrupt_drops_input_of_its_round, 60);
 	add(s, "hosts_options", hosts_options_and_mistakes, 60);
 	add(s, "run_max_tasks_per_host", run_max_tasks_per_host, 60);
+	add(s, "serve_spin_us", serve_spin_us, 60);
 	add(s, "run_isolate_crash", run_isolate_crash_ends_only_its_task, 60);
 	add(s, "run_hosts_crash", run_hosts_crash_ends_only_its_host, 60);
 	add(s, "run_isolate_timeout", run_isolate_nothing_waits_behind_a_timeout, 60);
