@@ -143,7 +143,8 @@ enum {
 	PINGPONG_P50, PINGPONG_P99, PINGPONG_2CPU_P50, PINGPONG_2CPU_P99,
 	PINGPONG_1CPU_P50, PINGPONG_1CPU_P99,
 	POOL_TPUT, POOL_BATCH_TPUT, POOL_RT_P50, POOL_RT_P99, MEMCPY,
-	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, PAYLOAD, SERVE,
+	TPUT, TPUT_CQ, TPUT_MAP, MAP_BATCHED, RT_P50, RT_P99, RT_ASLEEP_P50,
+	RT_ASLEEP_P99, PAYLOAD, SERVE,
 	QUEUED_BYTES, QUEUED_RSS,
 	KERNEL_KILL_P50, KERNEL_KILL_P99, KILL_P50, KILL_P99, KILL_SPACED_P50,
 	KILL_SPACED_P99, KERNEL_RESPAWN_P50, KERNEL_RESPAWN_P99,
@@ -206,6 +207,15 @@ static struct metric metrics[NMETRICS] = {
 	    .base = &metrics[PINGPONG_P99],
 	    .ratio_key = "roundtrip_p99_vs_pingpong",
 	    .target = "<= 100 us", .max = 100 },
+	/* The same with spin_us 0: each side sleeps as soon as it is idle. */
+	[RT_ASLEEP_P50] = { .key = "roundtrip_nospin_p50_us",
+	    .label = "  spin_us 0: round trip p50", .unit = US,
+	    .base = &metrics[PINGPONG_P50],
+	    .ratio_key = "roundtrip_nospin_p50_vs_pingpong" },
+	[RT_ASLEEP_P99] = { .key = "roundtrip_nospin_p99_us",
+	    .label = "  spin_us 0: round trip p99", .unit = US,
+	    .base = &metrics[PINGPONG_P99],
+	    .ratio_key = "roundtrip_nospin_p99_vs_pingpong" },
 	[PAYLOAD] = { .key = "payload_mb_per_s",
 	    .label = "16 MiB argument + 16 MiB reply", .unit = MB_S,
 	    .base = &metrics[MEMCPY], .ratio_key = "payload_vs_memcpy",
@@ -1843,20 +1853,26 @@ limit_one(void *ctx)
 static void
 phase_roundtrip(const struct sizes *sz)
 {
-	struct contender cs[nitems(echoes) + 2];
-	struct bench b;
+	struct contender cs[nitems(echoes) + 3];
+	struct hkx_config asleep = conf;
+	struct bench b, slept;
 	struct pool *p;
 	size_t n = nechoes;
 
 	bench_new(&b, &conf);
+	asleep.spin_us = 0;
+	bench_new(&slept, &asleep);
 	p = pool_new(ncpu);
 	pingpong_contenders(cs);
 	cs[n++] = (struct contender){ .m = POOL_RT_P50, .m99 = POOL_RT_P99,
 	    .one = pool_roundtrip_one, .ctx = p };
 	cs[n++] = (struct contender){ .m = RT_P50, .m99 = RT_P99,
 	    .one = roundtrip_one, .ctx = &b };
+	cs[n++] = (struct contender){ .m = RT_ASLEEP_P50, .m99 = RT_ASLEEP_P99,
+	    .one = roundtrip_one, .ctx = &slept };
 	rounds(cs, n, sz->rounds, sz->roundtrips / sz->rounds);
 	pool_free(p);
+	bench_free(&slept);
 	bench_free(&b);
 }
 
@@ -2689,7 +2705,9 @@ static const char legend[] =
 "    one wake-up, as hkx_map takes them.\n"
 "  empty tasks: in flight at once, from the first submit to the last end;\n"
 "    hkx_submit one by one, into a cq drained by poll(), or hkx_map 1024\n"
-"    at a time.  round trip: hkx_submit + hkx_future_wait, one at a time.\n"
+"    at a time.  round trip: hkx_submit + hkx_future_wait, one at a time,\n"
+"    each side looking for the other for spin_us (20 us) before it sleeps,\n"
+"    or, with spin_us 0, sleeping at once.\n"
 "  16 MiB argument + 16 MiB reply: an echo task, submit to reply in hand;\n"
 "    MB/s of argument and reply bytes (1 MB = 10^6 B); memcpy: the same\n"
 "    two 16 MiB copies in this process.\n"
