@@ -947,6 +947,25 @@ tst_no_free_fd(struct rlimit *old)
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
 }
 
+long long
+tst_status_number(const char *path, const char *field)
+{
+	size_t len = strlen(field);
+	long long n = -1;
+	char line[256];
+	FILE *f = fopen(path, "re");
+
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, field, len) == 0 && line[len] == ':') {
+			n = strtoll(line + len + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	ck_assert_msg(n >= 0, "%s: no %s", path, field);
+	return n;
+}
+
 bool
 tst_proc_read_path(const char *path, struct tst_proc *p)
 {

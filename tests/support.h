@@ -186,6 +186,9 @@ struct tst_proc {
 bool tst_proc_read(pid_t pid, struct tst_proc *p);
 /* The same from any stat file, such as /proc/PID/task/TID/stat. */
 bool tst_proc_read_path(const char *path, struct tst_proc *p);
+/* The number after "field:" in a status file, such as /proc/self/status
+ * ("VmSize", in kB) or /proc/thread-self/status; asserts that it is there. */
+long long tst_status_number(const char *path, const char *field);
 /* The first thread of the test process whose name starts with name, or 0. */
 pid_t tst_thread_named(const char *name);
 /* Processes, zombies included, for which match() is true. */

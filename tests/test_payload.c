@@ -330,16 +330,9 @@ one_arg_held(void *arg)
 static uint64_t
 vm_size(void)
 {
-	unsigned long long kb = 0;
-	char line[256];
-	FILE *f = fopen("/proc/self/status", "re");
+	long long kb = tst_status_number("/proc/self/status", "VmSize");
 
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
-			break;
-	fclose(f);
-	ck_assert_uint_gt(kb, 0);
+	ck_assert_int_gt(kb, 0);
 	return (uint64_t)kb << 10;
 }
 

@@ -734,20 +734,10 @@ task_busy(hkx_task *t, const void *arg, size_t len)
 }
 
 /* The times a thread went to sleep, from its /proc status file. */
-static long
+static long long
 sleeps_of(const char *status)
 {
-	char line[128];
-	long n = -1;
-	FILE *f = fopen(status, "re");
-
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
-			break;
-	fclose(f);
-	ck_assert_int_ge(n, 0);
-	return n;
+	return tst_status_number(status, "voluntary_ctxt_switches");
 }
 
 static hkx_executor *
@@ -775,7 +765,7 @@ START_TEST(test_spin_round_trips)
 	enum { ROUNDS = 50 };
 	hkx_executor *ex = spinning_executor(10000);
 	bool waiter_awake = false, host_awake = false;
-	long mine, host, host_last = -1;
+	long long mine, host, host_last = -1;
 	char host_status[64];
 	struct hkx_stats st;
 	uint32_t us = 200;
