@@ -45,6 +45,7 @@ class Executor:
         hosts: int | None = None,
         isolate: bool = False,
         max_tasks_per_child: int | None = None,
+        spin_us: int | None = None,
         plugins: Iterable[str | os.PathLike[str]] = (),
         stop_after: float | None = None,
         kill_after: float | None = None,
@@ -58,7 +59,8 @@ class Executor:
         self._on_cancel = _check_on_cancel(on_cancel)
         self._argv = protocol.serve_command(
             protocol.find_hkx(), max_workers, hosts=hosts, isolate=isolate,
-            max_tasks_per_child=max_tasks_per_child, plugins=plugins,
+            max_tasks_per_child=max_tasks_per_child, spin_us=spin_us,
+            plugins=plugins,
             stop_after=stop_after, kill_after=kill_after, cpu_limit=cpu_limit,
             memory_limit=memory_limit, retries=retries,
             max_restarts=max_restarts, no_new_privs=no_new_privs)

@@ -363,7 +363,9 @@ class Executor(_StdExecutor):
     (``isolate``: one thread in each of ``max_workers`` hosts, so that a
     kill or a crash ends one task only); ``max_tasks_per_child``, as in
     ``ProcessPoolExecutor``, replaces a host after that many tasks (1: a
-    host of its own for each task). ``stop_after``, ``kill_after`` and
+    host of its own for each task); ``spin_us``, how long a waiting thread
+    and an idle host look for work before they sleep (20; 0: never).
+    ``stop_after``, ``kill_after`` and
     ``cpu_limit`` (seconds) and ``retries`` are defaults that a submit may
     override; ``memory_limit`` (bytes, or "512M") and ``no_new_privs``
     confine every host; ``max_restarts`` host deaths in a row break the
@@ -378,6 +380,7 @@ class Executor(_StdExecutor):
         hosts: int | None = None,
         isolate: bool = False,
         max_tasks_per_child: int | None = None,
+        spin_us: int | None = None,
         plugins: Iterable[str | os.PathLike[str]] = (),
         stop_after: float | None = None,
         kill_after: float | None = None,
@@ -390,7 +393,8 @@ class Executor(_StdExecutor):
     ) -> None:
         argv = protocol.serve_command(
             protocol.find_hkx(), max_workers, hosts=hosts, isolate=isolate,
-            max_tasks_per_child=max_tasks_per_child, plugins=plugins,
+            max_tasks_per_child=max_tasks_per_child, spin_us=spin_us,
+            plugins=plugins,
             stop_after=stop_after, kill_after=kill_after, cpu_limit=cpu_limit,
             memory_limit=memory_limit, retries=retries,
             max_restarts=max_restarts, no_new_privs=no_new_privs)
@@ -494,7 +498,8 @@ class Executor(_StdExecutor):
 
     def stats(self) -> dict:
         """serve's counters: submitted, done, failed, ..., queued, running,
-        hosts_up, spares_up, paused, frozen (see the README's ``hkx serve``)."""
+        hosts_up, spares_up, spin_us, paused, frozen (see the README's
+        ``hkx serve``)."""
         return self._channel.exchange()
 
 

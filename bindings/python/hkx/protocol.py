@@ -44,6 +44,8 @@ Arg = bytes | bytearray | memoryview | str
 # the executor, not the pipe, decides what runs next; past this many in
 # flight it would hold requests back where a cancel cannot reach them.
 _MAX_IN_FLIGHT = 1 << 24
+# hkx_config.spin_us's bound: microseconds.
+_MAX_SPIN_US = 10000
 _MS_MAX = 2**31 - 1
 # What serve answers a request that a broken executor ended (the library's
 # words), to tell it from a plain cancel.
@@ -91,6 +93,7 @@ def serve_command(
     hosts: int | None,
     isolate: bool,
     max_tasks_per_child: int | None,
+    spin_us: int | None,
     plugins: Iterable[str | os.PathLike[str]],
     stop_after: float | None,
     kill_after: float | None,
@@ -117,6 +120,12 @@ def serve_command(
         if max_tasks_per_child <= 0:
             raise ValueError("max_tasks_per_child must be >= 1")
         argv += ["--max-tasks-per-host", str(max_tasks_per_child)]
+    if spin_us is not None:
+        if not isinstance(spin_us, int):
+            raise TypeError("spin_us must be an integer")
+        if not 0 <= spin_us <= _MAX_SPIN_US:
+            raise ValueError(f"spin_us must be from 0 to {_MAX_SPIN_US}")
+        argv += ["--spin-us", str(spin_us)]
     for plugin in plugins:
         argv += ["--plugin", os.fspath(plugin)]
     for flag, name, seconds in (("--stop-after", "stop_after", stop_after),

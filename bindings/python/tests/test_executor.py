@@ -427,6 +427,22 @@ def test_bad_option_is_a_value_error():
         hkx.Executor(1, max_tasks_per_child=0)
     with pytest.raises(TypeError):
         hkx.Executor(1, max_tasks_per_child=2.0)
+    with pytest.raises(ValueError):
+        hkx.Executor(1, spin_us=10001)
+    with pytest.raises(ValueError):
+        hkx.Executor(1, spin_us=-1)
+    with pytest.raises(TypeError):
+        hkx.Executor(1, spin_us=1.5)
+
+
+@pytest.mark.parametrize("spin_us, want", [(None, 20), (0, 0), (300, 300)])
+def test_spin_us(spin_us, want):
+    """spin_us reaches serve's executor, whose stats say what is in
+    effect: nothing spins where the process may run on one CPU only."""
+    with hkx.Executor(1, spin_us=spin_us) as ex:
+        assert ex.submit("echo", "x").result() == b"x"
+        stats = ex.stats()
+    assert stats["spin_us"] == (want if len(os.sched_getaffinity(0)) > 1 else 0)
 
 
 @pytest.mark.parametrize("limit, hosts", [(1, 3), (None, 1)])
