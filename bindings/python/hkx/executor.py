@@ -365,12 +365,12 @@ class Executor(_StdExecutor):
     ``ProcessPoolExecutor``, replaces a host after that many tasks (1: a
     host of its own for each task); ``spin_us``, how long a waiting thread
     and an idle host look for work before they sleep (20; 0: never).
-    ``stop_after``, ``kill_after`` and
-    ``cpu_limit`` (seconds) and ``retries`` are defaults that a submit may
-    override; ``memory_limit`` (bytes, or "512M") and ``no_new_privs``
-    confine every host; ``max_restarts`` host deaths in a row break the
-    executor's requests (``ExecutorBroken``), not the executor. ``text``:
-    results that are UTF-8 come as ``str``.
+    ``stop_after``, ``kill_after`` and ``cpu_limit`` (seconds) and
+    ``retries`` are defaults that a submit may override; ``memory_limit``
+    (bytes, or "512M") and ``no_new_privs`` confine every host;
+    ``max_restarts`` host deaths in a row break the executor's requests
+    (``ExecutorBroken``), not the executor. ``text``: results that are
+    UTF-8 come as ``str``.
     """
 
     def __init__(
