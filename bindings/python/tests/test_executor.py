@@ -459,8 +459,12 @@ def test_an_executor_broken_by_host_deaths_is_replaced():
     what it still held raises ExecutorBroken, and a fresh one takes the
     next tasks."""
     with hkx.Executor(1, max_restarts=1) as ex:
+        # Paused, so that the echoes are queued before the crashes run:
+        # else, late, they would go to the fresh executor.
+        ex.pause()
         crashes = [ex.submit("crash") for _ in range(2)]
         queued = [ex.submit("echo", str(i)) for i in range(3)]
+        ex.resume()
         for f in crashes:
             with pytest.raises(hkx.TaskCrashed):
                 f.result()
