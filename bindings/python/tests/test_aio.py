@@ -170,9 +170,20 @@ def test_shutdown_cancel_futures():
         ex = hkx.aio.Executor(1)
         await ex.start()
         first = asyncio.create_task(ex.submit("sleep", "200"))
-        await running(ex)
+
+        async def started():
+            s = await ex.stats()
+            return s["running"] + s["done"] >= 1
+
+        async def all_queued():
+            return (await ex.stats())["queued"] == 5
+
+        # Paused once the first started, so that none of the rest can
+        # start before the shutdown's cancels, however late they come.
+        await until("the first started", started)
+        await ex.pause()
         rest = [asyncio.create_task(ex.submit("echo", "x")) for _ in range(5)]
-        await asyncio.sleep(0)        # let them send their requests
+        await until("the rest queued", all_queued)
         await ex.shutdown(cancel_futures=True)
         assert await first == b""
         for t in rest:

@@ -133,15 +133,18 @@ def test_kill_a_runaway(ex1):
     assert ex1.submit("echo", "next").result() == b"next"
 
 
-def test_timeout_escalates_from_stop_to_kill(ex):
-    polite = ex.submit("sleep", "60000", stop_after=0.1, kill_after=30)
-    runaway = ex.submit("spin", "0", stop_after=0.1, kill_after=0.3)
-    with pytest.raises(cf.CancelledError, match="stop"):
-        polite.result()
-    assert polite.state == "stopped"
-    with pytest.raises(hkx.TaskTimedOut) as e:
-        runaway.result()
-    assert isinstance(e.value, TimeoutError) and runaway.state == "timed_out"
+def test_timeout_escalates_from_stop_to_kill():
+    """A host each: the runaway's kill, however soon it comes after the
+    polite task's stop, takes only the runaway."""
+    with hkx.Executor(2, isolate=True) as ex:
+        polite = ex.submit("sleep", "60000", stop_after=0.1, kill_after=30)
+        runaway = ex.submit("spin", "0", stop_after=0.1, kill_after=0.3)
+        with pytest.raises(cf.CancelledError, match="stop"):
+            polite.result()
+        assert polite.state == "stopped"
+        with pytest.raises(hkx.TaskTimedOut) as e:
+            runaway.result()
+        assert isinstance(e.value, TimeoutError) and runaway.state == "timed_out"
 
 
 def test_executor_wide_limits_are_defaults():
@@ -160,13 +163,18 @@ def test_cpu_limit_kills_a_runaway():
 
 
 def test_retries_rerun_a_bystander():
+    """The bystander runs until stopped, so the crash always finds it
+    running, and its second run is seen running before the stop."""
     with hkx.Executor(2, retries=1) as ex:
-        bystander = ex.submit("sleep", "1000")
+        bystander = ex.submit("sleep", "60000")
         wait_running(ex)
         with pytest.raises(hkx.TaskCrashed):
             ex.submit("crash").result()
-        assert bystander.result() == b""
-        assert bystander.attempts == 2
+        wait_running(ex)
+        bystander.stop()
+        with pytest.raises(cf.CancelledError):
+            bystander.result()
+        assert bystander.state == "stopped" and bystander.attempts == 2
 
 
 # Cancel, as concurrent.futures defines it.
@@ -246,8 +254,12 @@ def test_map_timeout_cancels_the_rest(ex1):
 
 
 def test_shutdown_cancel_futures(ex1):
+    """Paused once the blocker started, so that none of the queued echoes
+    can start before the shutdown's cancels, however late they come."""
     blocker = ex1.submit("sleep", "300")
-    wait_running(ex1)
+    poll_until("the blocker started",
+               lambda: (lambda s: s["running"] + s["done"] >= 1)(ex1.stats()))
+    ex1.pause()
     queued = [ex1.submit("echo", str(i)) for i in range(10)]
     ex1.shutdown(wait=True, cancel_futures=True)
     assert blocker.result() == b""
@@ -364,12 +376,16 @@ def test_progress(ex):
 def test_isolate_kill_ends_only_its_task():
     with hkx.Executor(2, isolate=True) as ex:
         victim = ex.submit("spin", "0")
-        bystander = ex.submit("sleep", "300")
+        bystander = ex.submit("sleep", "60000")
         wait_running(ex, 2)
         victim.kill()
         with pytest.raises(hkx.TaskKilled):
             victim.result()
-        assert bystander.result() == b"" and bystander.attempts == 1
+        assert not bystander.done()
+        bystander.stop()
+        with pytest.raises(cf.CancelledError):
+            bystander.result()
+        assert bystander.state == "stopped" and bystander.attempts == 1
 
 
 # Groups.
