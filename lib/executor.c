@@ -237,7 +237,7 @@ destroy(hkx_executor *ex)
 		hkx__signal_host(h, SIGKILL);
 		hkx__host_leave(ex, h);
 	}
-	hkx__bury(ex);
+	hkx__bury(ex, true);
 	hkx__zygote_stop(&ex->zygote);
 	if (ex->epfd >= 0)
 		close(ex->epfd);

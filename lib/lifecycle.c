@@ -1018,22 +1018,29 @@ hkx__host_leave(hkx_executor *ex, struct hkx__host *h)
 }
 
 void
-hkx__bury(hkx_executor *ex)
+hkx__bury(hkx_executor *ex, bool all)
 {
 	TAILQ_HEAD(, hkx__host) dead = TAILQ_HEAD_INITIALIZER(dead);
 	struct hkx__host *h, *next;
 
 	if (TAILQ_EMPTY(&ex->graveyard))
 		return;
-	/* A host a waiting thread still looks at waits for the next batch:
-	 * that thread wakes the supervisor once it is back. */
+	/* A host a waiting thread still looks at waits for a later batch:
+	 * that thread wakes the supervisor once it is back. When the
+	 * executor goes, there is none: it waits for that thread, which its
+	 * host's leaving woke. */
 	hkx__lock(ex);
-	for (h = TAILQ_FIRST(&ex->graveyard); h != NULL; h = next) {
-		next = TAILQ_NEXT(h, link);
-		if (h->looked_at)
-			continue;
-		TAILQ_REMOVE(&ex->graveyard, h, link);
-		TAILQ_INSERT_TAIL(&dead, h, link);
+	for (;;) {
+		for (h = TAILQ_FIRST(&ex->graveyard); h != NULL; h = next) {
+			next = TAILQ_NEXT(h, link);
+			if (h->looked_at)
+				continue;
+			TAILQ_REMOVE(&ex->graveyard, h, link);
+			TAILQ_INSERT_TAIL(&dead, h, link);
+		}
+		if (!all || TAILQ_EMPTY(&ex->graveyard))
+			break;
+		pthread_cond_wait(&ex->cond, &ex->lock);
 	}
 	hkx__unlock(ex);
 	while ((h = TAILQ_FIRST(&dead)) != NULL) {

@@ -127,9 +127,10 @@ void hkx__protocol_error(hkx_executor *ex, struct hkx__host *h);
 hkx_future *hkx__running_by_id(hkx_executor *ex, struct hkx__host *h, uint64_t id);
 int hkx__start_errno(int err);
 /* Supervisor thread: a host leaves, and its memory after the batch (or a
- * later one, while a waiting thread looks at it). */
+ * later one, while a waiting thread looks at it; all: every host that
+ * left, once no thread looks at it, as the executor goes). */
 void hkx__host_leave(hkx_executor *ex, struct hkx__host *h);
-void hkx__bury(hkx_executor *ex);
+void hkx__bury(hkx_executor *ex, bool all);
 void hkx__host_died(hkx_executor *ex, struct hkx__host *h);
 void hkx__settle_killed(hkx_executor *ex);
 void hkx__zygote_readable(hkx_executor *ex);

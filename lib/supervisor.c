@@ -702,7 +702,7 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 	struct futex_waitv words[2];
 	struct hkx__host *h;
 	unsigned idle = 0;
-	bool fired, kills;
+	bool fired, kills, looking;
 	uint32_t pos;
 	long rc;
 
@@ -730,19 +730,26 @@ hkx__wait_by_ring(hkx_future *f, struct hkx__waiter *w, uint64_t deadline)
 			continue;
 		words[0] = hkx__futex_waiter(&w->fired, HKX__WAITER_ASLEEP, false);
 		words[1] = hkx__futex_waiter(&h->slots.up.shared->sleeping, HKX__RING_WATCHED, true);
-		/* Its memory stays mapped while this thread looks at its
-		 * words unlocked (hkx__bury), where a futex wait alone would
-		 * only fail. */
-		h->looked_at = true;
+		/* Only after a wake-up that brought something: a host that
+		 * wakes it for nothing gets no spin of it. While it looks,
+		 * unlocked, the host's memory stays mapped (hkx__bury); a
+		 * futex wait alone would only fail. */
+		looking = spin_ns > 0 && idle == 0;
+		h->looked_at = looking;
 		hkx__unlock(ex);
-		if (spin_ns > 0 && hkx__spin_on(words, 2, MIN(hkx__now_ns() + spin_ns, deadline)))
+		if (looking && hkx__spin_on(words, 2, MIN(hkx__now_ns() + spin_ns, deadline)))
 			rc = -EAGAIN;
 		else
 			rc = hkx__futex_waitv(words, 2, deadline);
 		hkx__lock(ex);
-		h->looked_at = false;
-		if (w->ring_host != h)
-			hkx__wake(ex); /* it left meanwhile: it may be buried now */
+		if (looking) {
+			h->looked_at = false;
+			if (w->ring_host != h) {
+				/* It left meanwhile: it may be buried now. */
+				hkx__wake(ex);
+				pthread_cond_broadcast(&ex->cond);
+			}
+		}
 		/* ENOSYS, or a filter of the application's own: wait as usual. */
 		if (rc < 0 && rc != -EAGAIN && rc != -EINTR && rc != -EFAULT && rc != -ETIMEDOUT)
 			idle = WATCH_IDLE_MAX + 1;
@@ -1129,7 +1136,7 @@ supervisor_main(void *arg)
 		run_callbacks(&done);
 		if (spares)
 			hkx__tell_spares(ex);
-		hkx__bury(ex);
+		hkx__bury(ex, false);
 	}
 	return NULL;
 }

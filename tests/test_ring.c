@@ -797,6 +797,57 @@ START_TEST(test_spin_round_trips)
 }
 END_TEST
 
+static void *
+free_executor(void *ex)
+{
+	hkx_executor_free(ex);
+	return NULL;
+}
+
+/*
+ * A thread that waits on a future looks at its host's words unlocked, so
+ * a host it still looks at keeps its memory and fds after it left. When
+ * the executor goes (the thread woken by its host's leaving, not yet
+ * back), hkx_executor_free waits for that thread, then leaves nothing
+ * behind. The test plays that thread: it marks the host looked at, as a
+ * waiter does before it spins, and lets go once the host is gone. Where
+ * the free went on, or buried the host, its rounds fail at various
+ * points: there are a number of them.
+ */
+START_TEST(test_spin_free_waits_for_a_look)
+{
+	int fds = tst_fd_count();
+	struct hkx__host *h;
+	struct hkx_stats st;
+	hkx_executor *ex;
+	pthread_t freer;
+
+	for (int round = 0; round < 20; round++) {
+		ex = spinning_executor(10000);
+		tst_stats(ex, &st);
+		hkx__lock(ex);
+		TAILQ_FOREACH(h, &ex->hosts, link)
+			if (h->pid == st.host_pid)
+				break;
+		ck_assert_ptr_nonnull(h);
+		h->looked_at = true;
+		hkx__unlock(ex);
+		ck_assert_int_eq(pthread_create(&freer, NULL, free_executor, ex), 0);
+		tst_wait_pid_gone(st.host_pid);
+		/* Still mapped, and the executor still there. */
+		(void)atomic_load(&h->slots.up.shared->tail);
+		ck_assert_int_eq(pthread_tryjoin_np(freer, NULL), EBUSY);
+		hkx__lock(ex);
+		h->looked_at = false;
+		pthread_cond_broadcast(&ex->cond);
+		hkx__unlock(ex);
+		ck_assert_int_eq(pthread_join(freer, NULL), 0);
+		ck_assert_int_eq(tst_fd_count(), fds);
+		ck_assert_int_eq(tst_count_children(), 0);
+	}
+}
+END_TEST
+
 static void
 one_cpu(void *arg, int *rcs)
 {
@@ -1146,6 +1197,7 @@ ring_suite(void)
 	tc = tst_tcase("spin");
 	tcase_add_test(tc, test_spin_round_trips);
 	tcase_add_test(tc, test_spin_not_on_one_cpu);
+	tcase_add_test(tc, test_spin_free_waits_for_a_look);
 	suite_add_tcase(s, tc);
 	return s;
 }
