@@ -169,20 +169,30 @@ parse_count(struct cmd_options *o, const char *name, const char *s, long long ma
 	return 0;
 }
 
-/* A count that 0 would make meaningless. */
+/* A count, 0 included, for an unsigned option (max at most UINT_MAX). */
 static int
-parse_positive(struct cmd_options *o, const char *name, const char *s, long long max,
+parse_unsigned(struct cmd_options *o, const char *name, const char *s, long long max,
     unsigned *out)
 {
 	long long n;
 
 	if (parse_count(o, name, s, max, &n) == -1)
 		return -1;
-	if (n == 0) {
+	*out = n;
+	return 0;
+}
+
+/* A count that 0 would make meaningless. */
+static int
+parse_positive(struct cmd_options *o, const char *name, const char *s, long long max,
+    unsigned *out)
+{
+	if (parse_unsigned(o, name, s, max, out) == -1)
+		return -1;
+	if (*out == 0) {
 		options_usage_error(o, "%s must be at least 1", name);
 		return -1;
 	}
-	*out = n;
 	return 0;
 }
 
@@ -433,20 +443,12 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		o->isolate = true;
 		return 0;
 	case OPT_SPARE_HOSTS:
-		if (parse_count(o, "spare-hosts", arg, MAX_SPARE_HOSTS, &n) == -1)
-			return -1;
-		o->spare_hosts = n;
-		return 0;
+		return parse_unsigned(o, "spare-hosts", arg, MAX_SPARE_HOSTS, &o->spare_hosts);
 	case OPT_MAX_TASKS_PER_HOST:
-		if (parse_count(o, "max-tasks-per-host", arg, UINT_MAX, &n) == -1)
-			return -1;
-		o->max_tasks_per_host = n;
-		return 0;
+		return parse_unsigned(o, "max-tasks-per-host", arg, UINT_MAX,
+		    &o->max_tasks_per_host);
 	case OPT_SPIN_US:
-		if (parse_count(o, "spin-us", arg, MAX_SPIN_US, &n) == -1)
-			return -1;
-		o->spin_us = n;
-		return 0;
+		return parse_unsigned(o, "spin-us", arg, MAX_SPIN_US, &o->spin_us);
 	case OPT_PLUGIN:
 		return add_plugin(o, arg);
 	case OPT_MEMORY_LIMIT:
@@ -472,10 +474,7 @@ apply(struct cmd_options *o, int opt, const char *arg)
 	case OPT_CPU_LIMIT:
 		return parse_seconds(o, arg, &o->cpu_limit_ms);
 	case OPT_RETRIES:
-		if (parse_count(o, "retries", arg, 1000, &n) == -1)
-			return -1;
-		o->retries = n;
-		return 0;
+		return parse_unsigned(o, "retries", arg, 1000, &o->retries);
 	case OPT_INPUT:
 		if (o->input != NULL) {
 			options_usage_error(o, "--input given twice");
@@ -514,10 +513,7 @@ apply(struct cmd_options *o, int opt, const char *arg)
 		return 0;
 	case OPT_MAX_RESTARTS:
 		/* The library's bound: its window keeps one slot per death. */
-		if (parse_count(o, "max-restarts", arg, 65535, &n) == -1)
-			return -1;
-		o->max_restarts = n;
-		return 0;
+		return parse_unsigned(o, "max-restarts", arg, 65535, &o->max_restarts);
 	case OPT_RESTART_WINDOW:
 		if (parse_count(o, "milliseconds", arg, INT_MAX, &n) == -1)
 			return -1;
