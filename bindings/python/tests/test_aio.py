@@ -156,7 +156,8 @@ def test_serve_killed_fails_every_pending_task():
             tasks = [asyncio.create_task(ex.submit("sleep", "60000")) for _ in range(3)]
             await running(ex)
             os.kill(ex._proc.pid, signal.SIGKILL)
-            done, _ = await asyncio.wait(tasks, timeout=1.0)
+            # Well before the tasks could end by themselves.
+            done, _ = await asyncio.wait(tasks, timeout=DEADLINE)
             assert done == set(tasks)
             for t in tasks:
                 assert isinstance(t.exception(), hkx.ExecutorBroken)
